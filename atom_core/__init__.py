@@ -1,0 +1,1 @@
+"""ATOM's core: everything that is not drawing. No streamlit import anywhere in this package."""

@@ -1,0 +1,44 @@
+"""Settings from the environment: the same for the app, the command line and the tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SERVER_URL = "http://localhost:1234"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    server_url: str  # normalized base URL, no trailing /v1
+    api_token: str | None  # never logged or exported
+    data_dir: Path
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads ATOM_SERVER_URL, ATOM_API_TOKEN (or LM_API_TOKEN, as LM Studio's SDKs do) and
+    ATOM_DATA_DIR (default ~/.atom)."""
+    env = os.environ if environ is None else environ
+    token = (env.get("ATOM_API_TOKEN") or env.get("LM_API_TOKEN") or "").strip() or None
+    data_dir = env.get("ATOM_DATA_DIR", "").strip()
+    return Settings(
+        server_url=normalize_base_url(env.get("ATOM_SERVER_URL", "") or DEFAULT_SERVER_URL),
+        api_token=token,
+        data_dir=Path(data_dir).expanduser() if data_dir else Path.home() / ".atom",
+    )
+
+
+def normalize_base_url(url: str) -> str:
+    """'localhost:1234/v1/' -> 'http://localhost:1234'. People paste URLs with the OpenAI
+    suffix; ATOM adds route prefixes itself."""
+    url = url.strip() or DEFAULT_SERVER_URL
+    if "://" not in url:
+        url = "http://" + url
+    url = url.rstrip("/")
+    for suffix in ("/api/v1", "/api/v0", "/v1"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)]
+            break
+    return url.rstrip("/")
