@@ -1,0 +1,77 @@
+"""ATOM: a dashboard for local language models (LM Studio 0.4 or any OpenAI-compatible server).
+
+Run with `make run` (or `streamlit run app.py`). This file draws the shared sidebar (server,
+connection state, model picker) and hands over to the page chosen in the navigation.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import _ui as ui
+
+st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
+
+PAGES = [
+    st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
+]
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.markdown("### :material/bolt: ATOM")
+        url = st.text_input(
+            "Server",
+            value=ui.server_url(),
+            help="LM Studio's server (default http://localhost:1234) or any OpenAI-compatible "
+            "server. Set ATOM_SERVER_URL to change the default.",
+        )
+        if url and url != ui.server_url():
+            ui.set_server_url(url)
+        status = ui.server_status()
+        cols = st.columns([5, 1], vertical_alignment="center")
+        if status.error is None:
+            cols[0].success(status.sentence, icon=":material/check_circle:")
+        elif status.reachable:
+            cols[0].warning(status.sentence, icon=":material/lock:")
+        else:
+            cols[0].error(status.sentence, icon=":material/cloud_off:")
+        if cols[1].button("", icon=":material/refresh:", help="Check the server again"):
+            ui.server_status(refresh=True)
+            st.rerun()
+        model_picker(status)
+
+
+def model_picker(status: ui.ServerStatus) -> None:
+    listing = status.models
+    if listing is None:
+        return
+    llms = listing.llms
+    if not llms:
+        st.info("The server has no language models yet. Download one in LM Studio.")
+        return
+    keys = [m.key for m in llms]
+    by_key = {m.key: m for m in llms}
+    current = st.session_state.get("model")
+    if current not in by_key:
+        # Prefer a loaded model: it answers at once instead of loading first.
+        loaded = [m.key for m in llms if m.is_loaded]
+        st.session_state.model = (loaded or keys)[0]
+    st.selectbox(
+        "Model",
+        keys,
+        key="model",
+        format_func=lambda k: ui.model_label(by_key[k]),
+        help=f"{ui.LOADED} loaded · {ui.NOT_LOADED} not loaded (LM Studio loads it on first use)",
+    )
+    if listing.loaded_only:
+        st.caption(
+            "This server lists models over the OpenAI-compatible route only, so ATOM can't "
+            "tell which are loaded."
+        )
+
+
+sidebar()
+for warning in ui.store().warnings:
+    st.warning(warning, icon=":material/warning:")
+st.navigation(PAGES).run()
