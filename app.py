@@ -29,14 +29,14 @@ def sidebar() -> None:
         if url and url != ui.server_url():
             ui.set_server_url(url)
         status = ui.server_status()
-        cols = st.columns([5, 1], vertical_alignment="center")
         if status.error is None:
-            cols[0].success(status.sentence, icon=":material/check_circle:")
+            st.success(status.sentence, icon=":material/check_circle:")
         elif status.reachable:
-            cols[0].warning(status.sentence, icon=":material/lock:")
+            st.warning(status.sentence, icon=":material/lock:")
         else:
-            cols[0].error(status.sentence, icon=":material/cloud_off:")
-        if cols[1].button("", icon=":material/refresh:", help="Check the server again"):
+            st.error(status.sentence, icon=":material/cloud_off:")
+        if st.button("Check again", icon=":material/refresh:", type="tertiary",
+                     help="Ask the server again for its state and models"):
             ui.server_status(refresh=True)
             st.rerun()
         model_picker(status)

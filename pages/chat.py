@@ -65,7 +65,7 @@ def conversation_list(conv: Conversation | None) -> None:
 # -- header: title, settings, export, rename, delete ----------------------------------------------
 
 def header(conv: Conversation | None) -> tuple[SamplingOptions, str, int | None]:
-    cols = st.columns([6, 1, 1, 1], vertical_alignment="center")
+    cols = st.columns([3, 1, 1, 1], vertical_alignment="center")
     cols[0].subheader(conv.title if conv else "New chat")
     with cols[1].popover("Settings", icon=":material/tune:", use_container_width=True):
         system = st.text_area(
@@ -192,7 +192,7 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
                             "Reasoning…", icon=":material/psychology:").empty()
                     reasoning_view.markdown(reply.reasoning)
                 if reply.content:
-                    body.markdown(reply.content + " ▌")
+                    body.markdown(reply.content + "▌")
                 status.caption(live_line(turn))
         finally:
             turn.finish()  # runs on Stop too: saves what arrived, marked "stopped"
@@ -211,19 +211,26 @@ def live_line(turn: ChatTurn) -> str:
 
 # -- page -----------------------------------------------------------------------------------------
 
+# Read the input first (it is pinned to the bottom wherever it is called), so that a first message
+# creates its conversation before the header and the list are drawn.
+prompt = st.chat_input("Message the model", submit_mode="stop")
 conv = current_conversation()
+model = ui.selected_model() or (conv.model if conv else None)
+if prompt and conv is None:
+    conv = store.create_conversation(title=auto_title(prompt), model=model or "",
+                                     system_prompt=st.session_state.get("sys-new", ""))
+    select(conv)
 conversation_list(conv)
 options, system, ttl = header(conv)
 messages = store.messages(conv.id) if conv else []
-if not messages:
+if not messages and not prompt:
     st.caption("Ask anything. Replies stream from the model picked in the sidebar; every chat "
                "is kept on this machine.")
 for m in messages:
     show_message(m)
 
-model = ui.selected_model() or (conv.model if conv else None)
 last = messages[-1] if messages else None
-if conv and last is not None and model:
+if conv and last is not None and model and not prompt:
     again = last.role == "assistant"
     if st.button("Regenerate" if again else "Answer", icon=":material/refresh:", type="tertiary",
                  help=f"Ask {model} {'again ' if again else ''}for a reply"):
@@ -231,12 +238,7 @@ if conv and last is not None and model:
             store.delete_message(conv.id, last.id)
         stream_reply(conv, model, options, system, ttl)
 
-prompt = st.chat_input("Message the model", submit_mode="stop")
-if prompt:
-    if conv is None:
-        conv = store.create_conversation(title=auto_title(prompt), model=model or "",
-                                         system_prompt=system)
-        select(conv)
+if prompt and conv is not None:
     store.add_message(conv.id, role="user", content=prompt)  # saved before anything can fail
     if not model:
         status = ui.server_status(refresh=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import respx
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.script_run_context import (
     SCRIPT_RUN_CONTEXT_ATTR_NAME,
 )
@@ -29,6 +30,24 @@ def fresh_app_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     st.cache_resource.clear()
     store_module._STORES.clear()
+
+
+@pytest.fixture(autouse=True)
+def navigation_v2_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps AppTest on st.navigation (v2) semantics on every run.
+
+    Because a folder named `pages/` sits next to app.py, Streamlit starts in its legacy (v1)
+    mode and only leaves it when app.py calls st.navigation. A real server does that once per
+    process. AppTest resets the flag before every run, so from the second run on it would run
+    pages/chat.py alone, without app.py and its sidebar. This keeps the flag where the real
+    server has it."""
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 @pytest.fixture

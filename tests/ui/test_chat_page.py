@@ -252,3 +252,15 @@ def test_export_buttons_offer_three_formats(mock: respx.MockRouter) -> None:
     at.chat_input[0].set_value("export me").run()
     labels = [e.proto.label for e in at.get("download_button")]
     assert labels == ["Markdown", "JSON", "Plain text"]
+
+
+def test_system_prompt_typed_before_the_first_message_is_kept(mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    at = new_app().run()
+    at.text_area(key="sys-new").set_value("You are a pirate.").run()
+    at.chat_input[0].set_value("hello").run()
+    body = json.loads(chat.calls.last.request.content)
+    assert body["messages"][0] == {"role": "system", "content": "You are a pirate."}
+    assert at.text_area(key=f"sys-{at.session_state.conversation_id}").value == "You are a pirate."

@@ -1,0 +1,119 @@
+"""Chat in real headless Chromium against `streamlit run app.py` and the LM Studio double."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import OUTPUT, ROOT, App, Double, open_app, wait_idle
+
+pytestmark = pytest.mark.e2e
+
+SLOW_ALPHA = {
+    "models": [
+        {"key": "test/alpha", "display_name": "Test Alpha 1B", "params_string": "1B",
+         "loaded": True, "ttft_ms": 300, "token_gap_ms": 60, "reply_tokens": 40},
+        {"key": "test/gamma", "display_name": "Test Gamma 3B", "loaded": False,
+         "ttft_ms": 80, "token_gap_ms": 10},
+    ]
+}
+
+
+def last_reply_text(pg: Any) -> str:
+    messages = pg.locator("[data-testid=stChatMessage]")
+    if messages.count() < 2:
+        return ""
+    return str(messages.last.locator("[data-testid=stMarkdownContainer]").last.inner_text())
+
+
+def send(pg: Any, text: str) -> None:
+    box = pg.locator("[data-testid=stChatInputTextArea]")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_send_a_message_and_watch_it_stream(app: App, double: Double, page: Any) -> None:
+    double.set_config(SLOW_ALPHA)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    sidebar = page.locator("[data-testid=stSidebar]")
+    assert "LM Studio 0.4+ (native API) · 2 models, 1 loaded" in sidebar.inner_text()
+
+    send(page, "Hello there, who are you?")
+    # Watch the reply grow while the server is still sending it.
+    seen: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = last_reply_text(page)
+        if text and (not seen or text != seen[-1]):
+            seen.append(text)
+        if "thirty" in text and "▌" not in text:
+            break
+        time.sleep(0.05)
+    wait_idle(page)
+    final = last_reply_text(page)
+    assert final.startswith("Reply from test/alpha:") and final.endswith("thirty-seven")
+    partials = [s for s in seen if s.rstrip("▌") != final]
+    assert len(partials) >= 3, f"the reply did not stream: {seen}"
+    assert all(final.startswith(p.rstrip("▌").rstrip()) for p in partials)
+    (request,) = double.chat_requests()
+    assert request["completed"] and request["body"]["stream"] is True
+
+    caption = page.locator("[data-testid=stChatMessage]").last.locator(
+        "[data-testid=stCaptionContainer]").inner_text()
+    assert "test/alpha" in caption and "40 tokens" in caption and "stop" in caption
+    # The conversation is listed, and survives a reload.
+    page.reload()
+    open_app(page, app.url, "[data-testid=stChatMessage]")
+    assert last_reply_text(page) == final
+    shots = ROOT / "docs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "chat.png"))
+    page.screenshot(path=str(OUTPUT / "chat.png"))
+
+
+def test_stop_ends_the_upstream_request(app: App, double: Double, page: Any) -> None:
+    double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 200,
+                                   "token_gap_ms": 100, "reply_tokens": 200}]})
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    send(page, "Tell me a very long story")
+    deadline = time.monotonic() + 15
+    while len(last_reply_text(page).split()) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop_button = page.locator("[data-testid=stChatInput] button")
+    assert "stop" in (stop_button.get_attribute("aria-label") or "").lower()
+    stop_button.click()
+    wait_idle(page)
+
+    (request,) = double.chat_requests()
+    assert request["closed_early"] and not request["completed"]
+    assert request["tokens_sent"] < 100
+    page.reload()
+    open_app(page, app.url, "[data-testid=stChatMessage]")
+    reply = page.locator("[data-testid=stChatMessage]").last
+    assert "Stopped" in reply.inner_text()
+    assert "Reply from test/alpha:" in reply.inner_text()
+
+
+def test_server_down_shows_one_sentence_and_keeps_the_message(
+    double: Double, page: Any, tmp_path: Any
+) -> None:
+    from tests.e2e.conftest import free_port, start_app, stop
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    app = start_app(dead, tmp_path / "data", tmp_path)
+    try:
+        open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+        sidebar = page.locator("[data-testid=stSidebar]").inner_text()
+        assert f"Can't reach a model server at {dead}" in sidebar
+        send(page, "Is anyone there?")
+        wait_idle(page)
+        page.wait_for_selector("[data-testid=stChatMessage] [data-testid=stAlert]")
+        messages = page.locator("[data-testid=stChatMessage]")
+        assert "Is anyone there?" in messages.first.inner_text()
+        assert "lms server start" in messages.last.inner_text()
+        assert page.locator("[data-testid=stException]").count() == 0  # no traceback
+        page.screenshot(path=str(OUTPUT / "chat-server-down.png"))
+    finally:
+        stop(app.process)
