@@ -169,7 +169,7 @@ class ChatTurn:
                     source=self._source,
                     server=self.client.base_url,
                     model=self.model,
-                    reply=reply,
+                    metrics=metrics,
                     error=slot.error,
                     cancelled=slot.cancelled,
                     conversation_id=self.conversation_id,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
 from .client import LMStudioClient
 from .config import settings_from_env
 from .errors import AtomError
+from .loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .metrics import format_seconds
 from .runs import run_record
 from .streaming import ReplyBuffer
@@ -31,6 +33,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
                 return _models(client, args, out)
             if args.command == "chat":
                 return _chat(client, args, out, err)
+            if args.command == "bench":
+                return _bench(client, args, out, err)
     except AtomError as e:
         print(f"error: {e.sentence}", file=err)
         return 1
@@ -63,6 +67,28 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--ttl", type=int, help="idle TTL in seconds for a model this request loads")
     c.add_argument("--json", action="store_true", help="print the reply and metrics as JSON")
     c.add_argument("--no-record", action="store_true", help="do not add this run to the history")
+
+    b = sub.add_parser(
+        "bench",
+        help="many requests, K in flight: one record per request, then a summary per model",
+    )
+    b.add_argument("--models", required=True, help="comma-separated model keys (1 to 4)")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the prompt to send")
+    src.add_argument("--prompts", help="a file of prompts, one per line")
+    b.add_argument("--repeat", type=int, default=1, help="send each prompt N times per model")
+    b.add_argument("--concurrency", default="1",
+                   help="requests in flight: K, or levels like 1,2,4,8 for a sweep")
+    b.add_argument("--requests", type=int,
+                   help="requests per model at each level (default: prompts x repeat)")
+    b.add_argument("--max-tokens", type=int, default=128)
+    b.add_argument("--temperature", type=float)
+    b.add_argument("--seed", type=int)
+    b.add_argument("--system", help="system prompt")
+    b.add_argument("--warmup", action="store_true",
+                   help="one untimed request per model first (loads it, warms caches)")
+    b.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    b.add_argument("--no-record", action="store_true", help="do not add the runs to the history")
     return p
 
 
@@ -139,7 +165,7 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         from .store import open_store  # only when recording: keeps `models` free of disk I/O
 
         open_store().add_run(run_record(source="cli", server=client.base_url, model=args.model,
-                                        reply=reply, error=error))
+                                        metrics=metrics, error=error))
     if args.json:
         doc = {"model": args.model, "content": reply.content, "reasoning": reply.reasoning,
                "error": error.sentence if error else None, "metrics": metrics.to_dict()}
@@ -164,3 +190,97 @@ def _metrics_block(m: dict[str, object]) -> str:
         f"p95 {sec(m['itl_p95_s'])} · end-to-end {sec(m['e2e_s'])} · "
         f"finish {m['finish_reason'] or '-'}"
     )
+
+
+def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not 1 <= len(models) <= 4:
+        print("error: give one to four models, e.g. --models a,b", file=err)
+        return 2
+    try:
+        levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
+    except ValueError:
+        print("error: --concurrency takes a number or a list like 1,2,4,8", file=err)
+        return 2
+    if not levels or min(levels) < 1:
+        print("error: --concurrency must be 1 or more", file=err)
+        return 2
+    prompts = [args.prompt] if args.prompt else _read_prompts(args.prompts)
+    if not prompts:
+        print(f"error: no prompts in {args.prompts}", file=err)
+        return 2
+    options = SamplingOptions(max_tokens=args.max_tokens, temperature=args.temperature,
+                              seed=args.seed)
+    per_model = args.requests or len(prompts) * max(1, args.repeat)
+    if args.warmup:
+        for model in models:
+            print(f"warming up {model}...", file=err)
+            client.chat(model, [ChatMessage("user", "Hello")],
+                        options=SamplingOptions(max_tokens=8))
+    store = None
+    if not args.no_record:
+        from .store import open_store
+
+        store = open_store()
+    failures = 0
+    for level in levels:
+        jobs = [
+            LoadJob(model=model, prompt=prompts[i % len(prompts)], system_prompt=args.system,
+                    options=options, tags={"concurrency": level, "prompt_index": i % len(prompts),
+                                           "repeat": i // len(prompts)})
+            for i in range(per_model) for model in models
+        ]
+        started = time.perf_counter()
+        records = []
+        if not args.json:
+            print(f"== concurrency {level}: {len(jobs)} requests", file=out)
+        for record in run_load(jobs, client=client, concurrency=level):
+            records.append(record)
+            failures += not record.ok
+            if store is not None:
+                store.add_run(record.run_row("sweep" if len(levels) > 1 else "cli"))
+            _print_record(record, args.json, out)
+        wall = time.perf_counter() - started
+        for summary in summarize(records, wall_s=wall, order=models):
+            _print_summary(summary, level, wall, args.json, out)
+    return 1 if failures else 0
+
+
+def _read_prompts(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _print_record(record: LoadRecord, as_json: bool, out: TextIO) -> None:
+    row = record.row()
+    if as_json:
+        print(json.dumps({"type": "record", **row}), file=out)
+        return
+    if not record.ok:
+        print(f"{row['model']:<28} FAILED  {row['error'] or 'cancelled'}", file=out)
+        return
+    print(
+        f"{row['model']:<28} ttft {_fmt(row['ttft_s'])}  e2e {_fmt(row['e2e_s'])}  "
+        f"{row['output_tokens']:>5} tok  {row['tokens_per_s'] or 0:>7.1f} tok/s  "
+        f"itl p50 {_fmt(row['itl_p50_s'])} p95 {_fmt(row['itl_p95_s'])}",
+        file=out,
+    )
+
+
+def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps({"type": "summary", "concurrency": level, "wall_s": round(wall, 3),
+                          **s.row()}), file=out)
+        return
+    tps = f"{s.tokens_per_s_p50:.1f}" if s.tokens_per_s_p50 is not None else "-"
+    agg = f"{s.aggregate_tokens_per_s:.1f}" if s.aggregate_tokens_per_s is not None else "-"
+    print(
+        f"-- {s.model}: {s.ok}/{s.requests} ok · TTFT p50 {_fmt(s.ttft_p50_s)} "
+        f"p90 {_fmt(s.ttft_p90_s)} · {tps} tok/s per request · {agg} tok/s aggregate "
+        f"(concurrency {level}, {wall:.1f} s)",
+        file=out,
+    )
+
+
+def _fmt(v: object) -> str:
+    return format_seconds(float(v)) if isinstance(v, int | float) else "-"

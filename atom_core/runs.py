@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from .errors import AtomError, StreamInterrupted
+from .metrics import GenerationMetrics
 from .store import MessageState
-from .streaming import ReplyBuffer
 
 RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli")
 
@@ -28,14 +28,14 @@ def run_record(
     source: str,
     server: str,
     model: str,
-    reply: ReplyBuffer,
+    metrics: GenerationMetrics,
     error: AtomError | None = None,
     cancelled: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
     """A compact, JSON-able row. Token timelines stay with the message, not here, so that the
     runs table stays small enough to read 100,000 rows quickly."""
-    m = reply.metrics()
+    m = metrics
     row: dict[str, Any] = {
         "ts": time.time(),
         "source": source,
