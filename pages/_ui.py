@@ -3,7 +3,9 @@ status and the model picker. Drawing and session state only; logic lives in atom
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 
 import streamlit as st
 
@@ -37,7 +39,7 @@ def server_url() -> str:
 
 
 def client() -> LMStudioClient:
-    return _client(server_url(), settings_from_env().api_token)
+    return client_for(server_url())
 
 
 def store() -> HistoryStore:
@@ -46,23 +48,50 @@ def store() -> HistoryStore:
 
 def server_status(*, refresh: bool = False) -> ServerStatus:
     """The current server's status, re-checked at most every STATUS_MAX_AGE_S seconds."""
-    key = ("status", server_url())
-    cached = st.session_state.get("_status")
-    if (
-        not refresh
-        and cached is not None
-        and cached[0] == key
-        and time.monotonic() - cached[1] < STATUS_MAX_AGE_S
-    ):
-        return cached[2]  # type: ignore[no-any-return]
-    status = client().status()
-    st.session_state._status = (key, time.monotonic(), status)
+    return status_for(server_url(), refresh=refresh)
+
+
+def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
+    """Any known server's status (models included), cached per session for a few seconds."""
+    cache: dict[str, tuple[float, ServerStatus]] = st.session_state.setdefault("_statuses", {})
+    hit = cache.get(url)
+    if not refresh and hit is not None and time.monotonic() - hit[0] < STATUS_MAX_AGE_S:
+        return hit[1]
+    status = client_for(url).status()
+    cache[url] = (time.monotonic(), status)
     return status
+
+
+@dataclass(frozen=True, slots=True)
+class ServerChoice:
+    """A server the user can pick models from."""
+
+    name: str
+    url: str
+    token: str | None = None
+
+
+def servers() -> list[ServerChoice]:
+    """Every server ATOM knows this session: the current one first, then any extra servers
+    (ATOM_EXTRA_SERVERS, comma-separated URLs, e.g. the second demo engine)."""
+    settings = settings_from_env()
+    out = [ServerChoice(name="Current server", url=server_url(), token=settings.api_token)]
+    extra = os.environ.get("ATOM_EXTRA_SERVERS", "")
+    for i, raw in enumerate(u for u in extra.split(",") if u.strip()):
+        url = normalize_base_url(raw)
+        if all(c.url != url for c in out):
+            out.append(ServerChoice(name=f"Server {i + 2}", url=url, token=settings.api_token))
+    return out
+
+
+def client_for(url: str) -> LMStudioClient:
+    """The shared client for a known server (its token from the server list)."""
+    token = next((s.token for s in servers() if s.url == url), settings_from_env().api_token)
+    return _client(normalize_base_url(url), token)
 
 
 def set_server_url(url: str) -> None:
     st.session_state.server_url = normalize_base_url(url)
-    st.session_state.pop("_status", None)
 
 
 def model_label(m: ModelInfo) -> str:
