@@ -71,7 +71,16 @@ def model_picker(status: ui.ServerStatus) -> None:
         )
 
 
+def store_notices(box: st.delta_generator.DeltaGenerator, shown: set[str]) -> None:
+    """Damaged history files found so far (moved aside, never silently emptied)."""
+    for warning in ui.store().warnings:
+        if warning not in shown:
+            shown.add(warning)
+            box.warning(warning, icon=":material/warning:")
+
+
 sidebar()
-for warning in ui.store().warnings:
-    st.warning(warning, icon=":material/warning:")
+notices, shown = st.container(), set[str]()
+store_notices(notices, shown)
 st.navigation(PAGES).run()
+store_notices(notices, shown)  # a file found damaged while the page ran

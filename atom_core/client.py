@@ -64,7 +64,8 @@ class ServerStatus:
             return self.error.sentence
         assert self.dialect is not None
         loaded = f", {self.loaded_count} loaded" if self.dialect.knows_load_state else ""
-        return f"{self.dialect.label} · {self.llm_count} models{loaded}"
+        noun = "model" if self.llm_count == 1 else "models"
+        return f"{self.dialect.label} · {self.llm_count} {noun}{loaded}"
 
 
 class LMStudioClient:

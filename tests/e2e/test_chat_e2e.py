@@ -117,3 +117,66 @@ def test_server_down_shows_one_sentence_and_keeps_the_message(
         page.screenshot(path=str(OUTPUT / "chat-server-down.png"))
     finally:
         stop(app.process)
+
+
+def test_closed_tab_and_killed_app_lose_nothing(double: Double, browser: Any,
+                                                tmp_path: Any) -> None:
+    """A tab closed mid-reply, then the app process killed mid-reply: on the next visit both
+    replies are there as far as they got, and the killed one is marked Interrupted."""
+    import os
+    import signal
+
+    from tests.e2e.conftest import start_app, stop
+
+    double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 100,
+                                   "token_gap_ms": 80, "reply_tokens": 300}]})
+    data = tmp_path / "data"
+    app = start_app(double.url, data, tmp_path)
+    try:
+        ctx = browser.new_context()
+        tab = ctx.new_page()
+        open_app(tab, app.url, "[data-testid=stChatInputTextArea]")
+        send(tab, "first question")
+        while len(last_reply_text(tab).split()) < 5:
+            time.sleep(0.05)
+        ctx.close()  # the user closes the tab mid-reply
+
+        ctx = browser.new_context()
+        tab = ctx.new_page()
+        open_app(tab, app.url, "[data-testid=stChatInputTextArea]")
+        send(tab, "second question")
+        while len(last_reply_text(tab).split()) < 20:  # > 1 s of tokens: a save happened
+            time.sleep(0.05)
+        ctx.close()
+    finally:
+        os.kill(app.process.pid, signal.SIGKILL)  # a crash, not a clean stop
+        app.process.wait()
+        stop(app.process)
+
+    from atom_core.store import open_store
+
+    store = open_store(data)
+    (conv,) = store.list_conversations()  # the second tab reopened the latest chat
+    messages = store.messages(conv.id)
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    first, second = messages[1], messages[3]
+    print("states after tab close and kill:", first.state, second.state)
+    assert first.content.startswith("Reply from test/alpha: one two three")
+    assert first.state in ("stopped", "complete", "interrupted")
+    assert second.state == "interrupted"  # saved while streaming; the process never finished
+    assert len(second.content.split()) >= 8
+
+    app = start_app(double.url, data, tmp_path)
+    try:
+        ctx = browser.new_context()
+        tab = ctx.new_page()
+        open_app(tab, app.url, "[data-testid=stChatMessage]")
+        replies = tab.locator("[data-testid=stChatMessage]")
+        assert replies.count() == 4
+        assert "Reply from test/alpha: one two three" in replies.nth(1).inner_text()
+        last = replies.nth(3).inner_text()
+        assert "Reply from test/alpha:" in last and "Interrupted" in last
+        tab.screenshot(path=str(OUTPUT / "chat-after-crash.png"))
+        ctx.close()
+    finally:
+        stop(app.process)

@@ -264,3 +264,28 @@ def test_system_prompt_typed_before_the_first_message_is_kept(mock: respx.MockRo
     body = json.loads(chat.calls.last.request.content)
     assert body["messages"][0] == {"role": "system", "content": "You are a pirate."}
     assert at.text_area(key=f"sys-{at.session_state.conversation_id}").value == "You are a pirate."
+
+
+def test_a_damaged_history_file_is_announced_not_hidden(mock: respx.MockRouter,
+                                                        isolated_env: Path) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    store = open_store(isolated_env)
+    good = store.create_conversation(title="good chat")
+    store.add_message(good.id, role="user", content="kept")
+    bad = store.create_conversation(title="bad chat")
+    store.add_message(bad.id, role="user", content="lost?")
+    bad_file = isolated_env / "conversations" / f"{bad.id}.json"
+    bad_file.write_text('{"truncated": ')
+    from atom_core import store as store_module
+
+    store_module._STORES.clear()  # a fresh start of the app on this folder
+
+    at = new_app().run()
+    at.switch_page("pages/chat.py")
+    next(b for b in at.sidebar.button if b.label == "bad chat").click().run()
+    assert not at.exception
+    (warning,) = [w for w in texts(at.warning) if "was damaged" in w]
+    assert str(bad_file) in warning and ".corrupt-" in warning
+    assert list(bad_file.parent.glob(f"{bad.id}.json.corrupt-*"))  # moved aside, not deleted
+    next(b for b in at.sidebar.button if b.label == "good chat").click().run()
+    assert texts(at.chat_message[0].markdown) == ["kept"]
