@@ -1,0 +1,601 @@
+"""Prompt sets: many prompts, run unattended across the Arena's slots, with optional checks.
+
+A prompt set comes from a paste or a file, in one of three forms (`parse_prompt_set`):
+
+- plain lines: one prompt per non-empty line;
+- CSV with a header row: a `prompt` column, and optionally `name`, `system`, `contains`,
+  `regex`, `json` (true/yes/1) and `max_latency_s`;
+- JSON: a list of strings or of objects, or `{"name": ..., "prompts": [...]}`. An object has
+  `prompt` and optionally `name`, `system` and checks, either flat or under `"checks"`:
+  `{"contains": "Paris" | [...], "regex": "..." | [...], "json": true, "max_latency_s": 2.5}`.
+
+A run (`PromptSetRun`) sends every (prompt, slot, repeat) once, keeping K requests in flight with
+`loadrun.run_load`, in an order shuffled by the run's seed. Each finished request is saved at
+once to the "promptset_records" table (and the runs table, source "promptset"); a stopped run is
+resumed by running the same run id again, which skips every triple that already has a successful
+record. Failed requests are retried on resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import queue
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import AtomError
+from .loadrun import LoadJob, LoadRecord, run_load
+from .metrics import GenerationMetrics, percentile
+from .types import ChatMessage, SamplingOptions
+
+if TYPE_CHECKING:
+    from .arena import SlotSetup
+    from .client import LMStudioClient
+    from .store import HistoryStore
+
+SETS_TABLE = "prompt_sets"
+RUNS_TABLE = "promptset_runs"
+RECORDS_TABLE = "promptset_records"
+SLOT_LABELS = "ABCD"
+
+CheckKind = Literal["contains", "regex", "json", "max_latency"]
+
+
+class PromptSetError(AtomError):
+    """A prompt set that cannot be read; the sentence says where and why."""
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One pass/fail test of a reply."""
+
+    kind: CheckKind
+    value: str | float | bool = True
+
+    @property
+    def label(self) -> str:
+        if self.kind == "contains":
+            return f"contains “{self.value}”"
+        if self.kind == "regex":
+            return f"matches /{self.value}/"
+        if self.kind == "json":
+            return "valid JSON"
+        return f"latency ≤ {self.value:g} s" if isinstance(self.value, float) else \
+            f"latency ≤ {self.value} s"
+
+    def passes(self, content: str, e2e_s: float | None, ok: bool) -> bool:
+        """A failed or cut request fails every check."""
+        if not ok:
+            return False
+        if self.kind == "contains":
+            return str(self.value).casefold() in content.casefold()
+        if self.kind == "regex":
+            return re.search(str(self.value), content) is not None
+        if self.kind == "json":
+            return _is_json(content)
+        return e2e_s is not None and e2e_s <= float(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Check:
+        return cls(kind=d["kind"], value=d.get("value", True))
+
+
+def _is_json(text: str) -> bool:
+    """Valid JSON, also when the model wrapped it in a ```json fence."""
+    body = text.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, flags=re.DOTALL)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+# -- prompt sets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptItem:
+    prompt: str
+    name: str = ""
+    system: str | None = None
+    checks: tuple[Check, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "name": self.name, "system": self.system,
+                "checks": [c.to_dict() for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PromptItem:
+        return cls(prompt=str(d["prompt"]), name=str(d.get("name") or ""),
+                   system=d.get("system") or None,
+                   checks=tuple(Check.from_dict(c) for c in d.get("checks") or []))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptSet:
+    name: str
+    items: tuple[PromptItem, ...]
+
+    @property
+    def check_count(self) -> int:
+        return sum(len(i.checks) for i in self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "items": [i.to_dict() for i in self.items]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PromptSet:
+        return cls(name=str(d.get("name") or ""),
+                   items=tuple(PromptItem.from_dict(i) for i in d.get("items") or []))
+
+
+Format = Literal["lines", "csv", "json"]
+
+
+def detect_format(text: str, filename: str | None = None) -> Format:
+    """By file extension, else by content: JSON if it starts with [ or {, CSV if the first line
+    is a header naming a `prompt` column, else plain lines."""
+    ext = Path(filename).suffix.lower() if filename else ""
+    if ext == ".json":
+        return "json"
+    if ext == ".csv":
+        return "csv"
+    if ext in (".txt", ".md"):
+        return "lines"
+    head = text.lstrip()
+    if head[:1] in ("[", "{"):
+        return "json"
+    first = head.splitlines()[0] if head else ""
+    try:
+        cells = next(csv.reader([first]))
+    except (csv.Error, StopIteration):
+        cells = []
+    if len(cells) > 1 and "prompt" in (c.strip().lower() for c in cells):
+        return "csv"
+    return "lines"
+
+
+def parse_prompt_set(text: str, *, filename: str | None = None, name: str = "",
+                     fmt: Format | None = None) -> PromptSet:
+    """Reads a prompt set (formats in the module docstring). Raises PromptSetError."""
+    fmt = fmt or detect_format(text, filename)
+    label = filename or "the pasted text"
+    default_name = name or (Path(filename).stem if filename else "")
+    if fmt == "lines":
+        items = [PromptItem(prompt=line.strip()) for line in text.splitlines() if line.strip()]
+        set_name = default_name
+    elif fmt == "csv":
+        items, set_name = _from_csv(text, label), default_name
+    else:
+        items, set_name = _from_json(text, label, default_name)
+    if not items:
+        raise PromptSetError(f"No prompts found in {label}.")
+    return PromptSet(name=set_name or "Prompt set", items=tuple(items))
+
+
+def load_prompt_file(path: str | Path) -> PromptSet:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise PromptSetError(f"Can't read {p}: {e.strerror or e}.") from e
+    return parse_prompt_set(text, filename=p.name)
+
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+
+
+def _from_csv(text: str, label: str) -> list[PromptItem]:
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
+    if "prompt" not in columns:
+        raise PromptSetError(f"{label} has no “prompt” column in its header row.")
+    items = []
+    for line, row in enumerate(reader, start=2):
+        def cell(key: str, row: dict[str, Any] = row) -> str:
+            raw = row.get(columns[key]) if key in columns else None
+            return str(raw or "").strip()
+
+        prompt = cell("prompt")
+        if not prompt:
+            continue
+        checks: list[Check] = []
+        if cell("contains"):
+            checks.append(Check("contains", cell("contains")))
+        if cell("regex"):
+            checks.append(Check("regex", _regex(cell("regex"), label, line)))
+        if cell("json").lower() in _TRUE:
+            checks.append(Check("json"))
+        if cell("max_latency_s"):
+            checks.append(Check("max_latency", _seconds(cell("max_latency_s"), label, line)))
+        items.append(PromptItem(prompt=prompt, name=cell("name"), system=cell("system") or None,
+                                checks=tuple(checks)))
+    return items
+
+
+def _from_json(text: str, label: str, default_name: str) -> tuple[list[PromptItem], str]:
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise PromptSetError(f"{label} is not valid JSON ({e}).") from e
+    name = default_name
+    if isinstance(doc, dict):
+        name = str(doc.get("name") or name)
+        doc = doc.get("prompts", doc.get("items"))
+    if not isinstance(doc, list):
+        raise PromptSetError(f"{label}: expected a list of prompts, or an object with "
+                             "“prompts”.")
+    items = []
+    for n, entry in enumerate(doc, start=1):
+        if isinstance(entry, str):
+            if entry.strip():
+                items.append(PromptItem(prompt=entry.strip()))
+            continue
+        if not isinstance(entry, dict) or not str(entry.get("prompt") or "").strip():
+            raise PromptSetError(f"{label}: prompt {n} needs a “prompt” text.")
+        spec = {**entry, **(entry.get("checks") or {})}
+        checks: list[Check] = []
+        for value in _as_list(spec.get("contains")):
+            checks.append(Check("contains", str(value)))
+        for value in _as_list(spec.get("regex")):
+            checks.append(Check("regex", _regex(str(value), label, n)))
+        if spec.get("json") is True or str(spec.get("json")).lower() in _TRUE:
+            checks.append(Check("json"))
+        latency = spec.get("max_latency_s", spec.get("max_latency"))
+        if latency is not None:
+            checks.append(Check("max_latency", _seconds(str(latency), label, n)))
+        items.append(PromptItem(prompt=str(entry["prompt"]).strip(),
+                                name=str(entry.get("name") or entry.get("id") or ""),
+                                system=entry.get("system") or None, checks=tuple(checks)))
+    return items, name
+
+
+def _as_list(v: Any) -> list[Any]:
+    if v is None or v == "":
+        return []
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
+def _regex(pattern: str, label: str, where: int) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise PromptSetError(f"{label}, prompt {where}: the regex /{pattern}/ is not valid "
+                             f"({e}).") from e
+    return pattern
+
+
+def _seconds(raw: str, label: str, where: int) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise PromptSetError(f"{label}, prompt {where}: max latency “{raw}” is not a number of "
+                             "seconds.") from None
+    if value <= 0:
+        raise PromptSetError(f"{label}, prompt {where}: max latency must be above 0 s.")
+    return value
+
+
+def check_results(item: PromptItem, content: str, e2e_s: float | None,
+                  ok: bool) -> list[dict[str, Any]]:
+    return [{"check": c.label, "passed": c.passes(content, e2e_s, ok)} for c in item.checks]
+
+
+# -- saved sets -----------------------------------------------------------------------------------
+
+
+def save_set(store: HistoryStore, prompt_set: PromptSet) -> str:
+    return store.append(SETS_TABLE, prompt_set.to_dict())
+
+
+def saved_sets(store: HistoryStore) -> list[tuple[str, PromptSet]]:
+    """(id, set) for every saved set, newest first."""
+    rows = sorted(store.records(SETS_TABLE), key=lambda r: r.get("ts", 0), reverse=True)
+    return [(str(r["id"]), PromptSet.from_dict(r)) for r in rows]
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSettings:
+    repeats: int = 1
+    concurrency: int = 2
+    seed: int = 42  # sent to the model and used to shuffle the order
+    temperature: float | None = 0.0
+    max_tokens: int | None = 512
+    warmup: bool = True
+    shuffle: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSlot:
+    label: str
+    server: str
+    model: str
+    target: str  # what is sent as `model`
+    contestant: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSetup],
+            targets: Sequence[str], settings: RunSettings) -> dict[str, Any]:
+    """Saves a new run (its set, slots and settings) and returns its record."""
+    slots = []
+    for i, s in enumerate(setups):
+        options = _run_options(s.options, settings)
+        slots.append({"label": SLOT_LABELS[i], "server": s.server, "model": s.model,
+                      "target": targets[i], "contestant": s.contestant,
+                      "options": options.to_request()})
+    record = {"run_key": uuid.uuid4().hex[:12], "set": prompt_set.to_dict(), "slots": slots,
+              "settings": {f: getattr(settings, f) for f in RunSettings.__dataclass_fields__},
+              "created": time.time()}
+    record["id"] = store.append(RUNS_TABLE, record)
+    return record
+
+
+def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOptions:
+    """The slot's own options, with the run's fixed seed, temperature and token limit."""
+    d = base.to_request()
+    d["seed"] = settings.seed
+    if settings.temperature is not None:
+        d["temperature"] = settings.temperature
+    if settings.max_tokens is not None:
+        d["max_tokens"] = settings.max_tokens
+    d["stop"] = tuple(d.get("stop") or ())
+    return SamplingOptions(**d)
+
+
+def list_runs(store: HistoryStore) -> list[dict[str, Any]]:
+    return sorted(store.records(RUNS_TABLE), key=lambda r: r.get("created", 0), reverse=True)
+
+
+def run_records(store: HistoryStore, run_id: str) -> list[dict[str, Any]]:
+    """The latest record of every (prompt, slot, repeat) of a run, in plan order."""
+    latest: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for r in sorted(store.records(RECORDS_TABLE), key=lambda r: r.get("ts", 0)):
+        if r.get("run_id") == run_id:
+            latest[_key(r)] = r
+    return [latest[k] for k in sorted(latest)]
+
+
+def _key(r: dict[str, Any]) -> tuple[int, int, int]:
+    return int(r["prompt_index"]), int(r["slot"]), int(r["repeat"])
+
+
+def plan(run: dict[str, Any], done: Iterable[tuple[int, int, int]] = ()) -> list[LoadJob]:
+    """Every (prompt, slot, repeat) not in `done`, in the run's shuffled order (the same order
+    on every resume)."""
+    items = PromptSet.from_dict(run["set"]).items
+    slots = run["slots"]
+    settings = run["settings"]
+    keys = [(p, s, r) for p in range(len(items)) for r in range(int(settings["repeats"]))
+            for s in range(len(slots))]
+    if settings.get("shuffle", True):
+        random.Random(int(settings.get("seed") or 0)).shuffle(keys)
+    finished = set(done)
+    jobs = []
+    for p, s, r in keys:
+        if (p, s, r) in finished:
+            continue
+        slot = slots[s]
+        options = dict(slot["options"])
+        options["stop"] = tuple(options.get("stop") or ())
+        jobs.append(LoadJob(
+            model=slot["target"], prompt=items[p].prompt, system_prompt=items[p].system,
+            options=SamplingOptions(**options), server=slot["server"],
+            tags={"run_id": run["id"], "prompt_index": p, "slot": s, "repeat": r,
+                  "label": slot["label"]},
+        ))
+    return jobs
+
+
+def finished_keys(store: HistoryStore, run_id: str) -> set[tuple[int, int, int]]:
+    return {_key(r) for r in run_records(store, run_id) if r.get("ok")}
+
+
+def _record_doc(run: dict[str, Any], record: LoadRecord) -> dict[str, Any]:
+    tags = record.job.tags
+    item = PromptSet.from_dict(run["set"]).items[int(tags["prompt_index"])]
+    slot = run["slots"][int(tags["slot"])]
+    m = record.metrics.to_dict()
+    m.pop("token_offsets_ms", None)
+    return {
+        "run_id": run["id"], "prompt_index": tags["prompt_index"], "slot": tags["slot"],
+        "repeat": tags["repeat"], "label": slot["label"], "model": slot["model"],
+        "contestant": slot["contestant"], "server": record.server, "content": record.content,
+        "reasoning": record.reasoning, "ok": record.ok,
+        "error": record.error.sentence if record.error else "", "metrics": m,
+        "checks": check_results(item, record.content, record.metrics.e2e_s, record.ok),
+        "ts": record.started_at or time.time(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done: int  # finished triples, this session and before
+    total: int
+    eta_s: float | None  # None until a request finished in this session
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def sentence(self) -> str:
+        eta = f" · about {_duration(self.eta_s)} left" if self.eta_s is not None and \
+            self.done < self.total else ""
+        return f"{self.done} of {self.total} done{eta}"
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    return f"{s // 60:.0f} min {s % 60:.0f} s"
+
+
+ClientFor = Callable[[str], "LMStudioClient"]
+
+
+class PromptSetRun:
+    """Runs (or resumes) a saved run on a background thread; the caller polls.
+
+    Records are saved on that thread as they finish, so nothing finished is lost if the page
+    stops polling. `stop()` ends the requests in flight; they are not saved, and a resume
+    runs them again."""
+
+    def __init__(self, store: HistoryStore, run: dict[str, Any], client_for: ClientFor) -> None:
+        self.store = store
+        self.run = run
+        self._client_for = client_for
+        settings = run["settings"]
+        self.total = len(PromptSet.from_dict(run["set"]).items) * len(run["slots"]) * \
+            int(settings["repeats"])
+        self.already = len(finished_keys(store, run["id"]))
+        self.jobs = plan(run, finished_keys(store, run["id"]))
+        self.cancel = threading.Event()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.new_records: list[dict[str, Any]] = []
+        self.finished = False
+        self.warming = False
+        self._t0 = 0.0
+        self._t_first = 0.0  # when warm-up ended and timed requests began
+
+    def start(self) -> PromptSetRun:
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._work, name="atom-promptset", daemon=True)
+        self._thread.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            if self.run["settings"].get("warmup") and self.jobs:
+                self.warming = True
+                self._warm_up()
+                self.warming = False
+            self._t_first = time.perf_counter()
+            concurrency = max(1, int(self.run["settings"].get("concurrency") or 1))
+            for record in run_load(self.jobs, client=self._client_for, concurrency=concurrency,
+                                   cancel=self.cancel):
+                if record.cancelled or (self.cancel.is_set() and not record.ok):
+                    continue  # cut by Stop: not a result; a resume runs it again
+                doc = _record_doc(self.run, record)
+                doc["id"] = self.store.append(RECORDS_TABLE, doc)
+                self.store.add_run(record.run_row("promptset", promptset_run=self.run["id"],
+                                                  contestant=doc["contestant"]))
+                self._queue.put(doc)
+        finally:
+            self.warming = False
+            self._queue.put(None)
+
+    def _warm_up(self) -> None:
+        """One short untimed request per distinct model, so the first timed one does not pay
+        for cold caches."""
+        seen = set()
+        for slot in self.run["slots"]:
+            key = (slot["server"], slot["target"])
+            if key in seen or self.cancel.is_set():
+                continue
+            seen.add(key)
+            try:
+                self._client_for(slot["server"]).chat(
+                    slot["target"], [ChatMessage("user", "Hello")],
+                    options=SamplingOptions(max_tokens=8))
+            except AtomError:
+                pass  # the timed requests will show the error
+
+    def poll(self, timeout: float = 0.1) -> list[dict[str, Any]]:
+        """Records finished since the last poll (waits up to `timeout` for the first)."""
+        out: list[dict[str, Any]] = []
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            while True:
+                if item is None:
+                    self.finished = True
+                else:
+                    out.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.new_records.extend(out)
+        return out
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def progress(self) -> Progress:
+        done = self.already + len(self.new_records)  # failures count as done until a resume
+        eta = None
+        if self.new_records and self._t_first:
+            per = (time.perf_counter() - self._t_first) / len(self.new_records)
+            eta = per * max(0, len(self.jobs) - len(self.new_records))
+        return Progress(done=done, total=self.total, eta_s=eta)
+
+
+# -- results --------------------------------------------------------------------------------------
+
+
+def summary_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per slot: requests, failures, median TTFT / tok/s / end-to-end, checks passed."""
+    out = []
+    for s, slot in enumerate(run["slots"]):
+        rs = [r for r in records if int(r["slot"]) == s]
+        good = [GenerationMetrics.from_dict(r["metrics"]) for r in rs if r["ok"]]
+        checks = [c for r in rs for c in r.get("checks") or []]
+        out.append({
+            "slot": f"Model {slot['label']}", "contestant": slot["contestant"],
+            "requests": len(rs), "ok": len(good), "failed": len(rs) - len(good),
+            "ttft_p50_s": percentile([m.ttft_s for m in good if m.ttft_s is not None], 50),
+            "tps_p50": percentile([m.decode_tps for m in good if m.decode_tps is not None], 50),
+            "e2e_p50_s": percentile([m.e2e_s for m in good], 50),
+            "checks_passed": sum(1 for c in checks if c["passed"]),
+            "checks_total": len(checks),
+        })
+    return out
+
+
+def check_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pass/fail per prompt, check and slot: one row per (prompt, check), a column per slot
+    holding "passed/total" over the repeats."""
+    items = PromptSet.from_dict(run["set"]).items
+    rows = []
+    for p, item in enumerate(items):
+        for c in item.checks:
+            row: dict[str, Any] = {"prompt": item.name or _clip(item.prompt), "check": c.label}
+            for s, slot in enumerate(run["slots"]):
+                results = [x["passed"] for r in records
+                           if int(r["prompt_index"]) == p and int(r["slot"]) == s
+                           for x in r.get("checks") or [] if x["check"] == c.label]
+                row[f"Model {slot['label']}"] = (f"{sum(results)}/{len(results)}"
+                                                 if results else "–")
+            rows.append(row)
+    return rows
+
+
+def _clip(text: str, n: int = 60) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= n else one[: n - 1] + "…"

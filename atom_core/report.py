@@ -1,0 +1,365 @@
+"""Self-contained reports of an Arena round or a prompt-set run: Markdown, HTML (one file, inline
+style, nothing fetched), and the raw records as CSV and JSON.
+
+Each report holds the prompt(s), every reply, the stats table, the vote, the load configs and the
+model metadata (quantization, parameters, size). API tokens are never part of any of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .arena import HELP, ArenaRound, SlotResult, stat_rows
+from .metrics import format_seconds
+from .promptsets import PromptSet, check_rows, summary_rows
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def filename(kind: str, ts: float, ext: str) -> str:
+    """'atom-arena-20261125-132210.md'."""
+    return f"atom-{kind}-{_stamp(ts)}.{ext}"
+
+
+def _size(n: Any) -> str:
+    return f"{n / 1e9:.2f} GB" if isinstance(n, int | float) and n else ""
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items()) if d else "server default"
+
+
+def _md_cell(v: Any) -> str:
+    return str(v if v is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+           "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _quote(text: str) -> list[str]:
+    return ["> " + line if line else ">" for line in (text or "(no text)").splitlines()]
+
+
+# -- one round ------------------------------------------------------------------------------------
+
+
+def _model_rows(rnd: ArenaRound) -> list[list[Any]]:
+    rows = []
+    for s in rnd.slots:
+        info = s.model_info
+        rows.append([
+            f"Model {s.label}", s.model, s.server, info.get("quantization") or "",
+            info.get("params") or "", _size(info.get("size_bytes")), info.get("format") or "",
+            info.get("max_context") or "", _kv(s.instance_config), _kv(s.options),
+            format_seconds(s.load_s) if s.load_s is not None else "",
+        ])
+    return rows
+
+
+MEASURES = (("ttft", "TTFT"), ("tps", "Decode tok/s"), ("e2e", "End-to-end"),
+            ("load", "Load time"))
+MODEL_HEADER = ["Slot", "Model", "Server", "Quantization", "Params", "Size", "Format",
+                "Max context", "Load config", "Sampling", "Load time"]
+
+
+def _stats(rnd: ArenaRound, mark: str = "**") -> list[list[str]]:
+    out = []
+    for row in stat_rows(rnd):
+        cells = [f"{mark}{c}{mark}" if i in row.best else c for i, c in enumerate(row.cells)]
+        out.append([row.name, *cells])
+    return out
+
+
+def round_markdown(rnd: ArenaRound) -> str:
+    lines = [f"# ATOM Arena round, {_when(rnd.ts)}", ""]
+    if rnd.blind:
+        shown = ", ".join(f"Response {p + 1} = Model {rnd.slots[i].label}"
+                          for p, i in enumerate(rnd.positions))
+        lines += [f"Blind round: replies were shown in a shuffled order ({shown}).", ""]
+    lines += [f"**Vote:** {rnd.vote_sentence or 'none yet'}"
+              + (" (cast blind)" if rnd.vote and rnd.vote.blind else ""), ""]
+    if rnd.system_prompt:
+        lines += ["## System prompt", "", *_quote(rnd.system_prompt), ""]
+    lines += ["## Prompt", "", *_quote(rnd.prompt), ""]
+    lines += ["## Results", "", "Best value in bold (among replies that completed).", ""]
+    lines += _md_table(["", *(f"Model {s.label}" for s in rnd.slots)], _stats(rnd))
+    lines += ["", "## Models", ""]
+    lines += _md_table(MODEL_HEADER, _model_rows(rnd))
+    for s in rnd.slots:
+        lines += ["", f"## Model {s.label}: {s.model}", ""]
+        if s.contestant != s.model:
+            lines += [f"Contestant: {s.contestant}", ""]
+        if s.state != "complete":
+            lines += [f"*{_state_note(s)}*", ""]
+        if s.reasoning:
+            lines += ["Reasoning:", "", *_quote(s.reasoning), "", "Reply:", ""]
+        lines += _quote(s.content)
+    if rnd.notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in rnd.notes)]
+    lines += ["", "## How ATOM measures", "",
+              *(f"- **{name}**: {HELP[k]}" for k, name in MEASURES), ""]
+    return "\n".join(lines)
+
+
+def _state_note(s: SlotResult) -> str:
+    if s.state == "error":
+        return f"Failed: {s.error}"
+    return {"stopped": "Stopped before the end.",
+            "interrupted": "Interrupted: the reply broke off.",
+            "running": "Still running when saved."}.get(s.state, s.state)
+
+
+_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;color:#1f2330;max-width:1200px;
+margin:2rem auto;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:14px}
+th,td{border:1px solid #d8dbe4;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f4f5f9}td.best{background:#dcfce7;font-weight:600}
+.replies{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:1rem}
+.reply{border:1px solid #d8dbe4;border-radius:8px;padding:.75rem}
+.reply pre,.prompt{white-space:pre-wrap;font:inherit;margin:0}
+.prompt{background:#f4f5f9;border-radius:8px;padding:.75rem}
+.note{color:#92400e}.muted{color:#6b7280;font-size:13px}
+"""
+
+
+def _h(v: Any) -> str:
+    return html.escape(str(v if v is not None else ""))
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+                best: Sequence[frozenset[int]] | None = None) -> str:
+    head = "".join(f"<th>{_h(h)}</th>" for h in header)
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for c, value in enumerate(row):
+            is_best = best is not None and c >= 1 and (c - 1) in best[r]
+            cells.append(f"<td class=best>{_h(value)}</td>" if is_best else f"<td>{_h(value)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def round_html(rnd: ArenaRound) -> str:
+    rows = stat_rows(rnd)
+    parts = [f"<h1>ATOM Arena round, {_h(_when(rnd.ts))}</h1>",
+             f"<p><b>Vote:</b> {_h(rnd.vote_sentence or 'none yet')}"
+             + (" (cast blind)" if rnd.vote and rnd.vote.blind else "") + "</p>"]
+    if rnd.system_prompt:
+        parts.append(f"<h2>System prompt</h2><div class=prompt>{_h(rnd.system_prompt)}</div>")
+    parts.append(f"<h2>Prompt</h2><div class=prompt>{_h(rnd.prompt)}</div>")
+    parts.append("<h2>Results</h2><p class=muted>Best value highlighted (among replies that "
+                 "completed).</p>")
+    parts.append(_html_table(["", *(f"Model {s.label}" for s in rnd.slots)],
+                             [[r.name, *r.cells] for r in rows], [r.best for r in rows]))
+    parts.append("<h2>Replies</h2><div class=replies>")
+    for s in rnd.slots:
+        note = f"<p class=note>{_h(_state_note(s))}</p>" if s.state != "complete" else ""
+        reasoning = (f"<details><summary>Reasoning</summary><pre>{_h(s.reasoning)}</pre>"
+                     "</details>") if s.reasoning else ""
+        parts.append(f"<div class=reply><h3>Model {_h(s.label)}: {_h(s.model)}</h3>"
+                     f"<p class=muted>{_h(s.contestant)}</p>{note}{reasoning}"
+                     f"<pre>{_h(s.content or '(no text)')}</pre></div>")
+    parts.append("</div><h2>Models</h2>")
+    parts.append(_html_table(MODEL_HEADER, _model_rows(rnd)))
+    if rnd.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in rnd.notes)
+                     + "</ul>")
+    parts.append("<h2>How ATOM measures</h2><ul>" + "".join(
+        f"<li><b>{_h(name)}</b>: {_h(HELP[k])}</li>" for k, name in MEASURES)
+        + "</ul>")
+    return _page(f"ATOM Arena round {_when(rnd.ts)}", "".join(parts))
+
+
+ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "slot", "model",
+                 "contestant", "server", "state", "error", "ttft_s", "decode_tps",
+                 "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
+                 "quantization", "params", "size_bytes", "load_config", "options", "content"]
+
+
+def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
+    rows = []
+    for s in rnd.slots:
+        m = s.metrics or {}
+        rows.append({
+            "round_id": rnd.id, "ts": rnd.ts, "prompt": rnd.prompt,
+            "system_prompt": rnd.system_prompt, "blind": rnd.blind, "vote": rnd.vote_sentence,
+            "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
+            "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
+            "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
+            "tokens_source": m.get("tokens_source"), "e2e_s": m.get("e2e_s"),
+            "finish_reason": m.get("finish_reason"), "load_s": s.load_s,
+            "quantization": s.model_info.get("quantization"),
+            "params": s.model_info.get("params"), "size_bytes": s.model_info.get("size_bytes"),
+            "load_config": json.dumps(s.instance_config), "options": json.dumps(s.options),
+            "content": s.content,
+        })
+    return rows
+
+
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def round_csv(rnd: ArenaRound) -> str:
+    """One row per slot."""
+    return _csv(round_rows(rnd), ROUND_COLUMNS)
+
+
+def round_json(rnd: ArenaRound) -> str:
+    """The whole round record, as stored."""
+    return json.dumps(rnd.to_record(), indent=2, ensure_ascii=False)
+
+
+# -- a prompt-set run -----------------------------------------------------------------------------
+
+
+def _run_tables(run: dict[str, Any], records: Sequence[dict[str, Any]]
+                ) -> tuple[list[str], list[list[Any]], list[dict[str, Any]]]:
+    summary = summary_rows(run, records)
+    header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50", "tok/s p50",
+              "End-to-end p50", "Checks passed"]
+    rows = [[s["slot"], s["contestant"], s["requests"], s["ok"], s["failed"],
+             format_seconds(s["ttft_p50_s"]) if s["ttft_p50_s"] is not None else "–",
+             f"{s['tps_p50']:.1f}" if s["tps_p50"] is not None else "–",
+             format_seconds(s["e2e_p50_s"]) if s["e2e_p50_s"] is not None else "–",
+             f"{s['checks_passed']}/{s['checks_total']}" if s["checks_total"] else "–"]
+            for s in summary]
+    return header, rows, check_rows(run, records)
+
+
+def _settings_line(run: dict[str, Any]) -> str:
+    st = run["settings"]
+    return (f"{st['repeats']} repeat(s), {st['concurrency']} in flight, seed {st['seed']}, "
+            f"temperature {st['temperature'] if st['temperature'] is not None else 'default'}, "
+            f"max tokens {st['max_tokens'] or 'no limit'}, "
+            f"warm-up {'on' if st['warmup'] else 'off'}, "
+            f"order {'shuffled' if st['shuffle'] else 'as listed'}")
+
+
+def run_markdown(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    pset = PromptSet.from_dict(run["set"])
+    header, rows, checks = _run_tables(run, records)
+    lines = [f"# ATOM prompt-set run: {pset.name}", "",
+             f"{_when(run.get('created') or run.get('ts') or 0)} · {len(pset.items)} prompts · "
+             f"{_settings_line(run)}", "", "## Summary", ""]
+    lines += _md_table(header, rows)
+    if checks:
+        lines += ["", "## Checks (passed/total over repeats)", ""]
+        lines += _md_table(list(checks[0]), [list(c.values()) for c in checks])
+    lines += ["", "## Slots", ""]
+    lines += _md_table(["Slot", "Model", "Server", "Sent as", "Sampling"],
+                       [[f"Model {s['label']}", s["model"], s["server"], s["target"],
+                         _kv(s["options"])] for s in run["slots"]])
+    for p, item in enumerate(pset.items):
+        lines += ["", f"## Prompt {p + 1}" + (f": {item.name}" if item.name else ""), "",
+                  *_quote(item.prompt)]
+        for r in records:
+            if int(r["prompt_index"]) != p:
+                continue
+            m = r.get("metrics") or {}
+            head = f"**Model {r['label']}** ({r['model']}), repeat {int(r['repeat']) + 1}"
+            if r["ok"]:
+                head += f" · TTFT {_fmt(m.get('ttft_s'))} · {_fmt(m.get('e2e_s'))} total"
+            else:
+                head += f" · failed: {r['error'] or 'cancelled'}"
+            lines += ["", head, "", *_quote(r["content"])]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    return format_seconds(float(v)) if isinstance(v, int | float) else "–"
+
+
+def run_html(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    pset = PromptSet.from_dict(run["set"])
+    header, rows, checks = _run_tables(run, records)
+    parts = [f"<h1>ATOM prompt-set run: {_h(pset.name)}</h1>",
+             f"<p class=muted>{_h(_when(run.get('created') or 0))} · {len(pset.items)} prompts · "
+             f"{_h(_settings_line(run))}</p>", "<h2>Summary</h2>", _html_table(header, rows)]
+    if checks:
+        parts += ["<h2>Checks (passed/total over repeats)</h2>",
+                  _html_table(list(checks[0]), [list(c.values()) for c in checks])]
+    parts += ["<h2>Slots</h2>", _html_table(
+        ["Slot", "Model", "Server", "Sent as", "Sampling"],
+        [[f"Model {s['label']}", s["model"], s["server"], s["target"], _kv(s["options"])]
+         for s in run["slots"]])]
+    for p, item in enumerate(pset.items):
+        parts.append(f"<h2>Prompt {p + 1}{': ' + _h(item.name) if item.name else ''}</h2>"
+                     f"<div class=prompt>{_h(item.prompt)}</div><div class=replies>")
+        for r in records:
+            if int(r["prompt_index"]) != p:
+                continue
+            m = r.get("metrics") or {}
+            status = (f"TTFT {_fmt(m.get('ttft_s'))} · {_fmt(m.get('e2e_s'))} total" if r["ok"]
+                      else f"failed: {r['error'] or 'cancelled'}")
+            marks = " ".join(("✔ " if c["passed"] else "✘ ") + c["check"]
+                             for c in r.get("checks") or [])
+            parts.append(f"<div class=reply><h3>Model {_h(r['label'])} · repeat "
+                         f"{int(r['repeat']) + 1}</h3><p class=muted>{_h(r['model'])} · "
+                         f"{_h(status)}</p><p class=muted>{_h(marks)}</p>"
+                         f"<pre>{_h(r['content'] or '(no text)')}</pre></div>")
+        parts.append("</div>")
+    return _page(f"ATOM prompt-set run {pset.name}", "".join(parts))
+
+
+RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "contestant",
+               "repeat", "ok", "error", "ttft_s", "decode_tps", "output_tokens", "e2e_s",
+               "finish_reason", "checks_passed", "checks_total", "checks", "content"]
+
+
+def run_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    items = PromptSet.from_dict(run["set"]).items
+    out = []
+    for r in records:
+        m = r.get("metrics") or {}
+        checks = r.get("checks") or []
+        out.append({
+            "run_id": r["run_id"], "prompt_index": r["prompt_index"],
+            "prompt": items[int(r["prompt_index"])].prompt, "slot": r["slot"],
+            "label": r["label"], "model": r["model"], "contestant": r["contestant"],
+            "repeat": r["repeat"], "ok": r["ok"], "error": r["error"],
+            "ttft_s": m.get("ttft_s"), "decode_tps": m.get("decode_tps"),
+            "output_tokens": m.get("output_tokens"), "e2e_s": m.get("e2e_s"),
+            "finish_reason": m.get("finish_reason"),
+            "checks_passed": sum(1 for c in checks if c["passed"]), "checks_total": len(checks),
+            "checks": "; ".join(("pass " if c["passed"] else "FAIL ") + c["check"]
+                                for c in checks),
+            "content": r["content"],
+        })
+    return out
+
+
+def run_csv(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    return _csv(run_rows(run, records), RUN_COLUMNS)
+
+
+def run_json(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"run": run, "records": list(records)}, indent=2, ensure_ascii=False)
