@@ -14,6 +14,10 @@ st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide"
 
 PAGES = [
     st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
+    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",
+            url_path="models"),
+    st.Page("pages/settings.py", title="Settings", icon=":material/settings:",
+            url_path="settings"),
 ]
 
 
@@ -64,6 +68,7 @@ def model_picker(status: ui.ServerStatus) -> None:
         format_func=lambda k: ui.model_label(by_key[k]),
         help=f"{ui.LOADED} loaded · {ui.NOT_LOADED} not loaded (LM Studio loads it on first use)",
     )
+    ui.auto_unload_on_change(st.session_state.model)
     if listing.loaded_only:
         st.caption(
             "This server lists models over the OpenAI-compatible route only, so ATOM can't "

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .client import ServerStatus
 from .config import normalize_base_url
 from .errors import AtomError
 from .store import HistoryStore
@@ -50,6 +51,7 @@ __all__ = [
     "SamplingPreset",
     "ServerProfile",
     "SettingsStore",
+    "connection_report",
     "delete_history",
     "export_everything",
     "import_everything",
@@ -178,6 +180,19 @@ def initial_server_url(environ: Mapping[str, str], settings: AppSettings, fallba
     return default.url if default else normalize_base_url(fallback)
 
 
+def connection_report(status: ServerStatus, *, token_sent: bool) -> tuple[bool, str]:
+    """(ok, sentence) for a "test connection": reachability, auth, dialect and model count."""
+    if status.error is not None:
+        if not status.reachable:
+            return False, status.error.sentence
+        return False, f"Reachable, but: {status.error.sentence}"
+    assert status.dialect is not None
+    auth = "token accepted" if token_sent else "no token needed"
+    loaded = f", {status.loaded_count} loaded" if status.dialect.knows_load_state else ""
+    return True, (f"Reachable · {auth} · {status.dialect.label} · {status.model_count} models "
+                  f"({status.llm_count} LLMs{loaded}).")
+
+
 # -- validation --------------------------------------------------------------------------------
 
 
@@ -254,7 +269,9 @@ class SettingsStore:
         self.tokens_path = self.data_dir / TOKENS_FILE
         self.warnings: list[str] = []
         self._lock = threading.RLock()
-        self._cache: tuple[tuple[tuple[int, int, int], ...], AppSettings] | None = None
+        # (files' stat keys, settings, tokens): re-read only when a file changed on disk
+        self._cache: tuple[tuple[tuple[int, int, int], ...], AppSettings, dict[str, str]] | None \
+            = None
 
     def __repr__(self) -> str:
         return f"SettingsStore({str(self.data_dir)!r})"
@@ -293,23 +310,28 @@ class SettingsStore:
             tokens = dict(self._read(self.tokens_path).get("tokens") or {})
             change(tokens)
             _write_private_json(self.tokens_path, {"tokens": tokens})
+            self._cache = None
 
     def _tokens(self) -> dict[str, str]:
-        with self._lock:
-            tokens = self._read(self.tokens_path).get("tokens") or {}
-            return {str(k): str(v) for k, v in tokens.items() if v}
+        return self._current()[1]
 
     # -- reading -------------------------------------------------------------------------------
 
     def load(self) -> AppSettings:
         """The current settings (re-read when either file changed on disk)."""
+        return self._current()[0]
+
+    def _current(self) -> tuple[AppSettings, dict[str, str]]:
         with self._lock:
             key = self._stat_key()
             if self._cache is not None and self._cache[0] == key:
-                return self._cache[1]
-            settings = self._parse(self._read(self.settings_path), set(self._tokens()))
-            self._cache = (self._stat_key(), settings)
-            return settings
+                return self._cache[1], self._cache[2]
+            raw_tokens = self._read(self.tokens_path).get("tokens")
+            tokens = ({str(k): str(v) for k, v in raw_tokens.items() if v}
+                      if isinstance(raw_tokens, dict) else {})
+            settings = self._parse(self._read(self.settings_path), set(tokens))
+            self._cache = (self._stat_key(), settings, tokens)
+            return settings, tokens
 
     def _stat_key(self) -> tuple[tuple[int, int, int], ...]:
         out = []

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
 from atom_core.client import LMStudioClient, ServerStatus
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
+from atom_core.model_admin import auto_unload_targets
+from atom_core.settings_store import (
+    SamplingPreset,
+    SettingsStore,
+    initial_server_url,
+    open_settings,
+)
 from atom_core.store import HistoryStore, open_store
-from atom_core.types import ModelInfo
+from atom_core.types import ModelInfo, SamplingOptions
 
 STATUS_MAX_AGE_S = 15.0
 LOADED = "●"
@@ -33,8 +40,11 @@ def _store(data_dir: str) -> HistoryStore:
 
 
 def server_url() -> str:
+    """This session's server: ATOM_SERVER_URL if set, else the default profile from Settings,
+    else http://localhost:1234; the sidebar's box switches it for the session."""
     if "server_url" not in st.session_state:
-        st.session_state.server_url = settings_from_env().server_url
+        st.session_state.server_url = initial_server_url(
+            os.environ, settings_store().load(), settings_from_env().server_url)
     return str(st.session_state.server_url)
 
 
@@ -44,6 +54,16 @@ def client() -> LMStudioClient:
 
 def store() -> HistoryStore:
     return _store(str(settings_from_env().data_dir))
+
+
+def settings_store() -> SettingsStore:
+    """Server profiles, tokens, TTL and presets (Settings page), beside the history."""
+    return open_settings(settings_from_env().data_dir)
+
+
+def token_for(url: str) -> str | None:
+    """The token saved with a server profile for this URL, else ATOM_API_TOKEN / LM_API_TOKEN."""
+    return settings_store().token_for_url(url) or settings_from_env().api_token
 
 
 def server_status(*, refresh: bool = False) -> ServerStatus:
@@ -68,26 +88,33 @@ class ServerChoice:
 
     name: str
     url: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never shown
 
 
 def servers() -> list[ServerChoice]:
     """Every server ATOM knows this session: the current one first, then any extra servers
-    (ATOM_EXTRA_SERVERS, comma-separated URLs, e.g. the second demo engine)."""
-    settings = settings_from_env()
-    out = [ServerChoice(name="Current server", url=server_url(), token=settings.api_token)]
+    (ATOM_EXTRA_SERVERS, comma-separated URLs, e.g. the second demo engine), then the server
+    profiles saved in Settings."""
+    profiles = settings_store().load().profiles
+    names = {p.url: p.name for p in reversed(profiles)}
+    current = server_url()
+    out = [ServerChoice(name=names.get(current, "Current server"), url=current,
+                        token=token_for(current))]
     extra = os.environ.get("ATOM_EXTRA_SERVERS", "")
     for i, raw in enumerate(u for u in extra.split(",") if u.strip()):
         url = normalize_base_url(raw)
         if all(c.url != url for c in out):
-            out.append(ServerChoice(name=f"Server {i + 2}", url=url, token=settings.api_token))
+            out.append(ServerChoice(name=names.get(url, f"Server {i + 2}"), url=url,
+                                    token=token_for(url)))
+    for p in profiles:
+        if all(c.url != p.url for c in out):
+            out.append(ServerChoice(name=p.name, url=p.url, token=token_for(p.url)))
     return out
 
 
 def client_for(url: str) -> LMStudioClient:
-    """The shared client for a known server (its token from the server list)."""
-    token = next((s.token for s in servers() if s.url == url), settings_from_env().api_token)
-    return _client(normalize_base_url(url), token)
+    """The shared client for a server (its token from Settings, else from the environment)."""
+    return _client(normalize_base_url(url), token_for(url))
 
 
 def set_server_url(url: str) -> None:
@@ -110,3 +137,65 @@ def selected_model() -> str | None:
 
 def show_error(error: AtomError) -> None:
     st.error(error.sentence, icon=":material/error:")
+
+
+def auto_unload_on_change(model: str) -> None:
+    """Settings' auto-unload, called with the sidebar's model on every run: when it changes,
+    unload the previous model's instances that ATOM loaded (every instance if the user opted in
+    to that). Off by default; never across a server switch."""
+    key = (server_url(), model)
+    previous = st.session_state.get("_auto_unload_prev")
+    st.session_state["_auto_unload_prev"] = key
+    saved = settings_store().load()
+    if not saved.auto_unload or previous is None or previous[0] != key[0] or previous == key:
+        return
+    listing = status_for(key[0], refresh=True).models
+    if listing is None:
+        return
+    targets = auto_unload_targets(listing, previous[1], model, any_instance=saved.auto_unload_any,
+                                  loaded_by_atom=settings_store().loaded_by_atom(key[0]))
+    for instance_id in targets:
+        try:
+            client_for(key[0]).unload_model(instance_id)
+        except AtomError as e:
+            st.toast(e.sentence, icon=":material/error:")
+            continue
+        settings_store().note_unloaded(key[0], instance_id)
+        st.toast(f"Unloaded “{instance_id}” (auto-unload is on in Settings).",
+                 icon=":material/eject:")
+    if targets:
+        status_for(key[0], refresh=True)
+
+
+def default_ttl() -> int | None:
+    """The idle TTL from Settings, the default for chat requests' `ttl`."""
+    return settings_store().load().ttl_seconds
+
+
+def pick_preset(key: str, *, model: str | None = None, label: str = "Preset"
+                ) -> SamplingPreset | None:
+    """A picker of the sampling presets saved in Settings (nothing is drawn when there are
+    none). It starts on the model's own preset, else the default preset; when `model` changes to
+    one with its own preset, it switches to that."""
+    saved = settings_store().load()
+    if not saved.presets:
+        return None
+    options = ["", *(p.name for p in saved.presets)]
+    seen = f"{key}:model"
+    if key not in st.session_state:
+        st.session_state[key] = getattr(saved.preset_for(model), "name", "")
+    elif st.session_state.get(seen) != model and model in saved.model_presets:
+        st.session_state[key] = saved.model_presets[model]
+    st.session_state[seen] = model
+    if st.session_state[key] not in options:
+        st.session_state[key] = ""
+    name = st.selectbox(label, options, key=key, format_func=lambda n: n or "None (defaults)",
+                        help="Sampling presets and per-model presets are kept in Settings.")
+    return saved.preset(name)
+
+
+def preset_picker(key: str, *, model: str | None = None) -> SamplingOptions:
+    """A preset picker for any page (Arena too): the chosen preset's SamplingOptions, or
+    SamplingOptions() (model defaults) when none is chosen or none is saved."""
+    preset = pick_preset(key, model=model)
+    return preset.options() if preset else SamplingOptions()

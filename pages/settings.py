@@ -1,0 +1,247 @@
+"""Settings: server profiles (tokens kept private), chat defaults, presets and templates, and the
+data ATOM keeps on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from atom_core import settings_store as ss
+from atom_core.client import LMStudioClient
+from atom_core.model_admin import human_bytes
+from pages import _ui as ui
+
+NEW = ""  # the "new ..." choice in the edit pickers
+store = ui.store()
+settings = ui.settings_store()
+
+
+def act(action: Callable[[], Any], done: str) -> bool:
+    """Runs a settings change; a bad value shows its sentence instead of a traceback."""
+    try:
+        action()
+    except ValueError as e:
+        st.error(str(e), icon=":material/error:")
+        return False
+    st.session_state["settings-notice"] = done
+    return True
+
+
+def fresh_form(name: str) -> str:
+    """A form key that changes after each save, so its inputs (a token above all) start empty."""
+    return f"{name}-{st.session_state.get(f'{name}-n', 0)}"
+
+
+def saved_form(name: str) -> None:
+    st.session_state[f"{name}-n"] = st.session_state.get(f"{name}-n", 0) + 1
+    st.rerun()
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+def servers_tab(saved: ss.AppSettings) -> None:
+    st.caption("The default server is where a new session starts, unless ATOM_SERVER_URL is set; "
+               "the sidebar's box still switches for the session. Tokens are kept in "
+               f"`{settings.tokens_path}` (readable only by you), shown masked, and never "
+               "exported or logged.")
+    for p in saved.profiles:
+        with st.container(border=True):
+            a, b = st.columns([3, 4], vertical_alignment="center")
+            token = ss.mask_token(settings.token(p.name)) or "no token"
+            default = " · :blue-badge[default]" if p.name == saved.default_profile else ""
+            a.markdown(f"**{p.name}**{default}  \n`{p.url}` · {token}")
+            cols = b.columns(4)
+            if cols[0].button("Test", key=f"test-{p.name}", icon=":material/network_check:"):
+                test_connection(p)
+            cols[1].button("Use now", key=f"use-{p.name}", on_click=ui.set_server_url,
+                           args=(p.url,), disabled=p.url == ui.server_url())
+            cols[2].button("Default", key=f"def-{p.name}", disabled=p.name == saved.default_profile,
+                           on_click=settings.set_default_profile, args=(p.name,))
+            if cols[3].button("Delete", key=f"del-{p.name}", icon=":material/delete:"):
+                act(lambda p=p: settings.delete_profile(p.name), f"Deleted “{p.name}”.")
+                st.rerun()
+            if report := st.session_state.get(f"test-report-{p.name}"):
+                (st.success if report[0] else st.error)(report[1])
+    profile_form(saved)
+
+
+def test_connection(p: ss.ServerProfile) -> None:
+    token = settings.token(p.name) or ui.token_for(p.url)
+    with st.spinner(f"Testing {p.url}…"), LMStudioClient(p.url, token=token) as client:
+        status = client.status()
+    st.session_state[f"test-report-{p.name}"] = ss.connection_report(
+        status, token_sent=bool(token))
+
+
+def profile_form(saved: ss.AppSettings) -> None:
+    names = [p.name for p in saved.profiles]
+    editing = st.selectbox("Add or edit", [NEW, *names], key="profile-pick",
+                           format_func=lambda n: n or "New server…")
+    current = saved.profile(editing)
+    with st.form(fresh_form("profile"), border=False):
+        a, b = st.columns(2)
+        name = a.text_input("Name", value=current.name if current else "",
+                            placeholder="Studio on my desktop")
+        url = b.text_input("URL", value=current.url if current else "",
+                           placeholder="http://localhost:1234")
+        token = a.text_input("API token", type="password", placeholder="keep the saved one"
+                             if current and current.has_token else "none (optional)")
+        clear = b.checkbox("Remove the saved token", disabled=not (current and current.has_token))
+        if st.form_submit_button("Save server", icon=":material/save:", type="primary") and act(
+            lambda: settings.save_profile(name, url, token=token or None, clear_token=clear,
+                                          replaces=editing or None),
+            f"Saved “{name.strip()}”.",
+        ):
+            saved_form("profile")
+
+
+# -- chat defaults -------------------------------------------------------------------------------
+
+def defaults_tab(saved: ss.AppSettings) -> None:
+    ttl = st.number_input("Idle TTL (seconds)", 1, 7 * 24 * 3600, value=saved.ttl_seconds,
+                          step=60, placeholder="server default (60 minutes)")
+    st.caption("Sent as `ttl` with each chat request; Chat starts each session with it. It "
+               "applies only when that request makes LM Studio load the model on demand "
+               "(just-in-time): the model is unloaded after this long unused. Models you load "
+               "yourself (Models page, `lms load`) have no TTL unless `lms load --ttl` gives "
+               "one. With LM Studio's Auto-Evict on (the default) only one JIT-loaded model "
+               "stays in memory: asking for another unloads the previous one, whatever its TTL.")
+    if ttl != saved.ttl_seconds and act(lambda: settings.set_ttl(ttl), "Saved the idle TTL."):
+        st.rerun()
+    on = st.toggle("Unload the previous model when the chat model changes", saved.auto_unload)
+    anyone = st.toggle("…even models ATOM did not load itself", saved.auto_unload_any,
+                       disabled=not on, help="Off: only instances loaded from the Models page.")
+    if (on, anyone and on) != (saved.auto_unload, saved.auto_unload_any):
+        settings.set_auto_unload(on, any_instance=anyone)
+        st.rerun()
+
+
+# -- presets and templates -----------------------------------------------------------------------
+
+def presets_tab(saved: ss.AppSettings) -> None:
+    if saved.presets:
+        st.table([{"Preset": p.name, "Settings": p.summary(),
+                   "Default": "✓" if p.name == saved.default_preset else ""}
+                  for p in saved.presets])
+    editing = st.selectbox("Add or edit a sampling preset", [NEW, *(p.name for p in saved.presets)],
+                           key="preset-pick", format_func=lambda n: n or "New preset…")
+    p = saved.preset(editing) or ss.SamplingPreset(name="")
+    with st.form(fresh_form("preset"), border=False):
+        name = st.text_input("Preset name", value=p.name, placeholder="Precise")
+        cols = st.columns(3)
+        values = {}
+        for i, (field, (low, high)) in enumerate(ss.PRESET_BOUNDS.items()):
+            step = 1 if isinstance(low, int) and isinstance(high, int) else 0.05
+            values[field] = cols[i % 3].number_input(
+                field.replace("_", " ").capitalize(), low, high, value=getattr(p, field),
+                step=step, placeholder="model default")
+        if st.form_submit_button("Save preset", icon=":material/save:") and act(
+            lambda: settings.save_preset(ss.make_preset(name, **values),
+                                         replaces=editing or None), f"Saved “{name}”."):
+            saved_form("preset")
+    if editing and st.button("Delete preset", icon=":material/delete:"):
+        act(lambda: settings.delete_preset(editing), f"Deleted “{editing}”.")
+        st.rerun()
+    per_model(saved)
+    templates(saved)
+
+
+def per_model(saved: ss.AppSettings) -> None:
+    st.markdown("**Default and per-model presets** — Chat starts with these.")
+    names = ["", *(p.name for p in saved.presets)]
+    shown = lambda n: n or "none"  # noqa: E731
+    default = st.selectbox("Default preset", names, index=names.index(saved.default_preset or ""),
+                           format_func=shown)
+    if default != (saved.default_preset or ""):
+        settings.set_default_preset(default or None)
+        st.rerun()
+    listing = ui.server_status().models
+    models = sorted({*(m.key for m in listing.llms), *saved.model_presets} if listing
+                    else saved.model_presets)
+    if not models or not saved.presets:
+        return
+    a, b = st.columns(2)
+    model = a.selectbox("Model", models, key="override-model")
+    current = saved.model_presets.get(model, "")
+    chosen = b.selectbox("Its preset", names, index=names.index(current) if current in names
+                         else 0, format_func=shown, key=f"override-{model}")
+    if chosen != current:
+        settings.set_model_preset(model, chosen or None)
+        st.rerun()
+
+
+def templates(saved: ss.AppSettings) -> None:
+    st.markdown("**System prompt templates** — pick one in Chat's settings.")
+    editing = st.selectbox("Add or edit a template", [NEW, *(t.name for t in saved.templates)],
+                           key="template-pick", format_func=lambda n: n or "New template…")
+    t = saved.template(editing)
+    with st.form(fresh_form("template"), border=False):
+        name = st.text_input("Template name", value=t.name if t else "", placeholder="Terse")
+        text = st.text_area("System prompt", value=t.text if t else "", height=100)
+        if st.form_submit_button("Save template", icon=":material/save:") and act(
+            lambda: settings.save_template(name, text, replaces=editing or None),
+            f"Saved “{name}”.",
+        ):
+            saved_form("template")
+    if editing and st.button("Delete template", icon=":material/delete:"):
+        act(lambda: settings.delete_template(editing), f"Deleted “{editing}”.")
+        st.rerun()
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def data_tab() -> None:
+    st.markdown(f"Your history lives in `{store.data_dir}` "
+                f"({human_bytes(store.size_bytes())}, {len(store.list_conversations())} "
+                "conversations). Set ATOM_DATA_DIR to keep it elsewhere.")
+    st.download_button("Export everything (JSON)", lambda: ss.export_json(store, settings),
+                       file_name="atom-export.json", mime="application/json",
+                       icon=":material/download:", on_click="ignore",
+                       help="Conversations, runs and every other record, and your settings. "
+                       "Never your API tokens.")
+    upload = st.file_uploader("Import an ATOM export", type="json", key="import-file")
+    if upload is not None and st.button("Import", icon=":material/upload:"):
+        try:
+            report = ss.import_everything(store, settings, upload.getvalue())
+        except ValueError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            st.success(report.sentence, icon=":material/check_circle:")
+            for problem in report.problems:
+                st.warning(problem)
+    if not st.session_state.get("confirm-wipe"):
+        st.button("Delete everything…", icon=":material/delete_forever:",
+                  on_click=st.session_state.__setitem__, args=("confirm-wipe", True))
+        return
+    st.warning("Delete every conversation, run and record in this folder? This can't be undone.")
+    also = st.checkbox("Also forget server profiles, tokens, presets and templates")
+    a, b = st.columns(2)
+    if a.button("Yes, delete", type="primary"):
+        ss.delete_history(store)
+        if also:
+            settings.forget_everything()
+        st.session_state.pop("confirm-wipe", None)
+        st.session_state["settings-notice"] = "Deleted everything."
+        st.rerun()
+    b.button("Cancel", on_click=st.session_state.pop, args=("confirm-wipe", None))
+
+
+# -- page -----------------------------------------------------------------------------------------
+
+st.subheader("Settings")
+if text := st.session_state.pop("settings-notice", None):
+    st.success(text, icon=":material/check_circle:")
+for warning in settings.warnings:
+    st.warning(warning, icon=":material/warning:")
+current = settings.load()
+servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"])
+with servers:
+    servers_tab(current)
+with defaults:
+    defaults_tab(current)
+with presets:
+    presets_tab(current)
+with data:
+    data_tab()
