@@ -14,6 +14,7 @@ from .config import settings_from_env
 from .errors import AtomError
 from .loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .metrics import format_seconds
+from .promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .runs import run_record
 from .streaming import ReplyBuffer
 from .types import ChatMessage, ModelInfo, SamplingOptions
@@ -75,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--models", required=True, help="comma-separated model keys (1 to 4)")
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="the prompt to send")
-    src.add_argument("--prompts", help="a file of prompts, one per line")
+    src.add_argument("--prompts", help="a prompt set: plain lines, CSV (a `prompt` column) or "
+                     "JSON, optionally with checks: contains, regex, json, max_latency_s")
     b.add_argument("--repeat", type=int, default=1, help="send each prompt N times per model")
     b.add_argument("--concurrency", default="1",
                    help="requests in flight: K, or levels like 1,2,4,8 for a sweep")
@@ -205,10 +207,13 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
     if not levels or min(levels) < 1:
         print("error: --concurrency must be 1 or more", file=err)
         return 2
-    prompts = [args.prompt] if args.prompt else _read_prompts(args.prompts)
-    if not prompts:
-        print(f"error: no prompts in {args.prompts}", file=err)
+    try:
+        items = [PromptItem(prompt=args.prompt)] if args.prompt else list(
+            load_prompt_file(args.prompts).items)
+    except PromptSetError as e:
+        print(f"error: {e.sentence}", file=err)
         return 2
+    prompts = [item.prompt for item in items]
     options = SamplingOptions(max_tokens=args.max_tokens, temperature=args.temperature,
                               seed=args.seed)
     per_model = args.requests or len(prompts) * max(1, args.repeat)
@@ -225,13 +230,15 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
     failures = 0
     for level in levels:
         jobs = [
-            LoadJob(model=model, prompt=prompts[i % len(prompts)], system_prompt=args.system,
+            LoadJob(model=model, prompt=prompts[i % len(prompts)],
+                    system_prompt=items[i % len(prompts)].system or args.system,
                     options=options, tags={"concurrency": level, "prompt_index": i % len(prompts),
                                            "repeat": i // len(prompts)})
             for i in range(per_model) for model in models
         ]
         started = time.perf_counter()
         records = []
+        checked: list[tuple[str, list[dict[str, object]]]] = []
         if not args.json:
             print(f"== concurrency {level}: {len(jobs)} requests", file=out)
         for record in run_load(jobs, client=client, concurrency=level):
@@ -239,30 +246,53 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
             failures += not record.ok
             if store is not None:
                 store.add_run(record.run_row("sweep" if len(levels) > 1 else "cli"))
-            _print_record(record, args.json, out)
+            checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
+                                   record.metrics.e2e_s, record.ok)
+            checked.append((record.job.model, checks))
+            _print_record(record, args.json, out, checks)
         wall = time.perf_counter() - started
         for summary in summarize(records, wall_s=wall, order=models):
             _print_summary(summary, level, wall, args.json, out)
+        if any(c for _, c in checked):
+            _print_checks(checked, models, level, args.json, out)
     return 1 if failures else 0
 
 
-def _read_prompts(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+def _print_checks(checked: list[tuple[str, list[dict[str, object]]]], models: list[str],
+                  level: int, as_json: bool, out: TextIO) -> None:
+    """Pass/fail of the prompt set's checks, per model."""
+    for model in models:
+        results = [c for m, cs in checked if m == model for c in cs]
+        by_check: dict[str, list[bool]] = {}
+        for c in results:
+            by_check.setdefault(str(c["check"]), []).append(bool(c["passed"]))
+        passed = sum(1 for c in results if c["passed"])
+        if as_json:
+            print(json.dumps({"type": "checks", "concurrency": level, "model": model,
+                              "passed": passed, "failed": len(results) - passed,
+                              "by_check": [{"check": k, "passed": sum(v), "total": len(v)}
+                                           for k, v in by_check.items()]}), file=out)
+            continue
+        detail = ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in by_check.items())
+        print(f"-- checks {model}: {passed}/{len(results)} passed ({detail})", file=out)
 
 
-def _print_record(record: LoadRecord, as_json: bool, out: TextIO) -> None:
+def _print_record(record: LoadRecord, as_json: bool, out: TextIO,
+                  checks: list[dict[str, object]] | None = None) -> None:
     row = record.row()
+    if checks:
+        row["checks"] = checks
     if as_json:
         print(json.dumps({"type": "record", **row}), file=out)
         return
     if not record.ok:
         print(f"{row['model']:<28} FAILED  {row['error'] or 'cancelled'}", file=out)
         return
+    marks = "".join(f"  {'pass' if c['passed'] else 'FAIL'} {c['check']}" for c in checks or [])
     print(
         f"{row['model']:<28} ttft {_fmt(row['ttft_s'])}  e2e {_fmt(row['e2e_s'])}  "
         f"{row['output_tokens']:>5} tok  {row['tokens_per_s'] or 0:>7.1f} tok/s  "
-        f"itl p50 {_fmt(row['itl_p50_s'])} p95 {_fmt(row['itl_p95_s'])}",
+        f"itl p50 {_fmt(row['itl_p50_s'])} p95 {_fmt(row['itl_p95_s'])}{marks}",
         file=out,
     )
 

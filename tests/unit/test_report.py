@@ -1,0 +1,100 @@
+"""Reports of a round and of a prompt-set run: everything in them, nothing unescaped."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from atom_core import report
+from atom_core.arena import ArenaRound, SlotResult, Vote
+from atom_core.promptsets import parse_prompt_set
+
+
+def a_round() -> ArenaRound:
+    def slot(label: str, model: str, ttft: float, tps: float, content: str,
+             state: str = "complete", **kw: object) -> SlotResult:
+        metrics = {"ttft_s": ttft, "e2e_s": ttft + 1, "decode_tps": tps, "itl_p50_s": 0.02,
+                   "itl_p95_s": 0.03, "output_tokens": 40, "tokens_source": "usage",
+                   "finish_reason": "stop"}
+        return SlotResult(label=label, server="http://lms:1234", model=model, target=model,
+                          contestant=model, content=content, metrics=metrics,
+                          state=state,  # type: ignore[arg-type]
+                          model_info={"quantization": "Q4_K_M", "params": "4B",
+                                      "size_bytes": 2_500_000_000, "format": "gguf",
+                                      "max_context": 32768},
+                          instance_config={"context_length": 8192}, **kw)  # type: ignore[arg-type]
+
+    return ArenaRound(
+        id="000000-abc", ts=1_700_000_000.0, prompt="Compare <b>these</b> | please",
+        system_prompt="Be brief.", blind=True, order=(1, 0, 2),
+        slots=(slot("A", "m/fast", 0.1, 50.0, "Fast <script>alert(1)</script> answer"),
+               slot("B", "m/slow", 0.4, 20.0, "Slow answer\nsecond line", load_s=2.5),
+               slot("C", "m/broken", 0.2, 90.0, "", state="error", error="It broke.")),
+        vote=Vote(outcome="win", winner=1, blind=True, ts=1_700_000_100.0),
+        notes=("A note.",),
+    )
+
+
+def test_round_markdown_has_everything() -> None:
+    md = report.round_markdown(a_round())
+    for needle in ("# ATOM Arena round, 2023-11-14 22:13 UTC", "Model B (m/slow) wins (cast blind)",
+                   "Response 1 = Model B", "> Compare <b>these</b> | please", "> Be brief.",
+                   "| TTFT | **100 ms** | 400 ms | 200 ms |",  # C failed: not a contender
+                   "| Decode tok/s | **50.0** | 20.0 | 90.0 |",
+                   "| Load (before the race) | – | 2.50 s | – |",
+                   "| Model A | m/fast | http://lms:1234 | Q4_K_M | 4B | 2.50 GB | gguf | 32768 | "
+                   "context_length=8192 | server default |  |",
+                   "> Slow answer\n> second line", "*Failed: It broke.*", "- A note."):
+        assert needle in md, needle
+
+
+def test_round_html_is_self_contained_and_escaped() -> None:
+    page = report.round_html(a_round())
+    assert page.startswith("<!doctype html>") and "<style>" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Compare &lt;b&gt;these&lt;/b&gt;" in page
+    assert "<td class=best>100 ms</td>" in page
+    assert "http" not in page.replace("http://lms:1234", "")  # nothing fetched from anywhere
+    assert "Q4_K_M" in page and "2.50 GB" in page and "context_length=8192" in page
+
+
+def test_round_csv_and_json() -> None:
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(a_round()))))
+    assert [r["slot"] for r in rows] == ["A", "B", "C"]
+    assert rows[1]["content"] == "Slow answer\nsecond line" and rows[1]["load_s"] == "2.5"
+    assert rows[2]["state"] == "error" and rows[0]["quantization"] == "Q4_K_M"
+    doc = json.loads(report.round_json(a_round()))
+    assert ArenaRound.from_record(doc) == a_round()
+    assert report.filename("arena", 1_700_000_000.0, "md") == "atom-arena-20231114-221320.md"
+
+
+def test_run_report() -> None:
+    pset = parse_prompt_set('[{"prompt": "Capital <of> France?", "contains": "Paris"}, "Hi"]',
+                            name="Geo")
+    run = {"id": "r1", "created": 1_700_000_000.0, "set": pset.to_dict(),
+           "settings": {"repeats": 1, "concurrency": 2, "seed": 42, "temperature": 0.0,
+                        "max_tokens": 64, "warmup": True, "shuffle": True},
+           "slots": [{"label": "A", "server": "http://s", "model": "a", "target": "a",
+                      "contestant": "a", "options": {"seed": 42}}]}
+    metrics = {"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 30.0, "output_tokens": 20,
+               "tokens_source": "usage", "finish_reason": "stop", "itl_p50_s": None,
+               "itl_p95_s": None}
+    records = [
+        {"run_id": "r1", "prompt_index": 0, "slot": 0, "repeat": 0, "label": "A", "model": "a",
+         "contestant": "a", "ok": True, "error": "", "content": "Paris.", "metrics": metrics,
+         "checks": [{"check": "contains “Paris”", "passed": True}]},
+        {"run_id": "r1", "prompt_index": 1, "slot": 0, "repeat": 0, "label": "A", "model": "a",
+         "contestant": "a", "ok": False, "error": "Boom.", "content": "", "metrics": metrics,
+         "checks": []},
+    ]
+    md = report.run_markdown(run, records)
+    assert "# ATOM prompt-set run: Geo" in md and "seed 42" in md
+    assert "| Model A | a | 2 | 1 | 1 | 200 ms | 30.0 | 1.00 s | 1/1 |" in md
+    assert "| Capital <of> France? | contains “Paris” | 1/1 |" in md
+    assert "failed: Boom." in md
+    page = report.run_html(run, records)
+    assert "Capital &lt;of&gt; France?" in page and "✔ contains “Paris”" in page
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
+    assert rows[0]["checks"] == "pass contains “Paris”" and rows[1]["ok"] == "False"
+    assert json.loads(report.run_json(run, records))["records"][0]["content"] == "Paris."
