@@ -82,6 +82,11 @@ def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
     return status
 
 
+def forget_status(url: str) -> None:
+    """Drops a server's cached status (its token or profile changed): the next look asks it."""
+    st.session_state.get("_statuses", {}).pop(normalize_base_url(url), None)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerChoice:
     """A server the user can pick models from."""
@@ -192,6 +197,24 @@ def pick_preset(key: str, *, model: str | None = None, label: str = "Preset"
     name = st.selectbox(label, options, key=key, format_func=lambda n: n or "None (defaults)",
                         help="Sampling presets and per-model presets are kept in Settings.")
     return saved.preset(name)
+
+
+def pick_template(key: str, target_key: str) -> None:
+    """A picker of the system prompt templates saved in Settings (nothing is drawn when there
+    are none): picking one writes its text into the widget whose key is `target_key` (draw
+    this before that widget)."""
+    templates = settings_store().load().templates
+    if not templates:
+        return
+
+    def use() -> None:
+        chosen = next((t for t in templates if t.name == st.session_state.get(key)), None)
+        if chosen is not None:
+            st.session_state[target_key] = chosen.text
+        st.session_state[key] = ""  # a one-shot action: the text area stays editable
+
+    st.selectbox("System prompt template", ["", *(t.name for t in templates)], key=key,
+                 on_change=use, format_func=lambda n: n or "Insert a template…")
 
 
 def preset_picker(key: str, *, model: str | None = None) -> SamplingOptions:

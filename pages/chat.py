@@ -8,6 +8,7 @@ import streamlit as st
 
 from atom_core import export
 from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
+from atom_core.settings_store import SamplingPreset
 from atom_core.store import Conversation, Message
 from atom_core.types import SamplingOptions
 from pages import _ui as ui
@@ -64,16 +65,19 @@ def conversation_list(conv: Conversation | None) -> None:
 
 # -- header: title, settings, export, rename, delete ----------------------------------------------
 
-def header(conv: Conversation | None) -> tuple[SamplingOptions, str, int | None]:
+def header(conv: Conversation | None, model: str | None = None
+           ) -> tuple[SamplingOptions, str, int | None]:
     cols = st.columns([3, 1, 1, 1], vertical_alignment="center")
     cols[0].subheader(conv.title if conv else "New chat")
     with cols[1].popover("Settings", icon=":material/tune:", use_container_width=True):
+        ui.pick_template("chat-template", f"sys-{conv_key(conv)}")
         system = st.text_area(
             "System prompt", value=conv.system_prompt if conv else "", key=f"sys-{conv_key(conv)}",
             help="Sent before the conversation on every request.",
         )
         if conv and system != conv.system_prompt:
             store.update_conversation(conv.id, system_prompt=system)
+        apply_preset(ui.pick_preset("chat-preset", model=model))
         options, ttl = sampling_controls()
     if conv:
         with cols[2].popover("Export", icon=":material/download:", use_container_width=True):
@@ -110,6 +114,17 @@ def delete(conversation_id: str) -> None:
     select(None)
 
 
+def apply_preset(preset: SamplingPreset | None) -> None:
+    """Puts a newly picked preset (Settings) into the fields below, which stay editable."""
+    name = preset.name if preset else ""
+    if st.session_state.get("_preset_applied") == name and "temperature" in st.session_state:
+        return  # already applied, and the fields still hold it (or the user's edits)
+    st.session_state["_preset_applied"] = name
+    values = preset.values() if preset else {}
+    for key in ("temperature", "top_p", "top_k", "max_tokens", "repeat_penalty", "seed"):
+        st.session_state[key] = values.get(key)
+
+
 def sampling_controls() -> tuple[SamplingOptions, int | None]:
     st.caption("Empty fields use the model's own defaults.")
     a, b = st.columns(2)
@@ -131,11 +146,13 @@ def sampling_controls() -> tuple[SamplingOptions, int | None]:
                                key="frequency_penalty", placeholder="default")
     stop = st.text_area("Stop sequences", key="stop", placeholder="One per line",
                         height=68)
+    if "ttl" not in st.session_state:  # each visit starts from the Settings page's default
+        st.session_state.ttl = ui.default_ttl()
     ttl = st.number_input(
         "Idle TTL (seconds)", 1, 7 * 24 * 3600, value=None, step=60, key="ttl",
         placeholder="server default",
         help="If this request makes LM Studio load the model (just-in-time), unload it after "
-        "this long unused.",
+        "this long unused. The default comes from Settings.",
     )
     options = SamplingOptions(
         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
@@ -221,7 +238,7 @@ if prompt and conv is None:
                                      system_prompt=st.session_state.get("sys-new", ""))
     select(conv)
 conversation_list(conv)
-options, system, ttl = header(conv)
+options, system, ttl = header(conv, model)
 messages = store.messages(conv.id) if conv else []
 if not messages and not prompt:
     st.caption("Ask anything. Replies stream from the model picked in the sidebar; every chat "

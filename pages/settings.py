@@ -61,6 +61,7 @@ def servers_tab(saved: ss.AppSettings) -> None:
                            on_click=settings.set_default_profile, args=(p.name,))
             if cols[3].button("Delete", key=f"del-{p.name}", icon=":material/delete:"):
                 act(lambda p=p: settings.delete_profile(p.name), f"Deleted “{p.name}”.")
+                ui.forget_status(p.url)
                 st.rerun()
             if report := st.session_state.get(f"test-report-{p.name}"):
                 (st.success if report[0] else st.error)(report[1])
@@ -94,6 +95,8 @@ def profile_form(saved: ss.AppSettings) -> None:
                                           replaces=editing or None),
             f"Saved “{name.strip()}”.",
         ):
+            for changed in {url, current.url if current else url}:
+                ui.forget_status(changed)  # its token may have changed
             saved_form("profile")
 
 
