@@ -703,3 +703,85 @@ def test_a_load_is_never_sent_twice(client: LMStudioClient, mock: respx.MockRout
     with pytest.raises(ServerUnreachable):
         client.load_model("qwen/qwen3-4b")
     assert route.call_count == 1
+
+
+# -- load / unload / download: the remaining error paths (Models page) ---------------------------
+
+
+def test_load_drops_each_rejected_key_in_turn(client: LMStudioClient,
+                                              mock: respx.MockRouter) -> None:
+    def refuse(key: str) -> httpx.Response:
+        return httpx.Response(400, json={"error": {
+            "type": "invalid_request", "code": "unrecognized_keys",
+            "message": f"Unrecognized key(s) in object: '{key}'"}})  # named only in the text
+
+    route = mock.post("/api/v1/models/load")
+    route.side_effect = [refuse("num_experts"), refuse("flash_attention"),
+                         httpx.Response(200, json={"instance_id": "m", "status": "loaded"})]
+    result = client.load_model("m", LoadConfig(context_length=8192, flash_attention=True,
+                                               num_experts=2))
+    assert result.rejected_keys == ("num_experts", "flash_attention")
+    assert json.loads(route.calls.last.request.content) == {
+        "model": "m", "context_length": 8192, "echo_load_config": True}
+    assert result.applied_config is None  # not echoed: the page says "not reported"
+
+
+def test_load_400_about_something_else_is_not_retried(client: LMStudioClient,
+                                                       mock: respx.MockRouter) -> None:
+    route = mock.post("/api/v1/models/load").respond(400, json={"error": {
+        "type": "invalid_request", "message": "Expected number, received string",
+        "code": "invalid_type", "param": "model"}})
+    with pytest.raises(BadRequest) as e:
+        client.load_model("m", LoadConfig(context_length=4096))
+    assert route.call_count == 1 and "Expected number" in e.value.sentence
+
+
+def test_load_failure_carries_the_servers_message(client: LMStudioClient,
+                                                  mock: respx.MockRouter) -> None:
+    mock.post("/api/v1/models/load").respond(500, json={"error": {
+        "type": "internal_error", "message": "Failed to load model: out of memory"}})
+    with pytest.raises(ServerError) as e:
+        client.load_model("big/model")
+    assert "out of memory" in e.value.sentence
+
+
+def test_unload_needs_a_token(client: LMStudioClient, mock: respx.MockRouter) -> None:
+    mock.post("/api/v1/models/unload").respond(401, json=AUTH_BODY)
+    with pytest.raises(AuthError) as e:
+        client.unload_model("m")
+    assert "requires an API token" in e.value.sentence
+
+
+def test_download_that_fails_midway(client: LMStudioClient, mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models/download/status/job_1").respond(json={
+        "job_id": "job_1", "status": "failed", "total_size_bytes": 1000,
+        "downloaded_bytes": 500})
+    job = client.download_status("job_1")
+    assert job.done and job.status == "failed" and job.fraction == 0.5
+
+
+def test_download_quantization_for_a_catalog_id_is_not_implemented(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    mock.post("/api/v1/models/download").respond(400, json={"error": {
+        "type": "not_implemented",
+        "message": "Specifying quantizations for downloading models with LM Studio Model "
+                   "Catalog identifiers is coming soon"}})
+    with pytest.raises(BadRequest) as e:
+        client.download_model("ibm/granite-4-micro", quantization="Q4_K_M")
+    assert "coming soon" in e.value.sentence
+
+
+def test_download_unknown_model(client: LMStudioClient, mock: respx.MockRouter) -> None:
+    mock.post("/api/v1/models/download").respond(404, json={"error": {
+        "type": "model_not_found", "message": "No model nobody/nothing in the catalog"}})
+    with pytest.raises(ModelNotFound):
+        client.download_model("nobody/nothing")
+
+
+def test_download_on_a_server_without_the_route(client: LMStudioClient,
+                                                mock: respx.MockRouter) -> None:
+    mock.post("/api/v1/models/download").respond(
+        200, json={"error": "Unexpected endpoint or method. (POST /api/v1/models/download)"})
+    with pytest.raises(NotSupported):
+        client.download_model("ibm/granite-4-micro")
