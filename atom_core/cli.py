@@ -17,6 +17,7 @@ from .metrics import format_seconds
 from .promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .runs import run_record
 from .streaming import ReplyBuffer
+from .sweep import LevelResult, SweepTarget, new_sweep_id, verdict
 from .types import ChatMessage, ModelInfo, SamplingOptions
 
 
@@ -89,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--system", help="system prompt")
     b.add_argument("--warmup", action="store_true",
                    help="one untimed request per model first (loads it, warms caches)")
+    b.add_argument("--target-tps", type=float, default=10.0,
+                   help="sweep verdict: tok/s each request must still get (default 10)")
+    b.add_argument("--target-ttft", type=float, default=2.0,
+                   help="sweep verdict: TTFT p90 limit in seconds (default 2)")
     b.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     b.add_argument("--no-record", action="store_true", help="do not add the runs to the history")
     return p
@@ -228,12 +233,14 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
 
         store = open_store()
     failures = 0
+    sweep_tag = {"sweep_id": new_sweep_id()} if len(levels) > 1 else {}
+    by_level: dict[str, list[LevelResult]] = {m: [] for m in models}
     for level in levels:
         jobs = [
             LoadJob(model=model, prompt=prompts[i % len(prompts)],
                     system_prompt=items[i % len(prompts)].system or args.system,
                     options=options, tags={"concurrency": level, "prompt_index": i % len(prompts),
-                                           "repeat": i // len(prompts)})
+                                           "repeat": i // len(prompts), **sweep_tag})
             for i in range(per_model) for model in models
         ]
         started = time.perf_counter()
@@ -253,8 +260,15 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         wall = time.perf_counter() - started
         for summary in summarize(records, wall_s=wall, order=models):
             _print_summary(summary, level, wall, args.json, out)
+            by_level[summary.model].append(LevelResult.from_summary(level, summary, wall))
         if any(c for _, c in checked):
             _print_checks(checked, models, level, args.json, out)
+    if len(levels) > 1:
+        target = SweepTarget(min_tps_per_user=args.target_tps, max_ttft_p90_s=args.target_ttft)
+        for model, results in by_level.items():
+            v = verdict(results, target)
+            print(json.dumps({"type": "verdict", "model": model, **v.to_dict()}) if args.json
+                  else f"== {model}: {v.sentence}", file=out)
     return 1 if failures else 0
 
 

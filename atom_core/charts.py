@@ -1,0 +1,314 @@
+"""Plotly figures for the Stats page, drawn from the frames in atom_core.stats and
+atom_core.sweep. Pure functions: frame in, figure out; every model keeps its colour from the
+map it is given (stats.model_colors), so one model looks the same in every chart.
+
+Figures carry only aggregated or sampled data (see atom_core.stats), so even a 100k-run history
+sends the browser a few thousand points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .stats import Overview
+from .sweep import SweepTarget
+
+FALLBACK_COLOR = "#6a6a6a"
+HEIGHT = 380
+FONT = "Source Sans Pro, sans-serif"
+MAX_TEXT_LABELS = 10  # label points on the speed map only while they stay readable
+
+
+def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = HEIGHT,
+            legend: bool = True) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 48, "b": 10},
+        font={"family": FONT},
+        showlegend=legend,
+        # A column on the right: twenty models stay readable without squashing the plot.
+        legend={"orientation": "v", "yanchor": "top", "y": 1, "x": 1.01, "xanchor": "left",
+                "font": {"size": 11}, "tracegroupgap": 0, "itemclick": "toggleothers",
+                "itemdoubleclick": "toggle"},
+        hoverlabel={"namelength": -1},
+    )
+    fig.update_xaxes(title_text=x, zeroline=False)
+    fig.update_yaxes(title_text=y, zeroline=False)
+    return fig
+
+
+def _color(colors: Mapping[str, str], model: str) -> str:
+    return colors.get(model, FALLBACK_COLOR)
+
+
+def _by_model(frame: pd.DataFrame,
+              order: Sequence[str] | None) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(model, rows) in `order` (models missing from it last, by name): every chart lists
+    models in the same order as the summary table."""
+    groups = {str(m): part for m, part in frame.groupby(frame["model"].astype(str), sort=True)}
+    ranked = [m for m in (order or ()) if m in groups]
+    for model in ranked + sorted(set(groups) - set(ranked)):
+        yield model, groups[model]
+
+
+def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
+    """Each model as a bubble: median TTFT across, median decode tok/s up, size = runs.
+    Top left is best: quick to start and fast to write."""
+    traces = []
+    data = summary.dropna(subset=["ttft_p50_s", "decode_tps_p50"])
+    label = len(data) <= MAX_TEXT_LABELS
+    biggest = float(data["runs"].max()) if len(data) else 1.0
+    for row in data.itertuples(index=False):
+        size = 14 + 26 * float(np.sqrt(row.runs / biggest))
+        traces.append(go.Scatter(
+            x=[row.ttft_p50_s], y=[row.decode_tps_p50], name=row.model, legendgroup=row.model,
+            mode="markers+text" if label else "markers",
+            text=[row.model] if label else None, textposition="top center",
+            marker={"size": size, "color": _color(colors, row.model), "opacity": 0.85,
+                    "line": {"width": 1, "color": "white"}},
+            customdata=[[row.runs, row.ttft_p90_s, row.e2e_p50_s, row.error_rate]],
+            hovertemplate=(
+                "<b>%{fullData.name}</b><br>TTFT median %{x:.2f} s (p90 %{customdata[1]:.2f} s)"
+                "<br>%{y:.1f} tok/s median<br>end-to-end median %{customdata[2]:.2f} s"
+                "<br>%{customdata[0]} runs, %{customdata[3]:.1%} errors<extra></extra>"),
+        ))
+    fig = go.Figure(data=traces)
+    _layout(fig, title="Speed map: top left is best (quick to start, fast to write)",
+            x="Median time to first token (s), lower is better",
+            y="Median decode speed (tok/s)", height=520, legend=not label)
+    fig.update_xaxes(rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def ttft_box(box: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
+    """TTFT distribution per model from precomputed quantiles (stats.box_stats): the box spans
+    p25-p75 with the median inside, whiskers reach p5 and p95. Quickest model on top."""
+    traces = []
+    for row in box.iloc[::-1].itertuples(index=False):  # plotly draws the first row lowest
+        traces.append(go.Box(
+            y=[row.model], q1=[row.p25], median=[row.p50], q3=[row.p75],
+            lowerfence=[row.p5], upperfence=[row.p95], orientation="h", name=row.model,
+            marker_color=_color(colors, row.model), fillcolor=_color(colors, row.model),
+            opacity=0.8, line={"width": 1.5}, boxpoints=False,
+            hoverinfo="x+name",
+        ))
+    fig = go.Figure(data=traces)
+    _layout(fig, title="Time to first token: box p25-p75, line median, whiskers p5-p95",
+            x="Time to first token (s)", y="", height=max(HEIGHT, 60 + 26 * len(box)),
+            legend=False)
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def tps_over_time(buckets: pd.DataFrame, bucket_s: int, colors: Mapping[str, str],
+                  order: Sequence[str] | None = None) -> go.Figure:
+    """Median decode tok/s per model per time bucket (stats.tps_over_time)."""
+    traces = []
+    for model, part in _by_model(buckets, order):
+        traces.append(go.Scatter(
+            x=part["time"], y=part["tps_p50"], name=str(model), legendgroup=str(model),
+            mode="lines+markers", line={"color": _color(colors, str(model)), "width": 2},
+            marker={"size": 5}, customdata=part[["runs"]].to_numpy(),
+            hovertemplate="<b>%{fullData.name}</b><br>%{x}<br>%{y:.1f} tok/s median of "
+                          "%{customdata[0]} runs<extra></extra>",
+        ))
+    fig = go.Figure(data=traces)
+    _layout(fig, title=f"Decode speed over time (median per {_bucket_name(bucket_s)})",
+            x="", y="Decode tok/s")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def _bucket_name(seconds: int) -> str:
+    for size, name in ((365 * 86400, "year"), (30 * 86400, "month"), (7 * 86400, "week"),
+                       (86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds % size == 0:
+            n = seconds // size
+            return name if n == 1 else f"{n} {name}s"
+    return f"{seconds} s"
+
+
+def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y: str,
+                       colors: Mapping[str, str], title: str, x_title: str, y_title: str,
+                       trend_label: str = "{intercept:.2f} s + {slope_ms:.1f} ms per unit",
+                       order: Sequence[str] | None = None) -> go.Figure:
+    """Sampled runs as points and each model's least-squares line over all its runs.
+
+    `trend_label` is formatted with intercept, slope, slope_ms (slope x 1000) and
+    per_second (1 / slope) for the line's hover text and legend."""
+    traces = []
+    lines = {str(r.model): r for r in trends.itertuples(index=False)}
+    for name, part in _by_model(sample, order):
+        color = _color(colors, name)
+        traces.append(go.Scatter(
+            x=part[x], y=part[y], name=name, legendgroup=name, mode="markers",
+            marker={"color": color, "size": 5, "opacity": 0.45},
+            hovertemplate=f"<b>{name}</b><br>{x_title}: %{{x:.0f}}<br>{y_title}: "
+                          "%{y:.2f}<extra></extra>",
+        ))
+        line = lines.get(name)
+        if line is None:
+            continue
+        text = trend_label.format(
+            intercept=line.intercept, slope=line.slope, slope_ms=line.slope * 1000,
+            per_second=(1 / line.slope) if line.slope > 0 else float("inf"))
+        xs = [line.x_min, line.x_max]
+        traces.append(go.Scatter(
+            x=xs, y=[line.intercept + line.slope * v for v in xs], name=f"{name} trend",
+            legendgroup=name, showlegend=False, mode="lines",
+            line={"color": color, "width": 2.5},
+            hovertemplate=f"<b>{name}</b><br>trend: {text} (fitted on {line.n} runs)"
+                          "<extra></extra>",
+        ))
+    fig = go.Figure(data=traces)
+    _layout(fig, title=title, x=x_title, y=y_title)
+    fig.update_xaxes(rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def tokens_histogram(hist: pd.DataFrame, colors: Mapping[str, str],
+                     order: Sequence[str] | None = None) -> go.Figure:
+    """Output tokens per request: each model's share of runs per bin, as a step outline (so
+    many models stay readable on one chart)."""
+    traces = []
+    for name, part in _by_model(hist, order):
+        centres = (part["left"] + part["right"]) / 2
+        ranges = [f"{lo:.0f}+" if over else f"{lo:.0f}-{hi:.0f}"
+                  for lo, hi, over in zip(part["left"], part["right"], part["overflow"],
+                                          strict=True)]
+        traces.append(go.Scatter(
+            x=centres, y=part["share"], name=name, legendgroup=name, mode="lines",
+            line={"color": _color(colors, name), "width": 2, "shape": "hvh"},
+            customdata=np.column_stack([ranges, part["count"].to_numpy()]),
+            hovertemplate=f"<b>{name}</b><br>%{{customdata[0]}} tokens: %{{customdata[1]}} "
+                          "runs (%{y:.1%})<extra></extra>",
+        ))
+    fig = go.Figure(data=traces)
+    _layout(fig, title="Tokens per request", x="Output tokens", y="Share of the model's runs")
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return fig
+
+
+def token_timeline(frame: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
+    """When each token arrived (top) and the gap before it (bottom), by token position: the
+    first token's height is TTFT, the slope is the decode speed, spikes are stalls."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.55, 0.45],
+                        subplot_titles=("Arrival time of each token",
+                                        "Gap before each token (inter-token latency)"))
+    labels = list(dict.fromkeys(frame["label"]))
+    single = len(labels) == 1
+    used: set[str] = set()
+    spare = iter(("#222222", "#999999", "#b8860b", "#008b8b"))
+    for label in labels:
+        part = frame[frame["label"] == label]
+        color = _color(colors, str(part["model"].iloc[0]) if len(part) else "")
+        if color in used:  # two slots of one model: tell them apart
+            color = next(spare, FALLBACK_COLOR)
+        used.add(color)
+        fig.add_trace(go.Scatter(
+            x=part["position"], y=part["arrival_ms"], name=label, legendgroup=label,
+            mode="lines+markers", marker={"size": 4, "color": color},
+            line={"color": color, "width": 2},
+            hovertemplate="token %{x}: arrived at %{y:.0f} ms<extra>%{fullData.name}</extra>",
+        ), row=1, col=1)
+        gap_style = dict(name=label, legendgroup=label, showlegend=False, x=part["position"],
+                         y=part["gap_ms"],
+                         hovertemplate="token %{x}: %{y:.1f} ms after the previous one"
+                                       "<extra>%{fullData.name}</extra>")
+        if single:
+            fig.add_trace(go.Bar(marker_color=color, **gap_style), row=2, col=1)
+        else:
+            fig.add_trace(go.Scatter(mode="lines", line={"color": color, "width": 1.5},
+                                     **gap_style), row=2, col=1)
+    if single and len(frame) > 2:
+        gaps = frame["gap_ms"].dropna()
+        for q, dash in ((50, "dot"), (95, "dash")):
+            value = float(np.percentile(gaps, q))
+            fig.add_hline(y=value, line_dash=dash, line_color="#444", line_width=1,
+                          annotation_text=f"p{q} {value:.0f} ms", annotation_position="right",
+                          row=2, col=1)
+    _layout(fig, title="", x="", y="", height=520, legend=not single)
+    fig.update_layout(margin={"t": 30}, bargap=0.1)
+    fig.update_yaxes(title_text="ms after request", row=1, col=1, rangemode="tozero")
+    fig.update_yaxes(title_text="gap (ms)", row=2, col=1, rangemode="tozero")
+    fig.update_xaxes(title_text="Token position", row=2, col=1)
+    return fig
+
+
+SWEEP_COLORS = {"aggregate": "#4338ca", "per_user": "#f58518", "p50": "#11a579",
+                "p90": "#e45756"}
+
+
+def sweep_chart(levels: pd.DataFrame, target: SweepTarget | None = None,
+                parallel: int | None = None) -> go.Figure:
+    """Tok/s (aggregate and per user) and TTFT p50/p90 against requests in flight, with the
+    target drawn in and LM Studio's parallel slots marked when known."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("Tokens per second", "Time to first token"))
+    x = levels["concurrency"]
+    series: Sequence[tuple[str, str, str, int]] = (
+        ("aggregate_tps", "aggregate (all requests together)", "aggregate", 1),
+        ("tps_per_user_p50", "per user (median request)", "per_user", 1),
+        ("ttft_p50_s", "TTFT p50", "p50", 2),
+        ("ttft_p90_s", "TTFT p90", "p90", 2),
+    )
+    for col, name, key, pos in series:
+        unit = "s" if pos == 2 else "tok/s"
+        fig.add_trace(go.Scatter(
+            x=x, y=levels[col], name=name, mode="lines+markers",
+            line={"color": SWEEP_COLORS[key], "width": 2.5}, marker={"size": 8},
+            hovertemplate=f"%{{x}} in flight: %{{y:.2f}} {unit}<extra>{name}</extra>",
+        ), row=1, col=pos)
+    if target is not None:
+        fig.add_hline(y=target.min_tps_per_user, line_dash="dash", line_color="#f58518",
+                      annotation_text=f"target ≥ {target.min_tps_per_user:g} tok/s per user",
+                      annotation_position="top left", row=1, col=1)
+        fig.add_hline(y=target.max_ttft_p90_s, line_dash="dash", line_color="#e45756",
+                      annotation_text=f"target p90 ≤ {target.max_ttft_p90_s:g} s",
+                      annotation_position="top left", row=1, col=2)
+    if parallel is not None and len(levels):
+        for pos in (1, 2):
+            fig.add_vline(x=parallel, line_dash="dot", line_color="#888", row=1, col=pos)
+        fig.add_annotation(x=parallel, y=1.0, yref="y domain", xref="x",
+                           text=f"{parallel} parallel slots", showarrow=False,
+                           yanchor="bottom", font={"size": 11, "color": "#666"})
+    _layout(fig, title="", x="", y="", height=400)
+    fig.update_layout(margin={"t": 40})
+    ticks = sorted({int(v) for v in x}) if len(levels) else []
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(t) for t in ticks],
+                     title_text="Requests in flight")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(title_text="tok/s", row=1, col=1)
+    fig.update_yaxes(title_text="seconds", row=1, col=2)
+    return fig
+
+
+def overview_figures(ov: Overview, colors: Mapping[str, str]) -> dict[str, go.Figure]:
+    """Every overview chart, keyed by the name the page lays them out under."""
+    order = [str(m) for m in ov.summary["model"]]
+    return {
+        "speed_map": speed_map(ov.summary, colors),
+        "ttft_box": ttft_box(ov.box, colors),
+        "tps_over_time": tps_over_time(ov.buckets, ov.bucket_s, colors, order),
+        "e2e_vs_tokens": scatter_with_trend(
+            ov.sample, ov.e2e_trend, x="output_tokens", y="e2e_s", colors=colors,
+            title="End-to-end time vs output tokens (line: fit over all runs)",
+            x_title="Output tokens", y_title="End-to-end (s)",
+            trend_label="{intercept:.2f} s + {slope_ms:.1f} ms per token", order=order),
+        "ttft_vs_prompt": scatter_with_trend(
+            ov.sample, ov.prompt_trend, x="prompt_tokens", y="ttft_s", colors=colors,
+            title="Time to first token vs prompt length (line: fit over all runs)",
+            x_title="Prompt tokens", y_title="Time to first token (s)",
+            trend_label="{intercept:.2f} s + {slope_ms:.2f} ms per prompt token "
+                        "(≈ {per_second:.0f} prompt tok/s)", order=order),
+        "tokens_histogram": tokens_histogram(ov.hist, colors, order),
+    }

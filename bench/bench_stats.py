@@ -1,0 +1,248 @@
+"""How quick is the Stats page with a long history?
+
+    python bench/bench_stats.py [--runs 100000] [--conversations 10000] [--reps 5]
+
+Builds a temp data folder with RUNS runs across 20 models (each model with its own speed, so
+the charts have something to tell) and CONVERSATIONS conversations whose replies carry token
+timelines, then times, in this process:
+
+- the baseline: json.load of every runs shard (the least any reader of the history must do),
+- store.runs() on a fresh store (cold parse cache),
+- the runs frame (atom_core.stats.runs_frame), the per-model summary from that frame, and
+  the whole overview (summary plus every chart frame and plotly figure),
+- the Stats page's first render in Streamlit's AppTest (a new session, fresh caches),
+  and a second render (what a filter change or rerun costs, caches warm).
+
+Prints figures; asserts nothing. Goals: first render <= 2 s, summary <= 0.5 s.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+FAMILIES = ("qwen3", "gemma-3", "llama-3.2", "phi-4", "mistral")
+SIZES = (("1b", 1.0), ("4b", 4.0), ("8b", 8.0), ("14b", 14.0))
+SOURCES = ("chat", "chat", "chat", "arena", "promptset", "sweep", "cli")
+SERVERS = ("http://localhost:1234", "http://studio-mac.local:1234")
+
+
+def model_profiles(rng: random.Random) -> dict[str, dict[str, float]]:
+    """20 models; bigger ones decode slower, start later and read prompts slower."""
+    out = {}
+    for fi, family in enumerate(FAMILIES):
+        for size_name, size in SIZES:
+            speed = rng.uniform(0.8, 1.25) * (1 + 0.08 * fi)
+            out[f"{family}-{size_name}"] = {
+                "tps": 140 / size**0.75 * speed,
+                "ttft": 0.08 + 0.035 * size * rng.uniform(0.8, 1.2),
+                "prompt_tps": 6000 / size**0.9 * speed,  # prompt tokens per second
+                "errors": rng.uniform(0.002, 0.04),
+            }
+    return out
+
+
+def realistic_runs(n: int, *, seed: int = 7, days: float = 60.0,
+                   end: float | None = None) -> Iterator[dict[str, Any]]:
+    """`n` run rows spread over the last `days` days, shaped like atom_core.runs.run_record."""
+    rng = random.Random(seed)
+    profiles = model_profiles(rng)
+    models = list(profiles)
+    weights = [1 + (i % 4 == 1) * 2 + rng.random() for i in range(len(models))]
+    end = end or time.time()
+    start = end - days * 86400
+    for i in range(n):
+        model = rng.choices(models, weights)[0]
+        p = profiles[model]
+        ts = start + (i + rng.random()) * (end - start) / n
+        prompt = int(min(16000, rng.lognormvariate(5.3, 1.1)))
+        out = max(1, int(min(4096, rng.lognormvariate(5.3, 0.7))))
+        tps = p["tps"] * rng.lognormvariate(0, 0.08) * (1 - 0.1 * (i / n))
+        ttft = (p["ttft"] + prompt / p["prompt_tps"]) * rng.lognormvariate(0, 0.2)
+        failed = rng.random() < p["errors"]
+        yield {
+            "ts": ts,
+            "source": rng.choice(SOURCES),
+            "server": SERVERS[0] if rng.random() < 0.85 else SERVERS[1],
+            "model": model,
+            "ok": not failed,
+            "state": "error" if failed else "complete",
+            "error": "The server failed (HTTP 500): model crashed" if failed else "",
+            "ttft_s": None if failed else round(ttft, 4),
+            "decode_tps": None if failed else round(tps, 2),
+            "e2e_s": round(ttft + (0 if failed else (out - 1) / tps), 4),
+            "itl_p50_s": None if failed else round(1 / tps, 5),
+            "itl_p95_s": None if failed else round(1.6 / tps, 5),
+            "output_tokens": 0 if failed else out,
+            "prompt_tokens": prompt,
+            "tokens_source": "usage",
+            "finish_reason": None if failed else ("stop" if rng.random() < 0.9 else "length"),
+        }
+
+
+def token_offsets(rng: random.Random, tokens: int, ttft_ms: float,
+                  gap_ms: float) -> list[float]:
+    """A believable token timeline: steady gaps with jitter and the odd stall."""
+    t = ttft_ms
+    out = []
+    for _ in range(tokens):
+        out.append(round(t, 3))
+        t += gap_ms * rng.lognormvariate(0, 0.15) + (gap_ms * 6 if rng.random() < 0.02 else 0)
+    return out
+
+
+def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7) -> None:
+    """Writes the runs with store.append_many and the conversations straight into the store's
+    layout (as bench_store does); every chat run of the last `conversations` points at a
+    stored reply with a token timeline."""
+    from atom_core import store as store_mod
+
+    rng = random.Random(seed)
+    store = store_mod.TinyDBHistoryStore(data_dir)
+    store.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    rows = list(realistic_runs(runs, seed=seed))
+    chat_rows = [r for r in rows if r["source"] == "chat" and r["ok"]][-conversations:]
+    per_shard = store._index_shard_rows
+    index: dict[int, list[dict[str, Any]]] = {}
+    (store.data_dir / "conversations").mkdir(exist_ok=True)
+    for i, run in enumerate(chat_rows):
+        shard = i // per_shard
+        conv = store_mod.Conversation(
+            id=store_mod._new_id(shard), title=f"Question {i}", model=run["model"],
+            system_prompt="", created=run["ts"], updated=run["ts"] + 5, message_count=2,
+            preview="")
+        tokens = min(int(run["output_tokens"]), 400)
+        offsets = token_offsets(rng, tokens, run["ttft_s"] * 1000, 1000 / run["decode_tps"])
+        reply = " ".join(rng.choice(("tokens", "arrive", "one", "by", "one", "quickly"))
+                         for _ in range(tokens))
+        metrics = {"ttft_s": run["ttft_s"], "e2e_s": run["e2e_s"],
+                   "decode_tps": run["decode_tps"], "itl_p50_s": run["itl_p50_s"],
+                   "itl_p95_s": run["itl_p95_s"], "output_tokens": tokens,
+                   "tokens_source": "usage", "prompt_tokens": run["prompt_tokens"],
+                   "reasoning_tokens": None, "chunks": tokens, "finish_reason": "stop",
+                   "token_offsets_ms": offsets}
+        messages = []
+        for j, (role, content) in enumerate((("user", f"Question number {i}?"),
+                                             ("assistant", reply))):
+            msg = store_mod.Message(
+                id=f"{i:08x}{j:08x}", conversation_id=conv.id, role=role, content=content,
+                model=run["model"] if role == "assistant" else "",
+                metrics=metrics if role == "assistant" else None, created=run["ts"] + j)
+            messages.append(store_mod._message_doc(msg))
+        run["conversation_id"], run["message_id"] = conv.id, f"{i:08x}{1:08x}"
+        payload = store_mod.tinydb_file({"conversation": [store_mod._conversation_file_doc(conv)],
+                                         "messages": messages})
+        store._conversation_path(conv.id).write_text(json.dumps(payload, separators=(",", ":")))
+        index.setdefault(shard, []).append(store_mod._index_doc(conv))
+    (store.data_dir / "index").mkdir(exist_ok=True)
+    for shard, docs in index.items():
+        payload = store_mod.tinydb_file({"conversations": docs})
+        store._index_path(shard).write_text(json.dumps(payload, separators=(",", ":")))
+    store.append_many("runs", rows)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def median_s(fn: Callable[[], object], reps: int) -> float:
+    return statistics.median(timed(fn)[0] for _ in range(reps))
+
+
+def app_test_renders(data_dir: Path) -> tuple[float, float, int]:
+    """(first render s, second render s, plotly charts drawn) of the Stats page in AppTest."""
+    os.environ["ATOM_DATA_DIR"] = str(data_dir)
+    os.environ["ATOM_SERVER_URL"] = "http://127.0.0.1:9"  # nothing there: the page must cope
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    from atom_core import store as store_mod
+
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False  # as tests/ui/conftest.py does
+
+    PagesManager.__init__ = init  # type: ignore[method-assign]
+    st.cache_resource.clear()
+    store_mod._STORES.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()  # the shell and the Chat page: not what is measured
+    first, _ = timed(lambda: at.switch_page("pages/stats.py").run())
+    assert not at.exception, at.exception
+    second, _ = timed(lambda: at.run())
+    return first, second, len(at.get("plotly_chart"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--conversations", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+
+    from atom_core import charts, stats
+    from atom_core.store import TinyDBHistoryStore
+
+    with tempfile.TemporaryDirectory(prefix="atom-bench-stats-") as tmp:
+        data = Path(tmp) / "data"
+        built, _ = timed(lambda: build_history(data, args.runs, args.conversations))
+        files = sum(1 for _ in data.rglob("*.json"))
+        size = sum(p.stat().st_size for p in data.rglob("*.json")) / 1e6
+        print(f"Built {args.runs:,} runs across 20 models and {args.conversations:,} "
+              f"conversations in {built:.1f} s: {size:.0f} MB in {files:,} files\n")
+
+        shards = sorted((data / "tables" / "runs").glob("*.json"))
+        raw = median_s(lambda: [json.loads(p.read_bytes()) for p in shards], args.reps)
+        cold, rows = timed(TinyDBHistoryStore(data).runs)
+        assert isinstance(rows, list) and len(rows) == args.runs
+        frame_s = median_s(lambda: stats.runs_frame(rows), args.reps)
+        df = stats.runs_frame(rows)
+        summary_s = median_s(lambda: stats.model_summary(df), args.reps)
+        filtered = stats.RunFilter(sources=("chat",))
+        filtered_s = median_s(lambda: stats.model_summary(filtered.apply(df)), args.reps)
+        colors = stats.model_colors(df)
+        overview_s = median_s(lambda: charts.overview_figures(stats.overview(df), colors),
+                              args.reps)
+        end_to_end = median_s(lambda: stats.model_summary(
+            stats.runs_frame(TinyDBHistoryStore(data).runs())), args.reps)
+        first, second, drawn = app_test_renders(data)
+
+        print(f"{'Step (median of ' + str(args.reps) + ')':<58}{'seconds':>9}{'x baseline':>12}")
+        for label, secs in (
+            (f"baseline: json.loads of {len(shards)} runs shards", raw),
+            ("store.runs() on a fresh store (cold parse cache)", cold),
+            (f"runs frame from {args.runs:,} rows", frame_s),
+            ("summary per model from the frame", summary_s),
+            ("summary, source=chat filter applied first", filtered_s),
+            ("summary from disk: fresh store -> frame -> summary", end_to_end),
+            ("overview: summary + every chart frame + plotly figures", overview_s),
+            (f"Stats page first render, AppTest ({drawn} charts)", first),
+            ("Stats page second render (caches warm)", second),
+        ):
+            print(f"{label:<58}{secs:>9.3f}{secs / raw:>11.1f}x")
+        goal = "met" if first <= 2 and summary_s <= 0.5 else "NOT met"
+        print(f"\nGoals (first render <= 2 s, summary <= 0.5 s): {goal}. "
+              f"{math.ceil(args.runs / len(shards)):,} runs per shard.")
+
+
+if __name__ == "__main__":
+    main()

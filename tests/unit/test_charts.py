@@ -1,0 +1,150 @@
+"""Plotly figures built from the stats frames: right data, stable colours, small payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from atom_core import charts, stats, sweep
+from bench.bench_stats import realistic_runs
+
+
+@pytest.fixture(scope="module")
+def df() -> pd.DataFrame:
+    return stats.runs_frame(list(realistic_runs(6000, seed=3)))
+
+
+@pytest.fixture(scope="module")
+def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
+    return charts.overview_figures(stats.overview(df), stats.model_colors(df))
+
+
+def trace_color(t: Any) -> str | None:
+    line = getattr(t, "line", None)
+    marker = getattr(t, "marker", None)
+    if t.type == "box":
+        return str(t.marker.color)
+    return (line.color if line is not None and line.color else None) or (
+        marker.color if marker is not None else None)
+
+
+def test_every_model_keeps_one_colour_in_every_chart(df: pd.DataFrame,
+                                                     figures: dict[str, go.Figure]) -> None:
+    colors = stats.model_colors(df)
+    assert len(colors) == 20
+    seen = 0
+    for name, fig in figures.items():
+        for t in fig.data:
+            model = str(t.name).removesuffix(" trend")
+            assert trace_color(t) == colors[model], (name, model)
+            seen += 1
+    assert seen > 100
+
+
+def test_charts_list_models_in_the_summary_order(df: pd.DataFrame,
+                                                 figures: dict[str, go.Figure]) -> None:
+    order = list(stats.model_summary(df)["model"])
+    assert [t.name for t in figures["speed_map"].data] == order
+    for name in ("tps_over_time", "tokens_histogram"):
+        assert [t.name for t in figures[name].data] == order
+    points = [t.name for t in figures["e2e_vs_tokens"].data if t.mode == "markers"]
+    assert points == order
+
+
+def test_speed_map_plots_the_summary(df: pd.DataFrame, figures: dict[str, go.Figure]) -> None:
+    summary = stats.model_summary(df).set_index("model")
+    for t in figures["speed_map"].data:
+        assert t.x[0] == summary.loc[t.name, "ttft_p50_s"]
+        assert t.y[0] == summary.loc[t.name, "decode_tps_p50"]
+    assert figures["speed_map"].layout.showlegend  # 20 models: a legend, no point labels
+    few = charts.speed_map(summary.reset_index().head(3), {})
+    assert not few.layout.showlegend and few.data[0].mode == "markers+text"
+
+
+def test_box_plot_uses_the_precomputed_quantiles(df: pd.DataFrame,
+                                                 figures: dict[str, go.Figure]) -> None:
+    box = stats.box_stats(df).set_index("model")
+    traces = figures["ttft_box"].data
+    assert len(traces) == 20
+    assert traces[-1].name == box.index[0]  # quickest median drawn on top
+    for t in traces:
+        row = box.loc[t.name]
+        assert (t.q1[0], t.median[0], t.q3[0]) == (row["p25"], row["p50"], row["p75"])
+        assert (t.lowerfence[0], t.upperfence[0]) == (row["p5"], row["p95"])
+        assert t.x is None  # no raw values shipped
+
+
+def test_scatter_trend_lines_come_from_the_fit(df: pd.DataFrame,
+                                               figures: dict[str, go.Figure]) -> None:
+    trends = stats.trend_lines(df, "output_tokens", "e2e_s").set_index("model")
+    lines = [t for t in figures["e2e_vs_tokens"].data if t.mode == "lines"]
+    assert len(lines) == 20
+    for t in lines:
+        fit = trends.loc[t.name.removesuffix(" trend")]
+        assert t.x == (fit["x_min"], fit["x_max"])
+        assert t.y[1] == pytest.approx(fit["intercept"] + fit["slope"] * fit["x_max"])
+        assert "ms per token" in t.hovertemplate
+
+
+def test_payload_stays_small_for_a_long_history(figures: dict[str, go.Figure]) -> None:
+    points = sum(len(t.x) if t.x is not None else 1 for f in figures.values() for t in f.data)
+    assert points < 2 * 300 * 20 + 2000  # two sampled scatters plus small aggregates
+    total = sum(len(f.to_json()) for f in figures.values())
+    assert total < 600_000
+
+
+def test_histogram_shares_sum_to_one(figures: dict[str, go.Figure]) -> None:
+    for t in figures["tokens_histogram"].data:
+        assert sum(t.y) == pytest.approx(1.0)
+        assert t.line.shape == "hvh"
+
+
+def test_tps_over_time_has_a_point_per_bucket(df: pd.DataFrame,
+                                              figures: dict[str, go.Figure]) -> None:
+    buckets, size = stats.tps_over_time(df)
+    assert sum(len(t.x) for t in figures["tps_over_time"].data) == len(buckets)
+    assert "median per day" in figures["tps_over_time"].layout.title.text
+    assert size == 86400
+
+
+def test_token_timeline_one_stream_and_several() -> None:
+    one = stats.Timeline(label="m", model="m", offsets_ms=(100.0, 120.0, 140.0, 300.0))
+    fig = charts.token_timeline(stats.timeline_frame([one]), {"m": "#123456"})
+    arrival, gaps = fig.data
+    assert list(arrival.y) == [100.0, 120.0, 140.0, 300.0] and arrival.line.color == "#123456"
+    assert gaps.type == "bar" and np.isnan(gaps.y[0]) and list(gaps.y[1:]) == [20, 20, 160]
+    assert {s.y0 for s in fig.layout.shapes} == {20.0, np.percentile([20, 20, 160], 95)}
+    two = [stats.Timeline(label="A: m", model="m", offsets_ms=(1.0, 2.0)),
+           stats.Timeline(label="B: m", model="m", offsets_ms=(3.0, 4.0))]
+    fig = charts.token_timeline(stats.timeline_frame(two), {"m": "#123456"})
+    assert [t.type for t in fig.data] == ["scatter"] * 4
+    colours = {t.name: t.line.color for t in fig.data}
+    assert colours["A: m"] == "#123456" and colours["B: m"] != "#123456"  # same model, told apart
+
+
+def test_sweep_chart_draws_targets_and_slots() -> None:
+    levels = [sweep.LevelResult(concurrency=k, requests=4, ok=4, errors=0,
+                                tps_per_user_p50=40 / k, aggregate_tps=40 * k ** 0.5,
+                                ttft_p50_s=0.2 * k, ttft_p90_s=0.3 * k) for k in (1, 2, 4, 8)]
+    target = sweep.SweepTarget(min_tps_per_user=10, max_ttft_p90_s=2)
+    fig = charts.sweep_chart(sweep.levels_frame(levels), target, parallel=4)
+    names = [t.name for t in fig.data]
+    assert names == ["aggregate (all requests together)", "per user (median request)",
+                     "TTFT p50", "TTFT p90"]
+    assert list(fig.data[1].y) == [40, 20, 10, 5]
+    horizontal = sorted(s.y0 for s in fig.layout.shapes if s.y0 == s.y1)
+    assert horizontal == [2, 10]
+    assert any(s.x0 == 4 and s.x0 == s.x1 for s in fig.layout.shapes)
+    assert list(fig.layout.xaxis.tickvals) == [1, 2, 4, 8]
+    json.loads(fig.to_json())
+
+
+def test_empty_frames_still_make_figures() -> None:
+    ov = stats.overview(stats.runs_frame([]))
+    for fig in charts.overview_figures(ov, {}).values():
+        assert len(fig.data) == 0

@@ -1,0 +1,410 @@
+"""The Stats page's frames, pinned on known data: every figure it shows is computed here."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atom_core import stats
+from atom_core.metrics import compute_metrics, percentile
+from atom_core.runs import run_record
+from atom_core.store import open_store
+
+T0 = datetime(2025, 3, 10, 12, 0).timestamp()  # local noon: date filters are local days
+
+
+def run(model: str = "m", *, ts: float = T0, ok: bool = True, state: str | None = None,
+        ttft: float | None = 0.5, tps: float | None = 20.0, e2e: float = 2.0,
+        tokens: int = 40, prompt: int | None = 100, source: str = "chat",
+        server: str = "http://a", **extra: Any) -> dict[str, Any]:
+    row = {"ts": ts, "source": source, "server": server, "model": model, "ok": ok,
+           "state": state or ("complete" if ok else "error"), "error": "" if ok else "boom",
+           "ttft_s": ttft, "decode_tps": tps, "e2e_s": e2e, "itl_p50_s": 0.05,
+           "itl_p95_s": 0.07, "output_tokens": tokens, "prompt_tokens": prompt,
+           "tokens_source": "usage", "finish_reason": "stop"}
+    row.update(extra)
+    return row
+
+
+# -- the frame ---------------------------------------------------------------------------------
+
+
+def test_runs_frame_types_and_missing_fields() -> None:
+    rows = [run("a", ts=T0 + 1), {"ts": T0, "model": "b", "ok": False, "ttft_s": None,
+                                  "e2e_s": 1.0, "output_tokens": 0}]  # an old row: no state
+    df = stats.runs_frame(rows)
+    assert list(df["model"]) == ["b", "a"]  # sorted by time
+    assert df["ttft_s"].dtype == "float64" and math.isnan(df["ttft_s"].iloc[0])
+    assert str(df["model"].dtype) == "category"
+    assert list(df["state"]) == ["error", "complete"]  # derived from ok
+    assert list(df["failed"]) == [True, False] and list(df["ok"]) == [False, True]
+    assert list(df["conversation_id"]) == ["", ""]
+    assert list(df["prompt_band"].astype(str)) == [stats.UNKNOWN_BAND, "short (< 256 tokens)"]
+
+
+def test_empty_history_gives_empty_frames() -> None:
+    df = stats.runs_frame([])
+    assert df.empty and "decode_tps" in df
+    assert stats.model_summary(df).empty
+    assert stats.box_stats(df).empty and stats.token_histogram(df).empty
+    assert stats.tps_over_time(df)[0].empty and stats.model_colors(df) == {}
+    ov = stats.overview(df)
+    assert ov.runs == 0 and ov.summary.empty
+
+
+def test_prompt_bands_edges() -> None:
+    bands = stats.prompt_bands(pd.Series([0, 255, 256, 1023, 1024, 4095, 4096, np.nan]))
+    assert list(bands.astype(str)) == [
+        "short (< 256 tokens)", "short (< 256 tokens)", "medium (256-1k)", "medium (256-1k)",
+        "long (1k-4k)", "long (1k-4k)", "very long (4k+)", stats.UNKNOWN_BAND]
+
+
+# -- the summary: the numbers must be right ----------------------------------------------------
+
+
+def test_summary_maths_on_known_data() -> None:
+    ttfts = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 5.0]
+    tps = [10, 12, 14, 16, 18, 20, 22, 24, 26, 100]
+    rows = [run("fast", ttft=t, tps=s, e2e=t + 2, tokens=10 * (i + 1))
+            for i, (t, s) in enumerate(zip(ttfts, tps, strict=True))]
+    rows += [run("fast", ok=False, ttft=None, tps=None, e2e=0.1, tokens=0)]  # a failure
+    rows += [run("fast", ok=False, state="stopped", ttft=9.0, tps=1.0, e2e=9.0)]  # user stop
+    rows += [run("slow", ttft=2.0, tps=5.0, e2e=10.0, tokens=50)]
+    s = stats.model_summary(stats.runs_frame(rows))
+    assert list(s["model"]) == ["fast", "slow"]  # fastest decoding first
+    fast = s.iloc[0]
+    assert fast["runs"] == 12
+    # Timing uses completed runs only; percentiles interpolate linearly (metrics.percentile).
+    assert fast["ttft_p50_s"] == pytest.approx(0.55)
+    assert fast["ttft_p90_s"] == pytest.approx(percentile(ttfts, 90))  # 0.9 + 0.1 * 4.1
+    assert fast["ttft_p90_s"] == pytest.approx(1.31)
+    assert fast["ttft_p99_s"] == pytest.approx(percentile(ttfts, 99))
+    assert fast["decode_tps_p50"] == pytest.approx(19.0)
+    assert fast["e2e_p50_s"] == pytest.approx(2.55)
+    assert fast["output_tokens_mean"] == pytest.approx(55.0)
+    assert fast["error_rate"] == pytest.approx(1 / 12)  # the stop is not an error
+    assert "server_tps_p50" not in s  # only when some run carries the server's figures
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_pandas_quantiles_agree_with_metrics_percentile(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = [run(rng.choice("abc"), ttft=rng.lognormvariate(0, 1), tps=rng.uniform(1, 90),
+                e2e=rng.uniform(0.5, 30)) for _ in range(501)]
+    summary = stats.model_summary(stats.runs_frame(rows)).set_index("model")
+    box = stats.box_stats(stats.runs_frame(rows)).set_index("model")
+    for model in "abc":
+        mine = [r for r in rows if r["model"] == model]
+        ttfts = [r["ttft_s"] for r in mine]
+        for col, q in (("ttft_p50_s", 50), ("ttft_p90_s", 90), ("ttft_p99_s", 99)):
+            assert summary.loc[model, col] == pytest.approx(percentile(ttfts, q), rel=1e-12)
+        assert summary.loc[model, "decode_tps_p50"] == pytest.approx(
+            percentile([r["decode_tps"] for r in mine], 50), rel=1e-12)
+        assert summary.loc[model, "e2e_p50_s"] == pytest.approx(
+            percentile([r["e2e_s"] for r in mine], 50), rel=1e-12)
+        for col, q in (("p5", 5), ("p25", 25), ("p50", 50), ("p75", 75), ("p95", 95)):
+            assert box.loc[model, col] == pytest.approx(percentile(ttfts, q), rel=1e-12)
+
+
+def test_summary_of_runs_recorded_by_the_real_code_path() -> None:
+    """Rows made by runs.run_record from real metrics, not hand-written dicts."""
+    ms = 1_000_000
+    rows = []
+    for gap in (10, 20, 40):  # decode speeds 100, 50, 25 tok/s
+        m = compute_metrics(t_request_ns=0, token_times_ns=[300 * ms + i * gap * ms
+                                                            for i in range(11)],
+                            t_end_ns=(300 + 10 * gap + 5) * ms, usage=None, finish_reason="stop")
+        rows.append(run_record(source="chat", server="http://a", model="x", metrics=m))
+    s = stats.model_summary(stats.runs_frame(rows)).iloc[0]
+    assert s["decode_tps_p50"] == pytest.approx(50.0)
+    assert s["ttft_p50_s"] == pytest.approx(0.3)
+    assert s["output_tokens_mean"] == 11 and s["error_rate"] == 0
+
+
+def test_server_figures_join_the_summary_when_present() -> None:
+    rows = [run("m", tps=20.0, server_tps=21.0, server_ttft_s=0.4, source="server-check"),
+            run("m", tps=30.0), run("n", tps=10.0)]
+    s = stats.model_summary(stats.runs_frame(rows)).set_index("model")
+    assert s.loc["m", "server_tps_p50"] == 21.0 and s.loc["m", "server_ttft_p50_s"] == 0.4
+    assert math.isnan(s.loc["n", "server_tps_p50"])
+
+
+def test_a_model_with_only_failures_still_shows_with_its_error_rate() -> None:
+    rows = [run("ok", tps=9.0), run("broken", ok=False, ttft=None, tps=None)]
+    s = stats.model_summary(stats.runs_frame(rows)).set_index("model")
+    assert s.loc["broken", "error_rate"] == 1.0 and math.isnan(s.loc["broken", "ttft_p50_s"])
+    assert list(s.index) == ["ok", "broken"]  # no speed: last
+
+
+def test_summary_csv_round_trips() -> None:
+    s = stats.model_summary(stats.runs_frame([run("a"), run("b", tps=40.0)]))
+    back = pd.read_csv(pd.io.common.BytesIO(stats.summary_csv(s)))
+    assert list(back.columns) == list(s.columns)
+    assert list(back["model"]) == ["b", "a"] and list(back["decode_tps_p50"]) == [40.0, 20.0]
+
+
+def test_headline_names_fastest_and_quickest() -> None:
+    rows = [run("quick", ttft=0.1, tps=10.0) for _ in range(5)]
+    rows += [run("fast", ttft=0.9, tps=80.0) for _ in range(5)]
+    rows += [run("lucky-once", ttft=0.01, tps=999.0)]  # too few runs to headline
+    best = stats.headline(stats.model_summary(stats.runs_frame(rows)))
+    assert best["fastest"] == ("fast", "80.0 tok/s median")
+    assert best["quickest"] == ("quick", "100 ms median")
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+
+def test_filters_change_what_counts() -> None:
+    day = 86400
+    rows = [run("a", ts=T0 - 2 * day, source="chat", tps=10.0, prompt=100),
+            run("a", ts=T0 - day, source="arena", tps=20.0, prompt=2000),
+            run("b", ts=T0, source="cli", server="http://b", tps=30.0, prompt=None),
+            run("a", ts=T0 + day, source="sweep", tps=40.0, prompt=5000, concurrency=2)]
+    df = stats.runs_frame(rows)
+    assert len(stats.RunFilter().apply(df)) == 4
+    assert list(stats.RunFilter(models=("a",)).apply(df)["decode_tps"]) == [10, 20, 40]
+    assert list(stats.RunFilter(sources=("arena", "cli")).apply(df)["decode_tps"]) == [20, 30]
+    assert list(stats.RunFilter(servers=("http://b",)).apply(df)["model"]) == ["b"]
+    d = date.fromtimestamp(T0)
+    assert list(stats.RunFilter(start=d, end=d).apply(df)["decode_tps"]) == [30]
+    assert list(stats.RunFilter(start=d).apply(df)["decode_tps"]) == [30, 40]
+    assert list(stats.RunFilter(end=d - timedelta(days=1)).apply(df)["decode_tps"]) == [10, 20]
+    long = stats.RunFilter(bands=("long (1k-4k)", "very long (4k+)")).apply(df)
+    assert list(long["decode_tps"]) == [20, 40]
+    assert list(stats.RunFilter(bands=(stats.UNKNOWN_BAND,)).apply(df)["model"]) == ["b"]
+    # ...and the summary follows the filter
+    only_a = stats.model_summary(stats.RunFilter(models=("a",), sources=("chat", "sweep"))
+                                 .apply(df))
+    assert only_a.iloc[0]["decode_tps_p50"] == 25.0 and only_a.iloc[0]["runs"] == 2
+
+
+def test_filter_options_and_date_bounds() -> None:
+    df = stats.runs_frame([run("rare", ts=T0), run("common", ts=T0 + 86400),
+                           run("common", source="arena", prompt=300)])
+    opts = stats.filter_options(df)
+    assert opts["models"] == ["common", "rare"]  # most runs first
+    assert opts["sources"] == ["arena", "chat"]
+    assert opts["bands"] == ["short (< 256 tokens)", "medium (256-1k)"]
+    assert stats.date_bounds(df) == (date.fromtimestamp(T0), date.fromtimestamp(T0 + 86400))
+    assert stats.source_label("promptset") == "Prompt set" and stats.source_label("x") == "x"
+
+
+# -- colours -----------------------------------------------------------------------------------
+
+
+def test_model_colours_are_stable_and_distinct() -> None:
+    models = [f"model-{i}" for i in range(20)]
+    rows = [run(m, ts=T0 + i) for i, m in enumerate(models)]
+    colors = stats.model_colors(stats.runs_frame(rows))
+    assert len(set(colors.values())) == 20  # twenty models, twenty colours
+    assert stats.model_colors(stats.runs_frame(list(reversed(rows)))) == colors
+    # A new model never takes an existing model's colour, and filters do not matter.
+    more = stats.model_colors(stats.runs_frame([*rows, run("newcomer", ts=T0 + 100)]))
+    assert {m: more[m] for m in models} == colors
+    assert stats.assign_colors(["x"]) == stats.assign_colors(["x"])  # deterministic
+
+
+# -- chart frames ------------------------------------------------------------------------------
+
+
+def test_tps_over_time_buckets_by_day() -> None:
+    rows = [run("a", ts=T0 + d * 86400 + h * 3600, tps=10.0 + d) for d in range(90)
+            for h in (0, 1)]
+    buckets, size = stats.tps_over_time(stats.runs_frame(rows))
+    assert size == 7 * 86400  # 90 days: weekly medians keep it under 80 points
+    assert buckets["runs"].sum() == 180
+    first_week = buckets.iloc[0]
+    assert first_week["tps_p50"] == pytest.approx(np.median(
+        [r["decode_tps"] for r in rows if r["ts"] < first_week["bucket"] + size]))
+    short, size = stats.tps_over_time(stats.runs_frame(rows[:4]))
+    assert size == 3600 and list(short["runs"]) == [1, 1, 1, 1]
+    assert stats.bucket_seconds(0) == 60 and stats.bucket_seconds(1e12) == 365 * 86400
+
+
+def test_sample_per_model_is_bounded_and_repeatable() -> None:
+    rows = [run("big", ts=T0 + i) for i in range(1000)] + [run("small", ts=T0 + 2000)]
+    rows += [run("big", ok=False, ts=T0 + 3000)]
+    df = stats.runs_frame(rows)
+    s1 = stats.sample_per_model(df, per_model=50)
+    assert s1["model"].value_counts().to_dict() == {"big": 50, "small": 1}
+    assert s1["ok"].all() and s1["ts"].is_monotonic_increasing
+    assert list(stats.sample_per_model(df, per_model=50)["ts"]) == list(s1["ts"])
+
+
+def test_trend_lines_recover_a_known_line() -> None:
+    rows = [run("m", tokens=n, e2e=0.4 + 0.02 * n) for n in range(10, 500, 10)]
+    rows += [run("flat", tokens=100, e2e=3.0) for _ in range(5)]  # one x value: no line
+    rows += [run("m", ok=False, tokens=1000, e2e=99.0)]  # failures never bend the line
+    t = stats.trend_lines(stats.runs_frame(rows), "output_tokens", "e2e_s")
+    assert list(t["model"]) == ["m"]
+    assert t.iloc[0]["slope"] == pytest.approx(0.02) and t.iloc[0]["intercept"] == pytest.approx(
+        0.4)
+    assert (t.iloc[0]["x_min"], t.iloc[0]["x_max"], t.iloc[0]["n"]) == (10, 490, 49)
+
+
+def test_token_histogram_counts_shares_and_overflow() -> None:
+    rows = [run("a", tokens=n) for n in range(1, 101)] + [run("a", tokens=10_000)]
+    rows += [run("b", tokens=50) for _ in range(4)]
+    h = stats.token_histogram(stats.runs_frame(rows), bins=10)
+    for model, n in (("a", 101), ("b", 4)):
+        part = h[h["model"] == model]
+        assert part["count"].sum() == n and part["share"].sum() == pytest.approx(1.0)
+    a = h[h["model"] == "a"]
+    assert a["left"].iloc[0] == 0 and a["right"].iloc[0] == 10  # round bin edges
+    assert len(a) == len(h[h["model"] == "b"])  # every model has every bin (zeros too)
+    assert a["overflow"].iloc[-1] and not a["overflow"].iloc[:-1].any()
+    assert a["count"].iloc[-1] >= 1  # the 10,000-token reply is counted, in the last bin
+    assert a["right"].iloc[-1] < 1000  # ...and does not stretch the axis
+
+
+# -- live --------------------------------------------------------------------------------------
+
+
+def test_live_summary_reads_only_the_recent_tail() -> None:
+    now = T0 + 1000
+    rows = [run("old", ts=T0 - 10_000)] + [run("new", ts=now - 20 + i, tps=10.0 + i)
+                                            for i in range(3)]
+    live = stats.live_summary(rows, now=now, window_s=300)
+    assert live.runs == 3 and live.active and live.last_run_ago_s == pytest.approx(18)
+    assert list(live.per_model["model"]) == ["new"]
+    assert list(live.per_model.columns) == list(stats.LIVE_COLUMNS)
+    idle = stats.live_summary(rows, now=now + 3600)
+    assert idle.runs == 0 and not idle.active
+    assert not stats.live_summary([], now=now).active
+
+
+# -- token timelines ---------------------------------------------------------------------------
+
+
+def test_timeline_frame_and_stats() -> None:
+    t = stats.Timeline(label="x", model="m", offsets_ms=(200.0, 250.0, 300.0, 400.0))
+    f = stats.timeline_frame([t])
+    assert list(f["position"]) == [1, 2, 3, 4]
+    assert list(f["gap_ms"].iloc[1:]) == [50.0, 50.0, 100.0] and math.isnan(f["gap_ms"].iloc[0])
+    s = stats.timeline_stats(t.offsets_ms)
+    # The same definitions as metrics.compute_metrics on the same stamps.
+    m = compute_metrics(t_request_ns=0, token_times_ns=[int(x * 1e6) for x in t.offsets_ms],
+                        t_end_ns=int(450e6))
+    assert s["ttft_ms"] == pytest.approx(m.ttft_s * 1000)  # type: ignore[operator]
+    assert s["decode_tps"] == pytest.approx(m.decode_tps)
+    assert s["gap_p50_ms"] == pytest.approx(m.itl_p50_s * 1000)  # type: ignore[operator]
+    assert s["gap_p95_ms"] == pytest.approx(m.itl_p95_s * 1000)  # type: ignore[operator]
+    assert s["gap_max_ms"] == 100.0 and s["tokens"] == 4
+    assert stats.timeline_table([t])[0]["label"] == "x"
+    assert stats.timeline_frame([]).empty
+
+
+def test_message_timelines_come_from_the_store(isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t")
+    ms = 1_000_000
+    m = compute_metrics(t_request_ns=0, token_times_ns=[(100 + 10 * i) * ms for i in range(5)],
+                        t_end_ns=200 * ms, usage=None, finish_reason="stop")
+    reply = store.add_message(conv.id, role="assistant", content="a b c d e", model="m",
+                              metrics=m.to_dict())
+    store.add_run(run_record(source="chat", server="s", model="m", metrics=m,
+                             conversation_id=conv.id, message_id=reply.id))
+    store.add_run(run_record(source="cli", server="s", model="m", metrics=m))  # no message
+    choices = stats.message_choices(stats.runs_frame(store.runs()))
+    assert len(choices) == 1 and choices.message_id[0] == reply.id
+    assert "m · 5 tokens · 100.0 tok/s" in choices.label[0]
+    t = stats.load_message_timeline(store, conv.id, reply.id)
+    assert t is not None and t.offsets_ms == (100.0, 110.0, 120.0, 130.0, 140.0)
+    assert t.content == "a b c d e"
+    assert stats.load_message_timeline(store, conv.id, "nope") is None
+    store.delete_conversation(conv.id)
+    assert stats.load_message_timeline(store, conv.id, reply.id) is None
+
+
+def arena_record(**over: Any) -> dict[str, Any]:
+    """Shaped like atom_core.arena.ArenaRound.to_record()."""
+    def slot(label: str, model: str, offsets: list[float] | None) -> dict[str, Any]:
+        metrics = {"ttft_s": 0.1, "token_offsets_ms": offsets} if offsets else {"ttft_s": 0.1}
+        return {"label": label, "model": model, "content": "hello there", "reasoning": "",
+                "metrics": metrics, "state": "complete"}
+    record = {"ts": T0, "prompt": "Why is the sky blue?", "system_prompt": "", "blind": False,
+              "state": "done", "vote": None, "revealed": False,
+              "slots": [slot("A", "m1", [100.0, 120.0]), slot("B", "m2", [300.0, 310.0]),
+                        slot("C", "m3", None)]}
+    record.update(over)
+    return record
+
+
+def test_arena_rounds_give_one_timeline_per_slot(isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    store.append("arena_rounds", arena_record())
+    store.append("arena_rounds", arena_record(blind=True))  # names still hidden: skipped
+    store.append("arena_rounds", arena_record(blind=True, vote={"outcome": "tie"}))
+    store.append("arena_rounds", arena_record(state="running"))
+    rounds = stats.arena_timelines(store)
+    assert len(rounds) == 2
+    label, timelines = rounds[0]
+    assert "Why is the sky blue?" in label
+    assert [t.label for t in timelines] == ["A: m1", "B: m2"]  # C kept no timeline
+    assert timelines[1].offsets_ms == (300.0, 310.0)
+    assert stats.arena_timelines(open_store(isolated_env / "empty")) == []
+
+
+def test_replay_frames_follow_the_recorded_times() -> None:
+    t = stats.Timeline(label="x", model="m", offsets_ms=(100.0, 200.0, 400.0, 800.0),
+                       reasoning="think hard", content="The sky is blue")
+    frames = stats.replay_frames(t, 1.0)
+    assert [f.at_s for f in frames] == [0.1, 0.2, 0.4, 0.8]
+    assert [f.tokens for f in frames] == [1, 2, 3, 4]
+    assert frames[-1].reasoning == "think hard" and frames[-1].content == "The sky is blue"
+    assert frames[0].content == "" and frames[0].reasoning.startswith("think")
+    shown = [len(f.reasoning) + len(f.content) for f in frames]
+    assert shown == sorted(shown)  # text only grows
+    slow = stats.replay_frames(t, 0.25)
+    assert [f.at_s for f in slow] == [0.4, 0.8, 1.6, 3.2]  # four times slower
+    with pytest.raises(ValueError):
+        stats.replay_frames(t, 0)
+
+
+# -- caching between reruns --------------------------------------------------------------------
+
+
+def test_runs_cache_rebuilds_only_when_runs_change(isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    cache = stats.RunsCache()
+    v0, empty = cache.snapshot(store)
+    assert empty.empty
+    store.add_run(run("a"))
+    v1, one = cache.snapshot(store)
+    assert v1 != v0 and len(one) == 1
+    v2, again = cache.snapshot(store)
+    assert v2 == v1 and again is one  # nothing changed: the same frame, no re-read
+    store.add_run(run("b"))
+    v3, two = cache.snapshot(store)
+    assert v3 > v1 and list(two["model"]) == ["a", "b"]
+    cache.clear()
+    assert cache.frame(store) is not two and len(cache.frame(store)) == 2
+
+
+def test_overview_bundles_every_frame() -> None:
+    rng = random.Random(5)
+    rows = [run(rng.choice(["a", "b"]), ts=T0 + i * 60, tps=rng.uniform(5, 50),
+                tokens=rng.randint(1, 300), prompt=rng.randint(1, 3000)) for i in range(400)]
+    df = stats.runs_frame(rows)
+    ov = stats.overview(df, stats.RunFilter(models=("a",)))
+    assert ov.runs == (df["model"] == "a").sum()
+    assert list(ov.summary["model"]) == ["a"] and list(ov.box["model"]) == ["a"]
+    assert set(ov.sample["model"]) == {"a"} and list(ov.e2e_trend["model"]) == ["a"]
+    assert list(ov.prompt_trend["model"]) == ["a"]
+
+
+def test_frame_build_is_quick_enough_for_a_long_history() -> None:
+    """Not a benchmark (see bench/bench_stats.py): a guard against an accidental O(n^2)."""
+    rows = [run(f"m{i % 20}", ts=T0 + i) for i in range(20_000)]
+    started = time.perf_counter()
+    stats.model_summary(stats.runs_frame(rows))
+    assert time.perf_counter() - started < 5

@@ -1,0 +1,179 @@
+"""Concurrency sweep: the level figures, the verdict, and a real sweep against the HTTP double."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atom_core import stats, sweep
+from atom_core.cli import main
+from atom_core.client import LMStudioClient
+from atom_core.loadrun import summarize
+from atom_core.store import open_store
+from atom_core.sweep import LevelResult, SweepTarget
+from atom_core.types import LoadedInstance, ModelInfo, SamplingOptions
+from tests.lmstudio_double import serve
+
+TARGET = SweepTarget(min_tps_per_user=10, max_ttft_p90_s=2.0)
+
+
+def level(k: int, tps: float | None, ttft90: float | None, errors: int = 0) -> LevelResult:
+    return LevelResult(concurrency=k, requests=8, ok=8 - errors, errors=errors,
+                       tps_per_user_p50=tps, aggregate_tps=None if tps is None else tps * k,
+                       ttft_p50_s=ttft90, ttft_p90_s=ttft90)
+
+
+def test_parse_levels() -> None:
+    assert sweep.parse_levels("1,2,4,8") == [1, 2, 4, 8]
+    assert sweep.parse_levels(" 8, 2,2 ,1") == [1, 2, 8]
+    for bad in ("", "a,b", "0,1", "1,999"):
+        with pytest.raises(ValueError):
+            sweep.parse_levels(bad)
+
+
+def test_verdict_is_the_largest_level_with_every_lower_level_passing() -> None:
+    levels = [level(1, 40, 0.3), level(2, 30, 0.5), level(4, 18, 1.2), level(8, 9, 2.5)]
+    v = sweep.verdict(levels, TARGET)
+    assert v.best == 4
+    assert v.sentence.startswith("Serves 4 people at once: at 4 in flight each still gets "
+                                 "18.0 tok/s and TTFT p90 is 1.20 s")
+    assert "At 8 it misses: 9.0 tok/s per user (< 10); TTFT p90 2.50 s (> 2.00 s)." in v.sentence
+    assert v.to_dict()["max_concurrency"] == 4
+    # A lucky high level after a miss does not count.
+    assert sweep.verdict([level(1, 40, 0.3), level(2, 5, 0.5), level(4, 30, 0.5)],
+                         TARGET).best == 1
+
+
+def test_verdict_edge_cases() -> None:
+    none = sweep.verdict([level(1, 4, 0.3)], TARGET)
+    assert none.best is None and none.sentence.startswith("Even one request at a time misses")
+    failing = sweep.verdict([level(1, 40, 0.3), level(2, 40, 0.3, errors=1)], TARGET)
+    assert failing.best == 1 and "1 of 8 requests failed" in failing.sentence
+    every = sweep.verdict([level(1, 40, 0.3), level(2, 30, 0.4)], TARGET)
+    assert every.best == 2 and "try higher levels" in every.sentence
+    assert "1 person" in sweep.verdict([level(1, 40, 0.3), level(2, 1, 9)], TARGET).sentence
+    assert sweep.verdict([], TARGET).best is None
+    assert level(1, None, None).failures(TARGET) == ["no speed (< 10)",
+                                                     "no first token (> 2.00 s)"]
+    assert TARGET.describe() == "≥ 10 tok/s per user and TTFT p90 ≤ 2.00 s"
+
+
+def row(k: int, ts: float, e2e: float, tokens: int, tps: float, ttft: float,
+        ok: bool = True, sweep_id: str = "s1", **extra: Any) -> dict[str, Any]:
+    return {"ts": ts, "source": "sweep", "server": "http://a", "model": "m", "ok": ok,
+            "state": "complete" if ok else "error", "ttft_s": ttft if ok else None,
+            "decode_tps": tps if ok else None, "e2e_s": e2e, "output_tokens": tokens if ok else 0,
+            "concurrency": k, "sweep_id": sweep_id, **extra}
+
+
+def test_levels_from_runs_on_known_rows() -> None:
+    rows = [row(1, 0.0, 2.0, 20, 10.0, 0.5), row(1, 2.0, 2.0, 20, 12.0, 0.7),
+            # level 2: two requests overlap from t=10 to t=13.5; one fails
+            row(2, 10.0, 3.0, 30, 8.0, 1.0), row(2, 10.5, 3.0, 30, 6.0, 2.0),
+            row(2, 11.0, 0.1, 0, 0.0, 0.0, ok=False)]
+    got = {lv.concurrency: lv for lv in sweep.levels_from_runs(stats.runs_frame(rows))}
+    one, two = got[1], got[2]
+    assert (one.requests, one.ok, one.errors) == (2, 2, 0)
+    assert one.wall_s == pytest.approx(4.0) and one.aggregate_tps == pytest.approx(40 / 4.0)
+    assert one.tps_per_user_p50 == pytest.approx(11.0)
+    assert one.ttft_p50_s == pytest.approx(0.6) and one.ttft_p90_s == pytest.approx(0.68)
+    assert (two.requests, two.ok, two.errors) == (3, 2, 1)
+    assert two.wall_s == pytest.approx(3.5) and two.aggregate_tps == pytest.approx(60 / 3.5)
+    frame = sweep.levels_frame([one, two])
+    assert list(frame["concurrency"]) == [1, 2]
+    assert set(sweep.LEVEL_COLUMNS) <= set(frame.columns)
+
+
+def test_sweeps_in_history_and_their_runs() -> None:
+    rows = [row(1, 0.0, 1.0, 5, 9.0, 0.2, sweep_id="old"),
+            row(1, 100.0, 1.0, 5, 9.0, 0.2, sweep_id="new"),
+            row(4, 101.0, 1.0, 5, 9.0, 0.2, sweep_id="new"),
+            row(2, 50.0, 1.0, 5, 9.0, 0.2, sweep_id=""),  # an older CLI sweep, no id
+            {"ts": 1.0, "source": "chat", "model": "m", "ok": True}]
+    df = stats.runs_frame(rows)
+    found = sweep.sweeps_in_history(df)
+    assert list(found["sweep_id"]) == ["new", "untagged:m@http://a", "old"]
+    assert found["levels"][0] == (1, 4) and found["requests"][0] == 2
+    assert "m · levels 1, 4 · 2 requests" in found["label"][0]
+    assert len(sweep.sweep_runs(df, "new")) == 2
+    assert list(sweep.sweep_runs(df, "untagged:m@http://a")["concurrency"]) == [2]
+    assert sweep.sweeps_in_history(stats.runs_frame([])).empty
+
+
+def test_parallel_slots_from_loaded_instances() -> None:
+    loaded = ModelInfo(key="m", loaded_instances=(LoadedInstance(id="m", config={
+        "parallel": 4, "context_length": 4096}),))
+    assert sweep.parallel_slots(loaded) == 4
+    assert sweep.parallel_slots(ModelInfo(key="m")) is None
+    assert sweep.parallel_slots(None) is None
+
+
+CONFIG = {"models": [{"key": "m", "loaded": True, "ttft_ms": 40, "token_gap_ms": 10,
+                      "reply_tokens": 12}]}
+
+
+def test_a_real_sweep_against_the_double_records_levels_and_agrees_with_the_cli_maths(
+        isolated_env: Path) -> None:
+    with serve(CONFIG) as double, LMStudioClient(double.url) as client:
+        records = list(sweep.run_sweep(client, model="m", prompt="hi", levels=[1, 3],
+                                       requests_per_level=6, sweep_id="abc",
+                                       options=SamplingOptions(max_tokens=12)))
+        log = [r for r in double.log(wait=2) if r["path"] == "/v1/chat/completions"]
+    assert len(records) == 12 and all(r.ok for r in records)
+    assert {r.job.tags["sweep_id"] for r in records} == {"abc"}
+    store = open_store(isolated_env)
+    for r in records:
+        store.add_run(r.run_row("sweep"))
+    df = stats.runs_frame(store.runs())
+    levels = sweep.levels_from_runs(sweep.sweep_runs(df, "abc"))
+    assert [lv.concurrency for lv in levels] == [1, 3]
+    assert all(lv.ok == 6 for lv in levels)
+    # The server kept 3 requests in flight at level 3: three times the aggregate speed.
+    received = sorted(float(r["received_at"]) for r in log)
+    assert received[-1] - received[-3] < 0.1
+    assert levels[1].aggregate_tps > 2 * levels[0].aggregate_tps  # type: ignore[operator]
+    assert levels[0].tps_per_user_p50 == pytest.approx(100, rel=0.1)  # 10 ms between tokens
+    # The page's maths (from stored rows) and the CLI's (loadrun.summarize) agree.
+    for lv in levels:
+        mine = [r for r in records if r.job.tags["concurrency"] == lv.concurrency]
+        (s,) = summarize(mine, wall_s=lv.wall_s)
+        cli = LevelResult.from_summary(lv.concurrency, s, lv.wall_s)
+        assert cli.tps_per_user_p50 == pytest.approx(lv.tps_per_user_p50)
+        assert cli.ttft_p90_s == pytest.approx(lv.ttft_p90_s)
+        assert cli.aggregate_tps == pytest.approx(lv.aggregate_tps)
+    verdict = sweep.verdict(levels, SweepTarget(min_tps_per_user=50, max_ttft_p90_s=1.0))
+    assert verdict.best == 3
+
+
+def test_closing_a_sweep_stops_it() -> None:
+    slow = {"models": [{"key": "m", "loaded": True, "ttft_ms": 20, "token_gap_ms": 50,
+                        "reply_tokens": 100}]}
+    with serve(slow) as double, LMStudioClient(double.url) as client:
+        it = sweep.run_sweep(client, model="m", prompt="x", levels=[1, 2], requests_per_level=4)
+        next(it)
+        it.close()
+        chats = [r for r in double.log(wait=5) if r["path"] == "/v1/chat/completions"]
+    assert len(chats) <= 2
+
+
+def test_bench_sweep_prints_a_verdict_and_tags_its_runs(monkeypatch: pytest.MonkeyPatch,
+                                                        isolated_env: Path) -> None:
+    with serve(CONFIG) as double:
+        monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+        out = io.StringIO()
+        code = main(["bench", "--models", "m", "--prompt", "hi", "--concurrency", "1,2",
+                     "--requests", "2", "--json", "--target-tps", "5", "--target-ttft", "3"],
+                    out=out, err=io.StringIO())
+    assert code == 0
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    (v,) = [x for x in lines if x["type"] == "verdict"]
+    assert v["model"] == "m" and v["max_concurrency"] == 2
+    assert v["target"] == {"min_tps_per_user": 5.0, "max_ttft_p90_s": 3.0}
+    runs = open_store(isolated_env).runs()
+    assert len({r["sweep_id"] for r in runs}) == 1 and {r["source"] for r in runs} == {"sweep"}
+    found = sweep.sweeps_in_history(stats.runs_frame(runs))
+    assert len(found) == 1 and found["levels"][0] == (1, 2)
