@@ -15,6 +15,7 @@ st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide"
 
 PAGES = [
     st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
+    st.Page("pages/arena.py", title="Arena", icon=":material/sports_score:", url_path="arena"),
     st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:", url_path="stats"),
 ]
 

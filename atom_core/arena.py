@@ -58,6 +58,9 @@ HELP = {
     "quantization": "Quantization: how compressed the weights are (Q4_K_M ≈ 4 bits per weight). "
                     "Fewer bits: smaller and faster, slightly less accurate.",
     "load": "Loading time, measured apart so it never counts in TTFT.",
+    "params": "Parameters: the model's size in weights (7B = 7 billion). More usually means "
+              "smarter and slower.",
+    "size": "Size of the model file on disk (and roughly in memory).",
 }
 
 
@@ -633,6 +636,30 @@ def stat_rows(rnd: ArenaRound) -> list[StatRow]:
         rows.append(StatRow(key="load", name="Load (before the race)",
                             cells=tuple(_sec(s.load_s) for s in rnd.slots)))
     return rows
+
+
+def fact_rows(rnd: ArenaRound) -> list[StatRow]:
+    """What each model is: parameters, quantization, context length as loaded, size on disk.
+    (A page shows these only once names are revealed: they would give a blind round away.)"""
+    def ctx(s: SlotResult) -> str:
+        loaded = s.instance_config.get("context_length")
+        if loaded:
+            return f"{loaded:,}"
+        top = s.model_info.get("max_context")
+        return f"up to {top:,}" if top else "–"
+
+    def size(s: SlotResult) -> str:
+        n = s.model_info.get("size_bytes")
+        return f"{n / 1e9:.1f} GB" if n else "–"
+
+    return [
+        StatRow(key="params", name="Parameters",
+                cells=tuple(s.model_info.get("params") or "–" for s in rnd.slots)),
+        StatRow(key="quantization", name="Quantization",
+                cells=tuple(s.model_info.get("quantization") or "–" for s in rnd.slots)),
+        StatRow(key="context", name="Context length", cells=tuple(ctx(s) for s in rnd.slots)),
+        StatRow(key="size", name="Size", cells=tuple(size(s) for s in rnd.slots)),
+    ]
 
 
 def _sec(v: float | None) -> str:

@@ -344,7 +344,8 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
         options = _run_options(s.options, settings)
         slots.append({"label": SLOT_LABELS[i], "server": s.server, "model": s.model,
                       "target": targets[i], "contestant": s.contestant,
-                      "options": options.to_request()})
+                      "options": options.to_request(),
+                      "load_config": s.load_config.to_request()})
     record = {"run_key": uuid.uuid4().hex[:12], "set": prompt_set.to_dict(), "slots": slots,
               "settings": {f: getattr(settings, f) for f in RunSettings.__dataclass_fields__},
               "created": time.time()}
@@ -362,6 +363,33 @@ def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOption
         d["max_tokens"] = settings.max_tokens
     d["stop"] = tuple(d.get("stop") or ())
     return SamplingOptions(**d)
+
+
+def run_setups(run: dict[str, Any]) -> list[SlotSetup]:
+    """The slots of a saved run, to load their models again before a resume."""
+    from .arena import SlotSetup
+    from .types import LoadConfig
+
+    out = []
+    for slot in run["slots"]:
+        options = dict(slot.get("options") or {})
+        options["stop"] = tuple(options.get("stop") or ())
+        out.append(SlotSetup(server=slot["server"], model=slot["model"],
+                             options=SamplingOptions(**options),
+                             load_config=LoadConfig(**(slot.get("load_config") or {}))))
+    return out
+
+
+def retarget(store: HistoryStore, run: dict[str, Any], targets: Sequence[str]) -> dict[str, Any]:
+    """Points a run's slots at the instances loaded for its resume."""
+    slots = [{**slot, "target": t} for slot, t in zip(run["slots"], targets, strict=True)]
+    if slots != run["slots"]:
+        store.update_record(RUNS_TABLE, str(run["id"]), {"slots": slots})
+    return {**run, "slots": slots}
+
+
+def get_run(store: HistoryStore, run_id: str) -> dict[str, Any] | None:
+    return next((r for r in store.records(RUNS_TABLE) if r.get("id") == run_id), None)
 
 
 def list_runs(store: HistoryStore) -> list[dict[str, Any]]:

@@ -1,0 +1,119 @@
+"""Arena: one prompt, two to four models answering side by side at the same moment.
+
+Race (live columns, results, blind vote), Leaderboard (ratings from the votes) and Prompt sets
+(many prompts, unattended). Drawing only: the race, ratings and runs live in atom_core."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from atom_core import arena
+from atom_core.arena import ArenaRace, SlotSetup
+from atom_core.types import ModelInfo
+from pages import _arena_views as views
+from pages import _ui as ui
+
+REDRAW_S = 0.08  # about 12 redraws a second across all columns
+VIEWS = ["Race", "Leaderboard", "Prompt sets"]
+
+store = ui.store()
+
+
+def presenter_changed() -> None:
+    if st.session_state.get("arena_presenter"):
+        st.session_state.arena_blind = True  # a class votes before it knows who is who
+
+
+def header() -> tuple[str, bool, bool]:
+    cols = st.columns([1.6, 2.6, 1, 1], vertical_alignment="center")
+    cols[0].subheader("Arena")
+    view = cols[1].segmented_control(
+        "View", VIEWS, key="arena_view", default="Race", required=True,
+        label_visibility="collapsed", persist_state="session")
+    presenter = cols[2].toggle(
+        "Presenter", key="arena_presenter", on_change=presenter_changed,
+        persist_state="session",
+        help="For a projector: large type, settings folded away, blind voting and a Reveal "
+        "button.")
+    blind = cols[3].toggle(
+        "Blind", key="arena_blind", persist_state="session",
+        help="Hide which model wrote which reply (shown as Response 1, 2… in a shuffled "
+        "order) until you vote or reveal.")
+    return str(view or "Race"), presenter, blind or presenter
+
+
+def live_label(race: ArenaRace, position: int) -> str:
+    if race.blind:
+        return f"Response {position + 1}"
+    i = race.order[position]
+    return f"Model {arena.SLOT_LABELS[i]} · {race.setups[i].model}"
+
+
+def run_race(prompt: str, system: str, setups: list[SlotSetup],
+             models: dict[int, ModelInfo | None], blind: bool) -> None:
+    listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
+    prepared = views.prepare(setups, listings)
+    race = ArenaRace(store=store, client_for=ui.client_for, prompt=prompt, system_prompt=system,
+                     setups=setups, prepared=prepared, models=models, blind=blind)
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    for note in prepared.notes:
+        st.info(note, icon=":material/info:")
+    lives, bodies = [], []
+    for position, column in enumerate(st.columns(len(setups), border=True)):
+        with column:
+            st.markdown(f"#### {live_label(race, position)}")
+            lives.append(st.empty())
+            bodies.append(st.empty())
+    try:
+        race.start()
+        st.session_state.arena_round_id = race.round_id
+        last = 0.0
+        while not race.done:
+            race.poll(0.05)
+            now = time.perf_counter()
+            if now - last < REDRAW_S and not race.done:
+                continue
+            last = now
+            for position, i in enumerate(race.order):
+                slot = race.slots[i]
+                lives[position].caption(arena.live_line(slot))
+                reply = slot.reply
+                if reply.content:
+                    bodies[position].markdown(reply.content + ("" if slot.done else " ▌"))
+                elif reply.reasoning:
+                    bodies[position].caption(f"Thinking… ({len(reply.reasoning.split())} words)")
+    finally:
+        race.finish()  # on Stop and on a new prompt too: every request ends, the round is saved
+    for url in listings:
+        ui.status_for(url, refresh=True)  # the sidebar shows what the race loaded
+    st.rerun()
+
+
+view, presenter, blind = header()
+if presenter:
+    views.presenter_style()
+
+if view == "Leaderboard":
+    views.leaderboard(store)
+elif view == "Prompt sets":
+    setups, models = views.slot_setup(presenter)
+    views.prompt_sets(store, setups)
+else:
+    setups, models = views.slot_setup(presenter)
+    system = views.system_prompt(presenter)
+    prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
+                           disabled=not setups)
+    if prompt and setups:
+        run_race(prompt, system, setups, models, blind)
+    else:
+        shown = views.current_round(store)
+        if shown is None:
+            st.info("Type a prompt below: every model above answers it at the same moment, side "
+                    "by side, and you see which is faster. Turn on **Blind** to judge the "
+                    "answers without knowing who wrote them, then vote; the votes build the "
+                    "**Leaderboard**.", icon=":material/sports_score:")
+        else:
+            views.draw_round(store, shown, presenter)

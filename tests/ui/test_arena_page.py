@@ -1,0 +1,213 @@
+"""The Arena page in AppTest, against respx-mocked LM Studio routes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+from streamlit.testing.v1 import AppTest
+
+from atom_core import arena, promptsets
+from atom_core.store import open_store
+from tests.ui.conftest import new_app
+from tests.unit.sse import SSE_HEADERS, sse_body
+
+
+def model(key: str, name: str, loaded: bool = True, quant: str = "Q4_K_M") -> dict[str, Any]:
+    return {
+        "type": "llm", "publisher": "test", "key": key, "display_name": name,
+        "architecture": "llama", "quantization": {"name": quant, "bits_per_weight": 4},
+        "size_bytes": 1_500_000_000, "params_string": "1B", "max_context_length": 32768,
+        "format": "gguf", "capabilities": {"vision": False, "trained_for_tool_use": False},
+        "loaded_instances": [{"id": key, "config": {"context_length": 4096}}] if loaded else [],
+    }
+
+
+MODELS = {"models": [model("t/one", "One"), model("t/two", "Two", quant="Q8_0"),
+                     model("t/three", "Three")]}
+REPLIES = {"t/one": ("The", " first", " answer."), "t/two": ("Second", " here."),
+           "t/three": ("Third", " reply", " is", " longest", " by", " far.")}
+
+
+def chat_route(mock: respx.MockRouter, fail: str | None = None) -> respx.Route:
+    def reply(request: httpx.Request) -> httpx.Response:
+        key = json.loads(request.content)["model"]
+        if key == fail:
+            return httpx.Response(500, json={"error": {"message": "GPU fell over"}})
+        return httpx.Response(200, headers=SSE_HEADERS, content=sse_body(*REPLIES[key]))
+
+    return mock.post("/v1/chat/completions").mock(side_effect=reply)
+
+
+def open_arena(mock: respx.MockRouter, listing: dict[str, Any] = MODELS) -> AppTest:
+    mock.get("/api/v1/models").respond(json=listing)
+    at = new_app().run()
+    at.switch_page("pages/arena.py").run()
+    assert not at.exception
+    return at
+
+
+def reply_columns(at: AppTest) -> dict[str, list[str]]:
+    """Column title -> the markdown shown under it, for the reply columns."""
+    out = {}
+    for col in at.columns:
+        texts = [str(m.value) for m in col.markdown]
+        if texts and texts[0].startswith("#### "):
+            out[texts[0][5:]] = texts[1:]
+    return out
+
+
+def test_a_three_slot_race_puts_each_reply_in_its_own_column(mock: respx.MockRouter,
+                                                             isolated_env: Path) -> None:
+    chats = chat_route(mock)
+    at = open_arena(mock)
+    assert [at.selectbox(key=f"arena_model_{i}").value for i in range(3)] == [
+        "t/one", "t/two", "t/three"]
+    at.chat_input(key="arena_prompt").set_value("Say something").run()
+    assert not at.exception
+    assert reply_columns(at) == {
+        "Model A · t/one": ["The first answer."],
+        "Model B · t/two": ["Second here."],
+        "Model C · t/three": ["Third reply is longest by far."],
+    }
+    assert len(chats.calls) == 3
+    assert {json.loads(c.request.content)["messages"][-1]["content"] for c in chats.calls} == {
+        "Say something"}
+    (rnd,) = arena.load_rounds(open_store(isolated_env))
+    assert rnd.prompt == "Say something" and [s.state for s in rnd.slots] == ["complete"] * 3
+    assert {r["source"] for r in open_store(isolated_env).runs()} == {"arena"}
+    # The results grid names every measure, with hover help, and the vote bar waits.
+    names = [str(m.value) for m in at.markdown]
+    for measure in ("TTFT", "Decode tok/s", "Tokens", "End-to-end", "Stop reason",
+                    "Quantization", "Context length"):
+        assert measure in names
+    assert next(m for m in at.markdown if m.value == "TTFT").help == arena.HELP["ttft"]
+    assert "Q8_0" in names
+    assert [b.label for b in at.button if b.key and b.key.startswith("vote-")] == [
+        "Model A wins", "Model B wins", "Model C wins", "Tie", "All bad"]
+
+
+def test_a_failing_slot_shows_its_error_and_the_others_finish(mock: respx.MockRouter,
+                                                              isolated_env: Path) -> None:
+    chat_route(mock, fail="t/two")
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value("Go").run()
+    assert not at.exception
+    columns = reply_columns(at)
+    assert columns["Model A · t/one"] == ["The first answer."]
+    assert columns["Model C · t/three"] == ["Third reply is longest by far."]
+    assert columns["Model B · t/two"] == []
+    errors = [str(e.value) for e in at.error]
+    assert len(errors) == 1 and "GPU fell over" in errors[0]
+    states = [s.state for s in arena.load_rounds(open_store(isolated_env))[0].slots]
+    assert states == ["complete", "error", "complete"]
+
+
+def test_models_not_loaded_are_loaded_first(mock: respx.MockRouter, isolated_env: Path) -> None:
+    listing = {"models": [model("t/one", "One"), model("t/two", "Two", loaded=False)]}
+    chat_route(mock)
+    load = mock.post("/api/v1/models/load").respond(json={
+        "type": "llm", "instance_id": "t/two", "load_time_seconds": 1.25, "status": "loaded",
+        "load_config": {"context_length": 4096}})
+    at = open_arena(mock, listing)
+    at.segmented_control(key="arena_n").set_value(2).run()
+    at.chat_input(key="arena_prompt").set_value("Hi").run()
+    assert not at.exception
+    assert load.called and json.loads(load.calls.last.request.content)["model"] == "t/two"
+    assert reply_columns(at)["Model B · t/two"] == ["Second here."]
+    rnd = arena.load_rounds(open_store(isolated_env))[0]
+    assert rnd.slots[1].load_s == 1.25 and rnd.slots[0].load_s is None
+    assert "Load (before the race)" in [str(m.value) for m in at.markdown]
+
+
+def test_blind_vote_is_saved_reveals_names_and_moves_the_leaderboard(
+        mock: respx.MockRouter, isolated_env: Path) -> None:
+    chat_route(mock)
+    at = open_arena(mock)
+    at.toggle(key="arena_blind").set_value(True).run()
+    at.chat_input(key="arena_prompt").set_value("Who is best?").run()
+    assert not at.exception
+    titles = list(reply_columns(at))
+    assert titles == ["Response 1", "Response 2", "Response 3"]  # no names before the vote
+    assert "Quantization" not in [str(m.value) for m in at.markdown]
+    store = open_store(isolated_env)
+    rnd = arena.load_rounds(store)[0]
+    winner_slot = rnd.positions[1]  # whoever is shown as Response 2
+    winner = rnd.slots[winner_slot].model
+
+    at.button(key=f"vote-{rnd.id}-1").click().run()
+    assert not at.exception
+    voted = arena.load_rounds(store)[0]
+    assert voted.vote is not None and voted.vote.outcome == "win"
+    assert voted.vote.winner == winner_slot and voted.vote.blind
+    assert any(f"Model {arena.SLOT_LABELS[winner_slot]}: {winner}" in t
+               for t in reply_columns(at))  # revealed
+    assert any("Your vote" in str(s.value) for s in at.success)
+
+    at.segmented_control(key="arena_view").set_value("Leaderboard").run()
+    assert not at.exception
+    board = at.dataframe[0].value
+    assert list(board["Model"])[0] == winner
+    top = board.iloc[0]
+    assert top["W / T / L"] == "2 / 0 / 0" and top["Battles"] == 2 and top["Win rate"] == 1.0
+    assert top["Rating (BT)"] > board.iloc[1]["Rating (BT)"]
+
+
+def test_leaderboard_without_votes_says_how_to_get_some(mock: respx.MockRouter) -> None:
+    at = open_arena(mock)
+    at.segmented_control(key="arena_view").set_value("Leaderboard").run()
+    assert not at.exception
+    assert "No votes yet" in str(at.info[0].value)
+
+
+def test_presenter_mode_is_blind_with_a_reveal_button(mock: respx.MockRouter,
+                                                      isolated_env: Path) -> None:
+    chat_route(mock)
+    at = open_arena(mock)
+    at.toggle(key="arena_presenter").set_value(True).run()
+    assert at.toggle(key="arena_blind").value is True
+    assert [e.label for e in at.expander][0] == "Contestants and settings"  # folded away
+    at.chat_input(key="arena_prompt").set_value("Class question").run()
+    rnd = arena.load_rounds(open_store(isolated_env))[0]
+    assert list(reply_columns(at))[0] == "Response 1"
+    at.button(key=f"reveal-{rnd.id}").click().run()
+    assert not at.exception
+    assert all("· Model " in t for t in reply_columns(at))
+    assert arena.load_rounds(open_store(isolated_env))[0].revealed
+
+
+def test_a_new_session_shows_the_latest_round(mock: respx.MockRouter) -> None:
+    chat_route(mock)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value("Remember me").run()
+    again = new_app().run()
+    again.switch_page("pages/arena.py").run()
+    assert not again.exception
+    assert [str(m.markdown[0].value) for m in again.chat_message] == ["Remember me"]
+    assert reply_columns(again)["Model A · t/one"] == ["The first answer."]
+
+
+def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env: Path) -> None:
+    chats = chat_route(mock)
+    at = open_arena(mock)
+    at.segmented_control(key="arena_view").set_value("Prompt sets").run()
+    at.segmented_control(key="arena_n").set_value(2).run()
+    at.text_area(key="ps_text").set_value("prompt,contains\nFirst?,first\nSecond?,\n").run()
+    assert "2 prompts · 1 checks" in [str(c.value) for c in at.caption]
+    at.checkbox(key="ps_warm").set_value(False).run()
+    run_button = next(b for b in at.button if b.label.startswith("Run "))
+    assert run_button.label == "Run 4 requests on 2 models"
+    run_button.click().run()
+    assert not at.exception
+    assert len(chats.calls) == 4
+    store = open_store(isolated_env)
+    (run,) = promptsets.list_runs(store)
+    records = promptsets.run_records(store, run["id"])
+    assert len(records) == 4 and all(r["ok"] for r in records)
+    summary, checks = at.dataframe[0].value, at.dataframe[1].value
+    assert list(summary["slot"]) == ["Model A", "Model B"]
+    assert checks.iloc[0].to_dict() == {"prompt": "First?", "check": "contains “first”",
+                                        "Model A": "1/1", "Model B": "0/1"}
