@@ -741,7 +741,7 @@ def replay_frames(timeline: Timeline, speed: float = 1.0) -> list[ReplayFrame]:
     offsets = timeline.offsets_ms
     frames = []
     for i, offset in enumerate(offsets):
-        shown = total if i == len(offsets) - 1 else round((i + 1) * total / len(offsets))
+        shown = math.ceil((i + 1) * total / len(offsets))
         r = "".join(r_pieces[:shown])
         c = "".join(c_pieces[: max(0, shown - len(r_pieces))])
         frames.append(ReplayFrame(at_s=offset / 1000 / speed, reasoning=r, content=c,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -204,6 +204,7 @@ def run_sweep(
         # run_load sets its event when the level ends: each level gets its own.
         level_cancel = threading.Event()
         records = run_load(jobs, client=client, concurrency=level, cancel=level_cancel)
+        assert isinstance(records, Generator)
         try:
             for record in records:
                 yield record

@@ -17,6 +17,7 @@ from atom_core.store import open_store
 from atom_core.sweep import LevelResult, SweepTarget
 from atom_core.types import LoadedInstance, ModelInfo, SamplingOptions
 from tests.lmstudio_double import serve
+from tests.unit.test_loadrun import max_overlap
 
 TARGET = SweepTarget(min_tps_per_user=10, max_ttft_p90_s=2.0)
 
@@ -132,11 +133,10 @@ def test_a_real_sweep_against_the_double_records_levels_and_agrees_with_the_cli_
     levels = sweep.levels_from_runs(sweep.sweep_runs(df, "abc"))
     assert [lv.concurrency for lv in levels] == [1, 3]
     assert all(lv.ok == 6 for lv in levels)
-    # The server kept 3 requests in flight at level 3: three times the aggregate speed.
-    received = sorted(float(r["received_at"]) for r in log)
-    assert received[-1] - received[-3] < 0.1
-    assert levels[1].aggregate_tps > 2 * levels[0].aggregate_tps  # type: ignore[operator]
-    assert levels[0].tps_per_user_p50 == pytest.approx(100, rel=0.1)  # 10 ms between tokens
+    # The server saw 3 requests in flight at level 3, so the machine delivered more tokens.
+    assert max_overlap(log) == 3
+    assert levels[1].aggregate_tps > 1.5 * levels[0].aggregate_tps  # type: ignore[operator]
+    assert levels[0].tps_per_user_p50 == pytest.approx(100, rel=0.25)  # 10 ms between tokens
     # The page's maths (from stored rows) and the CLI's (loadrun.summarize) agree.
     for lv in levels:
         mine = [r for r in records if r.job.tags["concurrency"] == lv.concurrency]

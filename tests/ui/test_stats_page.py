@@ -1,0 +1,270 @@
+"""The Stats page in AppTest, on a seeded history. Plotly charts are UnknownElements here, so
+the tests read each chart's JSON spec and compare it with the frames that built it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import respx
+
+from atom_core import stats
+from atom_core.client import LMStudioClient
+from atom_core.metrics import compute_metrics
+from atom_core.runs import run_record
+from atom_core.store import open_store
+from bench.bench_stats import realistic_runs
+from tests.lmstudio_double import DoubleServer, serve
+from tests.ui.conftest import new_app
+from tests.unit.test_client import NATIVE_MODELS
+
+CHARTS = ["speed_map", "ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
+          "tokens_histogram"]
+MS = 1_000_000
+
+
+def seed(data_dir: Path, n: int = 3000, *, recent: bool = False) -> list[dict[str, Any]]:
+    """n realistic runs (20 models) plus one chat reply with a token timeline."""
+    store = open_store(data_dir)
+    end = time.time() - (0 if recent else 3600)
+    rows = list(realistic_runs(n, seed=11, end=end))
+    store.append_many("runs", rows)
+    conv = store.create_conversation(title="Timeline")
+    m = compute_metrics(t_request_ns=0,
+                        token_times_ns=[(250 + 20 * i + (100 if i >= 7 else 0)) * MS
+                                        for i in range(12)],
+                        t_end_ns=600 * MS, usage=None, finish_reason="stop")
+    reply = store.add_message(conv.id, role="assistant", content="one two three four five six",
+                              model="qwen3-4b", metrics=m.to_dict())
+    row = run_record(source="chat", server="http://lms.test:1234", model="qwen3-4b", metrics=m,
+                     conversation_id=conv.id, message_id=reply.id)
+    row["ts"] = end
+    store.add_run(row)
+    return store.runs()
+
+
+def open_stats(tab: str | None = None) -> Any:
+    at = new_app().run()
+    at.switch_page("pages/stats.py").run()
+    if tab:
+        at.session_state["stats_tab"] = tab
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: Any, key: str) -> dict[str, Any]:
+    """The figure a plotly chart element was drawn from, with plotly's binary arrays decoded."""
+    found = [e for e in at.get("plotly_chart") if e.key == key]
+    assert found, f"no chart {key!r}; charts: {[e.key for e in at.get('plotly_chart')]}"
+    return decode(json.loads(found[0].proto.spec))
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "bdata" in value and "dtype" in value:
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            return array.reshape(value["shape"]).tolist() if "shape" in value else array.tolist()
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def table_with(at: Any, column: str) -> pd.DataFrame:
+    """The one st.dataframe on the page that has `column`."""
+    (found,) = [d.value for d in at.dataframe if column in d.value.columns]
+    return found
+
+
+def summary_table(at: Any) -> pd.DataFrame:
+    return table_with(at, "ttft_p99_s")
+
+
+@pytest.fixture
+def seeded(mock: respx.MockRouter, isolated_env: Path) -> list[dict[str, Any]]:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    return seed(isolated_env)
+
+
+def test_overview_shows_the_summary_and_every_chart(seeded: list[dict[str, Any]]) -> None:
+    at = open_stats()
+    df = stats.runs_frame(seeded)
+    expected = stats.model_summary(df)
+    shown = summary_table(at)
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_dtype=False)
+    assert len(shown) == 20
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Runs"] == f"{len(seeded):,}" and metrics["Models"] == "20"
+    best = stats.headline(expected)
+    assert metrics["Fastest decoding"] == best["fastest"][0]  # type: ignore[index]
+    assert {e.key for e in at.get("plotly_chart")} == set(CHARTS)
+    # The speed map is the summary, and every model has its one colour.
+    colors = stats.model_colors(df)
+    spec = chart(at, "speed_map")
+    by_name = {t["name"]: t for t in spec["data"]}
+    for row in expected.itertuples():
+        assert by_name[row.model]["x"] == [pytest.approx(row.ttft_p50_s)]
+        assert by_name[row.model]["y"] == [pytest.approx(row.decode_tps_p50)]
+        assert by_name[row.model]["marker"]["color"] == colors[row.model]
+    box = {t["name"]: t for t in chart(at, "ttft_box")["data"]}
+    for row in stats.box_stats(df).itertuples():
+        assert box[row.model]["median"] == [pytest.approx(row.p50)]
+        assert box[row.model]["marker"]["color"] == colors[row.model]
+    download = at.get("download_button")
+    assert download and "Download summary" in download[0].proto.label
+    assert "Live: nothing running" in " ".join(c.value for c in at.caption)
+
+
+def test_filters_change_the_numbers(seeded: list[dict[str, Any]]) -> None:
+    at = open_stats()
+    df = stats.runs_frame(seeded)
+    model = stats.filter_options(df)["models"][0]
+    at.sidebar.multiselect[0].set_value([model]).run()  # Models
+    assert not at.exception
+    shown = summary_table(at)
+    assert list(shown["model"]) == [model]
+    assert shown["runs"][0] == (df["model"] == model).sum()
+    assert [t["name"] for t in chart(at, "speed_map")["data"]] == [model]
+    at.sidebar.multiselect[1].set_value(["arena"]).run()  # Source
+    only = stats.RunFilter(models=(model,), sources=("arena",)).apply(df)
+    shown = summary_table(at)
+    assert shown["runs"][0] == len(only)
+    assert shown["decode_tps_p50"][0] == pytest.approx(only["decode_tps"].median())
+    at.sidebar.multiselect[0].set_value([]).run()
+    at.sidebar.multiselect[1].set_value([]).run()
+    at.sidebar.multiselect[3].set_value(["very long (4k+)"]).run()  # Prompt length
+    long = df[df["prompt_tokens"] >= 4096]
+    assert summary_table(at)["runs"].sum() == len(long)
+    at.sidebar.multiselect[3].set_value([]).run()
+    at.sidebar.multiselect[2].set_value(["http://studio-mac.local:1234"]).run()  # Server
+    assert summary_table(at)["runs"].sum() == (df["server"] == "http://studio-mac.local:1234"
+                                               ).sum()
+
+
+def test_date_filter(seeded: list[dict[str, Any]]) -> None:
+    at = open_stats()
+    df = stats.runs_frame(seeded)
+    first, last = stats.date_bounds(df)  # type: ignore[misc]
+    at.sidebar.date_input[0].set_value((last, last)).run()
+    assert not at.exception
+    today = stats.RunFilter(start=last, end=last).apply(df)
+    assert summary_table(at)["runs"].sum() == len(today) < len(df)
+
+
+def test_an_empty_history_says_so(mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    at = open_stats()
+    assert "No runs yet" in at.info[0].value
+    assert "No runs match" in at.info[1].value
+    assert not at.get("plotly_chart")
+
+
+def test_live_panel_while_runs_arrive(mock: respx.MockRouter, isolated_env: Path) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    seed(isolated_env, 200, recent=True)
+    at = open_stats()
+    live = [m.value for m in at.markdown if "**Live**" in m.value]
+    assert live and "1 runs in the last 5 min" in live[0]
+    live_table = [d.value for d in at.dataframe if "ttft_p99_s" not in d.value.columns]
+    assert list(live_table[0]["model"]) == ["qwen3-4b"]
+
+
+def test_token_timeline_of_a_chat_reply_and_its_replay(seeded: list[dict[str, Any]]) -> None:
+    at = open_stats("Token timeline")
+    row = table_with(at, "gap_max_ms").iloc[0]
+    assert row["tokens"] == 12 and row["ttft_ms"] == pytest.approx(250)
+    assert row["gap_max_ms"] == pytest.approx(120) and row["gap_p50_ms"] == pytest.approx(20)
+    spec = chart(at, "timeline")
+    arrival, gaps = spec["data"][:2]
+    assert arrival["y"][:3] == [250, 270, 290] and gaps["type"] == "bar"
+    (picker,) = [b for b in at.selectbox if b.label == "Reply"]
+    assert "qwen3-4b · 12 tokens" in picker.format_func(picker.value)  # newest reply first
+    replay = [b for b in at.button if b.label == "Replay the stream"]
+    replay[0].click().run()
+    assert not at.exception
+    assert "one two three four five six" in [m.value for m in at.markdown]
+    assert any("token 12" in c.value for c in at.caption)
+
+
+@pytest.fixture
+def double(monkeypatch: pytest.MonkeyPatch) -> Iterator[DoubleServer]:
+    """The HTTP double in this process; the app's cached clients are closed afterwards (the
+    page's st.cache_resource keeps them, and an unclosed socket is an error here)."""
+    config = {"models": [
+        {"key": "fast/one", "loaded": True, "ttft_ms": 30, "token_gap_ms": 5,
+         "reply_tokens": 8, "display_name": "Fast One"},
+    ]}
+    made: list[LMStudioClient] = []
+    original = LMStudioClient.__init__
+
+    def init(self: LMStudioClient, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(LMStudioClient, "__init__", init)
+    with serve(config) as server:
+        monkeypatch.setenv("ATOM_SERVER_URL", server.url)
+        yield server
+        for client in made:
+            client.close()
+
+
+def test_concurrency_sweep_runs_records_and_states_a_verdict(double: DoubleServer,
+                                                             isolated_env: Path) -> None:
+    at = open_stats("Concurrency sweep")
+    assert any("4 parallel slots" in c.value for c in at.caption)
+    (levels,) = [t for t in at.text_input if t.label == "Requests in flight (levels)"]
+    levels.set_value("1,2")
+    (per_level,) = [n for n in at.number_input if n.label == "Requests per level"]
+    per_level.set_value(2)
+    (submit,) = [b for b in at.button if b.label == "Run sweep"]
+    submit.click().run()
+    assert not at.exception, at.exception
+    runs = open_store(isolated_env).runs()
+    assert len(runs) == 4 and {r["source"] for r in runs} == {"sweep"}
+    assert sorted(r["concurrency"] for r in runs) == [1, 1, 2, 2]
+    assert at.success and at.success[0].value.startswith("Serves 2 people at once")
+    spec = chart(at, "sweep_result")
+    assert [t["x"] for t in spec["data"][:1]] == [[1, 2]]
+    assert list(table_with(at, "aggregate_tps")["requests"]) == [2, 2]
+
+
+def test_bad_levels_are_one_sentence(double: DoubleServer) -> None:
+    at = open_stats("Concurrency sweep")
+    (levels,) = [t for t in at.text_input if t.label == "Requests in flight (levels)"]
+    levels.set_value("one, two")
+    [b for b in at.button if b.label == "Run sweep"][0].click().run()
+    assert at.error[0].value == "Levels are whole numbers separated by commas, like 1,2,4,8."
+
+
+def test_server_stats_beside_atoms_measurement(double: DoubleServer, isolated_env: Path) -> None:
+    at = open_stats("Server vs ATOM")
+    [b for b in at.button if b.label == "Measure with server stats"][0].click().run()
+    assert not at.exception, at.exception
+    rows = table_with(at, "why").set_index("measure")
+    ttft = rows.loc["Time to first token (s)"]
+    assert ttft["server"] == pytest.approx(0.03, rel=0.2)
+    assert ttft["atom"] == pytest.approx(0.03, rel=0.5)
+    assert rows.loc["Decode speed (tok/s)", "server"] == pytest.approx(200, rel=0.1)
+    (run,) = open_store(isolated_env).runs()
+    assert run["source"] == "server-check" and run["server_tps"] == pytest.approx(200, rel=0.1)
+    # ...and the summary then shows the server's figure beside ATOM's.
+    at.session_state["stats_tab"] = "Overview"
+    at.run()
+    assert summary_table(at)["server_tps_p50"][0] == pytest.approx(200, rel=0.1)
+
+
+def test_server_stats_need_lm_studio_04(mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models").respond(json={"error": "Unexpected endpoint or method."})
+    mock.get("/api/v0/models").respond(json={"error": "Unexpected endpoint or method."})
+    mock.get("/v1/models").respond(json={"data": [{"id": "m", "object": "model"}]})
+    at = open_stats("Server vs ATOM")
+    assert "Only LM Studio 0.4's native API" in at.info[-1].value
