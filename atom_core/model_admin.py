@@ -127,9 +127,10 @@ def models_frame(models: Sequence[ModelInfo]) -> pd.DataFrame:
             "Capabilities": ", ".join(m.capabilities) or None,
             "Instances (live config)": loaded or None,
         })
-    columns = ["Loaded", "Name", "Key", "Publisher", "Type", "Architecture", "Params",
-               "Quantization", "Format", "Size (GB)", "Max context", "Capabilities",
-               "Instances (live config)"]
+    # What people compare first comes first; the rest is a scroll away.
+    columns = ["Loaded", "Name", "Type", "Params", "Quantization", "Size (GB)", "Max context",
+               "Capabilities", "Instances (live config)", "Publisher", "Architecture", "Format",
+               "Key"]
     frame = pd.DataFrame(rows, columns=columns)
     for col in ("Size (GB)", "Max context"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
@@ -246,8 +247,9 @@ def applied_rows(
     reported = result.applied_config if result.applied_config is not None else (live or {})
     rows = []
     for key, label in {**LOAD_FIELDS, "parallel": "Parallel slots"}.items():
-        if key not in sent and key not in reported:
-            continue
+        if key not in sent and (key not in reported or (key == "num_experts"
+                                                          and not reported[key])):
+            continue  # not asked, and not reported (0 experts: a dense model)
         value_asked = sent.get(key)
         value_applied = reported.get(key)
         if key in result.rejected_keys:

@@ -30,16 +30,17 @@ def refresh(url: str) -> None:
 # -- the table ------------------------------------------------------------------------------------
 
 def model_table(listing: ModelList) -> None:
-    a, b, c, d = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
+    a, b, c, d = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
     query = a.text_input("Search", placeholder="Name, publisher, architecture, quant…",
                          key="models-q")
     types = b.multiselect("Type", ["LLM", "Embedding"], key="models-types")
     caps = c.multiselect("Capabilities", ["vision", "tools", "reasoning"], key="models-caps")
-    loaded_only = d.toggle("Loaded", key="models-loaded", help="Only loaded models")
+    loaded_only = d.toggle("Loaded only", key="models-loaded")
     shown = ma.filter_models(listing.models, query=query, types=types, capabilities=caps,
                              loaded_only=loaded_only)
     st.dataframe(ma.models_frame(shown), hide_index=True, width="stretch",
                  column_config={
+                     "Loaded": st.column_config.TextColumn(width=60),
                      "Size (GB)": st.column_config.NumberColumn(format="%.2f GB"),
                      "Max context": st.column_config.NumberColumn(format="%d"),
                      "Instances (live config)": st.column_config.TextColumn(width="large"),
@@ -48,7 +49,7 @@ def model_table(listing: ModelList) -> None:
 
 
 def loaded_instances(url: str, listing: ModelList) -> None:
-    st.subheader("Loaded now")
+    st.subheader("Loaded now", anchor=False)
     instances = [i for m in listing.models for i in m.loaded_instances]
     if not instances:
         st.caption("Nothing is loaded. Load a model below, or let LM Studio load one when a chat "
@@ -91,7 +92,8 @@ def unload(url: str, instance_ids: list[str]) -> None:
 
 def load_panel(url: str, listing: ModelList) -> None:
     by_key = {m.key: m for m in listing.models}
-    key = st.selectbox("Model", list(by_key), format_func=lambda k: ui.model_label(by_key[k]),
+    key = st.selectbox("Model to load", list(by_key),
+                       format_func=lambda k: ui.model_label(by_key[k]),
                        key="load-model")
     m = by_key[key]
     with st.form("load-form", border=False):
@@ -207,7 +209,7 @@ def download_progress(url: str, was_active: bool) -> None:
 
 # -- page -----------------------------------------------------------------------------------------
 
-st.subheader("Models")
+st.subheader("Models", anchor=False)
 choices = ui.servers()
 names = {c.url: c.name for c in choices}
 url = st.selectbox("Server", list(names), format_func=lambda u: f"{names[u]} · {u}",

@@ -43,9 +43,10 @@ def saved_form(name: str) -> None:
 
 def servers_tab(saved: ss.AppSettings) -> None:
     st.caption("The default server is where a new session starts, unless ATOM_SERVER_URL is set; "
-               "the sidebar's box still switches for the session. Tokens are kept in "
-               f"`{settings.tokens_path}` (readable only by you), shown masked, and never "
-               "exported or logged.")
+               "the sidebar's box still switches for the session. A server's token is used "
+               "for its URL everywhere in ATOM (else ATOM_API_TOKEN); it is kept in the data "
+               "folder's tokens.json, readable only by you, shown masked, never exported or "
+               "logged.")
     for p in saved.profiles:
         with st.container(border=True):
             a, b = st.columns([3, 4], vertical_alignment="center")
@@ -57,7 +58,8 @@ def servers_tab(saved: ss.AppSettings) -> None:
                 test_connection(p)
             cols[1].button("Use now", key=f"use-{p.name}", on_click=ui.set_server_url,
                            args=(p.url,), disabled=p.url == ui.server_url())
-            cols[2].button("Default", key=f"def-{p.name}", disabled=p.name == saved.default_profile,
+            cols[2].button("Make default", key=f"def-{p.name}",
+                           disabled=p.name == saved.default_profile,
                            on_click=settings.set_default_profile, args=(p.name,))
             if cols[3].button("Delete", key=f"del-{p.name}", icon=":material/delete:"):
                 act(lambda p=p: settings.delete_profile(p.name), f"Deleted “{p.name}”.")
@@ -233,7 +235,7 @@ def data_tab() -> None:
 
 # -- page -----------------------------------------------------------------------------------------
 
-st.subheader("Settings")
+st.subheader("Settings", anchor=False)
 if text := st.session_state.pop("settings-notice", None):
     st.success(text, icon=":material/check_circle:")
 for warning in settings.warnings:
