@@ -247,3 +247,37 @@ def test_an_openai_only_server_says_what_it_lacks(mock: respx.MockRouter) -> Non
     assert "OpenAI-compatible server" in info and "Load, unload and download" in info
     assert list(at.dataframe[0].value["Loaded"]) == ["?"]
     assert not [b for b in at.form_submit_button if b.label == "Load"]
+
+
+def test_auto_unload_touches_only_what_atom_loaded(mock: respx.MockRouter) -> None:
+    server = Server()
+    mock.get("/api/v1/models").mock(side_effect=server.list)
+    mock.post("/api/v1/models/load").mock(side_effect=server.load)
+    unload = mock.post("/api/v1/models/unload").mock(side_effect=server.unload)
+    at = models_page(mock, listing=None)
+    open_settings_for(at).set_auto_unload(True)
+    at.selectbox(key="load-model").set_value("qwen/qwen3-4b").run()
+    button(at, "Load").click().run()
+    assert open_settings_for(at).loaded_by_atom(BASE) == {"qwen/qwen3-4b"}
+    # gemma -> qwen: gemma was loaded outside ATOM, so it stays.
+    at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
+    assert unload.call_count == 0
+    # qwen -> gemma: ATOM loaded qwen, so it goes.
+    at.sidebar.selectbox(key="model").set_value(GEMMA).run()
+    assert [json.loads(c.request.content) for c in unload.calls] == [
+        {"instance_id": "qwen/qwen3-4b"}]
+    assert any("auto-unload" in t.value for t in at.toast)
+    assert open_settings_for(at).loaded_by_atom(BASE) == set()
+
+
+def test_auto_unload_is_off_by_default(mock: respx.MockRouter) -> None:
+    server = Server()
+    server.model("qwen/qwen3-4b")["loaded_instances"].append({"id": "qwen/qwen3-4b",
+                                                              "config": {}})
+    mock.get("/api/v1/models").mock(side_effect=server.list)
+    unload = mock.post("/api/v1/models/unload").mock(side_effect=server.unload)
+    at = models_page(mock, listing=None)
+    open_settings_for(at).note_loaded(BASE, "qwen/qwen3-4b")
+    at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
+    at.sidebar.selectbox(key="model").set_value(GEMMA).run()
+    assert unload.call_count == 0
