@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,21 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     """Points ATOM_DATA_DIR at a fresh temp folder and clears server/token settings."""
     data = tmp_path / "atom-data"
     monkeypatch.setenv("ATOM_DATA_DIR", str(data))
-    for var in ("ATOM_SERVER_URL", "ATOM_API_TOKEN", "LM_API_TOKEN"):
+    for var in ("ATOM_SERVER_URL", "ATOM_API_TOKEN", "LM_API_TOKEN", "ATOM_EXTRA_SERVERS",
+                "ATOM_DEMO_ENGINE"):
         monkeypatch.delenv(var, raising=False)
     yield data
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session, shared by tests/e2e and tests/engine: Playwright's
+    sync API allows one running instance per thread."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()

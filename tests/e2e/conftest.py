@@ -156,14 +156,8 @@ def app(double: Double, tmp_path: Path) -> Iterator[App]:
     stop(a.process)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
+# The session's `browser` fixture is in tests/conftest.py: tests/e2e and tests/engine share it,
+# because Playwright's sync API runs one instance per thread.
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from atom_core import demo
 from atom_core.client import LMStudioClient
 from atom_core.types import SamplingOptions
 
-# The browser harness (Chromium via Playwright, `streamlit run app.py`) is shared with tests/e2e.
-from tests.e2e.conftest import browser, page  # noqa: F401  (fixtures used by the browser test)
+# The browser harness is shared with tests/e2e (`browser` itself is in tests/conftest.py).
+from tests.e2e.conftest import page  # noqa: F401  (a fixture, used by the browser test)
 
 SKIP_REASON = (
     "demo engine not installed: run `make demo` (once; `.ci/run` does it) to run the "
