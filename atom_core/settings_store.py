@@ -155,6 +155,11 @@ class AppSettings:
     def template(self, name: str | None) -> PromptTemplate | None:
         return next((t for t in self.templates if t.name == name), None)
 
+    def preset_uses(self, name: str) -> str:
+        """Where a preset applies: "every model (default), test/alpha" or ""."""
+        uses = ["every model (default)"] if name == self.default_preset else []
+        return ", ".join(uses + [m for m, p in self.model_presets.items() if p == name])
+
     def preset_for(self, model: str | None) -> SamplingPreset | None:
         """The model's own preset if it has one, else the default preset, else None."""
         own = self.preset(self.model_presets.get(model or ""))

@@ -38,7 +38,8 @@ def model_table(listing: ModelList) -> None:
     loaded_only = d.toggle("Loaded only", key="models-loaded")
     shown = ma.filter_models(listing.models, query=query, types=types, capabilities=caps,
                              loaded_only=loaded_only)
-    st.dataframe(ma.models_frame(shown), hide_index=True, width="stretch",
+    frame = ma.models_frame(shown).dropna(axis=1, how="all")  # columns the server never fills
+    st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={
                      "Loaded": st.column_config.TextColumn(width=60),
                      "Size (GB)": st.column_config.NumberColumn(format="%.2f GB"),
@@ -223,7 +224,7 @@ if status.error is not None:
 assert status.models is not None
 listing = status.models
 if missing := ma.missing_features(listing.dialect):
-    st.info(f"This is a {listing.dialect.label}. What ATOM can't do with it:\n\n"
+    st.info(f"Server type: {listing.dialect.label}. What ATOM can't do with it:\n\n"
             + "\n".join(f"- {s}" for s in missing), icon=":material/info:")
 model_table(listing)
 if listing.dialect.can_manage_models:

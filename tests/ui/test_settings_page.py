@@ -167,7 +167,7 @@ def test_a_preset_saved_here_is_picked_in_chat_and_sent(mock: respx.MockRouter) 
     by_label(at.form_submit_button, "Save preset").click().run()
     assert not at.exception
     assert at.table[0].value.to_dict("records") == [
-        {"Preset": "Precise", "Settings": "temperature 0.2 · top K 20", "Default": ""}]
+        {"Preset": "Precise", "Settings": "temperature 0.2 · top K 20", "Used for": ""}]
     at.switch_page("pages/chat.py").run()
     assert at.number_input(key="temperature").value is None
     at.selectbox(key="chat-preset").set_value("Precise").run()
@@ -187,6 +187,7 @@ def test_a_per_model_preset_is_where_chat_starts(mock: respx.MockRouter) -> None
     at.selectbox(key="override-model").set_value("qwen/qwen3-4b").run()
     at.selectbox(key="override-qwen/qwen3-4b").set_value("Creative").run()
     assert settings.load().model_presets == {"qwen/qwen3-4b": "Creative"}
+    assert [r["Used for"] for r in at.table[0].value.to_dict("records")] == ["qwen/qwen3-4b", ""]
     at.switch_page("pages/chat.py").run()
     assert at.selectbox(key="chat-preset").value == ""  # the loaded gemma has no preset
     at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()

@@ -169,6 +169,8 @@ def test_presets_checked_saved_renamed_and_used_per_model(settings: SettingsStor
     s = settings.load()
     assert s.preset_for("test/alpha") == precise
     assert s.preset_for("test/beta") is not None and s.preset_for("test/beta").name == "Creative"
+    assert s.preset_uses("Creative") == "every model (default)"
+    assert s.preset_uses("Precise") == "test/alpha"
     settings.save_preset(make_preset("Exact", temperature=0.0), replaces="Precise")
     s = settings.load()
     assert s.model_presets == {"test/alpha": "Exact"} and s.preset("Precise") is None
