@@ -67,7 +67,7 @@ def test_load_a_model_from_the_models_page(app: App, double: Double, page: Any) 
                             "echo_load_config": True}
     # What REST can't set, as a command line to copy.
     assert "lms load test/gamma --context-length 4096" in main.inner_text()
-    screenshot(page, "models.png", height=1450)
+    screenshot(page, "models.png", height=1640)
 
     # Unload it again.
     page.locator(".st-key-unload-test-gamma button").click()
