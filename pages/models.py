@@ -93,6 +93,9 @@ def unload(url: str, instance_ids: list[str]) -> None:
 
 def load_panel(url: str, listing: ModelList) -> None:
     by_key = {m.key: m for m in listing.models}
+    if not by_key:
+        st.info("This server has no models yet: download one first.", icon=":material/info:")
+        return
     key = st.selectbox("Model to load", list(by_key),
                        format_func=lambda k: ui.model_label(by_key[k]),
                        key="load-model")
@@ -213,6 +216,9 @@ def download_progress(url: str, was_active: bool) -> None:
 st.subheader("Models", anchor=False)
 choices = ui.servers()
 names = {c.url: c.name for c in choices}
+if st.session_state.get("models-server-for") != ui.server_url() or st.session_state.get(
+        "models-server") not in names:  # follow the sidebar's server when it changes
+    st.session_state["models-server-for"] = st.session_state["models-server"] = ui.server_url()
 url = st.selectbox("Server", list(names), format_func=lambda u: f"{names[u]} · {u}",
                    key="models-server") if len(choices) > 1 else choices[0].url
 if text := st.session_state.pop("models-notice", None):

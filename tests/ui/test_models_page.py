@@ -281,3 +281,20 @@ def test_auto_unload_is_off_by_default(mock: respx.MockRouter) -> None:
     at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
     at.sidebar.selectbox(key="model").set_value(GEMMA).run()
     assert unload.call_count == 0
+
+
+def test_the_page_follows_the_sidebars_server(mock: respx.MockRouter,
+                                              monkeypatch: Any) -> None:
+    other = "http://other.test:1234"
+    monkeypatch.setenv("ATOM_EXTRA_SERVERS", other)
+    mock.get(f"{other}/api/v1/models").respond(json={"models": []})
+    at = models_page(mock)
+    assert at.selectbox(key="models-server").value == BASE
+    at.selectbox(key="models-server").set_value(other).run()
+    assert "0 of 0 models" in texts(at.caption)[0]  # this page can look at another server
+    at.sidebar.text_input[0].set_value(BASE + "/v1").run()  # same server, pasted differently
+    assert at.selectbox(key="models-server").value == other
+    at.selectbox(key="models-server").set_value(BASE).run()
+    at.sidebar.text_input[0].set_value(other).run()  # the sidebar moves: the page follows
+    assert "0 of 0 models" in texts(at.caption)[0] and not at.exception
+    assert any("no models yet" in i for i in texts(at.info))
