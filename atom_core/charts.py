@@ -8,6 +8,7 @@ sends the browser a few thousand points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from .stats import Overview
 from .sweep import SweepTarget
 
 FALLBACK_COLOR = "#6a6a6a"
-HEIGHT = 380
+HEIGHT = 460  # tall enough for a legend of twenty models
 FONT = "Source Sans Pro, sans-serif"
 MAX_TEXT_LABELS = 10  # label points on the speed map only while they stay readable
 
@@ -45,6 +46,12 @@ def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = HEIGHT,
 
 def _color(colors: Mapping[str, str], model: str) -> str:
     return colors.get(model, FALLBACK_COLOR)
+
+
+def _tint(hex_color: str, alpha: float = 0.35) -> str:
+    """'#4c78a8' -> 'rgba(76,120,168,0.35)'."""
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def _by_model(frame: pd.DataFrame,
@@ -95,8 +102,8 @@ def ttft_box(box: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
         traces.append(go.Box(
             y=[row.model], q1=[row.p25], median=[row.p50], q3=[row.p75],
             lowerfence=[row.p5], upperfence=[row.p95], orientation="h", name=row.model,
-            marker_color=_color(colors, row.model), fillcolor=_color(colors, row.model),
-            opacity=0.8, line={"width": 1.5}, boxpoints=False,
+            marker_color=_color(colors, row.model), fillcolor=_tint(_color(colors, row.model)),
+            line={"width": 2}, boxpoints=False,  # a light box, so its median line shows
             hoverinfo="x+name",
         ))
     fig = go.Figure(data=traces)
@@ -147,13 +154,14 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
     lines = {str(r.model): r for r in trends.itertuples(index=False)}
     for name, part in _by_model(sample, order):
         color = _color(colors, name)
+        line = lines.get(name)
         traces.append(go.Scatter(
             x=part[x], y=part[y], name=name, legendgroup=name, mode="markers",
+            showlegend=line is None,  # the legend shows the model's line when it has one
             marker={"color": color, "size": 5, "opacity": 0.45},
             hovertemplate=f"<b>{name}</b><br>{x_title}: %{{x:.0f}}<br>{y_title}: "
                           "%{y:.2f}<extra></extra>",
         ))
-        line = lines.get(name)
         if line is None:
             continue
         text = trend_label.format(
@@ -161,9 +169,8 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
             per_second=(1 / line.slope) if line.slope > 0 else float("inf"))
         xs = [line.x_min, line.x_max]
         traces.append(go.Scatter(
-            x=xs, y=[line.intercept + line.slope * v for v in xs], name=f"{name} trend",
-            legendgroup=name, showlegend=False, mode="lines",
-            line={"color": color, "width": 2.5},
+            x=xs, y=[line.intercept + line.slope * v for v in xs], name=name,
+            legendgroup=name, mode="lines", line={"color": color, "width": 2.5},
             hovertemplate=f"<b>{name}</b><br>trend: {text} (fitted on {line.n} runs)"
                           "<extra></extra>",
         ))
@@ -231,11 +238,11 @@ def token_timeline(frame: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
                                      **gap_style), row=2, col=1)
     if single and len(frame) > 2:
         gaps = frame["gap_ms"].dropna()
-        for q, dash in ((50, "dot"), (95, "dash")):
+        for q, dash, where in ((50, "dot", "bottom right"), (95, "dash", "top right")):
             value = float(np.percentile(gaps, q))
             fig.add_hline(y=value, line_dash=dash, line_color="#444", line_width=1,
-                          annotation_text=f"p{q} {value:.0f} ms", annotation_position="right",
-                          row=2, col=1)
+                          annotation_text=f"p{q} {value:.0f} ms", annotation_position=where,
+                          annotation_bgcolor="rgba(255,255,255,0.8)", row=2, col=1)
     _layout(fig, title="", x="", y="", height=520, legend=not single)
     fig.update_layout(margin={"t": 30}, bargap=0.1)
     fig.update_yaxes(title_text="ms after request", row=1, col=1, rangemode="tozero")
@@ -275,14 +282,18 @@ def sweep_chart(levels: pd.DataFrame, target: SweepTarget | None = None,
         fig.add_hline(y=target.max_ttft_p90_s, line_dash="dash", line_color="#e45756",
                       annotation_text=f"target p90 ≤ {target.max_ttft_p90_s:g} s",
                       annotation_position="top left", row=1, col=2)
-    if parallel is not None and len(levels):
+    if parallel is not None and len(levels) and x.min() <= parallel <= x.max():
         for pos in (1, 2):
             fig.add_vline(x=parallel, line_dash="dot", line_color="#888", row=1, col=pos)
-        fig.add_annotation(x=parallel, y=1.0, yref="y domain", xref="x",
-                           text=f"{parallel} parallel slots", showarrow=False,
-                           yanchor="bottom", font={"size": 11, "color": "#666"})
-    _layout(fig, title="", x="", y="", height=400)
-    fig.update_layout(margin={"t": 40})
+        # On a log axis, annotations take log10 positions (shapes take data values).
+        at_end = parallel == x.max()
+        fig.add_annotation(x=math.log10(parallel), y=0.98, yref="y domain", xref="x",
+                           xanchor="right" if at_end else "left",
+                           yanchor="top", text=f" {parallel} parallel slots: above, requests "
+                           "queue", showarrow=False, font={"size": 11, "color": "#666"})
+    _layout(fig, title="", x="", y="", height=420)
+    fig.update_layout(margin={"t": 40}, legend={"orientation": "h", "x": 0, "y": -0.2,
+                                                "xanchor": "left", "yanchor": "top"})
     ticks = sorted({int(v) for v in x}) if len(levels) else []
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(t) for t in ticks],
                      title_text="Requests in flight")

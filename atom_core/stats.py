@@ -613,8 +613,21 @@ TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
 
 
 def timeline_table(timelines: Sequence[Timeline]) -> list[dict[str, Any]]:
-    """One row of timeline_stats per stream, labelled (columns: TIMELINE_COLUMNS)."""
-    return [{"label": t.label, **timeline_stats(t.offsets_ms)} for t in timelines]
+    """One row per stream (columns: TIMELINE_COLUMNS): gaps from the arrival times; tokens,
+    TTFT and decode tok/s from the stored metrics when the stream has them, so the figures
+    match the chat caption and the runs table (the server's token count, not chunks)."""
+    rows = []
+    for t in timelines:
+        row: dict[str, Any] = {"label": t.label, **timeline_stats(t.offsets_ms)}
+        m = t.metrics
+        if isinstance(m.get("output_tokens"), int) and m["output_tokens"] > 0:
+            row["tokens"] = m["output_tokens"]
+        if isinstance(m.get("decode_tps"), int | float):
+            row["decode_tps"] = float(m["decode_tps"])
+        if isinstance(m.get("ttft_s"), int | float):
+            row["ttft_ms"] = float(m["ttft_s"]) * 1000
+        rows.append(row)
+    return rows
 
 
 def timeline_stats(offsets_ms: Sequence[float]) -> dict[str, float | int | None]:

@@ -110,6 +110,7 @@ def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7) 
     layout (as bench_store does); every chat run of the last `conversations` points at a
     stored reply with a token timeline."""
     from atom_core import store as store_mod
+    from atom_core.metrics import compute_metrics
 
     rng = random.Random(seed)
     store = store_mod.TinyDBHistoryStore(data_dir)
@@ -129,12 +130,15 @@ def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7) 
         offsets = token_offsets(rng, tokens, run["ttft_s"] * 1000, 1000 / run["decode_tps"])
         reply = " ".join(rng.choice(("tokens", "arrive", "one", "by", "one", "quickly"))
                          for _ in range(tokens))
-        metrics = {"ttft_s": run["ttft_s"], "e2e_s": run["e2e_s"],
-                   "decode_tps": run["decode_tps"], "itl_p50_s": run["itl_p50_s"],
-                   "itl_p95_s": run["itl_p95_s"], "output_tokens": tokens,
-                   "tokens_source": "usage", "prompt_tokens": run["prompt_tokens"],
-                   "reasoning_tokens": None, "chunks": tokens, "finish_reason": "stop",
-                   "token_offsets_ms": offsets}
+        # The reply's metrics come from its timeline (as in the app), and its run agrees.
+        m = compute_metrics(t_request_ns=0, token_times_ns=[int(o * 1e6) for o in offsets],
+                            t_end_ns=int((offsets[-1] + 3) * 1e6),
+                            usage={"completion_tokens": tokens,
+                                   "prompt_tokens": run["prompt_tokens"]},
+                            finish_reason="stop")
+        metrics = m.to_dict()
+        run.update({k: metrics[k] for k in ("ttft_s", "decode_tps", "e2e_s", "itl_p50_s",
+                                            "itl_p95_s", "output_tokens")})
         messages = []
         for j, (role, content) in enumerate((("user", f"Question number {i}?"),
                                              ("assistant", reply))):

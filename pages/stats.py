@@ -96,9 +96,8 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
 
 def timeline_tab(df: Any, colors: dict) -> None:
     rounds = stats.arena_timelines(store)
-    kinds = ["Chat reply", "Arena round"] if rounds else ["Chat reply"]
-    if (st.segmented_control("Show", kinds, default=kinds[0], key="tl_kind")
-            or kinds[0]) == "Arena round":
+    if rounds and st.segmented_control("Show", ["Chat reply", "Arena round"],
+                                       default="Chat reply", key="tl_kind") == "Arena round":
         i = st.selectbox("Arena round", range(len(rounds)), format_func=lambda i: rounds[i][0])
         timelines = rounds[i or 0][1]
     else:

@@ -268,3 +268,24 @@ def test_server_stats_need_lm_studio_04(mock: respx.MockRouter) -> None:
     mock.get("/v1/models").respond(json={"data": [{"id": "m", "object": "model"}]})
     at = open_stats("Server vs ATOM")
     assert "Only LM Studio 0.4's native API" in at.info[-1].value
+
+
+def test_arena_round_timelines_side_by_side(seeded: list[dict[str, Any]],
+                                            isolated_env: Path) -> None:
+    from tests.unit.test_stats import arena_record
+
+    open_store(isolated_env).append("arena_rounds", arena_record())
+    at = open_stats("Token timeline")
+    at.session_state["tl_kind"] = "Arena round"
+    at.run()
+    assert not at.exception, at.exception
+    facts = table_with(at, "gap_max_ms")
+    assert list(facts["label"]) == ["A: m1", "B: m2"]
+    assert list(facts["ttft_ms"]) == [100.0, 300.0]
+    spec = chart(at, "timeline")
+    assert [t["name"] for t in spec["data"]] == ["A: m1", "A: m1", "B: m2", "B: m2"]
+    [b for b in at.button if b.label == "Replay the stream"][0].click().run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("A: m1 · token 2") for c in captions)
+    assert any(c.startswith("B: m2 · token 2") for c in captions)

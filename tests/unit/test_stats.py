@@ -328,7 +328,9 @@ def test_message_timelines_come_from_the_store(isolated_env: Path) -> None:
 def arena_record(**over: Any) -> dict[str, Any]:
     """Shaped like atom_core.arena.ArenaRound.to_record()."""
     def slot(label: str, model: str, offsets: list[float] | None) -> dict[str, Any]:
-        metrics = {"ttft_s": 0.1, "token_offsets_ms": offsets} if offsets else {"ttft_s": 0.1}
+        metrics: dict[str, Any] = {"ttft_s": 0.1}
+        if offsets:
+            metrics = {"ttft_s": offsets[0] / 1000, "token_offsets_ms": offsets}
         return {"label": label, "model": model, "content": "hello there", "reasoning": "",
                 "metrics": metrics, "state": "complete"}
     record = {"ts": T0, "prompt": "Why is the sky blue?", "system_prompt": "", "blind": False,
@@ -408,3 +410,15 @@ def test_frame_build_is_quick_enough_for_a_long_history() -> None:
     started = time.perf_counter()
     stats.model_summary(stats.runs_frame(rows))
     assert time.perf_counter() - started < 5
+
+
+def test_timeline_table_takes_tokens_and_speed_from_the_stored_metrics() -> None:
+    """A chunk may carry several tokens: the table uses the server's count, like the chat
+    caption, and keeps the chunk gaps from the timeline."""
+    t = stats.Timeline(label="x", model="m", offsets_ms=(100.0, 200.0, 300.0),
+                       metrics={"output_tokens": 6, "decode_tps": 25.0, "ttft_s": 0.1})
+    row = stats.timeline_table([t])[0]
+    assert (row["tokens"], row["decode_tps"], row["ttft_ms"]) == (6, 25.0, 100.0)
+    assert row["gap_p50_ms"] == 100.0
+    bare = stats.timeline_table([stats.Timeline(label="y", model="m", offsets_ms=(1.0, 3.0))])
+    assert bare[0]["tokens"] == 2 and bare[0]["decode_tps"] == pytest.approx(500.0)

@@ -1,0 +1,154 @@
+"""Stats in real headless Chromium: `streamlit run app.py` on a seeded history (20,000 runs,
+20 models) and the LM Studio double. Writes docs/screenshots/stats.png."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atom_core import stats
+from atom_core.store import open_store
+from bench.bench_stats import build_history
+from tests.e2e.conftest import OUTPUT, ROOT, App, Double, open_app, start_app, stop, wait_idle
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOT = ROOT / "docs" / "screenshots" / "stats.png"
+CHARTS = 6  # speed map, TTFT box, tok/s over time, two scatters, tokens histogram
+
+
+@pytest.fixture
+def stats_app(double: Double, tmp_path: Path) -> Iterator[App]:
+    data = tmp_path / "data"
+    build_history(data, runs=20_000, conversations=200)
+    a = start_app(double.url, data, tmp_path)
+    yield a
+    stop(a.process)
+
+
+def open_stats(pg: Any, app: App) -> None:
+    open_app(pg, app.url)  # the root first: app.py draws the shell and its navigation
+    pg.get_by_role("link", name="Stats").click()
+    pg.wait_for_selector("[data-testid=stMetric]", timeout=30_000)
+    wait_idle(pg)
+
+
+def wait_for_charts(pg: Any, count: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pg.locator(".js-plotly-plot .main-svg").count() >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} plotly charts drew")
+
+
+def assert_no_errors(pg: Any) -> None:
+    assert pg.locator("[data-testid=stException]").count() == 0
+    assert pg.locator("[data-testid=stAlertContentError]").count() == 0
+
+
+def model_pixels(png: Path, colors: list[str], opacity: float = 1.0) -> dict[str, int]:
+    """How many pixels of the screenshot are (nearly) each model colour, drawn with `opacity`
+    on white."""
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    targets = {c: tuple(round(opacity * int(c[i:i + 2], 16) + (1 - opacity) * 255)
+                        for i in (1, 3, 5)) for c in colors}
+    counts = dict.fromkeys(colors, 0)
+    for (r, g, b), n in ((px, n) for n, px in image.getcolors(maxcolors=1 << 24) or []):
+        for c, (tr, tg, tb) in targets.items():
+            if abs(r - tr) + abs(g - tg) + abs(b - tb) <= 12:
+                counts[c] += n
+    return counts
+
+
+def test_overview_draws_every_chart_with_each_models_colour(stats_app: App, page: Any) -> None:
+    page.set_viewport_size({"width": 1360, "height": 4200})  # every chart on screen at once
+    open_stats(page, stats_app)
+    wait_for_charts(page, CHARTS)
+    assert_no_errors(page)
+    for plot in page.locator(".js-plotly-plot").all():  # each chart drew marks, not just axes
+        marks = plot.locator(".scatterlayer .trace, .boxlayer .trace, .barlayer .trace")
+        assert marks.count() >= 1
+    text = page.locator("[data-testid=stMain]").inner_text()
+    assert "20,000" in text and "Speed map" in text
+    rows = open_store(stats_app.data_dir).runs()
+    summary = stats.model_summary(stats.runs_frame(rows))
+    fastest = str(summary["model"].iloc[0])
+    assert fastest in page.locator("[data-testid=stMetric]").nth(2).inner_text()
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    full = OUTPUT / "stats-overview-full.png"
+    page.screenshot(path=str(full))
+    # The screenshot itself shows the charts: every model's colour is on it.
+    colors = stats.model_colors(stats.runs_frame(rows))
+    pixels = model_pixels(full, list(colors.values()))
+    missing = [m for m, c in colors.items() if pixels[c] < 50]
+    assert not missing, f"no pixels in these models' colours: {missing}"
+    # The picture for the docs: the top of the page, as a person first sees it.
+    page.set_viewport_size({"width": 1360, "height": 1250})
+    time.sleep(1.0)  # plotly re-lays out the charts for the new width
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "stats.png"))
+    shutil.copyfile(OUTPUT / "stats.png", SCREENSHOT)
+    bubbles = model_pixels(SCREENSHOT, list(colors.values()), opacity=0.85)
+    assert sum(1 for c in colors.values() if bubbles[c] >= 50) >= 15  # the speed map
+
+
+def test_filter_by_model_in_the_browser(stats_app: App, page: Any) -> None:
+    open_stats(page, stats_app)
+    wait_for_charts(page, 1)
+    models = page.locator("[data-testid=stSidebar] [data-testid=stMultiSelect]").first
+    models.click()
+    page.get_by_role("option", name="qwen3-4b", exact=True).click()
+    page.keyboard.press("Escape")
+    wait_idle(page)
+    assert_no_errors(page)
+    legend = page.locator(".js-plotly-plot").first.inner_text()
+    assert "qwen3-4b" in legend or page.locator("[data-testid=stMetric]").nth(1).inner_text(
+        ).endswith("1")
+
+
+def test_token_timeline_and_replay(stats_app: App, page: Any) -> None:
+    page.set_viewport_size({"width": 1360, "height": 2000})
+    open_stats(page, stats_app)
+    page.get_by_role("tab", name="Token timeline").click()
+    wait_idle(page)
+    wait_for_charts(page, 1)
+    assert page.locator(".js-plotly-plot .barlayer .trace").count() == 1  # the gaps
+    page.get_by_role("button", name="Replay the stream").click()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        captions = page.locator("[data-testid=stCaptionContainer]").all_inner_texts()
+        if any("token " in c for c in captions):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the replay did not start")
+    wait_idle(page, 60_000)
+    assert_no_errors(page)
+    page.screenshot(path=str(OUTPUT / "stats-timeline.png"))
+
+
+def test_concurrency_sweep_in_the_browser(stats_app: App, double: Double, page: Any) -> None:
+    page.set_viewport_size({"width": 1360, "height": 2000})
+    open_stats(page, stats_app)
+    page.get_by_role("tab", name="Concurrency sweep").click()
+    wait_idle(page)
+    assert "4 parallel slots" in page.locator("[data-testid=stMain]").inner_text()
+    page.get_by_label("Requests in flight (levels)").fill("1,2,4")
+    page.get_by_label("Requests per level").fill("4")
+    page.get_by_role("button", name="Run sweep").click()
+    page.wait_for_selector("text=Serves", timeout=60_000)
+    wait_idle(page, 60_000)
+    assert_no_errors(page)
+    chats = double.chat_requests()
+    assert len(chats) == 12
+    assert page.locator(".js-plotly-plot").count() == 1
+    assert "4 parallel slots" in page.locator(".js-plotly-plot").inner_text()
+    page.screenshot(path=str(OUTPUT / "stats-sweep.png"))
