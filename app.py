@@ -17,6 +17,10 @@ PAGES = [
     st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
     st.Page("pages/arena.py", title="Arena", icon=":material/sports_score:", url_path="arena"),
     st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:", url_path="stats"),
+    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",
+            url_path="models"),
+    st.Page("pages/settings.py", title="Settings", icon=":material/settings:",
+            url_path="settings"),
 ]
 
 
@@ -69,6 +73,7 @@ def model_picker(status: ui.ServerStatus) -> None:
         format_func=lambda k: ui.model_label(by_key[k]),
         help=f"{ui.LOADED} loaded · {ui.NOT_LOADED} not loaded (LM Studio loads it on first use)",
     )
+    ui.auto_unload_on_change(st.session_state.model)
     if listing.loaded_only:
         st.caption(
             "This server lists models over the OpenAI-compatible route only, so ATOM can't "
