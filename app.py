@@ -30,8 +30,9 @@ def sidebar() -> None:
         url = st.text_input(
             "Server",
             value=ui.server_url(),
-            help="LM Studio's server (default http://localhost:1234) or any OpenAI-compatible "
-            "server. Set ATOM_SERVER_URL to change the default.",
+            help="LM Studio's server or any OpenAI-compatible server. A new session starts on "
+            "ATOM_SERVER_URL if set, else the default server in Settings, else "
+            "http://localhost:1234.",
         )
         if url and url != ui.server_url():
             ui.set_server_url(url)
