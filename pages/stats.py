@@ -73,7 +73,8 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     live_panel(len(df))
     ov, figs = overview(version, flt, df, colors)
     if not ov.runs:
-        st.info("No runs match these filters.", icon=":material/filter_alt_off:")
+        if len(df):
+            st.info("No runs match these filters.", icon=":material/filter_alt_off:")
         return
     best = stats.headline(ov.summary)
     cols = st.columns(4)
@@ -143,6 +144,8 @@ def replay(timelines: list[stats.Timeline]) -> None:
 def sweep_tab(df: Any) -> None:
     status, picked = ui.server_status(), ui.selected_model()
     models = [m.key for m in status.models.llms] if status.models else []
+    if status.error is not None:
+        ui.show_error(status.error)
     with st.form("sweep_form"):
         a, b = st.columns(2)
         model = a.selectbox("Model", models, models.index(picked) if picked in models else 0)
@@ -206,6 +209,9 @@ def run_sweep(model: str, prompt: str, levels: list[int], per_level: int, max_to
 
 def server_tab() -> None:
     status, picked = ui.server_status(), ui.selected_model()
+    if status.error is not None:
+        ui.show_error(status.error)
+        return
     if status.dialect is not Dialect.LMSTUDIO_04:
         st.info("Only LM Studio 0.4's native API reports the server's own figures; this "
                 "server does not, so ATOM's own measurement is all there is.")

@@ -162,9 +162,8 @@ def test_date_filter(seeded: list[dict[str, Any]]) -> None:
 def test_an_empty_history_says_so(mock: respx.MockRouter) -> None:
     mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
     at = open_stats()
-    assert "No runs yet" in at.info[0].value
-    assert "No runs match" in at.info[1].value
-    assert not at.get("plotly_chart")
+    assert [i.value for i in at.info][0].startswith("No runs yet")
+    assert len(at.info) == 1 and not at.get("plotly_chart")
 
 
 def test_live_panel_while_runs_arrive(mock: respx.MockRouter, isolated_env: Path) -> None:
@@ -289,3 +288,15 @@ def test_arena_round_timelines_side_by_side(seeded: list[dict[str, Any]],
     captions = [c.value for c in at.caption]
     assert any(c.startswith("A: m1 · token 2") for c in captions)
     assert any(c.startswith("B: m2 · token 2") for c in captions)
+
+
+def test_no_server_is_one_sentence_on_the_sweep_and_server_tabs(
+        isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATOM_SERVER_URL", "http://127.0.0.1:9")  # nothing listens there
+    at = open_stats("Concurrency sweep")
+    assert at.main.error[0].value.startswith("Can't reach a model server at")
+    (run,) = [b for b in at.button if b.label == "Run sweep"]
+    assert run.disabled
+    at = open_stats("Server vs ATOM")
+    assert at.main.error[0].value.startswith("Can't reach a model server at")
+    assert not [b for b in at.button if b.label == "Measure with server stats"]
