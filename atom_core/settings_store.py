@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 from .client import ServerStatus
 from .config import normalize_base_url
 from .errors import AtomError
-from .store import HistoryStore
+from .store import HistoryStore, _atomic_write_json
 from .types import SamplingOptions
 
 try:
@@ -247,20 +246,12 @@ def make_preset(name: str, **values: Any) -> SamplingPreset:
 
 
 def _write_private_json(path: Path, data: object) -> None:
-    """Atomic write, mode 0600 (mkstemp creates the temp file 0600; chmod again in case)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """The store's atomic write (temp file, fsync, os.replace): mkstemp creates the temp file
+    mode 0600, and the rename keeps it; the folder is made 0700 like the store's."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # the umask may have widened mkdir's mode
+    _atomic_write_json(path, data)
 
 
 class SettingsStore:
