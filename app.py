@@ -93,5 +93,8 @@ def store_notices(box: st.delta_generator.DeltaGenerator, shown: set[str]) -> No
 sidebar()
 notices, shown = st.container(), set[str]()
 store_notices(notices, shown)
-st.navigation(PAGES).run()
+navigation = st.navigation(PAGES)
+if return_to := st.session_state.pop("_atom_return_to", None):
+    st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see _ui.py
+navigation.run()
 store_notices(notices, shown)  # a file found damaged while the page ran

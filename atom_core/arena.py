@@ -345,13 +345,20 @@ class ArenaRound:
     def positions(self) -> tuple[int, ...]:
         return self.order or tuple(range(len(self.slots)))
 
-    def label_at(self, position: int) -> str:
-        """The column title at a display position."""
-        slot = self.slots[self.positions[position]]
+    def title_at(self, position: int) -> str:
+        """The column title at a display position: "Response 2" when blind, else "Model A"."""
         if self.blind:
-            name = f"Response {position + 1}"
-            return name if self.hidden else f"{name} · Model {slot.label}: {slot.model}"
-        return f"Model {slot.label} · {slot.model}"
+            return f"Response {position + 1}"
+        return f"Model {self.slots[self.positions[position]].label}"
+
+    def subtitle_at(self, position: int) -> str:
+        """Who wrote it, once that may be shown: "qwen3-4b", or "Model A · qwen3-4b" in a
+        revealed blind round; "" while hidden."""
+        if self.hidden:
+            return ""
+        slot = self.slots[self.positions[position]]
+        name = slot.contestant
+        return f"Model {slot.label} · {name}" if self.blind else name
 
     def short_label(self, slot_index: int) -> str:
         """How a vote button names a slot: by position when hidden."""

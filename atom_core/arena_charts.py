@@ -9,12 +9,17 @@ import plotly.graph_objects as go
 
 from .ratings import Rating
 
-COLUMNS = ["Model", "Rating (BT)", "BT 95% CI", "Elo", "Elo 95% CI", "Win rate", "Battles",
-           "W / T / L", "Rounds", "All bad", "Median TTFT (s)", "Median tok/s"]
+COLUMNS = ["Model", "BT", "BT 95% CI", "Elo", "Elo 95% CI", "Win rate", "Battles", "W/T/L",
+           "All bad", "TTFT p50 (s)", "tok/s p50"]
+MIN_ROUNDS_FOR_CI = 3  # fewer voted rounds: every resample is nearly the same, so say so
 
 
-def _ci(low: float | None, high: float | None) -> str:
-    return f"{low:.0f}–{high:.0f}" if low is not None and high is not None else ""
+def _ci(low: float | None, high: float | None, rounds: int) -> str:
+    if low is None or high is None:
+        return ""
+    if rounds < MIN_ROUNDS_FOR_CI:
+        return "more votes needed"
+    return f"{low:.0f}–{high:.0f}"
 
 
 def leaderboard_frame(board: Sequence[Rating]) -> pd.DataFrame:
@@ -22,19 +27,19 @@ def leaderboard_frame(board: Sequence[Rating]) -> pd.DataFrame:
     rows = []
     for r in board:
         rec = r.record
+        voted = rec.rounds - rec.all_bad
         rows.append({
             "Model": r.contestant,
-            "Rating (BT)": round(r.bt) if r.bt is not None else None,
-            "BT 95% CI": _ci(r.bt_low, r.bt_high),
+            "BT": round(r.bt) if r.bt is not None else None,
+            "BT 95% CI": _ci(r.bt_low, r.bt_high, voted),
             "Elo": round(r.elo) if r.elo is not None else None,
-            "Elo 95% CI": _ci(r.elo_low, r.elo_high),
+            "Elo 95% CI": _ci(r.elo_low, r.elo_high, voted),
             "Win rate": r.win_rate,
             "Battles": rec.battles,
-            "W / T / L": f"{rec.wins} / {rec.ties} / {rec.losses}",
-            "Rounds": rec.rounds,
+            "W/T/L": f"{rec.wins}/{rec.ties}/{rec.losses}",
             "All bad": rec.all_bad,
-            "Median TTFT (s)": r.ttft_p50_s,
-            "Median tok/s": r.tps_p50,
+            "TTFT p50 (s)": r.ttft_p50_s,
+            "tok/s p50": r.tps_p50,
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -43,12 +48,15 @@ def speed_vs_win_rate(board: Sequence[Rating]) -> go.Figure:
     """Median decode tok/s (x) against pairwise win rate (y), one bubble per contestant sized by
     its battles. Contestants without a speed or a win rate are left out."""
     points = [r for r in board if r.tps_p50 is not None and r.win_rate is not None]
+    xs = [float(r.tps_p50) for r in points if r.tps_p50 is not None]
+    pad = max((max(xs) - min(xs)) * 0.15, 1.0) if xs else 1.0
     fig = go.Figure(go.Scatter(
         x=[r.tps_p50 for r in points],
         y=[r.win_rate for r in points],
         mode="markers+text",
         text=[r.contestant for r in points],
         textposition="top center",
+        cliponaxis=False,
         marker={"size": [12 + 2 * min(r.record.battles, 100) ** 0.5 for r in points],
                 "color": "#4338ca", "opacity": 0.75},
         customdata=[[r.bt, r.record.battles, r.ttft_p50_s] for r in points],
@@ -60,7 +68,9 @@ def speed_vs_win_rate(board: Sequence[Rating]) -> go.Figure:
     fig.update_layout(
         xaxis_title="Median decode speed (tok/s) — faster →",
         yaxis_title="Win rate (pairwise, ties ½)", yaxis_tickformat=".0%",
-        yaxis_range=[-0.05, 1.1], height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis_range=[-0.05, 1.12], height=380,
+        xaxis_range=[min(xs) - pad, max(xs) + pad] if xs else None,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
         title="Fast and good sits top right",
     )
     return fig

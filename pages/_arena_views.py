@@ -85,17 +85,33 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     key = f"arena_model_{i}"
     if st.session_state.get(key) not in by_key:
         st.session_state[key] = arena.default_models(llms, i + 1)[i]
+    # Labels without the load state: the browser keeps showing a selected option's old label
+    # when only its text changes, so the state goes in the caption below.
     model = st.selectbox(f"Model {label}", list(by_key), key=key, label_visibility="collapsed",
-                         format_func=lambda k: ui.model_label(by_key[k]),
-                         persist_state=KEEP,
-                         help=f"{ui.LOADED} loaded · {ui.NOT_LOADED} not loaded: the Arena "
-                         "loads it before the race, so loading never counts in TTFT.")
+                         format_func=lambda k: _model_name(by_key[k]), persist_state=KEEP)
     with st.popover("Settings", icon=":material/tune:", use_container_width=True):
         options, load_config = _slot_settings(i, listing)
     setup = SlotSetup(server=url, model=model, options=options, load_config=load_config)
+    st.caption(_slot_state(by_key[model], listing), help=HELP["load"])
     if setup.contestant != model:
         st.caption(setup.contestant.removeprefix(model).strip(" ()"))
     return setup, by_key.get(model)
+
+
+def _model_name(m: ModelInfo) -> str:
+    extra = " · ".join(x for x in (m.params, m.quantization) if x)
+    return f"{m.name}  ({extra})" if extra else m.name
+
+
+def _slot_state(m: ModelInfo, listing: ModelList) -> str:
+    if not m.load_state_known:
+        return "Load state unknown (OpenAI-compatible server)"
+    if m.is_loaded:
+        ctx = m.loaded_instances[0].config.get("context_length") if m.loaded_instances else None
+        return f"{ui.LOADED} Loaded" + (f" · context {ctx:,}" if ctx else "")
+    if listing.dialect.can_manage_models:
+        return f"{ui.NOT_LOADED} Not loaded: the Arena loads it before the race"
+    return f"{ui.NOT_LOADED} Not loaded: it loads on first use, inside its TTFT"
 
 
 def _slot_settings(i: int, listing: ModelList) -> tuple[SamplingOptions, LoadConfig]:
@@ -182,7 +198,9 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
     for position, column in enumerate(st.columns(len(rnd.slots), border=True)):
         s = rnd.slots[rnd.positions[position]]
         with column:
-            st.markdown(f"#### {rnd.label_at(position)}")
+            st.markdown(f"#### {rnd.title_at(position)}")
+            if subtitle := rnd.subtitle_at(position):
+                st.caption(subtitle)
             if s.state == "error":
                 st.error(s.error, icon=":material/error:")
             elif s.state == "stopped":
@@ -226,39 +244,38 @@ def _reveal(store: ui.HistoryStore, rnd: ArenaRound) -> None:
 
 
 def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
-    cols = st.columns([4, 1], vertical_alignment="bottom")
-    with cols[0]:
-        if rnd.vote is not None:
-            blind = " (voted blind)" if rnd.vote.blind else ""
-            st.success(f"Your vote: {rnd.vote_sentence}{blind}. It counts on the Leaderboard.",
-                       icon=":material/how_to_vote:")
-        elif any(s.state == "running" for s in rnd.slots):
-            pass
-        else:
-            st.markdown("**Which answer is better?**")
-            buttons = st.columns(len(rnd.slots) + 2)
-            for position, i in enumerate(rnd.positions):
-                buttons[position].button(
-                    f"{rnd.short_label(i)} wins", key=f"vote-{rnd.id}-{position}",
-                    on_click=_vote, args=(store, rnd, "win", i), use_container_width=True,
-                    type="primary" if presenter else "secondary")
-            buttons[-2].button("Tie", key=f"vote-{rnd.id}-tie", on_click=_vote,
-                               args=(store, rnd, "tie", None), use_container_width=True)
-            buttons[-1].button("All bad", key=f"vote-{rnd.id}-bad", on_click=_vote,
-                               args=(store, rnd, "all_bad", None), use_container_width=True,
-                               help="None is good enough: not counted in the ratings.")
-    with cols[1]:
-        if rnd.hidden:
-            st.button("Reveal", icon=":material/visibility:", use_container_width=True,
-                      on_click=_reveal, args=(store, rnd), key=f"reveal-{rnd.id}",
-                      help="Show which model wrote which reply, without voting.")
-        with st.popover("Export", icon=":material/download:", use_container_width=True):
-            _downloads("arena", rnd.ts, rnd.id, [
-                ("Markdown report", "md", "text/markdown", lambda: report.round_markdown(rnd)),
-                ("HTML report", "html", "text/html", lambda: report.round_html(rnd)),
-                ("Records (CSV)", "csv", "text/csv", lambda: report.round_csv(rnd)),
-                ("Records (JSON)", "json", "application/json", lambda: report.round_json(rnd)),
-            ])
+    if rnd.vote is not None:
+        blind = " (voted blind)" if rnd.vote.blind else ""
+        st.success(f"Your vote: {rnd.vote_sentence}{blind}. It counts on the Leaderboard.",
+                   icon=":material/how_to_vote:")
+    elif not any(s.state == "running" for s in rnd.slots):
+        st.markdown("**Which answer is better?**")
+        buttons = st.columns(len(rnd.slots) + 2)
+        for position, i in enumerate(rnd.positions):
+            name = rnd.short_label(i)
+            buttons[position].button(
+                name, key=f"vote-{rnd.id}-{position}", on_click=_vote,
+                args=(store, rnd, "win", i), use_container_width=True,
+                type="primary" if presenter else "secondary",
+                icon=":material/thumb_up:", help=f"Vote: {name} gave the best answer.")
+        buttons[-2].button("Tie", key=f"vote-{rnd.id}-tie", on_click=_vote,
+                           args=(store, rnd, "tie", None), use_container_width=True,
+                           help="Equally good: a draw between every pair.")
+        buttons[-1].button("All bad", key=f"vote-{rnd.id}-bad", on_click=_vote,
+                           args=(store, rnd, "all_bad", None), use_container_width=True,
+                           help="None is good enough: not counted in the ratings.")
+    tools = st.columns([3, 1, 1] if rnd.hidden else [4, 1], vertical_alignment="center")
+    if rnd.hidden:
+        tools[1].button("Reveal", icon=":material/visibility:", use_container_width=True,
+                        on_click=_reveal, args=(store, rnd), key=f"reveal-{rnd.id}",
+                        help="Show which model wrote which reply, without voting.")
+    with tools[-1].popover("Export", icon=":material/download:", use_container_width=True):
+        _downloads("arena", rnd.ts, rnd.id, [
+            ("Markdown report", "md", "text/markdown", lambda: report.round_markdown(rnd)),
+            ("HTML report", "html", "text/html", lambda: report.round_html(rnd)),
+            ("Records (CSV)", "csv", "text/csv", lambda: report.round_csv(rnd)),
+            ("Records (JSON)", "json", "application/json", lambda: report.round_json(rnd)),
+        ])
 
 
 def _downloads(kind: str, ts: float, key: str,
@@ -289,19 +306,25 @@ def leaderboard(store: ui.HistoryStore) -> None:
     frame = arena_charts.leaderboard_frame(board)
     cc = st.column_config
     st.dataframe(frame, hide_index=True, use_container_width=True, column_config={
-        "Rating (BT)": cc.NumberColumn(help="Bradley–Terry rating on the Elo scale (1000 = "
-                                       "average): from all votes at once, order does not matter."),
-        "BT 95% CI": cc.TextColumn(help="95% interval from 500 bootstrap resamples of the rounds: "
-                                   "overlapping intervals mean the votes can't tell them apart."),
-        "Elo": cc.NumberColumn(help="Elo rating, votes replayed in time order (K = 32, start "
-                               "1000)."),
+        "Model": cc.TextColumn(width="medium"),
+        "BT": cc.NumberColumn(width="small", help="Bradley–Terry rating on the Elo scale "
+                              "(1000 = average), from all votes at once: order doesn't matter."),
+        "BT 95% CI": cc.TextColumn(help="95% interval from 500 bootstrap resamples of the "
+                                   "rounds: overlapping intervals mean the votes can't tell the "
+                                   "models apart yet."),
+        "Elo": cc.NumberColumn(width="small", help="Elo rating, votes replayed in time order "
+                               "(K = 32, start 1000)."),
+        "Elo 95% CI": cc.TextColumn(help="95% interval from the same bootstrap resamples."),
         "Win rate": cc.ProgressColumn(min_value=0.0, max_value=1.0, format="percent",
                                       help="Pairwise: a win beats every other reply in its round, "
                                       "a tie is half a win each. 50% = as good as the field."),
-        "Battles": cc.NumberColumn(help="Pairwise comparisons it took part in."),
-        "All bad": cc.NumberColumn(help="Rounds voted “all bad”: left out of the ratings."),
-        "Median TTFT (s)": cc.NumberColumn(format="%.2f", help=HELP["ttft"]),
-        "Median tok/s": cc.NumberColumn(format="%.1f", help=HELP["tps"]),
+        "Battles": cc.NumberColumn(width="small",
+                                   help="Pairwise comparisons it took part in."),
+        "W/T/L": cc.TextColumn(width="small", help="Pairwise wins / ties / losses."),
+        "All bad": cc.NumberColumn(width="small", help="Rounds voted “all bad”: left out of the "
+                                   "ratings."),
+        "TTFT p50 (s)": cc.NumberColumn(format="%.2f", width="small", help=HELP["ttft"]),
+        "tok/s p50": cc.NumberColumn(format="%.1f", width="small", help=HELP["tps"]),
     })
     st.plotly_chart(arena_charts.speed_vs_win_rate(board), use_container_width=True)
     st.caption("How votes count: the winner beats every other reply in the round; a tie is a "

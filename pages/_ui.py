@@ -140,6 +140,18 @@ def selected_model() -> str | None:
     return str(value) if value else None
 
 
+def require_app_shell(page: str) -> None:
+    """Call first in a page script. Opening a page's own URL (a bookmark of /arena) on a server
+    that has not run app.py yet runs that page alone: Streamlit starts in its legacy mode for a
+    `pages/` folder until app.py calls st.navigation, so there is no sidebar, no wide layout,
+    and a second page list. This sends the session through app.py, which comes back to `page`."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        st.session_state["_atom_return_to"] = page
+        st.switch_page("app.py")
+
+
 def show_error(error: AtomError) -> None:
     st.error(error.sentence, icon=":material/error:")
 

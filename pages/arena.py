@@ -18,6 +18,7 @@ from pages import _ui as ui
 REDRAW_S = 0.08  # about 12 redraws a second across all columns
 VIEWS = ["Race", "Leaderboard", "Prompt sets"]
 
+ui.require_app_shell("pages/arena.py")
 store = ui.store()
 
 
@@ -44,11 +45,12 @@ def header() -> tuple[str, bool, bool]:
     return str(view or "Race"), presenter, blind or presenter
 
 
-def live_label(race: ArenaRace, position: int) -> str:
+def live_title(race: ArenaRace, position: int) -> tuple[str, str]:
+    """Title and subtitle of a column while it streams (no names when blind)."""
     if race.blind:
-        return f"Response {position + 1}"
+        return f"Response {position + 1}", ""
     i = race.order[position]
-    return f"Model {arena.SLOT_LABELS[i]} · {race.setups[i].model}"
+    return f"Model {arena.SLOT_LABELS[i]}", race.setups[i].contestant
 
 
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
@@ -64,7 +66,10 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
     lives, bodies = [], []
     for position, column in enumerate(st.columns(len(setups), border=True)):
         with column:
-            st.markdown(f"#### {live_label(race, position)}")
+            title, subtitle = live_title(race, position)
+            st.markdown(f"#### {title}")
+            if subtitle:
+                st.caption(subtitle)
             lives.append(st.empty())
             bodies.append(st.empty())
     try:
@@ -106,14 +111,15 @@ else:
     system = views.system_prompt(presenter)
     prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
                            disabled=not setups)
-    if prompt and setups:
-        run_race(prompt, system, setups, models, blind)
-    else:
-        shown = views.current_round(store)
-        if shown is None:
-            st.info("Type a prompt below: every model above answers it at the same moment, side "
-                    "by side, and you see which is faster. Turn on **Blind** to judge the "
+    # One slot for the whole round, so a new race replaces the last one at once (no stale vote
+    # buttons from the previous round under the live columns).
+    with st.empty().container():
+        if prompt and setups:
+            run_race(prompt, system, setups, models, blind)
+        elif (shown := views.current_round(store)) is not None:
+            views.draw_round(store, shown, presenter)
+        else:
+            st.info("Type a prompt below: every model above answers it at the same moment, "
+                    "side by side, and you see which is faster. Turn on **Blind** to judge the "
                     "answers without knowing who wrote them, then vote; the votes build the "
                     "**Leaderboard**.", icon=":material/sports_score:")
-        else:
-            views.draw_round(store, shown, presenter)

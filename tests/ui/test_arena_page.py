@@ -51,12 +51,14 @@ def open_arena(mock: respx.MockRouter, listing: dict[str, Any] = MODELS) -> AppT
 
 
 def reply_columns(at: AppTest) -> dict[str, list[str]]:
-    """Column title -> the markdown shown under it, for the reply columns."""
+    """Column title (plus its caption, when names are shown) -> the markdown under it."""
     out = {}
     for col in at.columns:
         texts = [str(m.value) for m in col.markdown]
         if texts and texts[0].startswith("#### "):
-            out[texts[0][5:]] = texts[1:]
+            captions = [str(c.value) for c in col.caption]
+            title = texts[0][5:] + (f" · {captions[0]}" if captions else "")
+            out[title] = texts[1:]
     return out
 
 
@@ -87,7 +89,7 @@ def test_a_three_slot_race_puts_each_reply_in_its_own_column(mock: respx.MockRou
     assert next(m for m in at.markdown if m.value == "TTFT").help == arena.HELP["ttft"]
     assert "Q8_0" in names
     assert [b.label for b in at.button if b.key and b.key.startswith("vote-")] == [
-        "Model A wins", "Model B wins", "Model C wins", "Tie", "All bad"]
+        "Model A", "Model B", "Model C", "Tie", "All bad"]
 
 
 def test_a_failing_slot_shows_its_error_and_the_others_finish(mock: respx.MockRouter,
@@ -143,8 +145,8 @@ def test_blind_vote_is_saved_reveals_names_and_moves_the_leaderboard(
     voted = arena.load_rounds(store)[0]
     assert voted.vote is not None and voted.vote.outcome == "win"
     assert voted.vote.winner == winner_slot and voted.vote.blind
-    assert any(f"Model {arena.SLOT_LABELS[winner_slot]}: {winner}" in t
-               for t in reply_columns(at))  # revealed
+    assert f"Response 2 · Model {arena.SLOT_LABELS[winner_slot]} · {winner}" in reply_columns(
+        at)  # revealed
     assert any("Your vote" in str(s.value) for s in at.success)
 
     at.segmented_control(key="arena_view").set_value("Leaderboard").run()
@@ -152,8 +154,9 @@ def test_blind_vote_is_saved_reveals_names_and_moves_the_leaderboard(
     board = at.dataframe[0].value
     assert list(board["Model"])[0] == winner
     top = board.iloc[0]
-    assert top["W / T / L"] == "2 / 0 / 0" and top["Battles"] == 2 and top["Win rate"] == 1.0
-    assert top["Rating (BT)"] > board.iloc[1]["Rating (BT)"]
+    assert top["W/T/L"] == "2/0/0" and top["Battles"] == 2 and top["Win rate"] == 1.0
+    assert top["BT"] > board.iloc[1]["BT"] and top["Elo"] == 1031  # 1000 + 16 + 14.53, two wins in a row
+    assert top["BT 95% CI"] == "more votes needed"
 
 
 def test_leaderboard_without_votes_says_how_to_get_some(mock: respx.MockRouter) -> None:

@@ -209,7 +209,7 @@ def test_the_round_is_saved_with_runs_votes_and_reveal(double: DoubleServer,
     rnd = run_to_end(race(client, store, setups, prompt="Which?", system_prompt="Be brief.",
                           blind=True))
     assert rnd.hidden and sorted(rnd.order) == [0, 1]
-    assert rnd.label_at(0) == "Response 1" and "m/" not in rnd.label_at(1)
+    assert rnd.title_at(0) == "Response 1" and rnd.subtitle_at(1) == ""
     (saved,) = arena.load_rounds(store)
     assert saved == rnd
     assert saved.prompt == "Which?" and saved.system_prompt == "Be brief."
@@ -224,7 +224,7 @@ def test_the_round_is_saved_with_runs_votes_and_reveal(double: DoubleServer,
     assert voted.vote is not None and voted.vote.blind and not voted.hidden
     (reloaded,) = arena.load_rounds(store)
     assert reloaded.vote == voted.vote and reloaded.vote_sentence == "Model B (m/b) wins"
-    assert "Model B: m/b" in reloaded.label_at(reloaded.positions.index(1))
+    assert reloaded.subtitle_at(reloaded.positions.index(1)) == "Model B · m/b"
     board = arena.leaderboard([reloaded], n_boot=10)
     assert [(r.contestant, r.record.wins, r.record.losses) for r in board] == [
         ("m/b", 1, 0), ("m/a", 0, 1)]

@@ -194,3 +194,23 @@ def test_a_contestant_with_only_all_bad_votes_is_listed_unrated() -> None:
 
 def test_no_votes_no_board() -> None:
     assert leaderboard([]) == []
+
+
+def test_leaderboard_table_and_chart() -> None:
+    from atom_core.arena_charts import leaderboard_frame, speed_vs_win_rate
+
+    votes = some_votes(12)
+    board = leaderboard(votes, speeds={"strong": (0.3, 20.0), "middle": (0.1, 60.0)}, n_boot=20)
+    frame = leaderboard_frame(board)
+    assert list(frame["Model"]) == [r.contestant for r in board]
+    first = frame.iloc[0]
+    rec = board[0].record
+    assert first["W/T/L"] == f"{rec.wins}/{rec.ties}/{rec.losses}"
+    assert "–" in first["BT 95% CI"] and first["BT"] == round(board[0].bt or 0)
+    few = leaderboard_frame(leaderboard(votes[:2], n_boot=5))
+    assert set(few["BT 95% CI"]) == {"more votes needed"}
+    fig = speed_vs_win_rate(board)
+    (trace,) = fig.data
+    assert list(trace.text) == ["strong", "middle"]  # "weak" has no speed: left out
+    assert list(trace.x) == [20.0, 60.0]
+    assert list(trace.y) == [board[0].win_rate, board[1].win_rate]
