@@ -155,7 +155,8 @@ def test_blind_vote_is_saved_reveals_names_and_moves_the_leaderboard(
     assert list(board["Model"])[0] == winner
     top = board.iloc[0]
     assert top["W/T/L"] == "2/0/0" and top["Battles"] == 2 and top["Win rate"] == 1.0
-    assert top["BT"] > board.iloc[1]["BT"] and top["Elo"] == 1031  # 1000 + 16 + 14.53, two wins in a row
+    assert top["BT"] > board.iloc[1]["BT"]
+    assert top["Elo"] == 1031  # two wins in a row: 1000 + 16 + 14.53
     assert top["BT 95% CI"] == "more votes needed"
 
 
