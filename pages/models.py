@@ -10,6 +10,8 @@ from atom_core.errors import AtomError
 from atom_core.types import ModelList
 from pages import _ui as ui
 
+ui.require_app_shell("pages/models.py")
+
 TRISTATE = {None: "server default", True: "on", False: "off"}
 GPU_CHOICES = ["", "max", "off", "0.25", "0.5", "0.75"]
 

@@ -13,6 +13,8 @@ from atom_core.client import LMStudioClient
 from atom_core.model_admin import human_bytes
 from pages import _ui as ui
 
+ui.require_app_shell("pages/settings.py")
+
 NEW = ""  # the "new ..." choice in the edit pickers
 store = ui.store()
 settings = ui.settings_store()
