@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from .stats import Overview
 from .sweep import SweepTarget
 
 FALLBACK_COLOR = "#6a6a6a"
-HEIGHT = 460  # tall enough for a legend of twenty models
+HEIGHT = 480  # tall enough for a legend of twenty models
 FONT = "Source Sans Pro, sans-serif"
 MAX_TEXT_LABELS = 10  # label points on the speed map only while they stay readable
 
@@ -35,13 +36,20 @@ def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = HEIGHT,
         showlegend=legend,
         # A column on the right: twenty models stay readable without squashing the plot.
         legend={"orientation": "v", "yanchor": "top", "y": 1, "x": 1.01, "xanchor": "left",
-                "font": {"size": 11}, "tracegroupgap": 0, "itemclick": "toggleothers",
+                "font": {"size": 10}, "tracegroupgap": 0, "itemclick": "toggleothers",
                 "itemdoubleclick": "toggle"},
         hoverlabel={"namelength": -1},
     )
     fig.update_xaxes(title_text=x, zeroline=False)
     fig.update_yaxes(title_text=y, zeroline=False)
     return fig
+
+
+def _figure(traces: list[dict[str, Any]]) -> go.Figure:
+    """A figure from plain trace dicts, without plotly's per-property validation (most of the
+    cost of building a figure). The unit tests re-validate every figure these functions
+    return, so a misspelt property still fails a test."""
+    return go.Figure(data=traces, _validate=False)
 
 
 def _color(colors: Mapping[str, str], model: str) -> str:
@@ -67,13 +75,14 @@ def _by_model(frame: pd.DataFrame,
 def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
     """Each model as a bubble: median TTFT across, median decode tok/s up, size = runs.
     Top left is best: quick to start and fast to write."""
-    traces = []
+    traces: list[dict[str, Any]] = []
     data = summary.dropna(subset=["ttft_p50_s", "decode_tps_p50"])
     label = len(data) <= MAX_TEXT_LABELS
     biggest = float(data["runs"].max()) if len(data) else 1.0
     for row in data.itertuples(index=False):
         size = 14 + 26 * float(np.sqrt(row.runs / biggest))
-        traces.append(go.Scatter(
+        traces.append(dict(
+            type="scatter",
             x=[row.ttft_p50_s], y=[row.decode_tps_p50], name=row.model, legendgroup=row.model,
             mode="markers+text" if label else "markers",
             text=[row.model] if label else None, textposition="top center",
@@ -85,7 +94,7 @@ def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
                 "<br>%{y:.1f} tok/s median<br>end-to-end median %{customdata[2]:.2f} s"
                 "<br>%{customdata[0]} runs, %{customdata[3]:.1%} errors<extra></extra>"),
         ))
-    fig = go.Figure(data=traces)
+    fig = _figure(traces)
     _layout(fig, title="Speed map: top left is best (quick to start, fast to write)",
             x="Median time to first token (s), lower is better",
             y="Median decode speed (tok/s)", height=520, legend=not label)
@@ -97,16 +106,17 @@ def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
 def ttft_box(box: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
     """TTFT distribution per model from precomputed quantiles (stats.box_stats): the box spans
     p25-p75 with the median inside, whiskers reach p5 and p95. Quickest model on top."""
-    traces = []
+    traces: list[dict[str, Any]] = []
     for row in box.iloc[::-1].itertuples(index=False):  # plotly draws the first row lowest
-        traces.append(go.Box(
-            y=[row.model], q1=[row.p25], median=[row.p50], q3=[row.p75],
+        color = _color(colors, row.model)
+        traces.append(dict(
+            type="box", y=[row.model], q1=[row.p25], median=[row.p50], q3=[row.p75],
             lowerfence=[row.p5], upperfence=[row.p95], orientation="h", name=row.model,
-            marker_color=_color(colors, row.model), fillcolor=_tint(_color(colors, row.model)),
-            line={"width": 2}, boxpoints=False,  # a light box, so its median line shows
+            marker={"color": color}, line={"color": color, "width": 2},
+            fillcolor=_tint(color), boxpoints=False,  # a light box, so its median shows
             hoverinfo="x+name",
         ))
-    fig = go.Figure(data=traces)
+    fig = _figure(traces)
     _layout(fig, title="Time to first token: box p25-p75, line median, whiskers p5-p95",
             x="Time to first token (s)", y="", height=max(HEIGHT, 60 + 26 * len(box)),
             legend=False)
@@ -117,16 +127,17 @@ def ttft_box(box: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
 def tps_over_time(buckets: pd.DataFrame, bucket_s: int, colors: Mapping[str, str],
                   order: Sequence[str] | None = None) -> go.Figure:
     """Median decode tok/s per model per time bucket (stats.tps_over_time)."""
-    traces = []
+    traces: list[dict[str, Any]] = []
     for model, part in _by_model(buckets, order):
-        traces.append(go.Scatter(
+        traces.append(dict(
+            type="scatter",
             x=part["time"], y=part["tps_p50"], name=str(model), legendgroup=str(model),
             mode="lines+markers", line={"color": _color(colors, str(model)), "width": 2},
             marker={"size": 5}, customdata=part[["runs"]].to_numpy(),
             hovertemplate="<b>%{fullData.name}</b><br>%{x}<br>%{y:.1f} tok/s median of "
                           "%{customdata[0]} runs<extra></extra>",
         ))
-    fig = go.Figure(data=traces)
+    fig = _figure(traces)
     _layout(fig, title=f"Decode speed over time (median per {_bucket_name(bucket_s)})",
             x="", y="Decode tok/s")
     fig.update_yaxes(rangemode="tozero")
@@ -150,12 +161,13 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
 
     `trend_label` is formatted with intercept, slope, slope_ms (slope x 1000) and
     per_second (1 / slope) for the line's hover text and legend."""
-    traces = []
+    traces: list[dict[str, Any]] = []
     lines = {str(r.model): r for r in trends.itertuples(index=False)}
     for name, part in _by_model(sample, order):
         color = _color(colors, name)
         line = lines.get(name)
-        traces.append(go.Scatter(
+        traces.append(dict(
+            type="scatter",
             x=part[x], y=part[y], name=name, legendgroup=name, mode="markers",
             showlegend=line is None,  # the legend shows the model's line when it has one
             marker={"color": color, "size": 5, "opacity": 0.45},
@@ -168,13 +180,14 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
             intercept=line.intercept, slope=line.slope, slope_ms=line.slope * 1000,
             per_second=(1 / line.slope) if line.slope > 0 else float("inf"))
         xs = [line.x_min, line.x_max]
-        traces.append(go.Scatter(
+        traces.append(dict(
+            type="scatter",
             x=xs, y=[line.intercept + line.slope * v for v in xs], name=name,
             legendgroup=name, mode="lines", line={"color": color, "width": 2.5},
             hovertemplate=f"<b>{name}</b><br>trend: {text} (fitted on {line.n} runs)"
                           "<extra></extra>",
         ))
-    fig = go.Figure(data=traces)
+    fig = _figure(traces)
     _layout(fig, title=title, x=x_title, y=y_title)
     fig.update_xaxes(rangemode="tozero")
     fig.update_yaxes(rangemode="tozero")
@@ -185,20 +198,21 @@ def tokens_histogram(hist: pd.DataFrame, colors: Mapping[str, str],
                      order: Sequence[str] | None = None) -> go.Figure:
     """Output tokens per request: each model's share of runs per bin, as a step outline (so
     many models stay readable on one chart)."""
-    traces = []
+    traces: list[dict[str, Any]] = []
     for name, part in _by_model(hist, order):
         centres = (part["left"] + part["right"]) / 2
         ranges = [f"{lo:.0f}+" if over else f"{lo:.0f}-{hi:.0f}"
                   for lo, hi, over in zip(part["left"], part["right"], part["overflow"],
                                           strict=True)]
-        traces.append(go.Scatter(
+        traces.append(dict(
+            type="scatter",
             x=centres, y=part["share"], name=name, legendgroup=name, mode="lines",
             line={"color": _color(colors, name), "width": 2, "shape": "hvh"},
             customdata=np.column_stack([ranges, part["count"].to_numpy()]),
             hovertemplate=f"<b>{name}</b><br>%{{customdata[0]}} tokens: %{{customdata[1]}} "
                           "runs (%{y:.1%})<extra></extra>",
         ))
-    fig = go.Figure(data=traces)
+    fig = _figure(traces)
     _layout(fig, title="Tokens per request", x="Output tokens", y="Share of the model's runs")
     fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return fig

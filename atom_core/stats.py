@@ -148,37 +148,87 @@ def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:
 # -- caching the frame between reruns -----------------------------------------------------------
 
 
-class RunsCache:
-    """Keeps the last runs frame per store and rebuilds it only when the runs table changed.
+@dataclass(slots=True)
+class _Cached:
+    fingerprint: object
+    version: int
+    frame: pd.DataFrame
+    base: pd.DataFrame | None = None  # rows of every shard but the newest (TinyDB layout)
+    base_shards: tuple[tuple[str, int, int], ...] = ()
 
-    The fingerprint is the runs shard files' (name, mtime_ns, size) when the store keeps
-    them in `<data_dir>/tables/runs` (the TinyDB layout), which costs a directory scan instead
-    of reading 100k rows; other backends fall back to (row count, last id). Each rebuild gets a
-    new `version`, a cheap key for caching what is computed from the frame. Thread-safe.
+
+class RunsCache:
+    """Keeps the last runs frame per store and rebuilds only what changed.
+
+    For the TinyDB store (runs in `<data_dir>/tables/runs/NNNNNN.json`, append-only shards, see
+    atom_core.store) the fingerprint is the shard files' (name, mtime_ns, size): a directory
+    scan instead of reading 100k rows. When only the newest shard changed or new shards were
+    added (runs being recorded), only those files are parsed and appended to the frame of the
+    older shards, so a live panel can refresh every few seconds at any history size. Anything
+    unexpected (a file that will not parse) falls back to `store.runs()`, which also moves a
+    damaged file aside with a warning. Other backends are keyed
+    on (row count, last id). Each rebuild gets a new `version`, a cheap key for caching what is
+    computed from the frame. Thread-safe.
     """
 
     def __init__(self) -> None:
         self._lock = Lock()
-        self._cached: dict[str, tuple[object, int, pd.DataFrame]] = {}
+        self._cached: dict[str, _Cached] = {}
         self._versions = 0
+        self.full_builds = 0  # how often the whole history was read (for tests and benches)
 
     def snapshot(self, store: HistoryStore) -> tuple[int, pd.DataFrame]:
         """(version, frame) of the store's runs now."""
+        from .store import TinyDBHistoryStore
+
         key = str(store.data_dir)
-        fingerprint: object = _shard_fingerprint(Path(store.data_dir) / "tables" / "runs")
-        rows: list[dict[str, Any]] | None = None
-        if fingerprint is None:
-            rows = store.runs()
-            fingerprint = (len(rows), rows[-1].get("id") if rows else None)
+        folder = Path(store.data_dir) / "tables" / "runs"
+        shards = _shard_fingerprint(folder) if isinstance(store, TinyDBHistoryStore) else None
         with self._lock:
             hit = self._cached.get(key)
-            if hit is not None and hit[0] == fingerprint:
-                return hit[1], hit[2]
-        df = runs_frame(store.runs() if rows is None else rows)
+            if shards is not None and hit is not None and hit.fingerprint == shards:
+                return hit.version, hit.frame
+        entry = None
+        if shards is not None:
+            entry = self._from_shards(folder, shards, hit)
+        if entry is None:
+            rows = store.runs()
+            fingerprint = shards if shards is not None else (
+                len(rows), rows[-1].get("id") if rows else None)
+            if hit is not None and shards is None and hit.fingerprint == fingerprint:
+                return hit.version, hit.frame
+            entry = _Cached(fingerprint=fingerprint, version=0, frame=runs_frame(rows))
+            self.full_builds += 1
         with self._lock:
             self._versions += 1
-            self._cached[key] = (fingerprint, self._versions, df)
-            return self._versions, df
+            entry.version = self._versions
+            self._cached[key] = entry
+            return entry.version, entry.frame
+
+    def _from_shards(self, folder: Path, shards: tuple[tuple[str, int, int], ...],
+                     hit: _Cached | None) -> _Cached | None:
+        """The frame from the shard files, reusing the older shards' frame when only newer
+        shards changed; None to ask for a full rebuild."""
+        if not shards:
+            return _Cached(fingerprint=shards, version=0, frame=runs_frame([]))
+        base_shards, newest = shards[:-1], shards[-1:]
+        if hit is not None and hit.base is not None and shards[:len(hit.base_shards)] == (
+                hit.base_shards) and len(hit.base_shards) <= len(base_shards):
+            grown = base_shards[len(hit.base_shards):]  # shards closed since the last look
+            extra = _read_shards(folder, grown)
+            if extra is None:
+                return None
+            base = _concat(hit.base, runs_frame(extra)) if extra else hit.base
+        else:
+            rows = _read_shards(folder, base_shards)
+            if rows is None:
+                return None
+            base = runs_frame(rows)
+        tail = _read_shards(folder, newest)
+        if tail is None:
+            return None
+        return _Cached(fingerprint=shards, version=0, frame=_concat(base, runs_frame(tail)),
+                       base=base, base_shards=base_shards)
 
     def frame(self, store: HistoryStore) -> pd.DataFrame:
         return self.snapshot(store)[1]
@@ -193,7 +243,7 @@ def _shard_fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...] | None:
         with os.scandir(folder) as entries:
             found = []
             for e in entries:
-                if e.name.endswith(".json") and not e.name.startswith("."):
+                if re.fullmatch(r"\d{6}\.json", e.name):
                     st = e.stat()
                     found.append((e.name, st.st_mtime_ns, st.st_size))
     except FileNotFoundError:
@@ -201,6 +251,40 @@ def _shard_fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...] | None:
     except OSError:
         return None
     return tuple(sorted(found))
+
+
+def _read_shards(folder: Path,
+                 shards: Sequence[tuple[str, int, int]]) -> list[dict[str, Any]] | None:
+    """The records of these shard files (TinyDB JSON: {"records": {doc_id: record}}), or None
+    if any file is missing or not in that shape."""
+    import json
+
+    rows: list[dict[str, Any]] = []
+    for name, _mtime, _size in shards:
+        try:
+            data = json.loads((folder / name).read_bytes() or b"{}")
+        except (OSError, ValueError):
+            return None
+        table = data.get("records", {}) if isinstance(data, dict) else None
+        if not isinstance(table, dict):
+            return None
+        rows.extend(r for r in table.values() if isinstance(r, dict))
+    return rows
+
+
+def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Two runs frames as one, categoricals kept categorical, oldest first."""
+    if b.empty:
+        return a
+    if a.empty:
+        return b
+    out = pd.concat([a, b], ignore_index=True)
+    for col in (*CATEGORY_COLUMNS, "prompt_band"):
+        if out[col].dtype != "category":
+            out[col] = out[col].astype("category")
+    if not out["ts"].is_monotonic_increasing:
+        out = out.sort_values("ts", kind="stable", ignore_index=True)
+    return out
 
 
 # -- filters ------------------------------------------------------------------------------------
@@ -550,24 +634,14 @@ class LiveSummary:
 LIVE_COLUMNS = ("model", "runs", "ttft_p50_s", "decode_tps_p50", "e2e_p50_s")
 
 
-def live_summary(rows: Sequence[Mapping[str, Any]], *, now: float,
-                 window_s: float = 300.0) -> LiveSummary:
-    """The recent part of the runs table, summarised (for a panel that refreshes itself).
-
-    Takes raw rows (newest last, as the store returns them) so only the recent tail is turned
-    into a frame."""
-    since = now - window_s
-    recent: list[Mapping[str, Any]] = []
-    for row in reversed(rows):
-        ts = row.get("ts")
-        if not isinstance(ts, int | float) or ts < since:
-            break
-        recent.append(row)
-    last = rows[-1].get("ts") if rows else None
-    ago = now - float(last) if isinstance(last, int | float) else None
-    recent.reverse()
-    return LiveSummary(window_s=window_s, runs=len(recent), last_run_ago_s=ago,
-                       per_model=model_summary(runs_frame(recent))[list(LIVE_COLUMNS)])
+def live_summary(df: pd.DataFrame, *, now: float, window_s: float = 300.0) -> LiveSummary:
+    """The last `window_s` seconds of a runs frame, summarised (for a panel that refreshes
+    itself every few seconds; RunsCache keeps the frame current cheaply)."""
+    recent = df[df["ts"] >= now - window_s]
+    last = float(df["ts"].iloc[-1]) if len(df) else None
+    return LiveSummary(window_s=window_s, runs=len(recent),
+                       last_run_ago_s=None if last is None else now - last,
+                       per_model=model_summary(recent)[list(LIVE_COLUMNS)])
 
 
 # -- token timelines ----------------------------------------------------------------------------

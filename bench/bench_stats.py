@@ -108,17 +108,18 @@ def token_offsets(rng: random.Random, tokens: int, ttft_ms: float,
     return out
 
 
-def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7) -> None:
+def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7,
+                  end: float | None = None) -> None:
     """Writes the runs with store.append_many and the conversations straight into the store's
     layout (as bench_store does); every chat run of the last `conversations` points at a
-    stored reply with a token timeline."""
+    stored reply with a token timeline. The history ends at `end` (default: now)."""
     from atom_core import store as store_mod
     from atom_core.metrics import compute_metrics
 
     rng = random.Random(seed)
     store = store_mod.TinyDBHistoryStore(data_dir)
     store.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    rows = list(realistic_runs(runs, seed=seed))
+    rows = list(realistic_runs(runs, seed=seed, end=end))
     chat_rows = [r for r in rows if r["source"] == "chat" and r["ok"]][-conversations:]
     per_shard = store._index_shard_rows
     index: dict[int, list[dict[str, Any]]] = {}

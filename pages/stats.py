@@ -54,9 +54,9 @@ def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
 
 
 @st.fragment(run_every=3)
-def live_panel(known_runs: int) -> None:
-    rows = store.runs()
-    live = stats.live_summary(rows, now=time.time())
+def live_panel(shown_version: int) -> None:
+    version, df = runs_cache().snapshot(store)  # cheap: only new shards are read
+    live = stats.live_summary(df, now=time.time())
     if not live.active:
         st.caption(":material/radio_button_unchecked: Live: nothing running. This panel "
                    "updates itself while a chat, arena, prompt set or sweep records runs.")
@@ -64,13 +64,13 @@ def live_panel(known_runs: int) -> None:
     st.markdown(f":green[:material/radio_button_checked:] **Live**: {live.runs} runs in the "
                 f"last {live.window_s / 60:.0f} min, the latest {live.last_run_ago_s:.0f} s ago")
     table(live.per_model, {c: stats.SUMMARY_COLUMNS[c] for c in stats.LIVE_COLUMNS}, key="live")
-    if len(rows) > known_runs and st.button(
-            f"Show {len(rows) - known_runs} new runs in the charts", icon=":material/sync:"):
+    if version != shown_version and st.button("Show the new runs in the charts",
+                                              icon=":material/sync:"):
         st.rerun(scope="app")
 
 
 def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> None:
-    live_panel(len(df))
+    live_panel(version)
     ov, figs = overview(version, flt, df, colors)
     if not ov.runs:
         if len(df):

@@ -25,7 +25,7 @@ CHARTS = 6  # speed map, TTFT box, tok/s over time, two scatters, tokens histogr
 @pytest.fixture
 def stats_app(double: Double, tmp_path: Path) -> Iterator[App]:
     data = tmp_path / "data"
-    build_history(data, runs=20_000, conversations=200)
+    build_history(data, runs=20_000, conversations=200, end=time.time() - 3600)
     a = start_app(double.url, data, tmp_path)
     yield a
     stop(a.process)
@@ -152,3 +152,23 @@ def test_concurrency_sweep_in_the_browser(stats_app: App, double: Double, page: 
     assert page.locator(".js-plotly-plot").count() == 1
     assert "4 parallel slots" in page.locator(".js-plotly-plot").inner_text()
     page.screenshot(path=str(OUTPUT / "stats-sweep.png"))
+
+
+def test_live_panel_moves_while_runs_are_recorded(stats_app: App, page: Any) -> None:
+    """Another process (a prompt set, the CLI) records runs: the live panel (a fragment that
+    reruns itself every 3 s) shows them without a reload, and offers to redraw the charts."""
+    open_stats(page, stats_app)
+    wait_for_charts(page, 1)
+    assert "Live: nothing running" in page.locator("[data-testid=stMain]").inner_text()
+    store = open_store(stats_app.data_dir)
+    row = {"source": "promptset", "server": "http://localhost:1234", "model": "qwen3-4b",
+           "ok": True, "state": "complete", "ttft_s": 0.2, "decode_tps": 42.0, "e2e_s": 3.0,
+           "output_tokens": 120, "prompt_tokens": 50, "tokens_source": "usage"}
+    for _ in range(3):
+        store.add_run(dict(row, ts=time.time()))
+    page.wait_for_selector("text=3 runs in the last 5 min", timeout=15_000)
+    store.add_run(dict(row, ts=time.time(), decode_tps=44.0))
+    page.wait_for_selector("text=4 runs in the last 5 min", timeout=15_000)
+    page.get_by_role("button", name="Show the new runs in the charts").click()
+    page.wait_for_selector("text=20,004", timeout=15_000)
+    assert_no_errors(page)

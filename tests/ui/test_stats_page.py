@@ -3,14 +3,12 @@ the tests read each chart's JSON spec and compare it with the frames that built 
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import respx
@@ -23,6 +21,7 @@ from atom_core.store import open_store
 from bench.bench_stats import realistic_runs
 from tests.lmstudio_double import DoubleServer, serve
 from tests.ui.conftest import new_app
+from tests.unit.test_charts import decode
 from tests.unit.test_client import NATIVE_MODELS
 
 CHARTS = ["speed_map", "ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
@@ -65,17 +64,6 @@ def chart(at: Any, key: str) -> dict[str, Any]:
     found = [e for e in at.get("plotly_chart") if e.key == key]
     assert found, f"no chart {key!r}; charts: {[e.key for e in at.get('plotly_chart')]}"
     return decode(json.loads(found[0].proto.spec))
-
-
-def decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "bdata" in value and "dtype" in value:
-            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-            return array.reshape(value["shape"]).tolist() if "shape" in value else array.tolist()
-        return {k: decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    return value
 
 
 def table_with(at: Any, column: str) -> pd.DataFrame:

@@ -269,17 +269,19 @@ def test_token_histogram_counts_shares_and_overflow() -> None:
 # -- live --------------------------------------------------------------------------------------
 
 
-def test_live_summary_reads_only_the_recent_tail() -> None:
+def test_live_summary_covers_the_recent_window() -> None:
     now = T0 + 1000
     rows = [run("old", ts=T0 - 10_000)] + [run("new", ts=now - 20 + i, tps=10.0 + i)
                                             for i in range(3)]
-    live = stats.live_summary(rows, now=now, window_s=300)
+    df = stats.runs_frame(rows)
+    live = stats.live_summary(df, now=now, window_s=300)
     assert live.runs == 3 and live.active and live.last_run_ago_s == pytest.approx(18)
     assert list(live.per_model["model"]) == ["new"]
+    assert live.per_model["decode_tps_p50"][0] == 11.0
     assert list(live.per_model.columns) == list(stats.LIVE_COLUMNS)
-    idle = stats.live_summary(rows, now=now + 3600)
-    assert idle.runs == 0 and not idle.active
-    assert not stats.live_summary([], now=now).active
+    idle = stats.live_summary(df, now=now + 3600)
+    assert idle.runs == 0 and not idle.active and idle.per_model.empty
+    assert not stats.live_summary(stats.runs_frame([]), now=now).active
 
 
 # -- token timelines ---------------------------------------------------------------------------
@@ -422,3 +424,43 @@ def test_timeline_table_takes_tokens_and_speed_from_the_stored_metrics() -> None
     assert row["gap_p50_ms"] == 100.0
     bare = stats.timeline_table([stats.Timeline(label="y", model="m", offsets_ms=(1.0, 3.0))])
     assert bare[0]["tokens"] == 2 and bare[0]["decode_tps"] == pytest.approx(500.0)
+
+
+def test_runs_cache_reads_only_new_shards_while_runs_arrive(
+        isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atom_core.store import TinyDBHistoryStore
+
+    store = TinyDBHistoryStore(isolated_env, shard_rows=10)
+    store.append_many("runs", [run(f"m{i % 3}", ts=T0 + i) for i in range(35)])
+    cache = stats.RunsCache()
+    _, first = cache.snapshot(store)
+    assert len(first) == 35 and cache.full_builds == 0  # read from the shard files
+    reads: list[str] = []
+    original = stats._read_shards
+
+    def spy(folder: Path, shards: Any) -> Any:
+        reads.extend(name for name, _, _ in shards)
+        return original(folder, shards)
+
+    monkeypatch.setattr(stats, "_read_shards", spy)
+    for i in range(35, 47):  # the open shard fills up and a new one starts
+        store.add_run(run(f"m{i % 3}", ts=T0 + i))
+        _, df = cache.snapshot(store)
+        assert len(df) == i + 1 and list(df["ts"]) == sorted(df["ts"])
+    assert set(reads) <= {"000003.json", "000004.json"}  # never the three older shards
+    assert str(df["model"].dtype) == "category" and df["model"].nunique() == 3
+    full = stats.runs_frame(store.runs())
+    pd.testing.assert_frame_equal(df.drop(columns="id"), full.drop(columns="id"))
+    assert stats.model_summary(df).equals(stats.model_summary(full))
+
+
+def test_runs_cache_survives_a_damaged_shard(isolated_env: Path) -> None:
+    from atom_core.store import TinyDBHistoryStore
+
+    store = TinyDBHistoryStore(isolated_env, shard_rows=10)
+    store.append_many("runs", [run("m", ts=T0 + i) for i in range(25)])
+    (isolated_env / "tables" / "runs" / "000001.json").write_text("{not json")
+    cache = stats.RunsCache()
+    _, df = cache.snapshot(store)
+    assert len(df) == 15 and cache.full_builds == 1  # store.runs() moved the bad file aside
+    assert store.warnings
