@@ -48,6 +48,8 @@ def slot_setup(presenter: bool) -> tuple[list[SlotSetup], dict[int, ModelInfo | 
                                  required=True, format_func=lambda k: f"{k} models",
                                  persist_state=KEEP) or 3
         known = ui.servers()
+        if not _any_models(known):
+            return [], {}
         setups: list[SlotSetup] = []
         models: dict[int, ModelInfo | None] = {}
         for i, column in enumerate(st.columns(n)):
@@ -60,6 +62,23 @@ def slot_setup(presenter: bool) -> tuple[list[SlotSetup], dict[int, ModelInfo | 
     if len(setups) < n:
         return [], {}
     return setups, models
+
+
+def _any_models(known: Sequence[ui.ServerChoice]) -> bool:
+    """One clear sentence, instead of the same error in every slot, when no server can race."""
+    statuses = [ui.status_for(s.url) for s in known]
+    if any(s.models is not None and s.models.llms for s in statuses):
+        if all(len(s.models.llms) == 1 for s in statuses if s.models is not None):
+            st.caption("Only one model here: the slots race the same model. Give them different "
+                       "settings (Settings under each slot) to compare configurations.")
+        return True
+    first = statuses[0]
+    if first.error is not None:
+        st.error(first.sentence, icon=":material/cloud_off:")
+    else:
+        st.info("The server has no language models yet. Download one in LM Studio (or on the "
+                "Models page), then come back to race.", icon=":material/download:")
+    return False
 
 
 def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInfo | None] | None:
@@ -89,7 +108,7 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     # when only its text changes, so the state goes in the caption below.
     model = st.selectbox(f"Model {label}", list(by_key), key=key, label_visibility="collapsed",
                          format_func=lambda k: _model_name(by_key[k]), persist_state=KEEP)
-    with st.popover("Settings", icon=":material/tune:", use_container_width=True):
+    with st.popover("Settings", icon=":material/tune:", width="stretch"):
         options, load_config = _slot_settings(i, listing)
     setup = SlotSetup(server=url, model=model, options=options, load_config=load_config)
     st.caption(_slot_state(by_key[model], listing), help=HELP["load"])
@@ -255,21 +274,21 @@ def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
             name = rnd.short_label(i)
             buttons[position].button(
                 name, key=f"vote-{rnd.id}-{position}", on_click=_vote,
-                args=(store, rnd, "win", i), use_container_width=True,
+                args=(store, rnd, "win", i), width="stretch",
                 type="primary" if presenter else "secondary",
                 icon=":material/thumb_up:", help=f"Vote: {name} gave the best answer.")
         buttons[-2].button("Tie", key=f"vote-{rnd.id}-tie", on_click=_vote,
-                           args=(store, rnd, "tie", None), use_container_width=True,
+                           args=(store, rnd, "tie", None), width="stretch",
                            help="Equally good: a draw between every pair.")
         buttons[-1].button("All bad", key=f"vote-{rnd.id}-bad", on_click=_vote,
-                           args=(store, rnd, "all_bad", None), use_container_width=True,
+                           args=(store, rnd, "all_bad", None), width="stretch",
                            help="None is good enough: not counted in the ratings.")
     tools = st.columns([3, 1, 1] if rnd.hidden else [4, 1], vertical_alignment="center")
     if rnd.hidden:
-        tools[1].button("Reveal", icon=":material/visibility:", use_container_width=True,
+        tools[1].button("Reveal", icon=":material/visibility:", width="stretch",
                         on_click=_reveal, args=(store, rnd), key=f"reveal-{rnd.id}",
                         help="Show which model wrote which reply, without voting.")
-    with tools[-1].popover("Export", icon=":material/download:", use_container_width=True):
+    with tools[-1].popover("Export", icon=":material/download:", width="stretch"):
         _downloads("arena", rnd.ts, rnd.id, [
             ("Markdown report", "md", "text/markdown", lambda: report.round_markdown(rnd)),
             ("HTML report", "html", "text/html", lambda: report.round_html(rnd)),
@@ -283,7 +302,7 @@ def _downloads(kind: str, ts: float, key: str,
     for label, ext, mime, render in items:
         st.download_button(label, render, file_name=report.filename(kind, ts, ext),
                            mime=mime, on_click="ignore", key=f"dl-{key}-{ext}",
-                           use_container_width=True)
+                           width="stretch")
 
 
 # -- the leaderboard ------------------------------------------------------------------------------
@@ -305,7 +324,7 @@ def leaderboard(store: ui.HistoryStore) -> None:
     st.caption(f"{votes} votes over {len(rounds)} rounds. Sorted by Bradley–Terry rating.")
     frame = arena_charts.leaderboard_frame(board)
     cc = st.column_config
-    st.dataframe(frame, hide_index=True, use_container_width=True, column_config={
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
         "Model": cc.TextColumn(width="medium"),
         "BT": cc.NumberColumn(width="small", help="Bradley–Terry rating on the Elo scale "
                               "(1000 = average), from all votes at once: order doesn't matter."),
@@ -326,7 +345,7 @@ def leaderboard(store: ui.HistoryStore) -> None:
         "TTFT p50 (s)": cc.NumberColumn(format="%.2f", width="small", help=HELP["ttft"]),
         "tok/s p50": cc.NumberColumn(format="%.1f", width="small", help=HELP["tps"]),
     })
-    st.plotly_chart(arena_charts.speed_vs_win_rate(board), use_container_width=True)
+    st.plotly_chart(arena_charts.speed_vs_win_rate(board), width="stretch")
     st.caption("How votes count: the winner beats every other reply in the round; a tie is a "
                "draw between every pair; “all bad” is left out of the ratings. Two slots with "
                "the same model and settings never play each other. A model with different "
@@ -378,9 +397,10 @@ def _run_settings(n_slots: int) -> promptsets.RunSettings:
                                  persist_state=KEEP)
     max_tokens = b.number_input("Max tokens", 1, 131072, value=512, key="ps_max",
                                 persist_state=KEEP)
-    warmup = c.checkbox("Warm-up request per model", value=True, key="ps_warm",
-                        persist_state=KEEP)
-    shuffle = c.checkbox("Random order", value=True, key="ps_shuffle", persist_state=KEEP)
+    warmup = st.checkbox("Warm-up request per model first (not timed)", value=True,
+                         key="ps_warm", persist_state=KEEP)
+    shuffle = st.checkbox("Random order (by the seed)", value=True, key="ps_shuffle",
+                          persist_state=KEEP)
     return promptsets.RunSettings(repeats=int(repeats), concurrency=int(concurrency),
                                   seed=int(seed), temperature=float(temperature),
                                   max_tokens=int(max_tokens), warmup=warmup, shuffle=shuffle)
@@ -407,18 +427,20 @@ def prompt_sets(store: ui.HistoryStore, setups: list[SlotSetup]) -> None:
         return
     st.divider()
     ids = [str(r["id"]) for r in runs]
+    if wanted := st.session_state.pop("ps_run_wanted", None):
+        st.session_state.ps_run = wanted
     if st.session_state.get("ps_run") not in ids:
         st.session_state.ps_run = ids[0]
     labels = {str(r["id"]): f"{r['set']['name']} · {len(r['slots'])} models · "
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(r['created']))}" for r in runs}
-    run_id = st.selectbox("Run", ids, key="ps_run", format_func=labels.__getitem__)
+    run_id = st.selectbox("Runs", ids, key="ps_run", format_func=labels.__getitem__)
     _show_run(store, next(r for r in runs if str(r["id"]) == run_id))
 
 
 def _execute(store: ui.HistoryStore, run: dict[str, Any]) -> None:
     """Runs (or resumes) a run here, with a progress bar; Stop (or leaving) ends it and keeps
     every finished record."""
-    st.session_state.ps_run = run["id"]
+    st.session_state.ps_run_wanted = run["id"]  # shown in the Run picker after this
     runner = promptsets.PromptSetRun(store, run, ui.client_for)
     bar = st.progress(runner.progress.fraction, text=runner.progress.sentence)
     st.button("Stop", icon=":material/stop_circle:", key="ps_stop",
@@ -456,7 +478,7 @@ def _show_run(store: ui.HistoryStore, run: dict[str, Any]) -> None:
         listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
         prepared = prepare(setups, listings)
         _execute(store, promptsets.retarget(store, run, prepared.targets))
-    with cols[2].popover("Export", icon=":material/download:", use_container_width=True):
+    with cols[2].popover("Export", icon=":material/download:", width="stretch"):
         _downloads("promptset", float(run["created"]), str(run["id"]), [
             ("Markdown report", "md", "text/markdown",
              lambda: report.run_markdown(run, records)),
@@ -467,8 +489,16 @@ def _show_run(store: ui.HistoryStore, run: dict[str, Any]) -> None:
         ])
     if not records:
         return
+    cc = st.column_config
     st.dataframe(promptsets.summary_rows(run, records), hide_index=True,
-                 use_container_width=True, column_config={
+                 width="stretch", column_config={
+                     "slot": cc.TextColumn("Slot", width="small"),
+                     "contestant": cc.TextColumn("Model"),
+                     "requests": cc.NumberColumn("Requests", width="small"),
+                     "ok": cc.NumberColumn("OK", width="small"),
+                     "failed": cc.NumberColumn("Failed", width="small"),
+                     "checks_passed": cc.NumberColumn("Checks passed", width="small"),
+                     "checks_total": cc.NumberColumn("Checks run", width="small"),
                      "ttft_p50_s": st.column_config.NumberColumn("TTFT p50 (s)", format="%.3f",
                                                                  help=HELP["ttft"]),
                      "tps_p50": st.column_config.NumberColumn("tok/s p50", format="%.1f",
@@ -479,4 +509,4 @@ def _show_run(store: ui.HistoryStore, run: dict[str, Any]) -> None:
     checks = promptsets.check_rows(run, records)
     if checks:
         st.markdown("**Checks** (passed / total over the repeats)")
-        st.dataframe(checks, hide_index=True, use_container_width=True)
+        st.dataframe(checks, hide_index=True, width="stretch")

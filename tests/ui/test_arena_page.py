@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
 from atom_core import arena, promptsets
 from atom_core.store import open_store
-from tests.ui.conftest import new_app
-from tests.unit.sse import SSE_HEADERS, sse_body
+from tests.ui.conftest import new_app, press_stop
+from tests.unit.sse import SSE_HEADERS, chunk, sse_body
 
 
 def model(key: str, name: str, loaded: bool = True, quant: str = "Q4_K_M") -> dict[str, Any]:
@@ -215,3 +218,148 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     assert list(summary["slot"]) == ["Model A", "Model B"]
     assert checks.iloc[0].to_dict() == {"prompt": "First?", "check": "contains “first”",
                                         "Model A": "1/1", "Model B": "0/1"}
+
+
+def test_slots_can_pick_models_from_several_servers(
+        mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> None:
+    second = "http://second.test:1234"
+    monkeypatch.setenv("ATOM_EXTRA_SERVERS", second)
+    mock.get(f"{second}/api/v1/models").respond(json={"models": [model("far/one", "Far One")]})
+    far = mock.post(f"{second}/v1/chat/completions").respond(
+        200, headers=SSE_HEADERS, content=sse_body("From", " afar."))
+    chat_route(mock)
+    at = open_arena(mock)
+    at.segmented_control(key="arena_n").set_value(2).run()
+    assert at.selectbox(key="arena_server_1").options[1].endswith(f"({second})")
+    at.selectbox(key="arena_server_1").set_value(second).run()
+    assert at.selectbox(key="arena_model_1").value == "far/one"
+    at.chat_input(key="arena_prompt").set_value("Hello both").run()
+    assert not at.exception
+    assert far.called
+    assert reply_columns(at)["Model B · far/one"] == ["From afar."]
+    rnd = arena.load_rounds(open_store(isolated_env))[0]
+    assert [s.server for s in rnd.slots] == ["http://lms.test:1234", second]
+
+
+def test_an_openai_server_races_without_loading_and_says_so(mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models").respond(404, json={"error": {"message": "File Not Found"}})
+    mock.get("/api/v0/models").respond(404, json={"error": {"message": "File Not Found"}})
+    mock.get("/v1/models").respond(json={"object": "list", "data": [
+        {"id": "t/one", "object": "model"}, {"id": "t/two", "object": "model"}]})
+    load = mock.post("/api/v1/models/load").respond(404)
+    chat_route(mock)
+    at = new_app().run()
+    at.switch_page("pages/arena.py").run()
+    assert at.segmented_control(key="arena_n").value == 2  # two models: two slots
+    at.chat_input(key="arena_prompt").set_value("Hi").run()
+    assert not at.exception
+    assert not load.called
+    assert any("OpenAI-compatible server" in str(i.value) for i in at.info)
+    assert reply_columns(at)["Model B · t/two"] == ["Second here."]
+
+
+class SlowStream(httpx.SyncByteStream):
+    """Streams a few tokens, presses Stop (as the user would) once, then would go on for long."""
+
+    pressed = False
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield chunk("", role=True).encode()
+        for i in range(200):
+            if i == 3 and not SlowStream.pressed:
+                SlowStream.pressed = True
+                press_stop()
+            time.sleep(0.02)
+            self.sent += 1
+            yield chunk(f"w{i} ").encode()
+        yield (chunk(finish="stop") + "data: [DONE]\n\n").encode()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_stop_ends_every_stream_and_keeps_what_arrived(mock: respx.MockRouter,
+                                                       isolated_env: Path) -> None:
+    streams: list[SlowStream] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        streams.append(SlowStream())
+        return httpx.Response(200, headers=SSE_HEADERS, stream=streams[-1])
+
+    SlowStream.pressed = False
+    mock.post("/v1/chat/completions").mock(side_effect=reply)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value("Go on and on").run()
+    deadline = time.monotonic() + 5
+    while not all(s.closed for s in streams) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(streams) == 3 and all(s.closed and s.sent < 200 for s in streams)
+    (rnd,) = arena.load_rounds(open_store(isolated_env))
+    assert [s.state for s in rnd.slots] == ["stopped"] * 3
+    assert all(s.content.startswith("w0 ") for s in rnd.slots)
+    shown = new_app().run()
+    shown.switch_page("pages/arena.py").run()
+    assert [str(w.value) for w in shown.warning] == ["Stopped"] * 3
+
+
+def test_a_stopped_prompt_set_resumes_where_it_left_off(mock: respx.MockRouter,
+                                                        isolated_env: Path) -> None:
+    chats = chat_route(mock)
+    store = open_store(isolated_env)
+    pset = promptsets.parse_prompt_set("One?\nTwo?", name="Two prompts")
+    setups = [arena.SlotSetup(server="http://lms.test:1234", model=m) for m in ("t/one", "t/two")]
+    run = promptsets.new_run(store, pset, setups, ["t/one", "t/two"],
+                             promptsets.RunSettings(warmup=False, concurrency=2))
+    store.append(promptsets.RECORDS_TABLE, {  # one of four finished before the stop
+        "run_id": run["id"], "prompt_index": 0, "slot": 0, "repeat": 0, "label": "A",
+        "model": "t/one", "contestant": "t/one", "server": "http://lms.test:1234",
+        "content": "Done before.", "reasoning": "", "ok": True, "error": "", "checks": [],
+        "metrics": {"ttft_s": 0.1, "e2e_s": 0.5, "decode_tps": 20.0, "itl_p50_s": None,
+                    "itl_p95_s": None, "output_tokens": 5, "tokens_source": "usage"}})
+    at = open_arena(mock)
+    at.segmented_control(key="arena_view").set_value("Prompt sets").run()
+    assert "1 of 4 succeeded" in [str(p.text) for p in at.get("progress")][0]
+    next(b for b in at.button if b.label == "Resume").click().run()
+    assert not at.exception
+    assert len(chats.calls) == 3  # only the three missing requests
+    records = promptsets.run_records(store, run["id"])
+    assert len(records) == 4 and records[0]["content"] == "Done before."
+    assert "4 of 4 succeeded" in [str(p.text) for p in at.get("progress")][0]
+
+
+def test_no_server_is_one_sentence_not_one_per_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATOM_SERVER_URL", "http://127.0.0.1:9")  # nothing listens there
+    at = new_app().run()
+    at.switch_page("pages/arena.py").run()
+    assert not at.exception
+    errors = [str(e.value) for e in at.main.error]
+    assert len(errors) == 1 and errors[0].startswith("Can't reach a model server")
+    assert at.chat_input(key="arena_prompt").disabled
+
+
+def test_config_arena_from_the_slot_settings(mock: respx.MockRouter, isolated_env: Path) -> None:
+    one = {"models": [model("t/one", "One")]}
+    chat = mock.post("/v1/chat/completions").respond(
+        200, headers=SSE_HEADERS, content=sse_body("ok"))
+    load = mock.post("/api/v1/models/load").respond(json={
+        "type": "llm", "instance_id": "t/one:2", "load_time_seconds": 0.5, "status": "loaded",
+        "load_config": {"context_length": 8192}})
+    at = open_arena(mock, one)
+    assert at.segmented_control(key="arena_n").value == 2
+    assert "Only one model here" in " ".join(str(c.value) for c in at.caption)
+    at.number_input(key="arena_ctx_1").set_value(8192).run()
+    at.number_input(key="arena_temp_1").set_value(0.2).run()
+    assert "temp 0.2 · ctx 8192" in [str(c.value) for c in at.caption]
+    at.chat_input(key="arena_prompt").set_value("Compare configs").run()
+    assert not at.exception
+    assert json.loads(load.calls.last.request.content) == {
+        "model": "t/one", "context_length": 8192, "echo_load_config": True}
+    sent = sorted((json.loads(c.request.content)["model"],
+                   json.loads(c.request.content).get("temperature")) for c in chat.calls)
+    assert sent == [("t/one", None), ("t/one:2", 0.2)]
+    rnd = arena.load_rounds(open_store(isolated_env))[0]
+    assert [s.contestant for s in rnd.slots] == ["t/one", "t/one (temp 0.2 · ctx 8192)"]
