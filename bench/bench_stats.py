@@ -10,6 +10,8 @@ timelines, then times, in this process:
 - store.runs() on a fresh store (cold parse cache),
 - the runs frame (atom_core.stats.runs_frame), the per-model summary from that frame, and
   the whole overview (summary plus every chart frame and plotly figure),
+- the page's runs cache: its first build, its refresh after one new run (what the live panel
+  pays while a prompt set records runs), and one live-panel tick,
 - the Stats page's first render in Streamlit's AppTest (a new session, fresh caches),
   and a second render (what a filter change or rerun costs, caches warm),
 - the same first render in a fresh Python process, so that importing pandas and plotly is
@@ -237,6 +239,16 @@ def main() -> None:
                               args.reps)
         end_to_end = median_s(lambda: stats.model_summary(
             stats.runs_frame(TinyDBHistoryStore(data).runs())), args.reps)
+        cache = stats.RunsCache()
+        cache_first, _ = timed(lambda: cache.snapshot(TinyDBHistoryStore(data)))
+        live_store = TinyDBHistoryStore(data)
+        refresh = []
+        for row in realistic_runs(args.reps, seed=99, days=0.002):  # arriving while it is open
+            live_store.add_run(row)
+            refresh.append(timed(lambda: cache.snapshot(live_store))[0])
+        refresh_s = statistics.median(refresh)
+        live_s = median_s(lambda: stats.live_summary(cache.frame(live_store), now=time.time()),
+                          args.reps)
         first, second, drawn = app_test_renders(data)
         fresh = subprocess.run([sys.executable, __file__, "--render-only", str(data)],
                                capture_output=True, text=True, check=True)
@@ -251,6 +263,9 @@ def main() -> None:
             ("summary, source=chat filter applied first", filtered_s),
             ("summary from disk: fresh store -> frame -> summary", end_to_end),
             ("overview: summary + every chart frame + plotly figures", overview_s),
+            ("page's runs cache, first build (reads the shard files)", cache_first),
+            ("page's runs cache after one new run (reads 1 shard)", refresh_s),
+            ("live panel tick (cache check + last 5 min summary)", live_s),
             (f"Stats page first render, AppTest ({drawn} charts)", first),
             ("Stats page second render (caches warm)", second),
             ("Stats page first render in a fresh process (imports too)", cold_process),
