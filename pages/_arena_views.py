@@ -18,8 +18,8 @@ from pages import _ui as ui
 
 KEEP: Literal["session"] = "session"  # widget values survive view and page switches
 PRESENTER_CSS = """<style>
-[data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] p,
-[data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] li {
+[data-testid="stMainBlockContainer"] [data-testid="stMarkdown"] p,
+[data-testid="stMainBlockContainer"] [data-testid="stMarkdown"] li {
   font-size: 1.35rem; line-height: 1.55; }
 [data-testid="stMainBlockContainer"] h4 { font-size: 1.8rem; }
 [data-testid="stMainBlockContainer"] [data-testid="stCaptionContainer"] { font-size: 1.1rem; }

@@ -39,7 +39,7 @@ def header() -> tuple[str, bool, bool]:
         help="For a projector: large type, settings folded away, blind voting and a Reveal "
         "button.")
     blind = cols[3].toggle(
-        "Blind", key="arena_blind", persist_state="session",
+        "Blind", key="arena_blind", persist_state="session", disabled=presenter,
         help="Hide which model wrote which reply (shown as Response 1, 2… in a shuffled "
         "order) until you vote or reveal.")
     return str(view or "Race"), presenter, blind or presenter
