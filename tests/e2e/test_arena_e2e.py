@@ -100,6 +100,7 @@ def test_three_models_stream_in_all_columns_at_once(app: App, double: Double, pa
             break
         time.sleep(0.03)
     assert all_partial is not None, f"never saw all three streaming together: {texts}"
+    assert seen_loading, "the page never said it was loading the unloaded model first"
     wait_round(page)
     final = columns_text(page)
     assert [t.splitlines()[0] for t in final] == ["Model A", "Model B", "Model C"]
