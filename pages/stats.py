@@ -16,6 +16,7 @@ from pages import _ui as ui
 
 FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM"]
+ui.require_app_shell("pages/stats.py")
 store = ui.store()
 
 

@@ -172,3 +172,17 @@ def test_live_panel_moves_while_runs_are_recorded(stats_app: App, page: Any) -> 
     page.get_by_role("button", name="Show the new runs in the charts").click()
     page.wait_for_selector("text=20,004", timeout=15_000)
     assert_no_errors(page)
+
+
+def test_a_bookmark_of_stats_opens_inside_the_app(stats_app: App, page: Any) -> None:
+    """The very first visit to a fresh server is the page's own URL: it still gets the app's
+    sidebar and navigation, not Streamlit's legacy page list."""
+    page.goto(f"{stats_app.url}/stats")
+    page.wait_for_selector("[data-testid=stMetric]", timeout=30_000)
+    wait_idle(page)
+    sidebar = page.locator("[data-testid=stSidebar]").inner_text()
+    assert "ATOM" in sidebar and "Filter runs" in sidebar
+    nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+    assert "Stats" in nav and "ui" not in nav.split()  # no legacy list of pages/ files
+    wait_for_charts(page, 1)
+    assert_no_errors(page)
