@@ -423,7 +423,9 @@ def model_facts(info: ModelInfo | None) -> dict[str, Any]:
 
 def _metrics_record(m: GenerationMetrics) -> dict[str, Any]:
     d = m.to_dict()
-    d.pop("token_offsets_ms", None)  # the timeline would make every round record large
+    # Kept for the Stats page's token timeline; 0.1 ms is finer than any token gap and keeps a
+    # 4-slot round of 256-token replies near 10 KB.
+    d["token_offsets_ms"] = [round(t, 1) for t in m.token_offsets_ms]
     return d
 
 

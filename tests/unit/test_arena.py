@@ -278,3 +278,17 @@ def test_a_race_needs_two_to_four_slots(store: HistoryStore) -> None:
         ArenaRace(store=store, client_for=lambda _u: None,  # type: ignore[arg-type,return-value]
                   prompt="x", system_prompt="", setups=[SlotSetup(server="s", model="a")],
                   prepared=prepared)
+
+
+def test_a_finished_round_keeps_token_timelines_for_the_stats_page(
+        double: DoubleServer, client: LMStudioClient, store: HistoryStore) -> None:
+    from atom_core import stats
+
+    setups = [SlotSetup(server=double.url, model=m) for m in ("m/a", "m/b")]
+    rnd = run_to_end(race(client, store, setups, prompt="Timeline?"))
+    ((label, timelines),) = stats.arena_timelines(store)
+    assert "Timeline?" in label
+    assert [t.label for t in timelines] == ["A: m/a", "B: m/b"]
+    for t, slot in zip(timelines, rnd.slots, strict=True):
+        assert len(t.offsets_ms) == 20  # one arrival per token
+        assert t.offsets_ms[0] == pytest.approx(slot.metrics["ttft_s"] * 1000, abs=0.1)
