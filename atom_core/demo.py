@@ -37,6 +37,7 @@ from types import FrameType, TracebackType
 import httpx
 
 from .config import normalize_base_url, settings_from_env
+from .settings_store import initial_server_url, open_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements-demo.txt"
@@ -453,9 +454,13 @@ def run_app(
     """`make run`: the app against the configured server, or against the demo engine."""
     env = dict(os.environ if environ is None else environ)
     settings = settings_from_env(env)
-    url = settings.server_url
+    url, token = settings.server_url, settings.api_token
+    # The server a session starts on: ATOM_SERVER_URL, else the default saved in Settings.
+    saved = open_settings(settings.data_dir)
+    url = initial_server_url(env, saved.load(), url)
+    token = saved.token_for_url(url) or token
     with _terminate_raises():
-        return _run_app(streamlit_args, env, url, settings.api_token, say)
+        return _run_app(streamlit_args, env, url, token, say)
 
 
 def _run_app(

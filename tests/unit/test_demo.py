@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,14 @@ class Launch:
         return 0
 
 
+def env(**values: str) -> dict[str, str]:
+    """The launcher's environment: the test's own data folder plus `values`."""
+    return {"ATOM_DATA_DIR": os.environ["ATOM_DATA_DIR"], **values}
+
+
 def test_run_uses_a_server_that_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     launch = Launch(monkeypatch, answers=True)
-    code = demo.run_app(["--server.port", "9"], environ={"ATOM_SERVER_URL": "http://lms:1234"},
+    code = demo.run_app(["--server.port", "9"], environ=env(ATOM_SERVER_URL="http://lms:1234"),
                         say=launch.said.append)
     assert code == 0 and not launch.started_demo
     assert launch.streamlit_args == ["--server.port", "9"]
@@ -152,18 +158,32 @@ def test_run_starts_the_demo_engine_when_nothing_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     launch = Launch(monkeypatch, answers=False)
-    assert demo.run_app(environ={}, say=launch.said.append) == 0
+    assert demo.run_app(environ=env(), say=launch.said.append) == 0
     assert launch.started_demo and launch.stopped_demo  # stopped when the app stops
-    env = launch.streamlit_env
-    assert env is not None and env["ATOM_SERVER_URL"] == "http://127.0.0.1:5001"
-    assert env["ATOM_EXTRA_SERVERS"] == "http://127.0.0.1:5002"
-    assert demo.is_demo_server(env["ATOM_SERVER_URL"], env)
+    app_env = launch.streamlit_env
+    assert app_env is not None and app_env["ATOM_SERVER_URL"] == "http://127.0.0.1:5001"
+    assert app_env["ATOM_EXTRA_SERVERS"] == "http://127.0.0.1:5002"
+    assert demo.is_demo_server(app_env["ATOM_SERVER_URL"], app_env)
     assert "bundled demo engine" in launch.said[0] and "ATOM_DEMO=0" in launch.said[0]
+
+
+def test_run_asks_the_default_saved_server_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atom_core.settings_store import open_settings
+
+    saved = open_settings(os.environ["ATOM_DATA_DIR"])
+    saved.save_profile("lab", "http://lab-box:1234")
+    saved.set_default_profile("lab")
+    asked: list[str] = []
+    launch = Launch(monkeypatch, answers=True)
+    monkeypatch.setattr(demo, "server_answers",
+                        lambda url, token=None: asked.append(url) or True)
+    assert demo.run_app(environ=env(), say=launch.said.append) == 0
+    assert asked == ["http://lab-box:1234"] and not launch.started_demo
 
 
 def test_run_with_atom_demo_0_never_starts_it(monkeypatch: pytest.MonkeyPatch) -> None:
     launch = Launch(monkeypatch, answers=False)
-    assert demo.run_app(environ={"ATOM_DEMO": "0"}, say=launch.said.append) == 0
+    assert demo.run_app(environ=env(ATOM_DEMO="0"), say=launch.said.append) == 0
     assert not launch.started_demo
     assert launch.streamlit_env is not None and "ATOM_DEMO_ENGINE" not in launch.streamlit_env
     assert "ATOM_DEMO=0" in launch.said[0] and "lms server start" in launch.said[0]
@@ -177,7 +197,7 @@ def test_the_demo_engine_stops_even_when_the_app_fails(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(demo, "_run_streamlit", crash)
     with pytest.raises(RuntimeError):
-        demo.run_app(environ={}, say=launch.said.append)
+        demo.run_app(environ=env(), say=launch.said.append)
     assert launch.stopped_demo
 
 
