@@ -19,6 +19,7 @@ STATE_NOTES = {
     "interrupted": ("Interrupted: the reply broke off", ":material/link_off:"),
 }
 
+ui.require_app_shell("pages/chat.py")
 store = ui.store()
 
 
