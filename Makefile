@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run demo test unit lint bench browser clean
+.PHONY: run demo test unit lint bench browser screenshots clean
 
 $(VENV)/.app: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ unit: $(VENV)/.dev
 
 test: $(VENV)/.dev browser lint
 	$(VENV)/bin/pytest -q
+
+# Refreshes docs/screenshots/ (the README's pictures) from the browser tests; `make test` only
+# writes test-output/e2e/.
+screenshots: $(VENV)/.dev browser
+	ATOM_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -q tests/e2e
 
 bench: $(VENV)/.dev
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

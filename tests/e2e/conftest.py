@@ -21,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = ROOT / "test-output" / "e2e"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -184,3 +185,16 @@ def open_app(pg: Any, url: str, ready_selector: str = "[data-testid=stSidebar]")
     pg.goto(url)
     pg.wait_for_selector(ready_selector, timeout=30_000)
     wait_idle(pg)
+
+
+def save_shot(pg: Any, name: str, *, docs: bool = False, full_page: bool = False) -> Path:
+    """Saves a screenshot to test-output/e2e/<name>. With `docs=True` and
+    ATOM_UPDATE_SCREENSHOTS=1 (`make screenshots`), also refreshes docs/screenshots/<name>,
+    the pictures the README shows; a plain `make test` leaves the tracked files alone."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / name
+    pg.screenshot(path=str(path), full_page=full_page)
+    if docs and os.environ.get("ATOM_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SHOTS / name)
+    return path

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import OUTPUT, ROOT, App, Double, open_app, wait_idle
+from tests.e2e.conftest import OUTPUT, App, Double, open_app, save_shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = ROOT / "docs" / "screenshots"
 
 
 def three(ttfts: tuple[int, int, int] = (300, 150, 220), gap: int = 60, tokens: int = 36,
@@ -121,12 +120,10 @@ def test_three_models_stream_in_all_columns_at_once(app: App, double: Double, pa
         assert measure in body
     assert page.locator("[data-testid=stException]").count() == 0
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1360, "height": 1600})  # the whole page, no scrolling
     page.evaluate("() => document.querySelector('#stMain').scrollTo(0, 0)")
     time.sleep(0.4)
-    page.screenshot(path=str(SHOTS / "arena.png"))
-    page.screenshot(path=str(OUTPUT / "arena.png"))
+    save_shot(page, "arena.png", docs=True)
 
 
 def test_stop_ends_all_three_upstream_requests(app: App, double: Double, page: Any) -> None:
@@ -221,7 +218,7 @@ def test_presenter_mode_for_a_class(app: App, double: Double, page: Any) -> None
     page.set_viewport_size({"width": 1360, "height": 1320})
     page.evaluate("() => document.querySelector('#stMain').scrollTo(0, 0)")
     time.sleep(0.4)
-    page.screenshot(path=str(SHOTS / "arena-presenter.png"))
+    save_shot(page, "arena-presenter.png", docs=True)
     page.get_by_role("button", name="Reveal").click()
     page.wait_for_function("() => Array.from(document.querySelectorAll('[data-testid=stColumn]'))"
                            ".filter(c => c.querySelector('h4'))"

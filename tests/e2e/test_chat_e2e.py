@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import OUTPUT, ROOT, App, Double, open_app, wait_idle
+from tests.e2e.conftest import OUTPUT, App, Double, open_app, save_shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -67,10 +67,7 @@ def test_send_a_message_and_watch_it_stream(app: App, double: Double, page: Any)
     page.reload()
     open_app(page, app.url, "[data-testid=stChatMessage]")
     assert last_reply_text(page) == final
-    shots = ROOT / "docs" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shots / "chat.png"))
-    page.screenshot(path=str(OUTPUT / "chat.png"))
+    save_shot(page, "chat.png", docs=True)
 
 
 def test_stop_ends_the_upstream_request(app: App, double: Double, page: Any) -> None:

@@ -9,11 +9,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import OUTPUT, ROOT, App, Double, open_app, start_double, stop, wait_idle
+from tests.e2e.conftest import (
+    App,
+    Double,
+    open_app,
+    save_shot,
+    start_double,
+    stop,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = ROOT / "docs" / "screenshots"
 TOKEN = "sk-lm-E2eTest1:AbCdEfGhIjKlMnOpQrSt"
 
 
@@ -37,10 +44,7 @@ def screenshot(pg: Any, name: str, height: int = 900) -> None:
     pg.set_viewport_size({"width": 1360, "height": height})
     pg.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0 })")
     pg.wait_for_timeout(300)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / name), full_page=True)
-    pg.screenshot(path=str(OUTPUT / name), full_page=True)
+    save_shot(pg, name, docs=True, full_page=True)
 
 
 def test_load_a_model_from_the_models_page(app: App, double: Double, page: Any) -> None:

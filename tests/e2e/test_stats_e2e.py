@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +13,19 @@ import pytest
 from atom_core import stats
 from atom_core.store import open_store
 from bench.bench_stats import build_history
-from tests.e2e.conftest import OUTPUT, ROOT, App, Double, open_app, start_app, stop, wait_idle
+from tests.e2e.conftest import (
+    OUTPUT,
+    App,
+    Double,
+    open_app,
+    save_shot,
+    start_app,
+    stop,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOT = ROOT / "docs" / "screenshots" / "stats.png"
 CHARTS = 6  # speed map, TTFT box, tok/s over time, two scatters, tokens histogram
 
 
@@ -93,10 +100,8 @@ def test_overview_draws_every_chart_with_each_models_colour(stats_app: App, page
     # The picture for the docs: the top of the page, as a person first sees it.
     page.set_viewport_size({"width": 1360, "height": 1250})
     time.sleep(1.0)  # plotly re-lays out the charts for the new width
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(OUTPUT / "stats.png"))
-    shutil.copyfile(OUTPUT / "stats.png", SCREENSHOT)
-    bubbles = model_pixels(SCREENSHOT, list(colors.values()), opacity=0.85)
+    shot = save_shot(page, "stats.png", docs=True)
+    bubbles = model_pixels(shot, list(colors.values()), opacity=0.85)
     assert sum(1 for c in colors.values() if bubbles[c] >= 50) >= 15  # the speed map
 
 
