@@ -15,8 +15,8 @@ from atom_core.store import open_store
 from tests.lmstudio_double import serve
 
 CONFIG = {"models": [
-    {"key": "a", "loaded": True, "ttft_ms": 50, "token_gap_ms": 20, "reply_tokens": 10},
-    {"key": "b", "loaded": True, "ttft_ms": 50, "token_gap_ms": 20, "reply_tokens": 10},
+    {"key": "a", "loaded": True, "ttft_ms": 150, "token_gap_ms": 20, "reply_tokens": 10},
+    {"key": "b", "loaded": True, "ttft_ms": 150, "token_gap_ms": 20, "reply_tokens": 10},
 ]}
 
 
@@ -59,7 +59,7 @@ def test_summary_per_model() -> None:
         records = list(run_load(jobs, client=client, concurrency=2))
     by_model = {s.model: s for s in summarize(records, wall_s=2.0)}
     assert by_model["a"].requests == 2 and by_model["a"].ok == 2
-    assert by_model["a"].ttft_p50_s == pytest.approx(0.05, rel=0.2)
+    assert by_model["a"].ttft_p50_s == pytest.approx(0.15, rel=0.2)
     assert by_model["a"].output_tokens_mean == 10
     assert by_model["a"].aggregate_tokens_per_s == pytest.approx(10.0)  # 20 tokens over 2 s
     assert by_model["missing"].errors == 1 and by_model["missing"].ttft_p50_s is None

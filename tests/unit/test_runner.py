@@ -57,7 +57,7 @@ def test_three_streams_run_at_the_same_time_and_one_failure_stays_in_its_slot() 
         if model == "broken":
             return httpx.Response(404, json={"error": {"code": "model_not_found",
                                                        "message": "no such model"}})
-        streams[model] = SlowStream(model, tokens=5, gap_s=0.05)
+        streams[model] = SlowStream(model, tokens=5, gap_s=0.2)
         return httpx.Response(200, headers=SSE_HEADERS, stream=streams[model])
 
     with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
