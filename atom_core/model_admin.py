@@ -132,9 +132,18 @@ def models_frame(models: Sequence[ModelInfo]) -> pd.DataFrame:
                "Capabilities", "Instances (live config)", "Publisher", "Architecture", "Format",
                "Key"]
     frame = pd.DataFrame(rows, columns=columns)
-    for col in ("Size (GB)", "Max context"):
+    numeric = ("Size (GB)", "Max context")
+    for col in numeric:
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
+
+
+def table_for_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the page shows it: columns the server never fills are dropped, and a text
+    cell the server said nothing about is blank instead of the word "None"."""
+    shown = frame.dropna(axis=1, how="all")
+    text = [c for c in shown.columns if not pd.api.types.is_numeric_dtype(shown[c])]
+    return shown.assign(**{c: shown[c].fillna("") for c in text})
 
 
 def filter_models(

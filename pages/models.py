@@ -40,7 +40,7 @@ def model_table(listing: ModelList) -> None:
     loaded_only = d.toggle("Loaded only", key="models-loaded")
     shown = ma.filter_models(listing.models, query=query, types=types, capabilities=caps,
                              loaded_only=loaded_only)
-    frame = ma.models_frame(shown).dropna(axis=1, how="all")  # columns the server never fills
+    frame = ma.table_for_display(ma.models_frame(shown))
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={
                      "Loaded": st.column_config.TextColumn(width=60),

@@ -262,3 +262,12 @@ def test_the_native_listing_fixture_parses_into_the_table() -> None:
         models = client.list_models().models
     frame = ma.models_frame(models)
     assert list(frame["Key"]) == [m["key"] for m in NATIVE_MODELS["models"]]
+
+
+def test_display_table_drops_empty_columns_and_blanks_missing_text() -> None:
+    frame = pd.DataFrame({"Name": ["a", "b"], "Params": ["1B", None],
+                          "Size (GB)": [1.5, None], "Format": [None, None]})
+    shown = ma.table_for_display(frame)
+    assert list(shown.columns) == ["Name", "Params", "Size (GB)"]
+    assert list(shown["Params"]) == ["1B", ""]
+    assert pd.isna(shown["Size (GB)"].iloc[1])  # numbers stay numbers (and sortable)
