@@ -36,6 +36,8 @@ from .types import (
     ModelInfo,
     ModelList,
     SamplingOptions,
+    to_float,
+    to_int,
 )
 
 # Connecting is quick or never; reading a chat stream may wait minutes while a big prompt is
@@ -272,7 +274,7 @@ class LMStudioClient:
         return LoadResult(
             instance_id=str(instance),
             type=str(data.get("type") or "llm"),
-            load_time_s=_float(data.get("load_time_seconds")),
+            load_time_s=to_float(data.get("load_time_seconds")),
             status=str(data.get("status") or "loaded"),
             applied_config=applied if isinstance(applied, dict) else None,
             rejected_keys=tuple(rejected),
@@ -462,10 +464,10 @@ def _native_model(m: dict[str, Any]) -> ModelInfo:
         publisher=str(m.get("publisher") or ""),
         architecture=m.get("architecture"),
         quantization=quant.get("name") if isinstance(quant, dict) else None,
-        bits_per_weight=_float(quant.get("bits_per_weight")) if isinstance(quant, dict) else None,
-        size_bytes=_int(m.get("size_bytes")),
+        bits_per_weight=to_float(quant.get("bits_per_weight")) if isinstance(quant, dict) else None,
+        size_bytes=to_int(m.get("size_bytes")),
         params=m.get("params_string"),
-        max_context=_int(m.get("max_context_length")),
+        max_context=to_int(m.get("max_context_length")),
         format=m.get("format"),
         capabilities=capabilities,
         loaded_instances=instances,
@@ -492,7 +494,7 @@ def _v0_model(m: dict[str, Any]) -> ModelInfo:
         publisher=str(m.get("publisher") or ""),
         architecture=m.get("arch"),
         quantization=m.get("quantization"),
-        max_context=_int(m.get("max_context_length")),
+        max_context=to_int(m.get("max_context_length")),
         format=m.get("compatibility_type"),
         capabilities=capabilities,
         loaded_instances=instances,
@@ -515,9 +517,9 @@ def _download_job(data: dict[str, Any]) -> DownloadJob:
     return DownloadJob(
         status=str(data.get("status") or "unknown"),
         job_id=data.get("job_id"),
-        total_bytes=_int(data.get("total_size_bytes")),
-        downloaded_bytes=_int(data.get("downloaded_bytes")),
-        bytes_per_second=_float(data.get("bytes_per_second")),
+        total_bytes=to_int(data.get("total_size_bytes")),
+        downloaded_bytes=to_int(data.get("downloaded_bytes")),
+        bytes_per_second=to_float(data.get("bytes_per_second")),
         estimated_completion=data.get("estimated_completion"),
         started_at=data.get("started_at"),
         completed_at=data.get("completed_at"),
@@ -539,15 +541,3 @@ def _is_unreachable(e: AtomError) -> bool:
     return isinstance(e, ServerUnreachable | RequestTimeout)
 
 
-def _int(v: Any) -> int | None:
-    try:
-        return int(v) if v is not None and not isinstance(v, bool) else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(v: Any) -> float | None:
-    try:
-        return float(v) if v is not None and not isinstance(v, bool) else None
-    except (TypeError, ValueError):
-        return None

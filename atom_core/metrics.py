@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .types import to_int
+
 NS = 1_000_000_000
 
 
@@ -113,7 +115,7 @@ def compute_metrics(
         finish_reason: the server's finish reason, if it sent one.
     """
     times = list(token_times_ns)
-    usage_tokens = _int_or_none((usage or {}).get("completion_tokens"))
+    usage_tokens = to_int((usage or {}).get("completion_tokens"))
     if usage_tokens is not None and (usage_tokens > 0 or not times):
         output_tokens, source = usage_tokens, "usage"
     else:
@@ -132,18 +134,10 @@ def compute_metrics(
         itl_p95_s=percentile(gaps, 95),
         output_tokens=output_tokens,
         tokens_source=source,  # type: ignore[arg-type]
-        prompt_tokens=_int_or_none((usage or {}).get("prompt_tokens")),
-        reasoning_tokens=_int_or_none(details.get("reasoning_tokens")),
+        prompt_tokens=to_int((usage or {}).get("prompt_tokens")),
+        reasoning_tokens=to_int(details.get("reasoning_tokens")),
         chunks=len(times),
         finish_reason=finish_reason,
         token_offsets_ms=tuple(round((t - t_request_ns) / 1e6, 3) for t in times),
     )
 
-
-def _int_or_none(v: Any) -> int | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None

@@ -25,6 +25,7 @@ from .errors import AtomError, RequestTimeout, ServerError, ServerUnreachable, S
 from .metrics import GenerationMetrics, compute_metrics
 from .runs import run_record
 from .streaming import error_message
+from .types import to_float, to_int
 
 if TYPE_CHECKING:
     from .client import LMStudioClient
@@ -49,12 +50,12 @@ class ServerStats:
         if not isinstance(d, dict) or not d:
             return None
         return cls(
-            tokens_per_second=_float(d.get("tokens_per_second")),
-            time_to_first_token_s=_float(d.get("time_to_first_token_seconds")),
-            model_load_time_s=_float(d.get("model_load_time_seconds")),
-            input_tokens=_int(d.get("input_tokens")),
-            output_tokens=_int(d.get("total_output_tokens")),
-            reasoning_output_tokens=_int(d.get("reasoning_output_tokens")),
+            tokens_per_second=to_float(d.get("tokens_per_second")),
+            time_to_first_token_s=to_float(d.get("time_to_first_token_seconds")),
+            model_load_time_s=to_float(d.get("model_load_time_seconds")),
+            input_tokens=to_int(d.get("input_tokens")),
+            output_tokens=to_int(d.get("total_output_tokens")),
+            reasoning_output_tokens=to_int(d.get("reasoning_output_tokens")),
         )
 
 
@@ -240,15 +241,3 @@ def _row(measure: str, atom: float | int | None, server: float | int | None,
     return {"measure": measure, "atom": atom, "server": server, "difference": diff, "why": why}
 
 
-def _float(v: Any) -> float | None:
-    try:
-        return float(v) if v is not None and not isinstance(v, bool) else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return int(v) if v is not None and not isinstance(v, bool) else None
-    except (TypeError, ValueError):
-        return None

@@ -7,6 +7,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 
+def to_int(v: Any) -> int | None:
+    """A number from a server's JSON, or None when it is missing or not a number (never bool)."""
+    try:
+        return int(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def to_float(v: Any) -> float | None:
+    """Like to_int, for floats."""
+    try:
+        return float(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
 class Dialect(enum.StrEnum):
     """Which API family a server speaks; pages hide what a dialect cannot do."""
 
