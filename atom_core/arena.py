@@ -116,6 +116,17 @@ def default_models(llms: Sequence[ModelInfo], n: int) -> list[str]:
     return [ordered[i % len(ordered)] for i in range(n)]
 
 
+def default_picks(servers: Sequence[Sequence[ModelInfo]], n: int) -> list[tuple[int, str]]:
+    """(server index, model key) for n slots across several servers: every model of the first
+    server (loaded first), then the next server's, and so on, before any pair repeats. With the
+    bundled demo engine (one model per server, two servers) the two slots race both engines."""
+    pairs = [(i, key) for i, llms in enumerate(servers)
+             for key in default_models(llms, len(llms))]
+    if not pairs:
+        return []
+    return [pairs[k % len(pairs)] for k in range(n)]
+
+
 # -- loading before a race -------------------------------------------------------------------------
 
 

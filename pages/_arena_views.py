@@ -68,7 +68,7 @@ def _any_models(known: Sequence[ui.ServerChoice]) -> bool:
     """One clear sentence, instead of the same error in every slot, when no server can race."""
     statuses = [ui.status_for(s.url) for s in known]
     if any(s.models is not None and s.models.llms for s in statuses):
-        if all(len(s.models.llms) == 1 for s in statuses if s.models is not None):
+        if sum(len(s.models.llms) for s in statuses if s.models is not None) == 1:
             st.caption("Only one model here: the slots race the same model. Give them different "
                        "settings (Settings under each slot) to compare configurations.")
         return True
@@ -85,10 +85,12 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     label = arena.SLOT_LABELS[i]
     st.markdown(f"**Model {label}**")
     url = known[0].url
+    listings = [ui.status_for(s.url).models for s in known]
+    picks = arena.default_picks([ls.llms if ls else [] for ls in listings], i + 1)
     if len(known) > 1:
         names = {s.url: s.name for s in known}
         if st.session_state.get(f"arena_server_{i}") not in names:
-            st.session_state[f"arena_server_{i}"] = url
+            st.session_state[f"arena_server_{i}"] = known[picks[i][0]].url if picks else url
         url = st.selectbox("Server", list(names), key=f"arena_server_{i}",
                            format_func=lambda u: f"{names[u]} ({u})", persist_state=KEEP)
     status = ui.status_for(url)
@@ -103,7 +105,8 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     by_key = {m.key: m for m in llms}
     key = f"arena_model_{i}"
     if st.session_state.get(key) not in by_key:
-        st.session_state[key] = arena.default_models(llms, i + 1)[i]
+        pick = picks[i] if picks and known[picks[i][0]].url == url else None
+        st.session_state[key] = pick[1] if pick else arena.default_models(llms, i + 1)[i]
     # Labels without the load state: the browser keeps showing a selected option's old label
     # when only its text changes, so the state goes in the caption below.
     model = st.selectbox(f"Model {label}", list(by_key), key=key, label_visibility="collapsed",

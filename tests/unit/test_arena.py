@@ -292,3 +292,16 @@ def test_a_finished_round_keeps_token_timelines_for_the_stats_page(
     for t, slot in zip(timelines, rnd.slots, strict=True):
         assert len(t.offsets_ms) == 20  # one arrival per token
         assert t.offsets_ms[0] == pytest.approx(slot.metrics["ttft_s"] * 1000, abs=0.1)
+
+
+def test_default_picks_spread_slots_over_servers_before_repeating() -> None:
+    from atom_core.types import LoadedInstance, ModelInfo
+
+    loaded = (LoadedInstance(id="x"),)
+    one = [ModelInfo(key="gemma-a")]
+    other = [ModelInfo(key="gemma-b")]
+    assert arena.default_picks([one, other], 2) == [(0, "gemma-a"), (1, "gemma-b")]
+    three = [ModelInfo(key="p"), ModelInfo(key="q", loaded_instances=loaded), ModelInfo(key="r")]
+    assert arena.default_picks([three], 4) == [(0, "q"), (0, "p"), (0, "r"), (0, "q")]
+    assert arena.default_picks([three, other], 4)[3] == (1, "gemma-b")
+    assert arena.default_picks([[], []], 2) == []
