@@ -62,3 +62,47 @@ def test_chat_with_the_demo_engine_in_the_browser(
         page.screenshot(path=str(OUTPUT / "demo-chat.png"))
     finally:
         stop(app.process)
+
+
+def test_a_two_engine_arena_race_and_vote_in_the_browser(
+    demo_engine: demo.DemoEngine, page: Any, tmp_path: Path
+) -> None:
+    """What a teacher with no LM Studio sees: the Arena races the two demo engines (one slot
+    each, by default), both replies arrive, a vote moves the leaderboard."""
+    from tests.e2e.test_arena_e2e import ask, columns_text, wait_round
+
+    env = demo_engine.app_env({})
+    app = start_app(env["ATOM_SERVER_URL"], tmp_path / "data", tmp_path, extra_env={
+        "ATOM_EXTRA_SERVERS": env["ATOM_EXTRA_SERVERS"],
+        "ATOM_DEMO_ENGINE": env["ATOM_DEMO_ENGINE"]})
+    try:
+        open_app(page, f"{app.url}/arena", "[data-testid=stChatInputTextArea]")
+        page.get_by_text("2 models", exact=True).click()
+        wait_idle(page)
+        assert "Only one model here" not in page.locator("#stMain").inner_text()
+        ask(page, "Write one sentence about the sea.")
+        wait_round(page)
+        texts = columns_text(page)
+        assert len(texts) == 2
+        for text in texts:
+            assert re.search(r"[A-Za-z]{3,}", text.split("\n", 2)[-1]) and "▌" not in text
+        from atom_core.store import open_store
+
+        (saved,) = open_store(tmp_path / "data").records("arena_rounds")
+        # By default the two slots race the two engines, one each.
+        assert [(s["server"], s["model"]) for s in saved["slots"]] == list(
+            zip(demo_engine.urls, demo.MODEL_ALIASES, strict=True))
+        page.get_by_role("button", name="Model A").click()
+        wait_idle(page, timeout_ms=60_000)
+        page.get_by_text("Leaderboard", exact=True).click()
+        wait_idle(page)
+        board = page.locator("#stMain").inner_text()
+        assert MODEL_A in board and MODEL_B_NAME in board
+        assert page.locator("[data-testid=stException]").count() == 0
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "demo-arena.png"), full_page=True)
+    finally:
+        stop(app.process)
+
+
+MODEL_B_NAME = demo.MODEL_ALIASES[1]

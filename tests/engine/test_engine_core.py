@@ -13,7 +13,6 @@ from atom_core import demo
 from atom_core.chat import ChatTurn
 from atom_core.cli import main as cli_main
 from atom_core.client import LMStudioClient
-from atom_core.runner import FanOut
 from atom_core.store import open_store
 from atom_core.types import ChatMessage, Dialect, SamplingOptions
 from tests.engine.conftest import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
@@ -82,24 +81,42 @@ def test_the_command_line_chats_and_records(demo_engine: demo.DemoEngine) -> Non
     assert run["source"] == "cli" and run["model"] == MODEL_B and run["ok"]
 
 
-def test_a_two_slot_race_completes_on_both_engines(
+def test_a_two_slot_arena_race_completes_on_both_engines(
     client_a: LMStudioClient, client_b: LMStudioClient
 ) -> None:
-    race = FanOut([
-        lambda: client_a.stream_chat(MODEL_A, PROMPT, options=SHORT),
-        lambda: client_b.stream_chat(MODEL_B, PROMPT, options=SHORT),
-    ]).start()
+    """The Arena's own race (atom_core.arena), one slot per engine process, as the page runs it:
+    plan (no loads possible on this server), race, save the round and its runs, vote."""
+    from atom_core import arena
+
+    clients = {client_a.base_url: client_a, client_b.base_url: client_b}
+    store = open_store()
+    setups = [arena.SlotSetup(server=client_a.base_url, model=MODEL_A, options=SHORT),
+              arena.SlotSetup(server=client_b.base_url, model=MODEL_B, options=SHORT)]
+    listings = {url: c.list_models() for url, c in clients.items()}
+    plan = arena.plan_loads(setups, listings)
+    assert not plan.steps and plan.notes  # an OpenAI-compatible server cannot load: it says so
+    race = arena.ArenaRace(store=store, client_for=clients.__getitem__,
+                           prompt="Write one sentence about the sea.", system_prompt="",
+                           setups=setups, prepared=arena.load_all(plan, clients.__getitem__),
+                           models={i: listings[s.server].get(s.model)
+                                   for i, s in enumerate(setups)})
+    race.start()
     deadline = time.monotonic() + 120
-    while not race.all_done and time.monotonic() < deadline:
+    while not race.done and time.monotonic() < deadline:
         race.poll(0.1)
-    race.cancel()
-    a, b = race.slots
-    assert a.ok and b.ok, (a.error, b.error)
-    assert WORDS.search(a.reply.content) and WORDS.search(b.reply.content)
-    assert a.reply.finish_reason and b.reply.finish_reason
+    rnd = race.finish()
+    assert rnd is not None
+    a, b = rnd.slots
+    assert a.state == "complete" and b.state == "complete", (a.error, b.error)
+    assert WORDS.search(a.content) and WORDS.search(b.content)
     for slot in (a, b):
-        m = slot.reply.metrics()
-        assert m.ttft_s is not None and 0 < m.output_tokens <= 24
+        assert slot.metrics["ttft_s"] > 0 and 0 < slot.metrics["output_tokens"] <= 24
+    runs = store.runs()
+    assert sorted(r["model"] for r in runs) == [MODEL_A, MODEL_B]
+    assert {r["source"] for r in runs} == {"arena"}
+    voted = arena.record_vote(store, rnd, "win", winner=0)
+    board = arena.leaderboard(arena.load_rounds(store), n_boot=10)
+    assert voted.vote is not None and board[0].contestant.startswith(MODEL_A)
     # How much the two processes overlap is a speed figure (bench/), not asserted here.
 
 
