@@ -70,6 +70,7 @@ class FanOut:
         self._queue: queue.Queue[tuple[int, _Message]] = queue.Queue()
         self._cancel = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._streams: dict[int, ChatStream] = {}  # open streams, for cancel() to abort
 
     def start(self) -> FanOut:
         now = time.perf_counter_ns()
@@ -106,6 +107,8 @@ class FanOut:
         """Asks every worker to leave its stream (closing its response) and marks unfinished
         slots as cancelled. Safe to call more than once; returns without waiting."""
         self._cancel.set()
+        for stream in list(self._streams.values()):
+            stream.abort()  # wakes a worker still waiting for its first token
         self.poll(0)  # keep whatever already arrived
         now = time.perf_counter_ns()
         for s in self.slots:
@@ -159,6 +162,9 @@ class FanOut:
         stream: ChatStream | None = None
         try:
             stream = factory()
+            self._streams[index] = stream
+            if self._cancel.is_set():  # cancelled before this worker got going
+                return
             with stream:
                 announced = False
                 for event in stream:
@@ -169,10 +175,12 @@ class FanOut:
                     if self._cancel.is_set():
                         break
         except AtomError as e:
-            error = e
+            # A connection broken by cancel() is the cancel, not a server fault.
+            error = None if self._cancel.is_set() else e
         except Exception as e:  # a bug must show as a slot error, not kill the page silently
             error = ServerError(f"Unexpected error while streaming: {e!r}", detail=repr(e))
         finally:
+            self._streams.pop(index, None)
             put(
                 (
                     index,

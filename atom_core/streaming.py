@@ -6,7 +6,9 @@ garbage collection) closes the HTTP response, which is what makes the server sto
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -195,6 +197,22 @@ class ChatStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def abort(self) -> None:
+        """Ends the request from another thread, at once.
+
+        A worker blocked reading (say, while a long prompt is processed and no token has come
+        yet) would only notice a cancel at the next token. Shutting the socket down wakes that
+        read and tells the server right away that the client left; the worker then ends with
+        the connection broken. Does nothing before the response headers have arrived."""
+        response = self._response
+        if response is None:
+            return
+        network = response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Ends the request: the server sees the connection close and stops generating."""
