@@ -98,10 +98,14 @@ def load_panel(url: str, listing: ModelList) -> None:
     if not by_key:
         st.info("This server has no models yet: download one first.", icon=":material/info:")
         return
-    key = st.selectbox("Model to load", list(by_key),
-                       format_func=lambda k: ui.model_label(by_key[k]),
-                       key="load-model")
+    # The load state goes in the caption, not the option label: the browser keeps showing a
+    # selected option's old label when only its text changes (○ would stay after a load).
+    key = st.selectbox("Model to load", list(by_key), key="load-model",
+                       format_func=lambda k: ui.model_label(by_key[k]).lstrip("●○ "))
     m = by_key[key]
+    n = len(m.loaded_instances)
+    st.caption(f"{ui.LOADED} Loaded ({n} instance{'s' if n != 1 else ''}); loading again adds "
+               "another instance." if n else f"{ui.NOT_LOADED} Not loaded.")
     with st.form("load-form", border=False):
         ctx = st.number_input("Context length", 1, m.max_context or 10_000_000, value=None,
                               step=1024, key=f"load-ctx-{key}", placeholder="server default"
