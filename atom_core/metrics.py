@@ -91,6 +91,16 @@ class GenerationMetrics:
         return " · ".join(parts)
 
 
+def format_duration(seconds: float) -> str:
+    """A wait people read at a glance: '25 s', '3 min 5 s', '2 h 10 min' (progress ETAs)."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 def format_seconds(s: float) -> str:
     if s < 1:
         return f"{s * 1000:.0f} ms"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import AtomError
+from .metrics import format_duration
 from .types import Dialect, DownloadJob, LoadConfig, LoadResult, ModelInfo, ModelList
 
 if TYPE_CHECKING:
@@ -407,14 +408,6 @@ def _eta_seconds(job: DownloadJob, now: float) -> float | None:
     return None
 
 
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
 
 def progress_line(job: DownloadJob, now: float | None = None) -> str:
     """"1.2 GB of 2.3 GB · 45.0 MB/s · about 25 s left", or what the status says when done."""
@@ -432,7 +425,7 @@ def progress_line(job: DownloadJob, now: float | None = None) -> str:
         parts.append(f"{human_bytes(job.bytes_per_second)}/s")
     eta = _eta_seconds(job, time.time() if now is None else now)
     if eta is not None and job.status == "downloading":
-        parts.append(f"about {_duration(eta)} left")
+        parts.append(f"about {format_duration(eta)} left")
     if job.status == "paused":
         parts.append("paused")
     return " · ".join(parts) or job.status.capitalize()

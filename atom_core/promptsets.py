@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import AtomError
 from .loadrun import LoadJob, LoadRecord, run_load
-from .metrics import GenerationMetrics, percentile
+from .metrics import GenerationMetrics, format_duration, percentile
 from .types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
@@ -469,15 +469,10 @@ class Progress:
 
     @property
     def sentence(self) -> str:
-        eta = f" · about {_duration(self.eta_s)} left" if self.eta_s is not None and \
+        eta = f" · about {format_duration(self.eta_s)} left" if self.eta_s is not None and \
             self.done < self.total else ""
         return f"{self.done} of {self.total} done{eta}"
 
-
-def _duration(s: float) -> str:
-    if s < 60:
-        return f"{s:.0f} s"
-    return f"{s // 60:.0f} min {s % 60:.0f} s"
 
 
 ClientFor = Callable[[str], "LMStudioClient"]
