@@ -18,14 +18,14 @@ $(VENV)/.dev: $(VENV)/.app requirements-dev.txt
 	@touch $@
 
 # Uses the server at ATOM_SERVER_URL (default http://localhost:1234) if it answers; otherwise starts
-# the bundled demo engine (installing it the first time) unless ATOM_DEMO=0. See atom_core/demo.py.
+# the bundled demo engine (installing it the first time) unless ATOM_DEMO=0. See atom_core/launch/demo.py.
 run: $(VENV)/.app
-	$(PY) -m atom_core.demo run
+	$(PY) -m atom_core.launch.demo run
 
 # The demo engine ahead of time (requirements-demo.txt into .venv-demo, the model into ~/.cache/atom):
 # `make run` does this by itself when it needs it; CI does it so the real-engine tests run.
 demo: $(VENV)/.app
-	$(PY) -m atom_core.demo install
+	$(PY) -m atom_core.launch.demo install
 
 # Debian's chromium for the browser tests; installed when missing and we may use apt.
 browser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from atom_core import demo
+from atom_core.launch import demo
 from pages import _ui as ui
 
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")

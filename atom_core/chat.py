@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import AtomError
+from .measure.runner import FanOut, Slot
 from .metrics import GenerationMetrics
-from .runner import FanOut, Slot
 from .runs import reply_state, run_record
 from .types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
-    from .client import LMStudioClient
-    from .store import HistoryStore, Message
+    from .history.tinydb_store import HistoryStore, Message
+    from .server.client import LMStudioClient
 
 TITLE_CHARS = 48
 

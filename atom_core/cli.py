@@ -9,15 +9,15 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from .client import LMStudioClient
+from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .config import settings_from_env
 from .errors import AtomError
-from .loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
+from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
+from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
 from .metrics import format_seconds
-from .promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .runs import run_record
-from .streaming import ReplyBuffer
-from .sweep import LevelResult, SweepTarget, new_sweep_id, verdict
+from .server.client import LMStudioClient
+from .server.streaming import ReplyBuffer
 from .types import ChatMessage, ModelInfo, SamplingOptions
 
 
@@ -169,7 +169,9 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
     metrics = reply.metrics()
     if not args.no_record and reply.t_request_ns:
-        from .store import open_store  # only when recording: keeps `models` free of disk I/O
+        from .history.tinydb_store import (
+            open_store,  # only when recording: keeps `models` free of disk I/O
+        )
 
         open_store().add_run(run_record(source="cli", server=client.base_url, model=args.model,
                                         metrics=metrics, error=error))
@@ -229,7 +231,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
                         options=SamplingOptions(max_tokens=8))
     store = None
     if not args.no_record:
-        from .store import open_store
+        from .history.tinydb_store import open_store
 
         store = open_store()
     failures = 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import AtomError, StreamInterrupted
 from .metrics import GenerationMetrics
-from .store import MessageState
+from .types import MessageState
 
 RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli")
 

@@ -6,6 +6,10 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+# How a stored reply ended: "interrupted" is what a crash leaves (the row is written before the
+# request), "stopped" is the user's Stop, "error" a failure with a sentence saved beside it.
+MessageState = Literal["complete", "stopped", "interrupted", "error"]
+
 
 def to_int(v: Any) -> int | None:
     """A number from a server's JSON, or None when it is missing or not a number (never bool)."""

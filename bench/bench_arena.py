@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atom_core import arena  # noqa: E402
-from atom_core.client import LMStudioClient  # noqa: E402
-from atom_core.runner import FanOut  # noqa: E402
-from atom_core.store import open_store  # noqa: E402
+from atom_core.history.tinydb_store import open_store  # noqa: E402
+from atom_core.measure.runner import FanOut  # noqa: E402
+from atom_core.server.client import LMStudioClient  # noqa: E402
 from atom_core.types import ChatMessage  # noqa: E402
 
 TOKENS = 60

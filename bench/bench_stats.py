@@ -115,7 +115,7 @@ def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7,
     """Writes the runs with store.append_many and the conversations straight into the store's
     layout (as bench_store does); every chat run of the last `conversations` points at a
     stored reply with a token timeline. The history ends at `end` (default: now)."""
-    from atom_core import store as store_mod
+    from atom_core.history import tinydb_store as store_mod
     from atom_core.metrics import compute_metrics
 
     rng = random.Random(seed)
@@ -183,7 +183,7 @@ def app_test_renders(data_dir: Path) -> tuple[float, float, int]:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    from atom_core import store as store_mod
+    from atom_core.history import tinydb_store as store_mod
 
     original = PagesManager.__init__
 
@@ -214,8 +214,9 @@ def main() -> None:
         print(app_test_renders(Path(args.render_only))[0])
         return
 
-    from atom_core import charts, stats
-    from atom_core.store import TinyDBHistoryStore
+    from atom_core import stats
+    from atom_core.history.tinydb_store import TinyDBHistoryStore
+    from atom_core.stats import charts
 
     with tempfile.TemporaryDirectory(prefix="atom-bench-stats-") as tmp:
         data = Path(tmp) / "data"

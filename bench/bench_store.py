@@ -29,8 +29,8 @@ from typing import Any  # noqa: E402
 from tinydb import TinyDB  # noqa: E402
 from tinydb.storages import JSONStorage  # noqa: E402
 
-from atom_core import store as store_mod  # noqa: E402
-from atom_core.store import TinyDBHistoryStore  # noqa: E402
+from atom_core.history import tinydb_store as store_mod  # noqa: E402
+from atom_core.history.tinydb_store import TinyDBHistoryStore  # noqa: E402
 
 MODELS = [
     f"{family}-{size}"

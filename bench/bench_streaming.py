@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from atom_core.client import LMStudioClient  # noqa: E402
-from atom_core.runner import FanOut  # noqa: E402
+from atom_core.measure.runner import FanOut  # noqa: E402
+from atom_core.server.client import LMStudioClient  # noqa: E402
 from atom_core.types import ChatMessage  # noqa: E402
 from tests.lmstudio_double import serve  # noqa: E402
 

@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from atom_core import arena, arena_charts, promptsets, report
-from atom_core.arena import HELP, ArenaRound, SlotSetup
+from atom_core import arena
+from atom_core.arena import charts as arena_charts
+from atom_core.arena import promptsets, report
+from atom_core.arena.race import HELP, ArenaRound, SlotSetup
+from atom_core.arena.ratings import Outcome, Rating
 from atom_core.errors import AtomError
-from atom_core.ratings import Outcome, Rating
 from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
 from pages import _ui as ui
 

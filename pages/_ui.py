@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from atom_core.client import LMStudioClient, ServerStatus
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
-from atom_core.model_admin import auto_unload_targets
-from atom_core.settings_store import (
+from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.server.admin import auto_unload_targets
+from atom_core.server.client import LMStudioClient, ServerStatus
+from atom_core.settings.store import (
     SamplingPreset,
     SettingsStore,
     initial_server_url,
     open_settings,
 )
-from atom_core.store import HistoryStore, open_store
 from atom_core.types import ModelInfo, SamplingOptions
 
 STATUS_MAX_AGE_S = 15.0

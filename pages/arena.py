@@ -10,7 +10,7 @@ import time
 import streamlit as st
 
 from atom_core import arena
-from atom_core.arena import ArenaRace, SlotSetup
+from atom_core.arena.race import ArenaRace, SlotSetup
 from atom_core.types import ModelInfo
 from pages import _arena_views as views
 from pages import _ui as ui

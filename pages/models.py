@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from atom_core import model_admin as ma
 from atom_core.errors import AtomError
+from atom_core.server import admin as ma
 from atom_core.types import ModelList
 from pages import _ui as ui
 

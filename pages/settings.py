@@ -8,9 +8,9 @@ from typing import Any
 
 import streamlit as st
 
-from atom_core import settings_store as ss
-from atom_core.client import LMStudioClient
-from atom_core.model_admin import human_bytes
+from atom_core.server.admin import human_bytes
+from atom_core.server.client import LMStudioClient
+from atom_core.settings import store as ss
 from pages import _ui as ui
 
 ui.require_app_shell("pages/settings.py")

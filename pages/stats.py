@@ -8,9 +8,11 @@ from typing import Any
 
 import streamlit as st
 
-from atom_core import charts, stats, sweep
+from atom_core import stats
 from atom_core.errors import AtomError
-from atom_core.native_chat import COMPARISON_COLUMNS, comparison_rows, native_chat
+from atom_core.measure import sweep
+from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
+from atom_core.stats import charts
 from atom_core.types import Dialect, SamplingOptions
 from pages import _ui as ui
 

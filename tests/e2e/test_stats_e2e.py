@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from atom_core import stats
-from atom_core.store import open_store
+from atom_core.history.tinydb_store import open_store
 from bench.bench_stats import build_history
 from tests.e2e.conftest import (
     OUTPUT,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from atom_core import demo
-from atom_core.client import LMStudioClient
+from atom_core.launch import demo
+from atom_core.server.client import LMStudioClient
 from atom_core.types import SamplingOptions
 
 # The browser harness is shared with tests/e2e (`browser` itself is in tests/conftest.py).

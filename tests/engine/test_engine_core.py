@@ -9,11 +9,11 @@ import time
 import httpx
 import pytest
 
-from atom_core import demo
 from atom_core.chat import ChatTurn
 from atom_core.cli import main as cli_main
-from atom_core.client import LMStudioClient
-from atom_core.store import open_store
+from atom_core.history.tinydb_store import open_store
+from atom_core.launch import demo
+from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, SamplingOptions
 from tests.engine.conftest import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
 

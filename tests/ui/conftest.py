@@ -15,7 +15,7 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import (
 )
 from streamlit.testing.v1 import AppTest
 
-from atom_core import store as store_module
+from atom_core.history import tinydb_store as store_module
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "http://lms.test:1234"

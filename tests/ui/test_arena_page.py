@@ -13,8 +13,9 @@ import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
-from atom_core import arena, promptsets
-from atom_core.store import open_store
+from atom_core import arena
+from atom_core.arena import promptsets
+from atom_core.history.tinydb_store import open_store
 from tests.ui.conftest import new_app, press_stop
 from tests.unit.sse import SSE_HEADERS, chunk, sse_body
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import respx
 
-from atom_core.store import open_store
+from atom_core.history.tinydb_store import open_store
 from tests.ui.conftest import new_app, press_stop
 from tests.unit.sse import SSE_HEADERS, chunk, sse_body
 from tests.unit.test_client import AUTH_BODY, NATIVE_MODELS
@@ -276,7 +276,7 @@ def test_a_damaged_history_file_is_announced_not_hidden(mock: respx.MockRouter,
     store.add_message(bad.id, role="user", content="lost?")
     bad_file = isolated_env / "conversations" / f"{bad.id}.json"
     bad_file.write_text('{"truncated": ')
-    from atom_core import store as store_module
+    from atom_core.history import tinydb_store as store_module
 
     store_module._STORES.clear()  # a fresh start of the app on this folder
 

@@ -10,7 +10,7 @@ import httpx
 import respx
 from streamlit.testing.v1 import AppTest
 
-from atom_core.settings_store import open_settings
+from atom_core.settings.store import open_settings
 from tests.ui.conftest import BASE, new_app
 from tests.unit.test_client import AUTH_BODY, NATIVE_MODELS, UNEXPECTED
 

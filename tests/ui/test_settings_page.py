@@ -14,8 +14,8 @@ import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
-from atom_core.settings_store import make_preset, open_settings
-from atom_core.store import open_store
+from atom_core.history.tinydb_store import open_store
+from atom_core.settings.store import make_preset, open_settings
 from tests.ui.conftest import BASE, new_app
 from tests.unit.sse import SSE_HEADERS, sse_body
 from tests.unit.test_client import NATIVE_MODELS
@@ -217,7 +217,7 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     at = settings_page(mock)
     assert any(str(isolated_env) in m and "1 conversations" in m for m in texts(at.markdown))
     assert by_label(at.download_button, "Export everything (JSON)")
-    from atom_core.settings_store import export_json
+    from atom_core.settings.store import export_json
 
     exported = export_json(store, open_settings(isolated_env)).encode()
     at.file_uploader(key="import-file").set_value(("atom-export.json", exported,

@@ -14,10 +14,10 @@ import pytest
 import respx
 
 from atom_core import stats
-from atom_core.client import LMStudioClient
+from atom_core.history.tinydb_store import open_store
 from atom_core.metrics import compute_metrics
 from atom_core.runs import run_record
-from atom_core.store import open_store
+from atom_core.server.client import LMStudioClient
 from bench.bench_stats import realistic_runs
 from tests.lmstudio_double import DoubleServer, serve
 from tests.ui.conftest import new_app

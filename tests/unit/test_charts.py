@@ -11,7 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from atom_core import charts, stats, sweep
+from atom_core import stats
+from atom_core.measure import sweep
+from atom_core.stats import charts
 from bench.bench_stats import realistic_runs
 
 

@@ -9,7 +9,6 @@ import httpx
 import pytest
 import respx
 
-from atom_core.client import LMStudioClient
 from atom_core.errors import (
     AuthError,
     BadRequest,
@@ -20,6 +19,7 @@ from atom_core.errors import (
     ServerUnreachable,
     StreamInterrupted,
 )
+from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, LoadConfig, SamplingOptions
 from tests.unit.sse import SSE_HEADERS, chunk, sse_body
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from atom_core import demo
-from atom_core.demo_server import DefaultMaxTokens
+from atom_core.launch import demo
+from atom_core.launch.demo_server import DefaultMaxTokens
 
 
 def paths(tmp_path: Path) -> demo.DemoPaths:
@@ -168,7 +168,7 @@ def test_run_starts_the_demo_engine_when_nothing_answers(
 
 
 def test_run_asks_the_default_saved_server_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    from atom_core.settings_store import open_settings
+    from atom_core.settings.store import open_settings
 
     saved = open_settings(os.environ["ATOM_DATA_DIR"])
     saved.save_profile("lab", "http://lab-box:1234")

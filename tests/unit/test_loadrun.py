@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from atom_core.cli import main
-from atom_core.client import LMStudioClient
-from atom_core.loadrun import LoadJob, run_load, summarize
-from atom_core.store import open_store
+from atom_core.history.tinydb_store import open_store
+from atom_core.measure.loadrun import LoadJob, run_load, summarize
+from atom_core.server.client import LMStudioClient
 from tests.lmstudio_double import serve
 
 CONFIG = {"models": [

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import respx
 
-from atom_core import model_admin as ma
-from atom_core.client import LMStudioClient
-from atom_core.store import TinyDBHistoryStore
+from atom_core.history.tinydb_store import TinyDBHistoryStore
+from atom_core.server import admin as ma
+from atom_core.server.client import LMStudioClient
 from atom_core.types import (
     Dialect,
     DownloadJob,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from atom_core import promptsets as ps
-from atom_core.arena import SlotSetup
+from atom_core.arena import promptsets as ps
+from atom_core.arena.promptsets import Check, PromptSetError, parse_prompt_set
+from atom_core.arena.race import SlotSetup
 from atom_core.cli import main
-from atom_core.client import LMStudioClient
-from atom_core.promptsets import Check, PromptSetError, parse_prompt_set
-from atom_core.store import HistoryStore, open_store
+from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.server.client import LMStudioClient
 from atom_core.types import SamplingOptions
 from tests.lmstudio_double import serve
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from atom_core.ratings import (
+from atom_core.arena.ratings import (
     Battle,
     VotedRound,
     bradley_terry,
@@ -197,7 +197,7 @@ def test_no_votes_no_board() -> None:
 
 
 def test_leaderboard_table_and_chart() -> None:
-    from atom_core.arena_charts import leaderboard_frame, speed_vs_win_rate
+    from atom_core.arena.charts import leaderboard_frame, speed_vs_win_rate
 
     votes = some_votes(12)
     board = leaderboard(votes, speeds={"strong": (0.3, 20.0), "middle": (0.1, 60.0)}, n_boot=20)

@@ -6,9 +6,9 @@ import csv
 import io
 import json
 
-from atom_core import report
-from atom_core.arena import ArenaRound, SlotResult, Vote
-from atom_core.promptsets import parse_prompt_set
+from atom_core.arena import report
+from atom_core.arena.promptsets import parse_prompt_set
+from atom_core.arena.race import ArenaRound, SlotResult, Vote
 
 
 def a_round() -> ArenaRound:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import respx
 
-from atom_core.client import LMStudioClient
 from atom_core.errors import ModelNotFound
-from atom_core.runner import FanOut
+from atom_core.measure.runner import FanOut
+from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
 from tests.unit.sse import SSE_HEADERS, chunk
 

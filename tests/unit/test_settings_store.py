@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from atom_core.settings_store import (
+from atom_core.history.tinydb_store import TinyDBHistoryStore
+from atom_core.settings.store import (
     AppSettings,
     SettingsStore,
     delete_history,
@@ -22,7 +23,6 @@ from atom_core.settings_store import (
     mask_token,
     open_settings,
 )
-from atom_core.store import TinyDBHistoryStore
 from atom_core.types import SamplingOptions
 
 TOKEN = "sk-lm-AbCd1234:ZyXwVuTsRqPoNmLkJiHg"

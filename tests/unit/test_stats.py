@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from atom_core import stats
+from atom_core.history.tinydb_store import open_store
 from atom_core.metrics import compute_metrics, percentile
 from atom_core.runs import run_record
-from atom_core.store import open_store
 
 T0 = datetime(2025, 3, 10, 12, 0).timestamp()  # local noon: date filters are local days
 
@@ -428,7 +428,7 @@ def test_timeline_table_takes_tokens_and_speed_from_the_stored_metrics() -> None
 
 def test_runs_cache_reads_only_new_shards_while_runs_arrive(
         isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from atom_core.store import TinyDBHistoryStore
+    from atom_core.history.tinydb_store import TinyDBHistoryStore
 
     store = TinyDBHistoryStore(isolated_env, shard_rows=10)
     store.append_many("runs", [run(f"m{i % 3}", ts=T0 + i) for i in range(35)])
@@ -436,13 +436,13 @@ def test_runs_cache_reads_only_new_shards_while_runs_arrive(
     _, first = cache.snapshot(store)
     assert len(first) == 35 and cache.full_builds == 0  # read from the shard files
     reads: list[str] = []
-    original = stats._read_shards
+    original = stats.frame._read_shards
 
     def spy(folder: Path, shards: Any) -> Any:
         reads.extend(name for name, _, _ in shards)
         return original(folder, shards)
 
-    monkeypatch.setattr(stats, "_read_shards", spy)
+    monkeypatch.setattr(stats.frame, "_read_shards", spy)
     for i in range(35, 47):  # the open shard fills up and a new one starts
         store.add_run(run(f"m{i % 3}", ts=T0 + i))
         _, df = cache.snapshot(store)
@@ -455,7 +455,7 @@ def test_runs_cache_reads_only_new_shards_while_runs_arrive(
 
 
 def test_runs_cache_survives_a_damaged_shard(isolated_env: Path) -> None:
-    from atom_core.store import TinyDBHistoryStore
+    from atom_core.history.tinydb_store import TinyDBHistoryStore
 
     store = TinyDBHistoryStore(isolated_env, shard_rows=10)
     store.append_many("runs", [run("m", ts=T0 + i) for i in range(25)])

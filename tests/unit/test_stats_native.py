@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from atom_core import stats
-from atom_core.client import LMStudioClient
 from atom_core.errors import ModelNotFound, NotSupported, ServerError
-from atom_core.native_chat import SERVER_CHECK_SOURCE, ServerStats, comparison_rows, native_chat
+from atom_core.server.client import LMStudioClient
+from atom_core.server.native import SERVER_CHECK_SOURCE, ServerStats, comparison_rows, native_chat
 from tests.lmstudio_double import DoubleServer, serve
 
 CONFIG = {"models": [

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
-from atom_core import store as store_mod
-from atom_core.store import (
+from atom_core.history import tinydb_store as store_mod
+from atom_core.history.tinydb_store import (
     SCHEMA_VERSION,
     AtomicJSONStorage,
     Conversation,
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:
-    """Stands in for the `time` module inside atom_core.store: every call is one second later."""
+    """Stands in for `time` inside atom_core.history.tinydb_store: each call is a second later."""
 
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
@@ -571,7 +571,7 @@ def test_four_threads_lose_nothing(tmp_path: Path) -> None:
 def test_two_processes_lose_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     script = (
-        "import sys; from atom_core.store import TinyDBHistoryStore\n"
+        "import sys; from atom_core.history.tinydb_store import TinyDBHistoryStore\n"
         "s = TinyDBHistoryStore(sys.argv[1], shard_rows=25)\n"
         "for i in range(100): s.add_run({'who': 'child', 'i': i})\n"
     )

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from atom_core import stats, sweep
+from atom_core import stats
 from atom_core.cli import main
-from atom_core.client import LMStudioClient
-from atom_core.loadrun import summarize
-from atom_core.store import open_store
-from atom_core.sweep import LevelResult, SweepTarget
+from atom_core.history.tinydb_store import open_store
+from atom_core.measure import sweep
+from atom_core.measure.loadrun import summarize
+from atom_core.measure.sweep import LevelResult, SweepTarget
+from atom_core.server.client import LMStudioClient
 from atom_core.types import LoadedInstance, ModelInfo, SamplingOptions
 from tests.lmstudio_double import serve
 from tests.unit.test_loadrun import max_overlap

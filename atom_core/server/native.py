@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from .errors import AtomError, RequestTimeout, ServerError, ServerUnreachable, StreamInterrupted
-from .metrics import GenerationMetrics, compute_metrics
-from .runs import run_record
+from ..errors import AtomError, RequestTimeout, ServerError, ServerUnreachable, StreamInterrupted
+from ..metrics import GenerationMetrics, compute_metrics
+from ..runs import run_record
+from ..types import to_float, to_int
 from .streaming import error_message
-from .types import to_float, to_int
 
 if TYPE_CHECKING:
     from .client import LMStudioClient

@@ -1,5 +1,5 @@
 """Plotly figures for the Stats page, drawn from the frames in atom_core.stats and
-atom_core.sweep. Pure functions: frame in, figure out; every model keeps its colour from the
+atom_core.measure.sweep. Pure functions: frame in, figure out; every model keeps its colour from the
 map it is given (stats.model_colors), so one model looks the same in every chart.
 
 Figures carry only aggregated or sampled data (see atom_core.stats), so even a 100k-run history
@@ -17,8 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .stats import Overview
-from .sweep import SweepTarget
+from ..measure.sweep import SweepTarget
+from .frame import Overview
 
 FALLBACK_COLOR = "#6a6a6a"
 HEIGHT = 480  # tall enough for a legend of twenty models

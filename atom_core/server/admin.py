@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .errors import AtomError
-from .metrics import format_duration
-from .types import Dialect, DownloadJob, LoadConfig, LoadResult, ModelInfo, ModelList
+from ..errors import AtomError
+from ..metrics import format_duration
+from ..types import Dialect, DownloadJob, LoadConfig, LoadResult, ModelInfo, ModelList
 
 if TYPE_CHECKING:
+    from ..history.tinydb_store import HistoryStore
     from .client import LMStudioClient
-    from .store import HistoryStore
 
 __all__ = [
     "DOWNLOADS_TABLE",

@@ -32,15 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import AtomError
-from .loadrun import LoadJob, LoadRecord, run_load
-from .metrics import GenerationMetrics, format_duration, percentile
-from .types import ChatMessage, SamplingOptions
+from ..errors import AtomError
+from ..measure.loadrun import LoadJob, LoadRecord, run_load
+from ..metrics import GenerationMetrics, format_duration, percentile
+from ..types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
-    from .arena import SlotSetup
-    from .client import LMStudioClient
-    from .store import HistoryStore
+    from ..history.tinydb_store import HistoryStore
+    from ..server.client import LMStudioClient
+    from .race import SlotSetup
 
 SETS_TABLE = "prompt_sets"
 RUNS_TABLE = "promptset_runs"
@@ -367,8 +367,8 @@ def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOption
 
 def run_setups(run: dict[str, Any]) -> list[SlotSetup]:
     """The slots of a saved run, to load their models again before a resume."""
-    from .arena import SlotSetup
-    from .types import LoadConfig
+    from ..types import LoadConfig
+    from .race import SlotSetup
 
     out = []
     for slot in run["slots"]:

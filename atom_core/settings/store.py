@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .client import ServerStatus
-from .config import normalize_base_url
-from .errors import AtomError
-from .store import HistoryStore, _atomic_write_json
-from .types import SamplingOptions
+from ..config import normalize_base_url
+from ..errors import AtomError
+from ..history.tinydb_store import HistoryStore, atomic_write_json
+from ..server.client import ServerStatus
+from ..types import SamplingOptions
 
 try:
     import fcntl
@@ -251,7 +251,7 @@ def _write_private_json(path: Path, data: object) -> None:
     if not path.parent.is_dir():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)  # the umask may have widened mkdir's mode
-    _atomic_write_json(path, data)
+    atomic_write_json(path, data)
 
 
 class SettingsStore:

@@ -1,6 +1,6 @@
 """The bundled demo engine: a real model for machines with no LM Studio (a newcomer, a class, CI).
 
-`make run` calls `python -m atom_core.demo run`: if the configured server (ATOM_SERVER_URL,
+`make run` calls `python -m atom_core.launch.demo run`: if the configured server (ATOM_SERVER_URL,
 default http://localhost:1234) answers, ATOM uses it. Otherwise, unless ATOM_DEMO=0, this module
 installs the engine once (llama-cpp-python's OpenAI-compatible server and Gemma 3 270M, from
 requirements-demo.txt, into their own virtualenv so that the app stays light), starts two
@@ -36,10 +36,10 @@ from types import FrameType, TracebackType
 
 import httpx
 
-from .config import normalize_base_url, settings_from_env
-from .settings_store import initial_server_url, open_settings
+from ..config import normalize_base_url, settings_from_env
+from ..settings.store import initial_server_url, open_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements-demo.txt"
 ENGINE_PACKAGE = "llama-cpp-python"
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -299,7 +299,7 @@ def start_engine(
     log_dir = log_dir or paths.logs
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{alias}.log"
-    cmd = [str(paths.python), "-m", "atom_core.demo_server", "--model", str(paths.model),
+    cmd = [str(paths.python), "-m", "atom_core.launch.demo_server", "--model", str(paths.model),
            "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
            "--default-max-tokens", str(default_max_tokens)]
     if n_threads:
@@ -439,7 +439,7 @@ def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
 
 def server_answers(url: str, token: str | None = None) -> bool:
     """Whether anything answers at `url` like a model server (an auth error counts: it is there)."""
-    from .client import LMStudioClient
+    from ..server.client import LMStudioClient
 
     with LMStudioClient(url, token=token) as client:
         return client.status().reachable
@@ -530,7 +530,7 @@ def _terminate_raises() -> Iterator[None]:
 
 
 def serve(say: Say = print) -> int:
-    """`python -m atom_core.demo serve`: just the engine, until Ctrl+C (for the CLI or bench)."""
+    """`python -m atom_core.launch.demo serve`: just the engine, until Ctrl+C (CLI or bench)."""
     demo = start_demo(say=say)
     say("Use them with ATOM_SERVER_URL / --server. Ctrl+C stops them.")
     with _terminate_raises(), demo:
@@ -566,7 +566,7 @@ def _short(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m atom_core.demo",
+        prog="python -m atom_core.launch.demo",
         description="ATOM's bundled demo engine (llama.cpp + Gemma 3 270M on CPU).",
     )
     sub = p.add_subparsers(dest="command", required=True)

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .metrics import percentile
+from ..metrics import percentile
 
 Outcome = Literal["win", "tie", "all_bad"]
 OUTCOMES: tuple[Outcome, ...] = ("win", "tie", "all_bad")

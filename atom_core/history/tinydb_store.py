@@ -43,12 +43,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Protocol, get_args
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from .errors import AtomError
+from ..errors import AtomError
+from ..types import MessageState
 
 try:
     import fcntl
@@ -76,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MessageState = Literal["complete", "stopped", "interrupted", "error"]
 MESSAGE_STATES: frozenset[str] = frozenset(get_args(MessageState))
 ROLES: frozenset[str] = frozenset({"user", "assistant", "system"})
 
@@ -287,7 +287,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_json(path: Path, data: object, *, durable: bool = True) -> None:
+def atomic_write_json(path: Path, data: object, *, durable: bool = True) -> None:
     """Writes `data` as JSON to a temp file beside `path`, then renames it over `path`."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -370,7 +370,7 @@ class _JsonFiles:
         """Writes atomically and caches what was written (the caller gives up `data`)."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            _atomic_write_json(path, data, durable=self.durable)
+            atomic_write_json(path, data, durable=self.durable)
         except BaseException:
             self.forget(path)
             raise
@@ -671,7 +671,7 @@ class TinyDBHistoryStore:
             "app": "ATOM",
             "written": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        _atomic_write_json(self.data_dir / _META_FILE, meta, durable=self._files.durable)
+        atomic_write_json(self.data_dir / _META_FILE, meta, durable=self._files.durable)
 
     def _meta_key(self) -> _StatKey | None:
         try:

@@ -1,9 +1,10 @@
 """One process of ATOM's demo engine: llama-cpp-python's OpenAI-compatible server, unchanged but
 for a default reply length.
 
-This module runs inside the engine's own virtualenv (`.venv-demo`, see `atom_core.demo`), which
-has llama_cpp and uvicorn but not ATOM's requirements: it imports nothing from ATOM. Started as
-`python -m atom_core.demo_server --model FILE --alias NAME --port P` from the repository root.
+This module runs inside the engine's own virtualenv (`.venv-demo`, see `atom_core.launch.demo`),
+which has llama_cpp and uvicorn but not ATOM's requirements: it imports nothing from ATOM.
+Started as `python -m atom_core.launch.demo_server --model FILE --alias NAME --port P` from the
+repository root.
 
 Why a wrapper at all: the bundled model is a small base model that never ends its turn, so a
 request without `max_tokens` (ATOM's chat sends none unless the user sets one) would ramble until
@@ -79,7 +80,7 @@ class DefaultMaxTokens:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m atom_core.demo_server", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m atom_core.launch.demo_server", description=__doc__)
     p.add_argument("--model", required=True, help="the GGUF file")
     p.add_argument("--alias", required=True, help="the model id the server lists and answers to")
     p.add_argument("--host", default="127.0.0.1")

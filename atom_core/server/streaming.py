@@ -18,15 +18,15 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from .errors import (
+from ..errors import (
     AtomError,
     RequestTimeout,
     ServerError,
     ServerUnreachable,
     StreamInterrupted,
 )
-from .metrics import GenerationMetrics, compute_metrics
-from .types import StreamEvent
+from ..metrics import GenerationMetrics, compute_metrics
+from ..types import StreamEvent
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

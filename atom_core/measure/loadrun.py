@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import LMStudioClient
-from .errors import AtomError, ServerError
-from .metrics import GenerationMetrics, percentile
-from .runs import run_record
-from .streaming import ReplyBuffer
-from .types import ChatMessage, SamplingOptions
+from ..errors import AtomError, ServerError
+from ..metrics import GenerationMetrics, percentile
+from ..runs import run_record
+from ..server.client import LMStudioClient
+from ..server.streaming import ReplyBuffer
+from ..types import ChatMessage, SamplingOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

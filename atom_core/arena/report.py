@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .arena import HELP, ArenaRound, SlotResult, stat_rows
-from .metrics import format_seconds
+from ..metrics import format_seconds
 from .promptsets import PromptSet, check_rows, summary_rows
+from .race import HELP, ArenaRound, SlotResult, stat_rows
 
 
 def _when(ts: float) -> str:

@@ -1,6 +1,6 @@
 """Concurrency sweep: how many people can this machine serve with one model at once?
 
-For each level K (default 1, 2, 4, 8) ATOM keeps K requests in flight (atom_core.loadrun)
+For each level K (default 1, 2, 4, 8) ATOM keeps K requests in flight (atom_core.measure.loadrun)
 for a set number of requests, then compares per level:
 
 - per-user speed: the median decode tok/s of one request (what each person sees),
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..metrics import format_seconds
+from ..types import ModelInfo, SamplingOptions
 from .loadrun import ClientFor, LoadJob, LoadRecord, LoadSummary, run_load
-from .metrics import format_seconds
-from .types import ModelInfo, SamplingOptions
 
 if TYPE_CHECKING:
-    from .client import LMStudioClient
+    from ..server.client import LMStudioClient
 
 DEFAULT_LEVELS = (1, 2, 4, 8)
 MAX_LEVEL = 64
@@ -222,7 +222,7 @@ def levels_from_runs(df: pd.DataFrame) -> list[LevelResult]:
 
     Aggregate tok/s is the level's completed output tokens over its wall time: from the first
     request's start (`ts`) to the last request's end (`ts + e2e_s`)."""
-    from .metrics import percentile
+    from ..metrics import percentile
 
     out = []
     rows = df[df["concurrency"].notna()]

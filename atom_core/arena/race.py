@@ -6,7 +6,7 @@ one at a time (their load time is kept apart, never counted in TTFT), then `Aren
 every slot at once through `runner.FanOut`, saves the round as it goes (like `chat.ChatTurn`) and
 on `finish()` writes the final `ArenaRound` to the "arena_rounds" table and one row per slot to the
 runs table (source "arena"). Votes update the round's record; `leaderboard()` turns the votes into
-ratings (rules in `atom_core.ratings`).
+ratings (rules in `atom_core.arena.ratings`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import AtomError, ServerError
-from .metrics import GenerationMetrics, format_seconds, percentile
-from .ratings import Outcome, Rating, VotedRound
-from .ratings import leaderboard as rate
-from .runner import FanOut, Slot
-from .runs import reply_state, run_record
-from .types import (
+from ..errors import AtomError, ServerError
+from ..measure.runner import FanOut, Slot
+from ..metrics import GenerationMetrics, format_seconds, percentile
+from ..runs import reply_state, run_record
+from ..types import (
     ChatMessage,
     Dialect,
     LoadConfig,
@@ -33,10 +31,12 @@ from .types import (
     ModelList,
     SamplingOptions,
 )
+from .ratings import Outcome, Rating, VotedRound
+from .ratings import leaderboard as rate
 
 if TYPE_CHECKING:
-    from .client import LMStudioClient
-    from .store import HistoryStore
+    from ..history.tinydb_store import HistoryStore
+    from ..server.client import LMStudioClient
 
 ROUNDS_TABLE = "arena_rounds"
 SLOT_LABELS = "ABCD"

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from .config import normalize_base_url, settings_from_env
-from .errors import (
+from ..config import normalize_base_url, settings_from_env
+from ..errors import (
     AtomError,
     AuthError,
     BadRequest,
@@ -25,8 +25,7 @@ from .errors import (
     ServerError,
     ServerUnreachable,
 )
-from .streaming import ChatStream, ReplyBuffer, error_message, send_retrying_stale
-from .types import (
+from ..types import (
     ChatMessage,
     Dialect,
     DownloadJob,
@@ -39,6 +38,7 @@ from .types import (
     to_float,
     to_int,
 )
+from .streaming import ChatStream, ReplyBuffer, error_message, send_retrying_stale
 
 # Connecting is quick or never; reading a chat stream may wait minutes while a big prompt is
 # processed on a slow machine, and loading a large model can take minutes too.

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .chat import metrics_line
+from ..chat import metrics_line
 
 if TYPE_CHECKING:
-    from .store import Conversation, Message
+    from .tinydb_store import Conversation, Message
 
 STATE_NOTES = {
     "stopped": "stopped by the user",

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .store import HistoryStore
+    from ..history.tinydb_store import HistoryStore
 
 __all__ = [
     "PROMPT_BANDS",
@@ -161,10 +161,10 @@ class RunsCache:
     """Keeps the last runs frame per store and rebuilds only what changed.
 
     For the TinyDB store (runs in `<data_dir>/tables/runs/NNNNNN.json`, append-only shards, see
-    atom_core.store) the fingerprint is the shard files' (name, mtime_ns, size): a directory
-    scan instead of reading 100k rows. When only the newest shard changed or new shards were
-    added (runs being recorded), only those files are parsed and appended to the frame of the
-    older shards, so a live panel can refresh every few seconds at any history size. Anything
+    atom_core.history.tinydb_store) the fingerprint is the shard files' (name, mtime_ns, size):
+    a directory scan instead of reading 100k rows. When only the newest shard changed or new
+    shards were added (runs being recorded), only those files are parsed and appended to the frame
+    of the older shards, so a live panel can refresh every few seconds at any history size. Anything
     unexpected (a file that will not parse) falls back to `store.runs()`, which also moves a
     damaged file aside with a warning. Other backends are keyed
     on (row count, last id). Each rebuild gets a new `version`, a cheap key for caching what is
@@ -179,7 +179,7 @@ class RunsCache:
 
     def snapshot(self, store: HistoryStore) -> tuple[int, pd.DataFrame]:
         """(version, frame) of the store's runs now."""
-        from .store import TinyDBHistoryStore
+        from ..history.tinydb_store import TinyDBHistoryStore
 
         key = str(store.data_dir)
         folder = Path(store.data_dir) / "tables" / "runs"
@@ -593,7 +593,7 @@ def overview(df: pd.DataFrame, flt: RunFilter | None = None) -> Overview:
 def headline(summary: pd.DataFrame) -> dict[str, tuple[str, str] | None]:
     """The fastest decoder and the quickest starter (by median) with their figure as text,
     among models with at least MIN_RUNS_FOR_HEADLINE runs when any model has that many."""
-    from .metrics import format_seconds
+    from ..metrics import format_seconds
 
     enough = summary[summary["runs"] >= MIN_RUNS_FOR_HEADLINE]
     pool = enough if len(enough) else summary
@@ -707,7 +707,7 @@ def timeline_table(timelines: Sequence[Timeline]) -> list[dict[str, Any]]:
 def timeline_stats(offsets_ms: Sequence[float]) -> dict[str, float | int | None]:
     """TTFT, gap median/p95/max and decode tok/s of one stream, from its offsets alone (the
     same definitions as atom_core.metrics, counting chunks as tokens)."""
-    from .metrics import percentile
+    from ..metrics import percentile
 
     arrival = [float(x) for x in offsets_ms]
     gaps = [b - a for a, b in zip(arrival, arrival[1:], strict=False)]

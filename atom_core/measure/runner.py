@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from .errors import AtomError, ServerError
-from .streaming import ChatStream, ReplyBuffer
-from .types import StreamEvent
+from ..errors import AtomError, ServerError
+from ..server.streaming import ChatStream, ReplyBuffer
+from ..types import StreamEvent
 
 StreamFactory = Callable[[], ChatStream]
 

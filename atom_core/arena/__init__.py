@@ -1,0 +1,55 @@
+"""The Arena: slots, load plan, race, rounds and votes, ratings, prompt sets, reports, charts.
+
+This package's face is the race (``from atom_core import arena; arena.ArenaRace(...)``); the
+other rooms are modules of their own: ``arena.ratings``, ``arena.promptsets``, ``arena.report``,
+``arena.charts``."""
+
+from .race import (
+    HELP,
+    ROUNDS_TABLE,
+    SLOT_LABELS,
+    ArenaRace,
+    ArenaRound,
+    Prepared,
+    SlotSetup,
+    contestant_name,
+    default_models,
+    default_picks,
+    fact_rows,
+    leaderboard,
+    live_line,
+    load_all,
+    load_rounds,
+    plan_loads,
+    prepared_from,
+    record_vote,
+    reveal,
+    start_load,
+    stat_rows,
+    vote_signature,
+)
+
+__all__ = [
+    "ArenaRace",
+    "ArenaRound",
+    "HELP",
+    "Prepared",
+    "ROUNDS_TABLE",
+    "SLOT_LABELS",
+    "SlotSetup",
+    "contestant_name",
+    "default_models",
+    "default_picks",
+    "fact_rows",
+    "leaderboard",
+    "live_line",
+    "load_all",
+    "load_rounds",
+    "plan_loads",
+    "prepared_from",
+    "record_vote",
+    "reveal",
+    "start_load",
+    "stat_rows",
+    "vote_signature",
+]

@@ -1,0 +1,1 @@
+"""Saved settings: server profiles and their tokens, sampling presets, prompt templates."""
