@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import streamlit as st
 
@@ -23,6 +24,7 @@ from atom_core.settings.store import (
 from atom_core.types import ModelInfo, SamplingOptions
 
 STATUS_MAX_AGE_S = 15.0
+KEEP: Literal["session"] = "session"  # widget values survive view and page switches
 LOADED = "●"
 NOT_LOADED = "○"
 

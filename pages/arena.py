@@ -12,7 +12,7 @@ import streamlit as st
 from atom_core import arena
 from atom_core.arena.race import ArenaRace, SlotSetup
 from atom_core.types import ModelInfo
-from pages import _arena_views as views
+from pages import _arena_board, _arena_round, _arena_sets, _arena_setup
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second across all columns
@@ -56,7 +56,7 @@ def live_title(race: ArenaRace, position: int) -> tuple[str, str]:
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
              models: dict[int, ModelInfo | None], blind: bool) -> None:
     listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
-    prepared = views.prepare(setups, listings)
+    prepared = _arena_setup.prepare(setups, listings)
     race = ArenaRace(store=store, client_for=ui.client_for, prompt=prompt, system_prompt=system,
                      setups=setups, prepared=prepared, models=models, blind=blind)
     with st.chat_message("user"):
@@ -99,16 +99,16 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
 
 view, presenter, blind = header()
 if presenter:
-    views.presenter_style()
+    _arena_setup.presenter_style()
 
 if view == "Leaderboard":
-    views.leaderboard(store)
+    _arena_board.leaderboard(store)
 elif view == "Prompt sets":
-    setups, models = views.slot_setup(presenter)
-    views.prompt_sets(store, setups)
+    setups, models = _arena_setup.slot_setup(presenter)
+    _arena_sets.prompt_sets(store, setups)
 else:
-    setups, models = views.slot_setup(presenter)
-    system = views.system_prompt(presenter)
+    setups, models = _arena_setup.slot_setup(presenter)
+    system = _arena_setup.system_prompt(presenter)
     prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
                            disabled=not setups)
     # One slot for the whole round, so a new race replaces the last one at once (no stale vote
@@ -116,8 +116,8 @@ else:
     with st.empty().container():
         if prompt and setups:
             run_race(prompt, system, setups, models, blind)
-        elif (shown := views.current_round(store)) is not None:
-            views.draw_round(store, shown, presenter)
+        elif (shown := _arena_round.current_round(store)) is not None:
+            _arena_round.draw_round(store, shown, presenter)
         else:
             st.info("Type a prompt below: every model above answers it at the same moment, "
                     "side by side, and you see which is faster. Turn on **Blind** to judge the "

@@ -1,0 +1,59 @@
+"""Arena: the leaderboard (ratings with intervals, speed against win rate).
+Drawing only; the ratings are computed in atom_core.arena.ratings."""
+
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+from atom_core import arena
+from atom_core.arena import charts as arena_charts
+from atom_core.arena.race import HELP, ArenaRound
+from atom_core.arena.ratings import Rating
+from pages import _ui as ui
+
+# -- the leaderboard ------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Computing ratings…", max_entries=8)
+def _board(signature: str, _rounds: Sequence[ArenaRound]) -> list[Rating]:
+    return arena.leaderboard(_rounds)
+
+
+def leaderboard(store: ui.HistoryStore) -> None:
+    rounds = arena.load_rounds(store)
+    votes = sum(1 for r in rounds if r.vote is not None)
+    if not votes:
+        st.info("No votes yet. Race two or more models, read the answers (Blind makes it fair) "
+                "and vote: every vote moves this table.", icon=":material/leaderboard:")
+        return
+    board = _board(arena.vote_signature(rounds), rounds)
+    st.caption(f"{votes} votes over {len(rounds)} rounds. Sorted by Bradley–Terry rating.")
+    frame = arena_charts.leaderboard_frame(board)
+    cc = st.column_config
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "Model": cc.TextColumn(width="medium"),
+        "BT": cc.NumberColumn(width="small", help="Bradley–Terry rating on the Elo scale "
+                              "(1000 = average), from all votes at once: order doesn't matter."),
+        "BT 95% CI": cc.TextColumn(help="95% interval from 500 bootstrap resamples of the "
+                                   "rounds: overlapping intervals mean the votes can't tell the "
+                                   "models apart yet."),
+        "Elo": cc.NumberColumn(width="small", help="Elo rating, votes replayed in time order "
+                               "(K = 32, start 1000)."),
+        "Elo 95% CI": cc.TextColumn(help="95% interval from the same bootstrap resamples."),
+        "Win rate": cc.ProgressColumn(min_value=0.0, max_value=1.0, format="percent",
+                                      help="Pairwise: a win beats every other reply in its round, "
+                                      "a tie is half a win each. 50% = as good as the field."),
+        "Battles": cc.NumberColumn(width="small",
+                                   help="Pairwise comparisons it took part in."),
+        "W/T/L": cc.TextColumn(width="small", help="Pairwise wins / ties / losses."),
+        "All bad": cc.NumberColumn(width="small", help="Rounds voted “all bad”: left out of the "
+                                   "ratings."),
+        "TTFT p50 (s)": cc.NumberColumn(format="%.2f", width="small", help=HELP["ttft"]),
+        "tok/s p50": cc.NumberColumn(format="%.1f", width="small", help=HELP["tps"]),
+    })
+    st.plotly_chart(arena_charts.speed_vs_win_rate(board), width="stretch")
+    st.caption("How votes count: the winner beats every other reply in the round; a tie is a "
+               "draw between every pair; “all bad” is left out of the ratings. Two slots with "
+               "the same model and settings never play each other. A model with different "
+               "settings is its own contestant.")
