@@ -51,7 +51,7 @@ def start_double(folder: Path) -> tuple[subprocess.Popen[str], str]:
     path = folder / "double.json"
     path.write_text(json.dumps(config()))
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "lmstudio_double.py"), "--port", "0",
+        [sys.executable, str(ROOT / "tests" / "fixtures" / "lmstudio_double.py"), "--port", "0",
          "--config", str(path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     assert proc.stdout is not None

@@ -32,137 +32,17 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import random  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-FAMILIES = ("qwen3", "gemma-3", "llama-3.2", "phi-4", "mistral")
-SIZES = (("1b", 1.0), ("4b", 4.0), ("8b", 8.0), ("14b", 14.0))
-SOURCES = ("chat", "chat", "chat", "arena", "promptset", "sweep", "cli")
-SERVERS = ("http://localhost:1234", "http://studio-mac.local:1234")
-
-
-def model_profiles(rng: random.Random) -> dict[str, dict[str, float]]:
-    """20 models; bigger ones decode slower, start later and read prompts slower."""
-    out = {}
-    for fi, family in enumerate(FAMILIES):
-        for size_name, size in SIZES:
-            speed = rng.uniform(0.8, 1.25) * (1 + 0.08 * fi)
-            out[f"{family}-{size_name}"] = {
-                "tps": 140 / size**0.75 * speed,
-                "ttft": 0.08 + 0.035 * size * rng.uniform(0.8, 1.2),
-                "prompt_tps": 6000 / size**0.9 * speed,  # prompt tokens per second
-                "errors": rng.uniform(0.002, 0.04),
-            }
-    return out
-
-
-def realistic_runs(n: int, *, seed: int = 7, days: float = 60.0,
-                   end: float | None = None) -> Iterator[dict[str, Any]]:
-    """`n` run rows spread over the last `days` days, shaped like atom_core.runs.run_record."""
-    rng = random.Random(seed)
-    profiles = model_profiles(rng)
-    models = list(profiles)
-    weights = [1 + (i % 4 == 1) * 2 + rng.random() for i in range(len(models))]
-    end = end or time.time()
-    start = end - days * 86400
-    for i in range(n):
-        model = rng.choices(models, weights)[0]
-        p = profiles[model]
-        ts = start + (i + rng.random()) * (end - start) / n
-        prompt = int(min(16000, rng.lognormvariate(5.3, 1.1)))
-        out = max(1, int(min(4096, rng.lognormvariate(5.3, 0.7))))
-        tps = p["tps"] * rng.lognormvariate(0, 0.08) * (1 - 0.1 * (i / n))
-        ttft = (p["ttft"] + prompt / p["prompt_tps"]) * rng.lognormvariate(0, 0.2)
-        failed = rng.random() < p["errors"]
-        yield {
-            "ts": ts,
-            "source": rng.choice(SOURCES),
-            "server": SERVERS[0] if rng.random() < 0.85 else SERVERS[1],
-            "model": model,
-            "ok": not failed,
-            "state": "error" if failed else "complete",
-            "error": "The server failed (HTTP 500): model crashed" if failed else "",
-            "ttft_s": None if failed else round(ttft, 4),
-            "decode_tps": None if failed else round(tps, 2),
-            "e2e_s": round(ttft + (0 if failed else (out - 1) / tps), 4),
-            "itl_p50_s": None if failed else round(1 / tps, 5),
-            "itl_p95_s": None if failed else round(1.6 / tps, 5),
-            "output_tokens": 0 if failed else out,
-            "prompt_tokens": prompt,
-            "tokens_source": "usage",
-            "finish_reason": None if failed else ("stop" if rng.random() < 0.9 else "length"),
-        }
-
-
-def token_offsets(rng: random.Random, tokens: int, ttft_ms: float,
-                  gap_ms: float) -> list[float]:
-    """A believable token timeline: steady gaps with jitter and the odd stall."""
-    t = ttft_ms
-    out = []
-    for _ in range(tokens):
-        out.append(round(t, 3))
-        t += gap_ms * rng.lognormvariate(0, 0.15) + (gap_ms * 6 if rng.random() < 0.02 else 0)
-    return out
-
-
-def build_history(data_dir: Path, runs: int, conversations: int, seed: int = 7,
-                  end: float | None = None) -> None:
-    """Writes the runs with store.append_many and the conversations straight into the store's
-    layout (as bench_store does); every chat run of the last `conversations` points at a
-    stored reply with a token timeline. The history ends at `end` (default: now)."""
-    from atom_core.history import tinydb_store as store_mod
-    from atom_core.metrics import compute_metrics
-
-    rng = random.Random(seed)
-    store = store_mod.TinyDBHistoryStore(data_dir)
-    store.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    rows = list(realistic_runs(runs, seed=seed, end=end))
-    chat_rows = [r for r in rows if r["source"] == "chat" and r["ok"]][-conversations:]
-    per_shard = store._index_shard_rows
-    index: dict[int, list[dict[str, Any]]] = {}
-    (store.data_dir / "conversations").mkdir(exist_ok=True)
-    for i, run in enumerate(chat_rows):
-        shard = i // per_shard
-        conv = store_mod.Conversation(
-            id=store_mod._new_id(shard), title=f"Question {i}", model=run["model"],
-            system_prompt="", created=run["ts"], updated=run["ts"] + 5, message_count=2,
-            preview="")
-        tokens = min(int(run["output_tokens"]), 400)
-        offsets = token_offsets(rng, tokens, run["ttft_s"] * 1000, 1000 / run["decode_tps"])
-        reply = " ".join(rng.choice(("tokens", "arrive", "one", "by", "one", "quickly"))
-                         for _ in range(tokens))
-        # The reply's metrics come from its timeline (as in the app), and its run agrees.
-        m = compute_metrics(t_request_ns=0, token_times_ns=[int(o * 1e6) for o in offsets],
-                            t_end_ns=int((offsets[-1] + 3) * 1e6),
-                            usage={"completion_tokens": tokens,
-                                   "prompt_tokens": run["prompt_tokens"]},
-                            finish_reason="stop")
-        metrics = m.to_dict()
-        run.update({k: metrics[k] for k in ("ttft_s", "decode_tps", "e2e_s", "itl_p50_s",
-                                            "itl_p95_s", "output_tokens")})
-        messages = []
-        for j, (role, content) in enumerate((("user", f"Question number {i}?"),
-                                             ("assistant", reply))):
-            msg = store_mod.Message(
-                id=f"{i:08x}{j:08x}", conversation_id=conv.id, role=role, content=content,
-                model=run["model"] if role == "assistant" else "",
-                metrics=metrics if role == "assistant" else None, created=run["ts"] + j)
-            messages.append(store_mod._message_doc(msg))
-        run["conversation_id"], run["message_id"] = conv.id, f"{i:08x}{1:08x}"
-        payload = store_mod.tinydb_file({"conversation": [store_mod._conversation_file_doc(conv)],
-                                         "messages": messages})
-        store._conversation_path(conv.id).write_text(json.dumps(payload, separators=(",", ":")))
-        index.setdefault(shard, []).append(store_mod._index_doc(conv))
-    (store.data_dir / "index").mkdir(exist_ok=True)
-    for shard, docs in index.items():
-        payload = store_mod.tinydb_file({"conversations": docs})
-        store._index_path(shard).write_text(json.dumps(payload, separators=(",", ":")))
-    store.append_many("runs", rows)
+from tests.fixtures.realistic_runs import (  # noqa: E402
+    build_history,
+    realistic_runs,
+)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

@@ -25,7 +25,7 @@ import httpx  # noqa: E402
 from atom_core.measure.runner import FanOut  # noqa: E402
 from atom_core.server.client import LMStudioClient  # noqa: E402
 from atom_core.types import ChatMessage  # noqa: E402
-from tests.lmstudio_double import serve  # noqa: E402
+from tests.fixtures.lmstudio_double import serve  # noqa: E402
 
 TOKENS = 4000
 REPEATS = 5

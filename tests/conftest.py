@@ -26,9 +26,26 @@ def browser() -> Iterator[Any]:
     sync API allows one running instance per thread."""
     from playwright.sync_api import sync_playwright
 
-    from tests.e2e.conftest import CHROMIUM, CHROMIUM_FLAGS
+    from tests.fixtures.browser import CHROMIUM, CHROMIUM_FLAGS
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield b
         b.close()
+
+
+# tests/e2e and tests/engine share `browser` and `page`: Playwright's sync API runs one
+# instance per thread.
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    from tests.fixtures.browser import OUTPUT
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(OUTPUT / f"{request.node.name}-final.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import OUTPUT, App, Double, open_app, save_shot, wait_idle
+from tests.fixtures.browser import (
+    OUTPUT,
+    App,
+    Double,
+    ask,
+    columns_text,
+    open_app,
+    save_shot,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +40,8 @@ def three(ttfts: tuple[int, int, int] = (300, 150, 220), gap: int = 60, tokens: 
     ]}
 
 
-def columns_text(pg: Any) -> list[str]:
-    """The text of every reply column (the bordered columns under an h4 title), in order."""
-    return list(pg.evaluate(
-        "() => Array.from(document.querySelectorAll('[data-testid=stColumn]'))"
-        ".filter(c => c.querySelector('h4')).map(c => c.innerText)"))
 
 
-def ask(pg: Any, text: str) -> None:
-    box = pg.locator("[data-testid=stChatInputTextArea]")
-    box.fill(text)
-    box.press("Enter")
 
 
 def open_arena(pg: Any, app: App) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import OUTPUT, App, Double, open_app, save_shot, wait_idle
+from tests.fixtures.browser import OUTPUT, App, Double, open_app, save_shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def test_stop_ends_the_upstream_request(app: App, double: Double, page: Any) -> 
 def test_server_down_shows_one_sentence_and_keeps_the_message(
     double: Double, page: Any, tmp_path: Any
 ) -> None:
-    from tests.e2e.conftest import free_port, start_app, stop
+    from tests.fixtures.browser import free_port, start_app, stop
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     app = start_app(dead, tmp_path / "data", tmp_path)
@@ -123,7 +123,7 @@ def test_closed_tab_and_killed_app_lose_nothing(double: Double, browser: Any,
     import os
     import signal
 
-    from tests.e2e.conftest import start_app, stop
+    from tests.fixtures.browser import start_app, stop
 
     double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 100,
                                    "token_gap_ms": 80, "reply_tokens": 300}]})

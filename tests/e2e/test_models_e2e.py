@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.fixtures.browser import (
     App,
     Double,
     open_app,

@@ -12,8 +12,7 @@ import pytest
 
 from atom_core import stats
 from atom_core.history.tinydb_store import open_store
-from bench.bench_stats import build_history
-from tests.e2e.conftest import (
+from tests.fixtures.browser import (
     OUTPUT,
     App,
     Double,
@@ -23,6 +22,7 @@ from tests.e2e.conftest import (
     stop,
     wait_idle,
 )
+from tests.fixtures.realistic_runs import build_history
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,6 @@ from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import SamplingOptions
 
-# The browser harness is shared with tests/e2e (`browser` itself is in tests/conftest.py).
-from tests.e2e.conftest import page  # noqa: F401  (a fixture, used by the browser test)
-
 SKIP_REASON = (
     "demo engine not installed: run `make demo` (once; `.ci/run` does it) to run the "
     "real-engine tests"

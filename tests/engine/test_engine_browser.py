@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from atom_core.launch import demo
-from tests.e2e.conftest import CHROMIUM, ROOT, open_app, start_app, stop, wait_idle
 from tests.engine.conftest import MODEL_A
+from tests.fixtures.browser import CHROMIUM, ROOT, open_app, start_app, stop, wait_idle
 
 pytestmark = [
     pytest.mark.engine,
@@ -72,7 +72,7 @@ def test_a_two_engine_arena_race_and_vote_in_the_browser(
 ) -> None:
     """What a teacher with no LM Studio sees: the Arena races the two demo engines (one slot
     each, by default), both replies arrive, a vote moves the leaderboard."""
-    from tests.e2e.test_arena_e2e import ask, columns_text
+    from tests.fixtures.browser import ask, columns_text
 
     env = demo_engine.app_env({})
     app = start_app(env["ATOM_SERVER_URL"], tmp_path / "data", tmp_path, extra_env={

@@ -11,8 +11,8 @@ import respx
 from streamlit.testing.v1 import AppTest
 
 from atom_core.settings.store import open_settings
+from tests.fixtures.payloads import AUTH_BODY, NATIVE_MODELS, UNEXPECTED
 from tests.ui.conftest import BASE, new_app
-from tests.unit.test_client import AUTH_BODY, NATIVE_MODELS, UNEXPECTED
 
 GEMMA = "google/gemma-4-26b-a4b"
 

@@ -18,11 +18,11 @@ from atom_core.history.tinydb_store import open_store
 from atom_core.metrics import compute_metrics
 from atom_core.runs import run_record
 from atom_core.server.client import LMStudioClient
-from bench.bench_stats import realistic_runs
-from tests.lmstudio_double import DoubleServer, serve
+from tests.fixtures.lmstudio_double import DoubleServer, serve
+from tests.fixtures.payloads import NATIVE_MODELS
+from tests.fixtures.plotly_data import decode
+from tests.fixtures.realistic_runs import realistic_runs
 from tests.ui.conftest import new_app
-from tests.unit.test_charts import decode
-from tests.unit.test_client import NATIVE_MODELS
 
 CHARTS = ["speed_map", "ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
           "tokens_histogram"]
@@ -259,7 +259,7 @@ def test_server_stats_need_lm_studio_04(mock: respx.MockRouter) -> None:
 
 def test_arena_round_timelines_side_by_side(seeded: list[dict[str, Any]],
                                             isolated_env: Path) -> None:
-    from tests.unit.test_stats import arena_record
+    from tests.fixtures.records import arena_record
 
     open_store(isolated_env).append("arena_rounds", arena_record())
     at = open_stats("Token timeline")

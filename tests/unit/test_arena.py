@@ -14,7 +14,7 @@ from atom_core.arena.race import ArenaRace, SlotSetup
 from atom_core.history.tinydb_store import HistoryStore, open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.types import LoadConfig, SamplingOptions
-from tests.lmstudio_double import DoubleServer, serve
+from tests.fixtures.lmstudio_double import DoubleServer, serve
 
 THREE = {"models": [
     {"key": "m/a", "loaded": True, "ttft_ms": 100, "token_gap_ms": 30, "reply_tokens": 20},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -14,7 +13,8 @@ import pytest
 from atom_core import stats
 from atom_core.measure import sweep
 from atom_core.stats import charts
-from bench.bench_stats import realistic_runs
+from tests.fixtures.plotly_data import decode
+from tests.fixtures.realistic_runs import realistic_runs
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +30,6 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     return {name: go.Figure(decode(fig.to_dict())) for name, fig in built.items()}
 
 
-def decode(value: Any) -> Any:
-    """Plotly's binary arrays ({"dtype", "bdata"}, as to_dict and to_json write numpy data)
-    back into lists, everywhere in a figure dict."""
-    if isinstance(value, dict):
-        if "bdata" in value and "dtype" in value:
-            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-            shape = value.get("shape")
-            if isinstance(shape, str):  # "59, 1"
-                shape = [int(x) for x in shape.split(",")]
-            return (array.reshape(shape) if shape else array).tolist()
-        return {k: decode(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [decode(v) for v in value]
-    return value
 
 
 def trace_color(t: Any) -> str | None:

@@ -14,7 +14,7 @@ from atom_core.history.tinydb_store import open_store
 from atom_core.metrics import compute_metrics
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
-from tests.unit.sse import SSE_HEADERS, sse_body
+from tests.fixtures.sse import SSE_HEADERS, sse_body
 
 BASE = "http://lms.test:1234"
 

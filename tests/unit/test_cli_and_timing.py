@@ -16,7 +16,7 @@ from atom_core.cli import main
 from atom_core.history.tinydb_store import open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
-from tests.lmstudio_double import DoubleServer, serve
+from tests.fixtures.lmstudio_double import DoubleServer, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,70 +21,8 @@ from atom_core.errors import (
 )
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, LoadConfig, SamplingOptions
-from tests.unit.sse import SSE_HEADERS, chunk, sse_body
-
-BASE = "http://lms.test:1234"
-
-NATIVE_MODELS = {
-    "models": [
-        {
-            "type": "llm",
-            "publisher": "google",
-            "key": "google/gemma-4-26b-a4b",
-            "display_name": "Gemma 4 26B A4B",
-            "architecture": "gemma4",
-            "quantization": {"name": "Q4_K_M", "bits_per_weight": 4},
-            "size_bytes": 17990911801,
-            "params_string": "26B-A4B",
-            "loaded_instances": [
-                {
-                    "id": "google/gemma-4-26b-a4b",
-                    "config": {"context_length": 4096, "parallel": 4, "flash_attention": True},
-                }
-            ],
-            "max_context_length": 262144,
-            "format": "gguf",
-            "capabilities": {
-                "vision": True,
-                "trained_for_tool_use": True,
-                "reasoning": {"allowed_options": ["off", "on"], "default": "on"},
-            },
-            "description": None,
-        },
-        {
-            "type": "llm",
-            "publisher": "qwen",
-            "key": "qwen/qwen3-4b",
-            "display_name": "Qwen3 4B",
-            "quantization": {"name": "4bit", "bits_per_weight": 4},
-            "size_bytes": 2000000000,
-            "params_string": "4B",
-            "loaded_instances": [],
-            "max_context_length": 32768,
-            "format": "mlx",
-        },
-        {
-            "type": "embedding",
-            "publisher": "gaianet",
-            "key": "text-embedding-nomic-embed-text-v1.5-embedding",
-            "display_name": "Nomic Embed Text v1.5",
-            "quantization": {"name": "F16", "bits_per_weight": 16},
-            "size_bytes": 274290560,
-            "params_string": None,
-            "loaded_instances": [],
-            "max_context_length": 2048,
-            "format": "gguf",
-        },
-    ]
-}
-UNEXPECTED = {"error": "Unexpected endpoint or method. (GET /api/v1/models)"}
-AUTH_BODY = {
-    "error": {
-        "type": "invalid_request",
-        "code": "invalid_api_key",
-        "message": "An LM Studio API token is required to make requests to this server...",
-    }
-}
+from tests.fixtures.payloads import AUTH_BODY, BASE, NATIVE_MODELS, UNEXPECTED
+from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Sanity checks for the LM Studio double (tests/lmstudio_double.py), with plain httpx.
+"""Sanity checks for the LM Studio double (tests/fixtures/lmstudio_double.py), with plain httpx.
 
 These prove the double speaks the shapes in /work/shared/reference/lmstudio-api.md and keeps its
 timing promises, so that client tests built on it can trust it.
@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.lmstudio_double import (
+from tests.fixtures.lmstudio_double import (
     AUTH_REQUIRED_BODY,
     DoubleConfig,
     DoubleServer,
@@ -704,8 +704,8 @@ def test_control_routes(double: DoubleServer, client: httpx.Client) -> None:
 def test_command_line_prints_ready_and_serves(tmp_path: Path) -> None:
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"models": [fast_model()]}))
-    cmd = [sys.executable, "tests/lmstudio_double.py", "--port", "0", "--config", str(config),
-           "--token", "secret"]
+    cmd = [sys.executable, "tests/fixtures/lmstudio_double.py", "--port", "0",
+           "--config", str(config), "--token", "secret"]
     with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

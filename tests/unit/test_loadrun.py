@@ -12,7 +12,7 @@ from atom_core.cli import main
 from atom_core.history.tinydb_store import open_store
 from atom_core.measure.loadrun import LoadJob, run_load, summarize
 from atom_core.server.client import LMStudioClient
-from tests.lmstudio_double import serve
+from tests.fixtures.lmstudio_double import max_overlap, serve
 
 CONFIG = {"models": [
     {"key": "a", "loaded": True, "ttft_ms": 150, "token_gap_ms": 20, "reply_tokens": 10},
@@ -20,17 +20,6 @@ CONFIG = {"models": [
 ]}
 
 
-def max_overlap(log: list[dict[str, object]], slack_s: float = 0.02) -> int:
-    """Most requests the server had open at once. The double stamps `ended_at` just after its
-    last write, so the client may already have sent its next request: `slack_s` forgives that
-    (each request here lasts over 300 ms, so real overlaps are far longer)."""
-    edges = sorted([(float(r["received_at"]), 1) for r in log]  # type: ignore[arg-type]
-                   + [(float(r["ended_at"]) - slack_s, -1) for r in log])  # type: ignore[arg-type]
-    best = now = 0
-    for _, step in edges:
-        now += step
-        best = max(best, now)
-    return best
 
 
 @pytest.mark.parametrize("k", [1, 3])

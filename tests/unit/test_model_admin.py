@@ -24,7 +24,7 @@ from atom_core.types import (
     ModelInfo,
     ModelList,
 )
-from tests.unit.test_client import BASE, NATIVE_MODELS
+from tests.fixtures.payloads import BASE, NATIVE_MODELS
 
 GEMMA = ModelInfo(
     key="google/gemma-4-26b-a4b", display_name="Gemma 4 26B A4B", publisher="google",

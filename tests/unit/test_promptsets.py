@@ -16,7 +16,7 @@ from atom_core.cli import main
 from atom_core.history.tinydb_store import HistoryStore, open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.types import SamplingOptions
-from tests.lmstudio_double import serve
+from tests.fixtures.lmstudio_double import serve
 
 # -- reading --------------------------------------------------------------------------------------
 

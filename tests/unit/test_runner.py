@@ -14,7 +14,7 @@ from atom_core.errors import ModelNotFound
 from atom_core.measure.runner import FanOut
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
-from tests.unit.sse import SSE_HEADERS, chunk
+from tests.fixtures.sse import SSE_HEADERS, chunk
 
 BASE = "http://lms.test:1234"
 
@@ -106,7 +106,7 @@ def test_cancel_ends_every_upstream_request_and_keeps_partial_text() -> None:
 def test_cancel_while_waiting_for_the_first_token_ends_at_once() -> None:
     """A long prompt: no token for seconds. Stop must not wait for the first token to arrive;
     the worker leaves at once and the server sees the connection go."""
-    from tests.lmstudio_double import serve
+    from tests.fixtures.lmstudio_double import serve
 
     slow_start = {"models": [{"key": "m", "loaded": True, "ttft_ms": 6000, "token_gap_ms": 20,
                               "reply_tokens": 10}]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,7 @@ from atom_core import stats
 from atom_core.history.tinydb_store import open_store
 from atom_core.metrics import compute_metrics, percentile
 from atom_core.runs import run_record
-
-T0 = datetime(2025, 3, 10, 12, 0).timestamp()  # local noon: date filters are local days
+from tests.fixtures.records import T0, arena_record
 
 
 def run(model: str = "m", *, ts: float = T0, ok: bool = True, state: str | None = None,
@@ -327,20 +326,6 @@ def test_message_timelines_come_from_the_store(isolated_env: Path) -> None:
     assert stats.load_message_timeline(store, conv.id, reply.id) is None
 
 
-def arena_record(**over: Any) -> dict[str, Any]:
-    """Shaped like atom_core.arena.ArenaRound.to_record()."""
-    def slot(label: str, model: str, offsets: list[float] | None) -> dict[str, Any]:
-        metrics: dict[str, Any] = {"ttft_s": 0.1}
-        if offsets:
-            metrics = {"ttft_s": offsets[0] / 1000, "token_offsets_ms": offsets}
-        return {"label": label, "model": model, "content": "hello there", "reasoning": "",
-                "metrics": metrics, "state": "complete"}
-    record = {"ts": T0, "prompt": "Why is the sky blue?", "system_prompt": "", "blind": False,
-              "state": "done", "vote": None, "revealed": False,
-              "slots": [slot("A", "m1", [100.0, 120.0]), slot("B", "m2", [300.0, 310.0]),
-                        slot("C", "m3", None)]}
-    record.update(over)
-    return record
 
 
 def test_arena_rounds_give_one_timeline_per_slot(isolated_env: Path) -> None:

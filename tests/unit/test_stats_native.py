@@ -11,7 +11,7 @@ from atom_core import stats
 from atom_core.errors import ModelNotFound, NotSupported, ServerError
 from atom_core.server.client import LMStudioClient
 from atom_core.server.native import SERVER_CHECK_SOURCE, ServerStats, comparison_rows, native_chat
-from tests.lmstudio_double import DoubleServer, serve
+from tests.fixtures.lmstudio_double import DoubleServer, serve
 
 CONFIG = {"models": [
     {"key": "timed", "loaded": True, "ttft_ms": 200, "token_gap_ms": 25, "reply_tokens": 30},

@@ -17,8 +17,7 @@ from atom_core.measure.loadrun import summarize
 from atom_core.measure.sweep import LevelResult, SweepTarget
 from atom_core.server.client import LMStudioClient
 from atom_core.types import LoadedInstance, ModelInfo, SamplingOptions
-from tests.lmstudio_double import serve
-from tests.unit.test_loadrun import max_overlap
+from tests.fixtures.lmstudio_double import max_overlap, serve
 
 TARGET = SweepTarget(min_tps_per_user=10, max_ttft_p90_s=2.0)
 
