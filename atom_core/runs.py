@@ -1,15 +1,26 @@
-"""One row per generation for the runs table: what chat, arena, prompt sets and the CLI record."""
+"""One row per generation for the runs table: what chat, arena, prompt sets, sweeps and the CLI
+record, as a typed, frozen RunRecord.
+
+On disk a run is a flat JSON object (``RunRecord.to_record()``); rows written before a field
+existed read back with that field None (``RunRecord.from_record()``), and keys this version does
+not know (links such as ``round_id``, ``sweep_id`` or a prompt set's ``prompt_index``) travel in
+``tags``, flattened into the row, so the stored shape stays what it always was.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AtomError, StreamInterrupted
 from .metrics import GenerationMetrics
-from .types import MessageState
+from .types import MessageState, to_float, to_int
 
 RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli")
+TAG_TYPES = (str, int, float, bool, type(None))
 
 
 def reply_state(error: AtomError | None, cancelled: bool) -> MessageState:
@@ -23,6 +34,128 @@ def reply_state(error: AtomError | None, cancelled: bool) -> MessageState:
     return "complete"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """One generation, as the runs table keeps it. Seconds and tokens; None where unknown.
+
+    Token timelines stay with the message (or the arena round), not here, so the runs table
+    stays small enough to read 100,000 rows quickly."""
+
+    ts: float  # when the request was sent (epoch seconds)
+    source: str  # chat, arena, promptset, sweep, cli, ... (RUN_SOURCES, open-ended)
+    server: str  # base URL
+    model: str
+    ok: bool = True
+    state: str = "complete"  # MessageState
+    error: str = ""  # the sentence shown to the user
+    # ATOM's measurement (atom_core.metrics defines each)
+    ttft_s: float | None = None
+    decode_tps: float | None = None
+    e2e_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p95_s: float | None = None
+    output_tokens: int | None = None
+    prompt_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tokens_source: str | None = None
+    finish_reason: str | None = None
+    # the server's own figures, when it reports them (LM Studio native stats)
+    server_tps: float | None = None
+    server_ttft_s: float | None = None
+    server_load_s: float | None = None
+    # links and labels the caller chose (round_id, slot, sweep_id, concurrency, ...)
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None  # set by the store
+
+    @classmethod
+    def measured(
+        cls,
+        *,
+        source: str,
+        server: str,
+        model: str,
+        metrics: GenerationMetrics,
+        error: AtomError | None = None,
+        cancelled: bool = False,
+        ts: float | None = None,
+        **tags: Any,
+    ) -> RunRecord:
+        """The record of one measured generation; extra keywords become tags."""
+        m = metrics
+        known = {k: tags.pop(k) for k in list(tags) if k in _FIELDS}
+        return cls(
+            ts=time.time() if ts is None else ts,
+            source=source,
+            server=server,
+            model=model,
+            ok=error is None and not cancelled,
+            state=reply_state(error, cancelled),
+            error=error.sentence if error else "",
+            ttft_s=m.ttft_s,
+            decode_tps=m.decode_tps,
+            e2e_s=m.e2e_s,
+            itl_p50_s=m.itl_p50_s,
+            itl_p95_s=m.itl_p95_s,
+            output_tokens=m.output_tokens,
+            prompt_tokens=m.prompt_tokens,
+            reasoning_tokens=m.reasoning_tokens,
+            tokens_source=m.tokens_source,
+            finish_reason=m.finish_reason,
+            tags=tags,
+            **known,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The flat JSON-able row the store keeps (tags flattened in, `id` only when set)."""
+        row: dict[str, Any] = {f: getattr(self, f) for f in _FIELDS}
+        if self.id is None:
+            row.pop("id")
+        row.update(self.tags)
+        return row
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> RunRecord:
+        """Reads a stored row leniently: missing fields are None, wrong types become None,
+        unknown keys become tags. Never raises for a dict."""
+        values: dict[str, Any] = {}
+        for name, kind in _FIELD_KINDS.items():
+            if name not in row:
+                continue
+            values[name] = _coerce(row[name], kind)
+        tags = {k: v for k, v in row.items() if k not in _FIELDS and isinstance(v, TAG_TYPES)}
+        values.setdefault("ts", 0.0)
+        values["ts"] = values["ts"] if values["ts"] is not None else 0.0
+        for name in ("source", "server", "model", "error"):
+            values[name] = values.get(name) or ""
+        ok = values.get("ok")
+        if ok is None:  # missing or not a bool: what the state says, else a success
+            ok = values.get("state") in (None, "complete")
+        values["ok"] = ok
+        values["state"] = values.get("state") or ("complete" if ok else "error")
+        return cls(tags=tags, **values)
+
+    def replace(self, **changes: Any) -> RunRecord:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name != "tags")
+_FIELD_KINDS: dict[str, str] = {
+    f.name: ("float" if "float" in str(f.type) else "int" if "int" in str(f.type)
+             else "bool" if "bool" in str(f.type) else "str")
+    for f in dataclasses.fields(RunRecord) if f.name != "tags"
+}
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if kind == "float":
+        return to_float(value)
+    if kind == "int":
+        return to_int(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    return value if isinstance(value, str) else None
+
+
 def run_record(
     *,
     source: str,
@@ -33,26 +166,6 @@ def run_record(
     cancelled: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A compact, JSON-able row. Token timelines stay with the message, not here, so that the
-    runs table stays small enough to read 100,000 rows quickly."""
-    m = metrics
-    row: dict[str, Any] = {
-        "ts": time.time(),
-        "source": source,
-        "server": server,
-        "model": model,
-        "ok": error is None and not cancelled,
-        "state": reply_state(error, cancelled),
-        "error": error.sentence if error else "",
-        "ttft_s": m.ttft_s,
-        "decode_tps": m.decode_tps,
-        "e2e_s": m.e2e_s,
-        "itl_p50_s": m.itl_p50_s,
-        "itl_p95_s": m.itl_p95_s,
-        "output_tokens": m.output_tokens,
-        "prompt_tokens": m.prompt_tokens,
-        "tokens_source": m.tokens_source,
-        "finish_reason": m.finish_reason,
-    }
-    row.update(extra)
-    return row
+    """The stored row of one measured generation (``RunRecord.measured(...).to_record()``)."""
+    return RunRecord.measured(source=source, server=server, model=model, metrics=metrics,
+                              error=error, cancelled=cancelled, **extra).to_record()
