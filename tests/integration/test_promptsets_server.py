@@ -27,7 +27,7 @@ def test_a_run_saves_records_with_checks_and_summaries(isolated_env: Path) -> No
     assert runner.finished and runner.progress.done == runner.progress.total == 12
     assert runner.progress.fraction == 1.0
     assert len(log) == 12 + 2  # one warm-up per model
-    records = ps.run_records(store, str(run["id"]))
+    records = ps.run_records(store, run.id)
     assert len(records) == 12 and all(r["ok"] for r in records)
     first_b = next(r for r in records if r["prompt_index"] == 0 and r["label"] == "B")
     assert first_b["checks"] == [{"check": "contains “Paris”", "passed": True}]
@@ -56,7 +56,7 @@ def test_stop_keeps_finished_records_and_resume_runs_only_the_rest(isolated_env:
         runner.stop()
         runner.join(5)
         runner.poll(0)
-        kept = ps.run_records(store, str(run["id"]))
+        kept = ps.run_records(store, run.id)
         assert 3 <= len(kept) < 12 and all(r["ok"] for r in kept)
         cut = [x for x in double.log(wait=3) if x["closed_early"]]
         assert cut  # the requests in flight were ended, not left running
@@ -67,7 +67,7 @@ def test_stop_keeps_finished_records_and_resume_runs_only_the_rest(isolated_env:
         again.start()
         drain(again)
         resent = [x for x in double.log(wait=2) if x["path"] == "/v1/chat/completions"]
-    records = ps.run_records(store, str(run["id"]))
+    records = ps.run_records(store, run.id)
     assert len(records) == 12 and all(r["ok"] for r in records)
     assert len(resent) == 12 - len(kept)  # finished triples were not sent again
     assert again.progress.done == 12
@@ -80,7 +80,7 @@ def test_failed_requests_are_retried_on_resume(isolated_env: Path) -> None:
         run = new_run(store, double.url, warmup=False)  # slot B asks for "b": missing
         runner = ps.PromptSetRun(store, run, lambda _u: client).start()
         drain(runner)
-        records = ps.run_records(store, str(run["id"]))
+        records = ps.run_records(store, run.id)
         assert sum(not r["ok"] for r in records) == 3
         assert "no model called “b”" in next(r for r in records if not r["ok"])["error"]
         assert len(ps.PromptSetRun(store, run, lambda _u: client).jobs) == 3

@@ -131,3 +131,18 @@ def test_progress_sentence() -> None:
 
 
 
+
+
+def test_a_saved_run_reads_back_as_the_same_spec_and_junk_rows_are_skipped(
+        isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    run = new_run(store, "http://x", repeats=2, seed=5)
+    assert run.total == 3 * 2 * 2
+    assert ps.get_run(store, run.id) == run
+    row = store.records(ps.RUNS_TABLE)[0]
+    assert set(row) >= {"id", "run_key", "set", "slots", "settings", "created"}
+    assert ps.PromptSetRunSpec.from_record(row) == run
+    store.append(ps.RUNS_TABLE, {"set": "not a set", "slots": 3})
+    assert [r.id for r in ps.list_runs(store)] == [run.id]
+    with pytest.raises(ps.PromptSetError):
+        ps.PromptSetRunSpec.from_record({"id": "x"})

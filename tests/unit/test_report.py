@@ -7,7 +7,7 @@ import io
 import json
 
 from atom_core.arena import report
-from atom_core.arena.promptsets import parse_prompt_set
+from atom_core.arena.promptsets import PromptSetRunSpec, parse_prompt_set
 from atom_core.arena.race import ArenaRound, SlotResult, Vote
 
 
@@ -72,11 +72,12 @@ def test_round_csv_and_json() -> None:
 def test_run_report() -> None:
     pset = parse_prompt_set('[{"prompt": "Capital <of> France?", "contains": "Paris"}, "Hi"]',
                             name="Geo")
-    run = {"id": "r1", "created": 1_700_000_000.0, "set": pset.to_dict(),
+    run = PromptSetRunSpec.from_record({
+        "id": "r1", "created": 1_700_000_000.0, "set": pset.to_dict(),
            "settings": {"repeats": 1, "concurrency": 2, "seed": 42, "temperature": 0.0,
                         "max_tokens": 64, "warmup": True, "shuffle": True},
            "slots": [{"label": "A", "server": "http://s", "model": "a", "target": "a",
-                      "contestant": "a", "options": {"seed": 42}}]}
+                      "contestant": "a", "options": {"seed": 42}}]})
     metrics = {"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 30.0, "output_tokens": 20,
                "tokens_source": "usage", "finish_reason": "stop", "itl_p50_s": None,
                "itl_p95_s": None}
