@@ -92,7 +92,8 @@ def test_cancel_ends_every_upstream_request_and_keeps_partial_text() -> None:
         run = FanOut([
             (lambda m=m: client.stream_chat(m, [ChatMessage("user", "go")])) for m in ("x", "y")
         ]).start()
-        while sum(len(s.reply.content) for s in run.slots) < 20:
+        # Each slot must have text before Stop (on a busy machine one can lag the other).
+        while not all(len(s.reply.content) >= 5 for s in run.slots):
             run.poll(0.05)
         run.cancel()
         assert run.all_done and all(s.cancelled for s in run.slots)
