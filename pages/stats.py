@@ -58,7 +58,7 @@ def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
 
 @st.fragment(run_every=3)
 def live_panel(shown_version: int) -> None:
-    version, df = runs_cache().snapshot(store)  # cheap: only new shards are read
+    version, df = runs_cache().snapshot(store)  # cheap: only what changed is read
     live = stats.live_summary(df, now=time.time())
     if not live.active:
         st.caption(":material/radio_button_unchecked: Live: nothing running. This panel "

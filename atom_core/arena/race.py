@@ -35,7 +35,7 @@ from .ratings import Outcome, Rating, VotedRound
 from .ratings import leaderboard as rate
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
     from ..server.client import LMStudioClient
 
 ROUNDS_TABLE = "arena_rounds"

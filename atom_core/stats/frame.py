@@ -19,14 +19,12 @@ per-model sample (trend lines are fitted on every run, not on the sample).
 from __future__ import annotations
 
 import math
-import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
-from pathlib import Path
 from threading import Lock
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
 
 __all__ = [
     "PROMPT_BANDS",
@@ -106,7 +104,7 @@ def source_label(source: str) -> str:
     return SOURCE_LABELS.get(source, source or "unknown")
 
 
-def runs_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def runs_frame(rows: Sequence[Mapping[str, Any]], *, sort: bool = True) -> pd.DataFrame:
     """The runs table as a typed frame, oldest first.
 
     Columns: everything in FLOAT_COLUMNS (NaN where unknown), CATEGORY_COLUMNS as categoricals,
@@ -132,7 +130,7 @@ def runs_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         df[col] = df[col].astype("category")
     df["failed"] = df["state"].isin(FAILED_STATES).to_numpy(dtype=bool)
     df["prompt_band"] = prompt_bands(df["prompt_tokens"])
-    if len(df) and not df["ts"].is_monotonic_increasing:
+    if sort and len(df) and not df["ts"].is_monotonic_increasing:
         df = df.sort_values("ts", kind="stable", ignore_index=True)
     return df
 
@@ -150,25 +148,21 @@ def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:
 
 @dataclass(slots=True)
 class _Cached:
-    fingerprint: object
+    token: Hashable
     version: int
-    frame: pd.DataFrame
-    base: pd.DataFrame | None = None  # rows of every shard but the newest (TinyDB layout)
-    base_shards: tuple[tuple[str, int, int], ...] = ()
+    raw: pd.DataFrame  # one row per run, in the store's order (not sorted by time)
+    frame: pd.DataFrame  # `raw` oldest first: what snapshot() hands out
 
 
 class RunsCache:
     """Keeps the last runs frame per store and rebuilds only what changed.
 
-    For the TinyDB store (runs in `<data_dir>/tables/runs/NNNNNN.json`, append-only shards, see
-    atom_core.history.tinydb_store) the fingerprint is the shard files' (name, mtime_ns, size):
-    a directory scan instead of reading 100k rows. When only the newest shard changed or new
-    shards were added (runs being recorded), only those files are parsed and appended to the frame
-    of the older shards, so a live panel can refresh every few seconds at any history size. Anything
-    unexpected (a file that will not parse) falls back to `store.runs()`, which also moves a
-    damaged file aside with a warning. Other backends are keyed
-    on (row count, last id). Each rebuild gets a new `version`, a cheap key for caching what is
-    computed from the frame. Thread-safe.
+    Each look asks the store for `runs_since(token)`: the runs that changed since the last
+    look, as "keep the first `start` rows, then these". The TinyDB store answers with a
+    directory scan when nothing changed and with the newest file's rows while runs are being
+    recorded, so a live panel can refresh every few seconds at any history size; a backend that
+    cannot tell answers with every row (start 0), which is a full rebuild. Each rebuild gets a
+    new `version`, a cheap key for caching what is computed from the frame. Thread-safe.
     """
 
     def __init__(self) -> None:
@@ -179,56 +173,31 @@ class RunsCache:
 
     def snapshot(self, store: HistoryStore) -> tuple[int, pd.DataFrame]:
         """(version, frame) of the store's runs now."""
-        from ..history.tinydb_store import TinyDBHistoryStore
-
-        key = str(store.data_dir)
-        folder = Path(store.data_dir) / "tables" / "runs"
-        shards = _shard_fingerprint(folder) if isinstance(store, TinyDBHistoryStore) else None
+        key = f"{type(store).__name__}:{store.data_dir}"
         with self._lock:
             hit = self._cached.get(key)
-            if shards is not None and hit is not None and hit.fingerprint == shards:
+        delta = store.runs_since(hit.token if hit is not None else None)
+        if hit is not None and delta.start > len(hit.raw):  # not what we hold: start over
+            hit, delta = None, store.runs_since(None)
+        if hit is not None and delta.start == len(hit.raw) and not delta.rows:
+            with self._lock:
+                hit.token = delta.token
                 return hit.version, hit.frame
-        entry = None
-        if shards is not None:
-            entry = self._from_shards(folder, shards, hit)
-        if entry is None:
-            rows = store.runs()
-            fingerprint = shards if shards is not None else (
-                len(rows), rows[-1].get("id") if rows else None)
-            if hit is not None and shards is None and hit.fingerprint == fingerprint:
-                return hit.version, hit.frame
-            entry = _Cached(fingerprint=fingerprint, version=0, frame=runs_frame(rows))
+        added = runs_frame(delta.rows, sort=False)
+        if hit is None or delta.start == 0:
+            raw = added
             self.full_builds += 1
+        else:
+            kept = hit.raw if delta.start == len(hit.raw) else hit.raw.iloc[:delta.start]
+            raw = _concat(kept, added, sort=False)
+        frame = raw
+        if len(raw) and not raw["ts"].is_monotonic_increasing:
+            frame = raw.sort_values("ts", kind="stable", ignore_index=True)
         with self._lock:
             self._versions += 1
-            entry.version = self._versions
+            entry = _Cached(token=delta.token, version=self._versions, raw=raw, frame=frame)
             self._cached[key] = entry
             return entry.version, entry.frame
-
-    def _from_shards(self, folder: Path, shards: tuple[tuple[str, int, int], ...],
-                     hit: _Cached | None) -> _Cached | None:
-        """The frame from the shard files, reusing the older shards' frame when only newer
-        shards changed; None to ask for a full rebuild."""
-        if not shards:
-            return _Cached(fingerprint=shards, version=0, frame=runs_frame([]))
-        base_shards, newest = shards[:-1], shards[-1:]
-        if hit is not None and hit.base is not None and shards[:len(hit.base_shards)] == (
-                hit.base_shards) and len(hit.base_shards) <= len(base_shards):
-            grown = base_shards[len(hit.base_shards):]  # shards closed since the last look
-            extra = _read_shards(folder, grown)
-            if extra is None:
-                return None
-            base = _concat(hit.base, runs_frame(extra)) if extra else hit.base
-        else:
-            rows = _read_shards(folder, base_shards)
-            if rows is None:
-                return None
-            base = runs_frame(rows)
-        tail = _read_shards(folder, newest)
-        if tail is None:
-            return None
-        return _Cached(fingerprint=shards, version=0, frame=_concat(base, runs_frame(tail)),
-                       base=base, base_shards=base_shards)
 
     def frame(self, store: HistoryStore) -> pd.DataFrame:
         return self.snapshot(store)[1]
@@ -238,42 +207,8 @@ class RunsCache:
             self._cached.clear()
 
 
-def _shard_fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...] | None:
-    try:
-        with os.scandir(folder) as entries:
-            found = []
-            for e in entries:
-                if re.fullmatch(r"\d{6}\.json", e.name):
-                    st = e.stat()
-                    found.append((e.name, st.st_mtime_ns, st.st_size))
-    except FileNotFoundError:
-        return ()
-    except OSError:
-        return None
-    return tuple(sorted(found))
-
-
-def _read_shards(folder: Path,
-                 shards: Sequence[tuple[str, int, int]]) -> list[dict[str, Any]] | None:
-    """The records of these shard files (TinyDB JSON: {"records": {doc_id: record}}), or None
-    if any file is missing or not in that shape."""
-    import json
-
-    rows: list[dict[str, Any]] = []
-    for name, _mtime, _size in shards:
-        try:
-            data = json.loads((folder / name).read_bytes() or b"{}")
-        except (OSError, ValueError):
-            return None
-        table = data.get("records", {}) if isinstance(data, dict) else None
-        if not isinstance(table, dict):
-            return None
-        rows.extend(r for r in table.values() if isinstance(r, dict))
-    return rows
-
-
-def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Two runs frames as one, categoricals kept categorical, oldest first."""
+def _concat(a: pd.DataFrame, b: pd.DataFrame, *, sort: bool = True) -> pd.DataFrame:
+    """Two runs frames as one, categoricals kept categorical (oldest first if `sort`)."""
     if b.empty:
         return a
     if a.empty:
@@ -282,7 +217,7 @@ def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     for col in (*CATEGORY_COLUMNS, "prompt_band"):
         if out[col].dtype != "category":
             out[col] = out[col].astype("category")
-    if not out["ts"].is_monotonic_increasing:
+    if sort and not out["ts"].is_monotonic_increasing:
         out = out.sort_values("ts", kind="stable", ignore_index=True)
     return out
 

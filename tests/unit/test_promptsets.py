@@ -13,7 +13,7 @@ from atom_core.arena import promptsets as ps
 from atom_core.arena.promptsets import Check, PromptSetError, parse_prompt_set
 from atom_core.arena.race import SlotSetup
 from atom_core.cli import main
-from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.history import HistoryStore, open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.types import SamplingOptions
 from tests.fixtures.lmstudio_double import serve
