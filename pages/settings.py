@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from atom_core.history import backup
 from atom_core.server.admin import human_bytes
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
@@ -205,7 +206,7 @@ def data_tab() -> None:
     st.markdown(f"Your history lives in `{store.data_dir}` "
                 f"({human_bytes(store.size_bytes())}, {len(store.list_conversations())} "
                 "conversations). Set ATOM_DATA_DIR to keep it elsewhere.")
-    st.download_button("Export everything (JSON)", lambda: ss.export_json(store, settings),
+    st.download_button("Export everything (JSON)", lambda: backup.export_json(store, settings),
                        file_name="atom-export.json", mime="application/json",
                        icon=":material/download:", on_click="ignore",
                        help="Conversations, runs and every other record, and your settings. "
@@ -213,7 +214,7 @@ def data_tab() -> None:
     upload = st.file_uploader("Import an ATOM export", type="json", key="import-file")
     if upload is not None and st.button("Import", icon=":material/upload:"):
         try:
-            report = ss.import_everything(store, settings, upload.getvalue())
+            report = backup.import_everything(store, settings, upload.getvalue())
         except ValueError as e:
             st.error(str(e), icon=":material/error:")
         else:
@@ -228,7 +229,7 @@ def data_tab() -> None:
     also = st.checkbox("Also forget server profiles, tokens, presets and templates")
     a, b = st.columns(2)
     if a.button("Yes, delete", type="primary"):
-        ss.delete_history(store)
+        backup.delete_history(store)
         if also:
             settings.forget_everything()
         st.session_state.pop("confirm-wipe", None)

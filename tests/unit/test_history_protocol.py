@@ -208,3 +208,16 @@ def test_delete_all_then_the_store_carries_on(store: HistoryStore) -> None:
     store.add_message(c2.id, role="user", content="still works")
     store.add_run({"model": "m"})
     assert len(store.list_conversations()) == 1 and len(store.runs()) == 1
+
+
+def test_nothing_outside_history_knows_its_files_shards_or_locks() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    leaks = re.compile(r"fcntl|flock|shard|tinydb_store|TinyDBHistoryStore|store\.lock|"
+                       r"\"tables\"|_STORES")
+    files = [p for p in (root / "atom_core").rglob("*.py") if "history" not in p.parts]
+    files += [*(root / "pages").glob("*.py"), root / "app.py"]
+    found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in files
+             for n, line in enumerate(p.read_text().splitlines(), 1) if leaks.search(line)]
+    assert not found, "\n".join(found)

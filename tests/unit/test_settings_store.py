@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from atom_core.history.tinydb_store import TinyDBHistoryStore
-from atom_core.settings.store import (
-    AppSettings,
-    SettingsStore,
+from atom_core.history.backup import (
     delete_history,
     export_everything,
     export_json,
     import_everything,
+)
+from atom_core.history.tinydb_store import TinyDBHistoryStore
+from atom_core.settings.store import (
+    AppSettings,
+    SettingsStore,
     initial_server_url,
     make_preset,
     mask_token,
@@ -295,3 +297,42 @@ def test_delete_history_leaves_settings_and_the_store_keeps_working(
     assert len(store.list_conversations()) == 1 and len(store.runs()) == 1
     settings.forget_everything()
     assert settings.load() == AppSettings() and settings.token("Studio") is None
+
+
+# -- two writers ----------------------------------------------------------------------------------
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from atom_core.settings.store import SettingsStore
+
+folder, tag, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+while not go.exists():  # both processes start editing at the same moment
+    time.sleep(0.01)
+s = SettingsStore(folder)
+for i in range(40):
+    s.save_template(f"{tag}-t{i}", f"text {i}")
+    s.save_profile(f"{tag}-p{i}", f"http://{tag}{i}.test:1234", token=f"sk-{tag}-{i:04d}-secret")
+"""
+
+
+def test_two_processes_editing_at_once_keep_every_edit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder, go = tmp_path / "data", tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(folder), tag, str(go)],
+                              cwd=root, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    s = SettingsStore(folder)
+    loaded = s.load()
+    for tag in ("a", "b"):
+        assert {f"{tag}-t{i}" for i in range(40)} <= {t.name for t in loaded.templates}
+        assert {f"{tag}-p{i}" for i in range(40)} <= {p.name for p in loaded.profiles}
+        assert all(s.token(f"{tag}-p{i}") == f"sk-{tag}-{i:04d}-secret" for i in range(40))
+    assert (len(loaded.templates), len(loaded.profiles)) == (80, 80)
+    assert not list(folder.glob(".*.tmp"))  # no temp file left behind
