@@ -12,24 +12,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ..errors import AtomError
-from .protocol import TABLE_NAME_RE, HistoryStore
+from pydantic import TypeAdapter
+
+from .protocol import (
+    TABLE_NAME_RE,
+    HistoryStore,
+    NewConversation,
+    check_new_conversation,
+    require_jsonable,
+)
 
 __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
     "LOCAL_TABLES",
+    "ImportRefused",
     "ImportReport",
     "SettingsPart",
     "delete_history",
     "export_everything",
     "export_json",
     "import_everything",
+    "plan_import",
+    "validation_sentences",
 ]
 
 EXPORT_FORMAT = "atom-export"
@@ -43,6 +54,10 @@ class SettingsPart(Protocol):
 
     def export_dict(self) -> dict[str, Any]:
         """The settings for an export: never a token."""
+        ...
+
+    def check_import(self, doc: Mapping[str, Any]) -> list[str]:
+        """The problems of an export's settings part, one sentence each ([] if none)."""
         ...
 
     def merge(self, doc: Mapping[str, Any]) -> int:
@@ -106,96 +121,233 @@ def export_json(store: HistoryStore, settings: SettingsPart | None = None) -> st
     return json.dumps(export_everything(store, settings), ensure_ascii=False, indent=1)
 
 
-_MESSAGE_FIELDS = ("role", "content", "reasoning", "model", "metrics", "state", "error")
+class ImportRefused(ValueError):
+    """A file that cannot be imported; nothing of it was written. `problems` holds one
+    sentence per problem (at most MAX_PROBLEMS, the last saying how many more there were)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS + 1
+            problems = [*problems[:MAX_PROBLEMS - 1], f"…and {more} more problems."]
+        self.problems = tuple(problems)
+        if len(problems) == 1:
+            sentence = problems[0]
+        else:
+            sentence = (f"Nothing was imported: that file has {len(problems)} problems"
+                        f"{' (or more)' if more_than(problems) else ''}.")
+        super().__init__(sentence)
+
+    @property
+    def sentence(self) -> str:
+        return str(self)
+
+
+MAX_PROBLEMS = 12
+
+
+def more_than(problems: list[str]) -> bool:
+    return bool(problems) and problems[-1].startswith("…and ")
+
+
+def validation_sentences(exc: Exception, what: str) -> list[str]:
+    """One sentence per pydantic error ("Run 3: ok should be true or false."), never quoting
+    the rejected value (imported text is untrusted)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return [f"{what} could not be read ({type(exc).__name__})."]
+    out = []
+    for err in errors():
+        where = ".".join(_safe_part(part) for part in err.get("loc", ()) if part != "[key]")
+        msg = str(err.get("msg", "is not valid")).rstrip(".")
+        msg = msg[:1].lower() + msg[1:]
+        out.append(f"{what}: {where + ' ' if where else ''}{_plain(msg)}.")
+    return out
+
+
+def _safe_part(part: object) -> str:
+    # A location can hold a key from the file (untrusted text): only plain field names and
+    # positions are repeated.
+    if isinstance(part, int) or (isinstance(part, str) and _FIELD_NAME.match(part)):
+        return str(part)
+    return "(an entry)"
+
+
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+def _plain(msg: str) -> str:
+    # "input should be a valid string" -> "should be a valid string"
+    return msg[len("input "):] if msg.startswith("input ") else msg
+
+
+# The record types of tables that have one: what a stored record must read as.
+def _record_checks() -> dict[str, Callable[[dict[str, Any]], None]]:
+    # Imported here, not at the top: the arena room sits above history in the layers, and only
+    # an import needs to know its record type.
+    from ..arena.race import ROUNDS_TABLE, check_round_record
+    from ..runs import RunRecord
+
+    run_fields = tuple(f for f in RunRecord.__dataclass_fields__ if f != "tags")
+    runs = TypeAdapter(RunRecord)
+
+    def check_run(record: dict[str, Any]) -> None:
+        known = {k: record[k] for k in run_fields if k in record}
+        for name in ("source", "server", "model"):  # rows may lack these (RunRecord reads "")
+            known.setdefault(name, "")
+        runs.validate_json(json.dumps(known), strict=True)
+        _finite_time(record.get("ts"))
+
+    def check_round(record: dict[str, Any]) -> None:
+        check_round_record(record, strict=True)
+        _finite_time(record.get("ts"))
+
+    return {"runs": check_run, ROUNDS_TABLE: check_round}
+
+
+def _finite_time(value: object) -> None:
+    if not isinstance(value, int | float) or not 0 <= value < 1e11:
+        raise ValueError("its time (ts) is not a time")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Plan:
+    conversations: list[NewConversation]
+    prints: list[str]
+    tables: dict[str, list[dict[str, Any]]]
+    settings: Mapping[str, Any] | None
+
+
+_CONVERSATION = TypeAdapter(NewConversation)
+
+
+def _read_conversation(entry: object) -> NewConversation:
+    if not isinstance(entry, Mapping):
+        raise ValueError("is not a conversation")
+    new = _CONVERSATION.validate_json(json.dumps(entry), strict=True)
+    check_new_conversation(new)
+    return new
+
+
+def plan_import(data: str | bytes | Mapping[str, Any], settings: SettingsPart | None) -> _Plan:
+    """Reads and checks a whole export, writing nothing; raises ImportRefused listing every
+    problem found."""
+    if isinstance(data, str | bytes):
+        try:
+            data = json.loads(data)
+        except (ValueError, RecursionError):
+            raise ImportRefused(["That file is not JSON; choose a file ATOM exported."]) from None
+    if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
+        raise ImportRefused(["That file is not an ATOM export (it has no \"format\": "
+                             f"\"{EXPORT_FORMAT}\")."])
+    version = data.get("version", EXPORT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ImportRefused(["That file's “version” is not a whole number, so ATOM cannot "
+                             "tell how to read it."])
+    if version > EXPORT_VERSION:
+        raise ImportRefused(["That export was written by a newer ATOM; upgrade ATOM to "
+                             "import it."])
+    problems: list[str] = []
+    conversations: list[NewConversation] = []
+    raw_conversations = data.get("conversations", [])
+    if not isinstance(raw_conversations, list):
+        problems.append("The file's “conversations” is not a list of conversations.")
+        raw_conversations = []
+    for i, entry in enumerate(raw_conversations, 1):
+        try:
+            conversations.append(_read_conversation(entry))
+        except (ValueError, TypeError) as e:
+            problems += validation_sentences(e, f"Conversation {i}") if hasattr(
+                e, "errors") else [f"Conversation {i}: {str(e).rstrip('.')}."]
+    tables: dict[str, list[dict[str, Any]]] = {}
+    raw_tables = data.get("tables", {})
+    if not isinstance(raw_tables, Mapping):
+        problems.append("The file's “tables” is not a set of named tables.")
+        raw_tables = {}
+    checks = _record_checks()
+    for name, records in raw_tables.items():
+        if not isinstance(name, str) or not TABLE_NAME_RE.match(name):
+            problems.append("A table's name is not one ATOM uses (lowercase letters, digits, "
+                            "'_' or '-').")
+            continue
+        if name in LOCAL_TABLES:
+            continue  # this machine's live state: never imported
+        if not isinstance(records, list):
+            problems.append(f"Table “{name}” is not a list of records.")
+            continue
+        rows: list[dict[str, Any]] = []
+        for i, record in enumerate(records, 1):
+            what = f"Record {i} of table “{name}”"
+            if not isinstance(record, dict):
+                problems.append(f"{what} is not a record.")
+                continue
+            try:
+                require_jsonable(record, what)
+                if "id" in record and (not isinstance(record["id"], str) or not record["id"]):
+                    raise ValueError("its id is not a name")
+                check = checks.get(name)
+                if check is not None:
+                    check(record)
+            except (ValueError, TypeError) as e:
+                problems += validation_sentences(e, what) if hasattr(
+                    e, "errors") else [f"{what}: {str(e).rstrip('.')}."]
+                continue
+            rows.append(dict(record))
+        tables[name] = rows
+    raw_settings = data.get("settings")
+    if raw_settings is not None and not isinstance(raw_settings, Mapping):
+        problems.append("The file's “settings” is not a set of settings.")
+        raw_settings = None
+    if raw_settings and settings is not None:
+        problems += settings.check_import(raw_settings)
+    if problems:
+        raise ImportRefused(problems)
+    prints = [_fingerprint(c.system_prompt, [asdict(m) for m in c.messages])
+              for c in conversations]
+    return _Plan(conversations=conversations, prints=prints, tables=tables,
+                 settings=raw_settings)
 
 
 def import_everything(
     store: HistoryStore, settings: SettingsPart | None, data: str | bytes | Mapping[str, Any]
 ) -> ImportReport:
-    """Merges an export back in: conversations whose messages are already here, and records
-    whose id is already here, are skipped, so importing the same file twice adds nothing.
-    Raises ValueError with a sentence when `data` is not an ATOM export."""
-    if isinstance(data, str | bytes):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            raise ValueError("That file is not JSON; choose a file ATOM exported.") from None
-    if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
-        raise ValueError("That file is not an ATOM export (it has no \"format\": "
-                         f"\"{EXPORT_FORMAT}\").")
-    if int(data.get("version") or 0) > EXPORT_VERSION:
-        raise ValueError("That export was written by a newer ATOM; upgrade ATOM to import it.")
-    problems: list[str] = []
+    """Merges an export back in, whole or not at all: the file is read and every record
+    checked against its stored type first, and any problem refuses it (ImportRefused, a
+    ValueError, with one sentence per problem) before anything is written. Conversations whose
+    messages are already here, and records whose id is already here, are skipped, so importing
+    the same file twice adds nothing. (A disk failure half way can still leave part written:
+    the store's writes are atomic one by one, not as a whole.)"""
+    plan = plan_import(data, settings)
     known = {_fingerprint(c.system_prompt, [asdict(m) for m in store.messages(c.id)])
              for c in store.list_conversations()}
-    added = skipped = 0
-    for conv in data.get("conversations") or []:
-        if not isinstance(conv, Mapping) or not isinstance(conv.get("messages", []), list):
-            problems.append("A conversation entry was not readable and was left out.")
-            continue
-        messages = [m for m in conv.get("messages") or [] if isinstance(m, Mapping)]
-        print_ = _fingerprint(str(conv.get("system_prompt") or ""), messages)
+    new: list[NewConversation] = []
+    skipped = 0
+    for conv, print_ in zip(plan.conversations, plan.prints, strict=True):
         if print_ in known:
             skipped += 1
             continue
-        try:
-            _import_conversation(store, conv, messages)
-        except (ValueError, TypeError, AtomError) as e:
-            problems.append(f"“{conv.get('title', '?')}” was left out: {e}")
-            continue
         known.add(print_)
-        added += 1
+        new.append(conv)
+    store.import_conversations(new)
     rec_added = rec_skipped = 0
-    tables = data.get("tables")
-    if not isinstance(tables, Mapping):
-        tables = {}
-    for table, records in tables.items():
-        if table in LOCAL_TABLES or not TABLE_NAME_RE.match(str(table)) or not isinstance(
-                records, list):
-            problems.append(f"Table “{table}” was left out.")
-            continue
+    for table, records in plan.tables.items():
         have = {r.get("id") for r in store.records(table)}
+        fresh = []
         for record in records:
-            if not isinstance(record, Mapping):
-                continue
-            record = dict(record)
             record.setdefault("id", "imp-" + hashlib.sha256(json.dumps(
                 record, sort_keys=True, default=str).encode()).hexdigest()[:16])
             if record["id"] in have:
                 rec_skipped += 1
                 continue
-            try:
-                store.append(table, record)
-            except (ValueError, TypeError) as e:
-                problems.append(f"A record of “{table}” was left out: {e}")
-                continue
             have.add(record["id"])
-            rec_added += 1
+            fresh.append(record)
+        store.append_many(table, fresh)
+        rec_added += len(fresh)
     settings_added = 0
-    if settings is not None and isinstance(data.get("settings"), Mapping):
-        settings_added = settings.merge(data["settings"])
-    return ImportReport(conversations_added=added, conversations_skipped=skipped,
+    if settings is not None and plan.settings:
+        settings_added = settings.merge(plan.settings)
+    return ImportReport(conversations_added=len(new), conversations_skipped=skipped,
                         records_added=rec_added, records_skipped=rec_skipped,
-                        settings_added=settings_added, problems=tuple(problems))
-
-
-def _import_conversation(store: HistoryStore, conv: Mapping[str, Any],
-                         messages: list[Mapping[str, Any]]) -> None:
-    for m in messages:  # check all first: never leave half a conversation behind
-        if m.get("role") not in ("user", "assistant", "system"):
-            raise ValueError(f"a message has an unknown role {m.get('role')!r}")
-        if not isinstance(m.get("content", ""), str):
-            raise ValueError("a message's text is not text")
-    created = store.create_conversation(
-        title=str(conv.get("title") or "Imported chat"), model=str(conv.get("model") or ""),
-        system_prompt=str(conv.get("system_prompt") or ""))
-    try:
-        for m in messages:
-            kwargs = {k: m[k] for k in _MESSAGE_FIELDS if k in m and m[k] is not None}
-            store.add_message(created.id, **kwargs)
-    except (ValueError, TypeError):
-        store.delete_conversation(created.id)
-        raise
+                        settings_added=settings_added)
 
 
 def delete_history(store: HistoryStore) -> None:

@@ -31,7 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from ..config import normalize_base_url
+from ..history.backup import validation_sentences
 from ..history.files import atomic_write_json, private_dir, process_lock, remove_temp_files
 from ..server.client import ServerStatus
 from ..types import SamplingOptions
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
 TOKENS_FILE = "tokens.json"
 LOCK_FILE = "settings.lock"
+MAX_TTL_SECONDS = 7 * 24 * 3600  # the Settings and Chat pages' TTL inputs stop here
 NAME_CHARS = 60
 
 # (min, max) for each preset field: the same bounds as the Chat page's inputs, so a preset can
@@ -351,30 +355,39 @@ class SettingsStore:
             value = raw.get(key)
             return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
 
+        def text(value: object) -> str | None:
+            return value if isinstance(value, str) and value else None
+
+        # Read defensively: a value of the wrong type (a hand-edited or older file) is left out,
+        # never a crash on every visit.
         profiles = tuple(
-            ServerProfile(name=str(p["name"]), url=str(p["url"]),
-                          has_token=p["name"] in with_tokens)
-            for p in items("profiles") if p.get("name") and p.get("url")
+            ServerProfile(name=p["name"], url=p["url"], has_token=p["name"] in with_tokens)
+            for p in items("profiles") if text(p.get("name")) and text(p.get("url"))
         )
         presets = []
         for p in items("presets"):
             with contextlib.suppress(ValueError, TypeError):
                 presets.append(make_preset(str(p.get("name", "")),
                                            **{k: p.get(k) for k in PRESET_BOUNDS}))
-        templates = tuple(PromptTemplate(name=str(t["name"]), text=str(t.get("text", "")))
-                          for t in items("templates") if t.get("name"))
+        templates = tuple(PromptTemplate(name=t["name"], text=str(t.get("text", "")))
+                          for t in items("templates") if text(t.get("name")))
         ttl = raw.get("ttl_seconds")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+            ttl = None
+        elif ttl > MAX_TTL_SECONDS:  # clamped on read too: the page's input cannot show more
+            ttl = MAX_TTL_SECONDS
         loaded = raw.get("loaded_by_atom") if isinstance(raw.get("loaded_by_atom"), dict) else {}
         model_presets = raw.get("model_presets")
         return AppSettings(
             profiles=profiles,
-            default_profile=raw.get("default_profile") or None,
-            ttl_seconds=int(ttl) if isinstance(ttl, int) and ttl > 0 else None,
+            default_profile=text(raw.get("default_profile")),
+            ttl_seconds=ttl,
             auto_unload=bool(raw.get("auto_unload")),
             auto_unload_any=bool(raw.get("auto_unload_any")),
             presets=tuple(presets),
-            default_preset=raw.get("default_preset") or None,
-            model_presets={str(k): str(v) for k, v in (model_presets or {}).items()}
+            default_preset=text(raw.get("default_preset")),
+            model_presets={str(k): v for k, v in (model_presets or {}).items()
+                           if isinstance(v, str) and v}
             if isinstance(model_presets, dict) else {},
             templates=templates,
             loaded_by_atom={str(k): tuple(map(str, v)) for k, v in (loaded or {}).items()
@@ -458,7 +471,7 @@ class SettingsStore:
     # -- chat defaults ---------------------------------------------------------------------------
 
     def set_ttl(self, seconds: int | None) -> None:
-        if seconds is not None and not 1 <= int(seconds) <= 7 * 24 * 3600:
+        if seconds is not None and not 1 <= int(seconds) <= MAX_TTL_SECONDS:
             raise ValueError("The idle TTL must be between 1 second and 7 days.")
         with self._editing() as raw:
             raw["ttl_seconds"] = int(seconds) if seconds else None
@@ -565,6 +578,34 @@ class SettingsStore:
             "templates": [asdict(t) for t in s.templates],
         }
 
+    def check_import(self, doc: object) -> list[str]:
+        """The problems of an export's settings part, one sentence each ([] if it can be
+        merged). The shape is checked against the stored types (ServerProfile,
+        SamplingPreset, PromptTemplate) with pydantic; names, URLs and bounds as the forms
+        check them."""
+        try:
+            parsed = _SETTINGS_DOC.validate_json(json.dumps(doc), strict=True)
+        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            return validation_sentences(exc, "The settings")
+        problems: list[str] = []
+
+        def check(where: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+            try:
+                action(*args, **kwargs)
+            except ValueError as e:
+                problems.append(f"{where}: {e}")
+
+        for i, p in enumerate(parsed.profiles, 1):
+            check(f"Server profile {i}", _name, p.name, "server")
+            check(f"Server profile {i}", _check_url, p.url)
+        for i, preset in enumerate(parsed.presets, 1):
+            check(f"Preset {i}", make_preset, preset.name, **preset.values())
+        for i, t in enumerate(parsed.templates, 1):
+            check(f"Template {i}", _name, t.name, "template")
+        if parsed.ttl_seconds is not None and not 1 <= parsed.ttl_seconds <= MAX_TTL_SECONDS:
+            problems.append("The settings' idle TTL must be between 1 second and 7 days.")
+        return problems
+
     def merge(self, doc: Mapping[str, Any]) -> int:
         """Adds the profiles, presets, templates and per-model presets of an export that are not
         here yet (by name); scalar settings only where none is set. Returns how many were added.
@@ -603,6 +644,24 @@ class SettingsStore:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             self._cache = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettingsDoc:
+    """The settings part of an export, as pydantic checks it (unknown keys are ignored)."""
+
+    profiles: tuple[ServerProfile, ...] = ()
+    default_profile: str | None = None
+    ttl_seconds: int | None = None
+    auto_unload: bool = False
+    auto_unload_any: bool = False
+    presets: tuple[SamplingPreset, ...] = ()
+    default_preset: str | None = None
+    model_presets: dict[str, str] = field(default_factory=dict)
+    templates: tuple[PromptTemplate, ...] = ()
+
+
+_SETTINGS_DOC = TypeAdapter(SettingsDoc)
 
 
 def _rename_refs(raw: dict[str, Any], old: str, new: str | None) -> None:

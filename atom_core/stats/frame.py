@@ -110,9 +110,32 @@ def runs_frame(rows: Sequence[Mapping[str, Any]], *, sort: bool = True) -> pd.Da
     Columns: everything in FLOAT_COLUMNS (NaN where unknown), CATEGORY_COLUMNS as categoricals,
     TEXT_COLUMNS as str ("" where absent), `ok` and `failed` (bool) and `prompt_band`. Rows
     written by older versions (no `state`) get one from `ok`.
+
+    A row whose fields do not have the types atom_core.runs.RunRecord gives them (an `ok` that
+    is not true/false, a number field holding text, a time that is not a time, a name that is
+    not text: a hand-edited or damaged file) is left out, and `frame.attrs["unreadable"]` says
+    how many were. The checks run column by column, not row by row (RunRecord.from_record
+    for each of 100,000 rows takes about 2 s).
     """
-    df = pd.DataFrame(list(rows), columns=list(_WANTED))
+    df, unreadable = typed_runs(rows)
+    if unreadable.any():
+        df = df[~unreadable].reset_index(drop=True)
+    if sort and len(df) and not df["ts"].is_monotonic_increasing:
+        df = df.sort_values("ts", kind="stable", ignore_index=True)
+    df.attrs["unreadable"] = int(unreadable.sum())
+    return df
+
+
+def typed_runs(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every row typed as runs_frame types them, in the given order, and a mask of the rows
+    runs_frame leaves out as unreadable."""
+    df = pd.DataFrame([r for r in rows if isinstance(r, Mapping)], columns=list(_WANTED))
+    unreadable = np.zeros(len(df), dtype=bool)
     ok = df["ok"]
+    if len(df) and pd.api.types.infer_dtype(ok, skipna=True) not in ("boolean", "empty"):
+        fine = ok.map(lambda v: v is None or isinstance(v, bool) or v != v).to_numpy(bool)
+        unreadable |= ~fine
+        ok = ok.where(fine, None)
     state = df["state"]
     if len(df):
         ok = ok.astype("boolean").fillna(True).astype(bool)
@@ -120,19 +143,28 @@ def runs_frame(rows: Sequence[Mapping[str, Any]], *, sort: bool = True) -> pd.Da
     df["ok"] = ok.astype(bool)
     df["state"] = state
     for col in FLOAT_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        values = df[col]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if values.dtype.kind not in "fiu":  # objects: was each one a number?
+            unreadable |= (numeric.isna() & values.notna()).to_numpy(bool)
+        df[col] = numeric.astype("float64")
+    ts = df["ts"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        unreadable |= ~np.isnan(ts) & ~((ts >= 0) & (ts < 1e11))  # inf, negative, year 5000+
     for col in (*CATEGORY_COLUMNS, *TEXT_COLUMNS):
         values = df[col]
         if values.dtype.kind == "f":  # a field no row has: all NaN
             values = values.astype(object)
+        elif len(df) and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            fine = values.map(lambda v: v is None or isinstance(v, str) or v != v)
+            unreadable |= ~fine.to_numpy(bool)
+            values = values.where(fine, None)
         df[col] = values.fillna("").astype(str)
     for col in CATEGORY_COLUMNS:
         df[col] = df[col].astype("category")
     df["failed"] = df["state"].isin(FAILED_STATES).to_numpy(dtype=bool)
     df["prompt_band"] = prompt_bands(df["prompt_tokens"])
-    if sort and len(df) and not df["ts"].is_monotonic_increasing:
-        df = df.sort_values("ts", kind="stable", ignore_index=True)
-    return df
+    return df, unreadable
 
 
 def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:
@@ -151,6 +183,7 @@ class _Cached:
     token: Hashable
     version: int
     raw: pd.DataFrame  # one row per run, in the store's order (not sorted by time)
+    unreadable: np.ndarray  # per row of `raw`: left out of `frame` (see runs_frame)
     frame: pd.DataFrame  # `raw` oldest first: what snapshot() hands out
 
 
@@ -183,19 +216,22 @@ class RunsCache:
             with self._lock:
                 hit.token = delta.token
                 return hit.version, hit.frame
-        added = runs_frame(delta.rows, sort=False)
+        added, bad = typed_runs(delta.rows)
         if hit is None or delta.start == 0:
-            raw = added
+            raw, unreadable = added, bad
             self.full_builds += 1
         else:
             kept = hit.raw if delta.start == len(hit.raw) else hit.raw.iloc[:delta.start]
             raw = _concat(kept, added, sort=False)
-        frame = raw
-        if len(raw) and not raw["ts"].is_monotonic_increasing:
-            frame = raw.sort_values("ts", kind="stable", ignore_index=True)
+            unreadable = np.concatenate([hit.unreadable[:delta.start], bad])
+        frame = raw[~unreadable].reset_index(drop=True) if unreadable.any() else raw
+        if len(frame) and not frame["ts"].is_monotonic_increasing:
+            frame = frame.sort_values("ts", kind="stable", ignore_index=True)
+        frame.attrs["unreadable"] = int(unreadable.sum())
         with self._lock:
             self._versions += 1
-            entry = _Cached(token=delta.token, version=self._versions, raw=raw, frame=frame)
+            entry = _Cached(token=delta.token, version=self._versions, raw=raw,
+                            unreadable=unreadable, frame=frame)
             self._cached[key] = entry
             return entry.version, entry.frame
 

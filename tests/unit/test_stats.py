@@ -454,3 +454,26 @@ def test_runs_cache_survives_a_damaged_shard(isolated_env: Path) -> None:
     _, df = cache.snapshot(store)
     assert len(df) == 15 and cache.full_builds == 1  # the store moved the bad file aside
     assert store.warnings
+
+
+def test_unreadable_rows_are_left_out_and_counted() -> None:
+    rows = [run(ts=T0), run(ts=T0 + 1, ok="maybe"), run(ts=T0 + 2, ttft={"x": 1}),  # type: ignore[arg-type]
+            run(ts=float("inf")), run(model=["m"], ts=T0 + 4), run(ts=T0 + 5)]  # type: ignore[arg-type]
+    df = stats.runs_frame(rows)
+    assert list(df["ts"]) == [T0, T0 + 5] and df.attrs["unreadable"] == 4
+    assert df["ok"].dtype == bool and list(stats.model_summary(df)["runs"]) == [2]
+    clean = stats.runs_frame([run(ts=T0), run(ts=T0 + 1, ok=None)])  # type: ignore[arg-type]
+    assert clean.attrs["unreadable"] == 0 and len(clean) == 2  # a missing ok is no problem
+
+
+def test_runs_cache_keeps_positions_past_an_unreadable_row() -> None:
+    from atom_core.history.memory_store import MemoryHistoryStore
+
+    store = MemoryHistoryStore()
+    store.append_many("runs", [run(ts=T0), run(ts=T0 + 1, ok="maybe"), run(ts=T0 + 2)])
+    cache = stats.RunsCache()
+    assert list(cache.frame(store)["ts"]) == [T0, T0 + 2]
+    store.add_run(run(ts=T0 + 3))
+    df = cache.frame(store)
+    assert list(df["ts"]) == [T0, T0 + 2, T0 + 3] and df.attrs["unreadable"] == 1
+    assert cache.full_builds == 1
