@@ -362,8 +362,16 @@ def model_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_csv(summary: pd.DataFrame) -> bytes:
-    """The summary as CSV (machine names with units in them: ttft_p50_s, decode_tps_p50...)."""
-    return summary.to_csv(index=False, float_format="%.6g").encode("utf-8")
+    """The summary as CSV (machine names with units in them: ttft_p50_s, decode_tps_p50...).
+    Text cells that a spreadsheet would run as a formula are neutralised (history.export.
+    csv_cell); numbers stay numbers."""
+    from ..history.export import csv_cell
+
+    out = summary.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = out[col].map(csv_cell)
+    return out.to_csv(index=False, float_format="%.6g").encode("utf-8")
 
 
 # -- colours ------------------------------------------------------------------------------------

@@ -224,3 +224,16 @@ def test_two_processes_editing_at_once_keep_every_edit(tmp_path: Path) -> None:
         assert all(s.token(f"{tag}-p{i}") == f"sk-{tag}-{i:04d}-secret" for i in range(40))
     assert (len(loaded.templates), len(loaded.profiles)) == (80, 80)
     assert not list(folder.glob(".*.tmp"))  # no temp file left behind
+
+
+def test_settings_temp_files_of_killed_writes_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    SettingsStore(folder).save_template("T", "text")
+    left = folder / ".settings.json.k3j_x9a1.tmp"
+    left.write_text('{"half')
+    history_temp = folder / ".meta.json.q1w2e3r4.tmp"  # the history store's: not touched here
+    history_temp.write_text("x")
+    again = SettingsStore(folder)  # a new process
+    again.save_template("U", "text")
+    assert not left.exists() and history_temp.exists()
+    assert {t.name for t in again.load().templates} == {"T", "U"}

@@ -477,3 +477,11 @@ def test_runs_cache_keeps_positions_past_an_unreadable_row() -> None:
     df = cache.frame(store)
     assert list(df["ts"]) == [T0, T0 + 2, T0 + 3] and df.attrs["unreadable"] == 1
     assert cache.full_builds == 1
+
+
+def test_summary_csv_neutralises_formula_cells_and_keeps_numbers() -> None:
+    s = stats.model_summary(stats.runs_frame([run("=cmd|'/C calc'!A0", ts=T0),
+                                              run("@evil", ts=T0 + 1), run("m-1", ts=T0 + 2)]))
+    back = pd.read_csv(pd.io.common.BytesIO(stats.summary_csv(s)))
+    assert sorted(back["model"]) == sorted(["'=cmd|'/C calc'!A0", "'@evil", "m-1"])
+    assert back["runs"].dtype.kind == "i" and back["ttft_p50_s"].dtype.kind == "f"
