@@ -1,5 +1,6 @@
 """The Stats page's numbers: the runs table as a pandas frame, filters, the per-model summary,
-and the small frames every chart is drawn from. No drawing here (see charts.py), no streamlit.
+and the small frames every chart is drawn from. No drawing here (see charts.py), no streamlit;
+the frame kept between reruns is in cache.py, token timelines and replays in timelines.py.
 
 Every statistic follows atom_core.metrics: percentiles interpolate linearly between closest
 ranks (pandas' and numpy's default, and `metrics.percentile`), so a p90 on the page equals the
@@ -19,47 +20,36 @@ per-model sample (trend lines are fitted on every run, not on the sample).
 from __future__ import annotations
 
 import math
-import re
 import zlib
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
-from threading import Lock
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ..history import HistoryStore
+    pass
 
 __all__ = [
     "PROMPT_BANDS",
     "SOURCE_LABELS",
     "SUMMARY_COLUMNS",
-    "ReplayFrame",
     "Overview",
     "RunFilter",
-    "RunsCache",
-    "Timeline",
-    "arena_timelines",
     "box_stats",
     "filter_options",
     "headline",
     "live_summary",
-    "load_message_timeline",
-    "message_choices",
     "model_colors",
     "model_summary",
     "overview",
-    "replay_frames",
     "runs_frame",
     "sample_per_model",
     "source_label",
     "summary_csv",
-    "timeline_frame",
-    "timeline_stats",
     "token_histogram",
     "tps_over_time",
     "trend_lines",
@@ -173,89 +163,6 @@ def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:
                    labels=[b[2] for b in PROMPT_BANDS])
     bands = bands.cat.add_categories([UNKNOWN_BAND])
     return bands.fillna(UNKNOWN_BAND)
-
-
-# -- caching the frame between reruns -----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Cached:
-    token: Hashable
-    version: int
-    raw: pd.DataFrame  # one row per run, in the store's order (not sorted by time)
-    unreadable: np.ndarray  # per row of `raw`: left out of `frame` (see runs_frame)
-    frame: pd.DataFrame  # `raw` oldest first: what snapshot() hands out
-
-
-class RunsCache:
-    """Keeps the last runs frame per store and rebuilds only what changed.
-
-    Each look asks the store for `runs_since(token)`: the runs that changed since the last
-    look, as "keep the first `start` rows, then these". The TinyDB store answers with a
-    directory scan when nothing changed and with the newest file's rows while runs are being
-    recorded, so a live panel can refresh every few seconds at any history size; a backend that
-    cannot tell answers with every row (start 0), which is a full rebuild. Each rebuild gets a
-    new `version`, a cheap key for caching what is computed from the frame. Thread-safe.
-    """
-
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self._cached: dict[str, _Cached] = {}
-        self._versions = 0
-        self.full_builds = 0  # how often the whole history was read (for tests and benches)
-
-    def snapshot(self, store: HistoryStore) -> tuple[int, pd.DataFrame]:
-        """(version, frame) of the store's runs now."""
-        key = f"{type(store).__name__}:{store.data_dir}"
-        with self._lock:
-            hit = self._cached.get(key)
-        delta = store.runs_since(hit.token if hit is not None else None)
-        if hit is not None and delta.start > len(hit.raw):  # not what we hold: start over
-            hit, delta = None, store.runs_since(None)
-        if hit is not None and delta.start == len(hit.raw) and not delta.rows:
-            with self._lock:
-                hit.token = delta.token
-                return hit.version, hit.frame
-        added, bad = typed_runs(delta.rows)
-        if hit is None or delta.start == 0:
-            raw, unreadable = added, bad
-            self.full_builds += 1
-        else:
-            kept = hit.raw if delta.start == len(hit.raw) else hit.raw.iloc[:delta.start]
-            raw = _concat(kept, added, sort=False)
-            unreadable = np.concatenate([hit.unreadable[:delta.start], bad])
-        frame = raw[~unreadable].reset_index(drop=True) if unreadable.any() else raw
-        if len(frame) and not frame["ts"].is_monotonic_increasing:
-            frame = frame.sort_values("ts", kind="stable", ignore_index=True)
-        frame.attrs["unreadable"] = int(unreadable.sum())
-        with self._lock:
-            self._versions += 1
-            entry = _Cached(token=delta.token, version=self._versions, raw=raw,
-                            unreadable=unreadable, frame=frame)
-            self._cached[key] = entry
-            return entry.version, entry.frame
-
-    def frame(self, store: HistoryStore) -> pd.DataFrame:
-        return self.snapshot(store)[1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._cached.clear()
-
-
-def _concat(a: pd.DataFrame, b: pd.DataFrame, *, sort: bool = True) -> pd.DataFrame:
-    """Two runs frames as one, categoricals kept categorical (oldest first if `sort`)."""
-    if b.empty:
-        return a
-    if a.empty:
-        return b
-    out = pd.concat([a, b], ignore_index=True)
-    for col in (*CATEGORY_COLUMNS, "prompt_band"):
-        if out[col].dtype != "category":
-            out[col] = out[col].astype("category")
-    if sort and not out["ts"].is_monotonic_increasing:
-        out = out.sort_values("ts", kind="stable", ignore_index=True)
-    return out
 
 
 # -- filters ------------------------------------------------------------------------------------
@@ -621,195 +528,3 @@ def live_summary(df: pd.DataFrame, *, now: float, window_s: float = 300.0) -> Li
     return LiveSummary(window_s=window_s, runs=len(recent),
                        last_run_ago_s=None if last is None else now - last,
                        per_model=model_summary(recent)[list(LIVE_COLUMNS)])
-
-
-# -- token timelines ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Timeline:
-    """One recorded stream: when each token arrived, and the text it carried."""
-
-    label: str
-    model: str
-    offsets_ms: tuple[float, ...]  # arrival of each token chunk after the request was sent
-    content: str = ""
-    reasoning: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def timeline_frame(timelines: Sequence[Timeline]) -> pd.DataFrame:
-    """One row per token: label, model, position (1-based), arrival_ms, gap_ms (time since the
-    previous token; NaN for the first, whose wait is TTFT)."""
-    parts = []
-    for t in timelines:
-        arrival = np.asarray(t.offsets_ms, dtype=float)
-        gaps = np.diff(arrival, prepend=np.nan)
-        parts.append(pd.DataFrame({
-            "label": t.label, "model": t.model,
-            "position": np.arange(1, len(arrival) + 1), "arrival_ms": arrival, "gap_ms": gaps,
-        }))
-    if not parts:
-        return pd.DataFrame(columns=["label", "model", "position", "arrival_ms", "gap_ms"])
-    return pd.concat(parts, ignore_index=True)
-
-
-TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
-    "label": ("Stream", "text"),
-    "tokens": ("Tokens", "int"),
-    "ttft_ms": ("TTFT (ms)", "tokens"),
-    "gap_p50_ms": ("Gap p50 (ms)", "seconds"),
-    "gap_p95_ms": ("Gap p95 (ms)", "seconds"),
-    "gap_max_ms": ("Longest gap (ms)", "tokens"),
-    "decode_tps": ("Decode tok/s", "tps"),
-}
-
-
-def timeline_table(timelines: Sequence[Timeline]) -> list[dict[str, Any]]:
-    """One row per stream (columns: TIMELINE_COLUMNS): gaps from the arrival times; tokens,
-    TTFT and decode tok/s from the stored metrics when the stream has them, so the figures
-    match the chat caption and the runs table (the server's token count, not chunks)."""
-    rows = []
-    for t in timelines:
-        row: dict[str, Any] = {"label": t.label, **timeline_stats(t.offsets_ms)}
-        m = t.metrics
-        if isinstance(m.get("output_tokens"), int) and m["output_tokens"] > 0:
-            row["tokens"] = m["output_tokens"]
-        if isinstance(m.get("decode_tps"), int | float):
-            row["decode_tps"] = float(m["decode_tps"])
-        if isinstance(m.get("ttft_s"), int | float):
-            row["ttft_ms"] = float(m["ttft_s"]) * 1000
-        rows.append(row)
-    return rows
-
-
-def timeline_stats(offsets_ms: Sequence[float]) -> dict[str, float | int | None]:
-    """TTFT, gap median/p95/max and decode tok/s of one stream, from its offsets alone (the
-    same definitions as atom_core.metrics, counting chunks as tokens)."""
-    from ..metrics import percentile
-
-    arrival = [float(x) for x in offsets_ms]
-    gaps = [b - a for a, b in zip(arrival, arrival[1:], strict=False)]
-    tps = None
-    if len(arrival) >= 2 and arrival[-1] > arrival[0]:
-        tps = (len(arrival) - 1) / ((arrival[-1] - arrival[0]) / 1000)
-    return {
-        "tokens": len(arrival),
-        "ttft_ms": arrival[0] if arrival else None,
-        "gap_p50_ms": percentile(gaps, 50),
-        "gap_p95_ms": percentile(gaps, 95),
-        "gap_max_ms": max(gaps) if gaps else None,
-        "decode_tps": tps,
-    }
-
-
-def message_choices(df: pd.DataFrame, limit: int = 300) -> pd.DataFrame:
-    """Recent runs that point at a stored message (chat replies), newest first, with a label
-    for a picker. Columns: conversation_id, message_id, model, label."""
-    has = df[(df["message_id"] != "") & (df["conversation_id"] != "")]
-    recent = has.iloc[::-1].head(limit)
-    labels = [
-        f"{datetime.fromtimestamp(ts):%Y-%m-%d %H:%M} · {model} · "
-        f"{'' if math.isnan(tok) else int(tok)} tokens"
-        + ("" if math.isnan(tps) else f" · {tps:.1f} tok/s")
-        for ts, model, tok, tps in zip(recent["ts"], recent["model"].astype(str),
-                                       recent["output_tokens"], recent["decode_tps"],
-                                       strict=True)
-    ]
-    out = recent[["conversation_id", "message_id"]].copy()
-    out["model"] = recent["model"].astype(str).to_numpy()
-    out["label"] = labels
-    return out.reset_index(drop=True)
-
-
-def load_message_timeline(store: HistoryStore, conversation_id: str,
-                          message_id: str) -> Timeline | None:
-    """The token timeline of one stored chat reply, or None if it is gone or has none."""
-    try:
-        messages = store.messages(conversation_id)
-    except KeyError:
-        return None
-    for m in messages:
-        if m.id == message_id:
-            offsets = tuple((m.metrics or {}).get("token_offsets_ms") or ())
-            if not offsets:
-                return None
-            return Timeline(label=m.model or "reply", model=m.model, offsets_ms=offsets,
-                            content=m.content, reasoning=m.reasoning, metrics=m.metrics or {})
-    return None
-
-
-def arena_timelines(store: HistoryStore, limit: int = 100) -> list[tuple[str, list[Timeline]]]:
-    """Arena rounds with per-slot token timelines, newest first: (round label, slots).
-
-    Reads the "arena_rounds" records (atom_core.arena.ArenaRound.to_record): each slot has a
-    label ("A"), a model and metrics; a slot counts when its metrics carry token_offsets_ms,
-    as chat messages do. Rounds still running, rounds whose names are still hidden (blind, not
-    voted on, not revealed) and rounds without any timeline are skipped.
-    """
-    out: list[tuple[str, list[Timeline]]] = []
-    for record in reversed(store.records("arena_rounds")):
-        hidden = record.get("blind") and not record.get("vote") and not record.get("revealed")
-        if hidden or record.get("state") == "running":
-            continue
-        slots = record.get("slots")
-        timelines = []
-        for i, slot in enumerate(slots if isinstance(slots, list) else []):
-            metrics = slot.get("metrics") if isinstance(slot, dict) else None
-            offsets = tuple(metrics.get("token_offsets_ms") or ()) if isinstance(
-                metrics, dict) else ()
-            if not offsets:
-                continue
-            assert isinstance(slot, dict) and isinstance(metrics, dict)
-            model = str(slot.get("model") or "")
-            label = f"{slot.get('label') or chr(65 + i)}: {model}"
-            timelines.append(Timeline(label=label, model=model, offsets_ms=offsets,
-                                      content=str(slot.get("content") or ""),
-                                      reasoning=str(slot.get("reasoning") or ""),
-                                      metrics=metrics))
-        if timelines:
-            ts = record.get("ts")
-            when = (f"{datetime.fromtimestamp(ts):%Y-%m-%d %H:%M}"
-                    if isinstance(ts, int | float) else "")
-            prompt = " ".join(str(record.get("prompt") or "").split())[:60]
-            out.append((" · ".join(x for x in (when, prompt) if x) or str(record.get("id")),
-                        timelines))
-            if len(out) >= limit:
-                break
-    return out
-
-
-# -- slow-motion replay -------------------------------------------------------------------------
-
-_PIECE_RE = re.compile(r"\s*\S+|\s+$")
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayFrame:
-    at_s: float  # when to show this frame, after the replay starts (already slowed down)
-    reasoning: str
-    content: str
-    tokens: int  # token chunks arrived so far
-
-
-def replay_frames(timeline: Timeline, speed: float = 1.0) -> list[ReplayFrame]:
-    """The recorded stream as frames to redraw: frame i is token chunk i's arrival time
-    (divided by `speed`: 0.25 plays four times slower) with the text that had arrived by then.
-
-    The store keeps each chunk's time but not its text, so the text is spread over the chunks
-    evenly by words, reasoning first, then the answer; the timing is exactly as recorded.
-    """
-    if speed <= 0:
-        raise ValueError("speed must be positive")
-    r_pieces = _PIECE_RE.findall(timeline.reasoning)
-    c_pieces = _PIECE_RE.findall(timeline.content)
-    total = len(r_pieces) + len(c_pieces)
-    offsets = timeline.offsets_ms
-    frames = []
-    for i, offset in enumerate(offsets):
-        shown = math.ceil((i + 1) * total / len(offsets))
-        r = "".join(r_pieces[:shown])
-        c = "".join(c_pieces[: max(0, shown - len(r_pieces))])
-        frames.append(ReplayFrame(at_s=offset / 1000 / speed, reasoning=r, content=c,
-                                  tokens=i + 1))
-    return frames
