@@ -14,7 +14,7 @@ from .runs import reply_state, run_record
 from .types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
-    from .history.tinydb_store import HistoryStore, Message
+    from .history import HistoryStore, Message
     from .server.client import LMStudioClient
 
 TITLE_CHARS = 48

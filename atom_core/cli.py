@@ -169,9 +169,7 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
     metrics = reply.metrics()
     if not args.no_record and reply.t_request_ns:
-        from .history.tinydb_store import (
-            open_store,  # only when recording: keeps `models` free of disk I/O
-        )
+        from .history import open_store  # only when recording: keeps `models` free of I/O
 
         open_store().add_run(run_record(source="cli", server=client.base_url, model=args.model,
                                         metrics=metrics, error=error))
@@ -231,7 +229,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
                         options=SamplingOptions(max_tokens=8))
     store = None
     if not args.no_record:
-        from .history.tinydb_store import open_store
+        from .history import open_store
 
         store = open_store()
     failures = 0

@@ -12,7 +12,7 @@ import streamlit as st
 
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
-from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.history import HistoryStore, open_store
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
 from atom_core.settings.store import (

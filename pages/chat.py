@@ -7,8 +7,7 @@ import time
 import streamlit as st
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
-from atom_core.history import export
-from atom_core.history.tinydb_store import Conversation, Message
+from atom_core.history import Conversation, Message, export
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
 from pages import _ui as ui

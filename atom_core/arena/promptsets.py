@@ -39,7 +39,7 @@ from ..metrics import GenerationMetrics, format_duration, percentile
 from ..types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
     from ..server.client import LMStudioClient
     from .race import SlotSetup
 

@@ -11,6 +11,8 @@ ratings (rules in `atom_core.arena.ratings`).
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 import threading
 import time
@@ -35,7 +37,7 @@ from .ratings import Outcome, Rating, VotedRound
 from .ratings import leaderboard as rate
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
     from ..server.client import LMStudioClient
 
 ROUNDS_TABLE = "arena_rounds"
@@ -573,18 +575,55 @@ class ArenaRace:
         return final
 
 
-def load_rounds(store: HistoryStore) -> list[ArenaRound]:
-    """Every saved round, oldest first. A round left "running" by a process that died reads as
-    done, its unfinished slots as interrupted."""
+@functools.cache
+def _round_type() -> Any:
+    from pydantic import TypeAdapter  # here: only reading rounds needs it
+
+    return TypeAdapter(ArenaRound)
+
+
+def check_round_record(d: Mapping[str, Any], *, strict: bool = False) -> ArenaRound:
+    """The round a stored record holds, checked against ArenaRound's field types (pydantic;
+    `strict` for imports, where the record is JSON) and its own consistency. Raises
+    ValueError (pydantic's ValidationError is one) when the record does not read as a round."""
+    if not isinstance(d, Mapping):
+        raise ValueError("an arena round must be a record")
+    if strict:
+        _round_type().validate_json(json.dumps(d), strict=True)
+    else:
+        _round_type().validate_python(dict(d))
+    r = ArenaRound.from_record(d)
+    if r.order and sorted(r.order) != list(range(len(r.slots))):
+        raise ValueError("its display order does not match its slots")
+    if r.vote is not None and r.vote.winner is not None and not (
+            0 <= r.vote.winner < len(r.slots)):
+        raise ValueError("its vote names a slot it does not have")
+    return r
+
+
+def read_rounds(store: HistoryStore) -> tuple[list[ArenaRound], int]:
+    """(every saved round that reads as one, oldest first; how many records did not). A
+    round left "running" by a process that died reads as done, its unfinished slots as
+    interrupted."""
     out = []
+    unreadable = 0
     for d in store.records(ROUNDS_TABLE):
-        r = ArenaRound.from_record(d)
+        try:
+            r = check_round_record(d)
+        except (ValueError, TypeError):
+            unreadable += 1
+            continue
         if r.state == "running":
             r = replace(r, state="done", slots=tuple(
                 replace(s, state="interrupted") if s.state == "running" else s for s in r.slots))
         out.append(r)
     out.sort(key=lambda r: r.ts)
-    return out
+    return out, unreadable
+
+
+def load_rounds(store: HistoryStore) -> list[ArenaRound]:
+    """Every saved round that reads as one, oldest first (see read_rounds)."""
+    return read_rounds(store)[0]
 
 
 def get_round(store: HistoryStore, round_id: str) -> ArenaRound | None:

@@ -11,7 +11,7 @@ import pytest
 
 from atom_core.arena import promptsets as ps
 from atom_core.cli import main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.server.client import LMStudioClient
 from tests.fixtures.lmstudio_double import serve
 from tests.fixtures.promptsets import new_run

@@ -10,7 +10,7 @@ import pytest
 
 from atom_core import stats
 from atom_core.cli import main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.measure import sweep
 from atom_core.measure.loadrun import summarize
 from atom_core.measure.sweep import LevelResult, SweepTarget

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from atom_core import arena
 from atom_core.arena import promptsets
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 from tests.ui.conftest import new_app, press_stop
 

@@ -9,7 +9,7 @@ import pytest
 
 from atom_core.arena import promptsets as ps
 from atom_core.arena.promptsets import Check, PromptSetError, parse_prompt_set
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.promptsets import new_run
 
 # -- reading --------------------------------------------------------------------------------------

