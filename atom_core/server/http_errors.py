@@ -13,6 +13,7 @@ with a 500), so what is kept of it, in a sentence or in `detail`, is capped by `
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -55,6 +56,41 @@ def error_message(body: Any) -> str:
     return cap(str(body))
 
 
+class _TextOfHTML(HTMLParser):
+    """The visible words of an HTML error page (scripts and styles left out)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.words: list[str] = []
+        self._skip = 0
+
+    HIDDEN = ("script", "style", "title")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.HIDDEN:
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.words += data.split()
+
+
+def html_text(page: str) -> str:
+    """The visible text of an HTML page, whitespace collapsed (for an error sentence)."""
+    parser = _TextOfHTML()
+    parser.feed(page[: MAX_BODY_CHARS * 20])  # enough for any error page's message
+    parser.close()
+    return " ".join(parser.words)
+
+
+def _looks_like_html(response: httpx.Response, text: str) -> bool:
+    return "html" in response.headers.get("content-type", "") or text.lstrip()[:1] == "<"
+
+
 def _body(response: httpx.Response) -> Any:
     """The response's JSON, or its text when it is not JSON (never raises)."""
     try:
@@ -94,6 +130,8 @@ def error_for_response(response: httpx.Response, *, url: str, model: str = "") -
     path = request.url.path if request is not None else ""
     body = _body(response)
     status = response.status_code
+    if isinstance(body, str) and body and _looks_like_html(response, body):
+        body = html_text(body) or "an HTML page"
     message = error_message(body) if body else f"HTTP {status}"
     err = body.get("error") if isinstance(body, dict) else None
     fields = err if isinstance(err, dict) else {}
