@@ -6,7 +6,7 @@ arena relies on. It remembers which dialect the server speaks after the first li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 import httpx
 
 from ..config import normalize_base_url, settings_from_env
-from ..errors import AtomError, BadRequest, RequestTimeout, ServerError, ServerUnreachable
+from ..errors import (
+    AtomError,
+    BadRequest,
+    NotSupported,
+    RequestTimeout,
+    ServerError,
+    ServerUnreachable,
+)
 from ..types import (
     ChatMessage,
     Dialect,
@@ -26,6 +33,7 @@ from ..types import (
     to_float,
     to_int,
 )
+from . import routes
 from .http_errors import cap, error_for_response, from_transport, is_error_body
 from .listing import list_models
 from .streaming import ChatStream, ReplyBuffer, SSEStream, send_retrying_stale
@@ -80,6 +88,8 @@ class LMStudioClient:
         self.base_url = normalize_base_url(base_url)
         self.token = token or None
         self.dialect: Dialect | None = None
+        self._route_errors: dict[str, NotSupported] = {}  # chat routes this server lacks
+        self._routes_probed: set[str] = set()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -160,6 +170,89 @@ class LMStudioClient:
             "POST", "/v1/chat/completions", json=body, timeout=STREAM_TIMEOUT
         )
         return self.open_stream(ChatStream, request, model=model)
+
+    def stream_route(
+        self,
+        route: str,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        options: SamplingOptions | None = None,
+        system_prompt: str | None = None,
+        ttl: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: str | None = None,
+    ) -> SSEStream:
+        """Starts a streamed reply over one chat route (routes.ROUTES): "completions" (the
+        default, same as `stream_chat`), "native" (LM Studio's /api/v1/chat), "responses"
+        (/v1/responses) or "messages" (/v1/messages, Anthropic).
+
+        On the stateful routes (native, responses) `previous_response_id` continues a stored
+        conversation: only the last user message is sent. `reasoning` (off/on/low/medium/high)
+        is passed where the route takes it; `ttl` only where it is documented (completions).
+        A route the server lacks raises NotSupported while iterating, and is remembered
+        (`route_problem`). Nothing is sent until the stream is iterated."""
+        if route == "completions":
+            return self.stream_chat(model, messages, options=options,
+                                    system_prompt=system_prompt, ttl=ttl)
+        headers: dict[str, str] = {}
+        stream_class: type[SSEStream]
+        if route == "native":
+            body = routes.native_body(model, messages, options=options,
+                                      system_prompt=system_prompt,
+                                      previous_response_id=previous_response_id,
+                                      reasoning=reasoning)
+            stream_class = routes.NativeChatStream
+        elif route == "responses":
+            body = routes.responses_body(model, messages, options=options,
+                                         system_prompt=system_prompt,
+                                         previous_response_id=previous_response_id,
+                                         reasoning=reasoning)
+            stream_class = routes.ResponsesStream
+        elif route == "messages":
+            body = routes.messages_body(model, messages, options=options,
+                                        system_prompt=system_prompt)
+            stream_class = routes.MessagesStream
+            headers["anthropic-version"] = routes.ANTHROPIC_VERSION
+            if self.token:  # Anthropic clients authenticate with x-api-key (Bearer is sent too)
+                headers["x-api-key"] = self.token
+        else:
+            raise ValueError(f"unknown chat route {route!r}; one of {', '.join(routes.ROUTES)}")
+        path = routes.ROUTE_PATHS[route]
+        request = self.build_request("POST", path, json=body, timeout=STREAM_TIMEOUT,
+                                     headers=headers)
+        return stream_class(self._http, request, base_url=self.base_url, model=model,
+                            error_for=self._route_error_mapper(route, model))
+
+    def route_problem(self, route: str) -> str | None:
+        """Why this server cannot serve `route`, once a request found out; None when it can
+        (or nobody has tried)."""
+        err = self._route_errors.get(route)
+        return err.sentence if err is not None else None
+
+    def probe_route(self, route: str) -> str | None:
+        """Asks the server once whether it has `route` (an empty POST: a route that exists
+        rejects the body, an unknown one answers LM Studio's 200 + "Unexpected endpoint" or a
+        404) and remembers the answer. Returns `route_problem(route)`."""
+        if route in self._routes_probed or route == "completions":
+            return self.route_problem(route)
+        try:
+            self._request_json("POST", routes.ROUTE_PATHS[route], body={})
+        except NotSupported as e:
+            self._route_errors[route] = e
+        except AtomError:
+            pass  # the route exists and refused an empty request, or the server failed
+        self._routes_probed.add(route)
+        return self.route_problem(route)
+
+    def _route_error_mapper(self, route: str, model: str) -> Callable[[httpx.Response], AtomError]:
+        def mapper(response: httpx.Response) -> AtomError:
+            err = error_for_response(response, url=self.base_url, model=model)
+            if isinstance(err, NotSupported):
+                self._route_errors[route] = err
+            return err
+
+        return mapper
 
     def chat(
         self,
