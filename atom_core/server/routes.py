@@ -316,8 +316,9 @@ class ResponsesStream(SSEStream):
 
     def _end(self, response: dict[str, Any], kind: str, t_ns: int) -> list[StreamEvent]:
         usage = _dict(response.get("usage"))
-        finish = "stop" if kind == "response.completed" else str(
-            _dict(response.get("incomplete_details")).get("reason") or "length")
+        reason = _dict(response.get("incomplete_details")).get("reason")
+        finish = "stop" if kind == "response.completed" else (
+            "length" if reason in (None, "max_output_tokens") else str(reason))
         events = [StreamEvent("finish", t_ns, finish_reason=finish)]
         openai = _openai_usage(usage.get("input_tokens"), usage.get("output_tokens"),
                                _dict(usage.get("output_tokens_details")).get("reasoning_tokens"),
@@ -418,3 +419,13 @@ class MessagesStream(SSEStream):
         yield StreamEvent("finish", t_ns, finish_reason=ANTHROPIC_STOP_REASONS.get(reason, reason))
         if openai is not None:
             yield StreamEvent("usage", t_ns, usage=openai)
+
+
+def server_stat_fields(stats: Any) -> dict[str, Any]:
+    """The server's own figures (native `stats`) as RunRecord's server_* fields."""
+    s = _dict(stats)
+    return {
+        "server_tps": to_float(s.get("tokens_per_second")),
+        "server_ttft_s": to_float(s.get("time_to_first_token_seconds")),
+        "server_load_s": to_float(s.get("model_load_time_seconds")),
+    }

@@ -337,3 +337,21 @@ def test_missing_fields_and_junk_frames_are_skipped(
 def test_every_route_is_named_once() -> None:
     assert ROUTES == ("completions", "native", "responses", "messages")
     assert set(ROUTE_PATHS) == set(ROUTES)
+
+
+def test_a_run_records_its_route_ids_and_the_servers_figures() -> None:
+    from atom_core.metrics import compute_metrics
+    from atom_core.runs import RunRecord
+    from atom_core.server.routes import server_stat_fields
+
+    metrics = compute_metrics(t_request_ns=0, token_times_ns=[10**8, 2 * 10**8], t_end_ns=3 * 10**8)
+    record = RunRecord.measured(source="cli", server=BASE, model="m", metrics=metrics, ts=1.0,
+                                route="native", response_id="resp_b", previous_response_id="resp_a",
+                                **server_stat_fields(NATIVE_STATS))
+    assert (record.route, record.response_id, record.previous_response_id) == (
+        "native", "resp_b", "resp_a")
+    assert (record.server_tps, record.server_ttft_s, record.server_load_s) == (41.5, 0.25, 1.5)
+    assert dict(record.tags) == {}
+    row = record.to_record()
+    assert row["route"] == "native" and RunRecord.from_record(row) == record
+    assert RunRecord.from_record({"ts": 1.0, "model": "m"}).route is None  # rows from before
