@@ -395,6 +395,8 @@ class ReplyBuffer:
     t_end_ns: int = 0
     response_id: str | None = None  # stateful routes: the id the next turn continues from
     server_stats: dict[str, Any] | None = None  # the server's own figures (native `stats`)
+    # model_load / prompt_processing progress (0-1) while the reply waits (native route)
+    progress: dict[str, float] = field(default_factory=dict)
 
     def add(self, event: StreamEvent) -> None:
         if event.kind == "content":
@@ -407,6 +409,8 @@ class ReplyBuffer:
             self.finish_reason = event.finish_reason
         elif event.kind == "usage":
             self.usage = event.usage
+        elif event.kind == "progress" and event.progress is not None:
+            self.progress[event.text] = event.progress
         elif event.kind == "response":
             self.response_id = event.response_id or self.response_id
             self.server_stats = event.stats or self.server_stats

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from atom_core.chat import (
+    STATE_LOST_NOTE,
+    ChatTurn,
+    ConversationRoute,
+    conversation_route,
+    history_for_request,
+    set_conversation_route,
+)
 from atom_core.cli import main
 from atom_core.errors import AuthError, BadRequest, NotSupported, ServerError, StreamInterrupted
-from atom_core.history.tinydb_store import open_store
+from atom_core.history.tinydb_store import HistoryStore, open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.server.streaming import ReplyBuffer
 from atom_core.types import ChatMessage, SamplingOptions
@@ -194,3 +202,81 @@ def test_bench_takes_a_route(double: DoubleServer, monkeypatch: pytest.MonkeyPat
     assert len(records) == 2 and all(r["ok"] for r in records)
     assert {r["path"] for r in double.log()[before:]} == {"/v1/responses"}
     assert [r["route"] for r in open_store(isolated_env).runs()] == ["responses", "responses"]
+
+
+# -- a stored conversation over a stateful route (ChatTurn) ---------------------------------------
+
+
+def turn(store: HistoryStore, client: LMStudioClient, conv_id: str, text: str) -> ChatTurn:
+    store.add_message(conv_id, role="user", content=text)
+    chosen = conversation_route(store, conv_id)
+    t = ChatTurn(store=store, client=client, conversation_id=conv_id, model="r/plain",
+                 history=history_for_request(store.messages(conv_id)), route=chosen.route,
+                 previous_response_id=chosen.continues_from)
+    t.start()
+    try:
+        while not t.done:
+            t.poll(0.05)
+    finally:
+        t.finish()
+    return t
+
+
+@pytest.mark.parametrize("route", STATEFUL)
+def test_a_conversation_continues_from_the_stored_response(
+    route: str, client: LMStudioClient, double: DoubleServer, isolated_env: Path
+) -> None:
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t", model="r/plain")
+    assert conversation_route(store, conv.id) == ConversationRoute()
+    set_conversation_route(store, conv.id, route=route)
+    turn(store, client, conv.id, "Hello there")
+    first = conversation_route(store, conv.id).response_id
+    assert first and first.startswith("resp_")
+    second = turn(store, client, conv.id, "More please")
+    assert second.note == "" and second.slot.reply.content == "one two three four"
+    body = [r for r in double.log() if r["path"] == PATHS[route]][-1]["body"]
+    assert body["previous_response_id"] == first and "Hello" not in str(body["input"])
+    now = conversation_route(store, conv.id)
+    assert now.response_id not in (None, first) and now.continues_from == now.response_id
+    runs = store.runs()
+    assert [(r["route"], r["previous_response_id"]) for r in runs] == [(route, None),
+                                                                        (route, first)]
+    assert runs[1]["conversation_id"] == conv.id
+    # Back to full-history mode: the next turn sends everything and no id.
+    set_conversation_route(store, conv.id, full_history=True)
+    assert conversation_route(store, conv.id).continues_from is None
+    turn(store, client, conv.id, "Third")
+    body = [r for r in double.log() if r["path"] == PATHS[route]][-1]["body"]
+    assert "previous_response_id" not in body and "Hello there" in str(body["input"])
+
+
+@pytest.mark.parametrize("route", STATEFUL)
+def test_an_id_the_server_lost_falls_back_to_the_history_with_a_note(
+    route: str, client: LMStudioClient, double: DoubleServer, isolated_env: Path
+) -> None:
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t", model="r/plain")
+    lost = "resp_" + "f" * 48
+    set_conversation_route(store, conv.id, route=route)
+    set_conversation_route(store, conv.id, response_id=lost)
+    before = len(double.log())
+    t = turn(store, client, conv.id, "Still there?")
+    assert t.note == STATE_LOST_NOTE and t.slot.error is None
+    sent = [r["body"] for r in double.log()[before:] if r["path"] == PATHS[route]]
+    assert [b.get("previous_response_id") for b in sent] == [lost, None]
+    (reply,) = [m for m in store.messages(conv.id) if m.role == "assistant"]
+    assert reply.state == "complete" and reply.content == "one two three four"
+    assert conversation_route(store, conv.id).response_id not in (None, lost)
+
+
+def test_a_route_is_only_one_of_the_four(isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t")
+    with pytest.raises(ValueError, match="unknown chat route"):
+        set_conversation_route(store, conv.id, route="smoke-signals")
+    set_conversation_route(store, conv.id, route="native")
+    set_conversation_route(store, conv.id, response_id="resp_1")
+    # Switching route forgets the id: it means nothing on another route.
+    assert set_conversation_route(store, conv.id, route="responses") == ConversationRoute(
+        route="responses")
