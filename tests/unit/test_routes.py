@@ -100,6 +100,7 @@ def test_native_streams_progress_reasoning_content_and_server_stats(
     assert m.output_tokens == 3 and m.tokens_source == "usage" and m.prompt_tokens == 12
     assert m.reasoning_tokens == 1
     assert stream.instance_id == "m" and stream.finished  # type: ignore[attr-defined]
+    assert reply.progress == {"model_load": 1.0, "prompt_processing": 1.0}
     assert sent(route)["stream"] is True and sent(route)["store"] is True
 
 
