@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from atom_core import arena
 from atom_core.chat import conversation_route
 from atom_core.history.tinydb_store import open_store
 from tests.fixtures.lmstudio_double import DoubleServer, serve
@@ -83,3 +84,50 @@ def test_a_route_the_server_lacks_is_a_sentence_then_marked(
     app.chat_input[0].set_value("Again").run()
     assert not app.exception
     assert texts(app.chat_message[3].markdown) == ["one two three"]
+
+
+# -- Arena: a route per slot ----------------------------------------------------------------------
+
+
+def race(app: AppTest, routes: list[str], prompt: str = "Race") -> None:
+    app.switch_page("pages/arena.py").run()
+    assert not app.exception
+    app.segmented_control(key="arena_n").set_value(len(routes)).run()
+    for i, route in enumerate(routes):
+        app.selectbox(key=f"arena_model_{i}").set_value(MODEL["key"]).run()
+        app.selectbox(key=f"arena_route_{i}").set_value(route).run()
+    app.chat_input(key="arena_prompt").set_value(prompt).run()
+    assert not app.exception
+
+
+def test_the_same_model_races_itself_over_two_routes(
+    app: AppTest, double: DoubleServer, isolated_env: Path
+) -> None:
+    double.set_config({"models": [MODEL]})
+    race(app, ["completions", "native", "messages"])
+    store = open_store(isolated_env)
+    (rnd,) = arena.load_rounds(store)
+    assert [s.route for s in rnd.slots] == ["completions", "native", "messages"]
+    assert [s.state for s in rnd.slots] == ["complete"] * 3
+    assert all(s.content == "one two three" for s in rnd.slots)
+    assert rnd.slots[1].contestant == "r/plain (via native)"
+    names = texts(app.markdown)
+    assert "Route" in names and "LM Studio native" in names
+    runs = {r["slot"]: r for r in store.runs()}
+    assert [runs[x]["route"] for x in "ABC"] == ["completions", "native", "messages"]
+    assert runs["B"]["server_tps"] is not None and runs["A"]["server_tps"] is None
+    paths = [r["path"] for r in double.log() if r["method"] == "POST"]
+    assert sorted(paths[-3:]) == ["/api/v1/chat", "/v1/chat/completions", "/v1/messages"]
+
+
+def test_a_slot_on_a_route_the_server_lacks_is_one_sentence(
+    app: AppTest, double: DoubleServer, isolated_env: Path
+) -> None:
+    double.set_config({"models": [MODEL], "dialect": "lmstudio-0.3"})
+    app = new_app().run()
+    race(app, ["completions", "messages"])
+    (rnd,) = arena.load_rounds(open_store(isolated_env))
+    assert [s.state for s in rnd.slots] == ["complete", "error"]
+    (error,) = texts(app.error)
+    assert "does not offer POST /v1/messages" in error
+    assert "Messages (Anthropic) — not offered here" in app.selectbox(key="arena_route_1").options
