@@ -345,7 +345,7 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
         slots.append({"label": SLOT_LABELS[i], "server": s.server, "model": s.model,
                       "target": targets[i], "contestant": s.contestant,
                       "options": options.to_request(),
-                      "load_config": s.load_config.to_request()})
+                      "load_config": s.load_config.to_request(), "route": s.route})
     record = {"run_key": uuid.uuid4().hex[:12], "set": prompt_set.to_dict(), "slots": slots,
               "settings": {f: getattr(settings, f) for f in RunSettings.__dataclass_fields__},
               "created": time.time()}
@@ -376,7 +376,8 @@ def run_setups(run: dict[str, Any]) -> list[SlotSetup]:
         options["stop"] = tuple(options.get("stop") or ())
         out.append(SlotSetup(server=slot["server"], model=slot["model"],
                              options=SamplingOptions(**options),
-                             load_config=LoadConfig(**(slot.get("load_config") or {}))))
+                             load_config=LoadConfig(**(slot.get("load_config") or {})),
+                             route=slot.get("route") or "completions"))
     return out
 
 
@@ -430,8 +431,9 @@ def plan(run: dict[str, Any], done: Iterable[tuple[int, int, int]] = ()) -> list
         jobs.append(LoadJob(
             model=slot["target"], prompt=items[p].prompt, system_prompt=items[p].system,
             options=SamplingOptions(**options), server=slot["server"],
+            route=slot.get("route") or "completions",
             tags={"run_id": run["id"], "prompt_index": p, "slot": s, "repeat": r,
-                  "label": slot["label"]},
+                  "label": slot["label"], "route": slot.get("route") or "completions"},
         ))
     return jobs
 

@@ -356,3 +356,20 @@ def test_a_run_records_its_route_ids_and_the_servers_figures() -> None:
     row = record.to_record()
     assert row["route"] == "native" and RunRecord.from_record(row) == record
     assert RunRecord.from_record({"ts": 1.0, "model": "m"}).route is None  # rows from before
+
+
+def test_a_prompt_set_run_keeps_each_slots_route(isolated_env: object) -> None:
+    from atom_core.arena import promptsets as ps
+    from atom_core.arena.race import SlotSetup
+    from atom_core.history.tinydb_store import open_store
+
+    store = open_store(isolated_env)  # type: ignore[arg-type]
+    prompt_set = ps.parse_prompt_set('[{"prompt": "One"}, {"prompt": "Two"}]', name="t")
+    setups = [SlotSetup(server=BASE, model="a"), SlotSetup(server=BASE, model="a",
+                                                           route="responses")]
+    run = ps.new_run(store, prompt_set, setups, ["a", "a"], ps.RunSettings(shuffle=False))
+    jobs = ps.plan(run)
+    assert [(j.tags["slot"], j.route) for j in jobs] == [
+        (0, "completions"), (1, "responses"), (0, "completions"), (1, "responses")]
+    assert [s.route for s in ps.run_setups(run)] == ["completions", "responses"]
+    assert setups[1].contestant == "a (via responses)"
