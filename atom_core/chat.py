@@ -18,6 +18,7 @@ from .types import ChatMessage, SamplingOptions
 if TYPE_CHECKING:
     from .history.tinydb_store import HistoryStore, Message
     from .server.client import LMStudioClient
+    from .server.streaming import SSEStream
 
 TITLE_CHARS = 48
 
@@ -59,6 +60,7 @@ class ConversationRoute:
     route: str = "completions"
     response_id: str | None = None  # the last stored reply's id (native / responses)
     full_history: bool = False  # send the whole history even on a stateful route
+    request_bytes: int | None = None  # the last turn's request body size
 
     @property
     def continues_from(self) -> str | None:
@@ -78,14 +80,16 @@ def conversation_route(store: HistoryStore, conversation_id: str) -> Conversatio
                 route=route if route in ROUTES else "completions",
                 response_id=rid if isinstance(rid, str) and rid.startswith("resp_") else None,
                 full_history=r.get("full_history") is True,
+                request_bytes=r.get("request_bytes") if isinstance(r.get("request_bytes"), int)
+                else None,
             )
     return ConversationRoute()
 
 
 def set_conversation_route(store: HistoryStore, conversation_id: str, *,
                            route: str | None = None, response_id: str | None = None,
-                           full_history: bool | None = None, forget_response: bool = False
-                           ) -> ConversationRoute:
+                           full_history: bool | None = None, forget_response: bool = False,
+                           request_bytes: int | None = None) -> ConversationRoute:
     """Changes the fields given. Picking another route forgets the stored response id (a
     server's id means nothing on another route)."""
     current = conversation_route(store, conversation_id)
@@ -100,6 +104,8 @@ def set_conversation_route(store: HistoryStore, conversation_id: str, *,
         changes["response_id"] = None
     if full_history is not None:
         changes["full_history"] = full_history
+    if request_bytes is not None:
+        changes["request_bytes"] = request_bytes
     if not changes:
         return current
     if any(r.get("id") == conversation_id for r in store.records(ROUTE_TABLE)):
@@ -155,6 +161,7 @@ class ChatTurn:
         self.route = route
         self.previous_response_id = previous_response_id  # None after a fallback to history
         self.note = ""  # a sentence for the user about how this turn was sent, if any
+        self.request_bytes: int | None = None  # the request body's size, once built
 
     @property
     def slot(self) -> Slot:
@@ -183,19 +190,20 @@ class ChatTurn:
         return self
 
     def _send(self) -> None:
-        self._run = FanOut(
-            [
-                lambda: self.client.stream_route(
-                    self.route,
-                    self.model,
-                    self._history,
-                    options=self._options,
-                    system_prompt=self._system_prompt,
-                    ttl=self._ttl,
-                    previous_response_id=self.previous_response_id,
-                )
-            ]
-        ).start()
+        self._run = FanOut([self._stream]).start()
+
+    def _stream(self) -> SSEStream:
+        stream = self.client.stream_route(
+            self.route,
+            self.model,
+            self._history,
+            options=self._options,
+            system_prompt=self._system_prompt,
+            ttl=self._ttl,
+            previous_response_id=self.previous_response_id,
+        )
+        self.request_bytes = stream.request_bytes
+        return stream
 
     def _state_lost(self) -> bool:
         """The server refused the stored id before answering anything: it no longer has it."""
@@ -268,14 +276,19 @@ class ChatTurn:
                     route=self.route,
                     response_id=reply.response_id,
                     previous_response_id=self.previous_response_id,
+                    request_bytes=self.request_bytes,
                     **server_stat_fields(reply.server_stats),
                 )
             )
         if self.route in STATEFUL_ROUTES and reply.response_id and state == "complete":
             set_conversation_route(self.store, self.conversation_id, route=self.route,
-                                   response_id=reply.response_id)
+                                   response_id=reply.response_id,
+                                   request_bytes=self.request_bytes)
         elif self.note:
             set_conversation_route(self.store, self.conversation_id, forget_response=True)
+        elif self.request_bytes is not None and self.route != "completions":
+            set_conversation_route(self.store, self.conversation_id,
+                                   request_bytes=self.request_bytes)
         return message
 
 

@@ -69,6 +69,7 @@ class RunRecord:
     route: str | None = None
     response_id: str | None = None
     previous_response_id: str | None = None
+    request_bytes: int | None = None  # size of the request body sent (history vs stateful)
     # links and labels the caller chose (round_id, slot, sweep_id, concurrency, ...)
     tags: Mapping[str, Any] = field(default_factory=dict)
     id: str | None = None  # set by the store

@@ -63,6 +63,8 @@ def route_caption(conv: Conversation | None) -> None:
     line = f"Route: {ROUTE_LABELS[chosen.route]}"
     if rid := chosen.continues_from:
         line += f" · continuing response {rid[:16]}…"
+    if chosen.request_bytes is not None:
+        line += f" · last request {chosen.request_bytes:,} bytes"
     st.caption(line)
 
 

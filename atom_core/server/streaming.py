@@ -188,6 +188,11 @@ class SSEStream:
         self.finished = False  # the server said the reply is complete
         self._done = False  # stop reading: the route's last frame has come
 
+    @property
+    def request_bytes(self) -> int:
+        """Size of the request body: on a stateful route it stays flat as a chat grows."""
+        return len(self._request.content)
+
     def __iter__(self) -> Iterator[StreamEvent]:
         if self._iterator is None:
             self._iterator = self._events()

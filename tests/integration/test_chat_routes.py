@@ -249,6 +249,10 @@ def test_a_conversation_continues_from_the_stored_response(
     turn(store, client, conv.id, "Third")
     body = [r for r in double.log() if r["path"] == PATHS[route]][-1]["body"]
     assert "previous_response_id" not in body and "Hello there" in str(body["input"])
+    # The request size is kept: a stateful turn stays small, the full history grows.
+    sizes = [r["request_bytes"] for r in store.runs()]
+    assert all(isinstance(n, int) and n > 0 for n in sizes)
+    assert sizes[1] < sizes[2] and conversation_route(store, conv.id).request_bytes == sizes[2]
 
 
 @pytest.mark.parametrize("route", STATEFUL)
