@@ -51,5 +51,6 @@ def test_a_native_chat_continues_from_the_stored_response(app: App, double: Doub
     assert "previous_response_id" not in first["body"]
     assert second["body"]["previous_response_id"].startswith("resp_")
     assert second["body"]["input"] == "What did I say?"  # the new message only, no history
-    assert "continuing response resp_" in page.locator("[data-testid=stMainBlockContainer]").inner_text()
+    main = page.locator("[data-testid=stMainBlockContainer]").inner_text()
+    assert "continuing response resp_" in main
     save_shot(page, "chat-native-route.png")
