@@ -12,7 +12,7 @@ from .errors import AtomError, BadRequest
 from .measure.runner import FanOut, Slot
 from .metrics import GenerationMetrics
 from .runs import reply_state, run_record
-from .server.routes import ROUTES, STATEFUL_ROUTES, server_stat_fields
+from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class ConversationRoute:
     response_id: str | None = None  # the last stored reply's id (native / responses)
     full_history: bool = False  # send the whole history even on a stateful route
     request_bytes: int | None = None  # the last turn's request body size
+    reasoning: str | None = None  # off/on/low/medium/high on routes that take it; None: default
 
     @property
     def continues_from(self) -> str | None:
@@ -82,6 +83,7 @@ def conversation_route(store: HistoryStore, conversation_id: str) -> Conversatio
                 full_history=r.get("full_history") is True,
                 request_bytes=r.get("request_bytes") if isinstance(r.get("request_bytes"), int)
                 else None,
+                reasoning=r.get("reasoning") if r.get("reasoning") in REASONING_LEVELS else None,
             )
     return ConversationRoute()
 
@@ -89,7 +91,8 @@ def conversation_route(store: HistoryStore, conversation_id: str) -> Conversatio
 def set_conversation_route(store: HistoryStore, conversation_id: str, *,
                            route: str | None = None, response_id: str | None = None,
                            full_history: bool | None = None, forget_response: bool = False,
-                           request_bytes: int | None = None) -> ConversationRoute:
+                           request_bytes: int | None = None, reasoning: str | None = None,
+                           default_reasoning: bool = False) -> ConversationRoute:
     """Changes the fields given. Picking another route forgets the stored response id (a
     server's id means nothing on another route)."""
     current = conversation_route(store, conversation_id)
@@ -106,6 +109,12 @@ def set_conversation_route(store: HistoryStore, conversation_id: str, *,
         changes["full_history"] = full_history
     if request_bytes is not None:
         changes["request_bytes"] = request_bytes
+    if reasoning is not None:
+        if reasoning not in REASONING_LEVELS:
+            raise ValueError(f"unknown reasoning setting {reasoning!r}")
+        changes["reasoning"] = reasoning
+    if default_reasoning:
+        changes["reasoning"] = None
     if not changes:
         return current
     if any(r.get("id") == conversation_id for r in store.records(ROUTE_TABLE)):
@@ -142,6 +151,7 @@ class ChatTurn:
         save_every_s: float = 1.0,
         route: str = "completions",
         previous_response_id: str | None = None,
+        reasoning: str | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -162,6 +172,7 @@ class ChatTurn:
         self.previous_response_id = previous_response_id  # None after a fallback to history
         self.note = ""  # a sentence for the user about how this turn was sent, if any
         self.request_bytes: int | None = None  # the request body's size, once built
+        self.reasoning = reasoning
 
     @property
     def slot(self) -> Slot:
@@ -201,6 +212,7 @@ class ChatTurn:
             system_prompt=self._system_prompt,
             ttl=self._ttl,
             previous_response_id=self.previous_response_id,
+            reasoning=self.reasoning,
         )
         self.request_bytes = stream.request_bytes
         return stream

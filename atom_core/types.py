@@ -76,6 +76,9 @@ class ModelInfo:
     max_context: int | None = None
     format: str | None = None  # "gguf" | "mlx"
     capabilities: tuple[str, ...] = ()  # subset of ("vision", "tools", "reasoning")
+    # reasoning settings the server accepts for it (LM Studio: capabilities.reasoning
+    # .allowed_options, e.g. ("off", "on")); empty when not reported
+    reasoning_options: tuple[str, ...] = ()
     loaded_instances: tuple[LoadedInstance, ...] = ()
     description: str | None = None
     # False when the listing route says nothing about load state (plain /v1/models).

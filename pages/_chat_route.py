@@ -12,8 +12,9 @@ NEW_KEY = "route-new"  # the picker's key before the first message creates the c
 STAGES = {"model_load": "Loading the model", "prompt_processing": "Reading the prompt"}
 
 
-def picker(conv: Conversation | None) -> None:
-    """The route select box (for the Settings popover), remembered with the conversation."""
+def picker(conv: Conversation | None, model: str | None) -> None:
+    """The route select box (for the Settings popover), remembered with the conversation, and
+    the reasoning setting on routes that take one, where the model lists its options."""
     client = ui.client()
     key = f"route-{conv.id}" if conv else NEW_KEY
     chosen = conversation_route(ui.store(), conv.id) if conv else ConversationRoute()
@@ -34,12 +35,27 @@ def picker(conv: Conversation | None) -> None:
         return
     if route != chosen.route:
         chosen = set_conversation_route(ui.store(), conv.id, route=route)
+    options = _reasoning_options(model)
+    if route in STATEFUL_ROUTES and options:
+        level = st.selectbox("Reasoning", ["default", *options], key=f"route-reason-{conv.id}",
+                             index=([None, *options].index(chosen.reasoning)
+                                    if chosen.reasoning in options else 0),
+                             help="The model's reasoning setting, as the server lists it.")
+        if (None if level == "default" else level) != chosen.reasoning:
+            set_conversation_route(ui.store(), conv.id, reasoning=None if level == "default"
+                                   else level, default_reasoning=level == "default")
     if route in STATEFUL_ROUTES:
         full = st.checkbox("Send the whole history every turn", value=chosen.full_history,
                            key=f"route-full-{conv.id}",
                            help="Instead of continuing the server's stored conversation.")
         if full != chosen.full_history:
             set_conversation_route(ui.store(), conv.id, full_history=full)
+
+
+def _reasoning_options(model: str | None) -> tuple[str, ...]:
+    listing = ui.server_status().models
+    info = next((m for m in listing.models if m.key == model), None) if listing else None
+    return info.reasoning_options if info else ()
 
 
 def chosen(conv: Conversation) -> ConversationRoute:

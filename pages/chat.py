@@ -79,7 +79,7 @@ def header(conv: Conversation | None, model: str | None = None
         )
         if conv and system != conv.system_prompt:
             store.update_conversation(conv.id, system_prompt=system)
-        chat_route.picker(conv)
+        chat_route.picker(conv, model)
         apply_preset(ui.pick_preset("chat-preset", model=model))
         options, ttl = sampling_controls()
     if conv:
@@ -192,7 +192,8 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
     chosen = chat_route.chosen(conv)
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
                     history=history, options=options, system_prompt=system, ttl=ttl,
-                    route=chosen.route, previous_response_id=chosen.continues_from)
+                    route=chosen.route, previous_response_id=chosen.continues_from,
+                    reasoning=chosen.reasoning)
     with st.chat_message("assistant"):
         status = st.empty()
         reasoning_box = st.empty()

@@ -79,6 +79,10 @@ def _native_model(m: dict[str, Any]) -> ModelInfo:
         )
         if present
     )
+    reasoning = caps.get("reasoning") if isinstance(caps, dict) else None
+    allowed = reasoning.get("allowed_options") if isinstance(reasoning, dict) else None
+    reasoning_options = tuple(str(o) for o in allowed if isinstance(o, str)) if isinstance(
+        allowed, list) else ()
     instances = tuple(
         LoadedInstance(id=str(i.get("id")), config=dict(i.get("config") or {}))
         for i in m.get("loaded_instances") or []
@@ -97,6 +101,7 @@ def _native_model(m: dict[str, Any]) -> ModelInfo:
         max_context=to_int(m.get("max_context_length")),
         format=m.get("format"),
         capabilities=capabilities,
+        reasoning_options=reasoning_options,
         loaded_instances=instances,
         description=m.get("description"),
     )

@@ -131,3 +131,31 @@ def test_a_slot_on_a_route_the_server_lacks_is_one_sentence(
     (error,) = texts(app.error)
     assert "does not offer POST /v1/messages" in error
     assert "Messages (Anthropic) — not offered here" in app.selectbox(key="arena_route_1").options
+
+
+THINKER = {"key": "r/thinker", "ttft_ms": 10, "token_gap_ms": 5, "reply": "yes",
+           "reasoning": "let me think",
+           "capabilities": {"vision": False, "trained_for_tool_use": False,
+                            "reasoning": {"allowed_options": ["off", "on"], "default": "on"}}}
+
+
+def test_reasoning_is_offered_where_the_model_lists_it_and_sent(
+    double: DoubleServer, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    double.set_config({"models": [THINKER]})  # before the app's client learns the server
+    monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+    app = new_app().run()
+    app.selectbox(key="route-new").set_value("native").run()
+    app.chat_input[0].set_value("Think first").run()
+    assert texts(app.chat_message[1].markdown)[-1] == "yes"
+    (conv,) = open_store(isolated_env).list_conversations()
+    reasoning = app.selectbox(key=f"route-reason-{conv.id}")
+    assert reasoning.options == ["default", "off", "on"] and reasoning.value == "default"
+    reasoning.set_value("off").run()
+    app.chat_input[0].set_value("No thinking now").run()
+    assert not app.exception
+    bodies = [r["body"] for r in double.log() if r["path"] == "/api/v1/chat"]
+    assert "reasoning" not in bodies[-2] and bodies[-1]["reasoning"] == "off"
+    assert conversation_route(open_store(isolated_env), conv.id).reasoning == "off"
+    # The second reply came without reasoning: nothing folded above it.
+    assert len(app.chat_message[3].expander) == 0
