@@ -109,6 +109,10 @@ class NativeChatStream(SSEStream):
             return self._end(result if isinstance(result, dict) else {}, t_ns)
         return []
 
+    def _ended_early(self) -> AtomError:
+        # An error event, then the stream closed without chat.end: the error says more.
+        return self._error if self._error is not None else super()._ended_early()
+
     def _end(self, result: dict[str, Any], t_ns: int) -> list[StreamEvent]:
         self.result = result
         self.finished = True

@@ -278,10 +278,14 @@ class SSEStream:
             if self._done:
                 return
         if not self.finished:
-            raise StreamInterrupted(
-                "The reply ended before the server finished it. What arrived so far is kept.",
-                url=self._base_url,
-            )
+            raise self._ended_early()
+
+    def _ended_early(self) -> AtomError:
+        """What a stream that closed before its route's last frame raises."""
+        return StreamInterrupted(
+            "The reply ended before the server finished it. What arrived so far is kept.",
+            url=self._base_url,
+        )
 
     def _on_sse(self, sse: ServerSentEvent, t_ns: int) -> Iterable[StreamEvent]:
         """The events one SSE frame carries; sets `finished` / `_done` at the route's end."""

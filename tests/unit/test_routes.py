@@ -373,3 +373,14 @@ def test_a_prompt_set_run_keeps_each_slots_route(isolated_env: object) -> None:
         (0, "completions"), (1, "responses"), (0, "completions"), (1, "responses")]
     assert [s.route for s in ps.run_setups(run)] == ["completions", "responses"]
     assert setups[1].contestant == "a (via responses)"
+
+
+def test_native_error_then_a_close_without_chat_end_reports_the_error(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    body = (named("chat.start", {"model_instance_id": "m"})
+            + named("error", {"error": {"type": "internal_error", "message": "Out of memory"}}))
+    mock.post("/api/v1/chat").respond(200, headers=SSE_HEADERS, content=body)
+    with pytest.raises(ServerError) as e:
+        run(client, "native")
+    assert "Out of memory" in e.value.sentence
