@@ -708,7 +708,12 @@ def live_line(slot: Slot, now_ns: int | None = None) -> str:
     if not reply.token_times_ns:
         if slot.done:
             return "no reply"
-        return f"waiting for the first token… {(now_ns - slot.t_start_ns) / 1e9:.1f} s"
+        waited = f"{(now_ns - slot.t_start_ns) / 1e9:.1f} s"
+        if reply.progress:  # LM Studio's native route says what it is doing meanwhile
+            stage, value = list(reply.progress.items())[-1]
+            doing = {"model_load": "loading the model", "prompt_processing": "reading the prompt"}
+            return f"{doing.get(stage, stage)} {value:.0%}… {waited}"
+        return f"waiting for the first token… {waited}"
     tps = reply.live_tps(None if slot.done else now_ns)
     speed = f" · {tps:.1f} tok/s" if tps else ""
     return f"{reply.tokens} tokens{speed}" + (" · done" if slot.done else "")

@@ -384,3 +384,16 @@ def test_native_error_then_a_close_without_chat_end_reports_the_error(
     with pytest.raises(ServerError) as e:
         run(client, "native")
     assert "Out of memory" in e.value.sentence
+
+
+def test_an_arena_column_says_what_the_native_route_is_doing_before_the_first_token() -> None:
+    from atom_core.arena.race import live_line
+    from atom_core.measure.runner import Slot
+    from atom_core.types import StreamEvent
+
+    slot = Slot(0, t_start_ns=0)
+    assert live_line(slot, now_ns=1_500_000_000) == "waiting for the first token… 1.5 s"
+    slot.reply.add(StreamEvent("progress", 1, text="model_load", progress=0.4))
+    assert live_line(slot, now_ns=1_500_000_000) == "loading the model 40%… 1.5 s"
+    slot.reply.add(StreamEvent("progress", 2, text="prompt_processing", progress=1.0))
+    assert live_line(slot, now_ns=2_000_000_000) == "reading the prompt 100%… 2.0 s"
