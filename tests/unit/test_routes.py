@@ -397,3 +397,20 @@ def test_an_arena_column_says_what_the_native_route_is_doing_before_the_first_to
     assert live_line(slot, now_ns=1_500_000_000) == "loading the model 40%… 1.5 s"
     slot.reply.add(StreamEvent("progress", 2, text="prompt_processing", progress=1.0))
     assert live_line(slot, now_ns=2_000_000_000) == "reading the prompt 100%… 2.0 s"
+
+
+def test_arena_exports_carry_each_slots_route() -> None:
+    import csv
+    import io
+
+    from atom_core.arena import report
+    from atom_core.arena.race import ArenaRound, SlotResult
+
+    slots = tuple(SlotResult(label=x, server=BASE, model="m", target="m", contestant=c,
+                             route=r, state="complete")
+                  for x, c, r in (("A", "m", "completions"), ("B", "m (via native)", "native")))
+    rnd = ArenaRound(id="r1", ts=1.0, prompt="p", system_prompt="", slots=slots)
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(rnd))))
+    assert [r["route"] for r in rows] == ["completions", "native"]
+    assert "| Route | Chat completions (OpenAI) | LM Studio native |" in report.round_markdown(rnd)
+    assert ArenaRound.from_record(rnd.to_record()).slots[1].route == "native"
