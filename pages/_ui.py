@@ -29,7 +29,7 @@ LOADED = "●"
 NOT_LOADED = "○"
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, on_release=LMStudioClient.close)  # release: sockets too
 def _client(base_url: str, token: str | None) -> LMStudioClient:
     # One client per server for the whole process: httpx.Client is thread-safe and pools
     # connections, which the arena's parallel streams share.

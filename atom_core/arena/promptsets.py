@@ -336,6 +336,7 @@ class RunSlot:
     contestant: str
     options: Mapping[str, Any] = field(default_factory=dict)  # SamplingOptions.to_request()
     load_config: Mapping[str, Any] = field(default_factory=dict)  # LoadConfig.to_request()
+    route: str = "completions"  # the chat route its requests take
 
     def sampling(self) -> SamplingOptions:
         options = dict(self.options)
@@ -345,7 +346,8 @@ class RunSlot:
     def to_record(self) -> dict[str, Any]:
         return {"label": self.label, "server": self.server, "model": self.model,
                 "target": self.target, "contestant": self.contestant,
-                "options": dict(self.options), "load_config": dict(self.load_config)}
+                "options": dict(self.options), "load_config": dict(self.load_config),
+                "route": self.route}
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> RunSlot:
@@ -353,7 +355,8 @@ class RunSlot:
                    target=str(d.get("target") or d["model"]),
                    contestant=str(d.get("contestant") or d["model"]),
                    options=dict(d.get("options") or {}),
-                   load_config=dict(d.get("load_config") or {}))
+                   load_config=dict(d.get("load_config") or {}),
+                   route=str(d.get("route") or "completions"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,7 +405,7 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
     slots = tuple(
         RunSlot(label=SLOT_LABELS[i], server=s.server, model=s.model, target=targets[i],
                 contestant=s.contestant, options=_run_options(s.options, settings).to_request(),
-                load_config=s.load_config.to_request())
+                load_config=s.load_config.to_request(), route=s.route)
         for i, s in enumerate(setups))
     spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
                             slots=slots, settings=settings, created=time.time())
@@ -429,7 +432,8 @@ def run_setups(run: PromptSetRunSpec) -> list[SlotSetup]:
     from .race import SlotSetup
 
     return [SlotSetup(server=slot.server, model=slot.model, options=slot.sampling(),
-                      load_config=LoadConfig(**slot.load_config)) for slot in run.slots]
+                      load_config=LoadConfig(**slot.load_config), route=slot.route)
+            for slot in run.slots]
 
 
 def retarget(store: HistoryStore, run: PromptSetRunSpec,
@@ -486,9 +490,9 @@ def plan(run: PromptSetRunSpec, done: Iterable[tuple[int, int, int]] = ()) -> li
         slot = run.slots[s]
         jobs.append(LoadJob(
             model=slot.target, prompt=items[p].prompt, system_prompt=items[p].system,
-            options=slot.sampling(), server=slot.server,
+            options=slot.sampling(), server=slot.server, route=slot.route,
             tags={"run_id": run.id, "prompt_index": p, "slot": s, "repeat": r,
-                  "label": slot.label},
+                  "label": slot.label, "route": slot.route},
         ))
     return jobs
 

@@ -24,6 +24,7 @@ from ..errors import AtomError, ServerError
 from ..measure.runner import FanOut, Slot
 from ..metrics import GenerationMetrics, format_seconds, percentile
 from ..runs import reply_state, run_record
+from ..server.routes import ROUTE_LABELS, server_stat_fields
 from ..types import (
     ChatMessage,
     Dialect,
@@ -60,6 +61,8 @@ HELP = {
     "quantization": "Quantization: how compressed the weights are (Q4_K_M ≈ 4 bits per weight). "
                     "Fewer bits: smaller and faster, slightly less accurate.",
     "load": "Loading time, measured apart so it never counts in TTFT.",
+    "route": "The server's chat route the slot talked over: chat completions, LM Studio native, "
+             "Responses or Anthropic Messages. The same model can race itself over two routes.",
     "params": "Parameters: the model's size in weights (7B = 7 billion). More usually means "
               "smarter and slower.",
     "size": "Size of the model file on disk (and roughly in memory).",
@@ -77,10 +80,11 @@ class SlotSetup:
     model: str  # model key
     options: SamplingOptions = field(default_factory=SamplingOptions)
     load_config: LoadConfig = field(default_factory=LoadConfig)  # empty: as loaded / default
+    route: str = "completions"  # the chat route this slot talks over (server.routes.ROUTES)
 
     @property
     def contestant(self) -> str:
-        return contestant_name(self.model, self.options, self.load_config)
+        return contestant_name(self.model, self.options, self.load_config, self.route)
 
 
 _OPTION_WORDS = {"temperature": "temp", "top_p": "top-p", "top_k": "top-k",
@@ -90,7 +94,8 @@ _LOAD_WORDS = {"context_length": "ctx", "eval_batch_size": "batch", "flash_atten
                "num_experts": "experts", "offload_kv_cache_to_gpu": "kv-gpu"}
 
 
-def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfig) -> str:
+def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfig,
+                    route: str = "completions") -> str:
     """The leaderboard's name for a model with its settings: "qwen3-4b (temp 0.2 · ctx 8192)".
 
     Only settings that change what the model says or how it runs are named; the seed, the token
@@ -99,6 +104,8 @@ def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfi
              if getattr(options, name) is not None]
     parts += [f"{word} {_short(v)}" for name, word in _LOAD_WORDS.items()
               if (v := getattr(load_config, name)) is not None]
+    if route != "completions":  # the same model over two routes: two contestants
+        parts.append(f"via {route}")
     return f"{model} ({' · '.join(parts)})" if parts else model
 
 
@@ -313,6 +320,7 @@ class SlotResult:
     instance_config: dict[str, Any] = field(default_factory=dict)  # what it was loaded with
     model_info: dict[str, Any] = field(default_factory=dict)  # quantization, params, size...
     load_s: float | None = None  # explicit load before the race; never part of TTFT
+    route: str = "completions"  # the chat route the slot talked over
     content: str = ""
     reasoning: str = ""
     metrics: dict[str, Any] | None = None  # GenerationMetrics.to_dict(), without the timeline
@@ -491,8 +499,8 @@ class ArenaRace:
         def make() -> Any:
             if error is not None:
                 raise error
-            return self._client_for(setup.server).stream_chat(
-                target, [ChatMessage("user", self.prompt)], options=setup.options,
+            return self._client_for(setup.server).stream_route(
+                setup.route, target, [ChatMessage("user", self.prompt)], options=setup.options,
                 system_prompt=self.system_prompt or None)
         return make
 
@@ -539,6 +547,7 @@ class ArenaRace:
                 options=s.options.to_request(), load_config=s.load_config.to_request(),
                 instance_config=self.prepared.instance_configs[i],
                 model_info=model_facts(self._models.get(i)), load_s=self.prepared.load_s[i],
+                route=s.route,
                 content=reply.content if reply else "", reasoning=reply.reasoning if reply else "",
                 metrics=metrics, state=slot_state,
                 error=slot.error.sentence if slot is not None and slot.error else "",
@@ -566,7 +575,8 @@ class ArenaRace:
                 source="arena", server=self.setups[i].server, model=self.setups[i].model,
                 metrics=reply.metrics(), error=slot.error, cancelled=slot.cancelled,
                 round_id=self.round_id, slot=SLOT_LABELS[i],
-                contestant=self.setups[i].contestant)))
+                contestant=self.setups[i].contestant, route=self.setups[i].route,
+                response_id=reply.response_id, **server_stat_fields(reply.server_stats))))
         final = self.snapshot("done", run_ids)
         record = final.to_record()
         record.pop("id")
@@ -694,6 +704,9 @@ def stat_rows(rnd: ArenaRound) -> list[StatRow]:
     if any(s.load_s is not None for s in rnd.slots):
         rows.append(StatRow(key="load", name="Load (before the race)",
                             cells=tuple(_sec(s.load_s) for s in rnd.slots)))
+    if any(s.route != "completions" for s in rnd.slots):
+        rows.append(StatRow(key="route", name="Route", cells=tuple(
+            ROUTE_LABELS.get(s.route, s.route) for s in rnd.slots)))
     return rows
 
 
@@ -734,7 +747,12 @@ def live_line(slot: Slot, now_ns: int | None = None) -> str:
     if not reply.token_times_ns:
         if slot.done:
             return "no reply"
-        return f"waiting for the first token… {(now_ns - slot.t_start_ns) / 1e9:.1f} s"
+        waited = f"{(now_ns - slot.t_start_ns) / 1e9:.1f} s"
+        if reply.progress:  # LM Studio's native route says what it is doing meanwhile
+            stage, value = list(reply.progress.items())[-1]
+            doing = {"model_load": "loading the model", "prompt_processing": "reading the prompt"}
+            return f"{doing.get(stage, stage)} {value:.0%}… {waited}"
+        return f"waiting for the first token… {waited}"
     tps = reply.live_tps(None if slot.done else now_ns)
     speed = f" · {tps:.1f} tok/s" if tps else ""
     return f"{reply.tokens} tokens{speed}" + (" · done" if slot.done else "")

@@ -196,7 +196,7 @@ def round_html(rnd: ArenaRound) -> str:
 
 
 ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "slot", "model",
-                 "contestant", "server", "state", "error", "ttft_s", "decode_tps",
+                 "contestant", "server", "route", "state", "error", "ttft_s", "decode_tps",
                  "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
                  "quantization", "params", "size_bytes", "load_config", "options", "content"]
 
@@ -209,6 +209,7 @@ def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
             "round_id": rnd.id, "ts": rnd.ts, "prompt": rnd.prompt,
             "system_prompt": rnd.system_prompt, "blind": rnd.blind, "vote": rnd.vote_sentence,
             "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
+            "route": s.route,
             "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
             "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
             "tokens_source": m.get("tokens_source"), "e2e_s": m.get("e2e_s"),
