@@ -3,7 +3,6 @@ status and the model picker. Drawing and session state only; logic lives in atom
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -45,8 +44,8 @@ def server_url() -> str:
     """This session's server: ATOM_SERVER_URL if set, else the default profile from Settings,
     else http://localhost:1234; the sidebar's box switches it for the session."""
     if "server_url" not in st.session_state:
-        st.session_state.server_url = initial_server_url(
-            os.environ, settings_store().load(), settings_from_env().server_url)
+        st.session_state.server_url = initial_server_url(settings_from_env(),
+                                                         settings_store().load())
     return str(st.session_state.server_url)
 
 
@@ -107,9 +106,7 @@ def servers() -> list[ServerChoice]:
     current = server_url()
     out = [ServerChoice(name=names.get(current, "Current server"), url=current,
                         token=token_for(current))]
-    extra = os.environ.get("ATOM_EXTRA_SERVERS", "")
-    for i, raw in enumerate(u for u in extra.split(",") if u.strip()):
-        url = normalize_base_url(raw)
+    for i, url in enumerate(settings_from_env().extra_servers):
         if all(c.url != url for c in out):
             out.append(ServerChoice(name=names.get(url, f"Server {i + 2}"), url=url,
                                     token=token_for(url)))

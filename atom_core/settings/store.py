@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from ..config import normalize_base_url
+from ..config import Settings, normalize_base_url
 from ..history.backup import validation_sentences
 from ..history.files import atomic_write_json, private_dir, process_lock, remove_temp_files
 from ..server.client import ServerStatus
@@ -165,13 +165,13 @@ def mask_token(token: str | None) -> str:
     return f"{prefix}{'•' * 8}{tail}"
 
 
-def initial_server_url(environ: Mapping[str, str], settings: AppSettings, fallback: str) -> str:
+def initial_server_url(config: Settings, saved: AppSettings) -> str:
     """The server a new session starts on: ATOM_SERVER_URL if set, else the default profile's,
-    else `fallback`. (The sidebar's box still switches it for the session.)"""
-    if environ.get("ATOM_SERVER_URL", "").strip():
-        return normalize_base_url(environ["ATOM_SERVER_URL"])
-    default = settings.default()
-    return default.url if default else normalize_base_url(fallback)
+    else the configured default. (The sidebar's box still switches it for the session.)"""
+    if config.server_url_set:
+        return config.server_url
+    default = saved.default()
+    return default.url if default else config.server_url
 
 
 def connection_report(status: ServerStatus, *, token_sent: bool) -> tuple[bool, str]:

@@ -154,3 +154,14 @@ def test_the_private_attribute_check_sees_a_reach_in(tmp_path: Path) -> None:
     sample.write_text("def f(client, self):\n    self._ok = client._http\n    super()._ok()\n"
                       "    return x.__dict__\n")
     assert [u.split(" ", 1)[1] for u in _private_attribute_uses(sample)] == ["client._http"]
+
+
+def test_config_is_the_one_reader_of_the_environment() -> None:
+    for module, path in _modules():
+        if module == "atom_core.config":
+            continue
+        text = path.read_text()
+        for needle in ("os.environ", "os.getenv", "getenv("):
+            assert needle not in text, f"{module} reads the environment ({needle})"
+    for path in sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]:
+        assert "os.environ" not in path.read_text(), f"{path.name} reads the environment"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from atom_core.config import settings_from_env
 from atom_core.settings.store import (
     AppSettings,
     SettingsStore,
@@ -102,10 +103,10 @@ def test_mask_token_shows_at_most_two_characters() -> None:
 def test_initial_server_url_env_wins_then_default_profile(settings: SettingsStore) -> None:
     settings.save_profile("Box", "http://box:1234")
     s = settings.load()
-    assert initial_server_url({}, s, "http://localhost:1234") == "http://box:1234"
-    assert initial_server_url({"ATOM_SERVER_URL": "http://env:9/v1"}, s,
-                              "http://localhost:1234") == "http://env:9"
-    assert initial_server_url({}, AppSettings(), "localhost:1234") == "http://localhost:1234"
+    assert initial_server_url(settings_from_env({}), s) == "http://box:1234"
+    env = settings_from_env({"ATOM_SERVER_URL": "http://env:9/v1"})
+    assert initial_server_url(env, s) == "http://env:9"
+    assert initial_server_url(settings_from_env({}), AppSettings()) == "http://localhost:1234"
 
 
 def test_damaged_settings_file_is_moved_aside_with_a_warning(settings: SettingsStore) -> None:
