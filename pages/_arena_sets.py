@@ -7,7 +7,8 @@ import time
 import streamlit as st
 
 from atom_core.arena import promptsets, report
-from atom_core.arena.race import HELP, SlotSetup
+from atom_core.arena.results import HELP
+from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
 from pages import _ui as ui
 from pages._arena_round import downloads

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import streamlit as st
 
 from atom_core import arena
-from atom_core.arena.race import HELP, SlotSetup
+from atom_core.arena.results import HELP
+from atom_core.arena.setup import SlotSetup
 from atom_core.server.routes import ROUTE_LABELS, ROUTES
 from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
 from pages import _ui as ui

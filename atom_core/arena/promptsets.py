@@ -41,7 +41,7 @@ from ..types import ChatMessage, SamplingOptions
 if TYPE_CHECKING:
     from ..history import HistoryStore
     from ..server.client import LMStudioClient
-    from .race import SlotSetup
+    from .setup import SlotSetup
 
 SETS_TABLE = "prompt_sets"
 RUNS_TABLE = "promptset_runs"
@@ -429,7 +429,7 @@ def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOption
 def run_setups(run: PromptSetRunSpec) -> list[SlotSetup]:
     """The slots of a saved run, to load their models again before a resume."""
     from ..types import LoadConfig
-    from .race import SlotSetup
+    from .setup import SlotSetup
 
     return [SlotSetup(server=slot.server, model=slot.model, options=slot.sampling(),
                       load_config=LoadConfig(**slot.load_config), route=slot.route)

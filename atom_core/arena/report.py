@@ -18,7 +18,8 @@ from typing import Any
 from ..history.export import csv_cell
 from ..metrics import format_seconds
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
-from .race import HELP, ArenaRound, SlotResult, stat_rows
+from .results import HELP, stat_rows
+from .rounds import ArenaRound, SlotResult
 
 
 def _when(ts: float) -> str:

@@ -184,7 +184,7 @@ def _plain(msg: str) -> str:
 def _record_checks() -> dict[str, Callable[[dict[str, Any]], None]]:
     # Imported here, not at the top: the arena room sits above history in the layers, and only
     # an import needs to know its record type.
-    from ..arena.race import ROUNDS_TABLE, check_round_record
+    from ..arena.rounds import ROUNDS_TABLE, check_round_record
     from ..runs import RunRecord
 
     run_fields = tuple(f for f in RunRecord.__dataclass_fields__ if f != "tags")

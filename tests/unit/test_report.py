@@ -8,7 +8,7 @@ import json
 
 from atom_core.arena import report
 from atom_core.arena.promptsets import PromptSetRunSpec, parse_prompt_set
-from atom_core.arena.race import ArenaRound, SlotResult, Vote
+from atom_core.arena.rounds import ArenaRound, SlotResult, Vote
 
 
 def a_round() -> ArenaRound:

@@ -360,7 +360,7 @@ def test_a_run_records_its_route_ids_and_the_servers_figures() -> None:
 
 def test_a_prompt_set_run_keeps_each_slots_route(isolated_env: object) -> None:
     from atom_core.arena import promptsets as ps
-    from atom_core.arena.race import SlotSetup
+    from atom_core.arena.setup import SlotSetup
     from atom_core.history.tinydb_store import open_store
 
     store = open_store(isolated_env)  # type: ignore[arg-type]
@@ -387,7 +387,7 @@ def test_native_error_then_a_close_without_chat_end_reports_the_error(
 
 
 def test_an_arena_column_says_what_the_native_route_is_doing_before_the_first_token() -> None:
-    from atom_core.arena.race import live_line
+    from atom_core.arena.results import live_line
     from atom_core.measure.runner import Slot
     from atom_core.types import StreamEvent
 
@@ -404,7 +404,7 @@ def test_arena_exports_carry_each_slots_route() -> None:
     import io
 
     from atom_core.arena import report
-    from atom_core.arena.race import ArenaRound, SlotResult
+    from atom_core.arena.rounds import ArenaRound, SlotResult
 
     slots = tuple(SlotResult(label=x, server=BASE, model="m", target="m", contestant=c,
                              route=r, state="complete")
