@@ -14,7 +14,9 @@ it holds no image and no raw HTML (a rewrite can expose new Markdown, e.g. the i
 block); if that does not settle, every `![` and `<` is escaped outright.
 
 `plain_label` is for places that should show text literally (conversation titles, names in
-labels and captions): every Markdown punctuation character is backslash-escaped.
+labels and captions): every character that could make Markdown of one line is backslash-escaped
+(inline syntax anywhere, block syntax at the start; `_` inside a word and `:` are left alone since
+they make no Markdown a person would notice and load nothing).
 Note: st.selectbox options are drawn as plain text by Streamlit (checked in Chromium with 1.67),
 so they need neither function; radio options, button labels and tooltips are Markdown.
 """
@@ -35,7 +37,9 @@ from markdown_it.token import Token
 
 IMAGE_MARK = "🖼"
 _MAX_PASSES = 4
-_LABEL_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^\"'&])")
+# What can make Markdown out of one line of text: inline syntax anywhere, block syntax at the start.
+_LABEL_SPECIALS = re.compile(r"([\\`*\[\]!|<>~$&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+_LABEL_LEADING = re.compile(r"^(\d*)([#+\-=.)])")
 
 
 # -- public ----------------------------------------------------------------------------------------
@@ -57,9 +61,9 @@ def safe_markdown(text: str, *, show_images_from: Collection[str] = ()) -> str:
 
 def plain_label(text: str) -> str:
     """`text` shown literally where Streamlit renders Markdown (labels, captions, titles,
-    tooltips): every Markdown punctuation character escaped, line breaks as spaces."""
+    tooltips): Markdown syntax escaped, line breaks as spaces."""
     one_line = " ".join(text.split())
-    return _LABEL_SPECIALS.sub(r"\\\1", one_line)
+    return _LABEL_LEADING.sub(r"\1\\\2", _LABEL_SPECIALS.sub(r"\\\1", one_line), count=1)
 
 
 def image_hosts(text: str) -> list[str]:

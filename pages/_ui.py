@@ -13,6 +13,7 @@ import streamlit as st
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
 from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
 from atom_core.settings.store import (
@@ -155,7 +156,7 @@ def require_app_shell(page: str) -> None:
 
 
 def show_error(error: AtomError) -> None:
-    st.error(error.sentence, icon=":material/error:")
+    st.error(safe_markdown(error.sentence), icon=":material/error:")
 
 
 def auto_unload_on_change(model: str) -> None:
@@ -177,10 +178,10 @@ def auto_unload_on_change(model: str) -> None:
         try:
             client_for(key[0]).unload_model(instance_id)
         except AtomError as e:
-            st.toast(e.sentence, icon=":material/error:")
+            st.toast(safe_markdown(e.sentence), icon=":material/error:")
             continue
         settings_store().note_unloaded(key[0], instance_id)
-        st.toast(f"Unloaded “{instance_id}” (auto-unload is on in Settings).",
+        st.toast(f"Unloaded “{plain_label(instance_id)}” (auto-unload is on in Settings).",
                  icon=":material/eject:")
     if targets:
         status_for(key[0], refresh=True)

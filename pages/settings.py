@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import human_bytes
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
@@ -25,7 +26,7 @@ def act(action: Callable[[], Any], done: str) -> bool:
     try:
         action()
     except ValueError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(safe_markdown(str(e)), icon=":material/error:")
         return False
     st.session_state["settings-notice"] = done
     return True
@@ -54,7 +55,7 @@ def servers_tab(saved: ss.AppSettings) -> None:
             a, b = st.columns([3, 4], vertical_alignment="center")
             token = ss.mask_token(settings.token(p.name)) or "no token"
             default = " · :blue-badge[default]" if p.name == saved.default_profile else ""
-            a.markdown(f"**{p.name}**{default}  \n`{p.url}` · {token}")
+            a.markdown(f"**{plain_label(p.name)}**{default}  \n{plain_label(p.url)} · {token}")
             cols = b.columns(4)
             if cols[0].button("Test", key=f"test-{p.name}", icon=":material/network_check:"):
                 test_connection(p)
@@ -68,7 +69,7 @@ def servers_tab(saved: ss.AppSettings) -> None:
                 ui.forget_status(p.url)
                 st.rerun()
             if report := st.session_state.get(f"test-report-{p.name}"):
-                (st.success if report[0] else st.error)(report[1])
+                (st.success if report[0] else st.error)(safe_markdown(report[1]))
     profile_form(saved)
 
 
@@ -215,11 +216,11 @@ def data_tab() -> None:
         try:
             report = ss.import_everything(store, settings, upload.getvalue())
         except ValueError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(safe_markdown(str(e)), icon=":material/error:")
         else:
-            st.success(report.sentence, icon=":material/check_circle:")
+            st.success(safe_markdown(report.sentence), icon=":material/check_circle:")
             for problem in report.problems:
-                st.warning(problem)
+                st.warning(safe_markdown(problem))
     if not st.session_state.get("confirm-wipe"):
         st.button("Delete everything…", icon=":material/delete_forever:",
                   on_click=st.session_state.__setitem__, args=("confirm-wipe", True))
@@ -241,9 +242,9 @@ def data_tab() -> None:
 
 st.subheader("Settings", anchor=False)
 if text := st.session_state.pop("settings-notice", None):
-    st.success(text, icon=":material/check_circle:")
+    st.success(safe_markdown(text), icon=":material/check_circle:")
 for warning in settings.warnings:
-    st.warning(warning, icon=":material/warning:")
+    st.warning(safe_markdown(warning), icon=":material/warning:")
 current = settings.load()
 servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"])
 with servers:

@@ -11,6 +11,7 @@ import streamlit as st
 from atom_core import stats
 from atom_core.errors import AtomError
 from atom_core.measure import sweep
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.stats import charts
 from atom_core.types import Dialect, SamplingOptions
@@ -138,10 +139,11 @@ def replay(timelines: list[stats.Timeline]) -> None:
         if later and later[0][1] == i and later[0][0].at_s < time.perf_counter() - start:
             continue  # behind schedule: the next frame of this stream is already due
         with boxes[i].container(border=True):
-            st.caption(f"{timelines[i].label} · token {frame.tokens} · {frame.at_s:.2f} s")
+            label = plain_label(timelines[i].label)
+            st.caption(f"{label} · token {frame.tokens} · {frame.at_s:.2f} s")
             if frame.reasoning:
-                st.markdown(f":gray[*{frame.reasoning}*]")
-            st.markdown(frame.content + ("" if n == len(frames) - 1 else "▌"))
+                st.caption(safe_markdown(frame.reasoning))
+            st.markdown(safe_markdown(frame.content) + ("" if n == len(frames) - 1 else "▌"))
 
 
 def sweep_tab(df: Any) -> None:
@@ -163,8 +165,8 @@ def sweep_tab(df: Any) -> None:
         start = st.form_submit_button("Run sweep", icon=":material/speed:", disabled=not models)
     slots = sweep.parallel_slots(status.models.get(model) if status.models and model else None)
     if slots:
-        st.caption(f"The server runs {model} with {slots} parallel slots: above {slots} "
-                   "requests in flight, the rest wait in a queue.")
+        st.caption(f"The server runs {plain_label(model)} with {slots} parallel slots: above "
+                   f"{slots} requests in flight, the rest wait in a queue.")
     if start and model:
         try:
             run_sweep(model, prompt, sweep.parse_levels(levels), per_level, max_tokens, target)
@@ -236,7 +238,7 @@ def server_tab() -> None:
             ui.show_error(e)
     if "server_check" in st.session_state:
         model, rows = st.session_state.server_check
-        st.markdown(f"**{model}**")
+        st.markdown(f"**{plain_label(model)}**")
         table(rows, COMPARISON_COLUMNS, key="server_comparison")
 
 

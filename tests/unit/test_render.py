@@ -60,7 +60,7 @@ def test_markdown_images_become_links_to_the_same_url(text: str) -> None:
 
 def test_the_link_shows_alt_text_and_host() -> None:
     out = safe_markdown(f"![a cat]({EVIL}/x.png)")
-    assert out == f"[🖼 a cat \\(image from evil\\.example\\)]({EVIL}/x.png)"
+    assert out == f"[🖼 a cat (image from evil.example)]({EVIL}/x.png)"
 
 
 def test_autolinks_to_images_stay_links() -> None:
