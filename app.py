@@ -12,6 +12,7 @@ from atom_core.launch import demo
 from atom_core.render import safe_markdown
 from pages import _ui as ui
 
+ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
 
 PAGES = [
