@@ -144,6 +144,10 @@ def selected_model() -> str | None:
     return str(value) if value else None
 
 
+def _refused() -> None:
+    """The only page a refused browser gets; refuse_foreign_host() has drawn its sentence."""
+
+
 def refuse_foreign_host() -> None:
     """Call before anything else runs. A browser that reached ATOM by a name it does not answer
     to (a web page that rebound its own name to 127.0.0.1) gets one sentence and nothing else:
@@ -151,9 +155,13 @@ def refuse_foreign_host() -> None:
     host = st.context.headers.get("Host")
     if host_allowed(host, settings_from_env().allowed_hosts):
         return
+    # One hidden page, so Streamlit does not fall back to listing the pages/ folder either.
+    st.navigation([st.Page(_refused, title="ATOM", url_path="refused")], position="hidden")
+    port = (host or "").rpartition(":")[2]
+    local = "http://localhost" + (f":{port}" if port.isdigit() else "")
     st.error(f"ATOM does not answer to the name “{plain_label(host or '')}”. Open it as "
-             "http://localhost (or add the name to ATOM_ALLOWED_HOSTS to use it over your "
-             "network).", icon=":material/block:")
+             f"{local} (or add the name to ATOM_ALLOWED_HOSTS to use it over your network).",
+             icon=":material/block:")
     st.stop()
 
 

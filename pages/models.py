@@ -160,8 +160,9 @@ def last_load(url: str, listing: ModelList) -> None:
     source = ("echoed by the server (echo_load_config)" if result.applied_config is not None
               else "from the server's model list" if live else "not reported by the server")
     st.caption(f"What the server applied — {source}:")
-    st.table([{"Setting": r.setting, "Asked": r.asked, "Applied": r.applied, "Note": r.note}
-              for r in ma.applied_rows(config, result, live)])
+    st.table([{"Setting": r.setting, "Asked": safe_markdown(r.asked),
+               "Applied": safe_markdown(r.applied), "Note": safe_markdown(r.note)}
+              for r in ma.applied_rows(config, result, live)])  # cells are Markdown
 
 
 def lms_command(key: str, ctx: int | None) -> None:

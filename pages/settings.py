@@ -130,8 +130,8 @@ def defaults_tab(saved: ss.AppSettings) -> None:
 
 def presets_tab(saved: ss.AppSettings) -> None:
     if saved.presets:
-        st.table([{"Preset": p.name, "Settings": p.summary(),
-                   "Used for": saved.preset_uses(p.name)}
+        st.table([{"Preset": plain_label(p.name), "Settings": p.summary(),
+                   "Used for": plain_label(saved.preset_uses(p.name))}
                   for p in saved.presets])
     editing = st.selectbox("Add or edit a sampling preset", [NEW, *(p.name for p in saved.presets)],
                            key="preset-pick", format_func=lambda n: n or "New preset…")
@@ -183,7 +183,8 @@ def per_model(saved: ss.AppSettings) -> None:
 def templates(saved: ss.AppSettings) -> None:
     st.markdown("**System prompt templates** — pick one in Chat's settings.")
     if saved.templates:
-        st.table([{"Template": t.name, "Text": t.text[:120]} for t in saved.templates])
+        st.table([{"Template": plain_label(t.name), "Text": plain_label(t.text[:120])}
+                  for t in saved.templates])
     editing = st.selectbox("Add or edit a template", [NEW, *(t.name for t in saved.templates)],
                            key="template-pick", format_func=lambda n: n or "New template…")
     t = saved.template(editing)

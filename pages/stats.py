@@ -87,7 +87,8 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
                             (cols[3], "quickest", "Quickest first token")):
         if best[key]:
-            col.metric(label, best[key][0], best[key][1], delta_color="off", delta_arrow="off")
+            col.metric(label, plain_label(str(best[key][0])), safe_markdown(str(best[key][1])),
+                       delta_color="off", delta_arrow="off")  # a model name; metrics are Markdown
     st.plotly_chart(figs["speed_map"], key="speed_map")
     table(ov.summary, stats.SUMMARY_COLUMNS, key="summary",
           height=min(38 + 35 * len(ov.summary), 740))
