@@ -9,8 +9,10 @@ from __future__ import annotations
 import streamlit as st
 
 from atom_core.launch import demo
+from atom_core.render import safe_markdown
 from pages import _ui as ui
 
+ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
 
 PAGES = [
@@ -37,12 +39,13 @@ def sidebar() -> None:
         if url and url != ui.server_url():
             ui.set_server_url(url)
         status = ui.server_status()
+        sentence = safe_markdown(status.sentence)  # may quote the server's own words
         if status.error is None:
-            st.success(status.sentence, icon=":material/check_circle:")
+            st.success(sentence, icon=":material/check_circle:")
         elif status.reachable:
-            st.warning(status.sentence, icon=":material/lock:")
+            st.warning(sentence, icon=":material/lock:")
         else:
-            st.error(status.sentence, icon=":material/cloud_off:")
+            st.error(sentence, icon=":material/cloud_off:")
         if demo.is_demo_server(ui.server_url()):
             st.info(demo.NOTICE, icon=":material/science:")
         if st.button("Check again", icon=":material/refresh:", type="tertiary",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
-from .config import settings_from_env
+from .config import normalize_base_url, settings_from_env
 from .errors import AtomError
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
@@ -19,6 +19,7 @@ from .runs import run_record
 from .server.client import LMStudioClient
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .server.streaming import ReplyBuffer
+from .settings.store import open_settings, server_token
 from .types import ChatMessage, ModelInfo, SamplingOptions
 
 
@@ -29,9 +30,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     parser = _parser()
     args = parser.parse_args(argv)
     settings = settings_from_env()
-    server = args.server or settings.server_url
+    server = normalize_base_url(args.server or settings.server_url)
+    token = server_token(open_settings(settings.data_dir), settings, server)
     try:
-        with LMStudioClient(server, token=settings.api_token) as client:
+        with LMStudioClient(server, token=token) as client:
             if args.command == "models":
                 return _models(client, args, out)
             if args.command == "chat":

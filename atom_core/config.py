@@ -13,6 +13,7 @@ Variables:
 - ATOM_DEMO_ENGINE       the servers that are the demo engine (set by the launcher; "1" means
                          ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)
 - ATOM_DEMO_VENV, ATOM_WHEEL_CACHE, ATOM_CACHE_DIR, XDG_CACHE_HOME   where the engine lives
+- ATOM_ALLOWED_HOSTS     names besides localhost/127.0.0.1/::1 the app answers to (LAN use)
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from pathlib import Path
 
 DEFAULT_SERVER_URL = "http://localhost:1234"
 _OFF = ("0", "false", "no", "off")
+# Names a browser on this machine uses to reach ATOM. Any other Host header is refused (see
+# host_allowed): a web page whose own name is made to resolve to 127.0.0.1 (DNS rebinding) would
+# otherwise talk to ATOM as if it were the user.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +43,13 @@ class Settings:
     demo_venv: Path | None = None  # None: .venv-demo beside the code
     wheel_cache: Path = Path.home() / ".cache" / "atom-wheels"
     cache_dir: Path = Path.home() / ".cache" / "atom"
+    # Extra names ATOM answers to (ATOM_ALLOWED_HOSTS, comma-separated) for use over a LAN;
+    # "*" answers to any name. Loopback names are always allowed.
+    allowed_hosts: frozenset[str] = frozenset()
+
+    def token_for(self, url: str) -> str | None:
+        """The environment's token, for ATOM_SERVER_URL only: no other server ever gets it."""
+        return self.api_token if normalize_base_url(url) == self.server_url else None
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +73,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         demo_venv=Path(venv).expanduser() if venv else None,
         wheel_cache=Path(env.get("ATOM_WHEEL_CACHE") or xdg / "atom-wheels").expanduser(),
         cache_dir=Path(env.get("ATOM_CACHE_DIR") or xdg / "atom").expanduser(),
+        allowed_hosts=frozenset(
+            h for h in (_host_name(x) for x in env.get("ATOM_ALLOWED_HOSTS", "").split(",")) if h),
     )
 
 
@@ -81,6 +95,26 @@ def _demo_engine(value: str, server_url: str, extra: tuple[str, ...]) -> tuple[s
 def url_list(value: str) -> tuple[str, ...]:
     """'a:1, http://b:2/v1,' -> ('http://a:1', 'http://b:2'): normalized, no repeats."""
     return tuple(dict.fromkeys(normalize_base_url(u) for u in value.split(",") if u.strip()))
+
+
+def host_allowed(host_header: str | None, allowed: frozenset[str] = frozenset()) -> bool:
+    """Whether a request's Host header names ATOM by a name it answers to: localhost,
+    127.0.0.1, ::1, or one of `allowed` (any name if it holds "*"). No header at all (not a
+    browser: AppTest, scripts) is allowed; a browser always sends one."""
+    if host_header is None:
+        return True
+    name = _host_name(host_header)
+    return bool(name) and (name in LOOPBACK_HOSTS or name in allowed or "*" in allowed)
+
+
+def _host_name(host: str) -> str:
+    """'LocalHost.:8501' -> 'localhost'; '[::1]:8501' -> '::1'. The port never matters."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
 
 
 def normalize_base_url(url: str) -> str:

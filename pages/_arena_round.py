@@ -11,6 +11,7 @@ from atom_core.arena import report
 from atom_core.arena.ratings import Outcome
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
+from atom_core.render import plain_label, safe_markdown
 from pages import _ui as ui
 
 # -- a finished round -----------------------------------------------------------------------------
@@ -26,28 +27,28 @@ def current_round(store: ui.HistoryStore) -> ArenaRound | None:
 
 def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
     with st.chat_message("user"):
-        st.markdown(rnd.prompt)
+        st.markdown(safe_markdown(rnd.prompt))
     for note in rnd.notes:
-        st.info(note, icon=":material/info:")
+        st.info(safe_markdown(note), icon=":material/info:")
     _results_grid(rnd)
     for position, column in enumerate(st.columns(len(rnd.slots), border=True)):
         s = rnd.slots[rnd.positions[position]]
         with column:
-            st.markdown(f"#### {rnd.title_at(position)}")
+            st.markdown(f"#### {plain_label(rnd.title_at(position))}")
             if subtitle := rnd.subtitle_at(position):
-                st.caption(subtitle)
+                st.caption(plain_label(subtitle))
             if s.state == "error":
-                st.error(s.error, icon=":material/error:")
+                st.error(safe_markdown(s.error or ""), icon=":material/error:")
             elif s.state == "stopped":
                 st.warning("Stopped", icon=":material/stop_circle:")
             elif s.state == "interrupted":
-                st.warning(f"Interrupted: {s.error or 'the reply broke off'}",
+                st.warning(f"Interrupted: {safe_markdown(s.error or 'the reply broke off')}",
                            icon=":material/link_off:")
             if s.reasoning:
                 with st.expander("Reasoning", icon=":material/psychology:"):
-                    st.markdown(s.reasoning)
+                    st.markdown(safe_markdown(s.reasoning))
             if s.content:
-                st.markdown(s.content)
+                st.markdown(safe_markdown(s.content))
     _vote_bar(store, rnd, presenter)
 
 
@@ -59,19 +60,19 @@ def _results_grid(rnd: ArenaRound) -> None:
         head[0].markdown("**Results**", help="The fastest value of each speed row is "
                          "highlighted, among replies that completed.")
         for position, i in enumerate(rnd.positions):
-            head[position + 1].markdown(f"**{rnd.short_label(i)}**")
+            head[position + 1].markdown(f"**{plain_label(rnd.short_label(i))}**")
         for row in rows:
             cells = st.columns(spec)
             cells[0].markdown(row.name, help=HELP.get(row.key))
             for position, i in enumerate(rnd.positions):
-                value = row.cells[i]
+                value = safe_markdown(row.cells[i])
                 cells[position + 1].markdown(
                     f":green-background[**{value}**] :material/bolt:" if i in row.best else value)
 
 
 def _vote(store: ui.HistoryStore, rnd: ArenaRound, outcome: Outcome, winner: int | None) -> None:
     voted = arena.record_vote(store, rnd, outcome, winner)
-    st.toast(f"Vote saved: {voted.vote_sentence}.", icon=":material/how_to_vote:")
+    st.toast(f"Vote saved: {plain_label(voted.vote_sentence)}.", icon=":material/how_to_vote:")
 
 
 def _reveal(store: ui.HistoryStore, rnd: ArenaRound) -> None:
@@ -81,8 +82,8 @@ def _reveal(store: ui.HistoryStore, rnd: ArenaRound) -> None:
 def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
     if rnd.vote is not None:
         blind = " (voted blind)" if rnd.vote.blind else ""
-        st.success(f"Your vote: {rnd.vote_sentence}{blind}. It counts on the Leaderboard.",
-                   icon=":material/how_to_vote:")
+        st.success(f"Your vote: {plain_label(rnd.vote_sentence)}{blind}. It counts on the "
+                   "Leaderboard.", icon=":material/how_to_vote:")
     elif not any(s.state == "running" for s in rnd.slots):
         st.markdown("**Which answer is better?**")
         buttons = st.columns(len(rnd.slots) + 2)

@@ -10,6 +10,7 @@ from atom_core.arena import promptsets, report
 from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
+from atom_core.render import plain_label, safe_markdown
 from pages import _ui as ui
 from pages._arena_round import downloads
 from pages._arena_setup import prepare
@@ -38,13 +39,13 @@ def _pick_set(store: ui.HistoryStore) -> promptsets.PromptSet | None:
     try:
         pset = promptsets.parse_prompt_set(source, filename=filename)
     except AtomError as e:
-        st.error(e.sentence, icon=":material/error:")
+        st.error(safe_markdown(e.sentence), icon=":material/error:")
         return None
     name = st.text_input("Name", value=pset.name, key="ps_name")
     pset = promptsets.PromptSet(name=name or pset.name, items=pset.items)
     if st.button("Save this set", icon=":material/save:"):
         promptsets.save_set(store, pset)
-        st.toast(f"Saved “{pset.name}”.")
+        st.toast(f"Saved “{plain_label(pset.name)}”.")
     return pset
 
 
@@ -119,7 +120,7 @@ def _execute(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
             if runner.new_records:
                 r = runner.new_records[-1]
                 latest.caption(f"Last: Model {r['label']} · prompt {r['prompt_index'] + 1} · "
-                               + ("ok" if r["ok"] else f"failed: {r['error']}"))
+                               + ("ok" if r["ok"] else f"failed: {plain_label(r['error'])}"))
     finally:
         runner.stop()
     st.rerun()

@@ -9,6 +9,7 @@ import streamlit as st
 from atom_core import arena
 from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS, ROUTES
 from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
 from pages import _ui as ui
@@ -70,7 +71,7 @@ def _any_models(known: Sequence[ui.ServerChoice]) -> bool:
         return True
     first = statuses[0]
     if first.error is not None:
-        st.error(first.sentence, icon=":material/cloud_off:")
+        st.error(safe_markdown(first.sentence), icon=":material/cloud_off:")
     else:
         st.info("The server has no language models yet. Download one in LM Studio (or on the "
                 "Models page), then come back to race.", icon=":material/download:")
@@ -92,7 +93,7 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     status = ui.status_for(url)
     listing = status.models
     if listing is None:
-        st.error(status.sentence, icon=":material/cloud_off:")
+        st.error(safe_markdown(status.sentence), icon=":material/cloud_off:")
         return None
     llms = listing.llms
     if not llms:
@@ -112,9 +113,9 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
         route = _slot_route(i, url)
     setup = SlotSetup(server=url, model=model, options=options, load_config=load_config,
                       route=route)
-    st.caption(_slot_state(by_key[model], listing), help=HELP["load"])
+    st.caption(safe_markdown(_slot_state(by_key[model], listing)), help=HELP["load"])
     if setup.contestant != model:
-        st.caption(setup.contestant.removeprefix(model).strip(" ()"))
+        st.caption(plain_label(setup.contestant.removeprefix(model).strip(" ()")))
     return setup, by_key.get(model)
 
 
@@ -196,11 +197,11 @@ def prepare(setups: Sequence[SlotSetup],
                 line = st.empty()
                 load = arena.start_load(ui.client_for(step.server), step)
                 while not load.wait(0.25):
-                    line.markdown(f"Loading **{step.label}**… {load.elapsed:.1f} s")
+                    line.markdown(f"Loading **{plain_label(step.label)}**… {load.elapsed:.1f} s")
                 if load.error is not None:
-                    line.error(f"{step.label}: {load.error.sentence}")
+                    line.error(f"{plain_label(step.label)}: {safe_markdown(load.error.sentence)}")
                 else:
-                    line.markdown(f"Loaded **{step.label}** in {load.elapsed:.1f} s")
+                    line.markdown(f"Loaded **{plain_label(step.label)}** in {load.elapsed:.1f} s")
                 loads.append(load)
             failed = any(x.error for x in loads)
             status.update(label="Some models could not be loaded" if failed else

@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from atom_core.history import HistoryStore, backup
+from atom_core.render import safe_markdown
 from atom_core.server.admin import human_bytes
 from atom_core.settings.store import SettingsStore
 
@@ -25,11 +26,11 @@ def data_tab(store: HistoryStore, settings: SettingsStore) -> None:
         try:
             report = backup.import_everything(store, settings, upload.getvalue())
         except backup.ImportRefused as e:
-            st.error(e.sentence, icon=":material/error:")
+            st.error(safe_markdown(e.sentence), icon=":material/error:")
             if len(e.problems) > 1:
-                st.markdown("\n".join(f"- {problem}" for problem in e.problems))
+                st.markdown("\n".join(f"- {safe_markdown(problem)}" for problem in e.problems))
         else:
-            st.success(report.sentence, icon=":material/check_circle:")
+            st.success(safe_markdown(report.sentence), icon=":material/check_circle:")
     if not st.session_state.get("confirm-wipe"):
         st.button("Delete everything…", icon=":material/delete_forever:",
                   on_click=st.session_state.__setitem__, args=("confirm-wipe", True))

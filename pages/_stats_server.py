@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from atom_core.errors import AtomError
+from atom_core.render import plain_label
 from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.types import Dialect
 from pages import _ui as ui
@@ -47,5 +48,5 @@ def server_tab(store: ui.HistoryStore) -> None:
             ui.show_error(e)
     if "server_check" in st.session_state:
         model, rows = st.session_state.server_check
-        st.markdown(f"**{model}**")
+        st.markdown(f"**{plain_label(model)}**")
         table(rows, COMPARISON_COLUMNS, key="server_comparison")

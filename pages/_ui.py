@@ -9,9 +9,10 @@ from typing import Literal
 
 import streamlit as st
 
-from atom_core.config import normalize_base_url, settings_from_env
+from atom_core.config import host_allowed, normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
 from atom_core.history import HistoryStore, open_store
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
 from atom_core.settings.store import (
@@ -19,6 +20,7 @@ from atom_core.settings.store import (
     SettingsStore,
     initial_server_url,
     open_settings,
+    server_token,
 )
 from atom_core.types import ModelInfo, SamplingOptions
 
@@ -63,8 +65,8 @@ def settings_store() -> SettingsStore:
 
 
 def token_for(url: str) -> str | None:
-    """The token saved with a server profile for this URL, else ATOM_API_TOKEN / LM_API_TOKEN."""
-    return settings_store().token_for_url(url) or settings_from_env().api_token
+    """The token saved in Settings for this URL, else ATOM_API_TOKEN for ATOM_SERVER_URL only."""
+    return server_token(settings_store(), settings_from_env(), url)
 
 
 def server_status(*, refresh: bool = False) -> ServerStatus:
@@ -139,11 +141,33 @@ def selected_model() -> str | None:
     return str(value) if value else None
 
 
+def _refused() -> None:
+    """The only page a refused browser gets; refuse_foreign_host() has drawn its sentence."""
+
+
+def refuse_foreign_host() -> None:
+    """Call before anything else runs. A browser that reached ATOM by a name it does not answer
+    to (a web page that rebound its own name to 127.0.0.1) gets one sentence and nothing else:
+    no sidebar, no page, no widget whose action it could trigger."""
+    host = st.context.headers.get("Host")
+    if host_allowed(host, settings_from_env().allowed_hosts):
+        return
+    # One hidden page, so Streamlit does not fall back to listing the pages/ folder either.
+    st.navigation([st.Page(_refused, title="ATOM", url_path="refused")], position="hidden")
+    port = (host or "").rpartition(":")[2]
+    local = "http://localhost" + (f":{port}" if port.isdigit() else "")
+    st.error(f"ATOM does not answer to the name “{plain_label(host or '')}”. Open it as "
+             f"{local} (or add the name to ATOM_ALLOWED_HOSTS to use it over your network).",
+             icon=":material/block:")
+    st.stop()
+
+
 def require_app_shell(page: str) -> None:
     """Call first in a page script. Opening a page's own URL (a bookmark of /arena) on a server
     that has not run app.py yet runs that page alone: Streamlit starts in its legacy mode for a
     `pages/` folder until app.py calls st.navigation, so there is no sidebar, no wide layout,
     and a second page list. This sends the session through app.py, which comes back to `page`."""
+    refuse_foreign_host()
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
@@ -152,7 +176,7 @@ def require_app_shell(page: str) -> None:
 
 
 def show_error(error: AtomError) -> None:
-    st.error(error.sentence, icon=":material/error:")
+    st.error(safe_markdown(error.sentence), icon=":material/error:")
 
 
 def auto_unload_on_change(model: str) -> None:
@@ -174,10 +198,10 @@ def auto_unload_on_change(model: str) -> None:
         try:
             client_for(key[0]).unload_model(instance_id)
         except AtomError as e:
-            st.toast(e.sentence, icon=":material/error:")
+            st.toast(safe_markdown(e.sentence), icon=":material/error:")
             continue
         settings_store().note_unloaded(key[0], instance_id)
-        st.toast(f"Unloaded “{instance_id}” (auto-unload is on in Settings).",
+        st.toast(f"Unloaded “{plain_label(instance_id)}” (auto-unload is on in Settings).",
                  icon=":material/eject:")
     if targets:
         status_for(key[0], refresh=True)

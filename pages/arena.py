@@ -12,6 +12,7 @@ import streamlit as st
 from atom_core import arena
 from atom_core.arena.race import ArenaRace
 from atom_core.arena.setup import SlotSetup
+from atom_core.render import plain_label, safe_markdown
 from atom_core.types import ModelInfo
 from pages import _arena_board, _arena_round, _arena_sets, _arena_setup
 from pages import _ui as ui
@@ -61,16 +62,16 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
     race = ArenaRace(store=store, client_for=ui.client_for, prompt=prompt, system_prompt=system,
                      setups=setups, prepared=prepared, models=models, blind=blind)
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.markdown(safe_markdown(prompt))
     for note in prepared.notes:
-        st.info(note, icon=":material/info:")
+        st.info(safe_markdown(note), icon=":material/info:")
     lives, bodies = [], []
     for position, column in enumerate(st.columns(len(setups), border=True)):
         with column:
             title, subtitle = live_title(race, position)
-            st.markdown(f"#### {title}")
+            st.markdown(f"#### {plain_label(title)}")
             if subtitle:
-                st.caption(subtitle)
+                st.caption(plain_label(subtitle))
             lives.append(st.empty())
             bodies.append(st.empty())
     try:
@@ -88,7 +89,8 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                 lives[position].caption(arena.live_line(slot))
                 reply = slot.reply
                 if reply.content:
-                    bodies[position].markdown(reply.content + ("" if slot.done else " ▌"))
+                    bodies[position].markdown(safe_markdown(reply.content)
+                                              + ("" if slot.done else " ▌"))
                 elif reply.reasoning:
                     bodies[position].caption(f"Thinking… ({len(reply.reasoning.split())} words)")
     finally:

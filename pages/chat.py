@@ -8,6 +8,7 @@ import streamlit as st
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
 from atom_core.history import Conversation, Message, export
+from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
 from pages import _chat_route as chat_route
@@ -58,9 +59,9 @@ def conversation_list(conv: Conversation | None) -> None:
             st.caption("No chat matches.")
         for c in found:
             st.button(
-                c.title, key=f"conv-{c.id}", use_container_width=True,
+                plain_label(c.title), key=f"conv-{c.id}", use_container_width=True,
                 type="primary" if conv and c.id == conv.id else "tertiary",
-                on_click=select, args=(c,), help=c.preview or None,
+                on_click=select, args=(c,), help=plain_label(c.preview) or None,
             )
 
 
@@ -69,7 +70,7 @@ def conversation_list(conv: Conversation | None) -> None:
 def header(conv: Conversation | None, model: str | None = None
            ) -> tuple[SamplingOptions, str, int | None]:
     cols = st.columns([3, 1, 1, 1], vertical_alignment="center")
-    cols[0].subheader(conv.title if conv else "New chat")
+    cols[0].subheader(plain_label(conv.title) if conv else "New chat")
     with cols[1].popover("Settings", icon=":material/tune:", use_container_width=True):
         ui.pick_template("chat-template", f"sys-{conv_key(conv)}")
         system = st.text_area(
@@ -168,21 +169,37 @@ def sampling_controls() -> tuple[SamplingOptions, int | None]:
 # -- messages -------------------------------------------------------------------------------------
 
 def show_message(m: Message) -> None:
+    shown: set[str] = st.session_state.setdefault("_images_shown", {}).get(m.id, set())
     with st.chat_message(m.role):
         if m.reasoning:
             with st.expander("Reasoning", icon=":material/psychology:"):
-                st.markdown(m.reasoning)
+                st.markdown(safe_markdown(m.reasoning, show_images_from=shown))
         if m.content:
-            st.markdown(m.content)
+            st.markdown(safe_markdown(m.content, show_images_from=shown))
         if m.state == "error":
-            st.error(m.error or "The reply failed.", icon=":material/error:")
+            st.error(safe_markdown(m.error or "The reply failed."), icon=":material/error:")
         elif m.state in STATE_NOTES:
             text, icon = STATE_NOTES[m.state]
-            st.warning(text + (f": {m.error}" if m.error and m.state != "stopped" else ""),
-                       icon=icon)
+            st.warning(text + (f": {safe_markdown(m.error)}"
+                               if m.error and m.state != "stopped" else ""), icon=icon)
         line = metrics_line(m.metrics)
         if m.role == "assistant" and (line or m.model):
-            st.caption(" · ".join(x for x in (m.model, line) if x))
+            st.caption(" · ".join(x for x in (plain_label(m.model), line) if x))
+        image_buttons(m, shown)
+
+
+def image_buttons(m: Message, shown: set[str]) -> None:
+    """Images in a message load only when asked, one host at a time (off by default: an image
+    URL can carry the conversation away)."""
+    for host in image_hosts(f"{m.reasoning}\n\n{m.content}"):
+        if host not in shown:
+            st.button(f"Show images from {plain_label(host)}", key=f"img-{m.id}-{host}",
+                      icon=":material/image:", type="tertiary", on_click=show_images,
+                      args=(m.id, host))
+
+
+def show_images(message_id: str, host: str) -> None:
+    st.session_state.setdefault("_images_shown", {}).setdefault(message_id, set()).add(host)
 
 
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
@@ -212,9 +229,9 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
                     if reasoning_view is None:
                         reasoning_view = reasoning_box.expander(
                             "Reasoning…", icon=":material/psychology:").empty()
-                    reasoning_view.markdown(reply.reasoning)
+                    reasoning_view.markdown(safe_markdown(reply.reasoning))
                 if reply.content:
-                    body.markdown(reply.content + "▌")
+                    body.markdown(safe_markdown(reply.content) + "▌")
                 if not chat_route.waiting(turn, status):
                     status.caption(live_line(turn))
         finally:
@@ -229,9 +246,10 @@ def live_line(turn: ChatTurn) -> str:
     reply = slot.reply
     if not reply.token_times_ns:
         waited = (time.perf_counter_ns() - slot.t_start_ns) / 1e9
-        return f"{turn.model} · waiting for the first token… {waited:.1f} s"
+        return f"{plain_label(turn.model)} · waiting for the first token… {waited:.1f} s"
     tps = reply.live_tps()
-    return f"{turn.model} · {reply.tokens} tokens" + (f" · {tps:.1f} tok/s" if tps else "")
+    speed = f" · {tps:.1f} tok/s" if tps else ""
+    return f"{plain_label(turn.model)} · {reply.tokens} tokens{speed}"
 
 
 # -- page -----------------------------------------------------------------------------------------
@@ -260,7 +278,7 @@ last = messages[-1] if messages else None
 if conv and last is not None and model and not prompt:
     again = last.role == "assistant"
     if st.button("Regenerate" if again else "Answer", icon=":material/refresh:", type="tertiary",
-                 help=f"Ask {model} {'again ' if again else ''}for a reply"):
+                 help=f"Ask {plain_label(model)} {'again ' if again else ''}for a reply"):
         if again:
             store.delete_message(conv.id, last.id)
         stream_reply(conv, model, options, system, ttl)
@@ -276,5 +294,5 @@ if prompt and conv is not None:
     if conv.model != model:
         store.update_conversation(conv.id, model=model)
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.markdown(safe_markdown(prompt))
     stream_reply(conv, model, options, system, ttl)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from atom_core.errors import AtomError
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server import admin as ma
 from atom_core.types import ModelList
 from pages import _ui as ui
@@ -61,7 +62,8 @@ def loaded_instances(url: str, listing: ModelList) -> None:
     mine = settings.loaded_by_atom(url)
     for inst in instances:
         a, b = st.columns([5, 1], vertical_alignment="center")
-        a.markdown(f"**{inst.id}** · {ma.instance_summary(inst.config) or 'config not reported'}"
+        summary = ma.instance_summary(inst.config) or "config not reported"
+        a.markdown(f"**{plain_label(inst.id)}** · {plain_label(summary)}"
                    + (" · loaded by ATOM" if inst.id in mine else ""))
         if b.button("Unload", key=f"unload-{inst.id}", icon=":material/eject:"):
             unload(url, [inst.id])
@@ -131,10 +133,10 @@ def load_panel(url: str, listing: ModelList) -> None:
             config = ma.build_load_config(m, context_length=ctx, eval_batch_size=batch,
                                           flash_attention=flash, offload_kv_cache_to_gpu=kv,
                                           num_experts=experts)
-            with st.spinner(f"Loading {key}…"):
+            with st.spinner(f"Loading {plain_label(key)}…"):
                 result = ui.client_for(url).load_model(key, config)
         except (ValueError, AtomError) as e:
-            st.error(getattr(e, "sentence", str(e)), icon=":material/error:")
+            st.error(safe_markdown(getattr(e, "sentence", str(e))), icon=":material/error:")
         else:
             settings.note_loaded(url, result.instance_id)
             st.session_state["last-load"] = (url, key, config, result)
@@ -148,17 +150,19 @@ def last_load(url: str, listing: ModelList) -> None:
     if not last or last[0] != url:
         return
     _, key, config, result = last
-    st.success(ma.load_summary(key, result), icon=":material/check_circle:")
+    st.success(safe_markdown(ma.load_summary(key, result)), icon=":material/check_circle:")
     if result.rejected_keys:
-        st.warning(f"The server refused {', '.join(result.rejected_keys)}, so ATOM loaded the "
+        refused = plain_label(", ".join(result.rejected_keys))
+        st.warning(f"The server refused {refused}, so ATOM loaded the "
                    "model without it.", icon=":material/warning:")
     live = next((i.config for m in listing.models for i in m.loaded_instances
                  if i.id == result.instance_id), None)
     source = ("echoed by the server (echo_load_config)" if result.applied_config is not None
               else "from the server's model list" if live else "not reported by the server")
     st.caption(f"What the server applied — {source}:")
-    st.table([{"Setting": r.setting, "Asked": r.asked, "Applied": r.applied, "Note": r.note}
-              for r in ma.applied_rows(config, result, live)])
+    st.table([{"Setting": r.setting, "Asked": safe_markdown(r.asked),
+               "Applied": safe_markdown(r.applied), "Note": safe_markdown(r.note)}
+              for r in ma.applied_rows(config, result, live)])  # cells are Markdown
 
 
 def lms_command(key: str, ctx: int | None) -> None:
@@ -203,7 +207,7 @@ def download_progress(url: str, was_active: bool) -> None:
     polled = {v.record_id: v for v in ma.poll_downloads(store, ui.client_for, url)}
     for view in ma.recent_downloads(store, url):
         view = polled.get(view.record_id, view)
-        line = f"**{view.model}** · {ma.progress_line(view.job)}"
+        line = f"**{plain_label(view.model)}** · {safe_markdown(ma.progress_line(view.job))}"
         if view.job.status == "failed":
             st.error(line, icon=":material/error:")
         elif view.done:
@@ -211,7 +215,7 @@ def download_progress(url: str, was_active: bool) -> None:
         else:
             st.progress(view.job.fraction or 0.0, text=line)
         if view.error:
-            st.caption(f"Last check failed: {view.error}")
+            st.caption(f"Last check failed: {plain_label(view.error)}")
     if was_active and not ma.active_downloads(store, url):
         ui.status_for(url, refresh=True)  # a finished download adds a model to the table
         st.rerun(scope="app")
@@ -228,7 +232,7 @@ if st.session_state.get("models-server-for") != ui.server_url() or st.session_st
 url = st.selectbox("Server", list(names), format_func=lambda u: f"{names[u]} · {u}",
                    key="models-server") if len(choices) > 1 else choices[0].url
 if text := st.session_state.pop("models-notice", None):
-    st.success(text, icon=":material/check_circle:")
+    st.success(safe_markdown(text), icon=":material/check_circle:")
 status = ui.status_for(url)
 if status.error is not None:
     ui.show_error(status.error)

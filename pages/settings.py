@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from atom_core.render import plain_label, safe_markdown
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
 from pages import _ui as ui
@@ -25,7 +26,7 @@ def act(action: Callable[[], Any], done: str) -> bool:
     try:
         action()
     except ValueError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(safe_markdown(str(e)), icon=":material/error:")
         return False
     st.session_state["settings-notice"] = done
     return True
@@ -54,7 +55,7 @@ def servers_tab(saved: ss.AppSettings) -> None:
             a, b = st.columns([3, 4], vertical_alignment="center")
             token = ss.mask_token(settings.token(p.name)) or "no token"
             default = " · :blue-badge[default]" if p.name == saved.default_profile else ""
-            a.markdown(f"**{p.name}**{default}  \n`{p.url}` · {token}")
+            a.markdown(f"**{plain_label(p.name)}**{default}  \n{plain_label(p.url)} · {token}")
             cols = b.columns(4)
             if cols[0].button("Test", key=f"test-{p.name}", icon=":material/network_check:"):
                 test_connection(p)
@@ -68,12 +69,12 @@ def servers_tab(saved: ss.AppSettings) -> None:
                 ui.forget_status(p.url)
                 st.rerun()
             if report := st.session_state.get(f"test-report-{p.name}"):
-                (st.success if report[0] else st.error)(report[1])
+                (st.success if report[0] else st.error)(safe_markdown(report[1]))
     profile_form(saved)
 
 
 def test_connection(p: ss.ServerProfile) -> None:
-    token = settings.token(p.name) or ui.token_for(p.url)
+    token = ui.token_for(p.url)  # its own token, never another server's
     with st.spinner(f"Testing {p.url}…"), LMStudioClient(p.url, token=token) as client:
         status = client.status()
     st.session_state[f"test-report-{p.name}"] = ss.connection_report(
@@ -129,8 +130,8 @@ def defaults_tab(saved: ss.AppSettings) -> None:
 
 def presets_tab(saved: ss.AppSettings) -> None:
     if saved.presets:
-        st.table([{"Preset": p.name, "Settings": p.summary(),
-                   "Used for": saved.preset_uses(p.name)}
+        st.table([{"Preset": plain_label(p.name), "Settings": p.summary(),
+                   "Used for": plain_label(saved.preset_uses(p.name))}
                   for p in saved.presets])
     editing = st.selectbox("Add or edit a sampling preset", [NEW, *(p.name for p in saved.presets)],
                            key="preset-pick", format_func=lambda n: n or "New preset…")
@@ -182,7 +183,8 @@ def per_model(saved: ss.AppSettings) -> None:
 def templates(saved: ss.AppSettings) -> None:
     st.markdown("**System prompt templates** — pick one in Chat's settings.")
     if saved.templates:
-        st.table([{"Template": t.name, "Text": t.text[:120]} for t in saved.templates])
+        st.table([{"Template": plain_label(t.name), "Text": plain_label(t.text[:120])}
+                  for t in saved.templates])
     editing = st.selectbox("Add or edit a template", [NEW, *(t.name for t in saved.templates)],
                            key="template-pick", format_func=lambda n: n or "New template…")
     t = saved.template(editing)
@@ -203,9 +205,9 @@ def templates(saved: ss.AppSettings) -> None:
 
 st.subheader("Settings", anchor=False)
 if text := st.session_state.pop("settings-notice", None):
-    st.success(text, icon=":material/check_circle:")
+    st.success(safe_markdown(text), icon=":material/check_circle:")
 for warning in settings.warnings:
-    st.warning(warning, icon=":material/warning:")
+    st.warning(safe_markdown(warning), icon=":material/warning:")
 current = settings.load()
 servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"])
 with servers:

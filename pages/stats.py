@@ -10,6 +10,7 @@ import streamlit as st
 
 from atom_core import stats
 from atom_core.measure import sweep
+from atom_core.render import plain_label, safe_markdown
 from atom_core.stats import charts
 from atom_core.types import SamplingOptions
 from pages import _ui as ui
@@ -78,7 +79,8 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
                             (cols[3], "quickest", "Quickest first token")):
         if best[key]:
-            col.metric(label, best[key][0], best[key][1], delta_color="off", delta_arrow="off")
+            col.metric(label, plain_label(str(best[key][0])), safe_markdown(str(best[key][1])),
+                       delta_color="off", delta_arrow="off")  # a model name; metrics are Markdown
     st.plotly_chart(figs["speed_map"], key="speed_map")
     table(ov.summary, stats.SUMMARY_COLUMNS, key="summary",
           height=min(38 + 35 * len(ov.summary), 740))
@@ -130,10 +132,11 @@ def replay(timelines: list[stats.Timeline]) -> None:
         if later and later[0][1] == i and later[0][0].at_s < time.perf_counter() - start:
             continue  # behind schedule: the next frame of this stream is already due
         with boxes[i].container(border=True):
-            st.caption(f"{timelines[i].label} · token {frame.tokens} · {frame.at_s:.2f} s")
+            label = plain_label(timelines[i].label)
+            st.caption(f"{label} · token {frame.tokens} · {frame.at_s:.2f} s")
             if frame.reasoning:
-                st.markdown(f":gray[*{frame.reasoning}*]")
-            st.markdown(frame.content + ("" if n == len(frames) - 1 else "▌"))
+                st.caption(safe_markdown(frame.reasoning))
+            st.markdown(safe_markdown(frame.content) + ("" if n == len(frames) - 1 else "▌"))
 
 
 def sweep_tab(df: Any) -> None:
@@ -155,8 +158,8 @@ def sweep_tab(df: Any) -> None:
         start = st.form_submit_button("Run sweep", icon=":material/speed:", disabled=not models)
     slots = sweep.parallel_slots(status.models.get(model) if status.models and model else None)
     if slots:
-        st.caption(f"The server runs {model} with {slots} parallel slots: above {slots} "
-                   "requests in flight, the rest wait in a queue.")
+        st.caption(f"The server runs {plain_label(model)} with {slots} parallel slots: above "
+                   f"{slots} requests in flight, the rest wait in a queue.")
     if start and model:
         try:
             run_sweep(model, prompt, sweep.parse_levels(levels), per_level, max_tokens, target)

@@ -2,11 +2,14 @@
 
     <data_dir>/settings.json   server profiles (no tokens), idle TTL, auto-unload, sampling
                                presets, system prompt templates, per-model presets   (mode 0600)
-    <data_dir>/tokens.json     {"tokens": {profile name: API token}}                (mode 0600)
+    <data_dir>/tokens.json     {"tokens": {server URL: API token}}                  (mode 0600)
 
 Tokens live in their own file so that nothing that reads, shows, logs or exports settings ever
 holds one; `SettingsStore.token()` is the only way out, and `mask_token()` is how a page shows
-one. Both files are written atomically (temp file, fsync, os.replace), mode 0600, in a 0700
+one. A token belongs to a server's URL, not to a profile's name: a profile whose URL changes (or
+an imported profile that reuses a name) never inherits a token meant for another server. Files
+from before that keyed tokens by profile name; they are read as the URL that profile had then.
+Both files are written atomically (temp file, fsync, os.replace), mode 0600, in a 0700
 folder. A damaged settings file is moved aside with a warning, never silently emptied.
 
 Every change is a read-modify-write of the current file under a thread lock and the
@@ -26,7 +29,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,12 @@ __all__ = [
     "SamplingPreset",
     "ServerProfile",
     "SettingsStore",
+    "check_server_url",
     "connection_report",
     "initial_server_url",
     "mask_token",
     "open_settings",
+    "server_token",
 ]
 
 log = logging.getLogger(__name__)
@@ -199,7 +204,9 @@ def _name(value: str, what: str) -> str:
     return name
 
 
-def _check_url(url: str) -> str:
+def check_server_url(url: str) -> str:
+    """The normalized URL of a server ATOM may talk to (http or https, a host, maybe a port),
+    or ValueError with a sentence. The Settings form and imports both use it."""
     raw = str(url or "").strip()
     if not raw:
         raise ValueError("Enter the server's URL, for example http://localhost:1234.")
@@ -318,6 +325,16 @@ class SettingsStore:
             _write_private_json(self.tokens_path, {"tokens": tokens})
             self._cache = None
 
+    def _bind_tokens_to_urls(self) -> None:
+        """Rewrites an older tokens.json (keyed by profile name) keyed by URL, with the URLs the
+        profiles have now, before anything changes a profile; tokens of no profile are dropped."""
+        with self._lock:
+            raw = self._read(self.tokens_path).get("tokens")
+            if isinstance(raw, dict) and any("://" not in str(k) for k in raw):
+                tokens = _tokens_by_url(raw, self._read(self.settings_path))
+                _write_private_json(self.tokens_path, {"tokens": tokens})
+                self._cache = None
+
     def _tokens(self) -> dict[str, str]:
         return self._current()[1]
 
@@ -332,10 +349,9 @@ class SettingsStore:
             key = self._stat_key()
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1], self._cache[2]
-            raw_tokens = self._read(self.tokens_path).get("tokens")
-            tokens = ({str(k): str(v) for k, v in raw_tokens.items() if v}
-                      if isinstance(raw_tokens, dict) else {})
-            settings = self._parse(self._read(self.settings_path), set(tokens))
+            raw = self._read(self.settings_path)
+            tokens = _tokens_by_url(self._read(self.tokens_path).get("tokens"), raw)
+            settings = self._parse(raw, set(tokens))
             self._cache = (self._stat_key(), settings, tokens)
             return settings, tokens
 
@@ -361,7 +377,8 @@ class SettingsStore:
         # Read defensively: a value of the wrong type (a hand-edited or older file) is left out,
         # never a crash on every visit.
         profiles = tuple(
-            ServerProfile(name=p["name"], url=p["url"], has_token=p["name"] in with_tokens)
+            ServerProfile(name=p["name"], url=p["url"],
+                          has_token=normalize_base_url(p["url"]) in with_tokens)
             for p in items("profiles") if text(p.get("name")) and text(p.get("url"))
         )
         presets = []
@@ -395,16 +412,13 @@ class SettingsStore:
         )
 
     def token(self, profile_name: str) -> str | None:
-        """The profile's API token, or None. Never log or show what this returns."""
-        return self._tokens().get(profile_name)
+        """The token saved for the profile's server URL, or None. Never log or show it."""
+        profile = self.load().profile(profile_name)
+        return self.token_for_url(profile.url) if profile else None
 
     def token_for_url(self, url: str) -> str | None:
-        """The token saved with a profile for this URL (the default profile first), or None."""
-        url = normalize_base_url(url)
-        settings = self.load()
-        tokens = self._tokens()
-        ordered = sorted(settings.profiles, key=lambda p: p.name != settings.default_profile)
-        return next((tokens[p.name] for p in ordered if p.url == url and p.name in tokens), None)
+        """The token saved for exactly this server URL, or None."""
+        return self._tokens().get(normalize_base_url(url))
 
     # -- server profiles ---------------------------------------------------------------------
 
@@ -420,8 +434,10 @@ class SettingsStore:
         """Adds or changes a profile. `token` None keeps the saved one; `clear_token` removes
         it. `replaces` renames an existing profile (its token and default flag move along)."""
         name = _name(name, "server")
-        url = _check_url(url)
+        url = check_server_url(url)
+        self._bind_tokens_to_urls()
         old = replaces or name
+        old_url = getattr(self.load().profile(old), "url", None)
         with self._editing() as raw:
             profiles = [p for p in raw.get("profiles") or [] if isinstance(p, dict)]
             if name != old and any(p.get("name") == name for p in profiles):
@@ -436,26 +452,34 @@ class SettingsStore:
             if raw.get("default_profile") == old or not raw.get("default_profile"):
                 raw["default_profile"] = name
 
+        urls_in_use = {p.url for p in self.load().profiles}
+
         def change(tokens: dict[str, str]) -> None:
-            kept = tokens.pop(old, None)
+            if old_url and old_url != url and old_url not in urls_in_use:
+                tokens.pop(old_url, None)  # no profile is left for that server
             if token and token.strip():
-                tokens[name] = token.strip()
-            elif kept and not clear_token:
-                tokens[name] = kept
+                tokens[url] = token.strip()
+            elif clear_token:
+                tokens.pop(url, None)
 
         self._edit_tokens(change)
         self._cache = None
-        return ServerProfile(name=name, url=url, has_token=self.token(name) is not None)
+        return ServerProfile(name=name, url=url, has_token=self.token_for_url(url) is not None)
 
     def delete_profile(self, name: str) -> None:
+        self._bind_tokens_to_urls()
+        gone = getattr(self.load().profile(name), "url", None)
         with self._editing() as raw:
             raw["profiles"] = [p for p in raw.get("profiles") or []
                                if isinstance(p, dict) and p.get("name") != name]
             if raw.get("default_profile") == name:
                 raw["default_profile"] = raw["profiles"][0]["name"] if raw["profiles"] else None
 
+        left = {p.url for p in self.load().profiles}
+
         def drop(tokens: dict[str, str]) -> None:
-            tokens.pop(name, None)
+            if gone and gone not in left:
+                tokens.pop(gone, None)
 
         self._edit_tokens(drop)
         self._cache = None
@@ -597,7 +621,7 @@ class SettingsStore:
 
         for i, p in enumerate(parsed.profiles, 1):
             check(f"Server profile {i}", _name, p.name, "server")
-            check(f"Server profile {i}", _check_url, p.url)
+            check(f"Server profile {i}", check_server_url, p.url)
         for i, preset in enumerate(parsed.presets, 1):
             check(f"Preset {i}", make_preset, preset.name, **preset.values())
         for i, t in enumerate(parsed.templates, 1):
@@ -610,7 +634,13 @@ class SettingsStore:
         """Adds the profiles, presets, templates and per-model presets of an export that are not
         here yet (by name); scalar settings only where none is set. Returns how many were added.
         Any token in `doc` is ignored."""
+        self._bind_tokens_to_urls()  # before a profile of a reused name exists
         incoming = self._parse(doc, set())
+        checked = []
+        for p in incoming.profiles:
+            with contextlib.suppress(ValueError):  # not http(s): skipped like a bad record
+                checked.append(ServerProfile(name=p.name, url=check_server_url(p.url)))
+        incoming = replace(incoming, profiles=tuple(checked))
         added = 0
         with self._editing() as raw:
             for key, values in (("profiles", [{"name": p.name, "url": p.url}
@@ -628,8 +658,9 @@ class SettingsStore:
                     mapping[model] = preset
                     added += 1
             raw["model_presets"] = mapping
-            for key, value in (("default_profile", incoming.default_profile),
-                               ("ttl_seconds", incoming.ttl_seconds),
+            # Never the default server: that choice sends every new chat (and its token) there,
+            # so an imported file doesn't get to make it; the user picks it in Settings.
+            for key, value in (("ttl_seconds", incoming.ttl_seconds),
                                ("default_preset", incoming.default_preset)):
                 if value and not raw.get(key):
                     raw[key] = value
@@ -662,6 +693,34 @@ class SettingsDoc:
 
 
 _SETTINGS_DOC = TypeAdapter(SettingsDoc)
+
+
+def server_token(settings: SettingsStore, env: Settings, url: str) -> str | None:
+    """The token to send to a server: the one saved in Settings for exactly its URL, else the
+    environment's (ATOM_API_TOKEN / LM_API_TOKEN) when this is ATOM_SERVER_URL; else none.
+    An extra server (ATOM_EXTRA_SERVERS) or a saved server without a token gets no token."""
+    return settings.token_for_url(url) or env.token_for(url)
+
+
+def _tokens_by_url(raw_tokens: object, raw_settings: Mapping[str, Any]) -> dict[str, str]:
+    """tokens.json's tokens keyed by server URL (older files keyed them by profile name)."""
+    if not isinstance(raw_tokens, dict):
+        return {}
+    tokens = {str(k): str(v) for k, v in raw_tokens.items() if isinstance(v, str) and v}
+    _rekey_by_url(tokens, raw_settings)
+    return tokens
+
+
+def _rekey_by_url(tokens: dict[str, str], raw_settings: Mapping[str, Any]) -> None:
+    """In place: a token still keyed by a profile name moves to that profile's URL; one whose
+    profile is gone is dropped, so it can never attach to a later profile of the same name."""
+    profiles = raw_settings.get("profiles") if isinstance(raw_settings, Mapping) else None
+    urls = {str(p.get("name")): normalize_base_url(str(p.get("url")))
+            for p in profiles or [] if isinstance(p, dict) and p.get("name") and p.get("url")}
+    for key in [k for k in tokens if "://" not in k]:
+        value = tokens.pop(key)
+        if key in urls:
+            tokens.setdefault(urls[key], value)
 
 
 def _rename_refs(raw: dict[str, Any], old: str, new: str | None) -> None:

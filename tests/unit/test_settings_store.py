@@ -60,8 +60,11 @@ def test_token_none_keeps_it_clear_token_removes_it_rename_moves_it(
     settings: SettingsStore,
 ) -> None:
     settings.save_profile("A", "http://a:1", token=TOKEN)
-    settings.save_profile("A", "http://a:2")  # no token given: keep it
-    assert settings.token("A") == TOKEN and settings.load().profiles[0].url == "http://a:2"
+    settings.save_profile("A", "http://a:1")  # no token given: keep it
+    assert settings.token("A") == TOKEN
+    settings.save_profile("A", "http://a:2")  # another server: the token stays behind
+    assert settings.token("A") is None and settings.token_for_url("http://a:1") is None
+    settings.save_profile("A", "http://a:2", token=TOKEN)
     settings.save_profile("B", "http://a:2", replaces="A")
     assert settings.token("B") == TOKEN and settings.token("A") is None
     assert settings.load().default_profile == "B"

@@ -1,0 +1,180 @@
+"""Untrusted text never makes the browser fetch anything (issue 14 §1), and ATOM refuses a
+foreign Host header (§6: DNS rebinding), in real headless Chromium.
+
+Every piece of text ATOM did not write carries images pointing at a local beacon server: model
+keys and display names, instance ids, replies, reasoning, server error sentences, the user's own
+message (and so the conversation title), saved profile, preset and template names. After Chat,
+Arena, Models, Settings and Stats have shown all of it, the beacon must have 0 hits; then the
+Chat's "Show images from 127.0.0.1" action loads them, which proves the beacon would have seen a
+fetch."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.beacon import Beacon, serve_beacon
+from tests.fixtures.browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    OUTPUT,
+    Double,
+    ask,
+    open_app,
+    start_app,
+    stop,
+    wait_idle,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def beacon() -> Iterator[Beacon]:
+    with serve_beacon() as b:
+        yield b
+
+
+def config(b: Beacon) -> dict[str, Any]:
+    md = f"![k]({b.url}/in-the-name.gif)"
+    return {"models": [
+        {"key": f"evil{md}", "display_name": f"Evil {md}", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 5, "reply": "Here you go. " + b.images("reply"),
+         "reasoning": "Thinking " + b.images("reasoning")},
+        {"key": f"fails{md}", "display_name": "Failing model", "loaded": True,
+         "fail_mode": "error_before_stream"},
+    ]}
+
+
+def seed_settings(data_dir: Path, b: Beacon, server: str) -> None:
+    md = f"![x]({b.url}/settings.gif)"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "settings.json").write_text(json.dumps({
+        "profiles": [{"name": f"Profile {md}", "url": server}],
+        "presets": [{"name": f"Preset {md}", "temperature": 0.5}],
+        "templates": [{"name": f"Template {md}", "text": f"System {md}"}],
+    }))
+
+
+def go(pg: Any, name: str, ready: str) -> None:
+    pg.locator("[data-testid=stSidebarNav]").get_by_role("link", name=name).click()
+    pg.wait_for_selector(ready, timeout=30_000)
+    time.sleep(0.3)
+    wait_idle(pg)
+
+
+def no_fetch(b: Beacon, where: str, pg: Any = None) -> None:
+    time.sleep(0.5)  # an image, if one was drawn, has had time to load
+    found = pg.evaluate(
+        "() => Array.from(document.querySelectorAll('img'))"
+        ".filter(i => i.src.includes('127.0.0.1'))"
+        ".map(i => { let p = i, out = []; while (p) { if (p.dataset && p.dataset.testid) "
+        "out.push(p.dataset.testid); p = p.parentElement } return i.src + ' in ' + out.join('<') })"
+    ) if pg is not None else []
+    assert b.hits == [], f"{where}: the browser fetched {b.hits} {found}"
+
+
+def settle(pg: Any) -> None:
+    time.sleep(0.3)
+    wait_idle(pg)
+
+
+def test_no_page_fetches_what_untrusted_text_points_at(
+    double: Double, beacon: Beacon, page: Any, tmp_path: Path
+) -> None:
+    double.set_config(config(beacon))
+    seed_settings(tmp_path / "data", beacon, double.url)
+    app = start_app(double.url, tmp_path / "data", tmp_path)
+    try:
+        pg = page
+        open_app(pg, app.url, "[data-testid=stChatInputTextArea]")
+        # Chat: the user's message (and title), a streamed reply with reasoning, a server error.
+        ask(pg, "Please show " + beacon.images("prompt"))
+        pg.wait_for_selector("text=Here you go", timeout=30_000)
+        settle(pg)
+        pg.get_by_role("combobox", name="Model", exact=True).click()
+        pg.get_by_role("option", name="Failing model").click()
+        settle(pg)
+        ask(pg, "And again " + beacon.images("prompt2"))
+        pg.wait_for_selector("[data-testid=stAlertContentError]", timeout=30_000)
+        settle(pg)
+        pg.get_by_text("Reasoning").first.click()  # open the saved reasoning
+        settle(pg)
+        main = pg.inner_text("#stMain")
+        assert "image from 127.0.0.1" in main and "crashed" in main
+        no_fetch(beacon, "Chat")
+
+        # Arena: both models race; one answers with images, one fails with its name in the error.
+        go(pg, "Arena", "[data-testid=stChatInputTextArea]")
+        ask(pg, "Race " + beacon.images("arena"))
+        pg.wait_for_selector("text=Which answer is better?", timeout=60_000)
+        settle(pg)
+        assert "image from 127.0.0.1" in pg.inner_text("#stMain")
+        no_fetch(beacon, "Arena")
+
+        go(pg, "Models", "[data-testid=stDataFrame]")
+        assert "evil" in pg.inner_text("#stMain")
+        no_fetch(beacon, "Models")
+        go(pg, "Settings", "text=Profile")
+        for tab in ("Presets", "Chat defaults", "Data", "Servers"):
+            pg.get_by_role("tab", name=tab).click()
+            settle(pg)
+            no_fetch(beacon, f"Settings, {tab}")
+        go(pg, "Stats", "[data-testid=stTabs]")
+        no_fetch(beacon, "Stats", pg)
+        go(pg, "Chat", "[data-testid=stChatInputTextArea]")
+        time.sleep(1.0)  # images, if any were drawn, have had time to load
+        assert beacon.hits == []
+
+        # The one way to see them: ask, per message and host.
+        pg.get_by_role("button", name="Show images from 127.0.0.1").first.click()
+        settle(pg)
+        deadline = time.monotonic() + 10
+        while not beacon.hits and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert beacon.hits, "the beacon saw nothing even when asked to: the test would be blind"
+        # Only that message's images (the first message: the user's prompt), only from Markdown.
+        assert sorted(beacon.hits) == ["/prompt-inline.gif", "/prompt-ref.gif"], beacon.hits
+    finally:
+        stop(app.process)
+
+
+def test_a_foreign_host_name_is_refused_and_localhost_works(
+    double: Double, browser: Any, tmp_path: Path
+) -> None:
+    app = start_app(double.url, tmp_path / "data", tmp_path)
+    port = app.url.rsplit(":", 1)[1]
+    other = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        args=[*CHROMIUM_FLAGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"])
+    try:
+        pg = other.new_page()
+        pg.goto(f"http://evil.example:{port}/")
+        pg.wait_for_selector("text=ATOM does not answer to the name", timeout=30_000)
+        wait_idle(pg)
+        body = pg.locator("[data-testid=stApp]").inner_text()
+        assert "evil.example" in body
+        pg.screenshot(path=str(OUTPUT / "refused-host.png"))
+        assert pg.get_by_label("Server").count() == 0  # no sidebar of ATOM's
+        assert pg.locator("[data-testid=stSidebarNav]").count() == 0  # nor a list of pages
+        assert pg.locator("[data-testid=stChatInputTextArea]").count() == 0
+        pg.goto(f"http://evil.example:{port}/settings")  # a page's own URL: refused too
+        pg.wait_for_selector("text=ATOM does not answer to the name", timeout=30_000)
+        wait_idle(pg)
+        assert pg.locator("[data-testid=stChatInputTextArea]").count() == 0
+        assert "Servers" not in pg.inner_text("#stMain")
+        assert not [r for r in double.log() if not r["path"].startswith("/__")], \
+            "a refused page made ATOM talk to the model server"
+
+        pg.goto(f"http://localhost:{port}/")
+        pg.wait_for_selector("[data-testid=stChatInputTextArea]", timeout=30_000)
+        wait_idle(pg)
+        assert "does not answer" not in pg.locator("[data-testid=stApp]").inner_text()
+    finally:
+        other.close()
+        stop(app.process)
