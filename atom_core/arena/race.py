@@ -24,7 +24,7 @@ from ..errors import AtomError, ServerError
 from ..measure.runner import FanOut, Slot
 from ..metrics import GenerationMetrics, format_seconds, percentile
 from ..runs import reply_state, run_record
-from ..server.routes import ROUTE_LABELS, server_stat_fields
+from ..server.routes import REASONING_LEVELS, ROUTE_LABELS, STATEFUL_ROUTES, server_stat_fields
 from ..types import (
     ChatMessage,
     Dialect,
@@ -63,6 +63,8 @@ HELP = {
     "load": "Loading time, measured apart so it never counts in TTFT.",
     "route": "The server's chat route the slot talked over: chat completions, LM Studio native, "
              "Responses or Anthropic Messages. The same model can race itself over two routes.",
+    "reasoning": "The reasoning setting the slot asked for (LM Studio native and Responses "
+                 "routes, where the model lists it): off, on, or an effort level.",
     "params": "Parameters: the model's size in weights (7B = 7 billion). More usually means "
               "smarter and slower.",
     "size": "Size of the model file on disk (and roughly in memory).",
@@ -81,10 +83,23 @@ class SlotSetup:
     options: SamplingOptions = field(default_factory=SamplingOptions)
     load_config: LoadConfig = field(default_factory=LoadConfig)  # empty: as loaded / default
     route: str = "completions"  # the chat route this slot talks over (server.routes.ROUTES)
+    # off/on/low/medium/high (server.routes.REASONING_LEVELS) on a route that takes it, where
+    # the model lists the option; None: the model's default
+    reasoning: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reasoning is None:
+            return
+        if self.reasoning not in REASONING_LEVELS:
+            raise ValueError(f"unknown reasoning setting {self.reasoning!r}; one of "
+                             f"{', '.join(REASONING_LEVELS)}")
+        if self.route not in STATEFUL_ROUTES:  # the routes whose requests carry it
+            raise ValueError(f"the {self.route} route takes no reasoning setting")
 
     @property
     def contestant(self) -> str:
-        return contestant_name(self.model, self.options, self.load_config, self.route)
+        return contestant_name(self.model, self.options, self.load_config, self.route,
+                               self.reasoning)
 
 
 _OPTION_WORDS = {"temperature": "temp", "top_p": "top-p", "top_k": "top-k",
@@ -95,7 +110,7 @@ _LOAD_WORDS = {"context_length": "ctx", "eval_batch_size": "batch", "flash_atten
 
 
 def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfig,
-                    route: str = "completions") -> str:
+                    route: str = "completions", reasoning: str | None = None) -> str:
     """The leaderboard's name for a model with its settings: "qwen3-4b (temp 0.2 · ctx 8192)".
 
     Only settings that change what the model says or how it runs are named; the seed, the token
@@ -106,6 +121,8 @@ def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfi
               if (v := getattr(load_config, name)) is not None]
     if route != "completions":  # the same model over two routes: two contestants
         parts.append(f"via {route}")
+    if reasoning is not None:  # reasoning off vs high changes what the model says
+        parts.append(f"reasoning {reasoning}")
     return f"{model} ({' · '.join(parts)})" if parts else model
 
 
@@ -321,6 +338,7 @@ class SlotResult:
     model_info: dict[str, Any] = field(default_factory=dict)  # quantization, params, size...
     load_s: float | None = None  # explicit load before the race; never part of TTFT
     route: str = "completions"  # the chat route the slot talked over
+    reasoning_setting: str | None = None  # the reasoning setting asked for (None: default)
     content: str = ""
     reasoning: str = ""
     metrics: dict[str, Any] | None = None  # GenerationMetrics.to_dict(), without the timeline
@@ -501,7 +519,7 @@ class ArenaRace:
                 raise error
             return self._client_for(setup.server).stream_route(
                 setup.route, target, [ChatMessage("user", self.prompt)], options=setup.options,
-                system_prompt=self.system_prompt or None)
+                system_prompt=self.system_prompt or None, reasoning=setup.reasoning)
         return make
 
     def start(self) -> ArenaRace:
@@ -547,7 +565,7 @@ class ArenaRace:
                 options=s.options.to_request(), load_config=s.load_config.to_request(),
                 instance_config=self.prepared.instance_configs[i],
                 model_info=model_facts(self._models.get(i)), load_s=self.prepared.load_s[i],
-                route=s.route,
+                route=s.route, reasoning_setting=s.reasoning,
                 content=reply.content if reply else "", reasoning=reply.reasoning if reply else "",
                 metrics=metrics, state=slot_state,
                 error=slot.error.sentence if slot is not None and slot.error else "",
@@ -576,7 +594,8 @@ class ArenaRace:
                 metrics=reply.metrics(), error=slot.error, cancelled=slot.cancelled,
                 round_id=self.round_id, slot=SLOT_LABELS[i],
                 contestant=self.setups[i].contestant, route=self.setups[i].route,
-                response_id=reply.response_id, **server_stat_fields(reply.server_stats))))
+                reasoning_setting=self.setups[i].reasoning, response_id=reply.response_id,
+                **server_stat_fields(reply.server_stats))))
         final = self.snapshot("done", run_ids)
         record = final.to_record()
         record.pop("id")
@@ -707,6 +726,9 @@ def stat_rows(rnd: ArenaRound) -> list[StatRow]:
     if any(s.route != "completions" for s in rnd.slots):
         rows.append(StatRow(key="route", name="Route", cells=tuple(
             ROUTE_LABELS.get(s.route, s.route) for s in rnd.slots)))
+    if any(s.reasoning_setting is not None for s in rnd.slots):
+        rows.append(StatRow(key="reasoning", name="Reasoning", cells=tuple(
+            s.reasoning_setting or "default" for s in rnd.slots)))
     return rows
 
 
