@@ -289,6 +289,7 @@ class ChatTurn:
                     response_id=reply.response_id,
                     previous_response_id=self.previous_response_id,
                     request_bytes=self.request_bytes,
+                    reasoning_setting=self.reasoning if self.route in STATEFUL_ROUTES else None,
                     **server_stat_fields(reply.server_stats),
                 )
             )

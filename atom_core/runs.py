@@ -70,6 +70,8 @@ class RunRecord:
     response_id: str | None = None
     previous_response_id: str | None = None
     request_bytes: int | None = None  # size of the request body sent (history vs stateful)
+    # the reasoning setting asked of the server (off/on/low/medium/high); None: its default
+    reasoning_setting: str | None = None
     # links and labels the caller chose (round_id, slot, sweep_id, concurrency, ...)
     tags: Mapping[str, Any] = field(default_factory=dict)
     id: str | None = None  # set by the store

@@ -10,7 +10,7 @@ from atom_core import arena
 from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
 from atom_core.render import plain_label, safe_markdown
-from atom_core.server.routes import ROUTE_LABELS, ROUTES
+from atom_core.server.routes import ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
 from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
 from pages import _ui as ui
 
@@ -111,8 +111,9 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     with st.popover("Settings", icon=":material/tune:", width="stretch"):
         options, load_config = _slot_settings(i, listing)
         route = _slot_route(i, url)
+        reasoning = _slot_reasoning(i, route, by_key[model])
     setup = SlotSetup(server=url, model=model, options=options, load_config=load_config,
-                      route=route)
+                      route=route, reasoning=reasoning)
     st.caption(safe_markdown(_slot_state(by_key[model], listing)), help=HELP["load"])
     if setup.contestant != model:
         st.caption(plain_label(setup.contestant.removeprefix(model).strip(" ()")))
@@ -143,6 +144,15 @@ def _slot_route(i: int, url: str) -> str:
     if problem := client.route_problem(route):
         st.caption(problem)
     return str(route)
+
+
+def _slot_reasoning(i: int, route: str, model: ModelInfo) -> str | None:
+    """Off/on/low/medium/high, where the route carries it and the model lists the options."""
+    if route not in STATEFUL_ROUTES or not model.reasoning_options:
+        return None
+    level = st.selectbox("Reasoning", ["default", *model.reasoning_options],
+                         key=f"arena_reason_{i}", persist_state=ui.KEEP, help=HELP["reasoning"])
+    return None if level in (None, "default") else str(level)
 
 
 def _slot_settings(i: int, listing: ModelList) -> tuple[SamplingOptions, LoadConfig]:

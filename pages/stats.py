@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import streamlit as st
 
 from atom_core import stats
-from atom_core.measure import sweep
 from atom_core.render import plain_label, safe_markdown
+from atom_core.server.routes import ROUTE_LABELS
 from atom_core.stats import charts
-from atom_core.types import SamplingOptions
 from pages import _ui as ui
 from pages._stats_server import server_tab, table
+from pages._stats_sweep import sweep_tab
 
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM"]
 ui.require_app_shell("pages/stats.py")
@@ -27,12 +26,18 @@ def runs_cache() -> stats.RunsCache:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def overview(version: int, flt: stats.RunFilter, _df: Any, _colors: dict) -> tuple:
-    ov = stats.overview(_df, flt)
-    return ov, charts.overview_figures(ov, _colors)
+def overview(version: int, flt: stats.RunFilter, group: str, _df: Any) -> tuple:
+    ov = stats.overview(_df, flt, group=group)
+    return ov, charts.overview_figures(ov, series_colors(version, group, _df))
 
 
-def filters(df: Any) -> stats.RunFilter:
+@st.cache_resource(show_spinner=False, max_entries=4)
+def series_colors(version: int, group: str, _df: Any) -> dict[str, str]:
+    """A colour per series over the whole history (so filtering never recolours one)."""
+    return stats.model_colors(stats.route_series(_df) if group == "model_route" else _df)
+
+
+def filters(df: Any) -> tuple[stats.RunFilter, str]:
     opts, bounds = stats.filter_options(df), stats.date_bounds(df)
     with st.sidebar:
         st.divider()
@@ -43,10 +48,17 @@ def filters(df: Any) -> stats.RunFilter:
         servers = st.multiselect("Server", opts["servers"], placeholder="All servers")
         days = st.date_input("Dates", bounds, *bounds) if bounds else ()
         bands = st.multiselect("Prompt length", opts["bands"], placeholder="Any length")
+        routes = st.multiselect("Route", opts["routes"], placeholder="All routes",
+                                format_func=lambda r: ROUTE_LABELS.get(r, r))
+        group = st.segmented_control("Group by", list(stats.GROUPINGS), default="model",
+                                     format_func=stats.GROUPINGS.__getitem__, required=True,
+                                     key="stats_group", help="One row and one colour per "
+                                     "model, or per model and the chat route it answered over.")
     days = tuple(days) if isinstance(days, tuple | list) else (days,)
     return stats.RunFilter(models=tuple(models), sources=tuple(sources), servers=tuple(servers),
-                           bands=tuple(bands), start=days[0] if days else None,
-                           end=days[-1] if days else None)
+                           bands=tuple(bands), routes=tuple(routes),
+                           start=days[0] if days else None,
+                           end=days[-1] if days else None), str(group or "model")
 
 
 @st.fragment(run_every=3)
@@ -65,9 +77,9 @@ def live_panel(shown_version: int) -> None:
         st.rerun(scope="app")
 
 
-def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> None:
+def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> None:
     live_panel(version)
-    ov, figs = overview(version, flt, df, colors)
+    ov, figs = overview(version, flt, group, df)
     if not ov.runs:
         if len(df):
             st.info("No runs match these filters.", icon=":material/filter_alt_off:")
@@ -75,7 +87,7 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     best = stats.headline(ov.summary)
     cols = st.columns(4)
     cols[0].metric("Runs", f"{ov.runs:,}")
-    cols[1].metric("Models", len(ov.summary))
+    cols[1].metric("Models" if group == "model" else "Models × routes", len(ov.summary))
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
                             (cols[3], "quickest", "Quickest first token")):
         if best[key]:
@@ -139,72 +151,6 @@ def replay(timelines: list[stats.Timeline]) -> None:
             st.markdown(safe_markdown(frame.content) + ("" if n == len(frames) - 1 else "▌"))
 
 
-def sweep_tab(df: Any) -> None:
-    status, picked = ui.server_status(), ui.selected_model()
-    models = [m.key for m in status.models.llms] if status.models else []
-    if status.error is not None:
-        ui.show_error(status.error)
-    with st.form("sweep_form"):
-        a, b = st.columns(2)
-        model = a.selectbox("Model", models, models.index(picked) if picked in models else 0)
-        levels = b.text_input("Requests in flight (levels)", "1,2,4,8")
-        prompt = st.text_area("Prompt", "Explain in three sentences why the sky is blue.")
-        c, d, e, f = st.columns(4)
-        per_level = c.number_input("Requests per level", 1, 200, 8)
-        max_tokens = d.number_input("Max tokens", 1, 8192, 128)
-        target = sweep.SweepTarget(
-            min_tps_per_user=e.number_input("Target: tok/s per user ≥", 0.0, 1e4, 10.0),
-            max_ttft_p90_s=f.number_input("Target: TTFT p90 ≤ (s)", 0.0, 600.0, 2.0))
-        start = st.form_submit_button("Run sweep", icon=":material/speed:", disabled=not models)
-    slots = sweep.parallel_slots(status.models.get(model) if status.models and model else None)
-    if slots:
-        st.caption(f"The server runs {plain_label(model)} with {slots} parallel slots: above "
-                   f"{slots} requests in flight, the rest wait in a queue.")
-    if start and model:
-        try:
-            run_sweep(model, prompt, sweep.parse_levels(levels), per_level, max_tokens, target)
-        except ValueError as e:
-            st.error(str(e))
-    found = sweep.sweeps_in_history(df)
-    if found.empty:
-        st.caption("No sweeps yet. From the command line: `python -m atom_core bench "
-                   "--models KEY --prompt Hi --concurrency 1,2,4,8 --requests 8`.")
-        return
-    i = st.selectbox("Sweep", range(len(found)), format_func=lambda i: found.label[i]) or 0
-    show_sweep(sweep.levels_from_runs(sweep.sweep_runs(df, found.sweep_id[i])), target,
-               slots if found.model[i] == model else None, "sweep_result")
-
-
-def show_sweep(levels: list[sweep.LevelResult], target: sweep.SweepTarget, slots: int | None,
-               key: str) -> None:
-    v = sweep.verdict(levels, target)
-    (st.success if v.best else st.warning)(v.sentence, icon=":material/groups:")
-    st.plotly_chart(charts.sweep_chart(sweep.levels_frame(levels), target, slots), key=key)
-    table(sweep.levels_frame(levels), sweep.LEVEL_COLUMNS, key=f"{key}_table")
-
-
-def run_sweep(model: str, prompt: str, levels: list[int], per_level: int, max_tokens: int,
-              target: sweep.SweepTarget) -> None:
-    cancel, rows, total = threading.Event(), [], per_level * len(levels)
-    progress, live = st.progress(0.0, "Starting the sweep…"), st.empty()
-    records = sweep.run_sweep(ui.client(), model=model, prompt=prompt, levels=levels,
-                              requests_per_level=per_level, cancel=cancel,
-                              options=SamplingOptions(max_tokens=max_tokens))
-    try:  # a click anywhere stops the script here; `finally` ends the requests in flight
-        for record in records:
-            rows.append(record.run_row("sweep"))
-            store.add_run(rows[-1])
-            progress.progress(len(rows) / total, f"{len(rows)} of {total} requests · "
-                                                 f"{record.job.tags['concurrency']} in flight")
-            with live.container():
-                show_sweep(sweep.levels_from_runs(stats.runs_frame(rows)), target, None,
-                           f"sweep_live_{len(rows)}")
-    finally:
-        cancel.set()
-        records.close()
-    st.rerun()
-
-
 version, runs = runs_cache().snapshot(store)
 st.subheader("Stats")
 if unreadable := runs.attrs.get("unreadable"):  # damaged or hand-edited rows: never a crash
@@ -213,9 +159,9 @@ if unreadable := runs.attrs.get("unreadable"):  # damaged or hand-edited rows: n
 if runs.empty:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
-flt = filters(runs)
+flt, group = filters(runs)
 colors = stats.model_colors(runs)
-views = (lambda: overview_tab(version, runs, flt, colors),
+views = (lambda: overview_tab(version, runs, flt, group),
          lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
          lambda: server_tab(store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):

@@ -93,7 +93,7 @@ class ArenaRace:
                 raise error
             return self._client_for(setup.server).stream_route(
                 setup.route, target, [ChatMessage("user", self.prompt)], options=setup.options,
-                system_prompt=self.system_prompt or None)
+                system_prompt=self.system_prompt or None, reasoning=setup.reasoning)
         return make
 
     def start(self) -> ArenaRace:
@@ -139,7 +139,7 @@ class ArenaRace:
                 options=s.options.to_request(), load_config=s.load_config.to_request(),
                 instance_config=self.prepared.instance_configs[i],
                 model_info=model_facts(self._models.get(i)), load_s=self.prepared.load_s[i],
-                route=s.route,
+                route=s.route, reasoning_setting=s.reasoning,
                 content=reply.content if reply else "", reasoning=reply.reasoning if reply else "",
                 metrics=metrics, state=slot_state,
                 error=slot.error.sentence if slot is not None and slot.error else "",
@@ -168,7 +168,8 @@ class ArenaRace:
                 metrics=reply.metrics(), error=slot.error, cancelled=slot.cancelled,
                 round_id=self.round_id, slot=SLOT_LABELS[i],
                 contestant=self.setups[i].contestant, route=self.setups[i].route,
-                response_id=reply.response_id, **server_stat_fields(reply.server_stats))))
+                reasoning_setting=self.setups[i].reasoning, response_id=reply.response_id,
+                **server_stat_fields(reply.server_stats))))
         final = self.snapshot("done", run_ids)
         record = final.to_record()
         record.pop("id")

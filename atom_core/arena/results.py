@@ -27,6 +27,8 @@ HELP = {
     "load": "Loading time, measured apart so it never counts in TTFT.",
     "route": "The server's chat route the slot talked over: chat completions, LM Studio native, "
              "Responses or Anthropic Messages. The same model can race itself over two routes.",
+    "reasoning": "The reasoning setting the slot asked for (LM Studio native and Responses "
+                 "routes, where the model lists it): off, on, or an effort level.",
     "params": "Parameters: the model's size in weights (7B = 7 billion). More usually means "
               "smarter and slower.",
     "size": "Size of the model file on disk (and roughly in memory).",
@@ -81,6 +83,9 @@ def stat_rows(rnd: ArenaRound) -> list[StatRow]:
     if any(s.route != "completions" for s in rnd.slots):
         rows.append(StatRow(key="route", name="Route", cells=tuple(
             ROUTE_LABELS.get(s.route, s.route) for s in rnd.slots)))
+    if any(s.reasoning_setting is not None for s in rnd.slots):
+        rows.append(StatRow(key="reasoning", name="Reasoning", cells=tuple(
+            s.reasoning_setting or "default" for s in rnd.slots)))
     return rows
 
 

@@ -40,6 +40,7 @@ class SlotResult:
     model_info: dict[str, Any] = field(default_factory=dict)  # quantization, params, size...
     load_s: float | None = None  # explicit load before the race; never part of TTFT
     route: str = "completions"  # the chat route the slot talked over
+    reasoning_setting: str | None = None  # the reasoning setting asked for (None: default)
     content: str = ""
     reasoning: str = ""
     metrics: dict[str, Any] | None = None  # GenerationMetrics.to_dict(), without the timeline

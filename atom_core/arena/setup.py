@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AtomError, ServerError
+from ..server.routes import REASONING_LEVELS, STATEFUL_ROUTES
 from ..types import (
     Dialect,
     LoadConfig,
@@ -43,10 +44,23 @@ class SlotSetup:
     options: SamplingOptions = field(default_factory=SamplingOptions)
     load_config: LoadConfig = field(default_factory=LoadConfig)  # empty: as loaded / default
     route: str = "completions"  # the chat route this slot talks over (server.routes.ROUTES)
+    # off/on/low/medium/high (server.routes.REASONING_LEVELS) on a route that takes it, where
+    # the model lists the option; None: the model's default
+    reasoning: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reasoning is None:
+            return
+        if self.reasoning not in REASONING_LEVELS:
+            raise ValueError(f"unknown reasoning setting {self.reasoning!r}; one of "
+                             f"{', '.join(REASONING_LEVELS)}")
+        if self.route not in STATEFUL_ROUTES:  # the routes whose requests carry it
+            raise ValueError(f"the {self.route} route takes no reasoning setting")
 
     @property
     def contestant(self) -> str:
-        return contestant_name(self.model, self.options, self.load_config, self.route)
+        return contestant_name(self.model, self.options, self.load_config, self.route,
+                               self.reasoning)
 
 
 _OPTION_WORDS = {"temperature": "temp", "top_p": "top-p", "top_k": "top-k",
@@ -59,7 +73,7 @@ _LOAD_WORDS = {"context_length": "ctx", "eval_batch_size": "batch", "flash_atten
 
 
 def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfig,
-                    route: str = "completions") -> str:
+                    route: str = "completions", reasoning: str | None = None) -> str:
     """The leaderboard's name for a model with its settings: "qwen3-4b (temp 0.2 · ctx 8192)".
 
     Only settings that change what the model says or how it runs are named; the seed, the token
@@ -70,6 +84,8 @@ def contestant_name(model: str, options: SamplingOptions, load_config: LoadConfi
               if (v := getattr(load_config, name)) is not None]
     if route != "completions":  # the same model over two routes: two contestants
         parts.append(f"via {route}")
+    if reasoning is not None:  # reasoning off vs high changes what the model says
+        parts.append(f"reasoning {reasoning}")
     return f"{model} ({' · '.join(parts)})" if parts else model
 
 

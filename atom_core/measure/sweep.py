@@ -165,11 +165,13 @@ def new_sweep_id() -> str:
 
 def sweep_jobs(*, model: str, prompt: str, level: int, requests: int, sweep_id: str,
                options: SamplingOptions | None = None, system_prompt: str | None = None,
-               server: str = "") -> list[LoadJob]:
-    """The jobs of one level; tags land on every run row (concurrency, sweep_id, request)."""
+               server: str = "", route: str = "completions") -> list[LoadJob]:
+    """The jobs of one level; tags land on every run row (concurrency, sweep_id, request, and
+    the chat route each request takes)."""
     return [LoadJob(model=model, prompt=prompt, system_prompt=system_prompt, options=options,
-                    server=server, tags={"concurrency": level, "sweep_id": sweep_id,
-                                     "request": i})
+                    server=server, route=route,
+                    tags={"concurrency": level, "sweep_id": sweep_id, "request": i,
+                          "route": route})
             for i in range(requests)]
 
 
@@ -185,9 +187,11 @@ def run_sweep(
     server: str = "",
     sweep_id: str | None = None,
     cancel: threading.Event | None = None,
+    route: str = "completions",
 ) -> Iterator[LoadRecord]:
     """Runs every level in turn (lowest first), yielding each request's record as it finishes.
-    Record tags carry `concurrency` and `sweep_id`; `LoadRecord.run_row("sweep")` stores them.
+    Every request goes over `route` (server.routes.ROUTES). Record tags carry `concurrency`,
+    `sweep_id` and `route`; `LoadRecord.run_row("sweep")` stores them.
 
     Closing the iterator stops the sweep at once (requests in flight leave their streams);
     setting `cancel` stops it when the next request finishes."""
@@ -200,7 +204,7 @@ def run_sweep(
             return
         jobs = sweep_jobs(model=model, prompt=prompt, level=level,
                           requests=requests_per_level, sweep_id=sweep_id, options=options,
-                          system_prompt=system_prompt, server=server)
+                          system_prompt=system_prompt, server=server, route=route)
         # run_load sets its event when the level ends: each level gets its own.
         level_cancel = threading.Event()
         records = run_load(jobs, client=client, concurrency=level, cancel=level_cancel)
@@ -266,11 +270,12 @@ def levels_frame(levels: Sequence[LevelResult]) -> pd.DataFrame:
 
 
 def sweeps_in_history(df: pd.DataFrame) -> pd.DataFrame:
-    """Sweeps found in a runs frame, newest first: sweep_id, model, server, started (epoch s),
-    levels (sorted tuple), requests, label (for a picker). Sweep runs recorded without a
+    """Sweeps found in a runs frame, newest first: sweep_id, model, server, route, started
+    (epoch s), levels (sorted tuple), requests, label (for a picker; names the route unless it
+    is chat completions). Sweep runs recorded without a
     sweep_id (older command-line sweeps) are grouped per model and server."""
     rows = df[(df["source"] == "sweep") & df["concurrency"].notna()]
-    cols = ["sweep_id", "model", "server", "started", "levels", "requests", "label"]
+    cols = ["sweep_id", "model", "server", "route", "started", "levels", "requests", "label"]
     if rows.empty:
         return pd.DataFrame(columns=cols)
     key = rows["sweep_id"].where(rows["sweep_id"] != "",
@@ -280,10 +285,12 @@ def sweeps_in_history(df: pd.DataFrame) -> pd.DataFrame:
     for sweep_id, part in rows.groupby(key, sort=False):
         model, started = str(part["model"].iloc[0]), float(part["ts"].min())
         levels = tuple(sorted({int(x) for x in part["concurrency"]}))
+        route = str(part["route"].iloc[0]) if "route" in part else "completions"
+        via = "" if route == "completions" else f" via {route}"
         out.append({"sweep_id": str(sweep_id), "model": model,
-                    "server": str(part["server"].iloc[0]), "started": started,
+                    "server": str(part["server"].iloc[0]), "route": route, "started": started,
                     "levels": levels, "requests": len(part),
-                    "label": f"{datetime.fromtimestamp(started):%Y-%m-%d %H:%M} · {model} · "
+                    "label": f"{datetime.fromtimestamp(started):%Y-%m-%d %H:%M} · {model}{via} · "
                              f"levels {', '.join(map(str, levels))} · {len(part)} requests"})
     frame = pd.DataFrame(out, columns=cols)
     return frame.sort_values("started", ascending=False, ignore_index=True)

@@ -5,6 +5,8 @@ are in ``atom_core.stats.charts``."""
 
 from .cache import RunsCache
 from .frame import (
+    DEFAULT_ROUTE,
+    GROUPINGS,
     LIVE_COLUMNS,
     PROMPT_BANDS,
     SOURCE_LABELS,
@@ -23,6 +25,7 @@ from .frame import (
     model_summary,
     overview,
     prompt_bands,
+    route_series,
     runs_frame,
     sample_per_model,
     source_label,
@@ -45,6 +48,8 @@ from .timelines import (
 )
 
 __all__ = [
+    "DEFAULT_ROUTE",
+    "GROUPINGS",
     "LIVE_COLUMNS",
     "PROMPT_BANDS",
     "SOURCE_LABELS",
@@ -71,6 +76,7 @@ __all__ = [
     "overview",
     "prompt_bands",
     "replay_frames",
+    "route_series",
     "runs_frame",
     "sample_per_model",
     "source_label",

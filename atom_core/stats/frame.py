@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "DEFAULT_ROUTE",
+    "GROUPINGS",
     "PROMPT_BANDS",
     "SOURCE_LABELS",
     "SUMMARY_COLUMNS",
@@ -46,6 +48,7 @@ __all__ = [
     "model_colors",
     "model_summary",
     "overview",
+    "route_series",
     "runs_frame",
     "sample_per_model",
     "source_label",
@@ -63,11 +66,16 @@ FLOAT_COLUMNS = (
     # what the server said about the same run (LM Studio's native /api/v1/chat stats)
     "server_tps", "server_ttft_s", "server_load_s",
 )
-CATEGORY_COLUMNS = ("model", "source", "server", "state", "tokens_source")
+CATEGORY_COLUMNS = ("model", "source", "server", "state", "tokens_source", "route")
 TEXT_COLUMNS = ("id", "error", "finish_reason", "conversation_id", "message_id", "sweep_id",
                 "round_id")
 _WANTED = ("ok", *FLOAT_COLUMNS, *CATEGORY_COLUMNS, *TEXT_COLUMNS)
 FAILED_STATES = ("error", "interrupted")
+# A run recorded before chat routes existed (no `route`) came over chat completions.
+DEFAULT_ROUTE = "completions"
+# How the summary and the charts group runs: one series per model, or per model and route
+# (the same model over two routes as two series, labelled by route_series).
+GROUPINGS: dict[str, str] = {"model": "Model", "model_route": "Model and route"}
 
 SOURCE_LABELS = {
     "chat": "Chat",
@@ -150,6 +158,7 @@ def typed_runs(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, np.ndar
             unreadable |= ~fine.to_numpy(bool)
             values = values.where(fine, None)
         df[col] = values.fillna("").astype(str)
+    df["route"] = df["route"].replace("", DEFAULT_ROUTE)
     for col in CATEGORY_COLUMNS:
         df[col] = df[col].astype("category")
     df["failed"] = df["state"].isin(FAILED_STATES).to_numpy(dtype=bool)
@@ -178,11 +187,13 @@ class RunFilter:
     start: date | None = None  # first day included (local time)
     end: date | None = None  # last day included (local time)
     bands: tuple[str, ...] = ()  # PROMPT_BANDS labels or UNKNOWN_BAND
+    routes: tuple[str, ...] = ()  # chat routes (server.routes.ROUTES); old runs: completions
 
     def apply(self, df: pd.DataFrame) -> pd.DataFrame:
         mask = np.ones(len(df), dtype=bool)
         for col, wanted in (("model", self.models), ("source", self.sources),
-                            ("server", self.servers), ("prompt_band", self.bands)):
+                            ("server", self.servers), ("prompt_band", self.bands),
+                            ("route", self.routes)):
             if wanted:
                 mask &= df[col].isin(wanted).to_numpy()
         if self.start is not None:
@@ -204,6 +215,7 @@ def filter_options(df: pd.DataFrame) -> dict[str, list[str]]:
         "models": [str(m) for m, n in models.items() if n and str(m)],
         "sources": present("source"),
         "servers": present("server"),
+        "routes": present("route"),
         "bands": [b for b in BAND_LABELS if (df["prompt_band"] == b).any()],
     }
 
@@ -221,6 +233,7 @@ def date_bounds(df: pd.DataFrame) -> tuple[date, date] | None:
 # column -> (label, kind) for the page; kind: "int", "seconds", "tps", "tokens", "percent"
 SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "model": ("Model", "text"),
+    "route": ("Route", "text"),  # only when grouped by model and route
     "runs": ("Runs", "int"),
     "ttft_p50_s": ("TTFT p50 (s)", "seconds"),
     "ttft_p90_s": ("TTFT p90 (s)", "seconds"),
@@ -234,17 +247,22 @@ SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def model_summary(df: pd.DataFrame) -> pd.DataFrame:
+def model_summary(df: pd.DataFrame, *, by_route: bool = False) -> pd.DataFrame:
     """One row per model: runs, TTFT p50/p90/p99, median decode tok/s, median end-to-end, mean
     output tokens, error rate, and (when any run has them) the server's own figures.
 
     Fastest decoding first. Timing columns are NaN for a model with no completed run.
+    `by_route`: `df` is a route_series frame (one "model · route" per series) and the summary
+    gets a `route` column beside the series' name.
     """
-    columns = [c for c in SUMMARY_COLUMNS if not c.startswith("server_")]
+    columns = [c for c in SUMMARY_COLUMNS
+               if not c.startswith("server_") and (by_route or c != "route")]
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
     by_model = df.groupby("model", observed=True, sort=False)
     out = pd.DataFrame({"runs": by_model.size(), "failed": by_model["failed"].sum()})
+    if by_route:
+        out["route"] = by_model["route"].first().astype(str)
     done = df[df["ok"]].groupby("model", observed=True, sort=False)
     ttft = done["ttft_s"].quantile([0.5, 0.9, 0.99]).unstack()
     if ttft.empty:
@@ -279,6 +297,19 @@ def summary_csv(summary: pd.DataFrame) -> bytes:
         if not pd.api.types.is_numeric_dtype(out[col]):
             out[col] = out[col].map(csv_cell)
     return out.to_csv(index=False, float_format="%.6g").encode("utf-8")
+
+
+def route_series(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs with each one's `model` relabelled "model · route", so every per-model summary,
+    colour and chart treats one model over two routes as two series (the route stays in
+    `route`). Old runs without a route count as chat completions."""
+    if df.empty:
+        return df
+    label = df["model"].astype(str) + ROUTE_SEPARATOR + df["route"].astype(str)
+    return df.assign(model=label.astype("category"))
+
+
+ROUTE_SEPARATOR = " · "
 
 
 # -- colours ------------------------------------------------------------------------------------
@@ -463,12 +494,20 @@ class Overview:
     hist: pd.DataFrame
 
 
-def overview(df: pd.DataFrame, flt: RunFilter | None = None) -> Overview:
-    """The summary and every chart frame for the runs that pass `flt`."""
+def overview(df: pd.DataFrame, flt: RunFilter | None = None, *,
+             group: str = "model") -> Overview:
+    """The summary and every chart frame for the runs that pass `flt`, one series per model,
+    or per model and route when `group` is "model_route" (GROUPINGS)."""
+    if group not in GROUPINGS:
+        raise ValueError(f"unknown grouping {group!r}; one of {', '.join(GROUPINGS)}")
     runs = flt.apply(df) if flt is not None else df
+    by_route = group == "model_route"
+    if by_route:
+        runs = route_series(runs)
     buckets, bucket_s = tps_over_time(runs)
     return Overview(
-        runs=len(runs), summary=model_summary(runs), box=box_stats(runs, "ttft_s"),
+        runs=len(runs), summary=model_summary(runs, by_route=by_route),
+        box=box_stats(runs, "ttft_s"),
         buckets=buckets, bucket_s=bucket_s, sample=sample_per_model(runs),
         e2e_trend=trend_lines(runs, "output_tokens", "e2e_s"),
         prompt_trend=trend_lines(runs, "prompt_tokens", "ttft_s"),

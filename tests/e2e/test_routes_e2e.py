@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.browser import App, Double, open_app, save_shot, wait_idle
+from tests.fixtures.browser import App, Double, ask, open_app, save_shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -54,3 +54,32 @@ def test_a_native_chat_continues_from_the_stored_response(app: App, double: Doub
     main = page.locator("[data-testid=stMainBlockContainer]").inner_text()
     assert "continuing response resp_" in main
     save_shot(page, "chat-native-route.png")
+
+
+def test_an_arena_race_of_one_model_over_two_routes_shows_the_route_row(
+        app: App, double: Double, page: Any) -> None:
+    double.set_config(CONFIG)  # one model: both slots race it
+    open_app(page, f"{app.url}/arena", "[data-testid=stChatInputTextArea]")
+    main = page.locator("#stMain")
+    assert "Only one model here" in main.inner_text()
+    main.get_by_role("button", name=re.compile("Settings")).nth(1).click()  # slot B's
+    popover = page.locator("[data-testid=stPopoverBody]").filter(has_text="Route").last
+    popover.get_by_role("combobox", name="Route", exact=True).click()
+    page.get_by_role("option", name=re.compile("LM Studio native")).first.click()
+    wait_idle(page)
+    page.keyboard.press("Escape")
+    wait_idle(page)
+
+    ask(page, "Race yourself")
+    page.wait_for_selector("text=Which answer is better?", timeout=30_000)
+    wait_idle(page)
+    body = main.inner_text()
+    assert page.locator("[data-testid=stException]").count() == 0
+    # the results grid: a Route row naming each slot's route, in slot order
+    route_line = next(line for line in body.splitlines() if line.startswith("Route"))
+    rest = body[body.index(route_line):]
+    assert rest.index("Chat completions (OpenAI)") < rest.index("LM Studio native")
+    posts = [r["path"] for r in double.log() if r["method"] == "POST"]
+    assert sorted(p for p in posts if p in ("/v1/chat/completions", "/api/v1/chat")) == [
+        "/api/v1/chat", "/v1/chat/completions"]
+    save_shot(page, "arena-two-routes.png")

@@ -159,3 +159,49 @@ def test_reasoning_is_offered_where_the_model_lists_it_and_sent(
     assert conversation_route(open_store(isolated_env), conv.id).reasoning == "off"
     # The second reply came without reasoning: nothing folded above it.
     assert len(app.chat_message[3].expander) == 0
+
+
+EFFORT = {**THINKER, "key": "r/effort",
+          "capabilities": {"vision": False, "trained_for_tool_use": False,
+                           "reasoning": {"allowed_options": ["off", "low", "medium", "high"],
+                                         "default": "medium"}}}
+
+
+def test_each_arena_slot_sets_its_own_reasoning_and_it_is_sent_and_recorded(
+    double: DoubleServer, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    double.set_config({"models": [EFFORT, MODEL]})
+    monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+    app = new_app().run()
+    app.switch_page("pages/arena.py").run()
+    app.segmented_control(key="arena_n").set_value(3).run()
+    for i, route in enumerate(["native", "responses", "completions"]):
+        app.selectbox(key=f"arena_model_{i}").set_value(EFFORT["key"]).run()
+        app.selectbox(key=f"arena_route_{i}").set_value(route).run()
+    # offered on the routes that carry it, with the model's own options; not on completions
+    assert app.selectbox(key="arena_reason_0").options == ["default", "off", "low", "medium",
+                                                           "high"]
+    assert not [s for s in app.selectbox if s.key == "arena_reason_2"]
+    app.selectbox(key="arena_reason_0").set_value("off").run()
+    app.selectbox(key="arena_reason_1").set_value("high").run()
+    # a model that lists no reasoning options gets no picker
+    app.selectbox(key="arena_model_2").set_value(MODEL["key"]).run()
+    app.selectbox(key="arena_route_2").set_value("native").run()
+    assert not [s for s in app.selectbox if s.key == "arena_reason_2"]
+    app.chat_input(key="arena_prompt").set_value("Think or not").run()
+    assert not app.exception, app.exception
+    store = open_store(isolated_env)
+    (rnd,) = arena.load_rounds(store)
+    assert [s.reasoning_setting for s in rnd.slots] == ["off", "high", None]
+    assert [s.state for s in rnd.slots] == ["complete"] * 3
+    assert rnd.slots[0].contestant == "r/effort (via native · reasoning off)"
+    runs = {r["slot"]: r for r in store.runs()}
+    assert [runs[x].get("reasoning_setting") for x in "ABC"] == ["off", "high", None]
+    log = [r for r in double.log() if r["method"] == "POST"][-3:]
+    native = {r["body"]["model"]: r["body"] for r in log if r["path"] == "/api/v1/chat"}
+    assert native[EFFORT["key"]]["reasoning"] == "off"
+    assert "reasoning" not in native[MODEL["key"]]
+    (responses,) = [r["body"] for r in log if r["path"] == "/v1/responses"]
+    assert responses["reasoning"] == {"effort": "high"}
+    names = texts(app.markdown)
+    assert "Reasoning" in names and "high" in names and "default" in names

@@ -18,6 +18,7 @@ from atom_core.history import open_store
 from atom_core.metrics import compute_metrics
 from atom_core.runs import run_record
 from atom_core.server.client import LMStudioClient
+from atom_core.server.routes import ROUTE_LABELS
 from tests.fixtures.lmstudio_double import DoubleServer, serve
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.plotly_data import decode
@@ -288,3 +289,71 @@ def test_no_server_is_one_sentence_on_the_sweep_and_server_tabs(
     at = open_stats("Server vs ATOM")
     assert at.main.error[0].value.startswith("Can't reach a model server at")
     assert not [b for b in at.button if b.label == "Measure with server stats"]
+
+
+def route_runs(end: float) -> list[dict[str, Any]]:
+    """One model over two chat routes (the older runs have no route: chat completions) and a
+    second model, with known figures."""
+    def row(i: int, model: str, tps: float, route: str | None) -> dict[str, Any]:
+        r = {"ts": end - 600 + i, "source": "arena", "server": "http://lms.test:1234",
+             "model": model, "ok": True, "state": "complete", "ttft_s": 0.3,
+             "decode_tps": tps, "e2e_s": 2.0, "output_tokens": 40, "prompt_tokens": 20}
+        if route:
+            r["route"] = route
+        return r
+    return ([row(i, "qwen3-4b", 20.0 + i, "native") for i in range(3)]
+            + [row(10 + i, "qwen3-4b", 50.0 + i, None) for i in range(4)]
+            + [row(20, "gemma-3", 10.0, "completions")])
+
+
+def test_two_routes_of_one_model_are_two_rows_when_grouped_by_route(
+        mock: respx.MockRouter, isolated_env: Path) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    rows = route_runs(time.time() - 3600)
+    open_store(isolated_env).append_many("runs", rows)
+    at = open_stats()
+    assert list(summary_table(at)["model"]) == ["qwen3-4b", "gemma-3"]  # one row per model
+    (group,) = [g for g in at.sidebar.segmented_control if g.label == "Group by"]
+    group.set_value("model_route").run()
+    assert not at.exception, at.exception
+    shown = summary_table(at)
+    assert list(shown["model"]) == ["qwen3-4b · completions", "qwen3-4b · native",
+                                    "gemma-3 · completions"]
+    assert list(shown["route"]) == ["completions", "native", "completions"]
+    assert list(shown["runs"]) == [4, 3, 1]
+    assert list(shown["decode_tps_p50"]) == pytest.approx([51.5, 21.0, 10.0])
+    assert {m.label: m.value for m in at.metric}["Models × routes"] == "3"
+    # the charts draw the same series, each in its own colour
+    speed = {t["name"]: t for t in chart(at, "speed_map")["data"]}
+    assert set(speed) == set(shown["model"])
+    assert len({t["marker"]["color"] for t in speed.values()}) == 3
+    assert {t["name"] for t in chart(at, "ttft_box")["data"]} == set(shown["model"])
+    # ...and the Route filter keeps one route
+    (routes,) = [m for m in at.sidebar.multiselect if m.label == "Route"]
+    assert routes.options == [ROUTE_LABELS["completions"], ROUTE_LABELS["native"]]
+    routes.set_value(["native"]).run()
+    assert not at.exception, at.exception
+    assert list(summary_table(at)["model"]) == ["qwen3-4b · native"]
+    group.set_value("model").run()
+    shown = summary_table(at)
+    assert list(shown["model"]) == ["qwen3-4b"] and list(shown["runs"]) == [3]
+    assert "route" not in shown
+
+
+def test_a_sweep_over_a_picked_route_records_it(double: DoubleServer,
+                                                isolated_env: Path) -> None:
+    at = open_stats("Concurrency sweep")
+    (route,) = [s for s in at.selectbox if s.label == "Route"]
+    assert route.value == "completions"
+    route.set_value("responses")
+    [t for t in at.text_input if t.label == "Requests in flight (levels)"][0].set_value("1,2")
+    [n for n in at.number_input if n.label == "Requests per level"][0].set_value(2)
+    [b for b in at.button if b.label == "Run sweep"][0].click().run()
+    assert not at.exception, at.exception
+    runs = open_store(isolated_env).runs()
+    assert len(runs) == 4 and {r["route"] for r in runs} == {"responses"}
+    assert all(r["ok"] for r in runs)
+    paths = [r["path"] for r in double.log(wait=2) if r["method"] == "POST"]
+    assert paths.count("/v1/responses") == 4 and "/v1/chat/completions" not in paths
+    (picker,) = [s for s in at.selectbox if s.label == "Sweep"]
+    assert "fast/one via responses · levels 1, 2" in picker.format_func(picker.value)

@@ -414,3 +414,28 @@ def test_arena_exports_carry_each_slots_route() -> None:
     assert [r["route"] for r in rows] == ["completions", "native"]
     assert "| Route | Chat completions (OpenAI) | LM Studio native |" in report.round_markdown(rnd)
     assert ArenaRound.from_record(rnd.to_record()).slots[1].route == "native"
+
+
+def test_an_arena_slot_carries_a_reasoning_setting_where_its_route_takes_one() -> None:
+    from atom_core.arena.results import stat_rows
+    from atom_core.arena.rounds import ArenaRound, SlotResult
+    from atom_core.arena.setup import SlotSetup
+
+    native = SlotSetup(server=BASE, model="m", route="native", reasoning="low")
+    assert native.contestant == "m (via native · reasoning low)"
+    assert SlotSetup(server=BASE, model="m").contestant == "m"  # default: unchanged name
+    with pytest.raises(ValueError, match="unknown reasoning"):
+        SlotSetup(server=BASE, model="m", route="native", reasoning="max")
+    with pytest.raises(ValueError, match="completions route takes no reasoning"):
+        SlotSetup(server=BASE, model="m", reasoning="on")
+    slots = tuple(SlotResult(label=x, server=BASE, model="m", target="m", contestant="m",
+                             route="native", reasoning_setting=r, state="complete")
+                  for x, r in (("A", "off"), ("B", None)))
+    rnd = ArenaRound(id="r1", ts=1.0, prompt="p", system_prompt="", slots=slots)
+    (row,) = [r for r in stat_rows(rnd) if r.key == "reasoning"]
+    assert row.name == "Reasoning" and row.cells == ("off", "default")
+    assert ArenaRound.from_record(rnd.to_record()).slots[0].reasoning_setting == "off"
+    plain = ArenaRound(id="r2", ts=1.0, prompt="p", system_prompt="", slots=tuple(
+        SlotResult(label=x, server=BASE, model="m", target="m", contestant="m",
+                   state="complete") for x in "AB"))
+    assert not [r for r in stat_rows(plain) if r.key == "reasoning"]

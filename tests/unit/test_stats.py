@@ -485,3 +485,70 @@ def test_summary_csv_neutralises_formula_cells_and_keeps_numbers() -> None:
     back = pd.read_csv(pd.io.common.BytesIO(stats.summary_csv(s)))
     assert sorted(back["model"]) == sorted(["'=cmd|'/C calc'!A0", "'@evil", "m-1"])
     assert back["runs"].dtype.kind == "i" and back["ttft_p50_s"].dtype.kind == "f"
+
+
+# -- chat routes: filter and group by route ----------------------------------------------------
+
+
+def test_runs_without_a_route_count_as_chat_completions() -> None:
+    rows = [run("a", ts=T0), run("a", ts=T0 + 1, route="native"),
+            run("a", ts=T0 + 2, route=None)]
+    df = stats.runs_frame(rows)
+    assert list(df["route"]) == ["completions", "native", "completions"]
+    assert str(df["route"].dtype) == "category"
+    assert stats.filter_options(df)["routes"] == ["completions", "native"]
+    assert list(stats.runs_frame([run("a")])["route"]) == [stats.DEFAULT_ROUTE]
+
+
+def test_route_filter_keeps_only_the_picked_routes() -> None:
+    rows = [run("a", ts=T0 + i, route=r) for i, r in enumerate(
+        ["native", "responses", "native", None])]
+    df = stats.runs_frame(rows)
+    assert len(stats.RunFilter(routes=("native",)).apply(df)) == 2
+    assert len(stats.RunFilter(routes=("completions", "responses")).apply(df)) == 2
+    assert stats.overview(df, stats.RunFilter(routes=("messages",))).runs == 0
+
+
+def test_grouping_by_model_and_route_splits_one_model_into_two_rows() -> None:
+    rows = [run("qwen", ts=T0 + i, tps=10.0 + i, ttft=0.2, route="native") for i in range(3)]
+    rows += [run("qwen", ts=T0 + 10 + i, tps=30.0 + i, ttft=0.4) for i in range(2)]  # no route
+    rows += [run("qwen", ts=T0 + 20, ok=False, ttft=None, tps=None, route="native")]
+    rows += [run("llama", ts=T0 + 30, tps=5.0, route="responses")]
+    df = stats.runs_frame(rows)
+    by_model = stats.overview(df).summary
+    assert list(by_model["model"]) == ["qwen", "llama"] and "route" not in by_model
+    assert by_model["runs"].tolist() == [6, 1]
+    ov = stats.overview(df, group="model_route")
+    s = ov.summary
+    assert list(s["model"]) == ["qwen · completions", "qwen · native", "llama · responses"]
+    assert list(s["route"]) == ["completions", "native", "responses"]
+    assert s["runs"].tolist() == [2, 4, 1]
+    assert s["decode_tps_p50"].tolist() == pytest.approx([30.5, 11.0, 5.0])
+    assert s["ttft_p50_s"].tolist() == pytest.approx([0.4, 0.2, 0.5])
+    assert s["error_rate"].tolist() == pytest.approx([0.0, 0.25, 0.0])
+    # every chart frame has the same series
+    assert set(ov.box["model"]) == set(s["model"])
+    assert set(ov.buckets["model"]) == set(s["model"])
+    assert set(ov.hist["model"]) == set(s["model"])
+    # the combination of grouping and filter: one route, still labelled by route
+    only = stats.overview(df, stats.RunFilter(routes=("native",)), group="model_route")
+    assert list(only.summary["model"]) == ["qwen · native"]
+    with pytest.raises(ValueError, match="grouping"):
+        stats.overview(df, group="route")
+
+
+def test_route_series_colours_each_model_route_pair_apart() -> None:
+    df = stats.runs_frame([run("qwen", ts=T0, route="native"), run("qwen", ts=T0 + 1)])
+    colors = stats.model_colors(stats.route_series(df))
+    assert set(colors) == {"qwen · native", "qwen · completions"}
+    assert len(set(colors.values())) == 2
+    assert list(stats.route_series(df)["route"]) == ["native", "completions"]
+    assert stats.route_series(stats.runs_frame([])).empty
+
+
+def test_grouped_summary_csv_carries_the_route() -> None:
+    df = stats.runs_frame([run("qwen", route="messages")])
+    text = stats.summary_csv(stats.overview(df, group="model_route").summary).decode()
+    header, line = text.splitlines()[:2]
+    assert header.startswith("model,route,runs")
+    assert line.startswith("qwen · messages,messages,1")

@@ -111,3 +111,21 @@ def test_parallel_slots_from_loaded_instances() -> None:
 
 
 
+
+
+def test_sweep_jobs_take_the_route_and_tag_it_on_every_run() -> None:
+    jobs = sweep.sweep_jobs(model="m", prompt="p", level=2, requests=3, sweep_id="s",
+                            route="responses")
+    assert {j.route for j in jobs} == {"responses"}
+    assert {j.tags["route"] for j in jobs} == {"responses"}
+    assert sweep.sweep_jobs(model="m", prompt="p", level=1, requests=1, sweep_id="s")[0].route \
+        == "completions"
+
+
+def test_sweeps_in_history_name_a_route_other_than_completions() -> None:
+    rows = [row(1, 0.0, 1.0, 5, 9.0, 0.2, sweep_id="a", route="native"),
+            row(1, 10.0, 1.0, 5, 9.0, 0.2, sweep_id="b")]
+    found = sweep.sweeps_in_history(stats.runs_frame(rows))
+    assert list(found["route"]) == ["completions", "native"]
+    assert "m · levels 1" in found["label"][0]
+    assert "m via native · levels 1" in found["label"][1]
