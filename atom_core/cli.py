@@ -166,7 +166,7 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     except AtomError as e:
         error = e
     finally:
-        reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+        reply.timed_by(stream)
     metrics = reply.metrics()
     if not args.no_record and reply.t_request_ns:
         from .history.tinydb_store import (

@@ -11,15 +11,30 @@ DEFAULT_SERVER_URL = "http://localhost:1234"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamLimits:
+    """When ATOM gives up on a streamed reply. Keep-alive comments are not progress: only a
+    token (reasoning or answer) resets the stall clock."""
+
+    stall_timeout_s: float = 60.0  # no new token for this long, once tokens have begun
+    first_token_timeout_s: float = 300.0  # no first token for this long (prompt, JIT load)
+    request_deadline_s: float = 1800.0  # the whole request, sent to last byte
+
+
+DEFAULT_LIMITS = StreamLimits()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     server_url: str  # normalized base URL, no trailing /v1
     api_token: str | None  # never logged or exported
     data_dir: Path
+    limits: StreamLimits = DEFAULT_LIMITS  # ATOM_STALL_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Reads ATOM_SERVER_URL, ATOM_API_TOKEN (or LM_API_TOKEN, as LM Studio's SDKs do) and
-    ATOM_DATA_DIR (default ~/.atom)."""
+    ATOM_DATA_DIR (default ~/.atom), and the stream limits ATOM_STALL_TIMEOUT_S,
+    ATOM_FIRST_TOKEN_TIMEOUT_S and ATOM_REQUEST_DEADLINE_S (seconds; a bad value is ignored)."""
     env = os.environ if environ is None else environ
     token = (env.get("ATOM_API_TOKEN") or env.get("LM_API_TOKEN") or "").strip() or None
     data_dir = env.get("ATOM_DATA_DIR", "").strip()
@@ -27,7 +42,22 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         server_url=normalize_base_url(env.get("ATOM_SERVER_URL", "") or DEFAULT_SERVER_URL),
         api_token=token,
         data_dir=Path(data_dir).expanduser() if data_dir else Path.home() / ".atom",
+        limits=StreamLimits(
+            stall_timeout_s=_seconds(env, "ATOM_STALL_TIMEOUT_S", DEFAULT_LIMITS.stall_timeout_s),
+            first_token_timeout_s=_seconds(env, "ATOM_FIRST_TOKEN_TIMEOUT_S",
+                                           DEFAULT_LIMITS.first_token_timeout_s),
+            request_deadline_s=_seconds(env, "ATOM_REQUEST_DEADLINE_S",
+                                        DEFAULT_LIMITS.request_deadline_s),
+        ),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def normalize_base_url(url: str) -> str:

@@ -195,7 +195,7 @@ class SamplingOptions:
         return body
 
 
-EventKind = Literal["content", "reasoning", "usage", "finish"]
+EventKind = Literal["content", "reasoning", "usage", "finish", "timings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +207,7 @@ class StreamEvent:
     text: str = ""  # content / reasoning delta
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None  # prompt_tokens, completion_tokens, total_tokens
+    timings: dict[str, Any] | None = None  # llama.cpp's own figures (prompt_ms, predicted_n...)
 
 
 Role = Literal["system", "user", "assistant"]

@@ -159,7 +159,7 @@ def _one(job: LoadJob, client_for: ClientFor, cancel: threading.Event) -> LoadRe
         error = ServerError(f"Unexpected error: {e!r}", detail=repr(e))
     finally:
         if stream is not None:
-            reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+            reply.timed_by(stream)
     cancelled = error is None and stream is not None and not stream.finished
     return LoadRecord(job=job, server=server, content=reply.content, reasoning=reply.reasoning,
                       metrics=reply.metrics(), error=error, cancelled=cancelled,

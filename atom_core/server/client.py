@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ..config import normalize_base_url, settings_from_env
+from ..config import StreamLimits, normalize_base_url, settings_from_env
 from ..errors import (
     AtomError,
     AuthError,
@@ -45,6 +45,18 @@ from .streaming import ChatStream, ReplyBuffer, error_message, send_retrying_sta
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
 STREAM_READ_TIMEOUT = 300.0
 LOAD_TIMEOUT = 900.0
+# Enough connections for a 4-slot arena plus listing and polling at the same time. Load runs
+# ask for more (`max_connections`): K in flight needs K connections, or requests queue on the
+# client and that wait would look like the server's.
+DEFAULT_MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 4096
+
+
+def pool_limits(max_connections: int) -> httpx.Limits:
+    """Connection limits for `max_connections` requests in flight at once (all kept alive, so
+    the next request of a load run does not pay for a new connection)."""
+    n = max(1, min(int(max_connections), MAX_CONNECTIONS))
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,22 +92,53 @@ class LMStudioClient:
         token: str | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        limits: StreamLimits | None = None,
     ) -> None:
+        settings = settings_from_env() if base_url is None or limits is None else None
         if base_url is None:
-            settings = settings_from_env()
+            assert settings is not None
             base_url, token = settings.server_url, token or settings.api_token
         self.base_url = normalize_base_url(base_url)
         self.token = token or None
         self.dialect: Dialect | None = None
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.limits = limits or (settings.limits if settings else StreamLimits())
+        self.max_connections = max_connections
+        self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers=headers,
+            headers=self._headers,
             timeout=timeout,
             transport=transport,
-            # Enough connections for a 4-slot arena plus listing and polling at the same time.
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            limits=pool_limits(max_connections),
         )
+
+    def async_http(
+        self, max_connections: int, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.AsyncClient:
+        """An asyncio client for the same server and token, with a pool of `max_connections`
+        (the load engine's; the caller closes it)."""
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=self._timeout,
+            transport=transport, limits=pool_limits(max_connections),
+        )
+
+    def chat_body(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        options: SamplingOptions | None = None,
+        system_prompt: str | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body `stream_chat` sends (for the load engine, which sends it itself)."""
+        return self._chat_body(model, messages, options, system_prompt, ttl)
+
+    def error_for(self, response: httpx.Response, *, model: str = "") -> AtomError:
+        """The AtomError for an error response (its body already read)."""
+        return self._error_for(response, model=model)
 
     def __repr__(self) -> str:  # never show the token
         return f"LMStudioClient({self.base_url!r}, token={'set' if self.token else 'none'})"
@@ -190,13 +233,14 @@ class LMStudioClient:
             "POST",
             "/v1/chat/completions",
             json=body,
-            timeout=httpx.Timeout(connect=5.0, read=STREAM_READ_TIMEOUT, write=30.0, pool=10.0),
+            timeout=stream_timeout(self.limits),
         )
         return ChatStream(
             self._http,
             request,
             base_url=self.base_url,
             error_for=lambda r: self._error_for(r, model=model),
+            limits=self.limits,
         )
 
     def chat(
@@ -217,7 +261,7 @@ class LMStudioClient:
                 for event in stream:
                     reply.add(event)
             finally:
-                reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+                reply.timed_by(stream)
         return reply
 
     @staticmethod
@@ -419,6 +463,14 @@ class LMStudioClient:
         return ServerError(
             f"The server failed (HTTP {status}): {message}", url=url, detail=detail
         )
+
+
+def stream_timeout(limits: StreamLimits) -> httpx.Timeout:
+    """httpx timeouts for a streamed reply: a read may wait as long as a first token may (a
+    long prompt, a model loading); the stall rules in StallWatch end it sooner once tokens
+    have begun."""
+    read = max(limits.first_token_timeout_s, limits.stall_timeout_s)
+    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=10.0)
 
 
 class _WrongShape(Exception):

@@ -16,14 +16,17 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource, SSEError
+from httpx_sse import SSEError
 
+from ..config import DEFAULT_LIMITS, StreamLimits
 from ..errors import (
     AtomError,
+    ClientPoolTimeout,
     RequestTimeout,
     ServerError,
     ServerUnreachable,
     StreamInterrupted,
+    StreamStalled,
 )
 from ..metrics import GenerationMetrics, compute_metrics
 from ..types import StreamEvent
@@ -113,7 +116,72 @@ def chunk_events(chunk: dict[str, Any], t_ns: int, splitter: ThinkSplitter) -> l
     usage = chunk.get("usage")
     if isinstance(usage, dict) and usage:
         events.append(StreamEvent("usage", t_ns, usage=usage))
+    timings = chunk.get("timings")  # llama.cpp's llama-server, on its last chunk
+    if isinstance(timings, dict) and timings:
+        events.append(StreamEvent("timings", t_ns, timings=timings))
     return events
+
+
+class SSEParser:
+    """Server-Sent Events, line by line (WHATWG rules that chat streams use: `event:`,
+    multi-line `data:`, `:` comments, dispatch on a blank line).
+
+    Fed every line, comments included, so the caller sees keep-alives arrive and can still
+    decide that a stream without tokens has stalled."""
+
+    __slots__ = ("_data", "_event")
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event = ""
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        """Returns (event name, data) when a blank line ends an event, else None."""
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            out = (self._event or "message", "\n".join(self._data))
+            self._data, self._event = [], ""
+            return out
+        if line[0] == ":":
+            return None  # a comment: keep-alive
+        name, _, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+
+class StallWatch:
+    """Decides when a stream has stalled: no token for `stall_timeout_s` once tokens have
+    begun, no first token within `first_token_timeout_s`, or past `request_deadline_s`.
+    Keep-alive comments do not count as progress. Times are perf_counter_ns values."""
+
+    __slots__ = ("deadline_ns", "first_ns", "last_token_ns", "limits", "started_ns")
+
+    def __init__(self, limits: StreamLimits, started_ns: int) -> None:
+        self.limits = limits
+        self.started_ns = started_ns
+        self.last_token_ns = 0
+        self.deadline_ns = started_ns + int(limits.request_deadline_s * 1e9)
+
+    def token(self, t_ns: int) -> None:
+        self.last_token_ns = t_ns
+
+    def stalled(self, now_ns: int, url: str) -> StreamStalled | None:
+        """The error to end the stream with, or None while it is making progress."""
+        if now_ns >= self.deadline_ns:
+            return StreamStalled.deadline(url, self.limits.request_deadline_s)
+        if self.last_token_ns:
+            if now_ns - self.last_token_ns >= self.limits.stall_timeout_s * 1e9:
+                return StreamStalled.no_token(url, (now_ns - self.last_token_ns) / 1e9)
+        elif now_ns - self.started_ns >= self.limits.first_token_timeout_s * 1e9:
+            return StreamStalled.no_token(url, (now_ns - self.started_ns) / 1e9)
+        return None
 
 
 def error_message(body: Any) -> str:
@@ -167,14 +235,22 @@ class ChatStream:
         *,
         base_url: str,
         error_for: ErrorMapper,
+        limits: StreamLimits = DEFAULT_LIMITS,
     ) -> None:
         self._http = http
         self._request = request
+        # httpcore calls this back as the request gets its connection: the moment it is sent.
+        request.extensions = {**request.extensions, "trace": self._on_trace}
         self._base_url = base_url
         self._error_for = error_for
+        self._limits = limits
+        self._watch: StallWatch | None = None
+        self._stalled: StreamStalled | None = None
         self._response: httpx.Response | None = None
         self._iterator: Iterator[StreamEvent] | None = None
-        self.t_request_ns: int = 0
+        self.t_call_ns: int = 0  # when ATOM asked to send (before any wait for a connection)
+        self.t_sent_ns: int = 0  # when the request got a connection (0: not observed)
+        self.t_request_ns: int = 0  # when the request was sent: TTFT's start
         self.t_end_ns: int = 0
         self.malformed_lines = 0  # data lines that were not JSON; skipped
         self.finished = False  # the server sent a finish_reason or [DONE]
@@ -214,6 +290,29 @@ class ChatStream:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    @property
+    def pool_wait_ns(self) -> int | None:
+        """How long the request waited for a free connection (None: not observed)."""
+        return self.t_sent_ns - self.t_call_ns if self.t_sent_ns else None
+
+    def check_stall(self, now_ns: int | None = None) -> bool:
+        """From another thread: ends the stream if it has stalled (see StallWatch); the reader
+        then raises StreamStalled. Returns True when it did."""
+        watch = self._watch
+        if watch is None or self._stalled is not None or self.t_end_ns:
+            return self._stalled is not None
+        stalled = watch.stalled(now_ns or time.perf_counter_ns(), self._base_url)
+        if stalled is None:
+            return False
+        self._stalled = stalled
+        self.abort()
+        return True
+
+    def _on_trace(self, name: str, info: dict[str, Any]) -> None:
+        if not self.t_sent_ns:
+            self.t_sent_ns = time.perf_counter_ns()
+            self.t_request_ns = self.t_sent_ns
+
     def close(self) -> None:
         """Ends the request: the server sees the connection close and stops generating."""
         if self._iterator is not None:
@@ -224,11 +323,15 @@ class ChatStream:
             self.t_end_ns = time.perf_counter_ns()
 
     def _events(self) -> Iterator[StreamEvent]:
-        self.t_request_ns = time.perf_counter_ns()
+        self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
+        self._watch = StallWatch(self._limits, self.t_call_ns)
         try:
             response = send_retrying_stale(
                 self._http, self._request, stream=True, on_retry=self._restart_clock
             )
+        except httpx.PoolTimeout as e:
+            self.t_end_ns = time.perf_counter_ns()
+            raise ClientPoolTimeout.at(self._base_url, str(e)) from e
         except httpx.TimeoutException as e:
             self.t_end_ns = time.perf_counter_ns()
             raise _timeout(self._base_url, e) from e
@@ -236,11 +339,21 @@ class ChatStream:
             self.t_end_ns = time.perf_counter_ns()
             raise ServerUnreachable.at(self._base_url, str(e)) from e
         self._response = response
+        if self.t_sent_ns:
+            self._watch.started_ns = self.t_sent_ns
         try:
             yield from self._read(response)
         except httpx.TimeoutException as e:
+            if self._stalled is not None:
+                raise self._stalled from e
+            if self._watch.last_token_ns:  # tokens had begun: the stream went silent
+                raise StreamStalled.no_token(
+                    self._base_url, (time.perf_counter_ns() - self._watch.last_token_ns) / 1e9
+                ) from e
             raise _timeout(self._base_url, e) from e
         except (httpx.TransportError, SSEError) as e:
+            if self._stalled is not None:  # check_stall() cut the socket
+                raise self._stalled from e
             raise StreamInterrupted(
                 "The server stopped the reply part-way (the connection broke). "
                 "What arrived so far is kept.",
@@ -252,7 +365,9 @@ class ChatStream:
             response.close()
 
     def _restart_clock(self) -> None:
-        self.t_request_ns = time.perf_counter_ns()  # time the request that gets the answer
+        # time the request that gets the answer
+        self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
+        self.t_sent_ns = 0
 
     def _read(self, response: httpx.Response) -> Iterator[StreamEvent]:
         if response.status_code >= 400:
@@ -263,9 +378,18 @@ class ChatStream:
             yield from self._non_stream_body(response)
             return
         splitter = ThinkSplitter()
-        for sse in EventSource(response).iter_sse():
+        parser = SSEParser()
+        watch = self._watch
+        assert watch is not None
+        for line in response.iter_lines():
             t_ns = time.perf_counter_ns()
-            data = sse.data.strip()
+            stalled = self._stalled or watch.stalled(t_ns, self._base_url)
+            if stalled is not None:
+                raise stalled
+            sse = parser.feed(line.rstrip("\r"))
+            if sse is None:
+                continue
+            data = sse[1].strip()
             if not data:
                 continue
             if data == "[DONE]":
@@ -288,7 +412,11 @@ class ChatStream:
             for event in chunk_events(chunk, t_ns, splitter):
                 if event.kind == "finish":
                     self.finished = True
+                elif event.kind in ("content", "reasoning"):
+                    watch.token(t_ns)
                 yield event
+        if self._stalled is not None:
+            raise self._stalled
         if not self.finished:
             raise StreamInterrupted(
                 "The reply ended before the server finished it. What arrived so far is kept.",
@@ -348,21 +476,35 @@ class ReplyBuffer:
     reasoning: str = ""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None  # the server's own figures (llama.cpp)
     token_times_ns: list[int] = field(default_factory=list)
+    first_answer_ns: int | None = None
+    reasoning_chunks: int = 0
     t_request_ns: int = 0
     t_end_ns: int = 0
+    pool_wait_ns: int | None = None
 
     def add(self, event: StreamEvent) -> None:
         if event.kind == "content":
             self.content += event.text
             self.token_times_ns.append(event.t_ns)
+            if self.first_answer_ns is None:
+                self.first_answer_ns = event.t_ns
         elif event.kind == "reasoning":
             self.reasoning += event.text
             self.token_times_ns.append(event.t_ns)
+            self.reasoning_chunks += 1
         elif event.kind == "finish":
             self.finish_reason = event.finish_reason
         elif event.kind == "usage":
             self.usage = event.usage
+        elif event.kind == "timings":
+            self.timings = event.timings
+
+    def timed_by(self, stream: ChatStream) -> None:
+        """Takes the request's clock from the stream that carried it."""
+        self.t_request_ns, self.t_end_ns = stream.t_request_ns, stream.t_end_ns
+        self.pool_wait_ns = stream.pool_wait_ns
 
     @property
     def tokens(self) -> int:
@@ -384,4 +526,8 @@ class ReplyBuffer:
             t_end_ns=end,
             usage=self.usage,
             finish_reason=self.finish_reason,
+            first_answer_ns=self.first_answer_ns,
+            reasoning_chunks=self.reasoning_chunks,
+            pool_wait_ns=self.pool_wait_ns,
+            server_timings=self.timings,
         )

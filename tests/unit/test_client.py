@@ -18,6 +18,7 @@ from atom_core.errors import (
     ServerError,
     ServerUnreachable,
     StreamInterrupted,
+    StreamStalled,
 )
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, LoadConfig, SamplingOptions
@@ -456,12 +457,16 @@ def test_chat_unreachable_and_timeout(client: LMStudioClient, mock: respx.MockRo
 
 
 def test_read_timeout_mid_stream(client: LMStudioClient, mock: respx.MockRouter) -> None:
+    # Silence after tokens have begun is a stalled reply (kept, marked interrupted), not a
+    # server that "did not answer".
     stream_body = CutStream(chunk("a", role=True).encode(), httpx.ReadTimeout("stalled"))
     mock.post("/v1/chat/completions").mock(
         return_value=httpx.Response(200, headers=SSE_HEADERS, stream=stream_body)
     )
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(StreamStalled) as caught:
         client.chat("m", [ChatMessage("user", "q")])
+    assert isinstance(caught.value, StreamInterrupted)
+    assert "stalled" in caught.value.sentence
 
 
 # -- load / unload / download -------------------------------------------------------------------
