@@ -18,6 +18,8 @@ class StreamLimits:
     stall_timeout_s: float = 60.0  # no new token for this long, once tokens have begun
     first_token_timeout_s: float = 300.0  # no first token for this long (prompt, JIT load)
     request_deadline_s: float = 1800.0  # the whole request, sent to last byte
+    # waiting for a free client connection; load runs size their pools so this never happens
+    pool_timeout_s: float = 30.0
 
 
 DEFAULT_LIMITS = StreamLimits()

@@ -470,7 +470,7 @@ def stream_timeout(limits: StreamLimits) -> httpx.Timeout:
     long prompt, a model loading); the stall rules in StallWatch end it sooner once tokens
     have begun."""
     read = max(limits.first_token_timeout_s, limits.stall_timeout_s)
-    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=10.0)
+    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=limits.pool_timeout_s)
 
 
 class _WrongShape(Exception):

@@ -72,8 +72,11 @@ __all__ = [
 FLOAT_COLUMNS = (
     "ts", "ttft_s", "decode_tps", "e2e_s", "itl_p50_s", "itl_p95_s", "output_tokens",
     "prompt_tokens", "concurrency",
-    # what the server said about the same run (LM Studio's native /api/v1/chat stats)
-    "server_tps", "server_ttft_s", "server_load_s",
+    # reasoning models and client-side waits (atom_core.metrics defines each)
+    "first_answer_s", "thinking_s", "pool_wait_s",
+    # what the server said about the same run (LM Studio's native /api/v1/chat stats,
+    # llama.cpp's timings)
+    "server_tps", "server_ttft_s", "server_load_s", "server_prompt_s", "server_output_tokens",
 )
 CATEGORY_COLUMNS = ("model", "source", "server", "state", "tokens_source")
 TEXT_COLUMNS = ("id", "error", "finish_reason", "conversation_id", "message_id", "sweep_id",
