@@ -31,7 +31,8 @@ def level(k: int, tps: float | None, ttft90: float | None, errors: int = 0) -> L
 def test_parse_levels() -> None:
     assert sweep.parse_levels("1,2,4,8") == [1, 2, 4, 8]
     assert sweep.parse_levels(" 8, 2,2 ,1") == [1, 2, 8]
-    for bad in ("", "a,b", "0,1", "1,999"):
+    assert sweep.parse_levels("1,64,256,1024") == [1, 64, 256, 1024]
+    for bad in ("", "a,b", "0,1", "1,1025"):
         with pytest.raises(ValueError):
             sweep.parse_levels(bad)
 
