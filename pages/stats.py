@@ -9,14 +9,14 @@ from typing import Any
 import streamlit as st
 
 from atom_core import stats
-from atom_core.errors import AtomError
 from atom_core.measure import sweep
-from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.stats import charts
-from atom_core.types import Dialect, SamplingOptions
+from atom_core.types import SamplingOptions
 from pages import _ui as ui
+from pages._stats_server import server_tab
 
-FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
+FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent",
+           "ratio": "%.3f"}
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -84,7 +84,7 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     cols[0].metric("Runs", f"{ov.runs:,}")
     cols[1].metric("Models", len(ov.summary))
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
-                            (cols[3], "quickest", "Quickest first token")):
+                            (cols[3], "quickest", "Quickest first answer")):
         if best[key]:
             col.metric(label, best[key][0], best[key][1], delta_color="off", delta_arrow="off")
     st.plotly_chart(figs["speed_map"], key="speed_map")
@@ -93,7 +93,13 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     st.download_button("Download summary (CSV)", stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
-    for name in ("ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
+    start = st.segmented_control(
+        "First token chart", ["First token (any)", "First answer token"],
+        default="First token (any)", key="start_chart",
+        help="TTFT counts a reasoning model's first thinking token; the first answer token is "
+             "when the reply visibly begins. They are the same for models that don't reason.")
+    box = "first_answer_box" if start == "First answer token" else "ttft_box"
+    for name in (box, "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
                  "tokens_histogram"):
         st.plotly_chart(figs[name], key=name)
 
@@ -210,36 +216,6 @@ def run_sweep(model: str, prompt: str, levels: list[int], per_level: int, max_to
     st.rerun()
 
 
-def server_tab() -> None:
-    status, picked = ui.server_status(), ui.selected_model()
-    if status.error is not None:
-        ui.show_error(status.error)
-        return
-    if status.dialect is not Dialect.LMSTUDIO_04:
-        st.info("Only LM Studio 0.4's native API reports the server's own figures; this "
-                "server does not, so ATOM's own measurement is all there is.")
-        return
-    st.caption("One request over LM Studio's native `POST /api/v1/chat`: ATOM times the "
-               "stream itself and shows its figures beside the ones the server reports.")
-    models = [m.key for m in status.models.llms] if status.models else []
-    with st.form("server_form"):
-        model = st.selectbox("Model", models, models.index(picked) if picked in models else 0)
-        prompt = st.text_input("Prompt", "Write a haiku about fast computers.")
-        start = st.form_submit_button("Measure with server stats", icon=":material/compare:")
-    if start and model:
-        try:
-            with st.spinner(f"Asking {model}…"):
-                result = native_chat(ui.client(), model, prompt, max_output_tokens=256)
-            store.add_run(result.run_row())
-            st.session_state.server_check = (model, comparison_rows(result))
-        except AtomError as e:
-            ui.show_error(e)
-    if "server_check" in st.session_state:
-        model, rows = st.session_state.server_check
-        st.markdown(f"**{model}**")
-        table(rows, COMPARISON_COLUMNS, key="server_comparison")
-
-
 version, runs = runs_cache().snapshot(store)
 st.subheader("Stats")
 if runs.empty:
@@ -248,7 +224,8 @@ if runs.empty:
 flt = filters(runs)
 colors = stats.model_colors(runs)
 views = (lambda: overview_tab(version, runs, flt, colors),
-         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs), server_tab)
+         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
+         lambda: server_tab(flt.apply(runs), table, store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:
         with tab:

@@ -101,3 +101,21 @@ def test_server_stats_parsing() -> None:
     s = ServerStats.from_dict({"tokens_per_second": "12.5", "input_tokens": 3,
                                "time_to_first_token_seconds": True})
     assert s == ServerStats(tokens_per_second=12.5, input_tokens=3)
+
+
+def test_server_figures_table_puts_llama_cpp_timings_beside_atoms() -> None:
+    from atom_core.stats.server_figures import server_figures
+
+    base = {"source": "cli", "server": "http://llama", "ok": True, "state": "complete",
+            "ttft_s": 0.25, "output_tokens": 100}
+    rows = [dict(base, ts=float(i), model="g", decode_tps=tps, server_tps=50.0,
+                 server_prompt_s=0.1, server_output_tokens=100)
+            for i, tps in enumerate((48.0, 49.0, 47.0))]
+    rows.append(dict(base, ts=9.0, model="plain", decode_tps=30.0))  # no server figures
+    table = server_figures(stats.runs_frame(rows))
+    assert list(table["model"]) == ["g"]
+    row = table.iloc[0]
+    assert row["runs"] == 3 and row["atom_tps_p50"] == 48.0 and row["server_tps_p50"] == 50.0
+    assert row["tps_ratio"] == pytest.approx(0.96)
+    assert row["server_prompt_p50_s"] == pytest.approx(0.1)
+    assert server_figures(stats.runs_frame([rows[-1]])).empty
