@@ -46,8 +46,11 @@ ClientFor = Callable[[str], "LMStudioClient"]
 
 # One-line explanations, shared by the page's hover help and the reports.
 HELP = {
-    "ttft": "Time to first token: from sending the prompt to the first token of the reply. "
-            "How long you wait before anything appears.",
+    "ttft": "Time to first token: from sending the prompt to the first token of the reply, "
+            "thinking included (what LM Studio reports as its own TTFT).",
+    "first_answer": "First answer: from sending the prompt to the first token of the answer "
+                    "itself, after any thinking; how long you wait before the reply visibly "
+                    "begins. The quickest-start mark goes here when a model reasoned.",
     "tps": "Decode speed in tokens per second, once the reply has started (the first token's "
            "wait is TTFT, not decoding). A token is about ¾ of an English word.",
     "tokens": "How many tokens the reply had (the server's count, or counted chunks).",
