@@ -352,8 +352,9 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
         file=out,
     )
     if s.pool_waited:
-        print(f"   note: {s.pool_waited} requests waited for a client connection (up to "
-              f"{_fmt(s.pool_wait_max_s)}); that wait is not in TTFT", file=out)
+        print(f"   note: {s.pool_waited} requests waited on ATOM's side before they were sent "
+              f"(for a connection, or a busy client; up to {_fmt(s.pool_wait_max_s)}); that "
+              "wait is not in TTFT", file=out)
 
 
 def _fmt(v: object) -> str:

@@ -45,7 +45,6 @@ from ..server.client import stream_timeout
 from ..server.streaming import (
     STALE_CONNECTION_ERRORS,
     ReplyBuffer,
-    SSEParser,
     StallWatch,
     ThinkSplitter,
     chunk_events,
@@ -129,6 +128,7 @@ class LoadEngine:
         self._put = put
         self._transport_for = transport_for
         self._thread: threading.Thread | None = None
+        self._active: set[AsyncChatStream] = set()
 
     def start(self) -> LoadEngine:
         self._thread = threading.Thread(target=self._main, name="atom-load-engine", daemon=True)
@@ -174,8 +174,10 @@ class LoadEngine:
                 await http.aclose()
 
     async def _watch_cancel(self, workers: Sequence[asyncio.Future[None]]) -> None:
+        """Ends everything when the caller cancels; ends stalled streams on the way."""
         while not self._cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_S)
+            end_stalled(self._active, time.perf_counter_ns())
         for w in workers:
             w.cancel()
 
@@ -184,27 +186,58 @@ class LoadEngine:
         while lane and not self._cancel.is_set():
             job = lane.popleft()
             client = clients[job.server]
-            outcome = await run_one(job, client, https[client.base_url], cancel=self._cancel)
+            outcome = await run_one(job, client, https[client.base_url], cancel=self._cancel,
+                                    active=self._active)
             self._put(outcome)
 
 
+def end_stalled(streams: set[AsyncChatStream], now_ns: int) -> list[AsyncChatStream]:
+    """Cancels every stream that has stalled (StallWatch's rules), marking it so its request
+    ends as StreamStalled rather than cancelled. Returns the streams it ended."""
+    ended = []
+    for stream in list(streams):
+        watch = stream.watch
+        if watch is None or stream.stalled is not None or stream.task is None:
+            continue
+        stalled = watch.stalled(now_ns, stream.base_url)
+        if stalled is not None:
+            stream.stalled = stalled
+            stream.task.cancel()
+            ended.append(stream)
+    return ended
+
+
 async def run_one(job: LoadJob, client: LMStudioClient, http: httpx.AsyncClient, *,
-                  cancel: threading.Event | None = None) -> Outcome:
+                  cancel: threading.Event | None = None,
+                  active: set[AsyncChatStream] | None = None) -> Outcome:
     """One streamed request, measured. Never raises for a failed request (the error is on the
-    outcome); a cancelled task ends the request and returns it as cancelled."""
+    outcome); a cancelled task ends the request and returns it as cancelled, or as stalled
+    when the engine's watcher cancelled it for that. `active` is the watcher's set of open
+    streams."""
     reply = ReplyBuffer()
     started = time.time()
     stream = AsyncChatStream(http, client, job)
+    stream.task = asyncio.current_task()
     error: AtomError | None = None
     cancelled = False
+    if active is not None:
+        active.add(stream)
     try:
         await stream.read_into(reply)
     except asyncio.CancelledError:
-        cancelled = True
+        if stream.stalled is not None:
+            error = stream.stalled
+            if stream.task is not None:
+                stream.task.uncancel()  # the worker goes on to its next job
+        else:
+            cancelled = True
     except AtomError as e:
         error = e
     except Exception as e:  # a bug must become a failed record, not a dead worker
         error = ServerError(f"Unexpected error: {e!r}", detail=repr(e))
+    finally:
+        if active is not None:
+            active.discard(stream)
     if error is None and not cancelled and not stream.finished:
         cancelled = True
     if cancel is not None and cancel.is_set() and error is not None and not stream.finished:
@@ -230,10 +263,17 @@ class AsyncChatStream:
         self.t_request_ns = 0
         self.t_end_ns = 0
         self.finished = False
+        self.watch: StallWatch | None = None  # set once the response has begun
+        self.task: asyncio.Task[Any] | None = None
+        self.stalled: StreamStalled | None = None  # set by the watcher before it cancels
 
     @property
     def pool_wait_ns(self) -> int | None:
         return self.t_sent_ns - self.t_call_ns if self.t_sent_ns else None
+
+    @property
+    def base_url(self) -> str:
+        return self._client.base_url
 
     async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
         if not self.t_sent_ns:
@@ -303,42 +343,56 @@ class AsyncChatStream:
         to_loop_s = loop.time() - time.perf_counter_ns() / NS  # perf_counter -> loop clock
         deadline = watch.deadline_ns / NS + to_loop_s
         splitter = ThinkSplitter()
-        parser = SSEParser()
         add = reply.add
+        self.watch = watch
+        # Until the first token: the first-token limit. After it, the whole-request deadline;
+        # stalls between tokens are the engine's watcher's job (one check for every stream, so
+        # a token costs no timer).
         async with asyncio.timeout_at(
                 min(deadline, loop.time() + limits.first_token_timeout_s)) as clock:
-            async for line in response.aiter_lines():
-                sse = parser.feed(line)
-                if sse is None:
-                    continue  # a keep-alive comment or part of an event: not progress
-                data = sse[1]
-                if not data or data.isspace():
+            buffer = b""
+            data: list[bytes] = []
+            async for raw in response.aiter_bytes():
+                buffer += raw
+                if b"\n" not in raw:
                     continue
-                t_ns = time.perf_counter_ns()
-                if data.strip() == "[DONE]":
-                    self.finished = True
-                    return
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    raise ServerError(
-                        f"The server reported an error mid-reply: {error_message(chunk)}",
-                        url=base, detail=json.dumps(chunk)[:500])
-                token = False
-                for event in chunk_events(chunk, t_ns, splitter):
-                    if event.kind == "finish":
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if line:
+                        if line.startswith(b"data:"):
+                            data.append(line[5:])
+                        continue  # a comment (keep-alive), `event:` or `id:`: not progress
+                    if not data:
+                        continue
+                    payload = b"\n".join(data).strip()
+                    data = []
+                    if not payload:
+                        continue
+                    t_ns = time.perf_counter_ns()
+                    if payload == b"[DONE]":
                         self.finished = True
-                    elif event.kind in ("content", "reasoning"):
-                        token = True
-                    add(event)
-                if token:
-                    watch.token(t_ns)
-                    clock.reschedule(min(deadline, t_ns / NS + to_loop_s
-                                         + limits.stall_timeout_s))
+                        return
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError:
+                        continue
+                    if not isinstance(chunk, dict):
+                        continue
+                    if chunk.get("error"):
+                        raise ServerError(
+                            f"The server reported an error mid-reply: {error_message(chunk)}",
+                            url=base, detail=json.dumps(chunk)[:500])
+                    for event in chunk_events(chunk, t_ns, splitter):
+                        kind = event.kind
+                        if kind == "finish":
+                            self.finished = True
+                        elif kind == "content" or kind == "reasoning":
+                            if not watch.last_token_ns:
+                                clock.reschedule(deadline)
+                            watch.last_token_ns = t_ns
+                        add(event)
         if not self.finished:
             raise StreamInterrupted(
                 "The reply ended before the server finished it. What arrived so far is kept.",

@@ -83,7 +83,8 @@ class LevelResult:
             return ""
         most = format_seconds(self.pool_wait_max_s) if self.pool_wait_max_s else "?"
         return (f"{self.pool_waited} of {self.requests} requests at {self.concurrency} in flight "
-                f"waited on ATOM's side for a connection (up to {most}; not counted in TTFT)")
+                f"waited on ATOM's side before they were sent (for a connection, or a busy "
+                f"client; up to {most}, not counted in TTFT)")
 
     def failures(self, target: SweepTarget) -> list[str]:
         """Why this level misses the target ([] when it meets it)."""
