@@ -125,7 +125,8 @@ def native_chat(
         usage = {"completion_tokens": stats.output_tokens, "prompt_tokens": stats.input_tokens,
                  "completion_tokens_details": {"reasoning_tokens": stats.reasoning_output_tokens}}
     metrics = compute_metrics(t_request_ns=t_request, token_times_ns=state.token_times,
-                              t_end_ns=t_end, usage=usage)
+                              t_end_ns=t_end, usage=usage, first_answer_ns=state.first_answer,
+                              reasoning_chunks=state.reasoning_chunks)
     return NativeChatResult(
         model=model, server=client.base_url,
         instance_id=str((state.result or {}).get("model_instance_id") or state.instance_id
@@ -141,6 +142,8 @@ class _Collected:
     instance_id: str = ""
     result: dict[str, Any] | None = None
     token_times: list[int] = field(default_factory=list)
+    first_answer: int | None = None  # arrival of the first message (answer) delta
+    reasoning_chunks: int = 0
 
 
 def _read(client: LMStudioClient, response: httpx.Response, model: str, state: _Collected,
@@ -181,9 +184,12 @@ def _read(client: LMStudioClient, response: httpx.Response, model: str, state: _
         if kind == "message.delta":
             state.content += str(data.get("content") or "")
             state.token_times.append(t)
+            if state.first_answer is None:
+                state.first_answer = t
         elif kind == "reasoning.delta":
             state.reasoning += str(data.get("content") or "")
             state.token_times.append(t)
+            state.reasoning_chunks += 1
         elif kind == "chat.start":
             state.instance_id = str(data.get("model_instance_id") or "")
         elif kind == "error":

@@ -77,9 +77,12 @@ def test_unloaded_models_are_loaded_first_and_load_time_stays_out_of_ttft(
     loads = [x for x in double.log() if x["path"] == "/api/v1/models/load"]
     assert [x["body"]["model"] for x in loads] == ["m/c"]
     c = rnd.slots[2]
-    assert c.state == "complete" and c.load_s == pytest.approx(0.5, abs=0.1)
+    # the double sleeps 0.5 s to load (a floor, and a ceiling load cannot reach)
+    assert c.state == "complete" and c.load_s is not None and 0.5 <= c.load_s < 5
     assert c.metric is not None and c.metric.ttft_s is not None
-    assert c.metric.ttft_s < 0.2  # 60 ms set: the 500 ms load is not in it
+    # the load is not in TTFT: the chat request went out only after the load had ended
+    (chat_c,) = [x for x in chats(double) if x["model"] == "m/c"]
+    assert chat_c["received_at"] >= loads[0]["ended_at"]
     assert c.instance_config["context_length"] == 4096
 
 
@@ -94,8 +97,8 @@ def test_three_slots_stream_at_the_same_time(double: DoubleServer, client: LMStu
     assert len(log) == 3
     # All three were in flight together: each started before any ended.
     assert max(x["received_at"] for x in log) < min(x["ended_at"] for x in log)
-    slowest = max(s.metric.e2e_s for s in rnd.slots if s.metric)
-    assert wall < slowest + 0.5  # a sequential race would take the sum (about 1.9 s)
+    # (no wall-clock bound here, issue 10: the overlap above is the proof of parallelism)
+    assert wall > 0
     assert [s.content.split(":")[0] for s in rnd.slots] == [
         "Reply from m/a", "Reply from m/b", "Reply from m/c"]
     assert all(s.state == "complete" for s in rnd.slots)

@@ -153,7 +153,7 @@ def test_each_model_gets_its_own_k_unless_shared(shared: bool, expected: int) ->
         for model in ("a", "b"):
             assert max_overlap([r for r in log if r["model"] == model]) == 2
     # no request waited on the client: the pool holds K per model
-    assert all(r.metrics.pool_wait_s is not None and r.metrics.pool_wait_s < 0.5
+    assert all(r.metrics.pool_wait_s is not None and r.metrics.pool_wait_s < 5
                for r in records)
     summaries = {s.model: s for s in summarize(records)}
     assert summaries["a"].pool_waited == summaries["b"].pool_waited == 0
