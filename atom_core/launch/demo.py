@@ -288,8 +288,10 @@ def start_engine(
     log_dir: Path | None = None,
     n_threads: int | None = None,
     default_max_tokens: int = 256,
+    verbose: bool = False,
 ) -> EngineProcess:
-    """Starts one engine process (it is not ready yet: see `wait_ready`)."""
+    """Starts one engine process (it is not ready yet: see `wait_ready`). `verbose` makes
+    llama.cpp log its own perf lines per request (`eval time = ... tokens per second`)."""
     paths = paths or demo_paths()
     if not engine_installed(paths):
         raise DemoEngineError("The demo engine is not installed: run `make demo`.")
@@ -304,6 +306,8 @@ def start_engine(
            "--default-max-tokens", str(default_max_tokens)]
     if n_threads:
         cmd += ["--n-threads", str(n_threads)]
+    if verbose:
+        cmd.append("--verbose")
     # llama-cpp-python's settings also read the environment (MODEL, PORT, CONFIG_FILE, ...):
     # give the engine only what a process needs, so a stray variable cannot change it.
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
