@@ -158,6 +158,10 @@ def server_stats(url: str, reset: bool = False) -> dict[str, Any]:
 # -- the table ------------------------------------------------------------------------------------
 
 
+def _over(v: float | None, base: float) -> float | None:
+    return None if v is None else v / base
+
+
 def _f(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -220,7 +224,8 @@ def main() -> int:
 
     head = ("| K | TTFT p50 ref | TTFT p50 ATOM | ratio | tok/s p50 ref | tok/s p50 ATOM | ratio "
             "| errors ref/ATOM | CPU µs/token ref | ATOM | ratio | ATOM pool wait max (s) "
-            "| server late p99 (ms) | wall ref/ATOM (s) |")
+            "| server late p99 (ms) | wall ref/ATOM (s) | ATOM TTFT ÷ set | ATOM tok/s ÷ set "
+            "| ref TTFT ÷ set | ref tok/s ÷ set |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
@@ -230,7 +235,11 @@ def main() -> int:
               f"{r['ref_err']}/{r['atom_err']} | {_f(r['ref_cpu'], '.0f')} | "
               f"{_f(r['atom_cpu'], '.0f')} | {_f(r['cpu_ratio'], '.2f')} | "
               f"{_f(r['pool_wait_max'], '.4f')} | {_f(r['server_late_p99_ms'], '.1f')} | "
-              f"{_f(r['ref_wall'], '.1f')}/{_f(r['atom_wall'], '.1f')} |")
+              f"{_f(r['ref_wall'], '.1f')}/{_f(r['atom_wall'], '.1f')} | "
+              f"{_f(_over(r['atom_ttft'], TTFT_S), '.3f')} | "
+              f"{_f(_over(r['atom_tps'], TPS), '.3f')} | "
+              f"{_f(_over(r['ref_ttft'], TTFT_S), '.3f')} | "
+              f"{_f(_over(r['ref_tps'], TPS), '.3f')} |")
 
     def p50(key: str, recs: list[dict[str, Any]]) -> float | None:
         return percentile([r[key] for r in recs if r.get(key) is not None], 50)
