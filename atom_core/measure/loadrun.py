@@ -175,7 +175,7 @@ class LoadSummary:
 
 def active_window_s(records: Sequence[LoadRecord]) -> float | None:
     """Seconds from the first of these requests being sent to the last one ending."""
-    spans = [(r.t_start_ns, r.t_end_ns) for r in records if r.t_start_ns and r.t_end_ns]
+    spans = [(r.t_start_ns, r.t_end_ns) for r in records if r.t_end_ns > 0]
     if not spans:
         return None
     return (max(e for _, e in spans) - min(s for s, _ in spans)) / 1e9
