@@ -21,7 +21,11 @@ only) is measured by ATOM against its schedule: TTFT 0.2 s, first answer 0.2 + 3
 thinking 0.64 s, decode 50 tok/s over all 96 tokens (goal: each within 5 %). And llama.cpp's
 `timings` (the "llama" model) are checked to land on the run.
 
-Run: python bench/bench_fidelity.py [--levels 1,64,256,1024] [--rounds 2] [--markdown]
+`--threaded-ceiling` measures, with the reference client, how far the threaded test server
+(tests/fixtures/lmstudio_double.py, a thread per connection) stays on the same schedule at each
+level: the reason this benchmark uses the asyncio server.
+
+Run: python bench/bench_fidelity.py [--levels 1,64,256,1024] [--rounds 2] [--threaded-ceiling]
 """
 
 from __future__ import annotations
@@ -54,9 +58,10 @@ REASONING_TOKENS = 32
 # -- the reference client -------------------------------------------------------------------------
 
 
-async def reference_request(http: httpx.AsyncClient, sem: asyncio.Semaphore) -> dict[str, Any]:
+async def reference_request(http: httpx.AsyncClient, sem: asyncio.Semaphore,
+                            model: str = "plain") -> dict[str, Any]:
     """One request, measured as vLLM's bench serve measures it."""
-    payload = {"model": "plain", "messages": [{"role": "user", "content": "hi"}],
+    payload = {"model": model, "messages": [{"role": "user", "content": "hi"}],
                "stream": True, "stream_options": {"include_usage": True},
                "max_tokens": TOKENS}
     async with sem:
@@ -91,17 +96,18 @@ async def reference_request(http: httpx.AsyncClient, sem: asyncio.Semaphore) -> 
         return out
 
 
-async def reference_run(url: str, k: int, requests: int) -> list[dict[str, Any]]:
+async def reference_run(url: str, k: int, requests: int,
+                        model: str = "plain") -> list[dict[str, Any]]:
     limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(600)) as http:
         sem = asyncio.Semaphore(k)
-        return list(await asyncio.gather(*(reference_request(http, sem)
+        return list(await asyncio.gather(*(reference_request(http, sem, model)
                                            for _ in range(requests))))
 
 
-def reference(url: str, k: int, requests: int) -> dict[str, Any]:
+def reference(url: str, k: int, requests: int, model: str = "plain") -> dict[str, Any]:
     cpu, t0 = time.process_time(), time.perf_counter()
-    rows = asyncio.run(reference_run(url, k, requests))
+    rows = asyncio.run(reference_run(url, k, requests, model))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - t0
     good = [r for r in rows if r["ok"]]
     tps = [(r["tokens"] - 1) / (r["latency"] - r["ttft"]) for r in good
@@ -158,6 +164,31 @@ def server_stats(url: str, reset: bool = False) -> dict[str, Any]:
 # -- the table ------------------------------------------------------------------------------------
 
 
+def threaded_ceiling(levels: list[int]) -> None:
+    """The reference client against the threaded test server on the same schedule."""
+    import tempfile
+
+    config = {"models": [{"key": "plain", "loaded": True, "ttft_ms": TTFT_S * 1000,
+                          "token_gap_ms": 1000 / TPS, "reply_tokens": TOKENS}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    proc = subprocess.Popen([sys.executable, "tests/fixtures/lmstudio_double.py", "--port", "0",
+                             "--config", f.name], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().split()[1]
+    print("| K | TTFT p50 (s) | ÷ set | tok/s p50 | ÷ set | errors | wall (s) |")
+    print("|---|---|---|---|---|---|---|")
+    try:
+        for k in levels:
+            r = reference(url, k, max(k, 8))
+            print(f"| {k} | {_f(r['ttft_p50'], '.3f')} | {_f(_over(r['ttft_p50'], TTFT_S), '.2f')}"
+                  f" | {_f(r['tps_p50'], '.2f')} | {_f(_over(r['tps_p50'], TPS), '.3f')} | "
+                  f"{r['errors']} | {r['wall']:.1f} |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _over(v: float | None, base: float) -> float | None:
     return None if v is None else v / base
 
@@ -170,9 +201,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--levels", default="1,64,256,1024")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--threaded-ceiling", action="store_true",
+                    help="measure the threaded test server's ceiling instead")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    if args.threaded_ceiling:
+        threaded_ceiling(levels)
+        return 0
     proc, url = start_server()
     rows = []
     try:
