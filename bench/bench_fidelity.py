@@ -74,9 +74,9 @@ async def reference_request(http: httpx.AsyncClient, sem: asyncio.Semaphore,
                     return out
                 async for raw in response.aiter_lines():
                     chunk = raw.strip()
-                    if not chunk:
-                        continue
-                    chunk = chunk.removeprefix("data: ")
+                    if not chunk.startswith("data:"):
+                        continue  # blank lines, comments
+                    chunk = chunk.removeprefix("data:").strip()
                     if chunk == "[DONE]":
                         continue
                     timestamp = time.perf_counter()
@@ -91,7 +91,7 @@ async def reference_request(http: httpx.AsyncClient, sem: asyncio.Semaphore,
                         out["tokens"] = usage.get("completion_tokens") or 0
             out["latency"] = most_recent - st
             out["ok"] = out["tokens"] > 1
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, ValueError) as e:
             out["error"] = repr(e)
         return out
 
