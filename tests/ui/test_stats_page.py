@@ -311,3 +311,17 @@ def test_llama_cpp_timings_show_beside_atoms_figures(double: DoubleServer,
     assert found.loc["gemma", "server_tps_p50"] == pytest.approx(52.0)
     assert found.loc["gemma", "atom_tps_p50"] == pytest.approx(10 / 0.2)  # 10 gaps of 20 ms
     assert found.loc["gemma", "server_prompt_p50_s"] == pytest.approx(0.12)
+
+
+def test_first_token_chart_option_draws_the_first_answer_box(
+        seeded: list[dict[str, Any]]) -> None:
+    at = open_stats()
+    metrics = {m.label: m.value for m in at.metric}
+    best = stats.headline(stats.model_summary(stats.runs_frame(seeded)))
+    assert metrics["Quickest first answer"] == best["quickest"][0]  # type: ignore[index]
+    (option,) = [s for s in at.segmented_control if s.label == "First token chart"]
+    option.set_value("First answer token").run()
+    assert not at.exception, at.exception
+    keys = {e.key for e in at.get("plotly_chart")}
+    assert "first_answer_box" in keys and "ttft_box" not in keys
+    assert "first answer" in json.dumps(chart(at, "first_answer_box")["layout"]).lower()
