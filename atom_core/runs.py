@@ -71,6 +71,13 @@ class RunRecord:
     server_load_s: float | None = None
     server_prompt_s: float | None = None  # llama.cpp timings.prompt_ms, in seconds
     server_output_tokens: int | None = None  # llama.cpp timings.predicted_n
+    # which chat route produced the run (server.routes.ROUTES; None: chat completions, before
+    # routes existed) and, on stateful routes, the server's id for this reply and the one it
+    # continued from
+    route: str | None = None
+    response_id: str | None = None
+    previous_response_id: str | None = None
+    request_bytes: int | None = None  # size of the request body sent (history vs stateful)
     # links and labels the caller chose (round_id, slot, sweep_id, concurrency, ...)
     tags: Mapping[str, Any] = field(default_factory=dict)
     id: str | None = None  # set by the store

@@ -8,8 +8,9 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
-from atom_core.arena.race import HELP, ArenaRound
 from atom_core.arena.ratings import Rating
+from atom_core.arena.results import HELP
+from atom_core.arena.rounds import ArenaRound
 from pages import _ui as ui
 
 # -- the leaderboard ------------------------------------------------------------------------------
@@ -21,7 +22,10 @@ def _board(signature: str, _rounds: Sequence[ArenaRound]) -> list[Rating]:
 
 
 def leaderboard(store: ui.HistoryStore) -> None:
-    rounds = arena.load_rounds(store)
+    rounds, unreadable = arena.read_rounds(store)
+    if unreadable:  # damaged or hand-edited records: left out, never a crash
+        st.warning(f"{unreadable} stored arena round(s) could not be read and are left out.",
+                   icon=":material/warning:")
     votes = sum(1 for r in rounds if r.vote is not None)
     if not votes:
         st.info("No votes yet. Race two or more models, read the answers (Blind makes it fair) "

@@ -1,8 +1,8 @@
-"""Stats page, "Server vs ATOM" tab: the server's own figures beside ATOM's measurement."""
+"""Stats, the "Server vs ATOM" tab: one request over LM Studio's native route, ATOM's figures
+beside the server's own; and the table helper every Stats tab uses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -13,10 +13,19 @@ from atom_core.stats.server_figures import SERVER_FIGURE_COLUMNS, server_figures
 from atom_core.types import Dialect
 from pages import _ui as ui
 
+FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent",
+           "ratio": "%.3f"}
 
-def server_tab(df: Any, table: Callable[..., None], store: Any) -> None:
-    """The "Server vs ATOM" tab: figures servers reported beside ATOM's, and a one-request
-    check over LM Studio's native route."""
+
+def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
+    config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
+              else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
+    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
+
+
+def server_tab(df: Any, store: ui.HistoryStore) -> None:
+    """The "Server vs ATOM" tab: figures servers reported beside ATOM's (over the filtered
+    runs `df`), and a one-request check over LM Studio's native route."""
     reported = server_figures(df)
     if len(reported):
         st.caption("Runs where the server reported its own figures (llama.cpp's `timings`, "

@@ -13,10 +13,8 @@ from atom_core.measure import sweep
 from atom_core.stats import charts
 from atom_core.types import SamplingOptions
 from pages import _ui as ui
-from pages._stats_server import server_tab
+from pages._stats_server import server_tab, table
 
-FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent",
-           "ratio": "%.3f"}
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -50,15 +48,9 @@ def filters(df: Any) -> stats.RunFilter:
                            end=days[-1] if days else None)
 
 
-def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
-    config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
-              else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
-    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
-
-
 @st.fragment(run_every=3)
 def live_panel(shown_version: int) -> None:
-    version, df = runs_cache().snapshot(store)  # cheap: only new shards are read
+    version, df = runs_cache().snapshot(store)  # cheap: only what changed is read
     live = stats.live_summary(df, now=time.time())
     if not live.active:
         st.caption(":material/radio_button_unchecked: Live: nothing running. This panel "
@@ -218,6 +210,9 @@ def run_sweep(model: str, prompt: str, levels: list[int], per_level: int, max_to
 
 version, runs = runs_cache().snapshot(store)
 st.subheader("Stats")
+if unreadable := runs.attrs.get("unreadable"):  # damaged or hand-edited rows: never a crash
+    st.warning(f"{unreadable} stored run(s) could not be read and are left out.",
+               icon=":material/warning:")
 if runs.empty:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
@@ -225,7 +220,7 @@ flt = filters(runs)
 colors = stats.model_colors(runs)
 views = (lambda: overview_tab(version, runs, flt, colors),
          lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
-         lambda: server_tab(flt.apply(runs), table, store))
+         lambda: server_tab(flt.apply(runs), store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:
         with tab:

@@ -16,6 +16,13 @@ Rules that keep the figures honest:
 
 The events are the same typed StreamEvents the pages use (streaming.chunk_events), collected in
 a ReplyBuffer, so a record from here and one from Chat are measured by the same code.
+
+Routes: chat completions (the default, and what benches and sweeps use) run on the loop. A job
+on another chat route (LoadJob.route: native, responses, messages) runs that route's
+synchronous SSEStream (client.stream_route) in a worker thread of the engine's own pool, one
+thread per worker so K stays K; the loop's watcher applies the same stall rules to it
+(SSEStream.check_stall) and aborts it on cancel. Its pool wait is timed by SSEStream the same
+way, over the synchronous client's pool.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,21 +42,19 @@ import httpx
 from ..config import StreamLimits
 from ..errors import (
     AtomError,
-    ClientPoolTimeout,
-    RequestTimeout,
     ServerError,
-    ServerUnreachable,
     StreamInterrupted,
     StreamStalled,
 )
 from ..server.client import stream_timeout
+from ..server.http_errors import cap, from_transport, is_error_body, stream_error
 from ..server.streaming import (
     STALE_CONNECTION_ERRORS,
     ReplyBuffer,
+    SSEStream,
     StallWatch,
     ThinkSplitter,
     chunk_events,
-    error_message,
 )
 from ..types import ChatMessage
 
@@ -129,6 +135,8 @@ class LoadEngine:
         self._transport_for = transport_for
         self._thread: threading.Thread | None = None
         self._active: set[AsyncChatStream] = set()
+        self._threaded: set[SSEStream] = set()  # other routes' streams, read in threads
+        self._executor: ThreadPoolExecutor | None = None
 
     def start(self) -> LoadEngine:
         self._thread = threading.Thread(target=self._main, name="atom-load-engine", daemon=True)
@@ -159,8 +167,12 @@ class LoadEngine:
                 # a few spare connections for a retry on a connection the server closed
                 https[client.base_url] = client.async_http(
                     sizes.get(client.base_url, 1) + 4, transport=transport)
+        lanes = plan_lanes(self._jobs, self._shared)
+        n_workers = sum(min(self._concurrency, len(lane)) for lane in lanes.values())
+        if any(job.route != "completions" for job in self._jobs):
+            self._executor = ThreadPoolExecutor(max_workers=max(1, n_workers),
+                                                thread_name_prefix="atom-load-route")
         try:
-            lanes = plan_lanes(self._jobs, self._shared)
             workers = [
                 asyncio.ensure_future(self._worker(lane, clients, https))
                 for lane in lanes.values()
@@ -172,12 +184,21 @@ class LoadEngine:
         finally:
             for http in https.values():
                 await http.aclose()
+            if self._executor is not None:
+                for stream in list(self._threaded):
+                    stream.abort()
+                self._executor.shutdown(wait=True)
 
     async def _watch_cancel(self, workers: Sequence[asyncio.Future[None]]) -> None:
         """Ends everything when the caller cancels; ends stalled streams on the way."""
         while not self._cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_S)
-            end_stalled(self._active, time.perf_counter_ns())
+            now = time.perf_counter_ns()
+            end_stalled(self._active, now)
+            for stream in list(self._threaded):
+                stream.check_stall(now)
+        for stream in list(self._threaded):
+            stream.abort()  # wakes a thread blocked on a read
         for w in workers:
             w.cancel()
 
@@ -186,9 +207,52 @@ class LoadEngine:
         while lane and not self._cancel.is_set():
             job = lane.popleft()
             client = clients[job.server]
-            outcome = await run_one(job, client, https[client.base_url], cancel=self._cancel,
-                                    active=self._active)
+            if job.route != "completions" and self._executor is not None:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(
+                    self._executor, run_one_threaded, job, client, self._cancel, self._threaded)
+            else:
+                outcome = await run_one(job, client, https[client.base_url],
+                                        cancel=self._cancel, active=self._active)
             self._put(outcome)
+
+
+def run_one_threaded(job: LoadJob, client: LMStudioClient, cancel: threading.Event | None = None,
+                     active: set[SSEStream] | None = None) -> Outcome:
+    """One request on `job.route` over the synchronous client (client.stream_route), measured
+    by the same SSEStream as Chat: stall rules, pool-wait timing. `active` is the engine's set
+    of such streams, which its watcher checks for stalls and aborts on cancel. Never raises for
+    a failed request."""
+    reply = ReplyBuffer()
+    error: AtomError | None = None
+    started = time.time()
+    stream: SSEStream | None = None
+    try:
+        stream = client.stream_route(job.route, job.model, [ChatMessage("user", job.prompt)],
+                                     options=job.options, system_prompt=job.system_prompt)
+        if active is not None:
+            active.add(stream)
+        with stream:
+            for event in stream:
+                reply.add(event)
+                if cancel is not None and cancel.is_set():
+                    break
+    except AtomError as e:
+        error = e
+    except Exception as e:  # a bug must become a failed record, not a dead worker
+        error = ServerError(f"Unexpected error: {e!r}", detail=repr(e))
+    finally:
+        if stream is not None:
+            reply.timed_by(stream)
+            if active is not None:
+                active.discard(stream)
+    finished = stream is not None and stream.finished
+    cancelled = error is None and not finished
+    if cancel is not None and cancel.is_set() and error is not None and not finished:
+        error, cancelled = None, True  # a stream cut by the cancel is the cancel
+    return Outcome(job=job, server=client.base_url, reply=reply, error=error,
+                   cancelled=cancelled, started_at=started,
+                   t_call_ns=stream.t_call_ns if stream is not None else 0)
 
 
 def end_stalled(streams: set[AsyncChatStream], now_ns: int) -> list[AsyncChatStream]:
@@ -300,17 +364,9 @@ class AsyncChatStream:
                 self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
                 self.t_sent_ns = 0
                 response = await self._http.send(self._request(), stream=True)
-        except httpx.PoolTimeout as e:
+        except httpx.TransportError as e:  # a pool timeout is ClientPoolTimeout (ATOM's own)
             self.t_end_ns = time.perf_counter_ns()
-            raise ClientPoolTimeout.at(base, str(e)) from e
-        except httpx.TimeoutException as e:
-            self.t_end_ns = time.perf_counter_ns()
-            raise RequestTimeout(
-                f"The server at {base} did not answer in time. It may still be loading the "
-                "model; try again in a moment.", url=base, detail=str(e)) from e
-        except httpx.TransportError as e:
-            self.t_end_ns = time.perf_counter_ns()
-            raise ServerUnreachable.at(base, str(e)) from e
+            raise from_transport(e, url=base) from e
         watch = StallWatch(self._limits, self.t_request_ns)
         try:
             await self._read(response, reply, watch)
@@ -321,9 +377,8 @@ class AsyncChatStream:
         except httpx.TimeoutException as e:
             raise StreamStalled.no_token(base, self._limits.first_token_timeout_s) from e
         except httpx.TransportError as e:
-            raise StreamInterrupted(
-                "The server stopped the reply part-way (the connection broke). What arrived "
-                "so far is kept.", url=base, detail=str(e)) from e
+            raise from_transport(e, url=base, midstream=True,
+                                 tokens_arrived=bool(watch.last_token_ns)) from e
         finally:
             self.t_end_ns = time.perf_counter_ns()
             await response.aclose()
@@ -387,9 +442,7 @@ class AsyncChatStream:
                     if not isinstance(chunk, dict):
                         continue
                     if chunk.get("error"):
-                        raise ServerError(
-                            f"The server reported an error mid-reply: {error_message(chunk)}",
-                            url=base, detail=json.dumps(chunk)[:500])
+                        raise stream_error(chunk, url=base)
                     for event in chunk_events(chunk, t_ns, splitter):
                         kind = event.kind
                         if kind == "finish":
@@ -412,14 +465,14 @@ class AsyncChatStream:
         except ValueError:
             raise ServerError(
                 f"The server answered with something that is not a chat reply "
-                f"(HTTP {response.status_code}).", url=base, detail=response.text[:500]
+                f"(HTTP {response.status_code}).", url=base, detail=cap(response.text)
             ) from None
-        if isinstance(body, dict) and body.get("error"):
+        if is_error_body(body):
             raise self._client.error_for(response, model=self._job.model)
         choices = body.get("choices") if isinstance(body, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise ServerError("The server's reply had no message in it.", url=base,
-                              detail=response.text[:500])
+                              detail=cap(response.text))
         message = choices[0].get("message") or {}
         delta = {k: message.get(k) for k in ("content", "reasoning_content", "reasoning")}
         chunk = {"choices": [{"delta": delta,

@@ -42,6 +42,7 @@ class LoadJob:
     system_prompt: str | None = None
     options: SamplingOptions | None = None
     server: str = ""  # base URL; "" means the runner's default client
+    route: str = "completions"  # chat route (server.routes.ROUTES)
     # Anything the caller wants back on the record: prompt index, repeat, slot label, ...
     tags: dict[str, Any] = field(default_factory=dict)
 
