@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -32,8 +33,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     settings = settings_from_env()
     server = normalize_base_url(args.server or settings.server_url)
     token = server_token(open_settings(settings.data_dir), settings, server)
+    limits = settings.limits
+    if getattr(args, "stall_timeout", None):
+        limits = dataclasses.replace(limits, stall_timeout_s=args.stall_timeout)
+    if getattr(args, "request_deadline", None):
+        limits = dataclasses.replace(limits, request_deadline_s=args.request_deadline)
     try:
-        with LMStudioClient(server, token=token) as client:
+        with LMStudioClient(server, token=token, limits=limits) as client:
             if args.command == "models":
                 return _models(client, args, out)
             if args.command == "chat":
@@ -92,7 +98,17 @@ def _parser() -> argparse.ArgumentParser:
                      "JSON, optionally with checks: contains, regex, json, max_latency_s")
     b.add_argument("--repeat", type=int, default=1, help="send each prompt N times per model")
     b.add_argument("--concurrency", default="1",
-                   help="requests in flight: K, or levels like 1,2,4,8 for a sweep")
+                   help="requests in flight per model: K, or levels like 1,2,4,8 for a sweep "
+                   "(up to 1024)")
+    b.add_argument("--shared", action="store_true",
+                   help="share the K in flight between all models (default: each model gets "
+                   "its own K)")
+    b.add_argument("--stall-timeout", type=float,
+                   help="end a reply as stalled after this many seconds without a token "
+                   "(default: $ATOM_STALL_TIMEOUT_S or 60)")
+    b.add_argument("--request-deadline", type=float,
+                   help="end any request after this many seconds (default: "
+                   "$ATOM_REQUEST_DEADLINE_S or 1800)")
     b.add_argument("--requests", type=int,
                    help="requests per model at each level (default: prompts x repeat)")
     b.add_argument("--max-tokens", type=int, default=128)
@@ -184,7 +200,7 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     except AtomError as e:
         error = e
     finally:
-        reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+        reply.timed_by(stream)
     metrics = reply.metrics()
     if not args.no_record and reply.t_request_ns:
         from .history import open_store  # only when recording: keeps `models` free of I/O
@@ -213,8 +229,10 @@ def _metrics_block(m: dict[str, object]) -> str:
         return format_seconds(float(v)) if isinstance(v, int | float) else "-"
 
     tps = m.get("decode_tps")
+    answer = (f" · first answer {sec(m.get('first_answer_s'))} (thinking "
+              f"{sec(m.get('thinking_s'))})" if m.get("thinking_s") is not None else "")
     return (
-        f"--\nTTFT {sec(m['ttft_s'])} · decode "
+        f"--\nTTFT {sec(m['ttft_s'])}{answer} · decode "
         f"{f'{tps:.1f}' if isinstance(tps, float) else '-'} tok/s · "
         f"{m['output_tokens']} tokens ({m['tokens_source']}) · ITL p50 {sec(m['itl_p50_s'])} "
         f"p95 {sec(m['itl_p95_s'])} · end-to-end {sec(m['e2e_s'])} · "
@@ -271,8 +289,9 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         records = []
         checked: list[tuple[str, list[dict[str, object]]]] = []
         if not args.json:
-            print(f"== concurrency {level}: {len(jobs)} requests", file=out)
-        for record in run_load(jobs, client=client, concurrency=level):
+            each = "shared by all models" if args.shared or len(models) == 1 else "per model"
+            print(f"== concurrency {level} ({each}): {len(jobs)} requests", file=out)
+        for record in run_load(jobs, client=client, concurrency=level, shared=args.shared):
             records.append(record)
             failures += not record.ok
             if store is not None:
@@ -290,8 +309,9 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
     if len(levels) > 1:
         target = SweepTarget(min_tps_per_user=args.target_tps, max_ttft_p90_s=args.target_ttft)
         for model, results in by_level.items():
-            v = verdict(results, target)
-            print(json.dumps({"type": "verdict", "model": model, **v.to_dict()}) if args.json
+            v = verdict(results, target, model=model if len(models) > 1 else None)
+            print(json.dumps({"type": "verdict", "model": model, "shared": args.shared,
+                              **v.to_dict()}) if args.json
                   else f"== {model}: {v.sentence}", file=out)
     return 1 if failures else 0
 
@@ -327,8 +347,10 @@ def _print_record(record: LoadRecord, as_json: bool, out: TextIO,
         print(f"{row['model']:<28} FAILED  {row['error'] or 'cancelled'}", file=out)
         return
     marks = "".join(f"  {'pass' if c['passed'] else 'FAIL'} {c['check']}" for c in checks or [])
+    answer = (f"  answer {_fmt(row['first_answer_s'])}" if row.get("thinking_s") is not None
+              else "")
     print(
-        f"{row['model']:<28} ttft {_fmt(row['ttft_s'])}  e2e {_fmt(row['e2e_s'])}  "
+        f"{row['model']:<28} ttft {_fmt(row['ttft_s'])}{answer}  e2e {_fmt(row['e2e_s'])}  "
         f"{row['output_tokens']:>5} tok  {row['tokens_per_s'] or 0:>7.1f} tok/s  "
         f"itl p50 {_fmt(row['itl_p50_s'])} p95 {_fmt(row['itl_p95_s'])}{marks}",
         file=out,
@@ -342,12 +364,19 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
         return
     tps = f"{s.tokens_per_s_p50:.1f}" if s.tokens_per_s_p50 is not None else "-"
     agg = f"{s.aggregate_tokens_per_s:.1f}" if s.aggregate_tokens_per_s is not None else "-"
+    answer = (f" · first answer p50 {_fmt(s.first_answer_p50_s)}"
+              if s.thinking_p50_s is not None else "")
+    active = f"{s.active_s:.1f}" if s.active_s is not None else f"{wall:.1f}"
     print(
         f"-- {s.model}: {s.ok}/{s.requests} ok · TTFT p50 {_fmt(s.ttft_p50_s)} "
-        f"p90 {_fmt(s.ttft_p90_s)} · {tps} tok/s per request · {agg} tok/s aggregate "
-        f"(concurrency {level}, {wall:.1f} s)",
+        f"p90 {_fmt(s.ttft_p90_s)}{answer} · {tps} tok/s per request · {agg} tok/s aggregate "
+        f"over its {active} s (concurrency {level})",
         file=out,
     )
+    if s.pool_waited:
+        print(f"   note: {s.pool_waited} requests waited on ATOM's side before they were sent "
+              f"(for a connection, or a busy client; up to {_fmt(s.pool_wait_max_s)}); that "
+              "wait is not in TTFT", file=out)
 
 
 def _fmt(v: object) -> str:

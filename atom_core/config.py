@@ -14,6 +14,8 @@ Variables:
                          ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)
 - ATOM_DEMO_VENV, ATOM_WHEEL_CACHE, ATOM_CACHE_DIR, XDG_CACHE_HOME   where the engine lives
 - ATOM_ALLOWED_HOSTS     names besides localhost/127.0.0.1/::1 the app answers to (LAN use)
+- ATOM_STALL_TIMEOUT_S, ATOM_FIRST_TOKEN_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S   when a streamed
+                         reply is given up (seconds; a bad or non-positive value is ignored)
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ _OFF = ("0", "false", "no", "off")
 # host_allowed): a web page whose own name is made to resolve to 127.0.0.1 (DNS rebinding) would
 # otherwise talk to ATOM as if it were the user.
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamLimits:
+    """When ATOM gives up on a streamed reply. Keep-alive comments are not progress: only a
+    token (reasoning or answer) resets the stall clock."""
+
+    stall_timeout_s: float = 60.0  # no new token for this long, once tokens have begun
+    first_token_timeout_s: float = 300.0  # no first token for this long (prompt, JIT load)
+    request_deadline_s: float = 1800.0  # the whole request, sent to last byte
+    # waiting for a free client connection; load runs size their pools so this never happens
+    pool_timeout_s: float = 30.0
+
+
+DEFAULT_LIMITS = StreamLimits()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +67,8 @@ class Settings:
     def token_for(self, url: str) -> str | None:
         """The environment's token, for ATOM_SERVER_URL only: no other server ever gets it."""
         return self.api_token if normalize_base_url(url) == self.server_url else None
+    # ATOM_STALL_TIMEOUT_S, ATOM_FIRST_TOKEN_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S
+    limits: StreamLimits = DEFAULT_LIMITS
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,7 +94,22 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         cache_dir=Path(env.get("ATOM_CACHE_DIR") or xdg / "atom").expanduser(),
         allowed_hosts=frozenset(
             h for h in (_host_name(x) for x in env.get("ATOM_ALLOWED_HOSTS", "").split(",")) if h),
+        limits=StreamLimits(
+            stall_timeout_s=_seconds(env, "ATOM_STALL_TIMEOUT_S", DEFAULT_LIMITS.stall_timeout_s),
+            first_token_timeout_s=_seconds(env, "ATOM_FIRST_TOKEN_TIMEOUT_S",
+                                           DEFAULT_LIMITS.first_token_timeout_s),
+            request_deadline_s=_seconds(env, "ATOM_REQUEST_DEADLINE_S",
+                                        DEFAULT_LIMITS.request_deadline_s),
+        ),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def process_environ() -> dict[str, str]:

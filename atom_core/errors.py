@@ -9,7 +9,11 @@
     │                          endpoint"; plain OpenAI servers: 404)
     ├── ServerError            the server failed (5xx or an error payload); carries its own message
     ├── StreamInterrupted      a streamed reply stopped before its end (server crash, cut socket)
-    └── RequestTimeout         no answer within the timeout
+    │   └── StreamStalled      no token for the stall timeout (keep-alives alone do not count),
+    │                          or the whole-request deadline passed; what arrived is kept
+    ├── RequestTimeout         no answer within the timeout
+    └── ClientPoolTimeout      ATOM itself had no free connection for the request in time (a
+                               client-side limit, not the server's fault)
 
 Pages catch `AtomError` and show `err.sentence`; nothing else needs to know the HTTP details.
 """
@@ -93,3 +97,37 @@ class StreamInterrupted(AtomError):
 
 class RequestTimeout(AtomError):
     """The server did not answer in time."""
+
+
+class StreamStalled(StreamInterrupted):
+    """A streamed reply made no progress (no token) for too long, or ran past its deadline.
+    The stream is ended by ATOM; what arrived is kept and the reply is marked interrupted."""
+
+    def __init__(self, sentence: str, *, url: str = "", detail: str = "",
+                 waited_s: float = 0.0) -> None:
+        super().__init__(sentence, url=url, detail=detail)
+        self.waited_s = waited_s
+
+    @classmethod
+    def no_token(cls, url: str, waited_s: float) -> StreamStalled:
+        return cls(
+            f"The reply stalled: no new token for {waited_s:.0f} s, so ATOM ended it. What "
+            "arrived so far is kept. (Raise the stall timeout in Settings if this model is "
+            "just slow.)", url=url, waited_s=waited_s)
+
+    @classmethod
+    def deadline(cls, url: str, deadline_s: float) -> StreamStalled:
+        return cls(
+            f"The reply ran past the {deadline_s:.0f} s limit for one request, so ATOM ended "
+            "it. What arrived so far is kept.", url=url, waited_s=deadline_s)
+
+
+class ClientPoolTimeout(AtomError):
+    """ATOM's own connection pool had no free connection for the request in time."""
+
+    @classmethod
+    def at(cls, base_url: str, detail: str = "") -> ClientPoolTimeout:
+        return cls(
+            f"ATOM had no free connection to {base_url} for this request in time: every "
+            "connection was busy with other requests on this computer. The server was not "
+            "asked; lower the number of requests in flight.", url=base_url, detail=detail)

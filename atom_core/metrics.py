@@ -1,13 +1,33 @@
 """How fast a generation was: one definition, used by chat, arena, stats, bench and the CLI.
 
-Definitions (also in the README):
-- TTFT: request sent -> first content or reasoning token received.
+Definitions (also in the README, "How ATOM measures"):
+- TTFT (`ttft_s`): request sent -> first generated token of any kind, reasoning or answer. This
+  is what LM Studio's own `time_to_first_token_seconds` reports. "Sent" is when the request got
+  a connection and went on the wire, never when it was queued on the client.
+- Time to first answer token (`first_answer_s`): request sent -> first answer (content) token.
+  Equal to TTFT for a model that does not reason first; None when no answer token arrived.
+- Thinking time (`thinking_s`): first answer token - first token, when reasoning came first;
+  None for a reply without reasoning.
+- Output tokens: reasoning + answer. Taken from the server's usage when usage covers reasoning
+  too (it reports `completion_tokens_details.reasoning_tokens`, or its count is at least what
+  was counted, or nothing was reasoning); otherwise the token chunks counted. `tokens_source`
+  says which. Some servers count only the answer in usage: counting is more honest then.
+- Decode tokens/s: (tokens in the window - 1) / (last token time - first token time), the
+  window running from the first token of any kind to the last, and the tokens counted being
+  exactly the ones that window spans (reasoning and answer alike). The first token is left out
+  because its wait is TTFT, not decoding.
 - Inter-token latency (ITL): gaps between consecutive token arrivals; median and p95.
-- Output tokens: the server's usage count when it reports one, else the number of token chunks
-  received (`tokens_source` says which).
-- Decode tokens/s: (output tokens - 1) / (last token time - first token time). The first token is
-  left out because its wait is TTFT, not decoding.
 - End-to-end: request sent -> stream closed.
+- Pool wait (`pool_wait_s`): time between ATOM deciding to send a request and the request
+  getting its connection (httpcore's first trace event): a wait for a free connection, or a
+  client too busy to send at once. Its own field, never folded into TTFT; None when it could
+  not be observed (a mocked transport).
+- Server figures (`server_tps`, `server_prompt_s`, `server_output_tokens`): what the server
+  itself reported (llama.cpp's `timings` on its last chunk), stored beside ATOM's own.
+
+Which first-token figure wins a "quickest" badge: the time to the first *answer* token, because
+that is when a person sees the reply begin; for a model that does not reason it equals TTFT
+(`first_visible_s` picks it). TTFT stays the figure that compares with the server's own.
 
 All times come from time.perf_counter_ns() stamps taken when the bytes arrived, never from
 drawing code.
@@ -20,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .types import to_int
+from .types import to_float, to_int
 
 NS = 1_000_000_000
 
@@ -56,14 +76,29 @@ class GenerationMetrics:
     decode_tps: float | None  # None with fewer than 2 tokens
     itl_p50_s: float | None
     itl_p95_s: float | None
-    output_tokens: int
+    output_tokens: int  # reasoning + answer
     tokens_source: TokensSource
     prompt_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    reasoning_tokens: int | None = None  # usage's count, else the reasoning chunks counted
     chunks: int = 0  # token-carrying chunks received
     finish_reason: str | None = None
+    # Reasoning models: request sent -> first answer token; first answer - first token.
+    first_answer_s: float | None = None
+    thinking_s: float | None = None
+    # Time spent waiting on the client for a free connection (not part of TTFT).
+    pool_wait_s: float | None = None
+    # The server's own figures, when it reports them (llama.cpp `timings`).
+    server_tps: float | None = None
+    server_prompt_s: float | None = None
+    server_output_tokens: int | None = None
     # Arrival of each token chunk, in ms after the request was sent (for token timelines).
     token_offsets_ms: tuple[float, ...] = field(default=(), repr=False)
+
+    @property
+    def first_visible_s(self) -> float | None:
+        """When a person sees the reply begin: the first answer token, else the first token.
+        What "quickest first token" badges use, so reasoning does not win them."""
+        return self.first_answer_s if self.first_answer_s is not None else self.ttft_s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,20 +107,30 @@ class GenerationMetrics:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerationMetrics:
+        """Reads a stored dict; fields added later (first_answer_s, ...) are None when missing.
+        An older record of a reply without reasoning gets first_answer_s = ttft_s."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["token_offsets_ms"] = tuple(known.get("token_offsets_ms") or ())
+        if "first_answer_s" not in d and not d.get("reasoning_tokens"):
+            known["first_answer_s"] = known.get("ttft_s")
         return cls(**known)
 
     def summary(self) -> str:
-        """One line for a stats caption: 'TTFT 0.42 s · 31.2 tok/s · 128 tokens · stop'."""
+        """One line for a stats caption:
+        'TTFT 0.42 s · first answer 1.20 s · 31.2 tok/s · 128 tokens · stop'."""
         parts = []
         if self.ttft_s is not None:
             parts.append(f"TTFT {format_seconds(self.ttft_s)}")
+        if self.thinking_s is not None and self.first_answer_s is not None:
+            parts.append(f"first answer {format_seconds(self.first_answer_s)} "
+                         f"(thought {format_seconds(self.thinking_s)})")
         if self.decode_tps is not None:
             parts.append(f"{self.decode_tps:.1f} tok/s")
         counted = "" if self.tokens_source == "usage" else " (counted)"
         parts.append(f"{self.output_tokens} tokens{counted}")
         parts.append(f"{format_seconds(self.e2e_s)} total")
+        if self.pool_wait_s:
+            parts.append(f"waited {format_seconds(self.pool_wait_s)} for a connection")
         if self.finish_reason:
             parts.append(self.finish_reason)
         return " · ".join(parts)
@@ -107,6 +152,29 @@ def format_seconds(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def output_token_count(
+    usage: dict[str, Any] | None, counted: int, reasoning_counted: int
+) -> tuple[int, TokensSource]:
+    """Output tokens (reasoning + answer) and where the figure came from.
+
+    Usage wins when it covers reasoning: it reports `completion_tokens_details.reasoning_tokens`,
+    or its count is at least the chunks counted, or no chunk was reasoning. A usage of 0 with
+    tokens received (some servers for reasoning replies) is not believed either."""
+    u = usage or {}
+    total = to_int(u.get("completion_tokens"))
+    details = u.get("completion_tokens_details")
+    reported_reasoning = to_int(details.get("reasoning_tokens")) if isinstance(
+        details, dict) else None
+    if total is None:
+        return counted, "chunks"
+    if counted == 0:
+        return total, "usage"
+    if total > 0 and (reported_reasoning is not None or total >= counted
+                      or reasoning_counted == 0):
+        return total, "usage"
+    return counted, "chunks"
+
+
 def compute_metrics(
     *,
     t_request_ns: int,
@@ -114,28 +182,44 @@ def compute_metrics(
     t_end_ns: int,
     usage: dict[str, Any] | None = None,
     finish_reason: str | None = None,
+    first_answer_ns: int | None = None,
+    reasoning_chunks: int = 0,
+    pool_wait_ns: int | None = None,
+    server_timings: dict[str, Any] | None = None,
 ) -> GenerationMetrics:
     """Build the metrics of one generation from its timestamps.
 
     Args:
-        t_request_ns: perf_counter_ns() just before the request was sent.
+        t_request_ns: perf_counter_ns() when the request was sent (had its connection).
         token_times_ns: arrival stamp of every chunk that carried content or reasoning.
         t_end_ns: perf_counter_ns() when the stream closed (or was abandoned).
         usage: the server's usage object, if it sent one.
         finish_reason: the server's finish reason, if it sent one.
+        first_answer_ns: arrival of the first answer (content) chunk. When None and no chunk
+            was reasoning, the first chunk is the first answer token.
+        reasoning_chunks: how many of `token_times_ns` carried reasoning.
+        pool_wait_ns: time the request waited for a free connection before it was sent.
+        server_timings: llama.cpp's `timings` object from the last chunk, if sent.
     """
     times = list(token_times_ns)
-    usage_tokens = to_int((usage or {}).get("completion_tokens"))
-    if usage_tokens is not None and (usage_tokens > 0 or not times):
-        output_tokens, source = usage_tokens, "usage"
-    else:
-        # Some servers send zeros in usage for reasoning replies; counting is more honest then.
-        output_tokens, source = len(times), "chunks"
+    output_tokens, source = output_token_count(usage, len(times), reasoning_chunks)
     gaps = [(b - a) / NS for a, b in zip(times, times[1:], strict=False)]
     decode_tps = None
     if output_tokens >= 2 and len(times) >= 2 and times[-1] > times[0]:
         decode_tps = (output_tokens - 1) / ((times[-1] - times[0]) / NS)
+    if first_answer_ns is None and reasoning_chunks == 0 and times:
+        first_answer_ns = times[0]
+    first_answer_s = (first_answer_ns - t_request_ns) / NS if first_answer_ns is not None else None
+    thinking_s = None
+    if reasoning_chunks and first_answer_ns is not None and times:
+        thinking_s = max(0.0, (first_answer_ns - times[0]) / NS)
     details = (usage or {}).get("completion_tokens_details") or {}
+    reasoning_tokens = to_int(details.get("reasoning_tokens")) if isinstance(
+        details, dict) else None
+    if reasoning_tokens is None and reasoning_chunks and source == "chunks":
+        reasoning_tokens = reasoning_chunks
+    timings = server_timings or {}
+    prompt_ms = to_float(timings.get("prompt_ms"))
     return GenerationMetrics(
         ttft_s=(times[0] - t_request_ns) / NS if times else None,
         e2e_s=(t_end_ns - t_request_ns) / NS,
@@ -143,11 +227,16 @@ def compute_metrics(
         itl_p50_s=percentile(gaps, 50),
         itl_p95_s=percentile(gaps, 95),
         output_tokens=output_tokens,
-        tokens_source=source,  # type: ignore[arg-type]
+        tokens_source=source,
         prompt_tokens=to_int((usage or {}).get("prompt_tokens")),
-        reasoning_tokens=to_int(details.get("reasoning_tokens")),
+        reasoning_tokens=reasoning_tokens,
         chunks=len(times),
         finish_reason=finish_reason,
+        first_answer_s=first_answer_s,
+        thinking_s=thinking_s,
+        pool_wait_s=pool_wait_ns / NS if pool_wait_ns is not None else None,
+        server_tps=to_float(timings.get("predicted_per_second")),
+        server_prompt_s=prompt_ms / 1000 if prompt_ms is not None else None,
+        server_output_tokens=to_int(timings.get("predicted_n")),
         token_offsets_ms=tuple(round((t - t_request_ns) / 1e6, 3) for t in times),
     )
-

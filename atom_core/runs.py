@@ -59,10 +59,18 @@ class RunRecord:
     reasoning_tokens: int | None = None
     tokens_source: str | None = None
     finish_reason: str | None = None
-    # the server's own figures, when it reports them (LM Studio native stats)
+    # reasoning models: request sent -> first answer token; first answer - first token
+    # (rows from before these fields read back None)
+    first_answer_s: float | None = None
+    thinking_s: float | None = None
+    # seconds the request waited on the client for a free connection (not part of TTFT)
+    pool_wait_s: float | None = None
+    # the server's own figures, when it reports them (LM Studio native stats, llama.cpp timings)
     server_tps: float | None = None
     server_ttft_s: float | None = None
     server_load_s: float | None = None
+    server_prompt_s: float | None = None  # llama.cpp timings.prompt_ms, in seconds
+    server_output_tokens: int | None = None  # llama.cpp timings.predicted_n
     # which chat route produced the run (server.routes.ROUTES; None: chat completions, before
     # routes existed) and, on stateful routes, the server's id for this reply and the one it
     # continued from
@@ -92,6 +100,8 @@ class RunRecord:
         """The record of one measured generation; extra keywords become tags."""
         m = metrics
         known = {k: tags.pop(k) for k in list(tags) if k in _FIELDS}
+        if m.server_tps is not None:  # llama.cpp timings; a caller's own figure wins
+            known.setdefault("server_tps", m.server_tps)
         return cls(
             ts=time.time() if ts is None else ts,
             source=source,
@@ -110,6 +120,11 @@ class RunRecord:
             reasoning_tokens=m.reasoning_tokens,
             tokens_source=m.tokens_source,
             finish_reason=m.finish_reason,
+            first_answer_s=m.first_answer_s,
+            thinking_s=m.thinking_s,
+            pool_wait_s=m.pool_wait_s,
+            server_prompt_s=m.server_prompt_s,
+            server_output_tokens=m.server_output_tokens,
             tags=tags,
             **known,
         )

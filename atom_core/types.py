@@ -199,8 +199,10 @@ class SamplingOptions:
 
 
 # progress: model_load / prompt_processing progress (text = the stage, `progress` 0-1);
+# timings: llama.cpp's own timings object;
 # response: what a stateful route said about the reply (`response_id`, the server's `stats`).
-EventKind = Literal["content", "reasoning", "usage", "finish", "progress", "response"]
+EventKind = Literal["content", "reasoning", "usage", "finish", "progress", "response",
+                    "timings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,7 @@ class StreamEvent:
     progress: float | None = None  # 0-1, for "progress" events
     response_id: str | None = None  # for "response" events: the id to continue from
     stats: dict[str, Any] | None = None  # for "response" events: the server's own figures
+    timings: dict[str, Any] | None = None  # llama.cpp's own figures (prompt_ms, predicted_n...)
 
 
 Role = Literal["system", "user", "assistant"]

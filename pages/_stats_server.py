@@ -10,10 +10,12 @@ import streamlit as st
 from atom_core.errors import AtomError
 from atom_core.render import plain_label
 from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
+from atom_core.stats.server_figures import SERVER_FIGURE_COLUMNS, server_figures
 from atom_core.types import Dialect
 from pages import _ui as ui
 
-FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
+FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent",
+           "ratio": "%.3f"}
 
 
 def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
@@ -22,14 +24,23 @@ def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
     st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
 
 
-def server_tab(store: ui.HistoryStore) -> None:
+def server_tab(df: Any, store: ui.HistoryStore) -> None:
+    """The "Server vs ATOM" tab: figures servers reported beside ATOM's (over the filtered
+    runs `df`), and a one-request check over LM Studio's native route."""
+    reported = server_figures(df)
+    if len(reported):
+        st.caption("Runs where the server reported its own figures (llama.cpp's `timings`, "
+                   "LM Studio's native `stats`), medians beside ATOM's measurement of the "
+                   "same runs.")
+        table(reported, SERVER_FIGURE_COLUMNS, key="server_figures")
     status, picked = ui.server_status(), ui.selected_model()
     if status.error is not None:
         ui.show_error(status.error)
         return
     if status.dialect is not Dialect.LMSTUDIO_04:
-        st.info("Only LM Studio 0.4's native API reports the server's own figures; this "
-                "server does not, so ATOM's own measurement is all there is.")
+        st.info("A one-request check needs LM Studio 0.4's native API, which this server "
+                "does not offer. llama.cpp's own server (`llama-server`) reports its timings "
+                "on every reply instead: runs that carried them show in the table above.")
         return
     st.caption("One request over LM Studio's native `POST /api/v1/chat`: ATOM times the "
                "stream itself and shows its figures beside the ones the server reports.")

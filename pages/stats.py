@@ -89,7 +89,7 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
     cols[0].metric("Runs", f"{ov.runs:,}")
     cols[1].metric("Models" if group == "model" else "Models × routes", len(ov.summary))
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
-                            (cols[3], "quickest", "Quickest first token")):
+                            (cols[3], "quickest", "Quickest first answer")):
         if best[key]:
             col.metric(label, plain_label(str(best[key][0])), safe_markdown(str(best[key][1])),
                        delta_color="off", delta_arrow="off")  # a model name; metrics are Markdown
@@ -99,7 +99,13 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
     st.download_button("Download summary (CSV)", stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
-    for name in ("ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
+    start = st.segmented_control(
+        "First token chart", ["First token (any)", "First answer token"],
+        default="First token (any)", key="start_chart",
+        help="TTFT counts a reasoning model's first thinking token; the first answer token is "
+             "when the reply visibly begins. They are the same for models that don't reason.")
+    box = "first_answer_box" if start == "First answer token" else "ttft_box"
+    for name in (box, "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
                  "tokens_histogram"):
         st.plotly_chart(figs[name], key=name)
 
@@ -163,7 +169,7 @@ flt, group = filters(runs)
 colors = stats.model_colors(runs)
 views = (lambda: overview_tab(version, runs, flt, group),
          lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
-         lambda: server_tab(store))
+         lambda: server_tab(flt.apply(runs), store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:
         with tab:

@@ -74,8 +74,8 @@ def _model_rows(rnd: ArenaRound) -> list[list[Any]]:
     return rows
 
 
-MEASURES = (("ttft", "TTFT"), ("tps", "Decode tok/s"), ("e2e", "End-to-end"),
-            ("load", "Load time"))
+MEASURES = (("ttft", "TTFT"), ("first_answer", "First answer"), ("tps", "Decode tok/s"),
+            ("e2e", "End-to-end"), ("load", "Load time"))
 MODEL_HEADER = ["Slot", "Model", "Server", "Quantization", "Params", "Size", "Format",
                 "Max context", "Load config", "Sampling", "Load time"]
 
@@ -197,7 +197,8 @@ def round_html(rnd: ArenaRound) -> str:
 
 
 ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "slot", "model",
-                 "contestant", "server", "route", "state", "error", "ttft_s", "decode_tps",
+                 "contestant", "server", "route", "state", "error", "ttft_s",
+                 "first_answer_s", "thinking_s", "decode_tps",
                  "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
                  "quantization", "params", "size_bytes", "load_config", "options", "content"]
 
@@ -212,6 +213,7 @@ def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
             "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
             "route": s.route,
             "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
+            "first_answer_s": m.get("first_answer_s"), "thinking_s": m.get("thinking_s"),
             "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
             "tokens_source": m.get("tokens_source"), "e2e_s": m.get("e2e_s"),
             "finish_reason": m.get("finish_reason"), "load_s": s.load_s,
@@ -334,7 +336,8 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
 
 
 RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "contestant",
-               "repeat", "ok", "error", "ttft_s", "decode_tps", "output_tokens", "e2e_s",
+               "repeat", "ok", "error", "ttft_s", "first_answer_s", "thinking_s", "decode_tps",
+               "output_tokens", "e2e_s",
                "finish_reason", "checks_passed", "checks_total", "checks", "content"]
 
 
@@ -350,7 +353,8 @@ def run_rows(run: PromptSetRunSpec,
             "prompt": items[int(r["prompt_index"])].prompt, "slot": r["slot"],
             "label": r["label"], "model": r["model"], "contestant": r["contestant"],
             "repeat": r["repeat"], "ok": r["ok"], "error": r["error"],
-            "ttft_s": m.get("ttft_s"), "decode_tps": m.get("decode_tps"),
+            "ttft_s": m.get("ttft_s"), "first_answer_s": m.get("first_answer_s"),
+            "thinking_s": m.get("thinking_s"), "decode_tps": m.get("decode_tps"),
             "output_tokens": m.get("output_tokens"), "e2e_s": m.get("e2e_s"),
             "finish_reason": m.get("finish_reason"),
             "checks_passed": sum(1 for c in checks if c["passed"]), "checks_total": len(checks),

@@ -8,13 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..measure.runner import Slot
-from ..metrics import format_seconds
+from ..metrics import GenerationMetrics, format_seconds
 from ..server.routes import ROUTE_LABELS
 from .rounds import ArenaRound, SlotResult
 
 HELP = {
-    "ttft": "Time to first token: from sending the prompt to the first token of the reply. "
-            "How long you wait before anything appears.",
+    "ttft": "Time to first token: from sending the prompt to the first token of the reply, "
+            "thinking included (what LM Studio reports as its own TTFT).",
+    "first_answer": "First answer: from sending the prompt to the first token of the answer "
+                    "itself, after any thinking; how long you wait before the reply visibly "
+                    "begins. The quickest-start mark goes here when a model reasoned.",
     "tps": "Decode speed in tokens per second, once the reply has started (the first token's "
            "wait is TTFT, not decoding). A token is about ¾ of an English word.",
     "tokens": "How many tokens the reply had (the server's count, or counted chunks).",
@@ -46,9 +49,15 @@ class StatRow:
 
 
 def stat_rows(rnd: ArenaRound) -> list[StatRow]:
-    """TTFT, decode tok/s, tokens, end-to-end, stop reason (and load time, when the arena
-    loaded a model). The fastest value of TTFT, tok/s and end-to-end is marked best, among slots
-    that completed (a stopped reply's short end-to-end time is not a win)."""
+    """TTFT, first answer (when any model reasoned), decode tok/s, tokens, end-to-end, stop
+    reason (and load time, when the arena loaded a model). The fastest value of each speed row
+    is marked best, among slots that completed (a stopped reply's short end-to-end time is not
+    a win).
+
+    The "quickest start" mark goes to the first *answer* token when any model reasoned: that is
+    when a person sees the reply begin, and a model that thinks first should not win it with
+    its first reasoning token (metrics.GenerationMetrics.first_visible_s). Without reasoning the
+    two are the same and the mark stays on TTFT."""
     ms = [s.metric for s in rnd.slots]
     finished = [i for i, s in enumerate(rnd.slots) if s.state == "complete" and ms[i]]
 
@@ -60,11 +69,27 @@ def stat_rows(rnd: ArenaRound) -> list[StatRow]:
         return frozenset(i for v, i in known if v == target)
 
     ttft = [m.ttft_s if m else None for m in ms]
+    visible = [m.first_visible_s if m else None for m in ms]
     tps = [m.decode_tps if m else None for m in ms]
     e2e = [m.e2e_s if m else None for m in ms]
+    reasoned = any(m is not None and m.thinking_s is not None for m in ms)
+
+    def answer_cell(m: GenerationMetrics | None) -> str:
+        if m is None or m.first_visible_s is None:
+            return "–"
+        if m.thinking_s is None:
+            return _sec(m.first_visible_s)
+        return f"{_sec(m.first_visible_s)} (thought {_sec(m.thinking_s)})"
+
     rows = [
         StatRow(key="ttft", name="TTFT", cells=tuple(_sec(v) for v in ttft),
-                best=best(ttft, lowest=True)),
+                best=frozenset() if reasoned else best(ttft, lowest=True)),
+    ]
+    if reasoned:
+        rows.append(StatRow(key="first_answer", name="First answer",
+                            cells=tuple(answer_cell(m) for m in ms),
+                            best=best(visible, lowest=True)))
+    rows += [
         StatRow(key="tps", name="Decode tok/s",
                 cells=tuple(f"{v:.1f}" if v is not None else "–" for v in tps),
                 best=best(tps, lowest=False)),

@@ -37,7 +37,7 @@ from types import FrameType, TracebackType
 import httpx
 
 from ..config import normalize_base_url, process_environ, settings_from_env
-from ..settings.store import initial_server_url, open_settings
+from ..settings.store import initial_server_url, open_settings, server_token
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements-demo.txt"
@@ -284,8 +284,10 @@ def start_engine(
     log_dir: Path | None = None,
     n_threads: int | None = None,
     default_max_tokens: int = 256,
+    verbose: bool = False,
 ) -> EngineProcess:
-    """Starts one engine process (it is not ready yet: see `wait_ready`)."""
+    """Starts one engine process (it is not ready yet: see `wait_ready`). `verbose` makes
+    llama.cpp log its own perf lines per request (`eval time = ... tokens per second`)."""
     paths = paths or demo_paths()
     if not engine_installed(paths):
         raise DemoEngineError("The demo engine is not installed: run `make demo`.")
@@ -300,6 +302,8 @@ def start_engine(
            "--default-max-tokens", str(default_max_tokens)]
     if n_threads:
         cmd += ["--n-threads", str(n_threads)]
+    if verbose:
+        cmd.append("--verbose")
     # llama-cpp-python's settings also read the environment (MODEL, PORT, CONFIG_FILE, ...):
     # give the engine only what a process needs, so a stray variable cannot change it.
     env = {k: v for k, v in process_environ().items()
@@ -445,11 +449,11 @@ def run_app(
     """`make run`: the app against the configured server, or against the demo engine."""
     env = dict(process_environ() if environ is None else environ)
     settings = settings_from_env(env)
-    token = settings.api_token
-    # The server a session starts on: ATOM_SERVER_URL, else the default saved in Settings.
+    # The server a session starts on: ATOM_SERVER_URL, else the default saved in Settings; its
+    # own token only (the environment's belongs to ATOM_SERVER_URL).
     saved = open_settings(settings.data_dir)
     url = initial_server_url(settings, saved.load())
-    token = saved.token_for_url(url) or token
+    token = server_token(saved, settings, url)
     with _terminate_raises():
         return _run_app(streamlit_args, env, url, token, say)
 

@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument("--n-threads", type=int, default=None, help="default: half the cores")
     p.add_argument("--default-max-tokens", type=int, default=256)
+    p.add_argument("--verbose", action="store_true",
+                   help="llama.cpp's own log, with its perf lines per request (eval time ...)")
     args = p.parse_args(argv)
 
     import uvicorn
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         "chat_format": args.chat_format,
         "n_ctx": args.n_ctx,
         "use_mlock": False,  # 250 MB pinned in RAM per process buys a demo nothing
-        "verbose": False,
+        "verbose": bool(args.verbose),
     }
     if args.n_threads:
         model["n_threads"] = args.n_threads

@@ -1,9 +1,12 @@
 """Many requests with K in flight: the engine behind prompt sets, concurrency sweeps and
 `python -m atom_core bench`.
 
-Workers take the next job from a shared list as soon as their previous one ends, so exactly K
-requests are in flight until the list runs out. Records come back to the caller's thread in the
-order they finish; closing the iterator (or setting `cancel`) stops new jobs and makes
+Workers take the next job of their lane as soon as their previous one ends, so exactly K
+requests per lane are in flight until its jobs run out. A lane is one (server, model) pair by
+default, so in a multi-model run each model gets its own K; `shared=True` makes one lane of K for
+all jobs. The requests run on an asyncio loop (atom_core.measure.engine) whose connection pools
+hold K per lane, so no request queues on the client. Records come back to the caller's thread in
+the order they finish; closing the iterator (or setting `cancel`) stops new jobs and makes
 in-flight streams leave, which closes their HTTP responses.
 """
 
@@ -11,17 +14,23 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AtomError, ServerError
+import httpx
+
+from ..errors import AtomError
 from ..metrics import GenerationMetrics, percentile
 from ..runs import run_record
 from ..server.client import LMStudioClient
-from ..server.streaming import ReplyBuffer
-from ..types import ChatMessage, SamplingOptions
+from ..types import SamplingOptions
+from .engine import LoadEngine, Outcome
+
+# A request that waited longer than this on the client before it was sent is reported as having
+# waited: long enough to matter beside a TTFT, above what a busy machine's scheduling adds to an
+# event loop (measured up to ~15 ms here with other work on both cores).
+POOL_WAIT_NOTICE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +59,10 @@ class LoadRecord:
     error: AtomError | None = None
     cancelled: bool = False
     started_at: float = 0.0  # wall clock (time.time()) when the request went out
+    # perf_counter_ns when ATOM asked to send it, and when its stream closed: each model's
+    # active window in a run (aggregate tok/s) runs from its first start to its last end.
+    t_start_ns: int = 0
+    t_end_ns: int = 0
 
     @property
     def ok(self) -> bool:
@@ -64,13 +77,19 @@ class LoadRecord:
             "ok": self.ok,
             "error": self.error.sentence if self.error else None,
             "ttft_s": _round(m.ttft_s),
+            "first_answer_s": _round(m.first_answer_s),
+            "thinking_s": _round(m.thinking_s),
             "e2e_s": _round(m.e2e_s),
             "output_tokens": m.output_tokens,
+            "reasoning_tokens": m.reasoning_tokens,
             "tokens_source": m.tokens_source,
             "tokens_per_s": _round(m.decode_tps, 2),
             "itl_p50_s": _round(m.itl_p50_s),
             "itl_p95_s": _round(m.itl_p95_s),
             "finish_reason": m.finish_reason,
+            "pool_wait_s": _round(m.pool_wait_s),
+            "server_tps": _round(m.server_tps, 2),
+            "server_prompt_s": _round(m.server_prompt_s),
             **self.job.tags,
         }
 
@@ -92,79 +111,42 @@ def run_load(
     client: LMStudioClient | ClientFor,
     concurrency: int = 1,
     cancel: threading.Event | None = None,
+    shared: bool = True,
+    transport_for: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
 ) -> Iterator[LoadRecord]:
     """Runs `jobs` keeping `concurrency` requests in flight; yields records as they finish.
 
     `client` is one client, or a function from a job's `server` to its client (several
-    servers). Closing the iterator early cancels what is left.
+    servers). `shared=False` gives every (server, model) its own `concurrency` in flight
+    (what a multi-model bench or sweep wants); `shared=True` (prompt sets) shares one pool of
+    `concurrency` between all jobs. `transport_for` (tests) gives a base URL's async transport.
+    Closing the iterator early cancels what is left.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     cancel = cancel or threading.Event()
-    pending: queue.Queue[LoadJob] = queue.Queue()
-    for job in jobs:
-        pending.put(job)
-    done: queue.Queue[LoadRecord | None] = queue.Queue()
+    done: queue.Queue[Outcome | None] = queue.Queue()
     client_for: ClientFor = client if callable(client) else (lambda _s: client)
-    workers = [
-        threading.Thread(target=_worker, args=(pending, done, client_for, cancel),
-                         name=f"atom-load-{i}", daemon=True)
-        for i in range(min(concurrency, len(jobs)) or 1)
-    ]
-    for w in workers:
-        w.start()
-    finished_workers = 0
+    engine = LoadEngine(jobs, client_for=client_for, concurrency=concurrency, shared=shared,
+                        cancel=cancel, put=done.put, transport_for=transport_for)
+    engine.start()
     try:
-        while finished_workers < len(workers):
-            record = done.get()
-            if record is None:
-                finished_workers += 1
-                continue
-            yield record
+        while True:
+            outcome = done.get()
+            if outcome is None:
+                return
+            yield record_of(outcome)
     finally:
         cancel.set()
 
 
-def _worker(pending: queue.Queue[LoadJob], done: queue.Queue[LoadRecord | None],
-            client_for: ClientFor, cancel: threading.Event) -> None:
-    try:
-        while not cancel.is_set():
-            try:
-                job = pending.get_nowait()
-            except queue.Empty:
-                return
-            done.put(_one(job, client_for, cancel))
-    finally:
-        done.put(None)
-
-
-def _one(job: LoadJob, client_for: ClientFor, cancel: threading.Event) -> LoadRecord:
-    reply = ReplyBuffer()
-    error: AtomError | None = None
-    started = time.time()
-    server = job.server
-    stream = None
-    try:
-        client = client_for(job.server)
-        server = client.base_url
-        stream = client.stream_route(job.route, job.model, [ChatMessage("user", job.prompt)],
-                                     options=job.options, system_prompt=job.system_prompt)
-        with stream:
-            for event in stream:
-                reply.add(event)
-                if cancel.is_set():
-                    break
-    except AtomError as e:
-        error = e
-    except Exception as e:  # a bug must become a failed record, not a dead worker
-        error = ServerError(f"Unexpected error: {e!r}", detail=repr(e))
-    finally:
-        if stream is not None:
-            reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
-    cancelled = error is None and stream is not None and not stream.finished
-    return LoadRecord(job=job, server=server, content=reply.content, reasoning=reply.reasoning,
-                      metrics=reply.metrics(), error=error, cancelled=cancelled,
-                      started_at=started)
+def record_of(outcome: Outcome) -> LoadRecord:
+    """The LoadRecord of one finished request."""
+    reply = outcome.reply
+    return LoadRecord(job=outcome.job, server=outcome.server, content=reply.content,
+                      reasoning=reply.reasoning, metrics=reply.metrics(), error=outcome.error,
+                      cancelled=outcome.cancelled, started_at=outcome.started_at,
+                      t_start_ns=outcome.t_call_ns, t_end_ns=reply.t_end_ns)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,17 +162,32 @@ class LoadSummary:
     tokens_per_s_p50: float | None  # per request decode speed, median
     e2e_p50_s: float | None
     output_tokens_mean: float | None
-    aggregate_tokens_per_s: float | None  # all output tokens / wall time of the batch
+    # this model's output tokens over its own active window (first request sent to last end)
+    aggregate_tokens_per_s: float | None
+    first_answer_p50_s: float | None = None
+    thinking_p50_s: float | None = None
+    active_s: float | None = None  # the window aggregate_tokens_per_s is over
+    pool_waited: int = 0  # requests that waited for a client connection (> POOL_WAIT_NOTICE_S)
+    pool_wait_max_s: float | None = None
 
     def row(self) -> dict[str, Any]:
         return {k: (_round(v) if isinstance(v, float) else v)
                 for k, v in ((f, getattr(self, f)) for f in self.__dataclass_fields__)}
 
 
+def active_window_s(records: Sequence[LoadRecord]) -> float | None:
+    """Seconds from the first of these requests being sent to the last one ending."""
+    spans = [(r.t_start_ns, r.t_end_ns) for r in records if r.t_end_ns > 0]
+    if not spans:
+        return None
+    return (max(e for _, e in spans) - min(s for s, _ in spans)) / 1e9
+
+
 def summarize(records: Sequence[LoadRecord], *, wall_s: float | None = None,
               order: Sequence[str] = ()) -> list[LoadSummary]:
     """One summary per model, in `order` then first-seen order. Failed requests count in
-    `errors` only."""
+    `errors` only. Aggregate tok/s is over each model's own active window (its first request
+    sent to its last ended); `wall_s` is used only for records without timestamps."""
     by_model: dict[str, list[LoadRecord]] = {m: [] for m in order}
     for r in records:
         by_model.setdefault(r.job.model, []).append(r)
@@ -203,15 +200,21 @@ def summarize(records: Sequence[LoadRecord], *, wall_s: float | None = None,
         tps = [r.metrics.decode_tps for r in good if r.metrics.decode_tps is not None]
         tokens = [r.metrics.output_tokens for r in good]
         e2e = [r.metrics.e2e_s for r in good]
-        agg = None
-        if good and wall_s:
-            agg = sum(tokens) / wall_s
+        window = active_window_s(rs) or wall_s
+        agg = sum(tokens) / window if good and window else None
+        waits = [r.metrics.pool_wait_s for r in rs if r.metrics.pool_wait_s is not None]
+        first = [r.metrics.first_answer_s for r in good if r.metrics.first_answer_s is not None]
+        thinking = [r.metrics.thinking_s for r in good if r.metrics.thinking_s is not None]
         out.append(LoadSummary(
             model=model, requests=len(rs), ok=len(good), errors=len(rs) - len(good),
             ttft_p50_s=percentile(ttfts, 50), ttft_p90_s=percentile(ttfts, 90),
             tokens_per_s_p50=percentile(tps, 50), e2e_p50_s=percentile(e2e, 50),
             output_tokens_mean=sum(tokens) / len(tokens) if tokens else None,
             aggregate_tokens_per_s=agg,
+            first_answer_p50_s=percentile(first, 50), thinking_p50_s=percentile(thinking, 50),
+            active_s=window,
+            pool_waited=sum(1 for w in waits if w > POOL_WAIT_NOTICE_S),
+            pool_wait_max_s=max(waits) if waits else None,
         ))
     return out
 

@@ -50,6 +50,7 @@ class _Ended:
     t_end_ns: int
     error: AtomError | None
     cancelled: bool
+    pool_wait_ns: int | None = None
 
 
 _Message = StreamEvent | _Started | _Ended
@@ -119,7 +120,13 @@ class FanOut:
     def poll(self, timeout: float) -> set[int]:
         """Applies queued events to the slots; waits up to `timeout` seconds for the first.
 
+        Also ends streams that have stalled (no token for the stall timeout, even while the
+        server sends keep-alives): their workers then end with StreamStalled.
+
         Returns the indexes of slots that changed."""
+        now = time.perf_counter_ns()
+        for stream in list(self._streams.values()):
+            stream.check_stall(now)
         changed: set[int] = set()
         try:
             item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
@@ -150,6 +157,7 @@ class FanOut:
         elif isinstance(message, _Ended):
             slot.reply.t_request_ns = message.t_request_ns or slot.reply.t_request_ns
             slot.reply.t_end_ns = message.t_end_ns
+            slot.reply.pool_wait_ns = message.pool_wait_ns
             slot.error = message.error
             slot.cancelled = message.cancelled
             slot.done = True
@@ -191,6 +199,7 @@ class FanOut:
                         cancelled=self._cancel.is_set()
                         and error is None
                         and not (stream is not None and stream.finished),
+                        pool_wait_ns=stream.pool_wait_ns if stream else None,
                     ),
                 )
             )

@@ -8,6 +8,11 @@ for a set number of requests, then compares per level:
   machine delivers),
 - TTFT p50/p90: how long people wait before anything appears.
 
+In a run over several models each model gets its own K in flight (unless the caller shares
+one pool), its aggregate speed is over its own active window, and each gets its own verdict.
+A level where any request waited on the client for a connection says so: that wait is ATOM's,
+not the server's, and is kept out of TTFT.
+
 The verdict is the largest level at which every level up to it meets a target such as
 "at least 10 tok/s per user and TTFT p90 at most 2 s", with no failed request. Requiring the
 levels below to pass too keeps one lucky high level from overstating capacity.
@@ -26,13 +31,20 @@ import pandas as pd
 
 from ..metrics import format_seconds
 from ..types import ModelInfo, SamplingOptions
-from .loadrun import ClientFor, LoadJob, LoadRecord, LoadSummary, run_load
+from .loadrun import (
+    POOL_WAIT_NOTICE_S,
+    ClientFor,
+    LoadJob,
+    LoadRecord,
+    LoadSummary,
+    run_load,
+)
 
 if TYPE_CHECKING:
     from ..server.client import LMStudioClient
 
 DEFAULT_LEVELS = (1, 2, 4, 8)
-MAX_LEVEL = 64
+MAX_LEVEL = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +73,18 @@ class LevelResult:
     ttft_p90_s: float | None
     e2e_p50_s: float | None = None
     wall_s: float | None = None
+    first_answer_p50_s: float | None = None  # reasoning models: when the answer begins
+    pool_waited: int = 0  # requests that waited on the client for a connection
+    pool_wait_max_s: float | None = None
+
+    def note(self) -> str:
+        """What a reader must know about this level's figures ("" when nothing)."""
+        if not self.pool_waited:
+            return ""
+        most = format_seconds(self.pool_wait_max_s) if self.pool_wait_max_s else "?"
+        return (f"{self.pool_waited} of {self.requests} requests at {self.concurrency} in flight "
+                f"waited on ATOM's side before they were sent (for a connection, or a busy "
+                f"client; up to {most}, not counted in TTFT)")
 
     def failures(self, target: SweepTarget) -> list[str]:
         """Why this level misses the target ([] when it meets it)."""
@@ -87,7 +111,8 @@ class LevelResult:
         return cls(concurrency=concurrency, requests=s.requests, ok=s.ok, errors=s.errors,
                    tps_per_user_p50=s.tokens_per_s_p50, aggregate_tps=s.aggregate_tokens_per_s,
                    ttft_p50_s=s.ttft_p50_s, ttft_p90_s=s.ttft_p90_s, e2e_p50_s=s.e2e_p50_s,
-                   wall_s=wall_s)
+                   wall_s=s.active_s or wall_s, first_answer_p50_s=s.first_answer_p50_s,
+                   pool_waited=s.pool_waited, pool_wait_max_s=s.pool_wait_max_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,12 +126,24 @@ class Verdict:
                 "sentence": self.sentence}
 
 
-def verdict(levels: Sequence[LevelResult], target: SweepTarget) -> Verdict:
+def verdict(levels: Sequence[LevelResult], target: SweepTarget,
+            model: str | None = None) -> Verdict:
     """The largest level that meets `target`, every lower level meeting it too, in a sentence
-    a person can act on."""
+    a person can act on. With `model`, the sentence names it (one verdict per model)."""
     ordered = sorted(levels, key=lambda lv: lv.concurrency)
     if not ordered:
         return Verdict(target=target, best=None, sentence="No levels were run.")
+    v = _verdict(ordered, target)
+    if model:
+        v = Verdict(target=target, best=v.best, sentence=f"{model}: {v.sentence}")
+    notes = [lv.note() for lv in ordered if lv.note()]
+    if notes:
+        v = Verdict(target=target, best=v.best,
+                    sentence=v.sentence + " Note: " + "; ".join(notes) + ".")
+    return v
+
+
+def _verdict(ordered: Sequence[LevelResult], target: SweepTarget) -> Verdict:
     best: LevelResult | None = None
     first_miss: LevelResult | None = None
     for lv in ordered:
@@ -232,7 +269,8 @@ def levels_from_runs(df: pd.DataFrame) -> list[LevelResult]:
     rows = df[df["concurrency"].notna()]
     for level, part in rows.groupby("concurrency", sort=True):
         done = part[part["ok"]]
-        ends = part["ts"] + part["e2e_s"].fillna(0)
+        # ts is when ATOM asked to send; e2e runs from the request sent, after any pool wait
+        ends = part["ts"] + part["pool_wait_s"].fillna(0) + part["e2e_s"].fillna(0)
         wall = float(ends.max() - part["ts"].min()) if len(part) else None
         tokens = float(done["output_tokens"].fillna(0).sum())
 
@@ -246,6 +284,10 @@ def levels_from_runs(df: pd.DataFrame) -> list[LevelResult]:
             aggregate_tps=tokens / wall if wall and len(done) else None,
             ttft_p50_s=pct("ttft_s", 50), ttft_p90_s=pct("ttft_s", 90),
             e2e_p50_s=pct("e2e_s", 50), wall_s=wall,
+            first_answer_p50_s=pct("first_answer_s", 50),
+            pool_waited=int((part["pool_wait_s"].fillna(0) > POOL_WAIT_NOTICE_S).sum()),
+            pool_wait_max_s=(float(part["pool_wait_s"].max())
+                             if part["pool_wait_s"].notna().any() else None),
         ))
     return out
 
@@ -258,7 +300,9 @@ LEVEL_COLUMNS: dict[str, tuple[str, str]] = {
     "aggregate_tps": ("Aggregate tok/s", "tps"),
     "ttft_p50_s": ("TTFT p50 (s)", "seconds"),
     "ttft_p90_s": ("TTFT p90 (s)", "seconds"),
+    "first_answer_p50_s": ("First answer p50 (s)", "seconds"),
     "e2e_p50_s": ("End-to-end p50 (s)", "seconds"),
+    "pool_waited": ("Waited for a connection", "int"),
     "wall_s": ("Wall time (s)", "seconds"),
 }
 

@@ -6,6 +6,8 @@ arena relies on. It remembers which dialect the server speaks after the first li
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -13,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..config import normalize_base_url, settings_from_env
+from ..config import StreamLimits, normalize_base_url, settings_from_env
 from ..errors import (
     AtomError,
     BadRequest,
@@ -44,8 +46,26 @@ S = TypeVar("S", bound=SSEStream)
 # processed on a slow machine, and loading a large model can take minutes too.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
 STREAM_READ_TIMEOUT = 300.0
-STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=STREAM_READ_TIMEOUT, write=30.0, pool=10.0)
 LOAD_TIMEOUT = 900.0
+# Enough connections for a 4-slot arena plus listing and polling at the same time. Load runs
+# ask for more (`max_connections`): K in flight needs K connections, or requests queue on the
+# client and that wait would look like the server's.
+DEFAULT_MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 4096
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once: loading the CA bundle takes about 30 ms, which a
+    bench run would otherwise pay for every client it opens."""
+    return httpx.create_ssl_context()
+
+
+def pool_limits(max_connections: int) -> httpx.Limits:
+    """Connection limits for `max_connections` requests in flight at once (all kept alive, so
+    the next request of a load run does not pay for a new connection)."""
+    n = max(1, min(int(max_connections), MAX_CONNECTIONS))
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,24 +101,56 @@ class LMStudioClient:
         token: str | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        limits: StreamLimits | None = None,
     ) -> None:
+        settings = settings_from_env() if base_url is None or limits is None else None
         if base_url is None:
-            settings = settings_from_env()
+            assert settings is not None
             base_url, token = settings.server_url, token or settings.api_token
         self.base_url = normalize_base_url(base_url)
         self.token = token or None
         self.dialect: Dialect | None = None
+        self.limits = limits or (settings.limits if settings else StreamLimits())
+        self.max_connections = max_connections
         self._route_errors: dict[str, NotSupported] = {}  # chat routes this server lacks
         self._routes_probed: set[str] = set()
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers=headers,
+            headers=self._headers,
             timeout=timeout,
             transport=transport,
-            # Enough connections for a 4-slot arena plus listing and polling at the same time.
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            limits=pool_limits(max_connections),
+            verify=tls_context(),
         )
+
+    def async_http(
+        self, max_connections: int, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.AsyncClient:
+        """An asyncio client for the same server and token, with a pool of `max_connections`
+        (the load engine's; the caller closes it)."""
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=self._timeout,
+            transport=transport, limits=pool_limits(max_connections), verify=tls_context(),
+        )
+
+    def chat_body(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        options: SamplingOptions | None = None,
+        system_prompt: str | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body `stream_chat` sends (for the load engine, which sends it itself)."""
+        return self._chat_body(model, messages, options, system_prompt, ttl)
+
+    def error_for(self, response: httpx.Response, *, model: str = "") -> AtomError:
+        """The AtomError for an error response (its body already read)."""
+        return error_for_response(response, url=self.base_url, model=model)
 
     def __repr__(self) -> str:  # never show the token
         return f"LMStudioClient({self.base_url!r}, token={'set' if self.token else 'none'})"
@@ -167,7 +219,7 @@ class LMStudioClient:
         """
         body = self._chat_body(model, messages, options, system_prompt, ttl)
         request = self.build_request(
-            "POST", "/v1/chat/completions", json=body, timeout=STREAM_TIMEOUT
+            "POST", "/v1/chat/completions", json=body, timeout=stream_timeout(self.limits)
         )
         return self.open_stream(ChatStream, request, model=model)
 
@@ -219,10 +271,10 @@ class LMStudioClient:
         else:
             raise ValueError(f"unknown chat route {route!r}; one of {', '.join(routes.ROUTES)}")
         path = routes.ROUTE_PATHS[route]
-        request = self.build_request("POST", path, json=body, timeout=STREAM_TIMEOUT,
-                                     headers=headers)
+        request = self.build_request("POST", path, json=body,
+                                     timeout=stream_timeout(self.limits), headers=headers)
         return stream_class(self._http, request, base_url=self.base_url, model=model,
-                            error_for=self._route_error_mapper(route, model))
+                            error_for=self._route_error_mapper(route, model), limits=self.limits)
 
     def route_problem(self, route: str) -> str | None:
         """Why this server cannot serve `route`, once a request found out; None when it can
@@ -272,7 +324,7 @@ class LMStudioClient:
                 for event in stream:
                     reply.add(event)
             finally:
-                reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+                reply.timed_by(stream)
         return reply
 
     @staticmethod
@@ -379,7 +431,8 @@ class LMStudioClient:
     def open_stream(self, stream_class: type[S], request: httpx.Request, *, model: str = "") -> S:
         """A stream of `stream_class` (ChatStream or a route's stream) over this client's
         connections. Nothing is sent until it is iterated."""
-        return stream_class(self._http, request, base_url=self.base_url, model=model)
+        return stream_class(self._http, request, base_url=self.base_url, model=model,
+                            limits=self.limits)
 
     def _get_json(self, path: str) -> Any:
         return self._request_json("GET", path)
@@ -426,6 +479,14 @@ class LMStudioClient:
             # LM Studio answers unknown routes with HTTP 200 and an error body.
             raise error_for_response(response, url=self.base_url, model=model)
         return data
+
+def stream_timeout(limits: StreamLimits) -> httpx.Timeout:
+    """httpx timeouts for a streamed reply: a read may wait as long as a first token may (a
+    long prompt, a model loading); the stall rules in StallWatch end it sooner once tokens
+    have begun."""
+    read = max(limits.first_token_timeout_s, limits.stall_timeout_s)
+    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=limits.pool_timeout_s)
+
 
 
 def _download_job(data: dict[str, Any]) -> DownloadJob:

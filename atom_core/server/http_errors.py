@@ -23,6 +23,7 @@ from ..errors import (
     AtomError,
     AuthError,
     BadRequest,
+    ClientPoolTimeout,
     ModelNotFound,
     NotSupported,
     RequestTimeout,
@@ -215,7 +216,10 @@ def from_transport(
     `url` is the server's base URL. `request_line` ("GET /v1/models") names the request in a
     timeout sentence. `midstream`: the response had started (a break is then an interrupted
     reply, not an unreachable server); `tokens_arrived`: some of the reply was shown, so a
-    timeout means the stream stopped, not that the model is still loading."""
+    timeout means the stream stopped, not that the model is still loading. A pool timeout is
+    ATOM's own: no free connection on this computer, the server was never asked."""
+    if isinstance(exc, httpx.PoolTimeout):
+        return ClientPoolTimeout.at(url, str(exc))
     if isinstance(exc, httpx.TimeoutException):
         if tokens_arrived:
             return StreamInterrupted(

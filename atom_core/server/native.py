@@ -107,7 +107,7 @@ def native_chat(
                     break
         finally:
             stream.close()
-            reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+            reply.timed_by(stream)  # also first answer, pool wait
     result = stream.result or {}
     return NativeChatResult(
         model=model, server=client.base_url,

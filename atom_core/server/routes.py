@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 from httpx_sse import ServerSentEvent
 
+from ..config import DEFAULT_LIMITS, StreamLimits
 from ..errors import AtomError, ServerError
 from ..types import ChatMessage, EventKind, SamplingOptions, StreamEvent, to_float, to_int
 from .http_errors import cap, stream_error
@@ -76,9 +77,10 @@ class NativeChatStream(SSEStream):
 
     def __init__(
         self, http: httpx.Client, request: httpx.Request, *, base_url: str, model: str = "",
-        error_for: ErrorMapper | None = None,
+        error_for: ErrorMapper | None = None, limits: StreamLimits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for)
+        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for,
+                         limits=limits)
         self.instance_id = ""  # from chat.start / the result
         self.result: dict[str, Any] | None = None  # chat.end's result
         self._error: AtomError | None = None
@@ -288,9 +290,10 @@ class ResponsesStream(SSEStream):
 
     def __init__(
         self, http: httpx.Client, request: httpx.Request, *, base_url: str, model: str = "",
-        error_for: ErrorMapper | None = None,
+        error_for: ErrorMapper | None = None, limits: StreamLimits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for)
+        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for,
+                         limits=limits)
         self.response_id: str | None = None
 
     def _on_sse(self, sse: ServerSentEvent, t_ns: int) -> Iterable[StreamEvent]:
@@ -364,9 +367,10 @@ class MessagesStream(SSEStream):
 
     def __init__(
         self, http: httpx.Client, request: httpx.Request, *, base_url: str, model: str = "",
-        error_for: ErrorMapper | None = None,
+        error_for: ErrorMapper | None = None, limits: StreamLimits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for)
+        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for,
+                         limits=limits)
         self.message_id: str | None = None
         self._input_tokens: Any = None
         self._stop_reason: str | None = None

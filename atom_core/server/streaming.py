@@ -18,9 +18,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
+from httpx_sse import ServerSentEvent, SSEError
 
-from ..errors import AtomError, ServerError, StreamInterrupted
+from ..config import DEFAULT_LIMITS, StreamLimits
+from ..errors import AtomError, ServerError, StreamInterrupted, StreamStalled
 from ..metrics import GenerationMetrics, compute_metrics
 from ..types import StreamEvent
 from .http_errors import cap, error_for_response, from_transport, is_error_body, stream_error
@@ -125,7 +126,76 @@ def chunk_events(chunk: dict[str, Any], t_ns: int, splitter: ThinkSplitter) -> l
     usage = chunk.get("usage")
     if isinstance(usage, dict) and usage:
         events.append(StreamEvent("usage", t_ns, usage=usage))
+    timings = chunk.get("timings")  # llama.cpp's llama-server, on its last chunk
+    if isinstance(timings, dict) and timings:
+        events.append(StreamEvent("timings", t_ns, timings=timings))
     return events
+
+
+class SSEParser:
+    """Server-Sent Events, line by line (WHATWG rules that chat streams use: `event:`,
+    multi-line `data:`, `id:`, `:` comments, dispatch on a blank line).
+
+    Fed every line, comments included, so the caller sees keep-alives arrive and can still
+    decide that a stream without tokens has stalled."""
+
+    __slots__ = ("_data", "_event", "_id")
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event = ""
+        self._id = ""
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        """Returns the event when a blank line ends one, else None."""
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            out = ServerSentEvent(event=self._event or "message", data="\n".join(self._data),
+                                  id=self._id)
+            self._data, self._event = [], ""
+            return out
+        if line[0] == ":":
+            return None  # a comment: keep-alive
+        name, _, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+
+class StallWatch:
+    """Decides when a stream has stalled: no token for `stall_timeout_s` once tokens have
+    begun, no first token within `first_token_timeout_s`, or past `request_deadline_s`.
+    Keep-alive comments do not count as progress. Times are perf_counter_ns values."""
+
+    __slots__ = ("deadline_ns", "first_ns", "last_token_ns", "limits", "started_ns")
+
+    def __init__(self, limits: StreamLimits, started_ns: int) -> None:
+        self.limits = limits
+        self.started_ns = started_ns
+        self.last_token_ns = 0
+        self.deadline_ns = started_ns + int(limits.request_deadline_s * 1e9)
+
+    def token(self, t_ns: int) -> None:
+        self.last_token_ns = t_ns
+
+    def stalled(self, now_ns: int, url: str) -> StreamStalled | None:
+        """The error to end the stream with, or None while it is making progress."""
+        if now_ns >= self.deadline_ns:
+            return StreamStalled.deadline(url, self.limits.request_deadline_s)
+        if self.last_token_ns:
+            if now_ns - self.last_token_ns >= self.limits.stall_timeout_s * 1e9:
+                return StreamStalled.no_token(url, (now_ns - self.last_token_ns) / 1e9)
+        elif now_ns - self.started_ns >= self.limits.first_token_timeout_s * 1e9:
+            return StreamStalled.no_token(url, (now_ns - self.started_ns) / 1e9)
+        return None
 
 
 ErrorMapper = Callable[[httpx.Response], AtomError]
@@ -158,10 +228,13 @@ class SSEStream:
     """A streamed reply over one chat route. Iterate for StreamEvents; `with` it (or exhaust
     it) to close. Each route (ChatStream here, the others in routes.py) says how its frames
     read (`_on_sse`) and what a whole JSON answer means (`_non_stream_body`); sending, closing,
-    `abort()` and the mapping of failures to AtomErrors (http_errors) are shared.
+    `abort()` and the mapping of failures to AtomErrors (http_errors) are shared, and so are
+    the stall rules (StallWatch: a token resets the clock, keep-alives do not) and the timing
+    of the wait for a free connection (`pool_wait_ns`, kept out of TTFT).
 
     Raises (while iterating): ServerUnreachable, AuthError, ModelNotFound, BadRequest,
-    NotSupported, ServerError, StreamInterrupted, RequestTimeout.
+    NotSupported, ServerError, StreamInterrupted (StreamStalled), RequestTimeout,
+    ClientPoolTimeout.
     """
 
     def __init__(
@@ -172,16 +245,24 @@ class SSEStream:
         base_url: str,
         model: str = "",
         error_for: ErrorMapper | None = None,
+        limits: StreamLimits = DEFAULT_LIMITS,
     ) -> None:
         self._http = http
         self._request = request
+        # httpcore calls this back as the request gets its connection: the moment it is sent.
+        request.extensions = {**request.extensions, "trace": self._on_trace}
         self._base_url = base_url
+        self._limits = limits
+        self._watch: StallWatch | None = None
+        self._stalled: StreamStalled | None = None
         self._error_for: ErrorMapper = error_for or (
             lambda r: error_for_response(r, url=base_url, model=model)
         )
         self._response: httpx.Response | None = None
         self._iterator: Iterator[StreamEvent] | None = None
-        self.t_request_ns: int = 0
+        self.t_call_ns: int = 0  # when ATOM asked to send (before any wait for a connection)
+        self.t_sent_ns: int = 0  # when the request got a connection (0: not observed)
+        self.t_request_ns: int = 0  # when the request was sent: TTFT's start
         self.t_end_ns: int = 0
         self.tokens = 0  # content and reasoning events yielded so far
         self.malformed_lines = 0  # data lines that were not JSON, or not a shape we read; skipped
@@ -228,6 +309,29 @@ class SSEStream:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    @property
+    def pool_wait_ns(self) -> int | None:
+        """How long the request waited for a free connection (None: not observed)."""
+        return self.t_sent_ns - self.t_call_ns if self.t_sent_ns else None
+
+    def check_stall(self, now_ns: int | None = None) -> bool:
+        """From another thread: ends the stream if it has stalled (see StallWatch); the reader
+        then raises StreamStalled. Returns True when it did."""
+        watch = self._watch
+        if watch is None or self._stalled is not None or self.t_end_ns:
+            return self._stalled is not None
+        stalled = watch.stalled(now_ns or time.perf_counter_ns(), self._base_url)
+        if stalled is None:
+            return False
+        self._stalled = stalled
+        self.abort()
+        return True
+
+    def _on_trace(self, name: str, info: dict[str, Any]) -> None:
+        if not self.t_sent_ns:
+            self.t_sent_ns = time.perf_counter_ns()
+            self.t_request_ns = self.t_sent_ns
+
     def close(self) -> None:
         """Ends the request: the server sees the connection close and stops generating."""
         if self._iterator is not None:
@@ -238,7 +342,8 @@ class SSEStream:
             self.t_end_ns = time.perf_counter_ns()
 
     def _events(self) -> Iterator[StreamEvent]:
-        self.t_request_ns = time.perf_counter_ns()
+        self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
+        self._watch = watch = StallWatch(self._limits, self.t_call_ns)
         try:
             response = send_retrying_stale(
                 self._http, self._request, stream=True, on_retry=self._restart_clock
@@ -247,9 +352,18 @@ class SSEStream:
             self.t_end_ns = time.perf_counter_ns()
             raise from_transport(e, url=self._base_url) from e
         self._response = response
+        if self.t_sent_ns:
+            watch.started_ns = self.t_sent_ns
         try:
             yield from self._read(response)
         except (httpx.TransportError, SSEError) as e:
+            if self._stalled is not None:  # check_stall() cut the socket
+                raise self._stalled from e
+            if isinstance(e, httpx.TimeoutException) and watch.last_token_ns:
+                # tokens had begun: the stream went silent
+                raise StreamStalled.no_token(
+                    self._base_url, (time.perf_counter_ns() - watch.last_token_ns) / 1e9
+                ) from e
             # A read timeout after tokens arrived is a stopped stream, not a slow model load.
             raise from_transport(
                 e, url=self._base_url, midstream=True, tokens_arrived=self.tokens > 0
@@ -259,7 +373,9 @@ class SSEStream:
             response.close()
 
     def _restart_clock(self) -> None:
-        self.t_request_ns = time.perf_counter_ns()  # time the request that gets the answer
+        # time the request that gets the answer
+        self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
+        self.t_sent_ns = 0
 
     def _read(self, response: httpx.Response) -> Iterator[StreamEvent]:
         if response.status_code >= 400:
@@ -269,14 +385,26 @@ class SSEStream:
         if "text/event-stream" not in ctype:
             yield from self._non_stream_body(response)
             return
-        for sse in EventSource(response).iter_sse():
+        parser = SSEParser()
+        watch = self._watch
+        assert watch is not None
+        for line in response.iter_lines():
             t_ns = time.perf_counter_ns()
+            stalled = self._stalled or watch.stalled(t_ns, self._base_url)
+            if stalled is not None:
+                raise stalled
+            sse = parser.feed(line.rstrip("\r"))
+            if sse is None:
+                continue
             for event in self._on_sse(sse, t_ns):
                 if event.kind in ("content", "reasoning"):
                     self.tokens += 1
+                    watch.token(t_ns)
                 yield event
             if self._done:
                 return
+        if self._stalled is not None:
+            raise self._stalled
         if not self.finished:
             raise self._ended_early()
 
@@ -344,8 +472,10 @@ class ChatStream(SSEStream):
         base_url: str,
         model: str = "",
         error_for: ErrorMapper | None = None,
+        limits: StreamLimits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for)
+        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for,
+                         limits=limits)
         self._splitter = ThinkSplitter()
 
     def _on_sse(self, sse: ServerSentEvent, t_ns: int) -> Iterable[StreamEvent]:
@@ -399,9 +529,13 @@ class ReplyBuffer:
     reasoning: str = ""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None  # the server's own figures (llama.cpp)
     token_times_ns: list[int] = field(default_factory=list)
+    first_answer_ns: int | None = None
+    reasoning_chunks: int = 0
     t_request_ns: int = 0
     t_end_ns: int = 0
+    pool_wait_ns: int | None = None
     response_id: str | None = None  # stateful routes: the id the next turn continues from
     server_stats: dict[str, Any] | None = None  # the server's own figures (native `stats`)
     # model_load / prompt_processing progress (0-1) while the reply waits (native route)
@@ -411,9 +545,12 @@ class ReplyBuffer:
         if event.kind == "content":
             self.content += event.text
             self.token_times_ns.append(event.t_ns)
+            if self.first_answer_ns is None:
+                self.first_answer_ns = event.t_ns
         elif event.kind == "reasoning":
             self.reasoning += event.text
             self.token_times_ns.append(event.t_ns)
+            self.reasoning_chunks += 1
         elif event.kind == "finish":
             self.finish_reason = event.finish_reason
         elif event.kind == "usage":
@@ -423,6 +560,13 @@ class ReplyBuffer:
         elif event.kind == "response":
             self.response_id = event.response_id or self.response_id
             self.server_stats = event.stats or self.server_stats
+        elif event.kind == "timings":
+            self.timings = event.timings
+
+    def timed_by(self, stream: SSEStream) -> None:
+        """Takes the request's clock from the stream that carried it."""
+        self.t_request_ns, self.t_end_ns = stream.t_request_ns, stream.t_end_ns
+        self.pool_wait_ns = stream.pool_wait_ns
 
     @property
     def tokens(self) -> int:
@@ -444,4 +588,8 @@ class ReplyBuffer:
             t_end_ns=end,
             usage=self.usage,
             finish_reason=self.finish_reason,
+            first_answer_ns=self.first_answer_ns,
+            reasoning_chunks=self.reasoning_chunks,
+            pool_wait_ns=self.pool_wait_ns,
+            server_timings=self.timings,
         )

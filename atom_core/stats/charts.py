@@ -103,9 +103,11 @@ def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
     return fig
 
 
-def ttft_box(box: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
+def ttft_box(box: pd.DataFrame, colors: Mapping[str, str], *,
+             first_answer: bool = False) -> go.Figure:
     """TTFT distribution per model from precomputed quantiles (stats.box_stats): the box spans
-    p25-p75 with the median inside, whiskers reach p5 and p95. Quickest model on top."""
+    p25-p75 with the median inside, whiskers reach p5 and p95. Quickest model on top.
+    `first_answer`: the box is over the time to the first answer token (the chart option)."""
     traces: list[dict[str, Any]] = []
     for row in box.iloc[::-1].itertuples(index=False):  # plotly draws the first row lowest
         color = _color(colors, row.model)
@@ -117,8 +119,9 @@ def ttft_box(box: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
             hoverinfo="x+name",
         ))
     fig = _figure(traces)
-    _layout(fig, title="Time to first token: box p25-p75, line median, whiskers p5-p95",
-            x="Time to first token (s)", y="", height=max(HEIGHT, 60 + 26 * len(box)),
+    what = "Time to first answer token" if first_answer else "Time to first token"
+    _layout(fig, title=f"{what}: box p25-p75, line median, whiskers p5-p95",
+            x=f"{what} (s)", y="", height=max(HEIGHT, 60 + 26 * len(box)),
             legend=False)
     fig.update_xaxes(rangemode="tozero")
     return fig
@@ -323,6 +326,8 @@ def overview_figures(ov: Overview, colors: Mapping[str, str]) -> dict[str, go.Fi
     return {
         "speed_map": speed_map(ov.summary, colors),
         "ttft_box": ttft_box(ov.box, colors),
+        "first_answer_box": ttft_box(ov.answer_box if ov.answer_box is not None else ov.box,
+                                     colors, first_answer=True),
         "tps_over_time": tps_over_time(ov.buckets, ov.bucket_s, colors, order),
         "e2e_vs_tokens": scatter_with_trend(
             ov.sample, ov.e2e_trend, x="output_tokens", y="e2e_s", colors=colors,

@@ -63,8 +63,11 @@ __all__ = [
 FLOAT_COLUMNS = (
     "ts", "ttft_s", "decode_tps", "e2e_s", "itl_p50_s", "itl_p95_s", "output_tokens",
     "prompt_tokens", "concurrency",
-    # what the server said about the same run (LM Studio's native /api/v1/chat stats)
-    "server_tps", "server_ttft_s", "server_load_s",
+    # reasoning models and client-side waits (atom_core.metrics defines each)
+    "first_answer_s", "thinking_s", "pool_wait_s",
+    # what the server said about the same run (LM Studio's native /api/v1/chat stats,
+    # llama.cpp's timings)
+    "server_tps", "server_ttft_s", "server_load_s", "server_prompt_s", "server_output_tokens",
 )
 CATEGORY_COLUMNS = ("model", "source", "server", "state", "tokens_source", "route")
 TEXT_COLUMNS = ("id", "error", "finish_reason", "conversation_id", "message_id", "sweep_id",
@@ -238,6 +241,9 @@ SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "ttft_p50_s": ("TTFT p50 (s)", "seconds"),
     "ttft_p90_s": ("TTFT p90 (s)", "seconds"),
     "ttft_p99_s": ("TTFT p99 (s)", "seconds"),
+    # when the reply visibly begins: the first answer token (TTFT for models that don't reason)
+    "first_answer_p50_s": ("First answer p50 (s)", "seconds"),
+    "thinking_p50_s": ("Thinking p50 (s)", "seconds"),
     "decode_tps_p50": ("Decode tok/s p50", "tps"),
     "e2e_p50_s": ("End-to-end p50 (s)", "seconds"),
     "output_tokens_mean": ("Output tokens (mean)", "tokens"),
@@ -270,6 +276,10 @@ def model_summary(df: pd.DataFrame, *, by_route: bool = False) -> pd.DataFrame:
     out["ttft_p50_s"] = ttft.get(0.5)
     out["ttft_p90_s"] = ttft.get(0.9)
     out["ttft_p99_s"] = ttft.get(0.99)
+    ok_runs = df[df["ok"]]
+    visible = ok_runs["first_answer_s"].fillna(ok_runs["ttft_s"])
+    out["first_answer_p50_s"] = visible.groupby(ok_runs["model"], observed=True).median()
+    out["thinking_p50_s"] = done["thinking_s"].median()
     out["decode_tps_p50"] = done["decode_tps"].median()
     out["e2e_p50_s"] = done["e2e_s"].median()
     out["output_tokens_mean"] = done["output_tokens"].mean()
@@ -492,6 +502,8 @@ class Overview:
     e2e_trend: pd.DataFrame
     prompt_trend: pd.DataFrame
     hist: pd.DataFrame
+    # the same box over the time to the first answer token (TTFT where a model doesn't reason)
+    answer_box: pd.DataFrame | None = None
 
 
 def overview(df: pd.DataFrame, flt: RunFilter | None = None, *,
@@ -512,11 +524,15 @@ def overview(df: pd.DataFrame, flt: RunFilter | None = None, *,
         e2e_trend=trend_lines(runs, "output_tokens", "e2e_s"),
         prompt_trend=trend_lines(runs, "prompt_tokens", "ttft_s"),
         hist=token_histogram(runs),
+        answer_box=box_stats(
+            runs.assign(first_answer_s=runs["first_answer_s"].fillna(runs["ttft_s"])),
+            "first_answer_s"),
     )
 
 
 def headline(summary: pd.DataFrame) -> dict[str, tuple[str, str] | None]:
-    """The fastest decoder and the quickest starter (by median) with their figure as text,
+    """The fastest decoder and the quickest starter (median time to the first answer token,
+    which is TTFT for models that do not reason) with their figure as text,
     among models with at least MIN_RUNS_FOR_HEADLINE runs when any model has that many."""
     from ..metrics import format_seconds
 
@@ -527,11 +543,14 @@ def headline(summary: pd.DataFrame) -> dict[str, tuple[str, str] | None]:
     if len(tps):
         best = tps.loc[tps["decode_tps_p50"].idxmax()]
         out["fastest"] = (str(best["model"]), f"{best['decode_tps_p50']:.1f} tok/s median")
-    ttft = pool.dropna(subset=["ttft_p50_s"])
+    # "Quickest" is when the reply visibly begins: a model that reasons first must not win it
+    # with its first reasoning token (metrics: first_visible_s).
+    start = "first_answer_p50_s" if "first_answer_p50_s" in pool else "ttft_p50_s"
+    ttft = pool.dropna(subset=[start])
     if len(ttft):
-        best = ttft.loc[ttft["ttft_p50_s"].idxmin()]
+        best = ttft.loc[ttft[start].idxmin()]
         out["quickest"] = (str(best["model"]),
-                           f"{format_seconds(float(best['ttft_p50_s']))} median")
+                           f"{format_seconds(float(best[start]))} median")
     return out
 
 

@@ -78,9 +78,12 @@ def test_unloaded_models_are_loaded_first_and_load_time_stays_out_of_ttft(
     loads = [x for x in double.log() if x["path"] == "/api/v1/models/load"]
     assert [x["body"]["model"] for x in loads] == ["m/c"]
     c = rnd.slots[2]
-    assert c.state == "complete" and c.load_s == pytest.approx(0.5, abs=0.1)
+    # the double sleeps 0.5 s to load (a floor, and a ceiling load cannot reach)
+    assert c.state == "complete" and c.load_s is not None and 0.5 <= c.load_s < 5
     assert c.metric is not None and c.metric.ttft_s is not None
-    assert c.metric.ttft_s < 0.2  # 60 ms set: the 500 ms load is not in it
+    # the load is not in TTFT: the chat request went out only after the load had ended
+    (chat_c,) = [x for x in chats(double) if x["model"] == "m/c"]
+    assert chat_c["received_at"] >= loads[0]["ended_at"]
     assert c.instance_config["context_length"] == 4096
 
 
@@ -95,8 +98,8 @@ def test_three_slots_stream_at_the_same_time(double: DoubleServer, client: LMStu
     assert len(log) == 3
     # All three were in flight together: each started before any ended.
     assert max(x["received_at"] for x in log) < min(x["ended_at"] for x in log)
-    slowest = max(s.metric.e2e_s for s in rnd.slots if s.metric)
-    assert wall < slowest + 0.5  # a sequential race would take the sum (about 1.9 s)
+    # (no wall-clock bound here, issue 10: the overlap above is the proof of parallelism)
+    assert wall > 0
     assert [s.content.split(":")[0] for s in rnd.slots] == [
         "Reply from m/a", "Reply from m/b", "Reply from m/c"]
     assert all(s.state == "complete" for s in rnd.slots)
@@ -306,3 +309,31 @@ def test_default_picks_spread_slots_over_servers_before_repeating() -> None:
     assert arena.default_picks([three], 4) == [(0, "q"), (0, "p"), (0, "r"), (0, "q")]
     assert arena.default_picks([three, other], 4)[3] == (1, "gemma-b")
     assert arena.default_picks([[], []], 2) == []
+
+
+def test_results_grid_gives_the_quickest_start_to_the_first_answer_when_a_model_reasons() -> None:
+    from atom_core.arena.race import ArenaRound, SlotResult
+    from atom_core.metrics import compute_metrics
+
+    ms = 1_000_000
+    # A reasons: first token at 35 ms, answer at 435 ms. B answers at once, at 200 ms.
+    thinker = compute_metrics(t_request_ns=0, token_times_ns=[35 * ms, 435 * ms, 535 * ms],
+                              t_end_ns=600 * ms, first_answer_ns=435 * ms, reasoning_chunks=1)
+    plain = compute_metrics(t_request_ns=0, token_times_ns=[200 * ms, 300 * ms],
+                            t_end_ns=350 * ms)
+    slots = tuple(SlotResult(label=label, server="s", model=label, target=label,
+                             contestant=label, metrics=m.to_dict(), state="complete")
+                  for label, m in (("A", thinker), ("B", plain)))
+    rnd = ArenaRound(id="r", ts=0.0, prompt="p", system_prompt="", slots=slots)
+    rows = {row.key: row for row in arena.stat_rows(rnd)}
+    assert rows["ttft"].cells == ("35 ms", "200 ms")
+    assert rows["ttft"].best == frozenset()  # a first reasoning token wins nothing
+    assert rows["first_answer"].name == "First answer"
+    assert rows["first_answer"].cells == ("435 ms (thought 400 ms)", "200 ms")
+    assert rows["first_answer"].best == frozenset({1})
+    # without reasoning there is no extra row and TTFT keeps its mark
+    plain_round = ArenaRound(id="r2", ts=0.0, prompt="p", system_prompt="",
+                             slots=(slots[1], slots[1]))
+    keys = [row.key for row in arena.stat_rows(plain_round)]
+    assert "first_answer" not in keys
+    assert {row.key: row.best for row in arena.stat_rows(plain_round)}["ttft"] == {0, 1}

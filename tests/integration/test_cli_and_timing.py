@@ -90,8 +90,10 @@ def test_python_dash_m_entry_point(double: DoubleServer, isolated_env: Path) -> 
 
 @pytest.mark.parametrize(("ttft_ms", "gap_ms"), [(400, 40), (250, 25)])
 def test_measured_ttft_and_speed_match_the_servers_settings(ttft_ms: int, gap_ms: int) -> None:
-    """The metrics are the product: against a server that waits ttft_ms before the first token
-    and gap_ms between tokens, ATOM must measure both within 5 %."""
+    """Against a server that waits ttft_ms before the first token and gap_ms between tokens,
+    ATOM's figures obey the schedule's floors and stay within a bound load cannot break (no
+    timed assertions here, issue 10: accuracy against the clock is bench/bench_fidelity.py's,
+    and the arithmetic is pinned in test_metrics.py)."""
     config = {"models": [{"key": "timed", "loaded": True, "ttft_ms": ttft_ms,
                           "token_gap_ms": gap_ms, "reply_tokens": 40}]}
     with serve(config) as server, LMStudioClient(server.url) as client:
@@ -100,7 +102,9 @@ def test_measured_ttft_and_speed_match_the_servers_settings(ttft_ms: int, gap_ms
     expected_tps = 1000 / gap_ms
     print(f"set TTFT {ttft_ms} ms, measured {m.ttft_s * 1000:.1f} ms; "  # type: ignore[operator]
           f"set {expected_tps:.1f} tok/s, measured {m.decode_tps:.2f} tok/s")
-    assert m.ttft_s == pytest.approx(ttft_ms / 1000, rel=0.05)
-    assert m.decode_tps == pytest.approx(expected_tps, rel=0.05)
-    assert m.itl_p50_s == pytest.approx(gap_ms / 1000, rel=0.05)
+    assert m.ttft_s is not None and ttft_ms / 1000 <= m.ttft_s < 10 * ttft_ms / 1000
+    # the last token is due (40 - 1) gaps after the first token's due time
+    assert m.token_offsets_ms[-1] >= ttft_ms + 39 * gap_ms
+    assert m.decode_tps is not None and expected_tps / 10 < m.decode_tps < expected_tps * 10
+    assert m.itl_p50_s is not None and 0 < m.itl_p50_s < 10 * gap_ms / 1000
     assert m.output_tokens == 40 and m.tokens_source == "usage"

@@ -383,8 +383,11 @@ def test_token_timing_matches_config(make_double: Factory) -> None:
     print(f"\nmeasured TTFT {m['ttft_ms']:.1f} ms (configured 200), "
           f"{m['tokens_per_second']:.2f} tok/s (configured 40.00), {m['tokens']} tokens")
     assert m["tokens"] == 21
-    assert m["ttft_ms"] == pytest.approx(200, rel=0.2)
-    assert m["tokens_per_second"] == pytest.approx(40, rel=0.2)
+    # No timed assertions (issue 10): nothing can arrive before it is due, so the schedule is a
+    # floor; the ceilings are ten times the schedule, which load alone cannot reach.
+    assert 200 <= m["ttft_ms"] < 2000
+    assert m["wall_s"] >= 0.2 + 20 * 0.025  # the last token is due 700 ms in
+    assert 4 < m["tokens_per_second"] < 400
 
 
 def test_three_streams_run_in_parallel(make_double: Factory) -> None:
@@ -405,9 +408,12 @@ def test_three_streams_run_in_parallel(make_double: Factory) -> None:
     wall = time.perf_counter() - start
     print(f"\nthree 0.48 s streams in parallel took {wall:.3f} s")
     assert len(results) == 3
-    assert wall < 0.48 * 2  # serial would be 1.44 s
+    # In parallel, whatever the load: every stream was received before any of them ended.
+    log = [r for r in d.log() if r["path"] == "/v1/chat/completions"]
+    assert len(log) == 3
+    assert max(r["received_at"] for r in log) < min(r["ended_at"] for r in log)
     for m in results.values():
-        assert m["tokens_per_second"] == pytest.approx(50, rel=0.2)
+        assert m["tokens"] == 20 and 5 < m["tokens_per_second"] < 500
 
 
 def test_client_that_closes_early_is_logged(make_double: Factory) -> None:
@@ -428,8 +434,8 @@ def test_client_that_closes_early_is_logged(make_double: Factory) -> None:
           f"after {record['tokens_sent']} tokens")
     assert record["closed_early"] is True
     assert record["completed"] is False
-    assert 3 <= record["tokens_sent"] < 10
-    assert record["ended_at"] - closed_at < 0.5
+    assert 3 <= record["tokens_sent"] < 60  # it stopped before the end (60 tokens)
+    assert record["ended_at"] - closed_at < 5  # promptly; a bound load cannot break
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,7 +459,7 @@ def test_non_streaming_shape(make_double: Factory) -> None:
 def test_v0_chat_completions_has_stats(client: httpx.Client) -> None:
     body = client.post("/api/v0/chat/completions", json=chat_body("test/alpha")).json()
     assert body["stats"]["stop_reason"] == "eosFound"
-    assert body["stats"]["tokens_per_second"] == pytest.approx(50, rel=0.2)
+    assert 5 < body["stats"]["tokens_per_second"] < 500  # scheduled at 50
     assert body["model_info"]["arch"] == "llama" and "runtime" in body
 
 
@@ -538,7 +544,7 @@ def test_load_clamps_and_adds_instances_then_unload(client: httpx.Client) -> Non
     assert r.status_code == 200
     assert list(body) == ["type", "instance_id", "load_time_seconds", "status", "load_config"]
     assert body["instance_id"] == "test/gamma" and body["status"] == "loaded"
-    assert body["load_time_seconds"] == pytest.approx(0.6, abs=0.1)
+    assert 0.6 <= body["load_time_seconds"] < 6  # it sleeps 0.6 s; a generous ceiling
     assert body["load_config"]["context_length"] == 8192  # clamped to max_context_length
     assert body["load_config"]["flash_attention"] is False
     second = client.post("/api/v1/models/load", json={"model": "test/gamma"}).json()
@@ -628,8 +634,8 @@ def test_native_chat_non_streaming(client: httpx.Client) -> None:
     assert stats["input_tokens"] == 5
     assert stats["total_output_tokens"] == 8 + 20
     assert stats["reasoning_output_tokens"] == 8
-    assert stats["time_to_first_token_seconds"] == pytest.approx(0.25, rel=0.2)
-    assert stats["tokens_per_second"] == pytest.approx(25, rel=0.2)
+    assert 0.25 <= stats["time_to_first_token_seconds"] < 2.5  # scheduled at 0.25 s
+    assert 2.5 < stats["tokens_per_second"] < 250  # scheduled at 25
     assert "model_load_time_seconds" not in stats
     assert body["response_id"].startswith("resp_") and len(body["response_id"]) == 53
 
@@ -654,9 +660,9 @@ def test_native_chat_streaming_events_and_stats(client: httpx.Client) -> None:
     stats = result["stats"]
     print(f"\nnative stats: {stats}")
     assert stats["total_output_tokens"] == len(deltas) == 20
-    assert stats["tokens_per_second"] == pytest.approx(100, rel=0.2)
-    assert stats["time_to_first_token_seconds"] == pytest.approx(0.08, abs=0.03)
-    assert stats["model_load_time_seconds"] == pytest.approx(0.6, abs=0.1)
+    assert 10 < stats["tokens_per_second"] < 1000  # scheduled at 100
+    assert 0.05 <= stats["time_to_first_token_seconds"] < 0.8  # prompt 50 ms + first 30 ms
+    assert 0.6 <= stats["model_load_time_seconds"] < 6  # it sleeps 0.6 s
 
 
 def test_native_chat_errors(client: httpx.Client) -> None:

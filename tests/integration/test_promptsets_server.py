@@ -36,7 +36,7 @@ def test_a_run_saves_records_with_checks_and_summaries(isolated_env: Path) -> No
     summary = {s["slot"]: s for s in ps.summary_rows(run, records)}
     assert summary["Model A"]["checks_passed"] == 2 and summary["Model A"]["checks_total"] == 4
     assert summary["Model B"]["checks_passed"] == 4 and summary["Model B"]["ok"] == 6
-    assert summary["Model A"]["ttft_p50_s"] == pytest.approx(0.02, abs=0.03)
+    assert 0.02 <= summary["Model A"]["ttft_p50_s"] < 2  # 20 ms set: a floor, generous cap
     rows = ps.check_rows(run, records)
     assert rows[0] == {"prompt": "Capital of France?", "check": "contains “Paris”",
                        "Model A": "0/2", "Model B": "2/2"}

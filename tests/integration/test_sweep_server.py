@@ -68,7 +68,9 @@ def test_a_real_sweep_against_the_double_records_levels_and_agrees_with_the_cli_
     # The server saw 3 requests in flight at level 3, so the machine delivered more tokens.
     assert max_overlap(log) == 3
     assert levels[1].aggregate_tps > 1.5 * levels[0].aggregate_tps  # type: ignore[operator]
-    assert levels[0].tps_per_user_p50 == pytest.approx(100, rel=0.25)  # 10 ms between tokens
+    # 10 ms between tokens: at most 100 tok/s (a server cannot send faster than its schedule),
+    # and a generous floor that load alone cannot break
+    assert 10 < levels[0].tps_per_user_p50 <= 110  # type: ignore[operator]
     # The page's maths (from stored rows) and the CLI's (loadrun.summarize) agree.
     for lv in levels:
         mine = [r for r in records if r.job.tags["concurrency"] == lv.concurrency]
@@ -76,7 +78,8 @@ def test_a_real_sweep_against_the_double_records_levels_and_agrees_with_the_cli_
         cli = LevelResult.from_summary(lv.concurrency, s, lv.wall_s)
         assert cli.tps_per_user_p50 == pytest.approx(lv.tps_per_user_p50)
         assert cli.ttft_p90_s == pytest.approx(lv.ttft_p90_s)
-        assert cli.aggregate_tps == pytest.approx(lv.aggregate_tps)
+        # the same window from two clocks (stored wall-clock ts, the engine's perf counter)
+        assert cli.aggregate_tps == pytest.approx(lv.aggregate_tps, rel=1e-3)
     verdict = sweep.verdict(levels, SweepTarget(min_tps_per_user=50, max_ttft_p90_s=1.0))
     assert verdict.best == 3
 

@@ -25,6 +25,9 @@ from tests.ui.conftest import new_app, press_stop
 pytestmark = pytest.mark.integration
 
 GOOD = "fault/good"
+# The Stop test's model: a 30 s keep-alive stall after two tokens, so Stop lands inside the stall
+# however busy the machine is (the 600 ms stall of the "stall_keepalive" case could end first).
+STALL_LONG = "fault/stall_long"
 REPLY = "alpha beta gamma delta epsilon zeta"  # six tokens: " beta" is token 1
 
 
@@ -61,7 +64,8 @@ def spec(key: str, fail_mode: str | None = None) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def double() -> Iterator[DoubleServer]:
-    models = [spec(GOOD)] + [spec(f"fault/{name}", c.fail_mode) for name, c in CASES.items()]
+    models = [spec(GOOD), spec(STALL_LONG, "stall:2:30000")]
+    models += [spec(f"fault/{name}", c.fail_mode) for name, c in CASES.items()]
     with serve({"models": models}) as server:
         yield server
 
@@ -119,10 +123,10 @@ def test_chat_survives(name: str, app: AppTest, isolated_env: Path) -> None:
 def test_chat_stop_during_a_keepalive_stall_keeps_the_partial_reply(
     app: AppTest, double: DoubleServer, isolated_env: Path
 ) -> None:
-    stalled = "fault/stall_keepalive"
+    stalled = STALL_LONG
 
     def stop_once_stalled() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             rows = [r for r in double.log() if r.get("model") == stalled]
             if rows and rows[-1].get("fault") == "stall":

@@ -239,15 +239,19 @@ def test_server_stats_beside_atoms_measurement(double: DoubleServer, isolated_en
     assert not at.exception, at.exception
     rows = table_with(at, "why").set_index("measure")
     ttft = rows.loc["Time to first token (s)"]
-    assert ttft["server"] == pytest.approx(0.03, rel=0.2)
-    assert ttft["atom"] == pytest.approx(0.03, rel=0.5)
-    assert rows.loc["Decode speed (tok/s)", "server"] == pytest.approx(200, rel=0.1)
+    # No timed assertions (issue 10): the server waits at least its 30 ms schedule, ATOM's
+    # clock starts before the server's and stops after it, and the difference is the arithmetic.
+    assert ttft["server"] >= 0.03
+    assert ttft["atom"] >= ttft["server"]
+    assert ttft["difference"] == pytest.approx(ttft["atom"] - ttft["server"])
+    server_tps = rows.loc["Decode speed (tok/s)", "server"]
+    assert 20 < server_tps < 2000  # scheduled at 200 tok/s; a bound load cannot break
     (run,) = open_store(isolated_env).runs()
-    assert run["source"] == "server-check" and run["server_tps"] == pytest.approx(200, rel=0.1)
+    assert run["source"] == "server-check" and run["server_tps"] == pytest.approx(server_tps)
     # ...and the summary then shows the server's figure beside ATOM's.
     at.session_state["stats_tab"] = "Overview"
     at.run()
-    assert summary_table(at)["server_tps_p50"][0] == pytest.approx(200, rel=0.1)
+    assert summary_table(at)["server_tps_p50"][0] == pytest.approx(server_tps)
 
 
 def test_server_stats_need_lm_studio_04(mock: respx.MockRouter) -> None:
@@ -255,7 +259,8 @@ def test_server_stats_need_lm_studio_04(mock: respx.MockRouter) -> None:
     mock.get("/api/v0/models").respond(json={"error": "Unexpected endpoint or method."})
     mock.get("/v1/models").respond(json={"data": [{"id": "m", "object": "model"}]})
     at = open_stats("Server vs ATOM")
-    assert "Only LM Studio 0.4's native API" in at.info[-1].value
+    assert "needs LM Studio 0.4's native API" in at.info[-1].value
+    assert "llama-server" in at.info[-1].value
 
 
 def test_arena_round_timelines_side_by_side(seeded: list[dict[str, Any]],
@@ -357,3 +362,33 @@ def test_a_sweep_over_a_picked_route_records_it(double: DoubleServer,
     assert paths.count("/v1/responses") == 4 and "/v1/chat/completions" not in paths
     (picker,) = [s for s in at.selectbox if s.label == "Sweep"]
     assert "fast/one via responses · levels 1, 2" in picker.format_func(picker.value)
+def test_llama_cpp_timings_show_beside_atoms_figures(double: DoubleServer,
+                                                     isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    m = compute_metrics(t_request_ns=0, token_times_ns=[(250 + 20 * i) * MS for i in range(11)],
+                        t_end_ns=500 * MS, finish_reason="stop",
+                        server_timings={"prompt_ms": 120.0, "predicted_n": 11,
+                                        "predicted_per_second": 52.0})
+    for _ in range(3):
+        store.add_run(run_record(source="cli", server="http://llama:8080", model="gemma",
+                                 metrics=m))
+    at = open_stats("Server vs ATOM")
+    found = table_with(at, "server_prompt_p50_s").set_index("model")
+    assert found.loc["gemma", "runs"] == 3
+    assert found.loc["gemma", "server_tps_p50"] == pytest.approx(52.0)
+    assert found.loc["gemma", "atom_tps_p50"] == pytest.approx(10 / 0.2)  # 10 gaps of 20 ms
+    assert found.loc["gemma", "server_prompt_p50_s"] == pytest.approx(0.12)
+
+
+def test_first_token_chart_option_draws_the_first_answer_box(
+        seeded: list[dict[str, Any]]) -> None:
+    at = open_stats()
+    metrics = {m.label: m.value for m in at.metric}
+    best = stats.headline(stats.model_summary(stats.runs_frame(seeded)))
+    assert metrics["Quickest first answer"] == best["quickest"][0]  # type: ignore[index]
+    (option,) = [s for s in at.segmented_control if s.label == "First token chart"]
+    option.set_value("First answer token").run()
+    assert not at.exception, at.exception
+    keys = {e.key for e in at.get("plotly_chart")}
+    assert "first_answer_box" in keys and "ttft_box" not in keys
+    assert "first answer" in json.dumps(chart(at, "first_answer_box")["layout"]).lower()

@@ -107,3 +107,18 @@ def test_exports(isolated_env: Path) -> None:
     text = export.to_text(conv, msgs)
     assert "User:\nCapital of France?" in text and "Assistant (m) [stopped by the user]:" in text
     assert export.export_filename(conv, "md") == "atom-capitals-france.md"
+
+
+def test_stats_line_shows_first_answer_and_thinking_for_a_reasoning_reply() -> None:
+    from atom_core.chat import metrics_line
+    from atom_core.metrics import compute_metrics
+
+    ms = 1_000_000
+    m = compute_metrics(t_request_ns=0, token_times_ns=[35 * ms, 435 * ms, 535 * ms],
+                        t_end_ns=600 * ms, first_answer_ns=435 * ms, reasoning_chunks=1)
+    line = metrics_line(m.to_dict())
+    assert line.startswith("TTFT 35 ms · first answer 435 ms (thought 400 ms) · ")
+    # an older stored reply without the new fields still reads
+    assert metrics_line({"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 10.0, "itl_p50_s": None,
+                         "itl_p95_s": None, "output_tokens": 9, "tokens_source": "usage"}
+                        ).startswith("TTFT 200 ms · 10.0 tok/s")

@@ -18,6 +18,7 @@ from atom_core.errors import (
     ServerError,
     ServerUnreachable,
     StreamInterrupted,
+    StreamStalled,
 )
 from atom_core.runs import reply_state
 from atom_core.server.client import LMStudioClient
@@ -465,9 +466,11 @@ def test_read_timeout_after_tokens_is_an_interrupted_reply(
     mock.post("/v1/chat/completions").mock(
         return_value=httpx.Response(200, headers=SSE_HEADERS, stream=stream_body)
     )
-    with pytest.raises(StreamInterrupted) as e:
+    with pytest.raises(StreamStalled) as e:
         client.chat("m", [ChatMessage("user", "q")])
-    assert "stopped part-way" in e.value.sentence and "loading" not in e.value.sentence
+    # a stall is an interrupted reply (kept), never "did not answer in time... loading"
+    assert isinstance(e.value, StreamInterrupted)
+    assert "stalled" in e.value.sentence and "loading" not in e.value.sentence
     assert reply_state(e.value, cancelled=False) == "interrupted"
 
 

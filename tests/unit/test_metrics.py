@@ -97,3 +97,101 @@ def test_think_splitter(pieces: list[str], reasoning: str, content: str) -> None
     out = [p for piece in pieces for p in splitter.feed(piece)] + splitter.flush()
     assert "".join(t for k, t in out if k == "reasoning") == reasoning
     assert "".join(t for k, t in out if k == "content") == content
+
+
+# -- reasoning models, usage coverage (pinned timestamps) -------------------------------------
+
+
+def test_reasoning_then_answer() -> None:
+    # Sent at 0; reasoning chunks at 35, 100, 200 ms; answer chunks at 400, 500, 600 ms.
+    times = [35 * MS, 100 * MS, 200 * MS, 400 * MS, 500 * MS, 600 * MS]
+    m = compute_metrics(t_request_ns=0, token_times_ns=times, t_end_ns=650 * MS,
+                        first_answer_ns=400 * MS, reasoning_chunks=3, finish_reason="stop")
+    assert m.ttft_s == pytest.approx(0.035)  # first token of any kind, as LM Studio counts
+    assert m.first_answer_s == pytest.approx(0.4)
+    assert m.thinking_s == pytest.approx(0.365)
+    assert m.first_visible_s == pytest.approx(0.4)  # what "quickest" badges use
+    assert m.output_tokens == 6 and m.tokens_source == "chunks"
+    assert m.reasoning_tokens == 3  # counted, as no usage said otherwise
+    assert m.decode_tps == pytest.approx(5 / 0.565)  # the window spans all six tokens
+
+
+def test_answer_only_first_answer_is_ttft() -> None:
+    times = [200 * MS, 300 * MS]
+    m = compute_metrics(t_request_ns=0, token_times_ns=times, t_end_ns=300 * MS)
+    assert m.first_answer_s == m.ttft_s == pytest.approx(0.2)
+    assert m.thinking_s is None and m.reasoning_tokens is None
+
+
+def test_reasoning_only_reply_has_no_first_answer() -> None:
+    m = compute_metrics(t_request_ns=0, token_times_ns=[MS, 2 * MS], t_end_ns=3 * MS,
+                        reasoning_chunks=2)
+    assert m.ttft_s == pytest.approx(0.001)
+    assert m.first_answer_s is None and m.thinking_s is None
+    assert m.first_visible_s == pytest.approx(0.001)
+
+
+def test_usage_counting_the_answer_alone_is_not_believed() -> None:
+    # The case: 63 chunks (reasoning and answer) over 2.14 s, usage = answer only (40).
+    times = [35 * MS + i * (2140 * MS // 62) for i in range(63)]
+    m = compute_metrics(t_request_ns=0, token_times_ns=times, t_end_ns=times[-1],
+                        usage={"completion_tokens": 40}, first_answer_ns=times[23],
+                        reasoning_chunks=23)
+    assert m.output_tokens == 63 and m.tokens_source == "chunks"
+    assert m.decode_tps == pytest.approx(62 / ((times[-1] - times[0]) / 1e9))
+    assert m.decode_tps == pytest.approx(29.0, abs=0.05)
+
+
+def test_usage_with_reasoning_tokens_is_believed() -> None:
+    times = [100 * MS, 200 * MS, 300 * MS, 400 * MS]
+    usage = {"completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": 1}}
+    m = compute_metrics(t_request_ns=0, token_times_ns=times, t_end_ns=400 * MS, usage=usage,
+                        first_answer_ns=200 * MS, reasoning_chunks=1)
+    # Usage says it covers reasoning (even though it is below the chunks counted): usage wins.
+    assert m.output_tokens == 3 and m.tokens_source == "usage"
+    assert m.reasoning_tokens == 1
+    assert m.decode_tps == pytest.approx(2 / 0.3)
+
+
+def test_usage_at_least_counted_is_believed_with_reasoning() -> None:
+    times = [100 * MS, 200 * MS, 300 * MS]
+    m = compute_metrics(t_request_ns=0, token_times_ns=times, t_end_ns=300 * MS,
+                        usage={"completion_tokens": 7}, first_answer_ns=300 * MS,
+                        reasoning_chunks=2)
+    assert m.output_tokens == 7 and m.tokens_source == "usage"
+    assert m.decode_tps == pytest.approx(6 / 0.2)
+
+
+def test_usage_without_reasoning_below_count_on_plain_reply_is_believed() -> None:
+    # No reasoning at all: usage covers everything there is.
+    m = compute_metrics(t_request_ns=0, token_times_ns=[MS, 2 * MS, 3 * MS], t_end_ns=3 * MS,
+                        usage={"completion_tokens": 2})
+    assert m.output_tokens == 2 and m.tokens_source == "usage"
+
+
+def test_pool_wait_and_server_timings_are_their_own_fields() -> None:
+    m = compute_metrics(t_request_ns=500 * MS, token_times_ns=[700 * MS, 800 * MS],
+                        t_end_ns=800 * MS, pool_wait_ns=500 * MS,
+                        server_timings={"prompt_ms": 12.5, "predicted_n": 2,
+                                        "predicted_per_second": 11.0})
+    assert m.ttft_s == pytest.approx(0.2)  # from the request sent, not from when it queued
+    assert m.pool_wait_s == pytest.approx(0.5)
+    assert m.server_prompt_s == pytest.approx(0.0125)
+    assert m.server_output_tokens == 2 and m.server_tps == pytest.approx(11.0)
+    assert "waited 500 ms for a connection" in m.summary()
+
+
+def test_old_stored_metrics_still_load() -> None:
+    old = {"ttft_s": 0.3, "e2e_s": 1.0, "decode_tps": 20.0, "itl_p50_s": 0.05,
+           "itl_p95_s": 0.06, "output_tokens": 20, "tokens_source": "usage"}
+    m = GenerationMetrics.from_dict(old)
+    assert m.first_answer_s == pytest.approx(0.3) and m.thinking_s is None
+    assert m.pool_wait_s is None and m.server_tps is None
+    reasoning_old = GenerationMetrics.from_dict(old | {"reasoning_tokens": 12})
+    assert reasoning_old.first_answer_s is None  # unknown: it may have thought first
+
+
+def test_summary_shows_first_answer_for_reasoning_reply() -> None:
+    m = compute_metrics(t_request_ns=0, token_times_ns=[35 * MS, 435 * MS], t_end_ns=500 * MS,
+                        first_answer_ns=435 * MS, reasoning_chunks=1)
+    assert m.summary().startswith("TTFT 35 ms · first answer 435 ms (thought 400 ms) · ")

@@ -27,6 +27,8 @@ PINNED = [
     "Settings", "SettingsStore", "Slot", "StreamEvent", "StreamInterrupted", "compute_metrics",
     "normalize_base_url", "open_settings", "open_store", "percentile", "run_load",
     "settings_from_env",
+    # measuring under load (issue 10)
+    "ClientPoolTimeout", "StreamStalled",
 ]
 
 

@@ -42,3 +42,22 @@ def test_old_and_damaged_rows_read_back_without_raising() -> None:
     assert junk.ok is True  # a non-bool 'ok' is unknown, not False
     assert "nested" not in junk.tags  # only plain values travel as tags
     assert RunRecord.from_record({"ok": False}).state == "error"
+
+
+def test_reasoning_pool_and_server_fields_travel_and_old_rows_read_none() -> None:
+    m = GenerationMetrics(ttft_s=0.035, e2e_s=2.2, decode_tps=29.0, itl_p50_s=0.03,
+                          itl_p95_s=0.04, output_tokens=63, tokens_source="chunks",
+                          first_answer_s=0.435, thinking_s=0.4, pool_wait_s=0.0,
+                          server_tps=31.5, server_prompt_s=0.012, server_output_tokens=63)
+    row = RunRecord.measured(source="cli", server="s", model="m", metrics=m, ts=1.0).to_record()
+    assert row["first_answer_s"] == 0.435 and row["thinking_s"] == 0.4
+    assert row["pool_wait_s"] == 0.0 and row["server_tps"] == 31.5
+    assert row["server_prompt_s"] == 0.012 and row["server_output_tokens"] == 63
+    # a caller's own server figure (LM Studio native stats) wins over the stream's
+    native = RunRecord.measured(source="cli", server="s", model="m", metrics=m, ts=1.0,
+                                server_tps=30.0)
+    assert native.server_tps == 30.0
+    old = RunRecord.from_record({"ts": 1.0, "source": "chat", "server": "s", "model": "m",
+                                 "ttft_s": 0.2, "decode_tps": 20.0})
+    assert old.first_answer_s is None and old.thinking_s is None and old.pool_wait_s is None
+    assert old.server_prompt_s is None and old.server_output_tokens is None

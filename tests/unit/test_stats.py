@@ -456,6 +456,22 @@ def test_runs_cache_survives_a_damaged_shard(isolated_env: Path) -> None:
     assert store.warnings
 
 
+def test_quickest_is_the_first_answer_for_a_model_that_reasons() -> None:
+    # "thinker" streams a reasoning token after 35 ms but its answer begins at 435 ms;
+    # "plain" answers at 200 ms. TTFT alone would crown the thinker.
+    rows = [run("thinker", ttft=0.035, first_answer_s=0.435, thinking_s=0.4) for _ in range(5)]
+    rows += [run("plain", ttft=0.2, first_answer_s=0.2) for _ in range(5)]
+    rows += [run("old-plain", ttft=0.3) for _ in range(5)]  # older rows: no first answer field
+    summary = stats.model_summary(stats.runs_frame(rows)).set_index("model")
+    assert summary.loc["thinker", "ttft_p50_s"] == pytest.approx(0.035)
+    assert summary.loc["thinker", "first_answer_p50_s"] == pytest.approx(0.435)
+    assert summary.loc["thinker", "thinking_p50_s"] == pytest.approx(0.4)
+    assert summary.loc["old-plain", "first_answer_p50_s"] == pytest.approx(0.3)  # = TTFT
+    assert pd.isna(summary.loc["plain", "thinking_p50_s"])
+    best = stats.headline(stats.model_summary(stats.runs_frame(rows)))
+    assert best["quickest"] == ("plain", "200 ms median")
+
+
 def test_unreadable_rows_are_left_out_and_counted() -> None:
     rows = [run(ts=T0), run(ts=T0 + 1, ok="maybe"), run(ts=T0 + 2, ttft={"x": 1}),  # type: ignore[arg-type]
             run(ts=float("inf")), run(model=["m"], ts=T0 + 4), run(ts=T0 + 5)]  # type: ignore[arg-type]

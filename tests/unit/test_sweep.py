@@ -23,7 +23,8 @@ def level(k: int, tps: float | None, ttft90: float | None, errors: int = 0) -> L
 def test_parse_levels() -> None:
     assert sweep.parse_levels("1,2,4,8") == [1, 2, 4, 8]
     assert sweep.parse_levels(" 8, 2,2 ,1") == [1, 2, 8]
-    for bad in ("", "a,b", "0,1", "1,999"):
+    assert sweep.parse_levels("1,64,256,1024") == [1, 64, 256, 1024]
+    for bad in ("", "a,b", "0,1", "1,1025"):
         with pytest.raises(ValueError):
             sweep.parse_levels(bad)
 
@@ -129,3 +130,26 @@ def test_sweeps_in_history_name_a_route_other_than_completions() -> None:
     assert list(found["route"]) == ["completions", "native"]
     assert "m · levels 1" in found["label"][0]
     assert "m via native · levels 1" in found["label"][1]
+def test_a_level_with_any_client_wait_says_so_and_the_verdict_names_its_model() -> None:
+    clean = LevelResult(concurrency=1, requests=4, ok=4, errors=0, tps_per_user_p50=40.0,
+                        aggregate_tps=40.0, ttft_p50_s=0.2, ttft_p90_s=0.3)
+    waited = LevelResult(concurrency=64, requests=64, ok=64, errors=0, tps_per_user_p50=30.0,
+                         aggregate_tps=900.0, ttft_p50_s=0.3, ttft_p90_s=0.5, pool_waited=3,
+                         pool_wait_max_s=0.25)
+    assert clean.note() == ""
+    assert waited.note().startswith("3 of 64 requests at 64 in flight waited on ATOM's side")
+    v = sweep.verdict([clean, waited], SweepTarget(min_tps_per_user=10, max_ttft_p90_s=2),
+                      model="qwen")
+    assert v.best == 64 and v.sentence.startswith("qwen: Serves 64 people at once")
+    assert "Note: 3 of 64 requests at 64 in flight waited on ATOM's side" in v.sentence
+
+
+def test_levels_from_stored_runs_count_client_waits() -> None:
+    rows = [{"ts": 100.0 + i, "source": "sweep", "server": "s", "model": "m", "ok": True,
+             "state": "complete", "ttft_s": 0.2, "decode_tps": 30.0, "e2e_s": 1.0,
+             "output_tokens": 30, "concurrency": 2, "sweep_id": "x",
+             "pool_wait_s": w} for i, w in enumerate((0.0, 0.3, None))]
+    (lv,) = sweep.levels_from_runs(stats.runs_frame(rows))
+    assert lv.pool_waited == 1 and lv.pool_wait_max_s == 0.3
+    # the level's window runs from the first ask to the last end, pool wait included
+    assert lv.wall_s == pytest.approx((102.0 + 1.0) - 100.0)

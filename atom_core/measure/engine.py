@@ -1,0 +1,484 @@
+"""The load engine: many streamed requests at once on one asyncio loop over httpx.AsyncClient.
+
+A thread per stream does not keep up at hundreds of streams on a small machine: the client
+becomes the bottleneck it is measuring. One event loop does (the design of vLLM's
+`bench serve`). This module runs that loop in a thread of its own, so callers stay synchronous:
+`loadrun.run_load` hands it jobs and reads finished records from a queue.
+
+Rules that keep the figures honest:
+- Each server gets one AsyncClient whose pool holds a connection for every request that may be
+  in flight to it (`K x lanes`), so no request waits on the client for a connection.
+- TTFT starts when the request is sent: httpcore's trace callback fires as the request gets its
+  connection. Any wait before that is recorded apart (`pool_wait_s`), never inside TTFT.
+- A stream ends as stalled when no token arrives for the stall timeout, however many keep-alive
+  comments the server sends; the whole request has a deadline too (config.StreamLimits).
+- A pool timeout is a client-side error (ClientPoolTimeout), never "the server did not answer".
+
+The events are the same typed StreamEvents the pages use (streaming.chunk_events), collected in
+a ReplyBuffer, so a record from here and one from Chat are measured by the same code.
+
+Routes: chat completions (the default, and what benches and sweeps use) run on the loop. A job
+on another chat route (LoadJob.route: native, responses, messages) runs that route's
+synchronous SSEStream (client.stream_route) in a worker thread of the engine's own pool, one
+thread per worker so K stays K; the loop's watcher applies the same stall rules to it
+(SSEStream.check_stall) and aborts it on cancel. Its pool wait is timed by SSEStream the same
+way, over the synchronous client's pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..config import StreamLimits
+from ..errors import (
+    AtomError,
+    ServerError,
+    StreamInterrupted,
+    StreamStalled,
+)
+from ..server.client import stream_timeout
+from ..server.http_errors import cap, from_transport, is_error_body, stream_error
+from ..server.streaming import (
+    STALE_CONNECTION_ERRORS,
+    ReplyBuffer,
+    SSEStream,
+    StallWatch,
+    ThinkSplitter,
+    chunk_events,
+)
+from ..types import ChatMessage
+
+if TYPE_CHECKING:
+    from ..server.client import LMStudioClient
+    from .loadrun import LoadJob
+
+NS = 1_000_000_000
+# How often the loop looks at the caller's cancel flag.
+CANCEL_POLL_S = 0.05
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one request came to, before it becomes a LoadRecord."""
+
+    job: LoadJob
+    server: str
+    reply: ReplyBuffer
+    error: AtomError | None
+    cancelled: bool
+    started_at: float  # wall clock when ATOM asked to send
+    t_call_ns: int  # perf_counter_ns when ATOM asked to send (before any pool wait)
+
+
+def lane_key(job: LoadJob, shared: bool) -> tuple[str, str]:
+    """Which lane of K a job runs in: one per (server, model), or one for all when shared."""
+    return ("", "") if shared else (job.server, job.model)
+
+
+def plan_lanes(jobs: Sequence[LoadJob], shared: bool) -> dict[tuple[str, str], deque[LoadJob]]:
+    """Jobs split into lanes, each keeping the jobs' order."""
+    lanes: dict[tuple[str, str], deque[LoadJob]] = {}
+    for job in jobs:
+        lanes.setdefault(lane_key(job, shared), deque()).append(job)
+    return lanes
+
+
+def pool_sizes(jobs: Sequence[LoadJob], concurrency: int, shared: bool,
+               base_url_for: Callable[[str], str]) -> dict[str, int]:
+    """Connections each server's pool needs so that no request waits on the client: K for
+    every lane that sends to it (at most its number of jobs)."""
+    sizes: dict[str, int] = {}
+    for (_server, _model), lane in plan_lanes(jobs, shared).items():
+        per_server: dict[str, int] = {}
+        for job in lane:
+            url = base_url_for(job.server)
+            per_server[url] = per_server.get(url, 0) + 1
+        for url, n in per_server.items():
+            sizes[url] = sizes.get(url, 0) + min(concurrency, n)
+    return sizes
+
+
+class LoadEngine:
+    """Runs jobs with K in flight per lane on an asyncio loop in its own thread.
+
+    `put(outcome)` is called from the loop's thread for every finished request and `put(None)`
+    once at the end; setting `cancel` ends the run (streams in flight close their responses).
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[LoadJob],
+        *,
+        client_for: Callable[[str], LMStudioClient],
+        concurrency: int,
+        shared: bool,
+        cancel: threading.Event,
+        put: Callable[[Outcome | None], None],
+        transport_for: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
+    ) -> None:
+        self._jobs = list(jobs)
+        self._client_for = client_for
+        self._concurrency = concurrency
+        self._shared = shared
+        self._cancel = cancel
+        self._put = put
+        self._transport_for = transport_for
+        self._thread: threading.Thread | None = None
+        self._active: set[AsyncChatStream] = set()
+        self._threaded: set[SSEStream] = set()  # other routes' streams, read in threads
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> LoadEngine:
+        self._thread = threading.Thread(target=self._main, name="atom-load-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        finally:
+            self._put(None)
+
+    async def _run(self) -> None:
+        clients: dict[str, LMStudioClient] = {}
+        for job in self._jobs:
+            if job.server not in clients:
+                clients[job.server] = self._client_for(job.server)
+        sizes = pool_sizes(self._jobs, self._concurrency, self._shared,
+                           lambda s: clients[s].base_url)
+        https: dict[str, httpx.AsyncClient] = {}
+        for client in clients.values():
+            if client.base_url not in https:
+                transport = self._transport_for(client.base_url) if self._transport_for else None
+                # a few spare connections for a retry on a connection the server closed
+                https[client.base_url] = client.async_http(
+                    sizes.get(client.base_url, 1) + 4, transport=transport)
+        lanes = plan_lanes(self._jobs, self._shared)
+        n_workers = sum(min(self._concurrency, len(lane)) for lane in lanes.values())
+        if any(job.route != "completions" for job in self._jobs):
+            self._executor = ThreadPoolExecutor(max_workers=max(1, n_workers),
+                                                thread_name_prefix="atom-load-route")
+        try:
+            workers = [
+                asyncio.ensure_future(self._worker(lane, clients, https))
+                for lane in lanes.values()
+                for _ in range(min(self._concurrency, len(lane)))
+            ]
+            watcher = asyncio.ensure_future(self._watch_cancel(workers))
+            await asyncio.gather(*workers, return_exceptions=True)
+            watcher.cancel()
+        finally:
+            for http in https.values():
+                await http.aclose()
+            if self._executor is not None:
+                for stream in list(self._threaded):
+                    stream.abort()
+                self._executor.shutdown(wait=True)
+
+    async def _watch_cancel(self, workers: Sequence[asyncio.Future[None]]) -> None:
+        """Ends everything when the caller cancels; ends stalled streams on the way."""
+        while not self._cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_S)
+            now = time.perf_counter_ns()
+            end_stalled(self._active, now)
+            for stream in list(self._threaded):
+                stream.check_stall(now)
+        for stream in list(self._threaded):
+            stream.abort()  # wakes a thread blocked on a read
+        for w in workers:
+            w.cancel()
+
+    async def _worker(self, lane: deque[LoadJob], clients: dict[str, LMStudioClient],
+                      https: dict[str, httpx.AsyncClient]) -> None:
+        while lane and not self._cancel.is_set():
+            job = lane.popleft()
+            client = clients[job.server]
+            if job.route != "completions" and self._executor is not None:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(
+                    self._executor, run_one_threaded, job, client, self._cancel, self._threaded)
+            else:
+                outcome = await run_one(job, client, https[client.base_url],
+                                        cancel=self._cancel, active=self._active)
+            self._put(outcome)
+
+
+def run_one_threaded(job: LoadJob, client: LMStudioClient, cancel: threading.Event | None = None,
+                     active: set[SSEStream] | None = None) -> Outcome:
+    """One request on `job.route` over the synchronous client (client.stream_route), measured
+    by the same SSEStream as Chat: stall rules, pool-wait timing. `active` is the engine's set
+    of such streams, which its watcher checks for stalls and aborts on cancel. Never raises for
+    a failed request."""
+    reply = ReplyBuffer()
+    error: AtomError | None = None
+    started = time.time()
+    stream: SSEStream | None = None
+    try:
+        stream = client.stream_route(job.route, job.model, [ChatMessage("user", job.prompt)],
+                                     options=job.options, system_prompt=job.system_prompt)
+        if active is not None:
+            active.add(stream)
+        with stream:
+            for event in stream:
+                reply.add(event)
+                if cancel is not None and cancel.is_set():
+                    break
+    except AtomError as e:
+        error = e
+    except Exception as e:  # a bug must become a failed record, not a dead worker
+        error = ServerError(f"Unexpected error: {e!r}", detail=repr(e))
+    finally:
+        if stream is not None:
+            reply.timed_by(stream)
+            if active is not None:
+                active.discard(stream)
+    finished = stream is not None and stream.finished
+    cancelled = error is None and not finished
+    if cancel is not None and cancel.is_set() and error is not None and not finished:
+        error, cancelled = None, True  # a stream cut by the cancel is the cancel
+    return Outcome(job=job, server=client.base_url, reply=reply, error=error,
+                   cancelled=cancelled, started_at=started,
+                   t_call_ns=stream.t_call_ns if stream is not None else 0)
+
+
+def end_stalled(streams: set[AsyncChatStream], now_ns: int) -> list[AsyncChatStream]:
+    """Cancels every stream that has stalled (StallWatch's rules), marking it so its request
+    ends as StreamStalled rather than cancelled. Returns the streams it ended."""
+    ended = []
+    for stream in list(streams):
+        watch = stream.watch
+        if watch is None or stream.stalled is not None or stream.task is None:
+            continue
+        stalled = watch.stalled(now_ns, stream.base_url)
+        if stalled is not None:
+            stream.stalled = stalled
+            stream.task.cancel()
+            ended.append(stream)
+    return ended
+
+
+async def run_one(job: LoadJob, client: LMStudioClient, http: httpx.AsyncClient, *,
+                  cancel: threading.Event | None = None,
+                  active: set[AsyncChatStream] | None = None) -> Outcome:
+    """One streamed request, measured. Never raises for a failed request (the error is on the
+    outcome); a cancelled task ends the request and returns it as cancelled, or as stalled
+    when the engine's watcher cancelled it for that. `active` is the watcher's set of open
+    streams."""
+    reply = ReplyBuffer()
+    started = time.time()
+    stream = AsyncChatStream(http, client, job)
+    stream.task = asyncio.current_task()
+    error: AtomError | None = None
+    cancelled = False
+    if active is not None:
+        active.add(stream)
+    try:
+        await stream.read_into(reply)
+    except asyncio.CancelledError:
+        if stream.stalled is not None:
+            error = stream.stalled
+            if stream.task is not None:
+                stream.task.uncancel()  # the worker goes on to its next job
+        else:
+            cancelled = True
+    except AtomError as e:
+        error = e
+    except Exception as e:  # a bug must become a failed record, not a dead worker
+        error = ServerError(f"Unexpected error: {e!r}", detail=repr(e))
+    finally:
+        if active is not None:
+            active.discard(stream)
+    if error is None and not cancelled and not stream.finished:
+        cancelled = True
+    if cancel is not None and cancel.is_set() and error is not None and not stream.finished:
+        error, cancelled = None, True  # a stream cut by the cancel is the cancel
+    reply.t_request_ns = stream.t_request_ns
+    reply.t_end_ns = stream.t_end_ns or time.perf_counter_ns()
+    reply.pool_wait_ns = stream.pool_wait_ns
+    return Outcome(job=job, server=client.base_url, reply=reply, error=error,
+                   cancelled=cancelled, started_at=started, t_call_ns=stream.t_call_ns)
+
+
+class AsyncChatStream:
+    """`POST /v1/chat/completions` streamed on an AsyncClient: the async twin of ChatStream,
+    producing the same StreamEvents, with the same stall rules and pool-wait timing."""
+
+    def __init__(self, http: httpx.AsyncClient, client: LMStudioClient, job: LoadJob) -> None:
+        self._http = http
+        self._client = client
+        self._job = job
+        self._limits: StreamLimits = client.limits
+        self.t_call_ns = 0
+        self.t_sent_ns = 0
+        self.t_request_ns = 0
+        self.t_end_ns = 0
+        self.finished = False
+        self.watch: StallWatch | None = None  # set once the response has begun
+        self.task: asyncio.Task[Any] | None = None
+        self.stalled: StreamStalled | None = None  # set by the watcher before it cancels
+
+    @property
+    def pool_wait_ns(self) -> int | None:
+        return self.t_sent_ns - self.t_call_ns if self.t_sent_ns else None
+
+    @property
+    def base_url(self) -> str:
+        return self._client.base_url
+
+    async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
+        if not self.t_sent_ns:
+            self.t_sent_ns = self.t_request_ns = time.perf_counter_ns()
+
+    def _request(self) -> httpx.Request:
+        job = self._job
+        body = self._client.chat_body(job.model, [ChatMessage("user", job.prompt)],
+                                      options=job.options, system_prompt=job.system_prompt)
+        return self._http.build_request(
+            "POST", "/v1/chat/completions", json=body, timeout=stream_timeout(self._limits),
+            extensions={"trace": self._on_trace})
+
+    async def read_into(self, reply: ReplyBuffer) -> None:
+        """Sends the request and adds every event to `reply`. Raises the AtomErrors of
+        ChatStream, plus StreamStalled and ClientPoolTimeout."""
+        base = self._client.base_url
+        self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
+        try:
+            try:
+                response = await self._http.send(self._request(), stream=True)
+            except STALE_CONNECTION_ERRORS:
+                # the server closed a kept-alive connection before answering: once more, fresh
+                self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
+                self.t_sent_ns = 0
+                response = await self._http.send(self._request(), stream=True)
+        except httpx.TransportError as e:  # a pool timeout is ClientPoolTimeout (ATOM's own)
+            self.t_end_ns = time.perf_counter_ns()
+            raise from_transport(e, url=base) from e
+        watch = StallWatch(self._limits, self.t_request_ns)
+        try:
+            await self._read(response, reply, watch)
+        except TimeoutError as e:  # asyncio.timeout: a stall or the deadline
+            now = time.perf_counter_ns()
+            raise watch.stalled(now, base) or StreamStalled.no_token(
+                base, (now - (watch.last_token_ns or watch.started_ns)) / NS) from e
+        except httpx.TimeoutException as e:
+            raise StreamStalled.no_token(base, self._limits.first_token_timeout_s) from e
+        except httpx.TransportError as e:
+            raise from_transport(e, url=base, midstream=True,
+                                 tokens_arrived=bool(watch.last_token_ns)) from e
+        finally:
+            self.t_end_ns = time.perf_counter_ns()
+            await response.aclose()
+
+    async def _read(self, response: httpx.Response, reply: ReplyBuffer,
+                    watch: StallWatch) -> None:
+        base = self._client.base_url
+        if response.status_code >= 400:
+            await response.aread()
+            raise self._client.error_for(response, model=self._job.model)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            await response.aread()
+            self._whole_body(response, reply)
+            return
+        loop = asyncio.get_running_loop()
+        limits = self._limits
+        to_loop_s = loop.time() - time.perf_counter_ns() / NS  # perf_counter -> loop clock
+        deadline = watch.deadline_ns / NS + to_loop_s
+        splitter = ThinkSplitter()
+        add = reply.add
+        self.watch = watch
+        # Until the first token: the first-token limit. After it, the whole-request deadline;
+        # stalls between tokens are the engine's watcher's job (one check for every stream, so
+        # a token costs no timer).
+        async with asyncio.timeout_at(
+                min(deadline, loop.time() + limits.first_token_timeout_s)) as clock:
+            buffer = b""
+            data: list[bytes] = []
+            # The body as it comes off the connection: httpx's own iterators add two generator
+            # layers and a context manager per read, a third of the client's time per token at
+            # hundreds of streams. Only a compressed body needs them (to be decoded).
+            body: AsyncIterator[bytes] = (
+                response.aiter_bytes() if response.headers.get("content-encoding")
+                else response.stream)  # type: ignore[assignment]
+            async for raw in body:
+                buffer += raw
+                if b"\n" not in raw:
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if line:
+                        if line.startswith(b"data:"):
+                            data.append(line[5:])
+                        continue  # a comment (keep-alive), `event:` or `id:`: not progress
+                    if not data:
+                        continue
+                    payload = b"\n".join(data).strip()
+                    data = []
+                    if not payload:
+                        continue
+                    t_ns = time.perf_counter_ns()
+                    if payload == b"[DONE]":
+                        self.finished = True
+                        return
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError:
+                        continue
+                    if not isinstance(chunk, dict):
+                        continue
+                    if chunk.get("error"):
+                        raise stream_error(chunk, url=base)
+                    for event in chunk_events(chunk, t_ns, splitter):
+                        kind = event.kind
+                        if kind == "finish":
+                            self.finished = True
+                        elif kind == "content" or kind == "reasoning":
+                            if not watch.last_token_ns:
+                                clock.reschedule(deadline)
+                            watch.last_token_ns = t_ns
+                        add(event)
+        if not self.finished:
+            raise StreamInterrupted(
+                "The reply ended before the server finished it. What arrived so far is kept.",
+                url=base)
+
+    def _whole_body(self, response: httpx.Response, reply: ReplyBuffer) -> None:
+        """A JSON answer where a stream was asked for: an error, or the whole reply at once."""
+        base = self._client.base_url
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServerError(
+                f"The server answered with something that is not a chat reply "
+                f"(HTTP {response.status_code}).", url=base, detail=cap(response.text)
+            ) from None
+        if is_error_body(body):
+            raise self._client.error_for(response, model=self._job.model)
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            raise ServerError("The server's reply had no message in it.", url=base,
+                              detail=cap(response.text))
+        message = choices[0].get("message") or {}
+        delta = {k: message.get(k) for k in ("content", "reasoning_content", "reasoning")}
+        chunk = {"choices": [{"delta": delta,
+                              "finish_reason": choices[0].get("finish_reason") or "stop"}],
+                 "usage": body.get("usage")}
+        for event in chunk_events(chunk, time.perf_counter_ns(), ThinkSplitter()):
+            if event.kind == "finish":
+                self.finished = True
+            reply.add(event)

@@ -1,0 +1,302 @@
+"""Can ATOM's numbers be trusted under load? ATOM's `bench` against a plain reference client.
+
+Both clients measure the same server (tests/fixtures/async_server.py, one asyncio loop, run as a
+separate process) that answers every request with its first token 0.2 s after receiving it and
+then 50 tokens per second. They take turns at each level, K = 1, 64, 256, 1,024 requests in
+flight, twice each (reference first, then ATOM first), and the table compares:
+
+- TTFT p50 (goal: ATOM within 10 % of the reference),
+- decode tok/s p50 (goal: within 2 %),
+- client-side errors (goal: none),
+- client CPU per token (goal: ATOM at most 1.2x the reference),
+- and the server's own lateness (how late it wrote tokens: if it is late, no client can be right).
+
+The reference is the measuring loop of vLLM's `bench serve` (benchmarks/backend_request_func.py,
+`async_request_openai_chat_completions`) written plainly on httpx.AsyncClient: TTFT from just
+before the request to the first chunk with content, decode speed 1 / TPOT with
+TPOT = (latency - TTFT) / (output tokens - 1), a semaphore of K and a pool of K connections.
+
+Then a reasoning model (32 reasoning tokens, then 64 answer tokens; usage counts the answer
+only) is measured by ATOM against its schedule: TTFT 0.2 s, first answer 0.2 + 32/50 = 0.84 s,
+thinking 0.64 s, decode 50 tok/s over all 96 tokens (goal: each within 5 %). And llama.cpp's
+`timings` (the "llama" model) are checked to land on the run.
+
+`--threaded-ceiling` measures, with the reference client, how far the threaded test server
+(tests/fixtures/lmstudio_double.py, a thread per connection) stays on the same schedule at each
+level: the reason this benchmark uses the asyncio server.
+
+Run: python bench/bench_fidelity.py [--levels 1,64,256,1024] [--rounds 2] [--threaded-ceiling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from atom_core.cli import main as atom_cli  # noqa: E402
+from atom_core.metrics import percentile  # noqa: E402
+
+TTFT_S = 0.2
+TPS = 50.0
+TOKENS = 64
+REASONING_TOKENS = 32
+
+
+# -- the reference client -------------------------------------------------------------------------
+
+
+async def reference_request(http: httpx.AsyncClient, sem: asyncio.Semaphore,
+                            model: str = "plain") -> dict[str, Any]:
+    """One request, measured as vLLM's bench serve measures it."""
+    payload = {"model": model, "messages": [{"role": "user", "content": "hi"}],
+               "stream": True, "stream_options": {"include_usage": True},
+               "max_tokens": TOKENS}
+    async with sem:
+        out: dict[str, Any] = {"ok": False, "ttft": 0.0, "tokens": 0, "latency": 0.0}
+        st = time.perf_counter()
+        most_recent = st
+        try:
+            async with http.stream("POST", "/v1/chat/completions", json=payload) as response:
+                if response.status_code != 200:
+                    return out
+                async for raw in response.aiter_lines():
+                    chunk = raw.strip()
+                    if not chunk.startswith("data:"):
+                        continue  # blank lines, comments
+                    chunk = chunk.removeprefix("data:").strip()
+                    if chunk == "[DONE]":
+                        continue
+                    timestamp = time.perf_counter()
+                    data = json.loads(chunk)
+                    if choices := data.get("choices"):
+                        delta = choices[0].get("delta") or {}
+                        if delta.get("content") or delta.get("reasoning_content"):
+                            if out["ttft"] == 0.0:
+                                out["ttft"] = timestamp - st
+                            most_recent = timestamp
+                    elif usage := data.get("usage"):
+                        out["tokens"] = usage.get("completion_tokens") or 0
+            out["latency"] = most_recent - st
+            out["ok"] = out["tokens"] > 1
+        except (httpx.HTTPError, ValueError) as e:
+            out["error"] = repr(e)
+        return out
+
+
+async def reference_run(url: str, k: int, requests: int,
+                        model: str = "plain") -> list[dict[str, Any]]:
+    limits = httpx.Limits(max_connections=k, max_keepalive_connections=k)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(600)) as http:
+        sem = asyncio.Semaphore(k)
+        return list(await asyncio.gather(*(reference_request(http, sem, model)
+                                           for _ in range(requests))))
+
+
+def reference(url: str, k: int, requests: int, model: str = "plain") -> dict[str, Any]:
+    cpu, t0 = time.process_time(), time.perf_counter()
+    rows = asyncio.run(reference_run(url, k, requests, model))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - t0
+    good = [r for r in rows if r["ok"]]
+    tps = [(r["tokens"] - 1) / (r["latency"] - r["ttft"]) for r in good
+           if r["latency"] > r["ttft"]]
+    tokens = sum(r["tokens"] for r in good)
+    return {"ttft_p50": percentile([r["ttft"] for r in good], 50),
+            "tps_p50": percentile(tps, 50), "errors": len(rows) - len(good),
+            "cpu_per_token_us": cpu / tokens * 1e6 if tokens else None, "wall": wall}
+
+
+# -- ATOM's bench ---------------------------------------------------------------------------------
+
+
+def atom_bench(url: str, model: str, k: int, requests: int) -> tuple[dict[str, Any],
+                                                                     list[dict[str, Any]]]:
+    out, err = io.StringIO(), io.StringIO()
+    cpu, t0 = time.process_time(), time.perf_counter()
+    code = atom_cli(["--server", url, "bench", "--models", model, "--prompt", "hi",
+                     "--requests", str(requests), "--concurrency", str(k),
+                     "--max-tokens", str(TOKENS), "--json", "--no-record"], out=out, err=err)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - t0
+    lines = [json.loads(x) for x in out.getvalue().splitlines() if x.startswith("{")]
+    records = [x for x in lines if x["type"] == "record"]
+    good = [r for r in records if r["ok"]]
+    tokens = sum(r["output_tokens"] for r in good)
+    summary = {"ttft_p50": percentile([r["ttft_s"] for r in good if r["ttft_s"]], 50),
+               "tps_p50": percentile([r["tokens_per_s"] for r in good if r["tokens_per_s"]],
+                                     50),
+               "errors": len(records) - len(good) + (0 if code == 0 or records else 1),
+               "cpu_per_token_us": cpu / tokens * 1e6 if tokens else None, "wall": wall,
+               "pool_wait_max": max((r["pool_wait_s"] or 0 for r in records), default=None)}
+    if code != 0 and not records:
+        summary["error"] = err.getvalue().strip()[:300]
+    return summary, records
+
+
+# -- the server -----------------------------------------------------------------------------------
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fixtures.async_server", "--port", "0", "--ttft",
+         str(TTFT_S), "--tps", str(TPS), "--tokens", str(TOKENS), "--reasoning-tokens",
+         str(REASONING_TOKENS)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.split()[1]
+
+
+def server_stats(url: str, reset: bool = False) -> dict[str, Any]:
+    return httpx.get(f"{url}/{'__reset' if reset else '__stats'}", timeout=10).json()
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+def threaded_ceiling(levels: list[int]) -> None:
+    """The reference client against the threaded test server on the same schedule."""
+    import tempfile
+
+    config = {"models": [{"key": "plain", "loaded": True, "ttft_ms": TTFT_S * 1000,
+                          "token_gap_ms": 1000 / TPS, "reply_tokens": TOKENS}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    proc = subprocess.Popen([sys.executable, "tests/fixtures/lmstudio_double.py", "--port", "0",
+                             "--config", f.name], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().split()[1]
+    print("| K | TTFT p50 (s) | ÷ set | tok/s p50 | ÷ set | errors | wall (s) |")
+    print("|---|---|---|---|---|---|---|")
+    try:
+        for k in levels:
+            r = reference(url, k, max(k, 8))
+            print(f"| {k} | {_f(r['ttft_p50'], '.3f')} | {_f(_over(r['ttft_p50'], TTFT_S), '.2f')}"
+                  f" | {_f(r['tps_p50'], '.2f')} | {_f(_over(r['tps_p50'], TPS), '.3f')} | "
+                  f"{r['errors']} | {r['wall']:.1f} |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _over(v: float | None, base: float) -> float | None:
+    return None if v is None else v / base
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--levels", default="1,64,256,1024")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threaded-ceiling", action="store_true",
+                    help="measure the threaded test server's ceiling instead")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    if args.threaded_ceiling:
+        threaded_ceiling(levels)
+        return 0
+    proc, url = start_server()
+    rows = []
+    try:
+        for k in levels:
+            requests = max(k, 8)
+            ref_runs, atom_runs, lateness = [], [], []
+            for rnd in range(args.rounds):
+                order = ("ref", "atom") if rnd % 2 == 0 else ("atom", "ref")
+                for who in order:
+                    server_stats(url, reset=True)
+                    if who == "ref":
+                        ref_runs.append(reference(url, k, requests))
+                    else:
+                        atom_runs.append(atom_bench(url, "plain", k, requests)[0])
+                    lateness.append(server_stats(url))
+                    print(f"K={k} round {rnd + 1} {who}: "
+                          f"{(ref_runs if who == 'ref' else atom_runs)[-1]} server "
+                          f"{lateness[-1]}", file=sys.stderr, flush=True)
+
+            def med(runs: list[dict[str, Any]], key: str) -> float | None:
+                vals = [r[key] for r in runs if r.get(key) is not None]
+                return statistics.median(vals) if vals else None
+
+            r_ttft, a_ttft = med(ref_runs, "ttft_p50"), med(atom_runs, "ttft_p50")
+            r_tps, a_tps = med(ref_runs, "tps_p50"), med(atom_runs, "tps_p50")
+            r_cpu, a_cpu = med(ref_runs, "cpu_per_token_us"), med(atom_runs, "cpu_per_token_us")
+            rows.append({
+                "K": k, "requests": requests,
+                "ref_ttft": r_ttft, "atom_ttft": a_ttft,
+                "ttft_ratio": a_ttft / r_ttft if a_ttft and r_ttft else None,
+                "ref_tps": r_tps, "atom_tps": a_tps,
+                "tps_ratio": a_tps / r_tps if a_tps and r_tps else None,
+                "ref_err": sum(r["errors"] for r in ref_runs),
+                "atom_err": sum(r["errors"] for r in atom_runs),
+                "ref_cpu": r_cpu, "atom_cpu": a_cpu,
+                "cpu_ratio": a_cpu / r_cpu if a_cpu and r_cpu else None,
+                "pool_wait_max": max((r.get("pool_wait_max") or 0 for r in atom_runs),
+                                     default=None),
+                "server_late_p99_ms": max((s.get("late_p99_ms") or 0 for s in lateness),
+                                          default=None),
+                "ref_wall": med(ref_runs, "wall"), "atom_wall": med(atom_runs, "wall"),
+            })
+        reasoning, _ = atom_bench(url, "reasoner", 4, 8)
+        _, reasoning_records = atom_bench(url, "reasoner", 4, 8)
+        _, llama_records = atom_bench(url, "llama", 1, 3)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    head = ("| K | TTFT p50 ref | TTFT p50 ATOM | ratio | tok/s p50 ref | tok/s p50 ATOM | ratio "
+            "| errors ref/ATOM | CPU µs/token ref | ATOM | ratio | ATOM pool wait max (s) "
+            "| server late p99 (ms) | wall ref/ATOM (s) | ATOM TTFT ÷ set | ATOM tok/s ÷ set "
+            "| ref TTFT ÷ set | ref tok/s ÷ set |")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        print(f"| {r['K']} | {_f(r['ref_ttft'], '.3f')} | {_f(r['atom_ttft'], '.3f')} | "
+              f"{_f(r['ttft_ratio'], '.3f')} | {_f(r['ref_tps'], '.2f')} | "
+              f"{_f(r['atom_tps'], '.2f')} | {_f(r['tps_ratio'], '.4f')} | "
+              f"{r['ref_err']}/{r['atom_err']} | {_f(r['ref_cpu'], '.0f')} | "
+              f"{_f(r['atom_cpu'], '.0f')} | {_f(r['cpu_ratio'], '.2f')} | "
+              f"{_f(r['pool_wait_max'], '.4f')} | {_f(r['server_late_p99_ms'], '.1f')} | "
+              f"{_f(r['ref_wall'], '.1f')}/{_f(r['atom_wall'], '.1f')} | "
+              f"{_f(_over(r['atom_ttft'], TTFT_S), '.3f')} | "
+              f"{_f(_over(r['atom_tps'], TPS), '.3f')} | "
+              f"{_f(_over(r['ref_ttft'], TTFT_S), '.3f')} | "
+              f"{_f(_over(r['ref_tps'], TPS), '.3f')} |")
+
+    def p50(key: str, recs: list[dict[str, Any]]) -> float | None:
+        return percentile([r[key] for r in recs if r.get(key) is not None], 50)
+
+    rec = reasoning_records
+    answer_at = TTFT_S + REASONING_TOKENS / TPS
+    checks = [("TTFT (s)", p50("ttft_s", rec), TTFT_S),
+              ("First answer (s)", p50("first_answer_s", rec), answer_at),
+              ("Thinking (s)", p50("thinking_s", rec), REASONING_TOKENS / TPS),
+              ("Decode tok/s", p50("tokens_per_s", rec), TPS),
+              ("Output tokens", p50("output_tokens", rec), REASONING_TOKENS + TOKENS)]
+    print("\n| Reasoning model (K=4, 8 requests) | ATOM p50 | schedule | ratio |")
+    print("|---|---|---|---|")
+    for name, got, want in checks:
+        ratio = got / want if got is not None else None
+        print(f"| {name} | {_f(got, '.3f')} | {want:.3f} | {_f(ratio, '.3f')} |")
+    print(f"\nreasoning summary (first run): {reasoning}", file=sys.stderr)
+    lr = llama_records[0] if llama_records else {}
+    print(f"\nllama.cpp timings on the run: server_tps {lr.get('server_tps')}, "
+          f"server_prompt_s {lr.get('server_prompt_s')}, ATOM decode {lr.get('tokens_per_s')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

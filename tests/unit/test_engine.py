@@ -1,0 +1,143 @@
+"""The load engine (asyncio over httpx.AsyncClient): per-model K, pool sizing, pool waits kept
+out of TTFT, pool timeouts as client-side errors, and stalls that keep-alives cannot hide.
+Against the real test server: tests/integration/test_engine_server.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import respx
+
+from atom_core.config import StreamLimits
+from atom_core.errors import ClientPoolTimeout, StreamInterrupted, StreamStalled
+from atom_core.measure import engine
+from atom_core.measure.loadrun import LoadJob, run_load
+from atom_core.runs import RunRecord
+from atom_core.server.client import LMStudioClient, pool_limits
+from atom_core.server.streaming import SSEParser, StallWatch
+from atom_core.types import ChatMessage
+from tests.fixtures.payloads import BASE
+from tests.fixtures.sse import SSE_HEADERS, chunk
+
+S = 1_000_000_000
+
+
+
+# -- planning (no sockets) -----------------------------------------------------------------------
+
+
+def test_lanes_and_pool_sizes_per_model_or_shared() -> None:
+    jobs = [LoadJob(model=m, prompt="x", server=s) for m in ("a", "b")
+            for s in ("http://one", "http://two") for _ in range(5)]
+    per_model = engine.plan_lanes(jobs, shared=False)
+    assert set(per_model) == {("http://one", "a"), ("http://two", "a"), ("http://one", "b"),
+                              ("http://two", "b")}
+    assert all(len(lane) == 5 for lane in per_model.values())
+    assert list(engine.plan_lanes(jobs, shared=True)) == [("", "")]
+    # K per lane, each lane sending to its own server; never more than a lane's jobs
+    assert engine.pool_sizes(jobs, 3, False, lambda s: s) == {"http://one": 6, "http://two": 6}
+    assert engine.pool_sizes(jobs, 64, False, lambda s: s) == {"http://one": 10,
+                                                               "http://two": 10}
+    # shared: one lane of K, which may send to either server
+    assert engine.pool_sizes(jobs, 3, True, lambda s: s) == {"http://one": 3, "http://two": 3}
+
+
+@pytest.mark.parametrize("k", [1, 32, 64, 256, 1024])
+def test_pool_holds_k_connections_for_every_k_up_to_1024(k: int) -> None:
+    jobs = [LoadJob(model="m", prompt="x") for _ in range(k)]
+    (size,) = engine.pool_sizes(jobs, k, False, lambda s: "http://h").values()
+    assert size >= k
+    limits = pool_limits(size)
+    assert limits.max_connections is not None and limits.max_connections >= k
+    assert limits.max_keepalive_connections == limits.max_connections
+
+
+def test_sse_parser_sees_comments_but_dispatches_only_events() -> None:
+    p = SSEParser()
+    assert p.feed(": keep-alive") is None and p.feed("") is None
+    assert p.feed("event: chat.end") is None and p.feed("data: {\"a\":") is None
+    assert p.feed("data: 1}") is None
+    sse = p.feed("")
+    assert sse is not None and (sse.event, sse.data) == ("chat.end", "{\"a\":\n1}")
+    assert p.feed("id: r1") is None and p.feed("data:[DONE]") is None
+    sse = p.feed("")
+    assert sse is not None and (sse.event, sse.data, sse.id) == ("message", "[DONE]", "r1")
+
+
+def test_stall_watch_on_pinned_times() -> None:
+    w = StallWatch(StreamLimits(stall_timeout_s=60, first_token_timeout_s=300,
+                                request_deadline_s=1000), started_ns=0)
+    assert w.stalled(299 * S, "u") is None  # a slow prompt: still waiting for a first token
+    first = w.stalled(300 * S, "u")
+    assert isinstance(first, StreamStalled) and first.waited_s == 300
+    w.token(310 * S)
+    assert w.stalled(369 * S, "u") is None
+    late = w.stalled(370 * S, "u")
+    assert isinstance(late, StreamStalled) and "no new token for 60 s" in late.sentence
+    w.token(999 * S)
+    over = w.stalled(1000 * S, "u")
+    assert over is not None and "1000 s limit" in over.sentence
+    assert isinstance(over, StreamInterrupted)  # so the reply is saved as interrupted
+
+
+# -- stalls with keep-alive comments ---------------------------------------------------------
+
+
+def _one_token_then_keepalives() -> Iterator[bytes]:
+    yield chunk("", role=True).encode()
+    yield chunk("Hello").encode()
+    for _ in range(10_000):
+        yield b": keep-alive\n\n"
+
+
+def test_sync_stream_stalls_despite_keepalives_on_a_fake_clock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each look at the clock moves it one second on: no sleeping, and a 5 s stall timeout.
+    ticks = itertools.count(0, S)
+    monkeypatch.setattr("atom_core.server.streaming.time.perf_counter_ns", lambda: next(ticks))
+    limits = StreamLimits(stall_timeout_s=5, first_token_timeout_s=50, request_deadline_s=900)
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE, limits=limits) as client:
+        mock.post("/v1/chat/completions").mock(return_value=httpx.Response(
+            200, headers=SSE_HEADERS, content=_one_token_then_keepalives()))
+        stream = client.stream_chat("m", [ChatMessage("user", "q")])
+        got = []
+        with pytest.raises(StreamStalled) as caught:
+            for event in stream:
+                got.append(event)
+    assert [e.text for e in got if e.kind == "content"] == ["Hello"]
+    assert caught.value.waited_s >= 5
+    # how far it read past the token: a handful of keep-alives, not ten thousand
+    assert (stream.t_end_ns - stream.t_request_ns) / S < 20
+
+
+async def _async_one_token_then_keepalives() -> AsyncIterator[bytes]:
+    yield chunk("", role=True).encode()
+    yield chunk("Hello").encode()
+    for _ in range(10_000):
+        await asyncio.sleep(0.05)
+        yield b": keep-alive\n\n"
+
+
+def test_engine_ends_a_stalled_stream_and_keeps_what_arrived() -> None:
+    limits = StreamLimits(stall_timeout_s=0.4, first_token_timeout_s=5, request_deadline_s=60)
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE, limits=limits) as client:
+        mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
+            200, headers=SSE_HEADERS, content=_async_one_token_then_keepalives()))
+        (record,) = list(run_load([LoadJob(model="m", prompt="q")], client=client))
+    assert isinstance(record.error, StreamStalled)
+    assert record.content == "Hello" and not record.cancelled
+    row = RunRecord.from_record(record.run_row("cli"))
+    assert row.state == "interrupted" and "stalled" in row.error
+    # ended by the 0.4 s rule, long before the 10,000 keep-alives (500 s) ran out
+    assert record.metrics.e2e_s < 30
+
+
+def test_a_pool_timeout_goes_through_the_one_error_seam() -> None:
+    from atom_core.server.http_errors import from_transport
+
+    err = from_transport(httpx.PoolTimeout("no connection"), url=BASE)
+    assert isinstance(err, ClientPoolTimeout) and "ATOM had no free connection" in err.sentence
