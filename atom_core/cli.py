@@ -12,6 +12,7 @@ from typing import TextIO
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .config import settings_from_env
 from .errors import AtomError
+from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
 from .metrics import format_seconds
@@ -36,7 +37,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
             if args.command == "chat":
                 return _chat(client, args, out, err)
             if args.command == "bench":
-                return _bench(client, args, out, err)
+                with hardware.in_flight():  # sample the machine for the whole bench
+                    return _bench(client, args, out, err)
     except AtomError as e:
         print(f"error: {e.sentence}", file=err)
         return 1
@@ -253,12 +255,13 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         for record in run_load(jobs, client=client, concurrency=level):
             records.append(record)
             failures += not record.ok
+            run_row = record.run_row("sweep" if len(levels) > 1 else "cli")
             if store is not None:
-                store.add_run(record.run_row("sweep" if len(levels) > 1 else "cli"))
+                store.add_run(run_row)
             checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
                                    record.metrics.e2e_s, record.ok)
             checked.append((record.job.model, checks))
-            _print_record(record, args.json, out, checks)
+            _print_record(record, args.json, out, checks, hardware.json_fields(run_row))
         wall = time.perf_counter() - started
         for summary in summarize(records, wall_s=wall, order=models):
             _print_summary(summary, level, wall, args.json, out)
@@ -294,8 +297,9 @@ def _print_checks(checked: list[tuple[str, list[dict[str, object]]]], models: li
 
 
 def _print_record(record: LoadRecord, as_json: bool, out: TextIO,
-                  checks: list[dict[str, object]] | None = None) -> None:
-    row = record.row()
+                  checks: list[dict[str, object]] | None = None,
+                  hw: dict[str, object] | None = None) -> None:
+    row = {**record.row(), **(hw or {})}
     if checks:
         row["checks"] = checks
     if as_json:

@@ -12,7 +12,7 @@ import streamlit as st
 from atom_core import arena
 from atom_core.arena.race import ArenaRace, SlotSetup
 from atom_core.types import ModelInfo
-from pages import _arena_board, _arena_round, _arena_sets, _arena_setup
+from pages import _arena_board, _arena_machine, _arena_round, _arena_sets, _arena_setup
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second across all columns
@@ -72,6 +72,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                 st.caption(subtitle)
             lives.append(st.empty())
             bodies.append(st.empty())
+    strip = _arena_machine.MachineStrip(st.empty())  # what the machine does during the race
     try:
         race.start()
         st.session_state.arena_round_id = race.round_id
@@ -90,6 +91,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                     bodies[position].markdown(reply.content + ("" if slot.done else " ▌"))
                 elif reply.reasoning:
                     bodies[position].caption(f"Thinking… ({len(reply.reasoning.split())} words)")
+            strip.draw()
     finally:
         race.finish()  # on Stop and on a new prompt too: every request ends, the round is saved
     for url in listings:

@@ -14,10 +14,11 @@ from atom_core.measure import sweep
 from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.stats import charts
 from atom_core.types import Dialect, SamplingOptions
+from pages import _stats_machine
 from pages import _ui as ui
 
 FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
-TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM"]
+TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM", "Machine"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
 
@@ -248,7 +249,8 @@ if runs.empty:
 flt = filters(runs)
 colors = stats.model_colors(runs)
 views = (lambda: overview_tab(version, runs, flt, colors),
-         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs), server_tab)
+         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs), server_tab,
+         lambda: _stats_machine.machine_tab(store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:
         with tab:

@@ -25,6 +25,7 @@ from ..errors import (
     ServerUnreachable,
     StreamInterrupted,
 )
+from ..measure import hardware
 from ..metrics import GenerationMetrics, compute_metrics
 from ..types import StreamEvent
 
@@ -224,6 +225,10 @@ class ChatStream:
             self.t_end_ns = time.perf_counter_ns()
 
     def _events(self) -> Iterator[StreamEvent]:
+        with hardware.in_flight():  # the machine is sampled while any request is in flight
+            yield from self._send_and_read()
+
+    def _send_and_read(self) -> Iterator[StreamEvent]:
         self.t_request_ns = time.perf_counter_ns()
         try:
             response = send_retrying_stale(
