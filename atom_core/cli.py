@@ -7,8 +7,9 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .config import settings_from_env
 from .errors import AtomError
@@ -20,6 +21,9 @@ from .runs import run_record
 from .server.client import LMStudioClient
 from .server.streaming import ReplyBuffer
 from .types import ChatMessage, ModelInfo, SamplingOptions
+
+if TYPE_CHECKING:
+    from .history.tinydb_store import HistoryStore
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
@@ -98,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="sweep verdict: TTFT p90 limit in seconds (default 2)")
     b.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     b.add_argument("--no-record", action="store_true", help="do not add the runs to the history")
+    b.add_argument("--judge", metavar="JUDGE_KEY",
+                   help="a model that scores each prompt's answers blind, in both orders "
+                   "(adds a `judge` object to each record and prints the judge's summary)")
     return p
 
 
@@ -239,6 +246,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
     failures = 0
     sweep_tag = {"sweep_id": new_sweep_id()} if len(levels) > 1 else {}
     by_level: dict[str, list[LevelResult]] = {m: [] for m in models}
+    verdicts: list[judge.JudgeVerdict] = []
     for level in levels:
         jobs = [
             LoadJob(model=model, prompt=prompts[i % len(prompts)],
@@ -249,6 +257,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         ]
         started = time.perf_counter()
         records = []
+        pending: list[tuple[LoadRecord, dict[str, object]]] = []
         checked: list[tuple[str, list[dict[str, object]]]] = []
         if not args.json:
             print(f"== concurrency {level}: {len(jobs)} requests", file=out)
@@ -258,10 +267,19 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
             run_row = record.run_row("sweep" if len(levels) > 1 else "cli")
             if store is not None:
                 store.add_run(run_row)
+            if args.judge:  # printed once the judge has read every answer to its prompt
+                pending.append((record, hardware.json_fields(run_row)))
+                continue
             checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
                                    record.metrics.e2e_s, record.ok)
             checked.append((record.job.model, checks))
             _print_record(record, args.json, out, checks, hardware.json_fields(run_row))
+        for record, hw, obj in _judge_level(client, args.judge, pending, items, store, verdicts):
+            score = obj["score"] if obj else None
+            checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
+                                   record.metrics.e2e_s, record.ok, judge_score=score)
+            checked.append((record.job.model, checks))
+            _print_record(record, args.json, out, checks, {**hw, "judge": obj})
         wall = time.perf_counter() - started
         for summary in summarize(records, wall_s=wall, order=models):
             _print_summary(summary, level, wall, args.json, out)
@@ -274,6 +292,8 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
             v = verdict(results, target)
             print(json.dumps({"type": "verdict", "model": model, **v.to_dict()}) if args.json
                   else f"== {model}: {v.sentence}", file=out)
+    if args.judge:
+        _print_judge_summary(verdicts, args.json, out)
     return 1 if failures else 0
 
 
@@ -334,3 +354,54 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
 
 def _fmt(v: object) -> str:
     return format_seconds(float(v)) if isinstance(v, int | float) else "-"
+
+
+def _judge_level(client: LMStudioClient, judge_model: str | None,
+                 pending: list[tuple[LoadRecord, dict[str, object]]], items: list[PromptItem],
+                 store: HistoryStore | None, verdicts: list[judge.JudgeVerdict],
+                 ) -> list[tuple[LoadRecord, dict[str, object], dict[str, Any] | None]]:
+    """--judge: every prompt's answers (one per model, per repeat) judged blind in both orders;
+    each record with its `judge` object (None when it had nothing to judge)."""
+    groups: dict[tuple[object, object], list[LoadRecord]] = {}
+    for record, _ in pending:
+        groups.setdefault((record.job.tags["prompt_index"], record.job.tags["repeat"]),
+                          []).append(record)
+    objects: dict[int, dict[str, Any]] = {}
+    for (index, repeat), group in groups.items():
+        answers = {r.job.model: r.content for r in group if r.ok and r.content.strip()}
+        if judge_model is None or len(answers) < 2:
+            continue
+        item = items[int(str(index))]
+        verdict, per = judge.judge_named(
+            client=client, judge_model=judge_model, prompt=item.prompt, answers=answers,
+            store=store, reference=item.reference,
+            rubric=judge.REFERENCE_RUBRIC if item.reference else judge.DEFAULT_RUBRIC,
+            tags={"prompt_index": index, "repeat": repeat})
+        verdicts.append(verdict)
+        for r in group:
+            if r.job.model in per:
+                objects[id(r)] = per[r.job.model]
+    return [(record, hw, objects.get(id(record))) for record, hw in pending]
+
+
+def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out: TextIO) -> None:
+    summaries = judge.judge_summaries(verdicts)
+    scores = judge.model_scores(verdicts)
+    if as_json:
+        for s in summaries:
+            print(json.dumps({"type": "judge", "judge_model": s.judge_model,
+                              "verdicts": s.verdicts, "pairs": s.pairs,
+                              "disagreements": s.disagreements,
+                              "disagreement_rate": s.disagreement_rate,
+                              "unreadable": s.unreadable, "models": scores}), file=out)
+        if not summaries:
+            print(json.dumps({"type": "judge", "verdicts": 0, "models": []}), file=out)
+        return
+    if not summaries:
+        print("== judge: nothing to judge (a prompt needs two complete answers)", file=out)
+    for s in summaries:
+        print(f"== {judge.summary_line(s)}", file=out)
+    for m in scores:
+        score = f"{m['score_mean']:.1f}" if m["score_mean"] is not None else "-"
+        print(f"-- {m['model']}: judge score {score} · agreed wins {m['wins']}, "
+              f"ties {m['ties']}, losses {m['losses']}", file=out)

@@ -7,7 +7,7 @@ arena relies on. It remembers which dialect the server speaks after the first li
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -178,14 +178,18 @@ class LMStudioClient:
         options: SamplingOptions | None = None,
         system_prompt: str | None = None,
         ttl: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> ChatStream:
         """Starts a streamed reply (`POST /v1/chat/completions`, `stream: true`).
 
         Nothing is sent until the stream is iterated. `system_prompt`, when given, is sent as
         the first message. `ttl` (seconds) asks LM Studio to unload a model this request loads
-        just-in-time after that long idle.
+        just-in-time after that long idle. `response_format` is sent as given (the judge asks
+        for a JSON schema).
         """
         body = self._chat_body(model, messages, options, system_prompt, ttl)
+        if response_format is not None:
+            body["response_format"] = dict(response_format)
         request = self._http.build_request(
             "POST",
             "/v1/chat/completions",
