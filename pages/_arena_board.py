@@ -8,8 +8,10 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
+from atom_core.arena import judge
 from atom_core.arena.race import HELP, ArenaRound
 from atom_core.arena.ratings import Rating
+from pages import _arena_judge
 from pages import _ui as ui
 
 # -- the leaderboard ------------------------------------------------------------------------------
@@ -22,6 +24,12 @@ def _board(signature: str, _rounds: Sequence[ArenaRound]) -> list[Rating]:
 
 def leaderboard(store: ui.HistoryStore) -> None:
     rounds = arena.load_rounds(store)
+    verdicts = judge.load_verdicts(store)
+    if verdicts and st.segmented_control(
+            "Ratings by", ["People", "Judge"], default="People", key="board_basis",
+            help="People: your votes. Judge: a model's blind verdicts, kept apart.") == "Judge":
+        _arena_judge.judge_board(rounds, verdicts)
+        return
     votes = sum(1 for r in rounds if r.vote is not None)
     if not votes:
         st.info("No votes yet. Race two or more models, read the answers (Blind makes it fair) "

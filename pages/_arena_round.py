@@ -10,6 +10,7 @@ from atom_core import arena
 from atom_core.arena import report
 from atom_core.arena.race import HELP, ArenaRound
 from atom_core.arena.ratings import Outcome
+from pages import _arena_judge
 from pages import _ui as ui
 
 # -- a finished round -----------------------------------------------------------------------------
@@ -48,6 +49,7 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
             if s.content:
                 st.markdown(s.content)
     _vote_bar(store, rnd, presenter)
+    _arena_judge.judge_panel(store, rnd)  # a model as judge, kept apart from the vote
 
 
 def _results_grid(rnd: ArenaRound) -> None:
