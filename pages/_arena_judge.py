@@ -85,11 +85,16 @@ def draw_verdict(rnd: ArenaRound, v: judge.JudgeVerdict) -> None:
         "Positions": st.column_config.TextColumn(help="Where the answer stood in each order "
                                                  "(1 = shown first)."),
         "Agreed": st.column_config.TextColumn(help="Both orders gave the same verdict on every "
-                                              "pair this answer was in.")})
+                                              "pair this answer was in."),
+        "Reason": st.column_config.TextColumn(help="The judge's own words (from the first order "
+                                              "it scored); its “Response N” is that order's "
+                                              "numbering.")})
     for p in v.pairs():
         a, b = rnd.short_label(v.slots[p.a]), rnd.short_label(v.slots[p.b])
         said = {"a": a, "b": b, "tie": "tie", None: "no verdict"}
         result = {"a": f"{a} wins", "b": f"{b} wins", "tie": "tie", None: "no verdict"}
+        if rnd.positions.index(v.slots[p.a]) > rnd.positions.index(v.slots[p.b]):
+            a, b = b, a  # name the pair in the order the page shows the answers
         st.caption(f"{a} vs {b}: order 1 → {said[p.first]}, order 2 → {said[p.second]}: "
                    f"{'agreed, ' if p.agreed else 'disagreed, ' if p.complete else ''}"
                    f"{result[p.outcome]}")
