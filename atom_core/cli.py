@@ -7,8 +7,10 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import images
 from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .config import settings_from_env
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--ttl", type=int, help="idle TTL in seconds for a model this request loads")
     c.add_argument("--json", action="store_true", help="print the reply and metrics as JSON")
     c.add_argument("--no-record", action="store_true", help="do not add this run to the history")
+    c.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="a PNG, JPEG or WebP to send with the prompt (repeatable; vision models "
+                   "only; resized to 1,024 px on its longest side)")
 
     b = sub.add_parser(
         "bench",
@@ -147,10 +152,13 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         seed=args.seed,
         stop=tuple(args.stop),
     )
+    pictures = _images_for_chat(client, args, err)
+    if pictures is None:
+        return 2
     reply = ReplyBuffer()
     error: AtomError | None = None
     stream = client.stream_chat(
-        args.model, [ChatMessage("user", args.prompt)], options=options,
+        args.model, [ChatMessage("user", args.prompt, images=pictures)], options=options,
         system_prompt=args.system, ttl=args.ttl,
     )
     in_reasoning = False
@@ -405,3 +413,27 @@ def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out:
         score = f"{m['score_mean']:.1f}" if m["score_mean"] is not None else "-"
         print(f"-- {m['model']}: judge score {score} · agreed wins {m['wins']}, "
               f"ties {m['ties']}, losses {m['losses']}", file=out)
+
+
+def _images_for_chat(client: LMStudioClient, args: argparse.Namespace,
+                     err: TextIO) -> tuple[str, ...] | None:
+    """chat --image: the images as data URLs, or None (after one sentence on stderr) when a
+    file can't be used or the model can't read images. Nothing is sent in that case."""
+    if not args.image:
+        return ()
+    urls = []
+    for path in args.image:
+        try:
+            raw = Path(path).read_bytes()
+            urls.append(images.prepare_image(raw, name=Path(path).name).data_url)
+        except OSError as e:
+            print(f"error: can't read {path}: {e.strerror or e}", file=err)
+            return None
+        except images.ImageError as e:
+            print(f"error: {e.sentence}", file=err)
+            return None
+    refusal = images.vision_refusal(args.model, client.list_models().get(args.model))
+    if refusal is not None:
+        print(f"error: {refusal}", file=err)
+        return None
+    return tuple(urls)
