@@ -11,6 +11,7 @@ from atom_core.history import export
 from atom_core.history.tinydb_store import Conversation, Message
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
+from pages import _chat_images
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
@@ -85,7 +86,7 @@ def header(conv: Conversation | None, model: str | None = None
             messages = store.messages(conv.id)
             for label, ext, mime, render in (
                 ("Markdown", "md", "text/markdown", export.to_markdown),
-                ("JSON", "json", "application/json", export.to_json),
+                ("JSON", "json", "application/json", _chat_images.to_json),
                 ("Plain text", "txt", "text/plain", export.to_text),
             ):
                 st.download_button(label, render(conv, messages),
@@ -112,6 +113,7 @@ def conv_key(conv: Conversation | None) -> str:
 
 def delete(conversation_id: str) -> None:
     store.delete_conversation(conversation_id)
+    _chat_images.forget(conversation_id)
     select(None)
 
 
@@ -173,6 +175,7 @@ def show_message(m: Message) -> None:
                 st.markdown(m.reasoning)
         if m.content:
             st.markdown(m.content)
+        _chat_images.thumbnails(m)
         if m.state == "error":
             st.error(m.error or "The reply failed.", icon=":material/error:")
         elif m.state in STATE_NOTES:
@@ -186,7 +189,11 @@ def show_message(m: Message) -> None:
 
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
                  ttl: int | None) -> None:
-    history = history_for_request(store.messages(conv.id))
+    history = history_for_request(store.messages(conv.id), _chat_images.loader(conv.id))
+    if refused := _chat_images.refusal(model, history):  # said before anything is sent
+        store.add_message(conv.id, role="assistant", content="", model=model, state="error",
+                          error=refused)
+        st.rerun()
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
                     history=history, options=options, system_prompt=system, ttl=ttl)
     with st.chat_message("assistant"):
@@ -232,6 +239,7 @@ def live_line(turn: ChatTurn) -> str:
 # Read the input first (it is pinned to the bottom wherever it is called), so that a first message
 # creates its conversation before the header and the list are drawn.
 prompt = st.chat_input("Message the model", submit_mode="stop")
+pictures = _chat_images.picker("chat")
 conv = current_conversation()
 model = ui.selected_model() or (conv.model if conv else None)
 if prompt and conv is None:
@@ -257,7 +265,8 @@ if conv and last is not None and model and not prompt:
         stream_reply(conv, model, options, system, ttl)
 
 if prompt and conv is not None:
-    store.add_message(conv.id, role="user", content=prompt)  # saved before anything can fail
+    sent = store.add_message(conv.id, role="user", content=prompt)  # saved before anything fails
+    _chat_images.keep(conv.id, sent.id, pictures)
     if not model:
         status = ui.server_status(refresh=True)
         store.add_message(conv.id, role="assistant", content="", state="error",
@@ -268,4 +277,5 @@ if prompt and conv is not None:
         store.update_conversation(conv.id, model=model)
     with st.chat_message("user"):
         st.markdown(prompt)
+        _chat_images.thumbnails(sent)
     stream_reply(conv, model, options, system, ttl)
