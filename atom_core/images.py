@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +129,17 @@ def vision_refusal(model: str, info: ModelInfo | None) -> str | None:
                 "it reads images: the images were not sent.")
     return (f"{model} can't read images (the server doesn't list vision among its "
             "capabilities): pick a vision model, or send the text alone.")
+
+
+def vision_errors(models: Mapping[int, ModelInfo | None],
+                  names: Mapping[int, str]) -> dict[int, VisionRefused]:
+    """Per race slot whose model can't read images: the error it ends with, unsent."""
+    out = {}
+    for i, name in names.items():
+        sentence = vision_refusal(name, models.get(i))
+        if sentence is not None:
+            out[i] = VisionRefused(sentence)
+    return out
 
 
 def request_bytes(messages: Sequence[ChatMessage]) -> int:

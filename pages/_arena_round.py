@@ -10,7 +10,7 @@ from atom_core import arena
 from atom_core.arena import report
 from atom_core.arena.race import HELP, ArenaRound
 from atom_core.arena.ratings import Outcome
-from pages import _arena_judge
+from pages import _arena_judge, _chat_images
 from pages import _ui as ui
 
 # -- a finished round -----------------------------------------------------------------------------
@@ -27,6 +27,7 @@ def current_round(store: ui.HistoryStore) -> ArenaRound | None:
 def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
     with st.chat_message("user"):
         st.markdown(rnd.prompt)
+        _chat_images.round_thumbnails(rnd.id)
     for note in rnd.notes:
         st.info(note, icon=":material/info:")
     _results_grid(rnd)

@@ -84,3 +84,16 @@ def to_json(conv: Conversation, messages: Sequence[Message]) -> str:
 
 def forget(conversation_id: str) -> None:
     images.delete_images(_data_dir(), conversation_id)
+
+
+def keep_round(round_id: str, pictures: Sequence[ImageAttachment]) -> None:
+    """Saves an arena prompt's images beside its round and empties the uploader."""
+    if pictures:
+        images.save_images(_data_dir(), round_id, "prompt", pictures)
+        clear("arena")
+
+
+def round_thumbnails(round_id: str) -> None:
+    pictures = images.load_images(_data_dir(), round_id, "prompt")
+    if pictures:
+        st.image([p.data for p in pictures], width=120)

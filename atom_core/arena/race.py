@@ -451,7 +451,8 @@ class ArenaRace:
     def __init__(self, *, store: HistoryStore, client_for: ClientFor, prompt: str,
                  system_prompt: str, setups: Sequence[SlotSetup], prepared: Prepared,
                  models: Mapping[int, ModelInfo | None] | None = None, blind: bool = False,
-                 order: Sequence[int] | None = None, save_every_s: float = 1.0) -> None:
+                 order: Sequence[int] | None = None, save_every_s: float = 1.0,
+                 images: Sequence[str] = ()) -> None:
         if not MIN_SLOTS <= len(setups) <= MAX_SLOTS:
             raise ValueError(f"a race needs {MIN_SLOTS} to {MAX_SLOTS} slots")
         self.store = store
@@ -462,6 +463,7 @@ class ArenaRace:
         self.prepared = prepared
         self._models = models or {}
         self.blind = blind
+        self.images = tuple(images)  # data URLs sent with the prompt (vision models)
         self.order = tuple(order) if order else (blind_order(len(setups)) if blind
                                                  else tuple(range(len(setups))))
         self._save_every_ns = int(save_every_s * 1e9)
@@ -490,7 +492,8 @@ class ArenaRace:
             if error is not None:
                 raise error
             return self._client_for(setup.server).stream_chat(
-                target, [ChatMessage("user", self.prompt)], options=setup.options,
+                target, [ChatMessage("user", self.prompt, images=self.images)],
+                options=setup.options,
                 system_prompt=self.system_prompt or None)
         return make
 
