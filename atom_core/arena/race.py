@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import AtomError, ServerError
+from ..measure import hardware
 from ..measure.runner import FanOut, Slot
 from ..metrics import GenerationMetrics, format_seconds, percentile
 from ..runs import reply_state, run_record
@@ -567,7 +568,9 @@ class ArenaRace:
                 source="arena", server=self.setups[i].server, model=self.setups[i].model,
                 metrics=reply.metrics(), error=slot.error, cancelled=slot.cancelled,
                 round_id=self.round_id, slot=SLOT_LABELS[i],
-                contestant=self.setups[i].contestant)))
+                contestant=self.setups[i].contestant,
+                # its own window: a slot that ended early is recorded when the last one ends
+                **hardware.window_fields(reply.t_request_ns, reply.t_end_ns))))
         final = self.snapshot("done", run_ids)
         record = final.to_record()
         record.pop("id")

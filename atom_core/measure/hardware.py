@@ -423,6 +423,16 @@ def in_flight() -> contextlib.AbstractContextManager[None]:
     return sampler().in_flight()
 
 
+def window_fields(t0_ns: int, t1_ns: int) -> dict[str, Any]:
+    """The hardware fields of a run over its exact window (perf_counter_ns stamps, as a
+    ReplyBuffer keeps them): for callers that record a run some time after it ended."""
+    s = _sampler
+    summary = s.summary(t0_ns, t1_ns) if s is not None and t1_ns >= t0_ns > 0 else None
+    if summary is None:
+        return {}
+    return {**summary.run_fields(), "machine_id": this_machine().id}
+
+
 def run_fields(e2e_s: float | None) -> dict[str, Any]:
     """The hardware fields of a run that ended just now after `e2e_s` seconds ({} when the
     sampler saw nothing of it). GPU fields stay None without a GPU."""

@@ -224,3 +224,21 @@ def test_bench_json_records_carry_the_hardware_fields(monkeypatch: pytest.Monkey
             assert r["gpu_util_mean"] == 33.0 and r["vram_used_mb_peak"] == 1234.0
     stored = open_store().runs()
     assert all(row["hw_samples"] >= 1 for row in stored)
+
+
+def test_an_exact_window_beats_the_window_ending_now() -> None:
+    clock = Clock()
+    cpu = iter([0.0, 90.0, 10.0])  # primer, then a busy reading, then a quiet one
+    s = HardwareSampler(gpu=None, read_cpu=lambda: next(cpu), read_ram_mb=lambda: 1.0,
+                        clock=clock)
+    hardware.use_sampler(s)
+    clock.t = 1_000_000_000
+    s.sample()  # 90 % while slot A ran (0.9-1.1 s)
+    clock.t = 5_000_000_000
+    s.sample()  # 10 % much later, when the last slot ended and the round was saved
+    exact = hardware.window_fields(900_000_000, 1_100_000_000)
+    assert exact["cpu_percent_mean"] == 90.0 and exact["hw_samples"] == 1
+    row = RunRecord.measured(source="arena", server="s", model="m", metrics=M(0.2),
+                             **exact).to_record()
+    assert row["cpu_percent_mean"] == 90.0  # explicit fields win over the probe's guess
+    assert hardware.window_fields(0, 0) == {}
