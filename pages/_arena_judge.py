@@ -2,6 +2,8 @@
 Drawing only; the judging is in atom_core.arena.judge. Judge reasons and replies are model text:
 shown as plain text (st.text / st.code), never as Markdown."""
 
+from typing import Any
+
 import streamlit as st
 
 from atom_core.arena import charts as arena_charts
@@ -146,3 +148,45 @@ def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) ->
                "contestants' own, never the judge's.")
     st.dataframe(arena_charts.leaderboard_frame(board), hide_index=True, width="stretch",
                  key="judge_leaderboard")
+
+
+# -- a prompt set's run ---------------------------------------------------------------------------
+
+
+def promptset_panel(store: ui.HistoryStore, run: dict[str, Any],
+                    records: list[dict[str, Any]]) -> None:
+    """Under a prompt set run: judge every prompt's answers (blind, both orders) and show the
+    judge's scores per model and the set's judge checks."""
+    run_id = str(run["id"])
+    verdicts = judge.promptset_verdicts(store, run_id)
+    with st.expander("Judge this run with a model", icon=":material/gavel:",
+                     expanded=bool(verdicts)):
+        st.caption("Each prompt's answers are judged like a round: blind, in two orders; a "
+                   "prompt's reference answer, if the set has one, goes to the judge.")
+        options = _judges()
+        if options:
+            multi = len({url for url, _ in options}) > 1
+            pick = st.selectbox("Judge model", options, key=f"ps-judge-{run_id}",
+                                format_func=lambda o: f"{o[1]} ({o[0]})" if multi else o[1])
+            if st.button("Judge every prompt", icon=":material/gavel:",
+                         key=f"ps-judge-go-{run_id}", disabled=pick is None):
+                assert pick is not None
+                with st.spinner(f"{pick[1]} is judging every prompt, in both orders…"):
+                    try:
+                        judge.judge_promptset_run(store, ui.client_for(pick[0]), pick[1], run,
+                                                  records)
+                    except AtomError as e:
+                        st.error(e.sentence, icon=":material/error:")
+                        return
+                st.rerun()
+        if not verdicts:
+            return
+        for s in judge.judge_summaries(verdicts):
+            st.text(judge.summary_line(s))  # names a model: plain text
+        st.dataframe(judge.model_scores(verdicts), hide_index=True, key=f"ps-scores-{run_id}",
+                     column_config={"model": "Model", "score_mean": "Judge score (mean)",
+                                    "wins": "Agreed wins", "ties": "Ties", "losses": "Losses"})
+        checks = judge.judge_check_rows(run, verdicts)
+        if checks:
+            st.markdown("**Judge checks** (passed / judged over the repeats)")
+            st.dataframe(checks, hide_index=True, key=f"ps-judge-checks-{run_id}")

@@ -10,6 +10,7 @@ import streamlit as st
 from atom_core.arena import promptsets, report
 from atom_core.arena.race import HELP, SlotSetup
 from atom_core.errors import AtomError
+from pages import _arena_judge
 from pages import _ui as ui
 from pages._arena_round import downloads
 from pages._arena_setup import prepare
@@ -172,3 +173,4 @@ def _show_run(store: ui.HistoryStore, run: dict[str, Any]) -> None:
     if checks:
         st.markdown("**Checks** (passed / total over the repeats)")
         st.dataframe(checks, hide_index=True, width="stretch")
+    _arena_judge.promptset_panel(store, run, records)  # a model as judge of every prompt

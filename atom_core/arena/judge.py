@@ -612,3 +612,83 @@ def model_scores(verdicts: Sequence[JudgeVerdict]) -> list[dict[str, Any]]:
     return [{"model": name, "score_mean": round(sum(s) / len(s), 2) if (s := scores.get(name))
              else None, "wins": w, "ties": t, "losses": lo}
             for name, (w, t, lo) in sorted(wtl.items())]
+
+
+# -- judging a prompt set's run --------------------------------------------------------------------
+
+
+def promptset_round_id(run_id: str, prompt_index: int, repeat: int) -> str:
+    return f"promptset:{run_id}:{prompt_index}:{repeat}"
+
+
+def judge_promptset_run(store: HistoryStore, client: LMStudioClient, judge_model: str,
+                        run: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
+                        rubric: str | None = None, rng: random.Random | None = None
+                        ) -> list[JudgeVerdict]:
+    """Judges every (prompt, repeat) of a prompt set run that has two or more complete
+    answers, blind and in both orders like a round; a prompt's reference answer, when it has
+    one, goes to the judge (with the reference rubric unless `rubric` is given). Verdicts are
+    saved (round id "promptset:<run>:<prompt>:<repeat>") and returned."""
+    from .promptsets import PromptSet
+
+    items = PromptSet.from_dict(dict(run["set"])).items
+    slots = list(run["slots"])
+    groups: dict[tuple[int, int], dict[int, str]] = {}
+    for r in records:
+        content = str(r.get("content") or "")
+        if r.get("ok") and content.strip():
+            key = (int(r["prompt_index"]), int(r["repeat"]))
+            groups.setdefault(key, {})[int(r["slot"])] = content
+    out = []
+    for (p, rep), answers in sorted(groups.items()):
+        if len(answers) < 2 or p >= len(items):
+            continue
+        reference = items[p].reference
+        chosen = rubric or (REFERENCE_RUBRIC if reference else DEFAULT_RUBRIC)
+        judged = sorted(answers)
+        rid = promptset_round_id(str(run["id"]), p, rep)
+        calls = judge_answers(client=client, judge_model=judge_model, prompt=items[p].prompt,
+                              answers=[answers[s] for s in judged], store=store, rubric=chosen,
+                              reference=reference, rng=rng,
+                              tags={"promptset_run": str(run["id"]), "prompt_index": p,
+                                    "repeat": rep})
+        verdict = JudgeVerdict(id="", ts=time.time(), round_id=rid,
+                               judge_server=client.base_url, judge_model=judge_model,
+                               rubric=chosen, reference=reference, slots=tuple(judged),
+                               contestants=tuple(str(slots[s]["contestant"]) for s in judged),
+                               calls=tuple(calls))
+        record = verdict.to_record()
+        record.pop("id")
+        out.append(replace(verdict, id=store.append(VERDICTS_TABLE, record)))
+    return out
+
+
+def promptset_verdicts(store: HistoryStore, run_id: str) -> list[JudgeVerdict]:
+    prefix = f"promptset:{run_id}:"
+    return [v for v in load_verdicts(store) if v.round_id.startswith(prefix)]
+
+
+def judge_check_rows(run: Mapping[str, Any], verdicts: Sequence[JudgeVerdict]
+                     ) -> list[dict[str, Any]]:
+    """The prompt set's judge checks against the judge's mean scores: one row per prompt
+    with a judge check, a "passed/total" cell per slot label over the repeats judged."""
+    from .promptsets import PromptSet
+
+    items = PromptSet.from_dict(dict(run["set"])).items
+    labels = [str(s["label"]) for s in run["slots"]]
+    by_prompt: dict[int, list[JudgeVerdict]] = {}
+    for v in verdicts:
+        parts = v.round_id.split(":")
+        if len(parts) == 4 and parts[2].isdigit():
+            by_prompt.setdefault(int(parts[2]), []).append(v)
+    rows = []
+    for p, item in enumerate(items):
+        for check in (c for c in item.checks if c.kind == "judge"):
+            row: dict[str, Any] = {"prompt": item.name or item.prompt[:60], "check": check.label}
+            for s, label in enumerate(labels):
+                scores = [a["score"] for v in by_prompt.get(p, []) for a in v.per_answer()
+                          if a["slot"] == s]
+                passed = sum(1 for x in scores if check.passes("", None, True, x))
+                row[f"Model {label}"] = f"{passed}/{len(scores)}" if scores else "–"
+            rows.append(row)
+    return rows

@@ -13,7 +13,7 @@ import respx
 from streamlit.testing.v1 import AppTest
 
 from atom_core import arena
-from atom_core.arena import judge
+from atom_core.arena import judge, promptsets
 from atom_core.history.tinydb_store import open_store
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 from tests.ui.conftest import BASE, new_app
@@ -102,3 +102,34 @@ def test_a_judged_blind_round_in_both_orders_then_the_judge_board(
     assert list(board["Model"])[0] == "t/one" and board.iloc[0]["W/T/L"] == "2/0/0"
     summary = next(d.value for d in at.dataframe if "Orders disagreed" in d.value.columns)
     assert list(summary["Judge"]) == ["t/three"] and summary["Orders disagreed"][0] == 0.0
+
+
+def test_a_prompt_set_run_judged_with_a_reference_and_a_judge_check(
+        mock: respx.MockRouter, isolated_env: Path) -> None:
+    chats = route_with_judge(mock)
+    at = open_arena(mock)
+    at.segmented_control(key="arena_view").set_value("Prompt sets").run()
+    at.segmented_control(key="arena_n").set_value(2).run()
+    at.text_area(key="ps_text").set_value(
+        "prompt,reference,judge\nWhich answer?,The first answer.,7\n").run()
+    at.checkbox(key="ps_warm").set_value(False).run()
+    next(b for b in at.button if b.label.startswith("Run ")).click().run()
+    assert not at.exception
+    store = open_store(isolated_env)
+    (run,) = promptsets.list_runs(store)
+    at.selectbox(key=f"ps-judge-{run['id']}").set_value((BASE, "t/three")).run()
+    at.button(key=f"ps-judge-go-{run['id']}").click().run()
+    assert not at.exception
+    judged = [json.loads(c.request.content) for c in chats.calls
+              if "response_format" in json.loads(c.request.content)]
+    assert len(judged) == 2  # one prompt, two orders
+    text = judged[0]["messages"][-1]["content"]
+    assert "[Reference answer]\nThe first answer." in text and judge.REFERENCE_RUBRIC in text
+    (verdict,) = judge.promptset_verdicts(store, str(run["id"]))
+    assert verdict.contestants == ("t/one", "t/two") and verdict.winner() == 0
+    checks = [d.value for d in at.dataframe if "check" in d.value.columns
+              and "judge score" in str(d.value["check"][0])][-1]  # the judge panel's table
+    assert checks.iloc[0].to_dict() == {"prompt": "Which answer?", "check": "judge score ≥ 7",
+                                        "Model A": "1/1", "Model B": "0/1"}
+    scores = next(d.value for d in at.dataframe if "score_mean" in d.value.columns)
+    assert list(scores["score_mean"]) == [9.0, 6.0] and list(scores["wins"]) == [1, 0]
