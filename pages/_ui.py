@@ -13,7 +13,6 @@ import streamlit as st
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
 from atom_core.history.tinydb_store import HistoryStore, open_store
-from atom_core.measure import hardware
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
 from atom_core.settings.store import (
@@ -39,9 +38,7 @@ def _client(base_url: str, token: str | None) -> LMStudioClient:
 
 @st.cache_resource(show_spinner=False)
 def _store(data_dir: str) -> HistoryStore:
-    store = open_store(data_dir)
-    hardware.record_machine(store, hardware.this_machine())  # once per process: runs name it
-    return store
+    return open_store(data_dir)
 
 
 def server_url() -> str:
