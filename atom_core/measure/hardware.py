@@ -208,6 +208,11 @@ class HardwareSampler:
     def active(self) -> int:
         return self._active
 
+    @property
+    def running(self) -> bool:
+        """Whether the sampling thread is alive (it ends once nothing is in flight)."""
+        return self._thread is not None
+
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
         """Marks one request in flight for the `with` block; samples run while any is."""

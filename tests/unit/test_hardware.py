@@ -122,8 +122,9 @@ def test_sampler_against_psutil_with_a_fake_gpu() -> None:
     assert all(r.gpu_util == 55.0 and r.vram_used_mb == 2048.0 for r in got)
     # the thread stops once nothing is in flight: no more readings after a while
     deadline = time.monotonic() + 30
-    while s.active == 0 and s._thread is not None and time.monotonic() < deadline:  # noqa: SLF001
+    while s.running and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert not s.running
     n = len(s.samples())
     time.sleep(0.2)
     assert len(s.samples()) == n
@@ -242,3 +243,14 @@ def test_an_exact_window_beats_the_window_ending_now() -> None:
                              **exact).to_record()
     assert row["cpu_percent_mean"] == 90.0  # explicit fields win over the probe's guess
     assert hardware.window_fields(0, 0) == {}
+
+
+def test_the_live_strip_line_shows_now_and_peak_and_gpu_only_with_one() -> None:
+    base = [HardwareSample(t_ns=1, cpu_percent=80.0, ram_used_mb=8192.0),
+            HardwareSample(t_ns=2, cpu_percent=20.0, ram_used_mb=9216.0)]
+    assert hardware.strip_line(base) == "CPU 20 % (peak 80 %) · RAM 9.0 GB"
+    gpu = [HardwareSample(t_ns=1, cpu_percent=5.0, ram_used_mb=1024.0, gpu_util=97.0,
+                          vram_used_mb=6144.0)]
+    assert hardware.strip_line(gpu) == ("CPU 5 % (peak 5 %) · RAM 1.0 GB · GPU 97 % (peak 97 %)"
+                                        " · VRAM 6.0 GB (peak 6.0 GB)")
+    assert hardware.strip_line([]) == ""
