@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import AtomError
+from .errors import AtomError, BadRequest
 from .measure.runner import FanOut, Slot
 from .metrics import GenerationMetrics
 from .runs import reply_state, run_record
+from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
-    from .history.tinydb_store import HistoryStore, Message
+    from .history import HistoryStore, Message
     from .server.client import LMStudioClient
+    from .server.streaming import SSEStream
 
 TITLE_CHARS = 48
 
@@ -49,6 +52,86 @@ def history_for_request(
     return out
 
 
+# One record per conversation that left the default route: which route it uses and, on a
+# stateful route, the id of the last reply the server stored (the next turn continues from it).
+ROUTE_TABLE = "chat_routes"
+STATE_LOST_NOTE = ("The server no longer had this conversation's stored state, so the whole "
+                   "history was sent instead.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationRoute:
+    """The chat route a conversation talks over, and where a stateful route left off."""
+
+    route: str = "completions"
+    response_id: str | None = None  # the last stored reply's id (native / responses)
+    full_history: bool = False  # send the whole history even on a stateful route
+    request_bytes: int | None = None  # the last turn's request body size
+    reasoning: str | None = None  # off/on/low/medium/high on routes that take it; None: default
+
+    @property
+    def continues_from(self) -> str | None:
+        """The id the next turn sends as `previous_response_id`, if any."""
+        if self.route in STATEFUL_ROUTES and not self.full_history:
+            return self.response_id
+        return None
+
+
+def conversation_route(store: HistoryStore, conversation_id: str) -> ConversationRoute:
+    """The conversation's route (chat completions unless one was chosen)."""
+    for r in store.records(ROUTE_TABLE):
+        if r.get("id") == conversation_id:
+            route = r.get("route")
+            rid = r.get("response_id")
+            return ConversationRoute(
+                route=route if route in ROUTES else "completions",
+                response_id=rid if isinstance(rid, str) and rid.startswith("resp_") else None,
+                full_history=r.get("full_history") is True,
+                request_bytes=r.get("request_bytes") if isinstance(r.get("request_bytes"), int)
+                else None,
+                reasoning=r.get("reasoning") if r.get("reasoning") in REASONING_LEVELS else None,
+            )
+    return ConversationRoute()
+
+
+def set_conversation_route(store: HistoryStore, conversation_id: str, *,
+                           route: str | None = None, response_id: str | None = None,
+                           full_history: bool | None = None, forget_response: bool = False,
+                           request_bytes: int | None = None, reasoning: str | None = None,
+                           default_reasoning: bool = False) -> ConversationRoute:
+    """Changes the fields given. Picking another route forgets the stored response id (a
+    server's id means nothing on another route)."""
+    current = conversation_route(store, conversation_id)
+    if route is not None and route not in ROUTES:
+        raise ValueError(f"unknown chat route {route!r}")
+    changes: dict[str, Any] = {}
+    if route is not None and route != current.route:
+        changes.update(route=route, response_id=None)
+    if response_id is not None:
+        changes["response_id"] = response_id
+    if forget_response:
+        changes["response_id"] = None
+    if full_history is not None:
+        changes["full_history"] = full_history
+    if request_bytes is not None:
+        changes["request_bytes"] = request_bytes
+    if reasoning is not None:
+        if reasoning not in REASONING_LEVELS:
+            raise ValueError(f"unknown reasoning setting {reasoning!r}")
+        changes["reasoning"] = reasoning
+    if default_reasoning:
+        changes["reasoning"] = None
+    if not changes:
+        return current
+    if any(r.get("id") == conversation_id for r in store.records(ROUTE_TABLE)):
+        store.update_record(ROUTE_TABLE, conversation_id, changes)
+    else:
+        row = {"route": current.route, "response_id": current.response_id,
+               "full_history": current.full_history, **changes}
+        store.append(ROUTE_TABLE, {"id": conversation_id, **row})
+    return conversation_route(store, conversation_id)
+
+
 class ChatTurn:
     """One assistant reply in a stored conversation.
 
@@ -72,6 +155,9 @@ class ChatTurn:
         ttl: int | None = None,
         source: str = "chat",
         save_every_s: float = 1.0,
+        route: str = "completions",
+        previous_response_id: str | None = None,
+        reasoning: str | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -88,6 +174,11 @@ class ChatTurn:
         self._run: FanOut | None = None
         self.message_id = ""
         self.finished = False
+        self.route = route
+        self.previous_response_id = previous_response_id  # None after a fallback to history
+        self.note = ""  # a sentence for the user about how this turn was sent, if any
+        self.request_bytes: int | None = None  # the request body's size, once built
+        self.reasoning = reasoning
 
     @property
     def slot(self) -> Slot:
@@ -112,24 +203,44 @@ class ChatTurn:
         )
         self.message_id = message.id
         self._last_save_ns = time.perf_counter_ns()
-        self._run = FanOut(
-            [
-                lambda: self.client.stream_chat(
-                    self.model,
-                    self._history,
-                    options=self._options,
-                    system_prompt=self._system_prompt,
-                    ttl=self._ttl,
-                )
-            ]
-        ).start()
+        self._send()
         return self
+
+    def _send(self) -> None:
+        self._run = FanOut([self._stream]).start()
+
+    def _stream(self) -> SSEStream:
+        stream = self.client.stream_route(
+            self.route,
+            self.model,
+            self._history,
+            options=self._options,
+            system_prompt=self._system_prompt,
+            ttl=self._ttl,
+            previous_response_id=self.previous_response_id,
+            reasoning=self.reasoning,
+        )
+        self.request_bytes = stream.request_bytes
+        return stream
+
+    def _state_lost(self) -> bool:
+        """The server refused the stored id before answering anything: it no longer has it."""
+        slot = self.slot
+        err = slot.error
+        return (slot.done and self.previous_response_id is not None and not slot.reply.tokens
+                and isinstance(err, BadRequest) and "previous_response_id" in (
+                    err.param + err.sentence))
 
     def poll(self, timeout: float = 0.05) -> bool:
         """Collects what arrived (waiting up to `timeout`); saves progress now and then.
         Returns True when something changed."""
         assert self._run is not None, "start() first"
         changed = bool(self._run.poll(timeout))
+        if self._state_lost():  # resend the whole history once, and say so
+            self.previous_response_id = None
+            self.note = STATE_LOST_NOTE
+            self._send()
+            return True
         now = time.perf_counter_ns()
         reply = self.slot.reply
         grown = len(reply.content) + len(reply.reasoning) != self._saved_len
@@ -180,8 +291,22 @@ class ChatTurn:
                     cancelled=slot.cancelled,
                     conversation_id=self.conversation_id,
                     message_id=self.message_id,
+                    route=self.route,
+                    response_id=reply.response_id,
+                    previous_response_id=self.previous_response_id,
+                    request_bytes=self.request_bytes,
+                    **server_stat_fields(reply.server_stats),
                 )
             )
+        if self.route in STATEFUL_ROUTES and reply.response_id and state == "complete":
+            set_conversation_route(self.store, self.conversation_id, route=self.route,
+                                   response_id=reply.response_id,
+                                   request_bytes=self.request_bytes)
+        elif self.note:
+            set_conversation_route(self.store, self.conversation_id, forget_response=True)
+        elif self.request_bytes is not None and self.route != "completions":
+            set_conversation_route(self.store, self.conversation_id,
+                                   request_bytes=self.request_bytes)
         return message
 
 

@@ -21,11 +21,12 @@ from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
 from .metrics import format_seconds
 from .runs import run_record
 from .server.client import LMStudioClient
+from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .server.streaming import ReplyBuffer
 from .types import ChatMessage, ModelInfo, SamplingOptions
 
 if TYPE_CHECKING:
-    from .history.tinydb_store import HistoryStore
+    from .history import HistoryStore
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
@@ -75,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int)
     c.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     c.add_argument("--ttl", type=int, help="idle TTL in seconds for a model this request loads")
+    c.add_argument("--route", choices=ROUTES, default="completions",
+                   help="chat route: completions (/v1/chat/completions, default), native "
+                   "(LM Studio's /api/v1/chat), responses (/v1/responses), messages "
+                   "(Anthropic /v1/messages)")
+    c.add_argument("--previous", metavar="RESP_ID",
+                   help="continue from this response id (native and responses routes)")
+    c.add_argument("--reasoning", choices=REASONING_LEVELS,
+                   help="reasoning effort, where the route and model take it")
     c.add_argument("--json", action="store_true", help="print the reply and metrics as JSON")
     c.add_argument("--no-record", action="store_true", help="do not add this run to the history")
     c.add_argument("--image", action="append", default=[], metavar="FILE",
@@ -105,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="sweep verdict: tok/s each request must still get (default 10)")
     b.add_argument("--target-ttft", type=float, default=2.0,
                    help="sweep verdict: TTFT p90 limit in seconds (default 2)")
+    b.add_argument("--route", choices=ROUTES, default="completions",
+                   help="chat route each request takes (default: completions)")
     b.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     b.add_argument("--no-record", action="store_true", help="do not add the runs to the history")
     b.add_argument("--judge", metavar="JUDGE_KEY",
@@ -152,14 +163,19 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         seed=args.seed,
         stop=tuple(args.stop),
     )
+    if args.previous and args.route not in STATEFUL_ROUTES:
+        print(f"error: --previous needs a stateful route ({', '.join(sorted(STATEFUL_ROUTES))})",
+              file=err)
+        return 2
     pictures = _images_for_chat(client, args, err)
     if pictures is None:
         return 2
     reply = ReplyBuffer()
     error: AtomError | None = None
-    stream = client.stream_chat(
-        args.model, [ChatMessage("user", args.prompt, images=pictures)], options=options,
-        system_prompt=args.system, ttl=args.ttl,
+    stream = client.stream_route(
+        args.route, args.model, [ChatMessage("user", args.prompt, images=pictures)],
+        options=options, system_prompt=args.system, ttl=args.ttl,
+        previous_response_id=args.previous, reasoning=args.reasoning,
     )
     in_reasoning = False
     try:
@@ -186,19 +202,22 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
     metrics = reply.metrics()
     if not args.no_record and reply.t_request_ns:
-        from .history.tinydb_store import (
-            open_store,  # only when recording: keeps `models` free of disk I/O
-        )
+        from .history import open_store  # only when recording: keeps `models` free of I/O
 
-        open_store().add_run(run_record(source="cli", server=client.base_url, model=args.model,
-                                        metrics=metrics, error=error))
+        open_store().add_run(run_record(
+            source="cli", server=client.base_url, model=args.model, metrics=metrics,
+            error=error, route=args.route, response_id=reply.response_id,
+            previous_response_id=args.previous, **server_stat_fields(reply.server_stats)))
     if args.json:
-        doc = {"model": args.model, "content": reply.content, "reasoning": reply.reasoning,
+        doc = {"model": args.model, "route": args.route, "content": reply.content,
+               "reasoning": reply.reasoning, "response_id": reply.response_id,
                "error": error.sentence if error else None, "metrics": metrics.to_dict()}
         print(json.dumps(doc, indent=2), file=out)
     else:
         out.write("\n")
         print(_metrics_block(metrics.to_dict()), file=err)
+        if reply.response_id:
+            print(f"response id: {reply.response_id}", file=err)
         if error:
             print(f"error: {error.sentence}", file=err)
     return 1 if error else 0
@@ -248,7 +267,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
                         options=SamplingOptions(max_tokens=8))
     store = None
     if not args.no_record:
-        from .history.tinydb_store import open_store
+        from .history import open_store
 
         store = open_store()
     failures = 0
@@ -259,8 +278,9 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         jobs = [
             LoadJob(model=model, prompt=prompts[i % len(prompts)],
                     system_prompt=items[i % len(prompts)].system or args.system,
-                    options=options, tags={"concurrency": level, "prompt_index": i % len(prompts),
-                                           "repeat": i // len(prompts), **sweep_tag})
+                    options=options, route=args.route,
+                    tags={"concurrency": level, "prompt_index": i % len(prompts),
+                          "repeat": i // len(prompts), "route": args.route, **sweep_tag})
             for i in range(per_model) for model in models
         ]
         started = time.perf_counter()

@@ -6,9 +6,11 @@
   re-encodes it in its own format. Pillow comes with Streamlit.
 - `vision_refusal()` is the one sentence for a model whose capabilities don't say "vision":
   the request is never sent.
-- Files live in the data folder, `images/<conversation or round id>/<message id>-<n>.<ext>`
-  (`save_images()`, `load_images()`); the message keeps no copy, so the history files stay
-  small. `json_export()` puts them into a conversation's JSON export as data URLs.
+- They are kept in the history beside the message they came with, keyed by conversation (or
+  arena round) id and message id, through the HistoryStore protocol (`save_images()`,
+  `load_images()`); the message itself keeps no copy, so the history's records stay small.
+  `json_export()` puts them into a conversation's JSON export as data URLs; the whole-history
+  export (history.backup) carries them too.
 - `ChatMessage(images=...)` sends them as OpenAI `image_url` content parts.
 """
 
@@ -19,18 +21,17 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import AtomError
+from .history.protocol import StoredImage
 from .types import ChatMessage, ModelInfo
 
 if TYPE_CHECKING:
-    from .history.tinydb_store import Conversation, Message
+    from .history import Conversation, HistoryStore, Message
 
 DEFAULT_LONGEST_SIDE = 1024
 MAX_INPUT_BYTES = 50 * 1024 * 1024
@@ -147,86 +148,50 @@ def request_bytes(messages: Sequence[ChatMessage]) -> int:
     return len(json.dumps([m.to_request() for m in messages]).encode())
 
 
-# -- stored beside the conversation ---------------------------------------------------------------
+# -- kept with the conversation (through the HistoryStore) ---------------------------------------
 
 
-def _folder(data_dir: Path, owner_id: str) -> Path:
-    if not _SAFE_ID.match(owner_id) or owner_id in (".", ".."):
-        raise ValueError(f"not a usable id for a folder: {owner_id!r}")
-    return Path(data_dir) / FOLDER / owner_id
-
-
-def save_images(data_dir: Path, owner_id: str, message_id: str,
-                attachments: Sequence[ImageAttachment]) -> list[str]:
-    """Writes the images of one message; returns their file names."""
+def save_images(store: HistoryStore, owner_id: str, message_id: str,
+                attachments: Sequence[ImageAttachment]) -> int:
+    """Keeps the images of one message (of a conversation or arena round) in the history;
+    returns how many. Bad ids raise ValueError."""
     if not attachments:
-        return []
-    folder = _folder(data_dir, owner_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for n, att in enumerate(attachments):
-        name = f"{message_id}-{n}.{att.ext}"
-        if not _SAFE_ID.match(name):
-            raise ValueError(f"not a usable message id: {message_id!r}")
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(att.data)
-        tmp.replace(folder / name)
-        names.append(name)
-    return names
+        return 0
+    store.save_images(owner_id, message_id, [StoredImage(a.mime, a.data) for a in attachments])
+    return len(attachments)
 
 
-def load_images(data_dir: Path, owner_id: str, message_id: str) -> list[ImageAttachment]:
+def load_images(store: HistoryStore, owner_id: str, message_id: str) -> list[ImageAttachment]:
     """The images saved with a message, in the order they were attached ([] for none)."""
-    try:
-        folder = _folder(data_dir, owner_id)
-    except ValueError:
-        return []
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.glob(f"{glob_escape(message_id)}-*"):
-        stem, _, ext = path.name.rpartition(".")
-        index = stem.rpartition("-")[2]
-        if ext in _EXT_MIME and index.isdigit():
-            found.append((int(index), path, _EXT_MIME[ext]))
     out = []
-    for _, path, mime in sorted(found):
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        out.append(ImageAttachment(mime=mime, data=data, width=0, height=0, name=path.name))
+    for n, image in enumerate(store.load_images(owner_id, message_id)):
+        ext = next((e for mime, e in FORMATS.values() if mime == image.mime), "img")
+        out.append(ImageAttachment(mime=image.mime, data=image.data, width=0, height=0,
+                                   name=f"{message_id}-{n}.{ext}"))
     return out
 
 
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def delete_images(data_dir: Path, owner_id: str) -> None:
+def delete_images(store: HistoryStore, owner_id: str) -> None:
     """Removes every image of a conversation (or round)."""
-    try:
-        folder = _folder(data_dir, owner_id)
-    except ValueError:
-        return
-    shutil.rmtree(folder, ignore_errors=True)
+    store.delete_images(owner_id)
 
 
-def images_loader(data_dir: Path, owner_id: str) -> Callable[[Message], tuple[str, ...]]:
+def images_loader(store: HistoryStore, owner_id: str) -> Callable[[Message], tuple[str, ...]]:
     """For chat.history_for_request: a stored message -> the data URLs of its images."""
     def load(m: Message) -> tuple[str, ...]:
-        return tuple(a.data_url for a in load_images(data_dir, owner_id, m.id))
+        return tuple(a.data_url for a in load_images(store, owner_id, m.id))
     return load
 
 
-def json_export(conversation: Conversation, messages: Sequence[Message], data_dir: Path) -> str:
+def json_export(conversation: Conversation, messages: Sequence[Message],
+                store: HistoryStore) -> str:
     """The conversation's JSON export with each message's images as data URLs
     (`"images": [{"name", "mime", "data_url"}]`)."""
     from .history.export import to_json
 
     doc: dict[str, Any] = json.loads(to_json(conversation, messages))
     for entry, m in zip(doc.get("messages", []), messages, strict=False):
-        pictures = load_images(data_dir, conversation.id, m.id)
+        pictures = load_images(store, conversation.id, m.id)
         if pictures:
             entry["images"] = [{"name": a.name, "mime": a.mime, "data_url": a.data_url}
                                for a in pictures]

@@ -84,6 +84,13 @@ class RunRecord:
     vram_used_mb_peak: float | None = None
     hw_samples: int | None = None  # how many readings the figures above come from
     machine_id: str | None = None  # the "machines" table's id of the machine that made the run
+    # which chat route produced the run (server.routes.ROUTES; None: chat completions, before
+    # routes existed) and, on stateful routes, the server's id for this reply and the one it
+    # continued from
+    route: str | None = None
+    response_id: str | None = None
+    previous_response_id: str | None = None
+    request_bytes: int | None = None  # size of the request body sent (history vs stateful)
     # links and labels the caller chose (round_id, slot, sweep_id, concurrency, ...)
     tags: Mapping[str, Any] = field(default_factory=dict)
     id: str | None = None  # set by the store

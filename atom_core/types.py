@@ -76,6 +76,9 @@ class ModelInfo:
     max_context: int | None = None
     format: str | None = None  # "gguf" | "mlx"
     capabilities: tuple[str, ...] = ()  # subset of ("vision", "tools", "reasoning")
+    # reasoning settings the server accepts for it (LM Studio: capabilities.reasoning
+    # .allowed_options, e.g. ("off", "on")); empty when not reported
+    reasoning_options: tuple[str, ...] = ()
     loaded_instances: tuple[LoadedInstance, ...] = ()
     description: str | None = None
     # False when the listing route says nothing about load state (plain /v1/models).
@@ -195,7 +198,9 @@ class SamplingOptions:
         return body
 
 
-EventKind = Literal["content", "reasoning", "usage", "finish"]
+# progress: model_load / prompt_processing progress (text = the stage, `progress` 0-1);
+# response: what a stateful route said about the reply (`response_id`, the server's `stats`).
+EventKind = Literal["content", "reasoning", "usage", "finish", "progress", "response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +212,9 @@ class StreamEvent:
     text: str = ""  # content / reasoning delta
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None  # prompt_tokens, completion_tokens, total_tokens
+    progress: float | None = None  # 0-1, for "progress" events
+    response_id: str | None = None  # for "response" events: the id to continue from
+    stats: dict[str, Any] | None = None  # for "response" events: the server's own figures
 
 
 Role = Literal["system", "user", "assistant"]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atom_core import arena  # noqa: E402
-from atom_core.history.tinydb_store import open_store  # noqa: E402
+from atom_core.history import open_store  # noqa: E402
 from atom_core.measure.runner import FanOut  # noqa: E402
 from atom_core.server.client import LMStudioClient  # noqa: E402
 from atom_core.types import ChatMessage  # noqa: E402

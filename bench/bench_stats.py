@@ -63,7 +63,7 @@ def app_test_renders(data_dir: Path) -> tuple[float, float, int]:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    from atom_core.history import tinydb_store as store_mod
+    from atom_core.history import reset_for_tests
 
     original = PagesManager.__init__
 
@@ -73,7 +73,7 @@ def app_test_renders(data_dir: Path) -> tuple[float, float, int]:
 
     PagesManager.__init__ = init  # type: ignore[method-assign]
     st.cache_resource.clear()
-    store_mod._STORES.clear()
+    reset_for_tests()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()  # the shell and the Chat page: not what is measured
     first, _ = timed(lambda: at.switch_page("pages/stats.py").run())

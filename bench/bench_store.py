@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -29,8 +28,11 @@ from typing import Any  # noqa: E402
 from tinydb import TinyDB  # noqa: E402
 from tinydb.storages import JSONStorage  # noqa: E402
 
-from atom_core.history import tinydb_store as store_mod  # noqa: E402
-from atom_core.history.tinydb_store import TinyDBHistoryStore  # noqa: E402
+from atom_core.history import NewConversation, NewMessage  # noqa: E402
+from atom_core.history.tinydb_store import (  # noqa: E402
+    DEFAULT_SHARD_ROWS,
+    TinyDBHistoryStore,
+)
 
 MODELS = [
     f"{family}-{size}"
@@ -73,24 +75,13 @@ def text(rng: random.Random, n: int) -> str:
 
 
 def build_conversations(store: TinyDBHistoryStore, count: int, rng: random.Random) -> None:
-    """Writes conversation files and index shards directly, in the store's own layout."""
-    per_shard = store._index_shard_rows
+    """Writes the conversations in bulk through the store's public import path (no fsync)."""
+    builder = TinyDBHistoryStore(store.data_dir, durable=False)
     start = time.time() - count * 60
-    index: dict[int, list[dict[str, Any]]] = {}
-    (store.data_dir / "conversations").mkdir(parents=True, exist_ok=True)
+    batch: list[NewConversation] = []
     for i in range(count):
-        shard = i // per_shard
         created = start + i * 60
-        conv = store_mod.Conversation(
-            id=store_mod._new_id(shard),
-            title=text(rng, 5).capitalize(),
-            model=rng.choice(MODELS),
-            system_prompt="You are a helpful assistant.",
-            created=created,
-            updated=created + 40,
-            message_count=4,
-            preview="",
-        )
+        model = rng.choice(MODELS)
         messages = []
         for j in range(4):
             role = "user" if j % 2 == 0 else "assistant"
@@ -98,31 +89,18 @@ def build_conversations(store: TinyDBHistoryStore, count: int, rng: random.Rando
             if role == "user" and rng.random() < 0.01:
                 content += " zeppelin"  # a rare word for the content search
             arrivals = [round(0.3 + k * 0.02, 4) for k in range(120)] if role == "assistant" else []
-            messages.append(
-                store_mod._message_doc(
-                    store_mod.Message(
-                        id=f"{i:08x}{j:08x}",
-                        conversation_id=conv.id,
-                        role=role,
-                        content=content,
-                        model=conv.model if role == "assistant" else "",
-                        metrics={"ttft_s": 0.3, "arrivals_s": arrivals} if arrivals else None,
-                        created=created + j * 10,
-                    )
-                )
-            )
-        conv = store_mod.Conversation(
-            **{**store_mod._index_doc(conv), "preview": store_mod._preview(messages[-1]["content"])}
-        )
-        payload = store_mod.tinydb_file(
-            {"conversation": [store_mod._conversation_file_doc(conv)], "messages": messages}
-        )
-        store._conversation_path(conv.id).write_text(json.dumps(payload, separators=(",", ":")))
-        index.setdefault(shard, []).append(store_mod._index_doc(conv))
-    (store.data_dir / "index").mkdir(parents=True, exist_ok=True)
-    for shard, docs in index.items():
-        payload = store_mod.tinydb_file({"conversations": docs})
-        store._index_path(shard).write_text(json.dumps(payload, separators=(",", ":")))
+            messages.append(NewMessage(
+                role=role, content=content, model=model if role == "assistant" else "",
+                metrics={"ttft_s": 0.3, "arrivals_s": arrivals} if arrivals else None,
+                created=created + j * 10))
+        batch.append(NewConversation(
+            title=text(rng, 5).capitalize(), model=model,
+            system_prompt="You are a helpful assistant.", created=created,
+            updated=created + 40, messages=tuple(messages)))
+        if len(batch) >= 1000:
+            builder.import_conversations(batch)
+            batch = []
+    builder.import_conversations(batch)
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -189,7 +167,7 @@ def main() -> None:
         compare("update_conversation", update_conversation)
 
         # Worst case for an append at any history size: the open shard is nearly full.
-        shard_rows = big._shard_rows
+        shard_rows = DEFAULT_SHARD_ROWS  # big was built with the default
         big.append_many("near-full", (fake_run(rng, 0.0) for _ in range(shard_rows - reps - 1)))
         worst = median_ms(lambda: big.append("near-full", fake_run(rng, time.time())), reps)
         rows.append((f"append, open shard ~{shard_rows} rows (worst)", rows[1][1], worst))

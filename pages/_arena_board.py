@@ -9,8 +9,9 @@ import streamlit as st
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
 from atom_core.arena import judge
-from atom_core.arena.race import HELP, ArenaRound
 from atom_core.arena.ratings import Rating
+from atom_core.arena.results import HELP
+from atom_core.arena.rounds import ArenaRound
 from pages import _arena_judge
 from pages import _ui as ui
 
@@ -23,7 +24,10 @@ def _board(signature: str, _rounds: Sequence[ArenaRound]) -> list[Rating]:
 
 
 def leaderboard(store: ui.HistoryStore) -> None:
-    rounds = arena.load_rounds(store)
+    rounds, unreadable = arena.read_rounds(store)
+    if unreadable:  # damaged or hand-edited records: left out, never a crash
+        st.warning(f"{unreadable} stored arena round(s) could not be read and are left out.",
+                   icon=":material/warning:")
     verdicts = judge.load_verdicts(store)
     if verdicts and st.segmented_control(
             "Ratings by", ["People", "Judge"], default="People", key="board_basis",

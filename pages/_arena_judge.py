@@ -7,8 +7,9 @@ from typing import Any
 import streamlit as st
 
 from atom_core.arena import charts as arena_charts
-from atom_core.arena import judge, ratings
-from atom_core.arena.race import ArenaRound, contestant_speeds
+from atom_core.arena import judge, promptsets, ratings
+from atom_core.arena.leaderboard import contestant_speeds
+from atom_core.arena.rounds import ArenaRound
 from atom_core.errors import AtomError
 from pages import _ui as ui
 
@@ -153,11 +154,11 @@ def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) ->
 # -- a prompt set's run ---------------------------------------------------------------------------
 
 
-def promptset_panel(store: ui.HistoryStore, run: dict[str, Any],
+def promptset_panel(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec,
                     records: list[dict[str, Any]]) -> None:
     """Under a prompt set run: judge every prompt's answers (blind, both orders) and show the
     judge's scores per model and the set's judge checks."""
-    run_id = str(run["id"])
+    run_id = run.id
     verdicts = judge.promptset_verdicts(store, run_id)
     with st.expander("Judge this run with a model", icon=":material/gavel:",
                      expanded=bool(verdicts)):

@@ -8,8 +8,9 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import report
-from atom_core.arena.race import HELP, ArenaRound
 from atom_core.arena.ratings import Outcome
+from atom_core.arena.results import HELP
+from atom_core.arena.rounds import ArenaRound
 from pages import _arena_judge, _chat_images
 from pages import _ui as ui
 

@@ -3,12 +3,12 @@ Drawing and session state only; the logic is in atom_core.arena.promptsets."""
 
 
 import time
-from typing import Any
 
 import streamlit as st
 
 from atom_core.arena import promptsets, report
-from atom_core.arena.race import HELP, SlotSetup
+from atom_core.arena.results import HELP
+from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
 from pages import _arena_judge
 from pages import _ui as ui
@@ -89,21 +89,21 @@ def prompt_sets(store: ui.HistoryStore, setups: list[SlotSetup]) -> None:
     if not runs:
         return
     st.divider()
-    ids = [str(r["id"]) for r in runs]
+    ids = [r.id for r in runs]
     if wanted := st.session_state.pop("ps_run_wanted", None):
         st.session_state.ps_run = wanted
     if st.session_state.get("ps_run") not in ids:
         st.session_state.ps_run = ids[0]
-    labels = {str(r["id"]): f"{r['set']['name']} · {len(r['slots'])} models · "
-              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(r['created']))}" for r in runs}
+    labels = {r.id: f"{r.prompt_set.name} · {len(r.slots)} models · "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created))}" for r in runs}
     run_id = st.selectbox("Runs", ids, key="ps_run", format_func=labels.__getitem__)
-    _show_run(store, next(r for r in runs if str(r["id"]) == run_id))
+    _show_run(store, next(r for r in runs if r.id == run_id))
 
 
-def _execute(store: ui.HistoryStore, run: dict[str, Any]) -> None:
+def _execute(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
     """Runs (or resumes) a run here, with a progress bar; Stop (or leaving) ends it and keeps
     every finished record."""
-    st.session_state.ps_run_wanted = run["id"]  # shown in the Run picker after this
+    st.session_state.ps_run_wanted = run.id  # shown in the Run picker after this
     runner = promptsets.PromptSetRun(store, run, ui.client_for)
     bar = st.progress(runner.progress.fraction, text=runner.progress.sentence)
     st.button("Stop", icon=":material/stop_circle:", key="ps_stop",
@@ -126,10 +126,9 @@ def _execute(store: ui.HistoryStore, run: dict[str, Any]) -> None:
     st.rerun()
 
 
-def _show_run(store: ui.HistoryStore, run: dict[str, Any]) -> None:
-    records = promptsets.run_records(store, str(run["id"]))
-    runner_total = len(promptsets.PromptSet.from_dict(run["set"]).items) * \
-        len(run["slots"]) * int(run["settings"]["repeats"])
+def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
+    records = promptsets.run_records(store, run.id)
+    runner_total = run.total
     ok = sum(1 for r in records if r["ok"])
     cols = st.columns([3, 1, 1], vertical_alignment="center")
     cols[0].progress(ok / runner_total if runner_total else 1.0,
@@ -142,7 +141,7 @@ def _show_run(store: ui.HistoryStore, run: dict[str, Any]) -> None:
         prepared = prepare(setups, listings)
         _execute(store, promptsets.retarget(store, run, prepared.targets))
     with cols[2].popover("Export", icon=":material/download:", width="stretch"):
-        downloads("promptset", float(run["created"]), str(run["id"]), [
+        downloads("promptset", run.created, run.id, [
             ("Markdown report", "md", "text/markdown",
              lambda: report.run_markdown(run, records)),
             ("HTML report", "html", "text/html", lambda: report.run_html(run, records)),

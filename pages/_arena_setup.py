@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 import streamlit as st
 
 from atom_core import arena
-from atom_core.arena.race import HELP, SlotSetup
+from atom_core.arena.results import HELP
+from atom_core.arena.setup import SlotSetup
+from atom_core.server.routes import ROUTE_LABELS, ROUTES
 from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
 from pages import _ui as ui
 
@@ -107,7 +109,9 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
                          format_func=lambda k: _model_name(by_key[k]), persist_state=ui.KEEP)
     with st.popover("Settings", icon=":material/tune:", width="stretch"):
         options, load_config = _slot_settings(i, listing)
-    setup = SlotSetup(server=url, model=model, options=options, load_config=load_config)
+        route = _slot_route(i, url)
+    setup = SlotSetup(server=url, model=model, options=options, load_config=load_config,
+                      route=route)
     st.caption(_slot_state(by_key[model], listing), help=HELP["load"])
     if setup.contestant != model:
         st.caption(setup.contestant.removeprefix(model).strip(" ()"))
@@ -128,6 +132,16 @@ def _slot_state(m: ModelInfo, listing: ModelList) -> str:
     if listing.dialect.can_manage_models:
         return f"{ui.NOT_LOADED} Not loaded: the Arena loads it before the race"
     return f"{ui.NOT_LOADED} Not loaded: it loads on first use, inside its TTFT"
+
+
+def _slot_route(i: int, url: str) -> str:
+    client = ui.client_for(url)
+    route = st.selectbox("Route", ROUTES, key=f"arena_route_{i}", persist_state=ui.KEEP,
+                         help=HELP["route"], format_func=lambda r: ROUTE_LABELS[r] + (
+                             " — not offered here" if client.route_problem(r) else ""))
+    if problem := client.route_problem(route):
+        st.caption(problem)
+    return str(route)
 
 
 def _slot_settings(i: int, listing: ModelList) -> tuple[SamplingOptions, LoadConfig]:

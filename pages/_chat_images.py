@@ -3,20 +3,14 @@ refusal sentence for other models, and the JSON export with images. Drawing and 
 only; the logic is in atom_core.images."""
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import streamlit as st
 
 from atom_core import images
-from atom_core.config import settings_from_env
-from atom_core.history.tinydb_store import Conversation, Message
+from atom_core.history import Conversation, Message
 from atom_core.images import ImageAttachment
 from atom_core.types import ChatMessage
 from pages import _ui as ui
-
-
-def _data_dir() -> Path:
-    return settings_from_env().data_dir
 
 
 def picker(scope: str) -> list[ImageAttachment]:
@@ -54,7 +48,7 @@ def clear(scope: str) -> None:
 def keep(conversation_id: str, message_id: str, pictures: Sequence[ImageAttachment]) -> None:
     """Saves a message's images beside the conversation and empties the uploader."""
     if pictures:
-        images.save_images(_data_dir(), conversation_id, message_id, pictures)
+        images.save_images(ui.store(), conversation_id, message_id, pictures)
         clear("chat")
 
 
@@ -69,31 +63,31 @@ def refusal(model: str, history: Sequence[ChatMessage]) -> str | None:
 def thumbnails(m: Message) -> None:
     if m.role != "user":
         return
-    pictures = images.load_images(_data_dir(), m.conversation_id, m.id)
+    pictures = images.load_images(ui.store(), m.conversation_id, m.id)
     if pictures:
         st.image([p.data for p in pictures], width=120)
 
 
 def loader(conversation_id: str) -> Callable[[Message], tuple[str, ...]]:
-    return images.images_loader(_data_dir(), conversation_id)
+    return images.images_loader(ui.store(), conversation_id)
 
 
 def to_json(conv: Conversation, messages: Sequence[Message]) -> str:
-    return images.json_export(conv, messages, _data_dir())
+    return images.json_export(conv, messages, ui.store())
 
 
 def forget(conversation_id: str) -> None:
-    images.delete_images(_data_dir(), conversation_id)
+    images.delete_images(ui.store(), conversation_id)
 
 
 def keep_round(round_id: str, pictures: Sequence[ImageAttachment]) -> None:
     """Saves an arena prompt's images beside its round and empties the uploader."""
     if pictures:
-        images.save_images(_data_dir(), round_id, "prompt", pictures)
+        images.save_images(ui.store(), round_id, "prompt", pictures)
         clear("arena")
 
 
 def round_thumbnails(round_id: str) -> None:
-    pictures = images.load_images(_data_dir(), round_id, "prompt")
+    pictures = images.load_images(ui.store(), round_id, "prompt")
     if pictures:
         st.image([p.data for p in pictures], width=120)

@@ -3,7 +3,6 @@ status and the model picker. Drawing and session state only; logic lives in atom
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -12,7 +11,7 @@ import streamlit as st
 
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
-from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.history import HistoryStore, open_store
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
 from atom_core.settings.store import (
@@ -29,7 +28,7 @@ LOADED = "●"
 NOT_LOADED = "○"
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, on_release=LMStudioClient.close)  # release: sockets too
 def _client(base_url: str, token: str | None) -> LMStudioClient:
     # One client per server for the whole process: httpx.Client is thread-safe and pools
     # connections, which the arena's parallel streams share.
@@ -45,8 +44,8 @@ def server_url() -> str:
     """This session's server: ATOM_SERVER_URL if set, else the default profile from Settings,
     else http://localhost:1234; the sidebar's box switches it for the session."""
     if "server_url" not in st.session_state:
-        st.session_state.server_url = initial_server_url(
-            os.environ, settings_store().load(), settings_from_env().server_url)
+        st.session_state.server_url = initial_server_url(settings_from_env(),
+                                                         settings_store().load())
     return str(st.session_state.server_url)
 
 
@@ -107,9 +106,7 @@ def servers() -> list[ServerChoice]:
     current = server_url()
     out = [ServerChoice(name=names.get(current, "Current server"), url=current,
                         token=token_for(current))]
-    extra = os.environ.get("ATOM_EXTRA_SERVERS", "")
-    for i, raw in enumerate(u for u in extra.split(",") if u.strip()):
-        url = normalize_base_url(raw)
+    for i, url in enumerate(settings_from_env().extra_servers):
         if all(c.url != url for c in out):
             out.append(ServerChoice(name=names.get(url, f"Server {i + 2}"), url=url,
                                     token=token_for(url)))

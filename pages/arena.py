@@ -10,7 +10,8 @@ import time
 import streamlit as st
 
 from atom_core import arena, images
-from atom_core.arena.race import ArenaRace, SlotSetup
+from atom_core.arena.race import ArenaRace
+from atom_core.arena.setup import SlotSetup
 from atom_core.images import ImageAttachment
 from atom_core.types import ModelInfo
 from pages import (

@@ -7,11 +7,11 @@ import time
 import streamlit as st
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
-from atom_core.history import export
-from atom_core.history.tinydb_store import Conversation, Message
+from atom_core.history import Conversation, Message, export
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
 from pages import _chat_images
+from pages import _chat_route as chat_route
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
@@ -79,6 +79,7 @@ def header(conv: Conversation | None, model: str | None = None
         )
         if conv and system != conv.system_prompt:
             store.update_conversation(conv.id, system_prompt=system)
+        chat_route.picker(conv, model)
         apply_preset(ui.pick_preset("chat-preset", model=model))
         options, ttl = sampling_controls()
     if conv:
@@ -194,8 +195,11 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
         store.add_message(conv.id, role="assistant", content="", model=model, state="error",
                           error=refused)
         st.rerun()
+    chosen = chat_route.chosen(conv)
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
-                    history=history, options=options, system_prompt=system, ttl=ttl)
+                    history=history, options=options, system_prompt=system, ttl=ttl,
+                    route=chosen.route, previous_response_id=chosen.continues_from,
+                    reasoning=chosen.reasoning)
     with st.chat_message("assistant"):
         status = st.empty()
         reasoning_box = st.empty()
@@ -218,9 +222,12 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
                     reasoning_view.markdown(reply.reasoning)
                 if reply.content:
                     body.markdown(reply.content + "▌")
-                status.caption(live_line(turn))
+                if not chat_route.waiting(turn, status):
+                    status.caption(live_line(turn))
         finally:
             turn.finish()  # runs on Stop too: saves what arrived, marked "stopped"
+    if turn.note:
+        st.toast(turn.note, icon=":material/history:")
     st.rerun()
 
 
@@ -246,8 +253,10 @@ if prompt and conv is None:
     conv = store.create_conversation(title=auto_title(prompt), model=model or "",
                                      system_prompt=st.session_state.get("sys-new", ""))
     select(conv)
+    chat_route.adopt_new(conv)
 conversation_list(conv)
 options, system, ttl = header(conv, model)
+chat_route.route_caption(conv)
 messages = store.messages(conv.id) if conv else []
 if not messages and not prompt:
     st.caption("Ask anything. Replies stream from the model picked in the sidebar; every chat "

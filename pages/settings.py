@@ -8,10 +8,10 @@ from typing import Any
 
 import streamlit as st
 
-from atom_core.server.admin import human_bytes
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
 from pages import _ui as ui
+from pages._settings_data import data_tab
 
 ui.require_app_shell("pages/settings.py")
 
@@ -199,44 +199,6 @@ def templates(saved: ss.AppSettings) -> None:
         st.rerun()
 
 
-# -- data -----------------------------------------------------------------------------------------
-
-def data_tab() -> None:
-    st.markdown(f"Your history lives in `{store.data_dir}` "
-                f"({human_bytes(store.size_bytes())}, {len(store.list_conversations())} "
-                "conversations). Set ATOM_DATA_DIR to keep it elsewhere.")
-    st.download_button("Export everything (JSON)", lambda: ss.export_json(store, settings),
-                       file_name="atom-export.json", mime="application/json",
-                       icon=":material/download:", on_click="ignore",
-                       help="Conversations, runs and every other record, and your settings. "
-                       "Never your API tokens.")
-    upload = st.file_uploader("Import an ATOM export", type="json", key="import-file")
-    if upload is not None and st.button("Import", icon=":material/upload:"):
-        try:
-            report = ss.import_everything(store, settings, upload.getvalue())
-        except ValueError as e:
-            st.error(str(e), icon=":material/error:")
-        else:
-            st.success(report.sentence, icon=":material/check_circle:")
-            for problem in report.problems:
-                st.warning(problem)
-    if not st.session_state.get("confirm-wipe"):
-        st.button("Delete everything…", icon=":material/delete_forever:",
-                  on_click=st.session_state.__setitem__, args=("confirm-wipe", True))
-        return
-    st.warning("Delete every conversation, run and record in this folder? This can't be undone.")
-    also = st.checkbox("Also forget server profiles, tokens, presets and templates")
-    a, b = st.columns(2)
-    if a.button("Yes, delete", type="primary"):
-        ss.delete_history(store)
-        if also:
-            settings.forget_everything()
-        st.session_state.pop("confirm-wipe", None)
-        st.session_state["settings-notice"] = "Deleted everything."
-        st.rerun()
-    b.button("Cancel", on_click=st.session_state.pop, args=("confirm-wipe", None))
-
-
 # -- page -----------------------------------------------------------------------------------------
 
 st.subheader("Settings", anchor=False)
@@ -253,4 +215,4 @@ with defaults:
 with presets:
     presets_tab(current)
 with data:
-    data_tab()
+    data_tab(store, settings)

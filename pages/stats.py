@@ -9,15 +9,13 @@ from typing import Any
 import streamlit as st
 
 from atom_core import stats
-from atom_core.errors import AtomError
 from atom_core.measure import sweep
-from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.stats import charts
-from atom_core.types import Dialect, SamplingOptions
+from atom_core.types import SamplingOptions
 from pages import _stats_machine
 from pages import _ui as ui
+from pages._stats_server import server_tab, table
 
-FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM", "Machine"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -51,15 +49,9 @@ def filters(df: Any) -> stats.RunFilter:
                            end=days[-1] if days else None)
 
 
-def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
-    config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
-              else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
-    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
-
-
 @st.fragment(run_every=3)
 def live_panel(shown_version: int) -> None:
-    version, df = runs_cache().snapshot(store)  # cheap: only new shards are read
+    version, df = runs_cache().snapshot(store)  # cheap: only what changed is read
     live = stats.live_summary(df, now=time.time())
     if not live.active:
         st.caption(":material/radio_button_unchecked: Live: nothing running. This panel "
@@ -211,46 +203,19 @@ def run_sweep(model: str, prompt: str, levels: list[int], per_level: int, max_to
     st.rerun()
 
 
-def server_tab() -> None:
-    status, picked = ui.server_status(), ui.selected_model()
-    if status.error is not None:
-        ui.show_error(status.error)
-        return
-    if status.dialect is not Dialect.LMSTUDIO_04:
-        st.info("Only LM Studio 0.4's native API reports the server's own figures; this "
-                "server does not, so ATOM's own measurement is all there is.")
-        return
-    st.caption("One request over LM Studio's native `POST /api/v1/chat`: ATOM times the "
-               "stream itself and shows its figures beside the ones the server reports.")
-    models = [m.key for m in status.models.llms] if status.models else []
-    with st.form("server_form"):
-        model = st.selectbox("Model", models, models.index(picked) if picked in models else 0)
-        prompt = st.text_input("Prompt", "Write a haiku about fast computers.")
-        start = st.form_submit_button("Measure with server stats", icon=":material/compare:")
-    if start and model:
-        try:
-            with st.spinner(f"Asking {model}…"):
-                result = native_chat(ui.client(), model, prompt, max_output_tokens=256)
-            store.add_run(result.run_row())
-            st.session_state.server_check = (model, comparison_rows(result))
-        except AtomError as e:
-            ui.show_error(e)
-    if "server_check" in st.session_state:
-        model, rows = st.session_state.server_check
-        st.markdown(f"**{model}**")
-        table(rows, COMPARISON_COLUMNS, key="server_comparison")
-
-
 version, runs = runs_cache().snapshot(store)
 st.subheader("Stats")
+if unreadable := runs.attrs.get("unreadable"):  # damaged or hand-edited rows: never a crash
+    st.warning(f"{unreadable} stored run(s) could not be read and are left out.",
+               icon=":material/warning:")
 if runs.empty:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
 flt = filters(runs)
 colors = stats.model_colors(runs)
 views = (lambda: overview_tab(version, runs, flt, colors),
-         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs), server_tab,
-         lambda: _stats_machine.machine_tab(store))
+         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
+         lambda: server_tab(store), lambda: _stats_machine.machine_tab(store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:
         with tab:

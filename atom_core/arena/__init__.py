@@ -1,32 +1,25 @@
 """The Arena: slots, load plan, race, rounds and votes, ratings, prompt sets, reports, charts.
 
-This package's face is the race (``from atom_core import arena; arena.ArenaRace(...)``); the
-other rooms are modules of their own: ``arena.ratings``, ``arena.promptsets``, ``arena.report``,
-``arena.charts``."""
+Rooms: ``setup`` (slots, load plan), ``race`` (ArenaRace: every slot at once), ``rounds`` (the
+stored round, votes, reveal), ``results`` (the results grid), ``leaderboard``, ``ratings``,
+``promptsets``, ``report``, ``charts``. This package re-exports what the page uses
+(``from atom_core import arena; arena.ArenaRace(...)``)."""
 
-from .race import (
-    HELP,
-    ROUNDS_TABLE,
+from .leaderboard import leaderboard, vote_signature
+from .race import ArenaRace
+from .results import HELP, fact_rows, live_line, stat_rows
+from .rounds import ROUNDS_TABLE, ArenaRound, load_rounds, read_rounds, record_vote, reveal
+from .setup import (
     SLOT_LABELS,
-    ArenaRace,
-    ArenaRound,
     Prepared,
     SlotSetup,
     contestant_name,
     default_models,
     default_picks,
-    fact_rows,
-    leaderboard,
-    live_line,
     load_all,
-    load_rounds,
     plan_loads,
     prepared_from,
-    record_vote,
-    reveal,
     start_load,
-    stat_rows,
-    vote_signature,
 )
 
 __all__ = [
@@ -47,6 +40,7 @@ __all__ = [
     "load_rounds",
     "plan_loads",
     "prepared_from",
+    "read_rounds",
     "record_vote",
     "reveal",
     "start_load",

@@ -39,9 +39,10 @@ from ..types import ChatMessage, SamplingOptions
 from .ratings import VotedRound
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
     from ..server.client import LMStudioClient
-    from .race import ArenaRound
+    from .promptsets import PromptSetRunSpec
+    from .rounds import ArenaRound
 
 VERDICTS_TABLE = "judge_verdicts"
 JUDGE_SOURCE = "judge"
@@ -622,17 +623,15 @@ def promptset_round_id(run_id: str, prompt_index: int, repeat: int) -> str:
 
 
 def judge_promptset_run(store: HistoryStore, client: LMStudioClient, judge_model: str,
-                        run: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
+                        run: PromptSetRunSpec, records: Sequence[Mapping[str, Any]], *,
                         rubric: str | None = None, rng: random.Random | None = None
                         ) -> list[JudgeVerdict]:
     """Judges every (prompt, repeat) of a prompt set run that has two or more complete
     answers, blind and in both orders like a round; a prompt's reference answer, when it has
     one, goes to the judge (with the reference rubric unless `rubric` is given). Verdicts are
     saved (round id "promptset:<run>:<prompt>:<repeat>") and returned."""
-    from .promptsets import PromptSet
-
-    items = PromptSet.from_dict(dict(run["set"])).items
-    slots = list(run["slots"])
+    items = run.prompt_set.items
+    slots = run.slots
     groups: dict[tuple[int, int], dict[int, str]] = {}
     for r in records:
         content = str(r.get("content") or "")
@@ -646,16 +645,16 @@ def judge_promptset_run(store: HistoryStore, client: LMStudioClient, judge_model
         reference = items[p].reference
         chosen = rubric or (REFERENCE_RUBRIC if reference else DEFAULT_RUBRIC)
         judged = sorted(answers)
-        rid = promptset_round_id(str(run["id"]), p, rep)
+        rid = promptset_round_id(run.id, p, rep)
         calls = judge_answers(client=client, judge_model=judge_model, prompt=items[p].prompt,
                               answers=[answers[s] for s in judged], store=store, rubric=chosen,
                               reference=reference, rng=rng,
-                              tags={"promptset_run": str(run["id"]), "prompt_index": p,
+                              tags={"promptset_run": run.id, "prompt_index": p,
                                     "repeat": rep})
         verdict = JudgeVerdict(id="", ts=time.time(), round_id=rid,
                                judge_server=client.base_url, judge_model=judge_model,
                                rubric=chosen, reference=reference, slots=tuple(judged),
-                               contestants=tuple(str(slots[s]["contestant"]) for s in judged),
+                               contestants=tuple(slots[s].contestant for s in judged),
                                calls=tuple(calls))
         record = verdict.to_record()
         record.pop("id")
@@ -668,14 +667,12 @@ def promptset_verdicts(store: HistoryStore, run_id: str) -> list[JudgeVerdict]:
     return [v for v in load_verdicts(store) if v.round_id.startswith(prefix)]
 
 
-def judge_check_rows(run: Mapping[str, Any], verdicts: Sequence[JudgeVerdict]
+def judge_check_rows(run: PromptSetRunSpec, verdicts: Sequence[JudgeVerdict]
                      ) -> list[dict[str, Any]]:
     """The prompt set's judge checks against the judge's mean scores: one row per prompt
     with a judge check, a "passed/total" cell per slot label over the repeats judged."""
-    from .promptsets import PromptSet
-
-    items = PromptSet.from_dict(dict(run["set"])).items
-    labels = [str(s["label"]) for s in run["slots"]]
+    items = run.prompt_set.items
+    labels = [s.label for s in run.slots]
     by_prompt: dict[int, list[JudgeVerdict]] = {}
     for v in verdicts:
         parts = v.round_id.split(":")

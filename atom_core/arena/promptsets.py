@@ -21,6 +21,7 @@ record. Failed requests are retried on resume.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import queue
@@ -29,7 +30,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,9 +41,9 @@ from ..metrics import GenerationMetrics, format_duration, percentile
 from ..types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
     from ..server.client import LMStudioClient
-    from .race import SlotSetup
+    from .setup import SlotSetup
 
 SETS_TABLE = "prompt_sets"
 RUNS_TABLE = "promptset_runs"
@@ -364,24 +365,84 @@ class RunSlot:
     model: str
     target: str  # what is sent as `model`
     contestant: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)  # SamplingOptions.to_request()
+    load_config: Mapping[str, Any] = field(default_factory=dict)  # LoadConfig.to_request()
+    route: str = "completions"  # the chat route its requests take
+
+    def sampling(self) -> SamplingOptions:
+        options = dict(self.options)
+        options["stop"] = tuple(options.get("stop") or ())
+        return SamplingOptions(**options)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"label": self.label, "server": self.server, "model": self.model,
+                "target": self.target, "contestant": self.contestant,
+                "options": dict(self.options), "load_config": dict(self.load_config),
+                "route": self.route}
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> RunSlot:
+        return cls(label=str(d["label"]), server=str(d["server"]), model=str(d["model"]),
+                   target=str(d.get("target") or d["model"]),
+                   contestant=str(d.get("contestant") or d["model"]),
+                   options=dict(d.get("options") or {}),
+                   load_config=dict(d.get("load_config") or {}),
+                   route=str(d.get("route") or "completions"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptSetRunSpec:
+    """A saved prompt-set run: the set, the slots it races and its settings, as stored in the
+    "promptset_runs" table (``to_record()`` keeps the row's shape; ``from_record()`` reads it)."""
+
+    id: str
+    run_key: str
+    prompt_set: PromptSet
+    slots: tuple[RunSlot, ...]
+    settings: RunSettings
+    created: float
+
+    @property
+    def total(self) -> int:
+        """Requests in the whole run: prompts x slots x repeats."""
+        return len(self.prompt_set.items) * len(self.slots) * self.settings.repeats
+
+    def to_record(self) -> dict[str, Any]:
+        return {"id": self.id, "run_key": self.run_key, "set": self.prompt_set.to_dict(),
+                "slots": [s.to_record() for s in self.slots],
+                "settings": {f: getattr(self.settings, f)
+                             for f in RunSettings.__dataclass_fields__},
+                "created": self.created}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> PromptSetRunSpec:
+        """Raises PromptSetError when the row is not a run this version can read."""
+        try:
+            known = RunSettings.__dataclass_fields__
+            settings = RunSettings(**{k: v for k, v in dict(row.get("settings") or {}).items()
+                                      if k in known})
+            return cls(id=str(row["id"]), run_key=str(row.get("run_key") or ""),
+                       prompt_set=PromptSet.from_dict(row["set"]),
+                       slots=tuple(RunSlot.from_record(s) for s in row["slots"]),
+                       settings=settings,
+                       created=float(row.get("created") or row.get("ts") or 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise PromptSetError(f"A saved prompt-set run could not be read ({e!r}).") from e
 
 
 def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSetup],
-            targets: Sequence[str], settings: RunSettings) -> dict[str, Any]:
-    """Saves a new run (its set, slots and settings) and returns its record."""
-    slots = []
-    for i, s in enumerate(setups):
-        options = _run_options(s.options, settings)
-        slots.append({"label": SLOT_LABELS[i], "server": s.server, "model": s.model,
-                      "target": targets[i], "contestant": s.contestant,
-                      "options": options.to_request(),
-                      "load_config": s.load_config.to_request()})
-    record = {"run_key": uuid.uuid4().hex[:12], "set": prompt_set.to_dict(), "slots": slots,
-              "settings": {f: getattr(settings, f) for f in RunSettings.__dataclass_fields__},
-              "created": time.time()}
-    record["id"] = store.append(RUNS_TABLE, record)
-    return record
+            targets: Sequence[str], settings: RunSettings) -> PromptSetRunSpec:
+    """Saves a new run (its set, slots and settings) and returns it."""
+    slots = tuple(
+        RunSlot(label=SLOT_LABELS[i], server=s.server, model=s.model, target=targets[i],
+                contestant=s.contestant, options=_run_options(s.options, settings).to_request(),
+                load_config=s.load_config.to_request(), route=s.route)
+        for i, s in enumerate(setups))
+    spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
+                            slots=slots, settings=settings, created=time.time())
+    record = spec.to_record()
+    record.pop("id")
+    return dataclasses.replace(spec, id=store.append(RUNS_TABLE, record))
 
 
 def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOptions:
@@ -396,35 +457,39 @@ def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOption
     return SamplingOptions(**d)
 
 
-def run_setups(run: dict[str, Any]) -> list[SlotSetup]:
+def run_setups(run: PromptSetRunSpec) -> list[SlotSetup]:
     """The slots of a saved run, to load their models again before a resume."""
     from ..types import LoadConfig
-    from .race import SlotSetup
+    from .setup import SlotSetup
 
-    out = []
-    for slot in run["slots"]:
-        options = dict(slot.get("options") or {})
-        options["stop"] = tuple(options.get("stop") or ())
-        out.append(SlotSetup(server=slot["server"], model=slot["model"],
-                             options=SamplingOptions(**options),
-                             load_config=LoadConfig(**(slot.get("load_config") or {}))))
-    return out
+    return [SlotSetup(server=slot.server, model=slot.model, options=slot.sampling(),
+                      load_config=LoadConfig(**slot.load_config), route=slot.route)
+            for slot in run.slots]
 
 
-def retarget(store: HistoryStore, run: dict[str, Any], targets: Sequence[str]) -> dict[str, Any]:
+def retarget(store: HistoryStore, run: PromptSetRunSpec,
+             targets: Sequence[str]) -> PromptSetRunSpec:
     """Points a run's slots at the instances loaded for its resume."""
-    slots = [{**slot, "target": t} for slot, t in zip(run["slots"], targets, strict=True)]
-    if slots != run["slots"]:
-        store.update_record(RUNS_TABLE, str(run["id"]), {"slots": slots})
-    return {**run, "slots": slots}
+    slots = tuple(dataclasses.replace(slot, target=t)
+                  for slot, t in zip(run.slots, targets, strict=True))
+    if slots != run.slots:
+        store.update_record(RUNS_TABLE, run.id, {"slots": [s.to_record() for s in slots]})
+    return dataclasses.replace(run, slots=slots)
 
 
-def get_run(store: HistoryStore, run_id: str) -> dict[str, Any] | None:
-    return next((r for r in store.records(RUNS_TABLE) if r.get("id") == run_id), None)
+def get_run(store: HistoryStore, run_id: str) -> PromptSetRunSpec | None:
+    return next((r for r in list_runs(store) if r.id == run_id), None)
 
 
-def list_runs(store: HistoryStore) -> list[dict[str, Any]]:
-    return sorted(store.records(RUNS_TABLE), key=lambda r: r.get("created", 0), reverse=True)
+def list_runs(store: HistoryStore) -> list[PromptSetRunSpec]:
+    """Every saved run that can be read, newest first (an unreadable row is skipped)."""
+    runs = []
+    for row in store.records(RUNS_TABLE):
+        try:
+            runs.append(PromptSetRunSpec.from_record(row))
+        except PromptSetError:
+            continue
+    return sorted(runs, key=lambda r: r.created, reverse=True)
 
 
 def run_records(store: HistoryStore, run_id: str) -> list[dict[str, Any]]:
@@ -440,29 +505,25 @@ def _key(r: dict[str, Any]) -> tuple[int, int, int]:
     return int(r["prompt_index"]), int(r["slot"]), int(r["repeat"])
 
 
-def plan(run: dict[str, Any], done: Iterable[tuple[int, int, int]] = ()) -> list[LoadJob]:
+def plan(run: PromptSetRunSpec, done: Iterable[tuple[int, int, int]] = ()) -> list[LoadJob]:
     """Every (prompt, slot, repeat) not in `done`, in the run's shuffled order (the same order
     on every resume)."""
-    items = PromptSet.from_dict(run["set"]).items
-    slots = run["slots"]
-    settings = run["settings"]
-    keys = [(p, s, r) for p in range(len(items)) for r in range(int(settings["repeats"]))
-            for s in range(len(slots))]
-    if settings.get("shuffle", True):
-        random.Random(int(settings.get("seed") or 0)).shuffle(keys)
+    items = run.prompt_set.items
+    keys = [(p, s, r) for p in range(len(items)) for r in range(run.settings.repeats)
+            for s in range(len(run.slots))]
+    if run.settings.shuffle:
+        random.Random(run.settings.seed or 0).shuffle(keys)
     finished = set(done)
     jobs = []
     for p, s, r in keys:
         if (p, s, r) in finished:
             continue
-        slot = slots[s]
-        options = dict(slot["options"])
-        options["stop"] = tuple(options.get("stop") or ())
+        slot = run.slots[s]
         jobs.append(LoadJob(
-            model=slot["target"], prompt=items[p].prompt, system_prompt=items[p].system,
-            options=SamplingOptions(**options), server=slot["server"],
-            tags={"run_id": run["id"], "prompt_index": p, "slot": s, "repeat": r,
-                  "label": slot["label"]},
+            model=slot.target, prompt=items[p].prompt, system_prompt=items[p].system,
+            options=slot.sampling(), server=slot.server, route=slot.route,
+            tags={"run_id": run.id, "prompt_index": p, "slot": s, "repeat": r,
+                  "label": slot.label, "route": slot.route},
         ))
     return jobs
 
@@ -471,16 +532,16 @@ def finished_keys(store: HistoryStore, run_id: str) -> set[tuple[int, int, int]]
     return {_key(r) for r in run_records(store, run_id) if r.get("ok")}
 
 
-def _record_doc(run: dict[str, Any], record: LoadRecord) -> dict[str, Any]:
+def _record_doc(run: PromptSetRunSpec, record: LoadRecord) -> dict[str, Any]:
     tags = record.job.tags
-    item = PromptSet.from_dict(run["set"]).items[int(tags["prompt_index"])]
-    slot = run["slots"][int(tags["slot"])]
+    item = run.prompt_set.items[int(tags["prompt_index"])]
+    slot = run.slots[int(tags["slot"])]
     m = record.metrics.to_dict()
     m.pop("token_offsets_ms", None)
     return {
-        "run_id": run["id"], "prompt_index": tags["prompt_index"], "slot": tags["slot"],
-        "repeat": tags["repeat"], "label": slot["label"], "model": slot["model"],
-        "contestant": slot["contestant"], "server": record.server, "content": record.content,
+        "run_id": run.id, "prompt_index": tags["prompt_index"], "slot": tags["slot"],
+        "repeat": tags["repeat"], "label": slot.label, "model": slot.model,
+        "contestant": slot.contestant, "server": record.server, "content": record.content,
         "reasoning": record.reasoning, "ok": record.ok,
         "error": record.error.sentence if record.error else "", "metrics": m,
         "checks": check_results(item, record.content, record.metrics.e2e_s, record.ok),
@@ -516,15 +577,14 @@ class PromptSetRun:
     stops polling. `stop()` ends the requests in flight; they are not saved, and a resume
     runs them again."""
 
-    def __init__(self, store: HistoryStore, run: dict[str, Any], client_for: ClientFor) -> None:
+    def __init__(self, store: HistoryStore, run: PromptSetRunSpec,
+                 client_for: ClientFor) -> None:
         self.store = store
         self.run = run
         self._client_for = client_for
-        settings = run["settings"]
-        self.total = len(PromptSet.from_dict(run["set"]).items) * len(run["slots"]) * \
-            int(settings["repeats"])
-        self.already = len(finished_keys(store, run["id"]))
-        self.jobs = plan(run, finished_keys(store, run["id"]))
+        self.total = run.total
+        self.already = len(finished_keys(store, run.id))
+        self.jobs = plan(run, finished_keys(store, run.id))
         self.cancel = threading.Event()
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -542,19 +602,19 @@ class PromptSetRun:
 
     def _work(self) -> None:
         try:
-            if self.run["settings"].get("warmup") and self.jobs:
+            if self.run.settings.warmup and self.jobs:
                 self.warming = True
                 self._warm_up()
                 self.warming = False
             self._t_first = time.perf_counter()
-            concurrency = max(1, int(self.run["settings"].get("concurrency") or 1))
+            concurrency = max(1, self.run.settings.concurrency)
             for record in run_load(self.jobs, client=self._client_for, concurrency=concurrency,
                                    cancel=self.cancel):
                 if record.cancelled or (self.cancel.is_set() and not record.ok):
                     continue  # cut by Stop: not a result; a resume runs it again
                 doc = _record_doc(self.run, record)
                 doc["id"] = self.store.append(RECORDS_TABLE, doc)
-                self.store.add_run(record.run_row("promptset", promptset_run=self.run["id"],
+                self.store.add_run(record.run_row("promptset", promptset_run=self.run.id,
                                                   contestant=doc["contestant"]))
                 self._queue.put(doc)
         finally:
@@ -565,14 +625,14 @@ class PromptSetRun:
         """One short untimed request per distinct model, so the first timed one does not pay
         for cold caches."""
         seen = set()
-        for slot in self.run["slots"]:
-            key = (slot["server"], slot["target"])
+        for slot in self.run.slots:
+            key = (slot.server, slot.target)
             if key in seen or self.cancel.is_set():
                 continue
             seen.add(key)
             try:
-                self._client_for(slot["server"]).chat(
-                    slot["target"], [ChatMessage("user", "Hello")],
+                self._client_for(slot.server).chat(
+                    slot.target, [ChatMessage("user", "Hello")],
                     options=SamplingOptions(max_tokens=8))
             except AtomError:
                 pass  # the timed requests will show the error
@@ -613,15 +673,16 @@ class PromptSetRun:
 # -- results --------------------------------------------------------------------------------------
 
 
-def summary_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_rows(run: PromptSetRunSpec,
+                 records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per slot: requests, failures, median TTFT / tok/s / end-to-end, checks passed."""
     out = []
-    for s, slot in enumerate(run["slots"]):
+    for s, slot in enumerate(run.slots):
         rs = [r for r in records if int(r["slot"]) == s]
         good = [GenerationMetrics.from_dict(r["metrics"]) for r in rs if r["ok"]]
         checks = [c for r in rs for c in r.get("checks") or []]
         out.append({
-            "slot": f"Model {slot['label']}", "contestant": slot["contestant"],
+            "slot": f"Model {slot.label}", "contestant": slot.contestant,
             "requests": len(rs), "ok": len(good), "failed": len(rs) - len(good),
             "ttft_p50_s": percentile([m.ttft_s for m in good if m.ttft_s is not None], 50),
             "tps_p50": percentile([m.decode_tps for m in good if m.decode_tps is not None], 50),
@@ -632,19 +693,19 @@ def summary_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list
     return out
 
 
-def check_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def check_rows(run: PromptSetRunSpec,
+               records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pass/fail per prompt, check and slot: one row per (prompt, check), a column per slot
     holding "passed/total" over the repeats."""
-    items = PromptSet.from_dict(run["set"]).items
     rows = []
-    for p, item in enumerate(items):
+    for p, item in enumerate(run.prompt_set.items):
         for c in item.checks:
             row: dict[str, Any] = {"prompt": item.name or _clip(item.prompt), "check": c.label}
-            for s, slot in enumerate(run["slots"]):
+            for s, slot in enumerate(run.slots):
                 results = [x["passed"] for r in records
                            if int(r["prompt_index"]) == p and int(r["slot"]) == s
                            for x in r.get("checks") or [] if x["check"] == c.label]
-                row[f"Model {slot['label']}"] = (f"{sum(results)}/{len(results)}"
+                row[f"Model {slot.label}"] = (f"{sum(results)}/{len(results)}"
                                                  if results else "–")
             rows.append(row)
     return rows

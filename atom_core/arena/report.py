@@ -11,13 +11,15 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ..history.export import csv_cell
 from ..metrics import format_seconds
-from .promptsets import PromptSet, check_rows, summary_rows
-from .race import HELP, ArenaRound, SlotResult, stat_rows
+from .promptsets import PromptSetRunSpec, check_rows, summary_rows
+from .results import HELP, stat_rows
+from .rounds import ArenaRound, SlotResult
 
 
 def _when(ts: float) -> str:
@@ -37,7 +39,7 @@ def _size(n: Any) -> str:
     return f"{n / 1e9:.2f} GB" if isinstance(n, int | float) and n else ""
 
 
-def _kv(d: dict[str, Any]) -> str:
+def _kv(d: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) if d else "server default"
 
 
@@ -195,7 +197,7 @@ def round_html(rnd: ArenaRound) -> str:
 
 
 ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "slot", "model",
-                 "contestant", "server", "state", "error", "ttft_s", "decode_tps",
+                 "contestant", "server", "route", "state", "error", "ttft_s", "decode_tps",
                  "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
                  "quantization", "params", "size_bytes", "load_config", "options", "content"]
 
@@ -208,6 +210,7 @@ def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
             "round_id": rnd.id, "ts": rnd.ts, "prompt": rnd.prompt,
             "system_prompt": rnd.system_prompt, "blind": rnd.blind, "vote": rnd.vote_sentence,
             "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
+            "route": s.route,
             "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
             "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
             "tokens_source": m.get("tokens_source"), "e2e_s": m.get("e2e_s"),
@@ -224,7 +227,7 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -241,7 +244,7 @@ def round_json(rnd: ArenaRound) -> str:
 # -- a prompt-set run -----------------------------------------------------------------------------
 
 
-def _run_tables(run: dict[str, Any], records: Sequence[dict[str, Any]]
+def _run_tables(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]
                 ) -> tuple[list[str], list[list[Any]], list[dict[str, Any]]]:
     summary = summary_rows(run, records)
     header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50", "tok/s p50",
@@ -255,20 +258,20 @@ def _run_tables(run: dict[str, Any], records: Sequence[dict[str, Any]]
     return header, rows, check_rows(run, records)
 
 
-def _settings_line(run: dict[str, Any]) -> str:
-    st = run["settings"]
-    return (f"{st['repeats']} repeat(s), {st['concurrency']} in flight, seed {st['seed']}, "
-            f"temperature {st['temperature'] if st['temperature'] is not None else 'default'}, "
-            f"max tokens {st['max_tokens'] or 'no limit'}, "
-            f"warm-up {'on' if st['warmup'] else 'off'}, "
-            f"order {'shuffled' if st['shuffle'] else 'as listed'}")
+def _settings_line(run: PromptSetRunSpec) -> str:
+    st = run.settings
+    return (f"{st.repeats} repeat(s), {st.concurrency} in flight, seed {st.seed}, "
+            f"temperature {st.temperature if st.temperature is not None else 'default'}, "
+            f"max tokens {st.max_tokens or 'no limit'}, "
+            f"warm-up {'on' if st.warmup else 'off'}, "
+            f"order {'shuffled' if st.shuffle else 'as listed'}")
 
 
-def run_markdown(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
-    pset = PromptSet.from_dict(run["set"])
+def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+    pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     lines = [f"# ATOM prompt-set run: {pset.name}", "",
-             f"{_when(run.get('created') or run.get('ts') or 0)} · {len(pset.items)} prompts · "
+             f"{_when(run.created)} · {len(pset.items)} prompts · "
              f"{_settings_line(run)}", "", "## Summary", ""]
     lines += _md_table(header, rows)
     if checks:
@@ -276,8 +279,8 @@ def run_markdown(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
         lines += _md_table(list(checks[0]), [list(c.values()) for c in checks])
     lines += ["", "## Slots", ""]
     lines += _md_table(["Slot", "Model", "Server", "Sent as", "Sampling"],
-                       [[f"Model {s['label']}", s["model"], s["server"], s["target"],
-                         _kv(s["options"])] for s in run["slots"]])
+                       [[f"Model {s.label}", s.model, s.server, s.target,
+                         _kv(s.options)] for s in run.slots])
     for p, item in enumerate(pset.items):
         lines += ["", f"## Prompt {p + 1}" + (f": {item.name}" if item.name else ""), "",
                   *_quote(item.prompt)]
@@ -298,19 +301,19 @@ def _fmt(v: Any) -> str:
     return format_seconds(float(v)) if isinstance(v, int | float) else "–"
 
 
-def run_html(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
-    pset = PromptSet.from_dict(run["set"])
+def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+    pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     parts = [f"<h1>ATOM prompt-set run: {_h(pset.name)}</h1>",
-             f"<p class=muted>{_h(_when(run.get('created') or 0))} · {len(pset.items)} prompts · "
+             f"<p class=muted>{_h(_when(run.created))} · {len(pset.items)} prompts · "
              f"{_h(_settings_line(run))}</p>", "<h2>Summary</h2>", _html_table(header, rows)]
     if checks:
         parts += ["<h2>Checks (passed/total over repeats)</h2>",
                   _html_table(list(checks[0]), [list(c.values()) for c in checks])]
     parts += ["<h2>Slots</h2>", _html_table(
         ["Slot", "Model", "Server", "Sent as", "Sampling"],
-        [[f"Model {s['label']}", s["model"], s["server"], s["target"], _kv(s["options"])]
-         for s in run["slots"]])]
+        [[f"Model {s.label}", s.model, s.server, s.target, _kv(s.options)]
+         for s in run.slots])]
     for p, item in enumerate(pset.items):
         parts.append(f"<h2>Prompt {p + 1}{': ' + _h(item.name) if item.name else ''}</h2>"
                      f"<div class=prompt>{_h(item.prompt)}</div><div class=replies>")
@@ -335,8 +338,9 @@ RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "co
                "finish_reason", "checks_passed", "checks_total", "checks", "content"]
 
 
-def run_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    items = PromptSet.from_dict(run["set"]).items
+def run_rows(run: PromptSetRunSpec,
+             records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    items = run.prompt_set.items
     out = []
     for r in records:
         m = r.get("metrics") or {}
@@ -357,9 +361,10 @@ def run_rows(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[dic
     return out
 
 
-def run_csv(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+def run_csv(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
     return _csv(run_rows(run, records), RUN_COLUMNS)
 
 
-def run_json(run: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
-    return json.dumps({"run": run, "records": list(records)}, indent=2, ensure_ascii=False)
+def run_json(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"run": run.to_record(), "records": list(records)}, indent=2,
+                      ensure_ascii=False)

@@ -1,3 +1,37 @@
-"""Conversations, messages and runs on disk: the HistoryStore protocol and its backends.
+"""Conversations, messages, runs and records: the HistoryStore protocol and how to open one.
 
-Nothing outside this package knows a file name, a shard or a lock."""
+    from atom_core.history import open_store
+    store = open_store()          # the process-wide store for $ATOM_DATA_DIR (or ~/.atom)
+
+Inside: protocol (the HistoryStore protocol and its value types), files (atomic writes, private
+folders, the cross-process lock), tinydb_store (the on-disk backend), migrations (schema
+versions), memory_store (an in-memory backend for tests), backup (export, import, delete all)
+and export (one conversation as Markdown/JSON). Nothing outside this package knows a file name,
+a shard or a lock.
+"""
+
+from .protocol import (
+    Conversation,
+    HistoryStore,
+    Message,
+    NewConversation,
+    NewMessage,
+    RunsDelta,
+    SchemaTooNewError,
+    StoreError,
+)
+from .tinydb_store import default_data_dir, open_store, reset_for_tests
+
+__all__ = [
+    "Conversation",
+    "HistoryStore",
+    "Message",
+    "NewConversation",
+    "NewMessage",
+    "RunsDelta",
+    "SchemaTooNewError",
+    "StoreError",
+    "default_data_dir",
+    "open_store",
+    "reset_for_tests",
+]

@@ -10,7 +10,19 @@ from typing import TYPE_CHECKING
 from ..chat import metrics_line
 
 if TYPE_CHECKING:
-    from .tinydb_store import Conversation, Message
+    from .protocol import Conversation, Message
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value safe to put in a CSV cell that a spreadsheet will open: text starting with
+    =, +, -, @ (or a tab or carriage return) gets a leading single quote, so it is shown, not
+    run as a formula (CSV injection). Numbers, None and other text pass unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
 
 STATE_NOTES = {
     "stopped": "stopped by the user",

@@ -1,4 +1,4 @@
-"""Conversation, message and run history: the HistoryStore protocol and its TinyDB backend.
+"""The HistoryStore on disk: conversations, messages, runs and records in many small TinyDB files.
 
 TinyDB's storage rewrites a whole file on every write, so one big file gets slower with every
 row (one insert: 9 ms at 1k documents, 1.1 s at 100k). This backend keeps every write small by
@@ -6,10 +6,12 @@ splitting the history into many bounded TinyDB files::
 
     <data_dir>/                     created (mode 0700) on the first write, never on import
       meta.json                     {"schema_version": N, ...}; see MIGRATIONS
-      store.lock                    fcntl.flock'ed by every write, so the app and the CLI can share
+      store.lock                    held by every write (files.process_lock): app and CLI share
       index/000000.json ...         conversation index shards: <= index_shard_rows conversations
       conversations/<id>.json       one per conversation: its "conversation" row and its "messages"
       tables/<name>/000000.json ... append-only record shards ("runs", "votes", ...): <= shard_rows
+      images/<owner>/<message>-<n>.<png|jpg|webp>  images sent with a message (vision models);
+                                    <owner> is a conversation or arena round id
 
 Ids are ``<shard>-<16 hex>`` (``000003-9f1c2a0b4d5e6f70``): the first part names the index shard
 (conversations) or the table shard (records) that holds the row, so an update reads and rewrites
@@ -24,7 +26,8 @@ read only re-parses what changed, including files changed by another process.
 
 A damaged file (bad JSON, truncated, unreadable) is moved aside as ``<name>.corrupt-<UTC time>``,
 a sentence goes to ``store.warnings``, and the store carries on without that file only (an index
-shard is rebuilt from the conversation files it listed).
+shard is rebuilt from the conversation files it listed). Temp files that a killed write left
+behind are removed when the folder is first opened in a process (`open_store`).
 """
 
 from __future__ import annotations
@@ -34,27 +37,55 @@ import json
 import logging
 import os
 import re
-import tempfile
+import shutil
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, get_args
+from typing import Any, TypeGuard
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from ..errors import AtomError
 from ..types import MessageState
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: the in-process lock still holds
-    fcntl = None  # type: ignore[assignment]
+from .files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    private_dir,
+    process_lock,
+    remove_temp_files,
+)
+from .migrations import META_FILE as _META_FILE
+from .migrations import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    read_schema_version,
+    write_meta,
+)
+from .protocol import (
+    MESSAGE_STATES,
+    ROLES,
+    Conversation,
+    HistoryStore,
+    Message,
+    NewConversation,
+    RunsDelta,
+    SchemaTooNewError,
+    StoredImage,
+    StoreError,
+    check_image_ids,
+    check_images,
+    check_message_fields,
+    check_new_conversation,
+    check_table_name,
+    copy_json,
+    message_preview,
+    require_jsonable,
+)
 
 __all__ = [
     "DEFAULT_INDEX_SHARD_ROWS",
@@ -73,33 +104,22 @@ __all__ = [
     "TinyDBHistoryStore",
     "default_data_dir",
     "open_store",
+    "reset_for_tests",
 ]
 
 log = logging.getLogger(__name__)
-
-MESSAGE_STATES: frozenset[str] = frozenset(get_args(MessageState))
-ROLES: frozenset[str] = frozenset({"user", "assistant", "system"})
-
-Migration = Callable[[Path], None]
-"""Upgrades a data folder by one schema version, in place. It runs under the store's thread and
-process locks, before any other write; the store records the new version in meta.json after it."""
-
-# Forward-only: MIGRATIONS[i] upgrades schema version i + 1 to i + 2. Never edit or reorder a
-# released entry; append a new one and SCHEMA_VERSION follows.
-MIGRATIONS: tuple[Migration, ...] = ()
-SCHEMA_VERSION: int = 1 + len(MIGRATIONS)
 
 DEFAULT_SHARD_ROWS = 500  # runs/records per shard: a full one rewrites in ~2.5 ms
 DEFAULT_INDEX_SHARD_ROWS = 100  # conversations per index shard
 DEFAULT_SHARD_BYTES = 1 << 20  # a shard also closes at 1 MiB, whatever its row count
 
-PREVIEW_CHARS = 120
-
-_META_FILE = "meta.json"
 _LOCK_FILE = "store.lock"
 _INDEX_DIR = "index"
 _CONVERSATIONS_DIR = "conversations"
 _TABLES_DIR = "tables"
+_IMAGES_DIR = "images"
+_IMAGE_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_EXT_IMAGE = {ext: mime for mime, ext in _IMAGE_EXT.items()}
 # TinyDB table names inside the files
 _INDEX_TABLE = "conversations"
 _CONVERSATION_TABLE = "conversation"
@@ -109,143 +129,9 @@ _RECORDS_TABLE = "records"
 _ID_RE = re.compile(r"^(\d{6})-[0-9a-f]{16}$")
 _SHARD_FILE_RE = re.compile(r"^(\d{6})\.json$")
 _CONVERSATION_FILE_RE = re.compile(r"^\d{6}-[0-9a-f]{16}\.json$")
-_TABLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 Tables = dict[str, dict[str, Any]]  # one TinyDB file: {table: {doc_id: document}}
 _StatKey = tuple[int, int, int]
-
-
-class StoreError(AtomError):
-    """The history folder cannot be read or written as asked."""
-
-
-class SchemaTooNewError(StoreError):
-    """The data folder was written by a newer ATOM; this version will not write to it."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Conversation:
-    id: str  # "<index shard>-<16 hex>"
-    title: str
-    model: str  # the model last chosen for this conversation ("" if none)
-    system_prompt: str
-    created: float  # epoch seconds
-    updated: float  # epoch seconds: last change to the conversation or any of its messages
-    message_count: int
-    preview: str  # the last message's text, whitespace collapsed, at most ~120 characters
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Message:
-    id: str
-    conversation_id: str
-    role: str  # "user" | "assistant" | "system"
-    content: str
-    reasoning: str = ""
-    model: str = ""  # the model that wrote it (assistant messages)
-    metrics: dict[str, Any] | None = None  # JSON-able, built by atom_core.metrics
-    state: MessageState = "complete"
-    error: str = ""  # the sentence shown for state "error"
-    created: float  # epoch seconds
-
-
-class HistoryStore(Protocol):
-    """Where ATOM keeps conversations, messages, runs and other records.
-
-    Every method is thread-safe. Unknown conversation, message and record ids raise KeyError;
-    bad arguments raise ValueError (TypeError for values that are not JSON-able); a data folder
-    written by a newer ATOM raises SchemaTooNewError on writes.
-    """
-
-    data_dir: Path
-    warnings: list[str]  # plain sentences for the user, e.g. a damaged file moved aside
-
-    def create_conversation(
-        self, *, title: str = "New chat", model: str = "", system_prompt: str = ""
-    ) -> Conversation: ...
-
-    def get_conversation(self, conversation_id: str) -> Conversation | None: ...
-
-    def list_conversations(
-        self, *, query: str = "", limit: int | None = None
-    ) -> list[Conversation]:
-        """Most recently updated first. `query` matches (case-insensitively) the title or the
-        content of any message."""
-        ...
-
-    def update_conversation(
-        self,
-        conversation_id: str,
-        *,
-        title: str | None = None,
-        model: str | None = None,
-        system_prompt: str | None = None,
-    ) -> Conversation:
-        """Changes the fields given (None leaves a field as it is) and bumps `updated`."""
-        ...
-
-    def delete_conversation(self, conversation_id: str) -> None: ...
-
-    def add_message(
-        self,
-        conversation_id: str,
-        *,
-        role: str,
-        content: str,
-        reasoning: str = "",
-        model: str = "",
-        metrics: dict[str, Any] | None = None,
-        state: MessageState = "complete",
-        error: str = "",
-    ) -> Message: ...
-
-    def update_message(
-        self,
-        conversation_id: str,
-        message_id: str,
-        *,
-        content: str | None = None,
-        reasoning: str | None = None,
-        metrics: dict[str, Any] | None = None,
-        state: MessageState | None = None,
-        error: str | None = None,
-    ) -> Message:
-        """Changes the fields given (None leaves a field as it is)."""
-        ...
-
-    def delete_message(self, conversation_id: str, message_id: str) -> None: ...
-
-    def messages(self, conversation_id: str) -> list[Message]:
-        """The conversation's messages, oldest first."""
-        ...
-
-    def add_run(self, run: dict[str, Any]) -> str:
-        """Appends one generation to the "runs" table; adds `id` and `ts` if absent."""
-        ...
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run, oldest first. Each row is a fresh dict (nested values are shared with the
-        store's cache: do not mutate them)."""
-        ...
-
-    def append(self, table: str, record: dict[str, Any]) -> str:
-        """Appends a JSON-able record to `table` (created on first use); adds `id` and `ts` if
-        absent and returns the id. A caller-chosen `id` must be a unique, non-empty str."""
-        ...
-
-    def records(self, table: str) -> list[dict[str, Any]]:
-        """Every record of `table`, oldest first ([] for a table never written)."""
-        ...
-
-    def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Merges `changes` into the record and returns the updated record."""
-        ...
-
-    def size_bytes(self) -> int:
-        """Bytes used by the data folder on disk."""
-        ...
-
-
 # --- files ------------------------------------------------------------------------------------
 
 
@@ -272,38 +158,6 @@ def _parse_tables(raw: bytes) -> Tables:
     ):
         raise _CorruptFile("not a TinyDB document")
     return data
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms that cannot open a directory
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data: object, *, durable: bool = True) -> None:
-    """Writes `data` as JSON to a temp file beside `path`, then renames it over `path`."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        _fsync_dir(path.parent)  # so that the rename itself survives a power cut
 
 
 class _JsonFiles:
@@ -368,7 +222,7 @@ class _JsonFiles:
 
     def save(self, path: Path, data: Tables) -> None:
         """Writes atomically and caches what was written (the caller gives up `data`)."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         try:
             atomic_write_json(path, data, durable=self.durable)
         except BaseException:
@@ -427,27 +281,6 @@ def _new_id(shard: int) -> str:
 def _shard_of(an_id: str) -> int | None:
     match = _ID_RE.match(an_id)
     return int(match.group(1)) if match else None
-
-
-def _preview(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
-
-
-def _copy_json(value: Any) -> Any:
-    """A deep copy of JSON data (lists and dicts), much faster than copy.deepcopy."""
-    if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(v) for v in value]
-    return value
-
-
-def _require_jsonable(value: object, what: str) -> None:
-    try:
-        json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
 def _conversation_from_doc(doc: dict[str, Any]) -> Conversation:
@@ -511,7 +344,7 @@ def _message_from_doc(conversation_id: str, doc: dict[str, Any]) -> Message:
         content=str(doc.get("content", "")),
         reasoning=str(doc.get("reasoning", "")),
         model=str(doc.get("model", "")),
-        metrics=_copy_json(metrics) if isinstance(metrics, dict) else None,
+        metrics=copy_json(metrics) if isinstance(metrics, dict) else None,
         state=state if state in MESSAGE_STATES else "complete",
         error=str(doc.get("error", "")),
         created=float(doc.get("created", 0.0)),
@@ -520,12 +353,6 @@ def _message_from_doc(conversation_id: str, doc: dict[str, Any]) -> Message:
 
 def _sorted_docs(table: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return sorted(((int(k), v) for k, v in table.items()), key=lambda item: item[0])
-
-
-def _message_preview(doc: dict[str, Any] | None) -> str:
-    if doc is None:
-        return ""
-    return _preview(str(doc.get("content") or doc.get("error") or ""))
 
 
 def tinydb_file(tables: dict[str, Sequence[dict[str, Any]]]) -> Tables:
@@ -575,6 +402,7 @@ class TinyDBHistoryStore:
         self._index_dir = self.data_dir / _INDEX_DIR
         self._conversations_dir = self.data_dir / _CONVERSATIONS_DIR
         self._tables_dir = self.data_dir / _TABLES_DIR
+        self._images_dir = self.data_dir / _IMAGES_DIR
         self._files = _JsonFiles(
             durable=durable,
             keep=lambda p: p.parent != self._conversations_dir,
@@ -595,12 +423,7 @@ class TinyDBHistoryStore:
         return self._conversations_dir / f"{conversation_id}.json"
 
     def _table_dir(self, table: str) -> Path:
-        if not isinstance(table, str) or not _TABLE_NAME_RE.match(table):
-            raise ValueError(
-                f"Table name {table!r} is not allowed: use 1-64 lowercase letters, digits, "
-                "'_' or '-', starting with a letter or digit."
-            )
-        return self._tables_dir / table
+        return self._tables_dir / check_table_name(table)
 
     @staticmethod
     def _shard_path(folder: Path, shard: int) -> Path:
@@ -627,34 +450,37 @@ class TinyDBHistoryStore:
                 finally:
                     self._write_depth -= 1
                 return
-            self._make_folder()
-            fd = os.open(self.data_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+            private_dir(self.data_dir)
+            with process_lock(self.data_dir / _LOCK_FILE):
                 self._write_depth = 1
-                self._check_schema()
-                yield
-            finally:
-                self._write_depth = 0
-                os.close(fd)  # closing the descriptor releases the flock
+                try:
+                    self._check_schema()
+                    yield
+                finally:
+                    self._write_depth = 0
 
-    def _make_folder(self) -> None:
-        if self.data_dir.is_dir():
-            return
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)  # the umask may have widened mkdir's mode
+    def remove_temp_files(self) -> int:
+        """Deletes temp files that interrupted writes left in the folder (by this or another
+        process: under the process lock no write is in flight). Returns how many. A folder that
+        does not exist yet is left alone."""
+        if not self.data_dir.is_dir():
+            return 0
+        with self._lock, process_lock(self.data_dir / _LOCK_FILE):
+            removed = remove_temp_files(self.data_dir, targets=frozenset({_META_FILE}),
+                                        recursive=False)
+            for folder in (self._index_dir, self._conversations_dir, self._tables_dir,
+                           *(self._images_dir.iterdir() if self._images_dir.is_dir() else ())):
+                if folder.is_dir():
+                    removed += remove_temp_files(folder)
+        if removed:
+            log.info("Removed %d temp file(s) left by interrupted writes in %s", removed,
+                     self.data_dir)
+        return removed
 
     def _read_schema_version(self, *, repair: bool) -> int | None:
         path = self.data_dir / _META_FILE
         try:
-            meta = json.loads(path.read_bytes())
-            version = meta["schema_version"]
-            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                raise ValueError(f"bad schema_version {version!r}")
-            return version
-        except FileNotFoundError:
-            return None
+            return read_schema_version(self.data_dir)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             if not repair:
                 return None
@@ -666,12 +492,7 @@ class TinyDBHistoryStore:
             return None
 
     def _write_meta(self, version: int) -> None:
-        meta = {
-            "schema_version": version,
-            "app": "ATOM",
-            "written": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        atomic_write_json(self.data_dir / _META_FILE, meta, durable=self._files.durable)
+        write_meta(self.data_dir, version, durable=self._files.durable)
 
     def _meta_key(self) -> _StatKey | None:
         try:
@@ -801,7 +622,7 @@ class TinyDBHistoryStore:
             doc.update(
                 updated=max(created, float(last.get("created", 0.0))) if last else created,
                 message_count=len(messages),
-                preview=_message_preview(last),
+                preview=message_preview(last),
             )
             docs.append(doc)
         docs.sort(key=lambda d: float(d.get("created", 0.0)))
@@ -815,7 +636,7 @@ class TinyDBHistoryStore:
     def _db(self, path: Path) -> Iterator[TinyDB]:
         """A TinyDB over one file, for one operation (a fresh instance: TinyDB caches the next
         document id, which another process may have used meanwhile)."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         db = TinyDB(str(path), storage=AtomicJSONStorage, files=self._files)
         try:
             yield db
@@ -996,6 +817,7 @@ class TinyDBHistoryStore:
             self._search_text.pop(path, None)
             with self._db(index_path) as db:
                 db.table(_INDEX_TABLE).remove(doc_ids=[doc_id])
+            self.delete_images(conversation_id)
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -1009,7 +831,7 @@ class TinyDBHistoryStore:
         fields = {
             # counted, not incremented: a crash between the two writes heals on the next one
             "message_count": len(docs),
-            "preview": _message_preview(last),
+            "preview": message_preview(last),
             "updated": time.time() if now is None else now,
         }
         self._set_index_fields(conversation_id, fields)
@@ -1028,7 +850,7 @@ class TinyDBHistoryStore:
     ) -> Message:
         if role not in ROLES:
             raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
-        _check_message_fields(
+        check_message_fields(
             content=content, reasoning=reasoning, metrics=metrics, state=state, error=error
         )
         if not isinstance(model, str):
@@ -1042,7 +864,7 @@ class TinyDBHistoryStore:
                 content=content,
                 reasoning=reasoning,
                 model=model,
-                metrics=_copy_json(metrics) if metrics is not None else None,
+                metrics=copy_json(metrics) if metrics is not None else None,
                 state=state,
                 error=error,
                 created=time.time(),
@@ -1087,9 +909,9 @@ class TinyDBHistoryStore:
             )
             if v is not None
         }
-        _check_message_fields(**changes)
+        check_message_fields(**changes)
         if "metrics" in changes:
-            changes["metrics"] = _copy_json(changes["metrics"])
+            changes["metrics"] = copy_json(changes["metrics"])
         with self._writing():
             doc_id, doc = self._require_message(conversation_id, message_id)
             if changes:
@@ -1129,7 +951,7 @@ class TinyDBHistoryStore:
     def append(self, table: str, record: dict[str, Any]) -> str:
         folder = self._table_dir(table)
         doc = self._new_record(record)
-        _require_jsonable(doc, f"a record for table {table!r}")
+        require_jsonable(doc, f"a record for table {table!r}")
         with self._writing():
             shard, _ = self._append_shard(folder, _RECORDS_TABLE, self._shard_rows)
             doc.setdefault("id", _new_id(shard))
@@ -1142,7 +964,7 @@ class TinyDBHistoryStore:
         checked before anything is written; the appends are not atomic as a whole."""
         folder = self._table_dir(table)
         docs = [self._new_record(r) for r in records]
-        _require_jsonable(docs, f"records for table {table!r}")
+        require_jsonable(docs, f"records for table {table!r}")
         ids: list[str] = []
         with self._writing():
             start = 0
@@ -1188,7 +1010,7 @@ class TinyDBHistoryStore:
             raise TypeError(f"changes must be a dict, not {type(changes).__name__}")
         if "id" in changes and changes["id"] != record_id:
             raise ValueError("a record's id cannot be changed")
-        _require_jsonable(changes, "changes")
+        require_jsonable(changes, "changes")
         with self._writing():
             found = self._locate_record(folder, record_id)
             if found is None:
@@ -1205,6 +1027,195 @@ class TinyDBHistoryStore:
     def runs(self) -> list[dict[str, Any]]:
         return self.records("runs")
 
+    def runs_since(self, token: Hashable | None) -> RunsDelta:
+        """The token is each runs shard's (number, file version, rows): shards whose file is
+        unchanged since the token are skipped, the first changed one and everything after it
+        are read (usually just the newest shard, from the parse cache when this process wrote
+        it). A directory scan when nothing changed, at any history size."""
+        folder = self._table_dir("runs")
+        old = token if _is_runs_token(token) else ()
+        with self._lock:
+            current = self._shard_versions(folder)
+            same = start = 0
+            for (shard, key), seen in zip(current, old, strict=False):
+                if (shard, key) != (seen[0], seen[1]):
+                    break
+                same += 1
+                start += seen[2]
+            entries: list[tuple[int, _StatKey, int]] = list(old[:same])
+            rows: list[dict[str, Any]] = []
+            for shard, key in current[same:]:
+                data = self._files.load(self._shard_path(folder, shard))
+                table = (data or {}).get(_RECORDS_TABLE, {})
+                rows.extend(map(dict.copy, table.values()))
+                entries.append((shard, key, len(table)))
+        return RunsDelta(token=tuple(entries), start=start, rows=rows)
+
+    @staticmethod
+    def _shard_versions(folder: Path) -> list[tuple[int, _StatKey]]:
+        found: list[tuple[int, _StatKey]] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    match = _SHARD_FILE_RE.match(entry.name)
+                    if match is None:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        found.append((int(match.group(1)), _stat_key(entry.stat())))
+        except FileNotFoundError:
+            return []
+        return sorted(found)
+
+    def tables(self) -> list[str]:
+        try:
+            names = os.listdir(self._tables_dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in sorted(names):
+            with contextlib.suppress(ValueError):
+                if self._table_dir(name).is_dir() and self._shard_numbers(self._table_dir(name)):
+                    out.append(name)
+        return out
+
+    # -- bulk writes ----------------------------------------------------------------------------
+
+    def import_conversations(self, conversations: Sequence[NewConversation]) -> list[Conversation]:
+        """Each conversation's file is written once and each index shard once per call."""
+        conversations = list(conversations)
+        for new in conversations:
+            if not isinstance(new, NewConversation):
+                raise TypeError(f"expected NewConversation, not {type(new).__name__}")
+            check_new_conversation(new)
+        out: list[Conversation] = []
+        with self._writing():
+            now = time.time()
+            shard, rows = self._append_shard(self._index_dir, _INDEX_TABLE,
+                                             self._index_shard_rows)
+            pending: list[dict[str, Any]] = []
+            for new in conversations:
+                if rows >= self._index_shard_rows:
+                    self._insert_index_docs(shard, pending)
+                    shard, rows, pending = shard + 1, 0, []
+                conv_id = _new_id(shard)
+                created = now if new.created is None else float(new.created)
+                messages = [
+                    Message(id=uuid.uuid4().hex[:16], conversation_id=conv_id, role=m.role,
+                            content=m.content, reasoning=m.reasoning, model=m.model,
+                            metrics=copy_json(m.metrics) if m.metrics is not None else None,
+                            state=m.state, error=m.error,
+                            created=now if m.created is None else float(m.created))
+                    for m in new.messages
+                ]
+                docs = [_message_doc(m) for m in messages]
+                last = max((m.created for m in messages), default=created)
+                conv = Conversation(
+                    id=conv_id, title=new.title, model=new.model,
+                    system_prompt=new.system_prompt, created=created,
+                    updated=max(created, last) if new.updated is None else float(new.updated),
+                    message_count=len(messages),
+                    preview=message_preview(docs[-1] if docs else None),
+                )
+                # its own file first, as in create_conversation
+                self._files.save(self._conversation_path(conv_id), tinydb_file(
+                    {_CONVERSATION_TABLE: [_conversation_file_doc(conv)], _MESSAGES_TABLE: docs}))
+                pending.append(_index_doc(conv))
+                rows += 1
+                out.append(conv)
+            self._insert_index_docs(shard, pending)
+        return out
+
+    def _insert_index_docs(self, shard: int, docs: list[dict[str, Any]]) -> None:
+        if docs:
+            with self._db(self._index_path(shard)) as db:
+                db.table(_INDEX_TABLE).insert_multiple(docs)
+
+    # -- images -------------------------------------------------------------------------------
+
+    def _image_files(self, folder: Path, message_id: str) -> list[tuple[int, Path, str]]:
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        prefix = f"{message_id}-"
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            index, _, ext = name[len(prefix):].partition(".")
+            if index.isdigit() and ext in _EXT_IMAGE:
+                found.append((int(index), folder / name, _EXT_IMAGE[ext]))
+        return sorted(found)
+
+    def save_images(self, owner_id: str, message_id: str, images: Sequence[StoredImage]) -> None:
+        check_image_ids(owner_id, message_id)
+        check_images(images)
+        folder = self._images_dir / owner_id
+        with self._writing():
+            old = self._image_files(folder, message_id)
+            if images:
+                folder.mkdir(parents=True, exist_ok=True)
+            written = set()
+            for n, image in enumerate(images):
+                path = folder / f"{message_id}-{n}.{_IMAGE_EXT[image.mime]}"
+                atomic_write_bytes(path, image.data, durable=self._files.durable)
+                written.add(path)
+            for _, path, _ in old:
+                if path not in written:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+    def load_images(self, owner_id: str, message_id: str) -> list[StoredImage]:
+        try:
+            check_image_ids(owner_id, message_id)
+        except ValueError:
+            return []
+        out = []
+        for _, path, mime in self._image_files(self._images_dir / owner_id, message_id):
+            try:
+                out.append(StoredImage(mime, path.read_bytes()))
+            except OSError:
+                continue
+        return out
+
+    def delete_images(self, owner_id: str) -> None:
+        try:
+            check_image_ids(owner_id, "x")
+        except ValueError:
+            return
+        with self._writing():
+            shutil.rmtree(self._images_dir / owner_id, ignore_errors=True)
+
+    def image_keys(self) -> list[tuple[str, str]]:
+        keys = set()
+        try:
+            owners = os.listdir(self._images_dir)
+        except FileNotFoundError:
+            return []
+        for owner in owners:
+            try:
+                names = os.listdir(self._images_dir / owner)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                stem, _, ext = name.rpartition(".")
+                message, _, index = stem.rpartition("-")
+                if ext in _EXT_IMAGE and index.isdigit() and message:
+                    keys.add((owner, message))
+        return sorted(keys)
+
+    def delete_all(self) -> None:
+        """Removes the index, conversation and table folders under the write locks (meta.json,
+        the lock file and the settings files stay)."""
+        if not self.data_dir.is_dir():
+            return
+        with self._writing():
+            for folder in (self._index_dir, self._conversations_dir, self._tables_dir,
+                           self._images_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+            self._files.clear()
+            self._search_text.clear()
+
     # -- housekeeping -------------------------------------------------------------------------
 
     def size_bytes(self) -> int:
@@ -1217,23 +1228,9 @@ class TinyDBHistoryStore:
         return total
 
 
-def _check_message_fields(
-    *,
-    content: object = "",
-    reasoning: object = "",
-    metrics: object = None,
-    state: object = "complete",
-    error: object = "",
-) -> None:
-    for name, value in (("content", content), ("reasoning", reasoning), ("error", error)):
-        if not isinstance(value, str):
-            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if state not in MESSAGE_STATES:
-        raise ValueError(f"state must be one of {sorted(MESSAGE_STATES)}, not {state!r}")
-    if metrics is not None:
-        if not isinstance(metrics, dict):
-            raise TypeError(f"metrics must be a dict or None, not {type(metrics).__name__}")
-        _require_jsonable(metrics, "metrics")
+def _is_runs_token(token: object) -> TypeGuard[tuple[tuple[int, _StatKey, int], ...]]:
+    return isinstance(token, tuple) and all(
+        isinstance(t, tuple) and len(t) == 3 for t in token)
 
 
 # --- one store per folder ---------------------------------------------------------------------
@@ -1243,18 +1240,31 @@ _STORES_LOCK = threading.Lock()
 
 
 def default_data_dir() -> Path:
-    """$ATOM_DATA_DIR, or ~/.atom."""
-    configured = os.environ.get("ATOM_DATA_DIR", "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".atom"
+    """$ATOM_DATA_DIR, or ~/.atom (read by atom_core.config, the one reader of the
+    environment)."""
+    from ..config import settings_from_env
+
+    return settings_from_env().data_dir
 
 
 def open_store(data_dir: str | Path | None = None) -> TinyDBHistoryStore:
     """The process-wide store for `data_dir` (default: default_data_dir()). Every caller in the
-    process gets the same instance for the same folder, so one lock covers all its threads."""
+    process gets the same instance for the same folder, so one lock covers all its threads.
+    The first open in a process removes temp files that killed writes left behind."""
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     key = folder.resolve()
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
             store = _STORES[key] = TinyDBHistoryStore(key)
+            try:
+                store.remove_temp_files()
+            except OSError as exc:  # a read-only folder still opens: it only cannot be cleaned
+                log.warning("Could not clean temp files in %s: %s", key, exc)
         return store
+
+
+def reset_for_tests() -> None:
+    """Forgets every open store, as a fresh process would (tests only)."""
+    with _STORES_LOCK:
+        _STORES.clear()

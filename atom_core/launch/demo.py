@@ -36,7 +36,7 @@ from types import FrameType, TracebackType
 
 import httpx
 
-from ..config import normalize_base_url, settings_from_env
+from ..config import normalize_base_url, process_environ, settings_from_env
 from ..settings.store import initial_server_url, open_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,13 +87,9 @@ class DemoPaths:
 
 
 def demo_paths(environ: Mapping[str, str] | None = None) -> DemoPaths:
-    env = os.environ if environ is None else environ
-    xdg = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return DemoPaths(
-        venv=Path(env.get("ATOM_DEMO_VENV") or ROOT / ".venv-demo").expanduser(),
-        wheels=Path(env.get("ATOM_WHEEL_CACHE") or xdg / "atom-wheels").expanduser(),
-        cache=Path(env.get("ATOM_CACHE_DIR") or xdg / "atom").expanduser(),
-    )
+    config = settings_from_env(environ)
+    return DemoPaths(venv=config.demo_venv or ROOT / ".venv-demo", wheels=config.wheel_cache,
+                     cache=config.cache_dir)
 
 
 def requirements_digest() -> str:
@@ -306,7 +302,8 @@ def start_engine(
         cmd += ["--n-threads", str(n_threads)]
     # llama-cpp-python's settings also read the environment (MODEL, PORT, CONFIG_FILE, ...):
     # give the engine only what a process needs, so a stray variable cannot change it.
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env = {k: v for k, v in process_environ().items()
+           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -409,9 +406,9 @@ class DemoEngine:
     def app_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment for an app that should use this engine: the first process as the
         server, the others added to ATOM_EXTRA_SERVERS, and ATOM_DEMO_ENGINE listing them all."""
-        env = dict(os.environ if environ is None else environ)
+        env = dict(process_environ() if environ is None else environ)
         first, *others = self.urls
-        extra = [u for u in env.get("ATOM_EXTRA_SERVERS", "").split(",") if u.strip()]
+        extra = list(settings_from_env(env).extra_servers)
         env["ATOM_SERVER_URL"] = first
         env["ATOM_EXTRA_SERVERS"] = ",".join([*others, *extra])
         env["ATOM_DEMO_ENGINE"] = ",".join(self.urls)
@@ -421,13 +418,7 @@ class DemoEngine:
 def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The servers that are the bundled demo engine, from ATOM_DEMO_ENGINE (the URLs the launcher
     started, or "1": then ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)."""
-    env = os.environ if environ is None else environ
-    value = env.get("ATOM_DEMO_ENGINE", "").strip()
-    if not value or value.lower() in ("0", "false", "no"):
-        return ()
-    if "://" not in value:
-        value = ",".join([env.get("ATOM_SERVER_URL", ""), env.get("ATOM_EXTRA_SERVERS", "")])
-    return tuple(dict.fromkeys(normalize_base_url(u) for u in value.split(",") if u.strip()))
+    return settings_from_env(environ).demo_engine
 
 
 def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -452,12 +443,12 @@ def run_app(
     say: Say = print,
 ) -> int:
     """`make run`: the app against the configured server, or against the demo engine."""
-    env = dict(os.environ if environ is None else environ)
+    env = dict(process_environ() if environ is None else environ)
     settings = settings_from_env(env)
-    url, token = settings.server_url, settings.api_token
+    token = settings.api_token
     # The server a session starts on: ATOM_SERVER_URL, else the default saved in Settings.
     saved = open_settings(settings.data_dir)
-    url = initial_server_url(env, saved.load(), url)
+    url = initial_server_url(settings, saved.load())
     token = saved.token_for_url(url) or token
     with _terminate_raises():
         return _run_app(streamlit_args, env, url, token, say)
@@ -469,7 +460,7 @@ def _run_app(
     demo: DemoEngine | None = None
     if server_answers(url, token):
         say(f"Using the model server at {url}.")
-    elif env.get("ATOM_DEMO", "1").strip().lower() in ("0", "false", "no", "off"):
+    elif not settings_from_env(env).demo_enabled:
         say(f"No model server answers at {url}, and ATOM_DEMO=0: the demo engine stays off. "
             "Start LM Studio's server (`lms server start`) and press “Check again”.")
     else:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import runs
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
 
 MACHINES_TABLE = "machines"
 DEFAULT_HZ = 4.0

@@ -33,6 +33,7 @@ class LoadJob:
     system_prompt: str | None = None
     options: SamplingOptions | None = None
     server: str = ""  # base URL; "" means the runner's default client
+    route: str = "completions"  # chat route (server.routes.ROUTES)
     # Anything the caller wants back on the record: prompt index, repeat, slot label, ...
     tags: dict[str, Any] = field(default_factory=dict)
 
@@ -146,8 +147,8 @@ def _one(job: LoadJob, client_for: ClientFor, cancel: threading.Event) -> LoadRe
     try:
         client = client_for(job.server)
         server = client.base_url
-        stream = client.stream_chat(job.model, [ChatMessage("user", job.prompt)],
-                                    options=job.options, system_prompt=job.system_prompt)
+        stream = client.stream_route(job.route, job.model, [ChatMessage("user", job.prompt)],
+                                     options=job.options, system_prompt=job.system_prompt)
         with stream:
             for event in stream:
                 reply.add(event)

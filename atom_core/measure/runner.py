@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from ..errors import AtomError, ServerError
-from ..server.streaming import ChatStream, ReplyBuffer
+from ..server.streaming import ReplyBuffer, SSEStream
 from ..types import StreamEvent
 
-StreamFactory = Callable[[], ChatStream]
+StreamFactory = Callable[[], SSEStream]  # ChatStream or another route's stream
 
 
 @dataclass(slots=True)
@@ -70,7 +70,7 @@ class FanOut:
         self._queue: queue.Queue[tuple[int, _Message]] = queue.Queue()
         self._cancel = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._streams: dict[int, ChatStream] = {}  # open streams, for cancel() to abort
+        self._streams: dict[int, SSEStream] = {}  # open streams, for cancel() to abort
 
     def start(self) -> FanOut:
         now = time.perf_counter_ns()
@@ -159,7 +159,7 @@ class FanOut:
     def _work(self, index: int, factory: StreamFactory) -> None:
         put = self._queue.put
         error: AtomError | None = None
-        stream: ChatStream | None = None
+        stream: SSEStream | None = None
         try:
             stream = factory()
             self._streams[index] = stream

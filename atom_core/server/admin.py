@@ -21,7 +21,7 @@ from ..metrics import format_duration
 from ..types import Dialect, DownloadJob, LoadConfig, LoadResult, ModelInfo, ModelList
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    from ..history import HistoryStore
     from .client import LMStudioClient
 
 __all__ = [

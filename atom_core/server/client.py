@@ -6,20 +6,17 @@ arena relies on. It remembers which dialect the server speaks after the first li
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from ..config import normalize_base_url, settings_from_env
 from ..errors import (
     AtomError,
-    AuthError,
     BadRequest,
-    ModelNotFound,
     NotSupported,
     RequestTimeout,
     ServerError,
@@ -30,20 +27,24 @@ from ..types import (
     Dialect,
     DownloadJob,
     LoadConfig,
-    LoadedInstance,
     LoadResult,
-    ModelInfo,
     ModelList,
     SamplingOptions,
     to_float,
     to_int,
 )
-from .streaming import ChatStream, ReplyBuffer, error_message, send_retrying_stale
+from . import routes
+from .http_errors import cap, error_for_response, from_transport, is_error_body
+from .listing import list_models
+from .streaming import ChatStream, ReplyBuffer, SSEStream, send_retrying_stale
+
+S = TypeVar("S", bound=SSEStream)
 
 # Connecting is quick or never; reading a chat stream may wait minutes while a big prompt is
 # processed on a slow machine, and loading a large model can take minutes too.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
 STREAM_READ_TIMEOUT = 300.0
+STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=STREAM_READ_TIMEOUT, write=30.0, pool=10.0)
 LOAD_TIMEOUT = 900.0
 
 
@@ -87,6 +88,8 @@ class LMStudioClient:
         self.base_url = normalize_base_url(base_url)
         self.token = token or None
         self.dialect: Dialect | None = None
+        self._route_errors: dict[str, NotSupported] = {}  # chat routes this server lacks
+        self._routes_probed: set[str] = set()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -121,35 +124,12 @@ class LMStudioClient:
 
         `/api/v1/models` (LM Studio 0.4: every downloaded model with load state), then
         `/api/v0/models` (0.3.x), then `/v1/models` (any OpenAI-compatible server; may list only
-        loaded models). Auth and connection errors stop the search at once.
+        loaded models). Auth and connection errors stop the search at once. The dialect that
+        answered is remembered and asked first next time.
         """
-        attempts: list[tuple[str, Dialect]] = [
-            ("/api/v1/models", Dialect.LMSTUDIO_04),
-            ("/api/v0/models", Dialect.LMSTUDIO_03),
-            ("/v1/models", Dialect.OPENAI),
-        ]
-        if self.dialect is not None:  # ask the known route first; fall back if it changed
-            attempts.sort(key=lambda a: a[1] is not self.dialect)
-        last: AtomError | None = None
-        for route, dialect in attempts:
-            try:
-                body = self._get_json(route)
-                models = _parse_listing(body, dialect)
-            except (NotSupported, _WrongShape) as e:
-                last = e if isinstance(e, AtomError) else None
-                continue
-            self.dialect = dialect
-            return ModelList(
-                models=tuple(models),
-                dialect=dialect,
-                route=route,
-                loaded_only=dialect is Dialect.OPENAI,
-            )
-        raise last or NotSupported(
-            f"The server at {self.base_url} answered, but not like LM Studio or an "
-            "OpenAI-compatible server (no model list at /api/v1/models or /v1/models).",
-            url=self.base_url,
-        )
+        listing = list_models(self._get_json, base_url=self.base_url, known=self.dialect)
+        self.dialect = listing.dialect
+        return listing
 
     def status(self) -> ServerStatus:
         """Reachability, dialect and model counts, for a status line. Never raises AtomError."""
@@ -190,18 +170,93 @@ class LMStudioClient:
         body = self._chat_body(model, messages, options, system_prompt, ttl)
         if response_format is not None:
             body["response_format"] = dict(response_format)
-        request = self._http.build_request(
-            "POST",
-            "/v1/chat/completions",
-            json=body,
-            timeout=httpx.Timeout(connect=5.0, read=STREAM_READ_TIMEOUT, write=30.0, pool=10.0),
+        request = self.build_request(
+            "POST", "/v1/chat/completions", json=body, timeout=STREAM_TIMEOUT
         )
-        return ChatStream(
-            self._http,
-            request,
-            base_url=self.base_url,
-            error_for=lambda r: self._error_for(r, model=model),
-        )
+        return self.open_stream(ChatStream, request, model=model)
+
+    def stream_route(
+        self,
+        route: str,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        options: SamplingOptions | None = None,
+        system_prompt: str | None = None,
+        ttl: int | None = None,
+        previous_response_id: str | None = None,
+        reasoning: str | None = None,
+    ) -> SSEStream:
+        """Starts a streamed reply over one chat route (routes.ROUTES): "completions" (the
+        default, same as `stream_chat`), "native" (LM Studio's /api/v1/chat), "responses"
+        (/v1/responses) or "messages" (/v1/messages, Anthropic).
+
+        On the stateful routes (native, responses) `previous_response_id` continues a stored
+        conversation: only the last user message is sent. `reasoning` (off/on/low/medium/high)
+        is passed where the route takes it; `ttl` only where it is documented (completions).
+        A route the server lacks raises NotSupported while iterating, and is remembered
+        (`route_problem`). Nothing is sent until the stream is iterated."""
+        if route == "completions":
+            return self.stream_chat(model, messages, options=options,
+                                    system_prompt=system_prompt, ttl=ttl)
+        headers: dict[str, str] = {}
+        stream_class: type[SSEStream]
+        if route == "native":
+            body = routes.native_body(model, messages, options=options,
+                                      system_prompt=system_prompt,
+                                      previous_response_id=previous_response_id,
+                                      reasoning=reasoning)
+            stream_class = routes.NativeChatStream
+        elif route == "responses":
+            body = routes.responses_body(model, messages, options=options,
+                                         system_prompt=system_prompt,
+                                         previous_response_id=previous_response_id,
+                                         reasoning=reasoning)
+            stream_class = routes.ResponsesStream
+        elif route == "messages":
+            body = routes.messages_body(model, messages, options=options,
+                                        system_prompt=system_prompt)
+            stream_class = routes.MessagesStream
+            headers["anthropic-version"] = routes.ANTHROPIC_VERSION
+            if self.token:  # Anthropic clients authenticate with x-api-key (Bearer is sent too)
+                headers["x-api-key"] = self.token
+        else:
+            raise ValueError(f"unknown chat route {route!r}; one of {', '.join(routes.ROUTES)}")
+        path = routes.ROUTE_PATHS[route]
+        request = self.build_request("POST", path, json=body, timeout=STREAM_TIMEOUT,
+                                     headers=headers)
+        return stream_class(self._http, request, base_url=self.base_url, model=model,
+                            error_for=self._route_error_mapper(route, model))
+
+    def route_problem(self, route: str) -> str | None:
+        """Why this server cannot serve `route`, once a request found out; None when it can
+        (or nobody has tried)."""
+        err = self._route_errors.get(route)
+        return err.sentence if err is not None else None
+
+    def probe_route(self, route: str) -> str | None:
+        """Asks the server once whether it has `route` (an empty POST: a route that exists
+        rejects the body, an unknown one answers LM Studio's 200 + "Unexpected endpoint" or a
+        404) and remembers the answer. Returns `route_problem(route)`."""
+        if route in self._routes_probed or route == "completions":
+            return self.route_problem(route)
+        try:
+            self._request_json("POST", routes.ROUTE_PATHS[route], body={})
+        except NotSupported as e:
+            self._route_errors[route] = e
+        except AtomError:
+            pass  # the route exists and refused an empty request, or the server failed
+        self._routes_probed.add(route)
+        return self.route_problem(route)
+
+    def _route_error_mapper(self, route: str, model: str) -> Callable[[httpx.Response], AtomError]:
+        def mapper(response: httpx.Response) -> AtomError:
+            err = error_for_response(response, url=self.base_url, model=model)
+            if isinstance(err, NotSupported):
+                self._route_errors[route] = err
+            return err
+
+        return mapper
 
     def chat(
         self,
@@ -304,7 +359,31 @@ class LMStudioClient:
         """The progress of a download job (`GET /api/v1/models/download/status/{job_id}`)."""
         return _download_job(self._get_json(f"/api/v1/models/download/status/{job_id}"))
 
-    # -- plumbing ------------------------------------------------------------------------------
+    # -- requests, for every route -------------------------------------------------------------
+
+    def build_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        timeout: httpx.Timeout | float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Request:
+        """A request to `path` on this server, carrying the client's token. Nothing is sent."""
+        kwargs: dict[str, Any] = {}
+        if json is not None:
+            kwargs["json"] = json
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if headers:
+            kwargs["headers"] = headers
+        return self._http.build_request(method, path, **kwargs)
+
+    def open_stream(self, stream_class: type[S], request: httpx.Request, *, model: str = "") -> S:
+        """A stream of `stream_class` (ChatStream or a route's stream) over this client's
+        connections. Nothing is sent until it is iterated."""
+        return stream_class(self._http, request, base_url=self.base_url, model=model)
 
     def _get_json(self, path: str) -> Any:
         return self._request_json("GET", path)
@@ -324,197 +403,33 @@ class LMStudioClient:
         timeout: float | None = None,
     ) -> Any:
         url = f"{self.base_url}{path}"
-        kwargs: dict[str, Any] = {"json": body} if body is not None else {}
-        if timeout is not None:
-            kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        request = self.build_request(
+            method, path, json=body,
+            timeout=httpx.Timeout(timeout, connect=5.0) if timeout is not None else None,
+        )
         try:
-            request = self._http.build_request(method, path, **kwargs)
             # Only reads are sent twice: a load or download must not run twice.
             response = (
                 send_retrying_stale(self._http, request)
                 if method == "GET"
                 else self._http.send(request)
             )
-        except httpx.TimeoutException as e:
-            raise RequestTimeout(
-                f"The server at {self.base_url} did not answer {method} {path} in time.",
-                url=url,
-                detail=str(e),
-            ) from e
         except httpx.TransportError as e:
-            raise ServerUnreachable.at(self.base_url, str(e)) from e
+            raise from_transport(e, url=self.base_url, request_line=f"{method} {path}") from e
         if response.status_code >= 400:
-            raise self._error_for(response, model=model)
+            raise error_for_response(response, url=self.base_url, model=model)
         try:
             data = response.json()
         except ValueError:
             raise ServerError(
                 f"The server answered {method} {path} with something that is not JSON.",
                 url=url,
-                detail=response.text[:500],
+                detail=cap(response.text),
             ) from None
-        if isinstance(data, dict) and data.get("error"):
+        if is_error_body(data):
             # LM Studio answers unknown routes with HTTP 200 and an error body.
-            raise self._error_for(response, model=model)
+            raise error_for_response(response, url=self.base_url, model=model)
         return data
-
-    def _error_for(self, response: httpx.Response, *, model: str = "") -> AtomError:
-        """Maps an error response to the matching AtomError with a sentence a user can act on."""
-        url = str(response.request.url) if response.request else self.base_url
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = response.text
-        message = error_message(body) if body else f"HTTP {response.status_code}"
-        err = body.get("error") if isinstance(body, dict) else None
-        fields = err if isinstance(err, dict) else {}
-        code = str(fields.get("code") or "")
-        etype = str(fields.get("type") or "")
-        detail = json.dumps(body)[:500] if not isinstance(body, str) else body[:500]
-        status = response.status_code
-        path = response.request.url.path if response.request else ""
-
-        if status in (401, 403) or code == "invalid_api_key":
-            return AuthError.for_request(url, token_sent=bool(self.token), detail=detail)
-        if "Unexpected endpoint" in message:
-            return NotSupported(
-                f"This server does not offer {response.request.method} {path} "
-                "(it may be an older LM Studio or a plain OpenAI-compatible server).",
-                url=url,
-                detail=detail,
-            )
-        if code == "model_not_found" or etype == "model_not_found" or (
-            status == 404 and model and "model" in message.lower()
-        ):
-            return ModelNotFound(
-                f"The server has no model called “{model}”. Pick one from the list, or download "
-                f"it first. (Server said: {message})",
-                url=url,
-                detail=detail,
-                model=model,
-            )
-        if status == 404 and etype == "job_not_found":
-            return ServerError(
-                f"The server has no download job with that id. (Server said: {message})",
-                url=url,
-                detail=detail,
-            )
-        if status == 404 and "instance" in path + message.lower():
-            return ModelNotFound(
-                f"No loaded instance “{model}” on the server; it may already be unloaded. "
-                f"(Server said: {message})",
-                url=url,
-                detail=detail,
-                model=model,
-            )
-        if status == 404 or status == 405:
-            return NotSupported(
-                f"This server does not offer {response.request.method} {path}.",
-                url=url,
-                detail=detail,
-            )
-        if status == 400 or status == 422:
-            return BadRequest(
-                f"The server rejected the request: {message}",
-                url=url,
-                detail=detail,
-                param=str(fields.get("param") or ""),
-            )
-        return ServerError(
-            f"The server failed (HTTP {status}): {message}", url=url, detail=detail
-        )
-
-
-class _WrongShape(Exception):
-    """A listing route answered, but not with the shape its dialect uses."""
-
-
-def _parse_listing(body: Any, dialect: Dialect) -> list[ModelInfo]:
-    if dialect is Dialect.LMSTUDIO_04:
-        if not isinstance(body, dict) or not isinstance(body.get("models"), list):
-            raise _WrongShape()
-        return [_native_model(m) for m in body["models"] if isinstance(m, dict) and m.get("key")]
-    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-        raise _WrongShape()
-    items = [m for m in body["data"] if isinstance(m, dict) and m.get("id")]
-    if dialect is Dialect.LMSTUDIO_03:
-        if items and not any("state" in m for m in items):
-            raise _WrongShape()  # an OpenAI list served under /api/v0 by some proxy
-        return [_v0_model(m) for m in items]
-    return [_openai_model(m) for m in items]
-
-
-def _native_model(m: dict[str, Any]) -> ModelInfo:
-    quant = m.get("quantization") or {}
-    caps = m.get("capabilities") or {}
-    capabilities = tuple(
-        name
-        for name, present in (
-            ("vision", caps.get("vision")),
-            ("tools", caps.get("trained_for_tool_use")),
-            ("reasoning", caps.get("reasoning")),
-        )
-        if present
-    )
-    instances = tuple(
-        LoadedInstance(id=str(i.get("id")), config=dict(i.get("config") or {}))
-        for i in m.get("loaded_instances") or []
-        if isinstance(i, dict) and i.get("id")
-    )
-    return ModelInfo(
-        key=str(m["key"]),
-        type=str(m.get("type") or "llm"),
-        display_name=str(m.get("display_name") or ""),
-        publisher=str(m.get("publisher") or ""),
-        architecture=m.get("architecture"),
-        quantization=quant.get("name") if isinstance(quant, dict) else None,
-        bits_per_weight=to_float(quant.get("bits_per_weight")) if isinstance(quant, dict) else None,
-        size_bytes=to_int(m.get("size_bytes")),
-        params=m.get("params_string"),
-        max_context=to_int(m.get("max_context_length")),
-        format=m.get("format"),
-        capabilities=capabilities,
-        loaded_instances=instances,
-        description=m.get("description"),
-    )
-
-
-def _v0_model(m: dict[str, Any]) -> ModelInfo:
-    caps = m.get("capabilities") or []
-    capabilities = tuple(
-        c for c in (("tools" if "tool_use" in caps else None), ("vision" if m.get("type") == "vlm"
-                    else None)) if c
-    )
-    loaded = m.get("state") == "loaded"
-    instances: tuple[LoadedInstance, ...] = ()
-    if loaded:
-        config = {"context_length": m["loaded_context_length"]} if m.get(
-            "loaded_context_length") else {}
-        instances = (LoadedInstance(id=str(m["id"]), config=config),)
-    mtype = str(m.get("type") or "llm")
-    return ModelInfo(
-        key=str(m["id"]),
-        type="embedding" if mtype.startswith("embedding") else mtype,
-        publisher=str(m.get("publisher") or ""),
-        architecture=m.get("arch"),
-        quantization=m.get("quantization"),
-        max_context=to_int(m.get("max_context_length")),
-        format=m.get("compatibility_type"),
-        capabilities=capabilities,
-        loaded_instances=instances,
-    )
-
-
-def _openai_model(m: dict[str, Any]) -> ModelInfo:
-    key = str(m["id"])
-    # /v1/models has no type; embedding models conventionally say so in their id.
-    kind = "embedding" if "embed" in key.lower() else "llm"
-    return ModelInfo(
-        key=key,
-        type=kind,
-        publisher=str(m.get("owned_by") or "") if m.get("owned_by") != "organization_owner" else "",
-        load_state_known=False,
-    )
 
 
 def _download_job(data: dict[str, Any]) -> DownloadJob:

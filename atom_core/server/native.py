@@ -12,20 +12,17 @@ than LM Studio 0.4 answer NotSupported.
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from httpx_sse import EventSource, SSEError
 
-from ..errors import AtomError, RequestTimeout, ServerError, ServerUnreachable, StreamInterrupted
-from ..metrics import GenerationMetrics, compute_metrics
+from ..metrics import GenerationMetrics
 from ..runs import run_record
 from ..types import to_float, to_int
-from .streaming import error_message
+from .routes import NativeChatStream
+from .streaming import ReplyBuffer
 
 if TYPE_CHECKING:
     from .client import LMStudioClient
@@ -100,106 +97,24 @@ def native_chat(
         body["max_output_tokens"] = int(max_output_tokens)
     if temperature is not None:
         body["temperature"] = float(temperature)
-    http: httpx.Client = client._http  # the client's pool, headers and token
-    request = http.build_request("POST", "/api/v1/chat", json=body, timeout=NATIVE_TIMEOUT)
-    state = _Collected()
-    t_request = time.perf_counter_ns()
-    try:
-        response = http.send(request, stream=True)
-    except httpx.TimeoutException as e:
-        raise RequestTimeout(f"The server at {client.base_url} did not answer in time.",
-                             url=client.base_url, detail=str(e)) from e
-    except httpx.TransportError as e:
-        raise ServerUnreachable.at(client.base_url, str(e)) from e
-    try:
-        _read(client, response, model, state, cancel)
-    except (httpx.TransportError, SSEError) as e:
-        raise StreamInterrupted("The server stopped the reply part-way (the connection broke).",
-                                url=client.base_url, detail=str(e)) from e
-    finally:
-        t_end = time.perf_counter_ns()
-        response.close()
-    stats = ServerStats.from_dict((state.result or {}).get("stats"))
-    usage = None
-    if stats is not None and stats.output_tokens is not None:
-        usage = {"completion_tokens": stats.output_tokens, "prompt_tokens": stats.input_tokens,
-                 "completion_tokens_details": {"reasoning_tokens": stats.reasoning_output_tokens}}
-    metrics = compute_metrics(t_request_ns=t_request, token_times_ns=state.token_times,
-                              t_end_ns=t_end, usage=usage)
+    request = client.build_request("POST", "/api/v1/chat", json=body, timeout=NATIVE_TIMEOUT)
+    reply = ReplyBuffer()
+    with client.open_stream(NativeChatStream, request, model=model) as stream:
+        try:
+            for event in stream:
+                reply.add(event)
+                if cancel is not None and cancel.is_set():
+                    break
+        finally:
+            stream.close()
+            reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
+    result = stream.result or {}
     return NativeChatResult(
         model=model, server=client.base_url,
-        instance_id=str((state.result or {}).get("model_instance_id") or state.instance_id
-                        or model),
-        content=state.content, reasoning=state.reasoning, metrics=metrics, server_stats=stats,
+        instance_id=stream.instance_id or model,
+        content=reply.content, reasoning=reply.reasoning, metrics=reply.metrics(),
+        server_stats=ServerStats.from_dict(result.get("stats")),
     )
-
-
-@dataclass(slots=True)
-class _Collected:
-    content: str = ""
-    reasoning: str = ""
-    instance_id: str = ""
-    result: dict[str, Any] | None = None
-    token_times: list[int] = field(default_factory=list)
-
-
-def _read(client: LMStudioClient, response: httpx.Response, model: str, state: _Collected,
-          cancel: threading.Event | None) -> None:
-    if response.status_code >= 400:
-        response.read()
-        raise client._error_for(response, model=model)
-    if "text/event-stream" not in response.headers.get("content-type", ""):
-        response.read()
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and data.get("error"):
-            raise client._error_for(response, model=model)  # e.g. "Unexpected endpoint"
-        if not isinstance(data, dict) or "output" not in data:
-            raise ServerError("The server's answer to /api/v1/chat was not a chat result.",
-                              url=client.base_url, detail=response.text[:500])
-        # A server that ignored `stream: true`: one timestamp for everything.
-        state.result = data
-        t = time.perf_counter_ns()
-        for item in data.get("output") or []:
-            if isinstance(item, dict) and item.get("type") in ("message", "reasoning"):
-                setattr(state, "content" if item["type"] == "message" else "reasoning",
-                        str(item.get("content") or ""))
-                state.token_times.append(t)
-        return
-    error: AtomError | None = None
-    for sse in EventSource(response).iter_sse():
-        t = time.perf_counter_ns()
-        try:
-            data = json.loads(sse.data) if sse.data.strip() else {}
-        except ValueError:
-            continue
-        if not isinstance(data, dict):
-            continue
-        kind = sse.event if sse.event and sse.event != "message" else str(data.get("type", ""))
-        if kind == "message.delta":
-            state.content += str(data.get("content") or "")
-            state.token_times.append(t)
-        elif kind == "reasoning.delta":
-            state.reasoning += str(data.get("content") or "")
-            state.token_times.append(t)
-        elif kind == "chat.start":
-            state.instance_id = str(data.get("model_instance_id") or "")
-        elif kind == "error":
-            error = ServerError(f"The server reported an error mid-reply: {error_message(data)}",
-                                url=client.base_url, detail=json.dumps(data)[:500])
-        elif kind == "chat.end":
-            result = data.get("result")
-            state.result = result if isinstance(result, dict) else {}
-            break
-        if cancel is not None and cancel.is_set():
-            return
-    if error is not None:
-        raise error
-    if state.result is None:
-        raise StreamInterrupted("The reply ended before the server finished it.",
-                                url=client.base_url)
 
 
 COMPARISON_COLUMNS: dict[str, tuple[str, str]] = {

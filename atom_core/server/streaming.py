@@ -1,7 +1,9 @@
-"""Server-Sent Events from /v1/chat/completions -> typed, timestamped StreamEvents.
+"""Server-Sent Events -> typed, timestamped StreamEvents.
 
-A ChatStream is an iterator and a context manager. Leaving it early (break, an exception, Stop,
-garbage collection) closes the HTTP response, which is what makes the server stop generating.
+SSEStream is the shape every chat route's stream has: an iterator and a context manager with
+`abort()`. Leaving it early (break, an exception, Stop, garbage collection) closes the HTTP
+response, which is what makes the server stop generating. ChatStream reads
+/v1/chat/completions; the other routes' streams are in routes.py.
 """
 
 from __future__ import annotations
@@ -10,24 +12,19 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import EventSource, SSEError
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from ..errors import (
-    AtomError,
-    RequestTimeout,
-    ServerError,
-    ServerUnreachable,
-    StreamInterrupted,
-)
+from ..errors import AtomError, ServerError, StreamInterrupted
 from ..measure import hardware
 from ..metrics import GenerationMetrics, compute_metrics
 from ..types import StreamEvent
+from .http_errors import cap, error_for_response, from_transport, is_error_body, stream_error
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -93,12 +90,27 @@ def _partial_suffix(s: str, tag: str) -> int:
     return 0
 
 
+def well_formed_chunk(chunk: Any) -> bool:
+    """A chunk ATOM can read: an object whose `choices` (if any) is a list of objects, whose
+    `delta` (if any) is an object. Anything else is skipped and counted, like invalid JSON."""
+    if not isinstance(chunk, dict):
+        return False
+    choices = chunk.get("choices")
+    if choices is None:
+        return True
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        return False
+    return all(isinstance(c.get("delta"), dict | None) for c in choices)
+
+
 def chunk_events(chunk: dict[str, Any], t_ns: int, splitter: ThinkSplitter) -> list[StreamEvent]:
     """Turns one parsed `chat.completion.chunk` into events (may be several, or none)."""
     events: list[StreamEvent] = []
     choices = chunk.get("choices") or []
-    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    choice = choice if isinstance(choice, dict) else {}
     delta = choice.get("delta") or {}
+    delta = delta if isinstance(delta, dict) else {}
     reasoning = delta.get("reasoning_content") or delta.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         events.append(StreamEvent("reasoning", t_ns, text=reasoning))
@@ -115,17 +127,6 @@ def chunk_events(chunk: dict[str, Any], t_ns: int, splitter: ThinkSplitter) -> l
     if isinstance(usage, dict) and usage:
         events.append(StreamEvent("usage", t_ns, usage=usage))
     return events
-
-
-def error_message(body: Any) -> str:
-    """The human part of an error body: `{"error": "..."}` or `{"error": {"message": ...}}`."""
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, str):
-            return err
-        if isinstance(err, dict):
-            return str(err.get("message") or err.get("type") or err)
-    return str(body)
 
 
 ErrorMapper = Callable[[httpx.Response], AtomError]
@@ -154,11 +155,14 @@ def send_retrying_stale(
         return http.send(request, stream=stream)
 
 
-class ChatStream:
-    """A streamed chat reply. Iterate for StreamEvents; `with` it (or exhaust it) to close.
+class SSEStream:
+    """A streamed reply over one chat route. Iterate for StreamEvents; `with` it (or exhaust
+    it) to close. Each route (ChatStream here, the others in routes.py) says how its frames
+    read (`_on_sse`) and what a whole JSON answer means (`_non_stream_body`); sending, closing,
+    `abort()` and the mapping of failures to AtomErrors (http_errors) are shared.
 
     Raises (while iterating): ServerUnreachable, AuthError, ModelNotFound, BadRequest,
-    ServerError, StreamInterrupted, RequestTimeout.
+    NotSupported, ServerError, StreamInterrupted, RequestTimeout.
     """
 
     def __init__(
@@ -167,18 +171,28 @@ class ChatStream:
         request: httpx.Request,
         *,
         base_url: str,
-        error_for: ErrorMapper,
+        model: str = "",
+        error_for: ErrorMapper | None = None,
     ) -> None:
         self._http = http
         self._request = request
         self._base_url = base_url
-        self._error_for = error_for
+        self._error_for: ErrorMapper = error_for or (
+            lambda r: error_for_response(r, url=base_url, model=model)
+        )
         self._response: httpx.Response | None = None
         self._iterator: Iterator[StreamEvent] | None = None
         self.t_request_ns: int = 0
         self.t_end_ns: int = 0
-        self.malformed_lines = 0  # data lines that were not JSON; skipped
-        self.finished = False  # the server sent a finish_reason or [DONE]
+        self.tokens = 0  # content and reasoning events yielded so far
+        self.malformed_lines = 0  # data lines that were not JSON, or not a shape we read; skipped
+        self.finished = False  # the server said the reply is complete
+        self._done = False  # stop reading: the route's last frame has come
+
+    @property
+    def request_bytes(self) -> int:
+        """Size of the request body: on a stateful route it stays flat as a chat grows."""
+        return len(self._request.content)
 
     def __iter__(self) -> Iterator[StreamEvent]:
         if self._iterator is None:
@@ -188,7 +202,7 @@ class ChatStream:
     def __next__(self) -> StreamEvent:
         return next(iter(self))
 
-    def __enter__(self) -> ChatStream:
+    def __enter__(self: S) -> S:
         return self
 
     def __exit__(
@@ -234,23 +248,16 @@ class ChatStream:
             response = send_retrying_stale(
                 self._http, self._request, stream=True, on_retry=self._restart_clock
             )
-        except httpx.TimeoutException as e:
-            self.t_end_ns = time.perf_counter_ns()
-            raise _timeout(self._base_url, e) from e
         except httpx.TransportError as e:
             self.t_end_ns = time.perf_counter_ns()
-            raise ServerUnreachable.at(self._base_url, str(e)) from e
+            raise from_transport(e, url=self._base_url) from e
         self._response = response
         try:
             yield from self._read(response)
-        except httpx.TimeoutException as e:
-            raise _timeout(self._base_url, e) from e
         except (httpx.TransportError, SSEError) as e:
-            raise StreamInterrupted(
-                "The server stopped the reply part-way (the connection broke). "
-                "What arrived so far is kept.",
-                url=self._base_url,
-                detail=str(e),
+            # A read timeout after tokens arrived is a stopped stream, not a slow model load.
+            raise from_transport(
+                e, url=self._base_url, midstream=True, tokens_arrived=self.tokens > 0
             ) from e
         finally:
             self.t_end_ns = time.perf_counter_ns()
@@ -267,65 +274,118 @@ class ChatStream:
         if "text/event-stream" not in ctype:
             yield from self._non_stream_body(response)
             return
-        splitter = ThinkSplitter()
         for sse in EventSource(response).iter_sse():
             t_ns = time.perf_counter_ns()
-            data = sse.data.strip()
-            if not data:
-                continue
-            if data == "[DONE]":
-                self.finished = True
-                return
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                self.malformed_lines += 1
-                continue
-            if not isinstance(chunk, dict):
-                self.malformed_lines += 1
-                continue
-            if chunk.get("error"):
-                raise ServerError(
-                    f"The server reported an error mid-reply: {error_message(chunk)}",
-                    url=self._base_url,
-                    detail=json.dumps(chunk)[:500],
-                )
-            for event in chunk_events(chunk, t_ns, splitter):
-                if event.kind == "finish":
-                    self.finished = True
+            for event in self._on_sse(sse, t_ns):
+                if event.kind in ("content", "reasoning"):
+                    self.tokens += 1
                 yield event
+            if self._done:
+                return
         if not self.finished:
-            raise StreamInterrupted(
-                "The reply ended before the server finished it. What arrived so far is kept.",
+            raise self._ended_early()
+
+    def _ended_early(self) -> AtomError:
+        """What a stream that closed before its route's last frame raises."""
+        return StreamInterrupted(
+            "The reply ended before the server finished it. What arrived so far is kept.",
+            url=self._base_url,
+        )
+
+    def _on_sse(self, sse: ServerSentEvent, t_ns: int) -> Iterable[StreamEvent]:
+        """The events one SSE frame carries; sets `finished` / `_done` at the route's end."""
+        raise NotImplementedError
+
+    def _non_stream_body(self, response: httpx.Response) -> Iterator[StreamEvent]:
+        """A JSON answer where a stream was asked for."""
+        raise NotImplementedError
+
+    def _json_body(self, response: httpx.Response, what: str) -> Any:
+        """The whole JSON answer, read; raises the mapped error for an error body (LM Studio's
+        200 + error) and ServerError when it is not JSON at all."""
+        response.read()
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ServerError(
+                f"The server answered with something that is not {what} "
+                f"(HTTP {response.status_code}, {response.headers.get('content-type', '?')}).",
                 url=self._base_url,
-            )
+                detail=cap(response.text),
+            ) from None
+        if is_error_body(body):
+            raise self._error_for(response)
+        return body
+
+    def _json_data(self, sse: ServerSentEvent) -> dict[str, Any] | None:
+        """The frame's data as a JSON object; None (counted as malformed) when it is not."""
+        data = sse.data.strip()
+        if not data:
+            return None
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            self.malformed_lines += 1
+            return None
+        if not isinstance(obj, dict):
+            self.malformed_lines += 1
+            return None
+        return obj
+
+
+S = TypeVar("S", bound=SSEStream)
+
+
+class ChatStream(SSEStream):
+    """A streamed reply from `POST /v1/chat/completions`: `data: {chunk}` lines, then
+    `data: [DONE]`. Reasoning arrives as `delta.reasoning_content`, `delta.reasoning` or inline
+    `<think>...</think>`; usage on the finish chunk or a separate one."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        request: httpx.Request,
+        *,
+        base_url: str,
+        model: str = "",
+        error_for: ErrorMapper | None = None,
+    ) -> None:
+        super().__init__(http, request, base_url=base_url, model=model, error_for=error_for)
+        self._splitter = ThinkSplitter()
+
+    def _on_sse(self, sse: ServerSentEvent, t_ns: int) -> Iterable[StreamEvent]:
+        if sse.data.strip() == "[DONE]":
+            self.finished = self._done = True
+            return []
+        chunk = self._json_data(sse)
+        if chunk is None:
+            return []
+        if chunk.get("error"):
+            raise stream_error(chunk, url=self._base_url)
+        if not well_formed_chunk(chunk):
+            self.malformed_lines += 1
+            return []
+        events = chunk_events(chunk, t_ns, self._splitter)
+        if any(e.kind == "finish" for e in events):
+            self.finished = True
+        return events
 
     def _non_stream_body(self, response: httpx.Response) -> Iterator[StreamEvent]:
         """A JSON answer where a stream was asked for: an error (LM Studio's 200 + error) or a
         server that ignored `stream: true` and sent the whole completion at once."""
-        response.read()
+        body = self._json_body(response, "a chat reply")
         t_ns = time.perf_counter_ns()
-        try:
-            body = response.json()
-        except ValueError:
-            raise ServerError(
-                f"The server answered with something that is not a chat reply "
-                f"(HTTP {response.status_code}, {response.headers.get('content-type', '?')}).",
-                url=self._base_url,
-                detail=response.text[:500],
-            ) from None
-        if isinstance(body, dict) and body.get("error"):
-            raise self._error_for(response)
         choices = body.get("choices") if isinstance(body, dict) else None
-        if not choices:
+        first = choices[0] if isinstance(choices, list) and choices else None
+        message = first.get("message") if isinstance(first, dict) else None
+        if not isinstance(first, dict) or not isinstance(message, dict):
             raise ServerError(
                 "The server's reply had no message in it.",
                 url=self._base_url,
-                detail=response.text[:500],
+                detail=cap(response.text),
             )
-        message = choices[0].get("message") or {}
         delta = {k: message.get(k) for k in ("content", "reasoning_content", "reasoning")}
-        finish = choices[0].get("finish_reason") or "stop"
+        finish = first.get("finish_reason") or "stop"
         chunk = {
             "choices": [{"delta": delta, "finish_reason": finish}],
             "usage": body.get("usage"),
@@ -334,15 +394,6 @@ class ChatStream:
             if event.kind == "finish":
                 self.finished = True
             yield event
-
-
-def _timeout(base_url: str, e: Exception) -> RequestTimeout:
-    return RequestTimeout(
-        f"The server at {base_url} did not answer in time. It may still be loading the model; "
-        "try again in a moment.",
-        url=base_url,
-        detail=str(e),
-    )
 
 
 @dataclass(slots=True)
@@ -356,6 +407,10 @@ class ReplyBuffer:
     token_times_ns: list[int] = field(default_factory=list)
     t_request_ns: int = 0
     t_end_ns: int = 0
+    response_id: str | None = None  # stateful routes: the id the next turn continues from
+    server_stats: dict[str, Any] | None = None  # the server's own figures (native `stats`)
+    # model_load / prompt_processing progress (0-1) while the reply waits (native route)
+    progress: dict[str, float] = field(default_factory=dict)
 
     def add(self, event: StreamEvent) -> None:
         if event.kind == "content":
@@ -368,6 +423,11 @@ class ReplyBuffer:
             self.finish_reason = event.finish_reason
         elif event.kind == "usage":
             self.usage = event.usage
+        elif event.kind == "progress" and event.progress is not None:
+            self.progress[event.text] = event.progress
+        elif event.kind == "response":
+            self.response_id = event.response_id or self.response_id
+            self.server_stats = event.stats or self.server_stats
 
     @property
     def tokens(self) -> int:

@@ -9,20 +9,21 @@ holds one; `SettingsStore.token()` is the only way out, and `mask_token()` is ho
 one. Both files are written atomically (temp file, fsync, os.replace), mode 0600, in a 0700
 folder. A damaged settings file is moved aside with a warning, never silently emptied.
 
-Data tools: `export_everything()` (conversations with their messages, every record table, and
-the settings without tokens, as one JSON document), `import_everything()` (merges such a
-document back, skipping what is already there), `delete_history()`.
+Every change is a read-modify-write of the current file under a thread lock and the
+cross-process lock of atom_core.history.files (held on ``settings.lock``), so two app processes
+(or the app and the command line) editing at once keep every edit.
+
+Whole-history export, import and delete live in atom_core.history.backup; this module gives them
+the settings part (`SettingsStore.export_dict()`, `SettingsStore.merge()`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,30 +31,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import normalize_base_url
-from ..errors import AtomError
-from ..history.tinydb_store import HistoryStore, atomic_write_json
+from pydantic import TypeAdapter
+
+from ..config import Settings, normalize_base_url
+from ..history.backup import validation_sentences
+from ..history.files import atomic_write_json, private_dir, process_lock, remove_temp_files
 from ..server.client import ServerStatus
 from ..types import SamplingOptions
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = [
-    "EXPORT_FORMAT",
     "PRESET_BOUNDS",
     "AppSettings",
-    "ImportReport",
     "PromptTemplate",
     "SamplingPreset",
     "ServerProfile",
     "SettingsStore",
     "connection_report",
-    "delete_history",
-    "export_everything",
-    "import_everything",
     "initial_server_url",
     "mask_token",
     "open_settings",
@@ -63,10 +56,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 TOKENS_FILE = "tokens.json"
-EXPORT_FORMAT = "atom-export"
-EXPORT_VERSION = 1
-# Record tables that describe this machine's live state, not history: not exported or imported.
-LOCAL_TABLES = frozenset({"downloads"})
+LOCK_FILE = "settings.lock"
+MAX_TTL_SECONDS = 7 * 24 * 3600  # the Settings and Chat pages' TTL inputs stop here
 NAME_CHARS = 60
 
 # (min, max) for each preset field: the same bounds as the Chat page's inputs, so a preset can
@@ -80,7 +71,6 @@ PRESET_BOUNDS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**31 - 1),
 }
 _INT_FIELDS = frozenset({"top_k", "max_tokens", "seed"})
-_TABLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 # -- values ------------------------------------------------------------------------------------
@@ -175,13 +165,13 @@ def mask_token(token: str | None) -> str:
     return f"{prefix}{'•' * 8}{tail}"
 
 
-def initial_server_url(environ: Mapping[str, str], settings: AppSettings, fallback: str) -> str:
+def initial_server_url(config: Settings, saved: AppSettings) -> str:
     """The server a new session starts on: ATOM_SERVER_URL if set, else the default profile's,
-    else `fallback`. (The sidebar's box still switches it for the session.)"""
-    if environ.get("ATOM_SERVER_URL", "").strip():
-        return normalize_base_url(environ["ATOM_SERVER_URL"])
-    default = settings.default()
-    return default.url if default else normalize_base_url(fallback)
+    else the configured default. (The sidebar's box still switches it for the session.)"""
+    if config.server_url_set:
+        return config.server_url
+    default = saved.default()
+    return default.url if default else config.server_url
 
 
 def connection_report(status: ServerStatus, *, token_sent: bool) -> tuple[bool, str]:
@@ -248,9 +238,7 @@ def make_preset(name: str, **values: Any) -> SamplingPreset:
 def _write_private_json(path: Path, data: object) -> None:
     """The store's atomic write (temp file, fsync, os.replace): mkstemp creates the temp file
     mode 0600, and the rename keeps it; the folder is made 0700 like the store's."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)  # the umask may have widened mkdir's mode
+    private_dir(path.parent)
     atomic_write_json(path, data)
 
 
@@ -265,6 +253,8 @@ class SettingsStore:
         self.tokens_path = self.data_dir / TOKENS_FILE
         self.warnings: list[str] = []
         self._lock = threading.RLock()
+        self._cleaned = False
+        self._depth = 0
         # (files' stat keys, settings, tokens): re-read only when a file changed on disk
         self._cache: tuple[tuple[tuple[int, int, int], ...], AppSettings, dict[str, str]] | None \
             = None
@@ -294,15 +284,35 @@ class SettingsStore:
             return {}
 
     @contextlib.contextmanager
-    def _editing(self) -> Iterator[dict[str, Any]]:
+    def _writing(self) -> Iterator[None]:
+        """The thread lock and the cross-process lock, for one read-modify-write. The first
+        write of this instance also removes temp files that killed writes left behind."""
         with self._lock:
+            if self._depth:  # nested in this thread: the lock is held already (and is not
+                yield  # re-entrant: a second one would wait for itself)
+                return
+            private_dir(self.data_dir)
+            with process_lock(self.data_dir / LOCK_FILE):
+                if not self._cleaned:
+                    remove_temp_files(self.data_dir, recursive=False,
+                                      targets=frozenset({SETTINGS_FILE, TOKENS_FILE}))
+                    self._cleaned = True
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+
+    @contextlib.contextmanager
+    def _editing(self) -> Iterator[dict[str, Any]]:
+        with self._writing():
             raw = self._read(self.settings_path)
             yield raw
             _write_private_json(self.settings_path, raw)
             self._cache = None
 
     def _edit_tokens(self, change: Callable[[dict[str, str]], None]) -> None:
-        with self._lock:
+        with self._writing():
             tokens = dict(self._read(self.tokens_path).get("tokens") or {})
             change(tokens)
             _write_private_json(self.tokens_path, {"tokens": tokens})
@@ -345,30 +355,39 @@ class SettingsStore:
             value = raw.get(key)
             return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
 
+        def text(value: object) -> str | None:
+            return value if isinstance(value, str) and value else None
+
+        # Read defensively: a value of the wrong type (a hand-edited or older file) is left out,
+        # never a crash on every visit.
         profiles = tuple(
-            ServerProfile(name=str(p["name"]), url=str(p["url"]),
-                          has_token=p["name"] in with_tokens)
-            for p in items("profiles") if p.get("name") and p.get("url")
+            ServerProfile(name=p["name"], url=p["url"], has_token=p["name"] in with_tokens)
+            for p in items("profiles") if text(p.get("name")) and text(p.get("url"))
         )
         presets = []
         for p in items("presets"):
             with contextlib.suppress(ValueError, TypeError):
                 presets.append(make_preset(str(p.get("name", "")),
                                            **{k: p.get(k) for k in PRESET_BOUNDS}))
-        templates = tuple(PromptTemplate(name=str(t["name"]), text=str(t.get("text", "")))
-                          for t in items("templates") if t.get("name"))
+        templates = tuple(PromptTemplate(name=t["name"], text=str(t.get("text", "")))
+                          for t in items("templates") if text(t.get("name")))
         ttl = raw.get("ttl_seconds")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+            ttl = None
+        elif ttl > MAX_TTL_SECONDS:  # clamped on read too: the page's input cannot show more
+            ttl = MAX_TTL_SECONDS
         loaded = raw.get("loaded_by_atom") if isinstance(raw.get("loaded_by_atom"), dict) else {}
         model_presets = raw.get("model_presets")
         return AppSettings(
             profiles=profiles,
-            default_profile=raw.get("default_profile") or None,
-            ttl_seconds=int(ttl) if isinstance(ttl, int) and ttl > 0 else None,
+            default_profile=text(raw.get("default_profile")),
+            ttl_seconds=ttl,
             auto_unload=bool(raw.get("auto_unload")),
             auto_unload_any=bool(raw.get("auto_unload_any")),
             presets=tuple(presets),
-            default_preset=raw.get("default_preset") or None,
-            model_presets={str(k): str(v) for k, v in (model_presets or {}).items()}
+            default_preset=text(raw.get("default_preset")),
+            model_presets={str(k): v for k, v in (model_presets or {}).items()
+                           if isinstance(v, str) and v}
             if isinstance(model_presets, dict) else {},
             templates=templates,
             loaded_by_atom={str(k): tuple(map(str, v)) for k, v in (loaded or {}).items()
@@ -452,7 +471,7 @@ class SettingsStore:
     # -- chat defaults ---------------------------------------------------------------------------
 
     def set_ttl(self, seconds: int | None) -> None:
-        if seconds is not None and not 1 <= int(seconds) <= 7 * 24 * 3600:
+        if seconds is not None and not 1 <= int(seconds) <= MAX_TTL_SECONDS:
             raise ValueError("The idle TTL must be between 1 second and 7 days.")
         with self._editing() as raw:
             raw["ttl_seconds"] = int(seconds) if seconds else None
@@ -559,6 +578,34 @@ class SettingsStore:
             "templates": [asdict(t) for t in s.templates],
         }
 
+    def check_import(self, doc: object) -> list[str]:
+        """The problems of an export's settings part, one sentence each ([] if it can be
+        merged). The shape is checked against the stored types (ServerProfile,
+        SamplingPreset, PromptTemplate) with pydantic; names, URLs and bounds as the forms
+        check them."""
+        try:
+            parsed = _SETTINGS_DOC.validate_json(json.dumps(doc), strict=True)
+        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            return validation_sentences(exc, "The settings")
+        problems: list[str] = []
+
+        def check(where: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+            try:
+                action(*args, **kwargs)
+            except ValueError as e:
+                problems.append(f"{where}: {e}")
+
+        for i, p in enumerate(parsed.profiles, 1):
+            check(f"Server profile {i}", _name, p.name, "server")
+            check(f"Server profile {i}", _check_url, p.url)
+        for i, preset in enumerate(parsed.presets, 1):
+            check(f"Preset {i}", make_preset, preset.name, **preset.values())
+        for i, t in enumerate(parsed.templates, 1):
+            check(f"Template {i}", _name, t.name, "template")
+        if parsed.ttl_seconds is not None and not 1 <= parsed.ttl_seconds <= MAX_TTL_SECONDS:
+            problems.append("The settings' idle TTL must be between 1 second and 7 days.")
+        return problems
+
     def merge(self, doc: Mapping[str, Any]) -> int:
         """Adds the profiles, presets, templates and per-model presets of an export that are not
         here yet (by name); scalar settings only where none is set. Returns how many were added.
@@ -590,11 +637,31 @@ class SettingsStore:
 
     def forget_everything(self) -> None:
         """Deletes settings.json and tokens.json."""
-        with self._lock:
+        if not self.data_dir.is_dir():
+            return
+        with self._writing():
             for path in (self.settings_path, self.tokens_path):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             self._cache = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettingsDoc:
+    """The settings part of an export, as pydantic checks it (unknown keys are ignored)."""
+
+    profiles: tuple[ServerProfile, ...] = ()
+    default_profile: str | None = None
+    ttl_seconds: int | None = None
+    auto_unload: bool = False
+    auto_unload_any: bool = False
+    presets: tuple[SamplingPreset, ...] = ()
+    default_preset: str | None = None
+    model_presets: dict[str, str] = field(default_factory=dict)
+    templates: tuple[PromptTemplate, ...] = ()
+
+
+_SETTINGS_DOC = TypeAdapter(SettingsDoc)
 
 
 def _rename_refs(raw: dict[str, Any], old: str, new: str | None) -> None:
@@ -617,181 +684,3 @@ def open_settings(data_dir: str | Path) -> SettingsStore:
         if found is None:
             found = _SETTINGS[key] = SettingsStore(key)
         return found
-
-
-# -- export / import / delete of the whole history ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ImportReport:
-    conversations_added: int = 0
-    conversations_skipped: int = 0  # already here (same messages)
-    records_added: int = 0
-    records_skipped: int = 0  # already here (same id)
-    settings_added: int = 0
-    problems: tuple[str, ...] = ()  # parts that could not be imported, one sentence each
-
-    @property
-    def sentence(self) -> str:
-        s = (f"Imported {self.conversations_added} conversation(s), {self.records_added} "
-             f"record(s) and {self.settings_added} setting(s).")
-        skipped = self.conversations_skipped + self.records_skipped
-        if skipped:
-            s += f" Skipped {skipped} already here."
-        return s
-
-
-def _table_names(store: HistoryStore) -> list[str]:
-    # HistoryStore has no table listing; the TinyDB layout keeps one folder per table.
-    folder = Path(store.data_dir) / "tables"
-    try:
-        return sorted(n for n in os.listdir(folder) if _TABLE_NAME.match(n)
-                      and (folder / n).is_dir())
-    except FileNotFoundError:
-        return []
-
-
-def _fingerprint(system_prompt: str, messages: list[Mapping[str, Any]]) -> str:
-    """What makes two conversations the same for an import: system prompt and every message's
-    role, text and reasoning (not ids, titles or times, which differ after an import)."""
-    body = [system_prompt, [[m.get("role"), m.get("content"), m.get("reasoning") or ""]
-                            for m in messages]]
-    return hashlib.sha256(json.dumps(body, ensure_ascii=False).encode()).hexdigest()
-
-
-def export_everything(store: HistoryStore, settings: SettingsStore | None = None) -> dict[str, Any]:
-    """Every conversation with its messages, every record table (runs, votes, ...) and the
-    settings (never a token) as one JSON-able document."""
-    conversations = []
-    for c in reversed(store.list_conversations()):  # oldest first: an import keeps the order
-        conversations.append({
-            "id": c.id, "title": c.title, "model": c.model, "system_prompt": c.system_prompt,
-            "created": c.created, "updated": c.updated,
-            "messages": [
-                {"role": m.role, "content": m.content, "reasoning": m.reasoning,
-                 "model": m.model, "metrics": m.metrics, "state": m.state, "error": m.error,
-                 "created": m.created}
-                for m in store.messages(c.id)
-            ],
-        })
-    return {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "conversations": conversations,
-        "tables": {t: store.records(t) for t in _table_names(store) if t not in LOCAL_TABLES},
-        "settings": settings.export_dict() if settings is not None else {},
-    }
-
-
-def export_json(store: HistoryStore, settings: SettingsStore | None = None) -> str:
-    return json.dumps(export_everything(store, settings), ensure_ascii=False, indent=1)
-
-
-_MESSAGE_FIELDS = ("role", "content", "reasoning", "model", "metrics", "state", "error")
-
-
-def import_everything(
-    store: HistoryStore, settings: SettingsStore | None, data: str | bytes | Mapping[str, Any]
-) -> ImportReport:
-    """Merges an export back in: conversations whose messages are already here, and records
-    whose id is already here, are skipped, so importing the same file twice adds nothing.
-    Raises ValueError with a sentence when `data` is not an ATOM export."""
-    if isinstance(data, str | bytes):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            raise ValueError("That file is not JSON; choose a file ATOM exported.") from None
-    if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
-        raise ValueError("That file is not an ATOM export (it has no \"format\": "
-                         f"\"{EXPORT_FORMAT}\").")
-    if int(data.get("version") or 0) > EXPORT_VERSION:
-        raise ValueError("That export was written by a newer ATOM; upgrade ATOM to import it.")
-    problems: list[str] = []
-    known = {_fingerprint(c.system_prompt, [asdict(m) for m in store.messages(c.id)])
-             for c in store.list_conversations()}
-    added = skipped = 0
-    for conv in data.get("conversations") or []:
-        if not isinstance(conv, Mapping) or not isinstance(conv.get("messages", []), list):
-            problems.append("A conversation entry was not readable and was left out.")
-            continue
-        messages = [m for m in conv.get("messages") or [] if isinstance(m, Mapping)]
-        print_ = _fingerprint(str(conv.get("system_prompt") or ""), messages)
-        if print_ in known:
-            skipped += 1
-            continue
-        try:
-            _import_conversation(store, conv, messages)
-        except (ValueError, TypeError, AtomError) as e:
-            problems.append(f"“{conv.get('title', '?')}” was left out: {e}")
-            continue
-        known.add(print_)
-        added += 1
-    rec_added = rec_skipped = 0
-    tables = data.get("tables")
-    if not isinstance(tables, Mapping):
-        tables = {}
-    for table, records in tables.items():
-        if table in LOCAL_TABLES or not _TABLE_NAME.match(str(table)) or not isinstance(
-                records, list):
-            problems.append(f"Table “{table}” was left out.")
-            continue
-        have = {r.get("id") for r in store.records(table)}
-        for record in records:
-            if not isinstance(record, Mapping):
-                continue
-            record = dict(record)
-            record.setdefault("id", "imp-" + hashlib.sha256(json.dumps(
-                record, sort_keys=True, default=str).encode()).hexdigest()[:16])
-            if record["id"] in have:
-                rec_skipped += 1
-                continue
-            try:
-                store.append(table, record)
-            except (ValueError, TypeError) as e:
-                problems.append(f"A record of “{table}” was left out: {e}")
-                continue
-            have.add(record["id"])
-            rec_added += 1
-    settings_added = 0
-    if settings is not None and isinstance(data.get("settings"), Mapping):
-        settings_added = settings.merge(data["settings"])
-    return ImportReport(conversations_added=added, conversations_skipped=skipped,
-                        records_added=rec_added, records_skipped=rec_skipped,
-                        settings_added=settings_added, problems=tuple(problems))
-
-
-def _import_conversation(store: HistoryStore, conv: Mapping[str, Any],
-                         messages: list[Mapping[str, Any]]) -> None:
-    for m in messages:  # check all first: never leave half a conversation behind
-        if m.get("role") not in ("user", "assistant", "system"):
-            raise ValueError(f"a message has an unknown role {m.get('role')!r}")
-        if not isinstance(m.get("content", ""), str):
-            raise ValueError("a message's text is not text")
-    created = store.create_conversation(
-        title=str(conv.get("title") or "Imported chat"), model=str(conv.get("model") or ""),
-        system_prompt=str(conv.get("system_prompt") or ""))
-    try:
-        for m in messages:
-            kwargs = {k: m[k] for k in _MESSAGE_FIELDS if k in m and m[k] is not None}
-            store.add_message(created.id, **kwargs)
-    except (ValueError, TypeError):
-        store.delete_conversation(created.id)
-        raise
-
-
-def delete_history(store: HistoryStore) -> None:
-    """Deletes every conversation, message, run and record in the store's folder (settings and
-    tokens stay: see SettingsStore.forget_everything). Holds the store's inter-process write lock
-    (store.lock) meanwhile, so no write from this or another ATOM process lands half way."""
-    folder = Path(store.data_dir)
-    if not folder.is_dir():
-        return
-    fd = os.open(folder / "store.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        for name in ("conversations", "index", "tables"):
-            shutil.rmtree(folder / name, ignore_errors=True)
-    finally:
-        os.close(fd)

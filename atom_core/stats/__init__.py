@@ -3,19 +3,15 @@
 ``from atom_core import stats; stats.runs_frame(...)`` reads as before the split; the figures
 are in ``atom_core.stats.charts``."""
 
+from .cache import RunsCache
 from .frame import (
     LIVE_COLUMNS,
     PROMPT_BANDS,
     SOURCE_LABELS,
     SUMMARY_COLUMNS,
-    TIMELINE_COLUMNS,
     UNKNOWN_BAND,
     Overview,
-    ReplayFrame,
     RunFilter,
-    RunsCache,
-    Timeline,
-    arena_timelines,
     assign_colors,
     box_stats,
     bucket_seconds,
@@ -23,23 +19,29 @@ from .frame import (
     filter_options,
     headline,
     live_summary,
-    load_message_timeline,
-    message_choices,
     model_colors,
     model_summary,
     overview,
     prompt_bands,
-    replay_frames,
     runs_frame,
     sample_per_model,
     source_label,
     summary_csv,
-    timeline_frame,
-    timeline_stats,
-    timeline_table,
     token_histogram,
     tps_over_time,
     trend_lines,
+)
+from .timelines import (
+    TIMELINE_COLUMNS,
+    ReplayFrame,
+    Timeline,
+    arena_timelines,
+    load_message_timeline,
+    message_choices,
+    replay_frames,
+    timeline_frame,
+    timeline_stats,
+    timeline_table,
 )
 
 __all__ = [

@@ -1,5 +1,6 @@
 """The Stats page's numbers: the runs table as a pandas frame, filters, the per-model summary,
-and the small frames every chart is drawn from. No drawing here (see charts.py), no streamlit.
+and the small frames every chart is drawn from. No drawing here (see charts.py), no streamlit;
+the frame kept between reruns is in cache.py, token timelines and replays in timelines.py.
 
 Every statistic follows atom_core.metrics: percentiles interpolate linearly between closest
 ranks (pandas' and numpy's default, and `metrics.percentile`), so a p90 on the page equals the
@@ -19,49 +20,36 @@ per-model sample (trend lines are fitted on every run, not on the sample).
 from __future__ import annotations
 
 import math
-import os
-import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
-from pathlib import Path
-from threading import Lock
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ..history.tinydb_store import HistoryStore
+    pass
 
 __all__ = [
     "PROMPT_BANDS",
     "SOURCE_LABELS",
     "SUMMARY_COLUMNS",
-    "ReplayFrame",
     "Overview",
     "RunFilter",
-    "RunsCache",
-    "Timeline",
-    "arena_timelines",
     "box_stats",
     "filter_options",
     "headline",
     "live_summary",
-    "load_message_timeline",
-    "message_choices",
     "model_colors",
     "model_summary",
     "overview",
-    "replay_frames",
     "runs_frame",
     "sample_per_model",
     "source_label",
     "summary_csv",
-    "timeline_frame",
-    "timeline_stats",
     "token_histogram",
     "tps_over_time",
     "trend_lines",
@@ -106,15 +94,38 @@ def source_label(source: str) -> str:
     return SOURCE_LABELS.get(source, source or "unknown")
 
 
-def runs_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def runs_frame(rows: Sequence[Mapping[str, Any]], *, sort: bool = True) -> pd.DataFrame:
     """The runs table as a typed frame, oldest first.
 
     Columns: everything in FLOAT_COLUMNS (NaN where unknown), CATEGORY_COLUMNS as categoricals,
     TEXT_COLUMNS as str ("" where absent), `ok` and `failed` (bool) and `prompt_band`. Rows
     written by older versions (no `state`) get one from `ok`.
+
+    A row whose fields do not have the types atom_core.runs.RunRecord gives them (an `ok` that
+    is not true/false, a number field holding text, a time that is not a time, a name that is
+    not text: a hand-edited or damaged file) is left out, and `frame.attrs["unreadable"]` says
+    how many were. The checks run column by column, not row by row (RunRecord.from_record
+    for each of 100,000 rows takes about 2 s).
     """
-    df = pd.DataFrame(list(rows), columns=list(_WANTED))
+    df, unreadable = typed_runs(rows)
+    if unreadable.any():
+        df = df[~unreadable].reset_index(drop=True)
+    if sort and len(df) and not df["ts"].is_monotonic_increasing:
+        df = df.sort_values("ts", kind="stable", ignore_index=True)
+    df.attrs["unreadable"] = int(unreadable.sum())
+    return df
+
+
+def typed_runs(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every row typed as runs_frame types them, in the given order, and a mask of the rows
+    runs_frame leaves out as unreadable."""
+    df = pd.DataFrame([r for r in rows if isinstance(r, Mapping)], columns=list(_WANTED))
+    unreadable = np.zeros(len(df), dtype=bool)
     ok = df["ok"]
+    if len(df) and pd.api.types.infer_dtype(ok, skipna=True) not in ("boolean", "empty"):
+        fine = ok.map(lambda v: v is None or isinstance(v, bool) or v != v).to_numpy(bool)
+        unreadable |= ~fine
+        ok = ok.where(fine, None)
     state = df["state"]
     if len(df):
         ok = ok.astype("boolean").fillna(True).astype(bool)
@@ -122,19 +133,28 @@ def runs_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     df["ok"] = ok.astype(bool)
     df["state"] = state
     for col in FLOAT_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        values = df[col]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if values.dtype.kind not in "fiu":  # objects: was each one a number?
+            unreadable |= (numeric.isna() & values.notna()).to_numpy(bool)
+        df[col] = numeric.astype("float64")
+    ts = df["ts"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        unreadable |= ~np.isnan(ts) & ~((ts >= 0) & (ts < 1e11))  # inf, negative, year 5000+
     for col in (*CATEGORY_COLUMNS, *TEXT_COLUMNS):
         values = df[col]
         if values.dtype.kind == "f":  # a field no row has: all NaN
             values = values.astype(object)
+        elif len(df) and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            fine = values.map(lambda v: v is None or isinstance(v, str) or v != v)
+            unreadable |= ~fine.to_numpy(bool)
+            values = values.where(fine, None)
         df[col] = values.fillna("").astype(str)
     for col in CATEGORY_COLUMNS:
         df[col] = df[col].astype("category")
     df["failed"] = df["state"].isin(FAILED_STATES).to_numpy(dtype=bool)
     df["prompt_band"] = prompt_bands(df["prompt_tokens"])
-    if len(df) and not df["ts"].is_monotonic_increasing:
-        df = df.sort_values("ts", kind="stable", ignore_index=True)
-    return df
+    return df, unreadable
 
 
 def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:
@@ -143,148 +163,6 @@ def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:
                    labels=[b[2] for b in PROMPT_BANDS])
     bands = bands.cat.add_categories([UNKNOWN_BAND])
     return bands.fillna(UNKNOWN_BAND)
-
-
-# -- caching the frame between reruns -----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Cached:
-    fingerprint: object
-    version: int
-    frame: pd.DataFrame
-    base: pd.DataFrame | None = None  # rows of every shard but the newest (TinyDB layout)
-    base_shards: tuple[tuple[str, int, int], ...] = ()
-
-
-class RunsCache:
-    """Keeps the last runs frame per store and rebuilds only what changed.
-
-    For the TinyDB store (runs in `<data_dir>/tables/runs/NNNNNN.json`, append-only shards, see
-    atom_core.history.tinydb_store) the fingerprint is the shard files' (name, mtime_ns, size):
-    a directory scan instead of reading 100k rows. When only the newest shard changed or new
-    shards were added (runs being recorded), only those files are parsed and appended to the frame
-    of the older shards, so a live panel can refresh every few seconds at any history size. Anything
-    unexpected (a file that will not parse) falls back to `store.runs()`, which also moves a
-    damaged file aside with a warning. Other backends are keyed
-    on (row count, last id). Each rebuild gets a new `version`, a cheap key for caching what is
-    computed from the frame. Thread-safe.
-    """
-
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self._cached: dict[str, _Cached] = {}
-        self._versions = 0
-        self.full_builds = 0  # how often the whole history was read (for tests and benches)
-
-    def snapshot(self, store: HistoryStore) -> tuple[int, pd.DataFrame]:
-        """(version, frame) of the store's runs now."""
-        from ..history.tinydb_store import TinyDBHistoryStore
-
-        key = str(store.data_dir)
-        folder = Path(store.data_dir) / "tables" / "runs"
-        shards = _shard_fingerprint(folder) if isinstance(store, TinyDBHistoryStore) else None
-        with self._lock:
-            hit = self._cached.get(key)
-            if shards is not None and hit is not None and hit.fingerprint == shards:
-                return hit.version, hit.frame
-        entry = None
-        if shards is not None:
-            entry = self._from_shards(folder, shards, hit)
-        if entry is None:
-            rows = store.runs()
-            fingerprint = shards if shards is not None else (
-                len(rows), rows[-1].get("id") if rows else None)
-            if hit is not None and shards is None and hit.fingerprint == fingerprint:
-                return hit.version, hit.frame
-            entry = _Cached(fingerprint=fingerprint, version=0, frame=runs_frame(rows))
-            self.full_builds += 1
-        with self._lock:
-            self._versions += 1
-            entry.version = self._versions
-            self._cached[key] = entry
-            return entry.version, entry.frame
-
-    def _from_shards(self, folder: Path, shards: tuple[tuple[str, int, int], ...],
-                     hit: _Cached | None) -> _Cached | None:
-        """The frame from the shard files, reusing the older shards' frame when only newer
-        shards changed; None to ask for a full rebuild."""
-        if not shards:
-            return _Cached(fingerprint=shards, version=0, frame=runs_frame([]))
-        base_shards, newest = shards[:-1], shards[-1:]
-        if hit is not None and hit.base is not None and shards[:len(hit.base_shards)] == (
-                hit.base_shards) and len(hit.base_shards) <= len(base_shards):
-            grown = base_shards[len(hit.base_shards):]  # shards closed since the last look
-            extra = _read_shards(folder, grown)
-            if extra is None:
-                return None
-            base = _concat(hit.base, runs_frame(extra)) if extra else hit.base
-        else:
-            rows = _read_shards(folder, base_shards)
-            if rows is None:
-                return None
-            base = runs_frame(rows)
-        tail = _read_shards(folder, newest)
-        if tail is None:
-            return None
-        return _Cached(fingerprint=shards, version=0, frame=_concat(base, runs_frame(tail)),
-                       base=base, base_shards=base_shards)
-
-    def frame(self, store: HistoryStore) -> pd.DataFrame:
-        return self.snapshot(store)[1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._cached.clear()
-
-
-def _shard_fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...] | None:
-    try:
-        with os.scandir(folder) as entries:
-            found = []
-            for e in entries:
-                if re.fullmatch(r"\d{6}\.json", e.name):
-                    st = e.stat()
-                    found.append((e.name, st.st_mtime_ns, st.st_size))
-    except FileNotFoundError:
-        return ()
-    except OSError:
-        return None
-    return tuple(sorted(found))
-
-
-def _read_shards(folder: Path,
-                 shards: Sequence[tuple[str, int, int]]) -> list[dict[str, Any]] | None:
-    """The records of these shard files (TinyDB JSON: {"records": {doc_id: record}}), or None
-    if any file is missing or not in that shape."""
-    import json
-
-    rows: list[dict[str, Any]] = []
-    for name, _mtime, _size in shards:
-        try:
-            data = json.loads((folder / name).read_bytes() or b"{}")
-        except (OSError, ValueError):
-            return None
-        table = data.get("records", {}) if isinstance(data, dict) else None
-        if not isinstance(table, dict):
-            return None
-        rows.extend(r for r in table.values() if isinstance(r, dict))
-    return rows
-
-
-def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Two runs frames as one, categoricals kept categorical, oldest first."""
-    if b.empty:
-        return a
-    if a.empty:
-        return b
-    out = pd.concat([a, b], ignore_index=True)
-    for col in (*CATEGORY_COLUMNS, "prompt_band"):
-        if out[col].dtype != "category":
-            out[col] = out[col].astype("category")
-    if not out["ts"].is_monotonic_increasing:
-        out = out.sort_values("ts", kind="stable", ignore_index=True)
-    return out
 
 
 # -- filters ------------------------------------------------------------------------------------
@@ -391,8 +269,16 @@ def model_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_csv(summary: pd.DataFrame) -> bytes:
-    """The summary as CSV (machine names with units in them: ttft_p50_s, decode_tps_p50...)."""
-    return summary.to_csv(index=False, float_format="%.6g").encode("utf-8")
+    """The summary as CSV (machine names with units in them: ttft_p50_s, decode_tps_p50...).
+    Text cells that a spreadsheet would run as a formula are neutralised (history.export.
+    csv_cell); numbers stay numbers."""
+    from ..history.export import csv_cell
+
+    out = summary.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = out[col].map(csv_cell)
+    return out.to_csv(index=False, float_format="%.6g").encode("utf-8")
 
 
 # -- colours ------------------------------------------------------------------------------------
@@ -642,195 +528,3 @@ def live_summary(df: pd.DataFrame, *, now: float, window_s: float = 300.0) -> Li
     return LiveSummary(window_s=window_s, runs=len(recent),
                        last_run_ago_s=None if last is None else now - last,
                        per_model=model_summary(recent)[list(LIVE_COLUMNS)])
-
-
-# -- token timelines ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Timeline:
-    """One recorded stream: when each token arrived, and the text it carried."""
-
-    label: str
-    model: str
-    offsets_ms: tuple[float, ...]  # arrival of each token chunk after the request was sent
-    content: str = ""
-    reasoning: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def timeline_frame(timelines: Sequence[Timeline]) -> pd.DataFrame:
-    """One row per token: label, model, position (1-based), arrival_ms, gap_ms (time since the
-    previous token; NaN for the first, whose wait is TTFT)."""
-    parts = []
-    for t in timelines:
-        arrival = np.asarray(t.offsets_ms, dtype=float)
-        gaps = np.diff(arrival, prepend=np.nan)
-        parts.append(pd.DataFrame({
-            "label": t.label, "model": t.model,
-            "position": np.arange(1, len(arrival) + 1), "arrival_ms": arrival, "gap_ms": gaps,
-        }))
-    if not parts:
-        return pd.DataFrame(columns=["label", "model", "position", "arrival_ms", "gap_ms"])
-    return pd.concat(parts, ignore_index=True)
-
-
-TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
-    "label": ("Stream", "text"),
-    "tokens": ("Tokens", "int"),
-    "ttft_ms": ("TTFT (ms)", "tokens"),
-    "gap_p50_ms": ("Gap p50 (ms)", "seconds"),
-    "gap_p95_ms": ("Gap p95 (ms)", "seconds"),
-    "gap_max_ms": ("Longest gap (ms)", "tokens"),
-    "decode_tps": ("Decode tok/s", "tps"),
-}
-
-
-def timeline_table(timelines: Sequence[Timeline]) -> list[dict[str, Any]]:
-    """One row per stream (columns: TIMELINE_COLUMNS): gaps from the arrival times; tokens,
-    TTFT and decode tok/s from the stored metrics when the stream has them, so the figures
-    match the chat caption and the runs table (the server's token count, not chunks)."""
-    rows = []
-    for t in timelines:
-        row: dict[str, Any] = {"label": t.label, **timeline_stats(t.offsets_ms)}
-        m = t.metrics
-        if isinstance(m.get("output_tokens"), int) and m["output_tokens"] > 0:
-            row["tokens"] = m["output_tokens"]
-        if isinstance(m.get("decode_tps"), int | float):
-            row["decode_tps"] = float(m["decode_tps"])
-        if isinstance(m.get("ttft_s"), int | float):
-            row["ttft_ms"] = float(m["ttft_s"]) * 1000
-        rows.append(row)
-    return rows
-
-
-def timeline_stats(offsets_ms: Sequence[float]) -> dict[str, float | int | None]:
-    """TTFT, gap median/p95/max and decode tok/s of one stream, from its offsets alone (the
-    same definitions as atom_core.metrics, counting chunks as tokens)."""
-    from ..metrics import percentile
-
-    arrival = [float(x) for x in offsets_ms]
-    gaps = [b - a for a, b in zip(arrival, arrival[1:], strict=False)]
-    tps = None
-    if len(arrival) >= 2 and arrival[-1] > arrival[0]:
-        tps = (len(arrival) - 1) / ((arrival[-1] - arrival[0]) / 1000)
-    return {
-        "tokens": len(arrival),
-        "ttft_ms": arrival[0] if arrival else None,
-        "gap_p50_ms": percentile(gaps, 50),
-        "gap_p95_ms": percentile(gaps, 95),
-        "gap_max_ms": max(gaps) if gaps else None,
-        "decode_tps": tps,
-    }
-
-
-def message_choices(df: pd.DataFrame, limit: int = 300) -> pd.DataFrame:
-    """Recent runs that point at a stored message (chat replies), newest first, with a label
-    for a picker. Columns: conversation_id, message_id, model, label."""
-    has = df[(df["message_id"] != "") & (df["conversation_id"] != "")]
-    recent = has.iloc[::-1].head(limit)
-    labels = [
-        f"{datetime.fromtimestamp(ts):%Y-%m-%d %H:%M} · {model} · "
-        f"{'' if math.isnan(tok) else int(tok)} tokens"
-        + ("" if math.isnan(tps) else f" · {tps:.1f} tok/s")
-        for ts, model, tok, tps in zip(recent["ts"], recent["model"].astype(str),
-                                       recent["output_tokens"], recent["decode_tps"],
-                                       strict=True)
-    ]
-    out = recent[["conversation_id", "message_id"]].copy()
-    out["model"] = recent["model"].astype(str).to_numpy()
-    out["label"] = labels
-    return out.reset_index(drop=True)
-
-
-def load_message_timeline(store: HistoryStore, conversation_id: str,
-                          message_id: str) -> Timeline | None:
-    """The token timeline of one stored chat reply, or None if it is gone or has none."""
-    try:
-        messages = store.messages(conversation_id)
-    except KeyError:
-        return None
-    for m in messages:
-        if m.id == message_id:
-            offsets = tuple((m.metrics or {}).get("token_offsets_ms") or ())
-            if not offsets:
-                return None
-            return Timeline(label=m.model or "reply", model=m.model, offsets_ms=offsets,
-                            content=m.content, reasoning=m.reasoning, metrics=m.metrics or {})
-    return None
-
-
-def arena_timelines(store: HistoryStore, limit: int = 100) -> list[tuple[str, list[Timeline]]]:
-    """Arena rounds with per-slot token timelines, newest first: (round label, slots).
-
-    Reads the "arena_rounds" records (atom_core.arena.ArenaRound.to_record): each slot has a
-    label ("A"), a model and metrics; a slot counts when its metrics carry token_offsets_ms,
-    as chat messages do. Rounds still running, rounds whose names are still hidden (blind, not
-    voted on, not revealed) and rounds without any timeline are skipped.
-    """
-    out: list[tuple[str, list[Timeline]]] = []
-    for record in reversed(store.records("arena_rounds")):
-        hidden = record.get("blind") and not record.get("vote") and not record.get("revealed")
-        if hidden or record.get("state") == "running":
-            continue
-        slots = record.get("slots")
-        timelines = []
-        for i, slot in enumerate(slots if isinstance(slots, list) else []):
-            metrics = slot.get("metrics") if isinstance(slot, dict) else None
-            offsets = tuple(metrics.get("token_offsets_ms") or ()) if isinstance(
-                metrics, dict) else ()
-            if not offsets:
-                continue
-            assert isinstance(slot, dict) and isinstance(metrics, dict)
-            model = str(slot.get("model") or "")
-            label = f"{slot.get('label') or chr(65 + i)}: {model}"
-            timelines.append(Timeline(label=label, model=model, offsets_ms=offsets,
-                                      content=str(slot.get("content") or ""),
-                                      reasoning=str(slot.get("reasoning") or ""),
-                                      metrics=metrics))
-        if timelines:
-            ts = record.get("ts")
-            when = (f"{datetime.fromtimestamp(ts):%Y-%m-%d %H:%M}"
-                    if isinstance(ts, int | float) else "")
-            prompt = " ".join(str(record.get("prompt") or "").split())[:60]
-            out.append((" · ".join(x for x in (when, prompt) if x) or str(record.get("id")),
-                        timelines))
-            if len(out) >= limit:
-                break
-    return out
-
-
-# -- slow-motion replay -------------------------------------------------------------------------
-
-_PIECE_RE = re.compile(r"\s*\S+|\s+$")
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayFrame:
-    at_s: float  # when to show this frame, after the replay starts (already slowed down)
-    reasoning: str
-    content: str
-    tokens: int  # token chunks arrived so far
-
-
-def replay_frames(timeline: Timeline, speed: float = 1.0) -> list[ReplayFrame]:
-    """The recorded stream as frames to redraw: frame i is token chunk i's arrival time
-    (divided by `speed`: 0.25 plays four times slower) with the text that had arrived by then.
-
-    The store keeps each chunk's time but not its text, so the text is spread over the chunks
-    evenly by words, reasoning first, then the answer; the timing is exactly as recorded.
-    """
-    if speed <= 0:
-        raise ValueError("speed must be positive")
-    r_pieces = _PIECE_RE.findall(timeline.reasoning)
-    c_pieces = _PIECE_RE.findall(timeline.content)
-    total = len(r_pieces) + len(c_pieces)
-    offsets = timeline.offsets_ms
-    frames = []
-    for i, offset in enumerate(offsets):
-        shown = math.ceil((i + 1) * total / len(offsets))
-        r = "".join(r_pieces[:shown])
-        c = "".join(c_pieces[: max(0, shown - len(r_pieces))])
-        frames.append(ReplayFrame(at_s=offset / 1000 / speed, reasoning=r, content=c,
-                                  tokens=i + 1))
-    return frames

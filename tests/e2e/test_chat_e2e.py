@@ -150,7 +150,7 @@ def test_closed_tab_and_killed_app_lose_nothing(double: Double, browser: Any,
         app.process.wait()
         stop(app.process)
 
-    from atom_core.history.tinydb_store import open_store
+    from atom_core.history import open_store
 
     store = open_store(data)
     (conv,) = store.list_conversations()  # the second tab reopened the latest chat

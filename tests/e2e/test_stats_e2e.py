@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from atom_core import stats
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.browser import (
     OUTPUT,
     App,

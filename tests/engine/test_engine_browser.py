@@ -91,7 +91,7 @@ def test_a_two_engine_arena_race_and_vote_in_the_browser(
         assert len(texts) == 2
         for text in texts:
             assert re.search(r"[A-Za-z]{3,}", text.split("\n", 2)[-1]) and "▌" not in text
-        from atom_core.history.tinydb_store import open_store
+        from atom_core.history import open_store
 
         (saved,) = open_store(tmp_path / "data").records("arena_rounds")
         # By default the two slots race the two engines, one each.

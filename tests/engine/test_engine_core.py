@@ -11,7 +11,7 @@ import pytest
 
 from atom_core.chat import ChatTurn
 from atom_core.cli import main as cli_main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, SamplingOptions

@@ -15,7 +15,7 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import (
 )
 from streamlit.testing.v1 import AppTest
 
-from atom_core.history import tinydb_store as store_module
+from atom_core.history import reset_for_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "http://lms.test:1234"
@@ -26,10 +26,10 @@ def fresh_app_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """st.cache_resource and open_store() live for the whole process: clear them per test."""
     monkeypatch.setenv("ATOM_SERVER_URL", BASE)
     st.cache_resource.clear()
-    store_module._STORES.clear()
+    reset_for_tests()
     yield
     st.cache_resource.clear()
-    store_module._STORES.clear()
+    reset_for_tests()
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import respx
 from PIL import Image
 
 from atom_core import arena, images
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 from tests.ui.conftest import new_app
 
@@ -55,5 +55,5 @@ def test_a_race_with_an_image(mock: respx.MockRouter, isolated_env: Path) -> Non
     assert eyes.state == "complete" and eyes.content == "A circle."
     assert text.state == "error" and "t/text can't read images" in text.error
     assert any("t/text can't read images" in str(e.value) for e in at.error)
-    assert len(images.load_images(isolated_env, rnd.id, "prompt")) == 1
+    assert len(images.load_images(open_store(isolated_env), rnd.id, "prompt")) == 1
     assert len(at.chat_message[0].get("image")) == 1  # the prompt's thumbnail

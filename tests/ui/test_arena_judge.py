@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from atom_core import arena
 from atom_core.arena import judge, promptsets
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 from tests.ui.conftest import BASE, new_app
 
@@ -117,15 +117,15 @@ def test_a_prompt_set_run_judged_with_a_reference_and_a_judge_check(
     assert not at.exception
     store = open_store(isolated_env)
     (run,) = promptsets.list_runs(store)
-    at.selectbox(key=f"ps-judge-{run['id']}").set_value((BASE, "t/three")).run()
-    at.button(key=f"ps-judge-go-{run['id']}").click().run()
+    at.selectbox(key=f"ps-judge-{run.id}").set_value((BASE, "t/three")).run()
+    at.button(key=f"ps-judge-go-{run.id}").click().run()
     assert not at.exception
     judged = [json.loads(c.request.content) for c in chats.calls
               if "response_format" in json.loads(c.request.content)]
     assert len(judged) == 2  # one prompt, two orders
     text = judged[0]["messages"][-1]["content"]
     assert "[Reference answer]\nThe first answer." in text and judge.REFERENCE_RUBRIC in text
-    (verdict,) = judge.promptset_verdicts(store, str(run["id"]))
+    (verdict,) = judge.promptset_verdicts(store, run.id)
     assert verdict.contestants == ("t/one", "t/two") and verdict.winner() == 0
     checks = [d.value for d in at.dataframe if "check" in d.value.columns
               and "judge score" in str(d.value["check"][0])][-1]  # the judge panel's table

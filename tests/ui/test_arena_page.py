@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from atom_core import arena
 from atom_core.arena import promptsets
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 from tests.ui.conftest import new_app, press_stop
 
@@ -213,7 +213,7 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     assert len(chats.calls) == 4
     store = open_store(isolated_env)
     (run,) = promptsets.list_runs(store)
-    records = promptsets.run_records(store, run["id"])
+    records = promptsets.run_records(store, run.id)
     assert len(records) == 4 and all(r["ok"] for r in records)
     summary, checks = at.dataframe[0].value, at.dataframe[1].value
     assert list(summary["slot"]) == ["Model A", "Model B"]
@@ -316,7 +316,7 @@ def test_a_stopped_prompt_set_resumes_where_it_left_off(mock: respx.MockRouter,
     run = promptsets.new_run(store, pset, setups, ["t/one", "t/two"],
                              promptsets.RunSettings(warmup=False, concurrency=2))
     store.append(promptsets.RECORDS_TABLE, {  # one of four finished before the stop
-        "run_id": run["id"], "prompt_index": 0, "slot": 0, "repeat": 0, "label": "A",
+        "run_id": run.id, "prompt_index": 0, "slot": 0, "repeat": 0, "label": "A",
         "model": "t/one", "contestant": "t/one", "server": "http://lms.test:1234",
         "content": "Done before.", "reasoning": "", "ok": True, "error": "", "checks": [],
         "metrics": {"ttft_s": 0.1, "e2e_s": 0.5, "decode_tps": 20.0, "itl_p50_s": None,
@@ -327,7 +327,7 @@ def test_a_stopped_prompt_set_resumes_where_it_left_off(mock: respx.MockRouter,
     next(b for b in at.button if b.label == "Resume").click().run()
     assert not at.exception
     assert len(chats.calls) == 3  # only the three missing requests
-    records = promptsets.run_records(store, run["id"])
+    records = promptsets.run_records(store, run.id)
     assert len(records) == 4 and records[0]["content"] == "Done before."
     assert "4 of 4 succeeded" in [str(p.text) for p in at.get("progress")][0]
 

@@ -11,7 +11,7 @@ import respx
 from PIL import Image
 
 from atom_core import images
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 from tests.ui.conftest import new_app
@@ -48,7 +48,7 @@ def test_an_image_goes_to_a_vision_model_and_stays_with_the_chat(mock: respx.Moc
     store = open_store(isolated_env)
     (conv,) = store.list_conversations()
     user = store.messages(conv.id)[0]
-    (saved,) = images.load_images(isolated_env, conv.id, user.id)
+    (saved,) = images.load_images(open_store(isolated_env), conv.id, user.id)
     assert saved.data == sent.data
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
     assert len(at.chat_message[0].get("image")) == 1  # the thumbnail
@@ -56,7 +56,7 @@ def test_an_image_goes_to_a_vision_model_and_stays_with_the_chat(mock: respx.Moc
 
     export = next(b for b in at.get("download_button") if b.proto.label == "JSON")
     assert export is not None
-    doc = json.loads(images.json_export(conv, store.messages(conv.id), isolated_env))
+    doc = json.loads(images.json_export(conv, store.messages(conv.id), store))
     assert doc["messages"][0]["images"][0]["data_url"] == url
 
 
@@ -77,5 +77,5 @@ def test_a_model_without_vision_refuses_before_sending(mock: respx.MockRouter,
     (conv,) = store.list_conversations()
     user, reply = store.messages(conv.id)
     assert user.content == "What is in this picture?"  # what was typed is kept
-    assert len(images.load_images(isolated_env, conv.id, user.id)) == 1  # and the image
+    assert len(images.load_images(open_store(isolated_env), conv.id, user.id)) == 1  # and the image
     assert reply.state == "error"

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import respx
 
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from tests.fixtures.payloads import AUTH_BODY, NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 from tests.ui.conftest import new_app, press_stop
@@ -276,9 +276,9 @@ def test_a_damaged_history_file_is_announced_not_hidden(mock: respx.MockRouter,
     store.add_message(bad.id, role="user", content="lost?")
     bad_file = isolated_env / "conversations" / f"{bad.id}.json"
     bad_file.write_text('{"truncated": ')
-    from atom_core.history import tinydb_store as store_module
+    from atom_core.history import reset_for_tests
 
-    store_module._STORES.clear()  # a fresh start of the app on this folder
+    reset_for_tests()  # a fresh start of the app on this folder
 
     at = new_app().run()
     at.switch_page("pages/chat.py")

@@ -14,7 +14,7 @@ import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.settings.store import make_preset, open_settings
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
@@ -217,7 +217,7 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     at = settings_page(mock)
     assert any(str(isolated_env) in m and "1 conversations" in m for m in texts(at.markdown))
     assert by_label(at.download_button, "Export everything (JSON)")
-    from atom_core.settings.store import export_json
+    from atom_core.history.backup import export_json
 
     exported = export_json(store, open_settings(isolated_env)).encode()
     at.file_uploader(key="import-file").set_value(("atom-export.json", exported,

@@ -7,7 +7,7 @@ from typing import Any
 
 import respx
 
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.measure import hardware
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.ui.conftest import new_app

@@ -14,7 +14,7 @@ import pytest
 import respx
 
 from atom_core import stats
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.metrics import compute_metrics
 from atom_core.runs import run_record
 from atom_core.server.client import LMStudioClient

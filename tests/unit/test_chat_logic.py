@@ -9,8 +9,7 @@ import httpx
 import respx
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request
-from atom_core.history import export
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import export, open_store
 from atom_core.metrics import compute_metrics
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage

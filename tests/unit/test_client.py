@@ -19,6 +19,7 @@ from atom_core.errors import (
     ServerUnreachable,
     StreamInterrupted,
 )
+from atom_core.runs import reply_state
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, LoadConfig, SamplingOptions
 from tests.fixtures.payloads import AUTH_BODY, BASE, NATIVE_MODELS, UNEXPECTED
@@ -455,13 +456,31 @@ def test_chat_unreachable_and_timeout(client: LMStudioClient, mock: respx.MockRo
         client.chat("m", [ChatMessage("user", "q")])
 
 
-def test_read_timeout_mid_stream(client: LMStudioClient, mock: respx.MockRouter) -> None:
+def test_read_timeout_after_tokens_is_an_interrupted_reply(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    """Issue 14 §5: tokens arrived, then silence: the stream stopped (saved as interrupted),
+    not "did not answer in time... loading the model"."""
     stream_body = CutStream(chunk("a", role=True).encode(), httpx.ReadTimeout("stalled"))
     mock.post("/v1/chat/completions").mock(
         return_value=httpx.Response(200, headers=SSE_HEADERS, stream=stream_body)
     )
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(StreamInterrupted) as e:
         client.chat("m", [ChatMessage("user", "q")])
+    assert "stopped part-way" in e.value.sentence and "loading" not in e.value.sentence
+    assert reply_state(e.value, cancelled=False) == "interrupted"
+
+
+def test_read_timeout_before_any_token_may_be_a_model_load(
+    client: LMStudioClient, mock: respx.MockRouter
+) -> None:
+    stream_body = CutStream(chunk("", role=True).encode(), httpx.ReadTimeout("stalled"))
+    mock.post("/v1/chat/completions").mock(
+        return_value=httpx.Response(200, headers=SSE_HEADERS, stream=stream_body)
+    )
+    with pytest.raises(RequestTimeout) as e:
+        client.chat("m", [ChatMessage("user", "q")])
+    assert "loading the model" in e.value.sentence
 
 
 # -- load / unload / download -------------------------------------------------------------------

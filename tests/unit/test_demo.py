@@ -201,8 +201,6 @@ def test_the_demo_engine_stops_even_when_the_app_fails(monkeypatch: pytest.Monke
     assert launch.stopped_demo
 
 
-def test_server_answers_is_false_for_a_closed_port() -> None:
-    assert not demo.server_answers(f"http://127.0.0.1:{demo.free_port()}")
 
 
 # -- the engine's default reply length ------------------------------------------------------------

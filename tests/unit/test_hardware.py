@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
-from atom_core.cli import main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.measure import hardware
 from atom_core.measure.hardware import (
     GpuInfo,
@@ -24,22 +21,7 @@ from atom_core.measure.hardware import (
 )
 from atom_core.metrics import GenerationMetrics
 from atom_core.runs import RunRecord
-from tests.fixtures.lmstudio_double import serve
-
-
-class FakeGpu:
-    """A GPU reader that returns scripted readings."""
-
-    def __init__(self, readings: list[tuple[float, float]]) -> None:
-        self.readings = list(readings)
-        self.calls = 0
-
-    def read(self) -> tuple[float, float] | None:
-        self.calls += 1
-        return self.readings[min(self.calls - 1, len(self.readings) - 1)]
-
-    def describe(self) -> list[GpuInfo]:
-        return [GpuInfo(name="Fake RTX", vram_total_mb=24576.0)]
+from tests.fixtures.hardware import FakeGpu
 
 
 class Clock:
@@ -199,32 +181,8 @@ def test_imported_machine_records_are_read_leniently() -> None:
     assert m.gpus == (GpuInfo(name="x", vram_total_mb=0.0),)
 
 
-CONFIG = {"models": [{"key": "a", "loaded": True, "ttft_ms": 50, "token_gap_ms": 20,
-                      "reply_tokens": 10}]}
 
 
-@pytest.mark.parametrize("gpu", [None, FakeGpu([(33.0, 1234.0)])])
-def test_bench_json_records_carry_the_hardware_fields(monkeypatch: pytest.MonkeyPatch,
-                                                      gpu: FakeGpu | None) -> None:
-    """Integration (the real HTTP double): GPU fields only when there is a GPU."""
-    hardware.use_sampler(HardwareSampler(hz=20, gpu=gpu))
-    with serve(CONFIG) as double:
-        monkeypatch.setenv("ATOM_SERVER_URL", double.url)
-        out, err = io.StringIO(), io.StringIO()
-        code = main(["bench", "--models", "a", "--prompt", "hi", "--repeat", "2", "--json"],
-                    out=out, err=err)
-    assert code == 0, err.getvalue()
-    records = [r for r in map(json.loads, out.getvalue().splitlines()) if r["type"] == "record"]
-    assert len(records) == 2
-    for r in records:
-        assert 0 <= r["cpu_percent_mean"] <= 100 and r["ram_used_mb_peak"] > 0
-        assert r["machine_id"] == hardware.this_machine().id
-        if gpu is None:
-            assert "gpu_util_mean" not in r and "vram_used_mb_peak" not in r
-        else:
-            assert r["gpu_util_mean"] == 33.0 and r["vram_used_mb_peak"] == 1234.0
-    stored = open_store().runs()
-    assert all(row["hw_samples"] >= 1 for row in stored)
 
 
 def test_an_exact_window_beats_the_window_ending_now() -> None:

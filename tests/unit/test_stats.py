@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from atom_core import stats
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.metrics import compute_metrics, percentile
 from atom_core.runs import run_record
 from tests.fixtures.records import T0, arena_record
@@ -419,24 +419,29 @@ def test_runs_cache_reads_only_new_shards_while_runs_arrive(
     store.append_many("runs", [run(f"m{i % 3}", ts=T0 + i) for i in range(35)])
     cache = stats.RunsCache()
     _, first = cache.snapshot(store)
-    assert len(first) == 35 and cache.full_builds == 0  # read from the shard files
-    reads: list[str] = []
-    original = stats.frame._read_shards
+    assert len(first) == 35 and cache.full_builds == 1
+    deltas: list[tuple[int, int]] = []
+    original = store.runs_since
 
-    def spy(folder: Path, shards: Any) -> Any:
-        reads.extend(name for name, _, _ in shards)
-        return original(folder, shards)
+    def spy(token: Any) -> Any:
+        delta = original(token)
+        deltas.append((delta.start, len(delta.rows)))
+        return delta
 
-    monkeypatch.setattr(stats.frame, "_read_shards", spy)
+    monkeypatch.setattr(store, "runs_since", spy)
     for i in range(35, 47):  # the open shard fills up and a new one starts
         store.add_run(run(f"m{i % 3}", ts=T0 + i))
         _, df = cache.snapshot(store)
         assert len(df) == i + 1 and list(df["ts"]) == sorted(df["ts"])
-    assert set(reads) <= {"000003.json", "000004.json"}  # never the three older shards
+    # never the three older shards: each look keeps their 30 rows and reads at most the rest
+    assert all(start >= 30 and rows <= 20 for start, rows in deltas), deltas
+    assert cache.full_builds == 1
     assert str(df["model"].dtype) == "category" and df["model"].nunique() == 3
     full = stats.runs_frame(store.runs())
     pd.testing.assert_frame_equal(df.drop(columns="id"), full.drop(columns="id"))
     assert stats.model_summary(df).equals(stats.model_summary(full))
+    version, same = cache.snapshot(store)  # nothing new: the same frame, the same version
+    assert same is df and cache.snapshot(store)[0] == version
 
 
 def test_runs_cache_survives_a_damaged_shard(isolated_env: Path) -> None:
@@ -447,5 +452,36 @@ def test_runs_cache_survives_a_damaged_shard(isolated_env: Path) -> None:
     (isolated_env / "tables" / "runs" / "000001.json").write_text("{not json")
     cache = stats.RunsCache()
     _, df = cache.snapshot(store)
-    assert len(df) == 15 and cache.full_builds == 1  # store.runs() moved the bad file aside
+    assert len(df) == 15 and cache.full_builds == 1  # the store moved the bad file aside
     assert store.warnings
+
+
+def test_unreadable_rows_are_left_out_and_counted() -> None:
+    rows = [run(ts=T0), run(ts=T0 + 1, ok="maybe"), run(ts=T0 + 2, ttft={"x": 1}),  # type: ignore[arg-type]
+            run(ts=float("inf")), run(model=["m"], ts=T0 + 4), run(ts=T0 + 5)]  # type: ignore[arg-type]
+    df = stats.runs_frame(rows)
+    assert list(df["ts"]) == [T0, T0 + 5] and df.attrs["unreadable"] == 4
+    assert df["ok"].dtype == bool and list(stats.model_summary(df)["runs"]) == [2]
+    clean = stats.runs_frame([run(ts=T0), run(ts=T0 + 1, ok=None)])  # type: ignore[arg-type]
+    assert clean.attrs["unreadable"] == 0 and len(clean) == 2  # a missing ok is no problem
+
+
+def test_runs_cache_keeps_positions_past_an_unreadable_row() -> None:
+    from atom_core.history.memory_store import MemoryHistoryStore
+
+    store = MemoryHistoryStore()
+    store.append_many("runs", [run(ts=T0), run(ts=T0 + 1, ok="maybe"), run(ts=T0 + 2)])
+    cache = stats.RunsCache()
+    assert list(cache.frame(store)["ts"]) == [T0, T0 + 2]
+    store.add_run(run(ts=T0 + 3))
+    df = cache.frame(store)
+    assert list(df["ts"]) == [T0, T0 + 2, T0 + 3] and df.attrs["unreadable"] == 1
+    assert cache.full_builds == 1
+
+
+def test_summary_csv_neutralises_formula_cells_and_keeps_numbers() -> None:
+    s = stats.model_summary(stats.runs_frame([run("=cmd|'/C calc'!A0", ts=T0),
+                                              run("@evil", ts=T0 + 1), run("m-1", ts=T0 + 2)]))
+    back = pd.read_csv(pd.io.common.BytesIO(stats.summary_csv(s)))
+    assert sorted(back["model"]) == sorted(["'=cmd|'/C calc'!A0", "'@evil", "m-1"])
+    assert back["runs"].dtype.kind == "i" and back["ttft_p50_s"].dtype.kind == "f"

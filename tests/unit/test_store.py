@@ -362,6 +362,48 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     assert files_named(s.data_dir, ".*") == []
 
 
+def test_every_folder_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        s = TinyDBHistoryStore(tmp_path / "deep" / "data")
+        conv = s.create_conversation()
+        s.add_message(conv.id, role="user", content="hi")
+        s.add_run({"ok": True})
+        s.append("votes", {"winner": "a"})
+    finally:
+        os.umask(old)
+    folders = [s.data_dir, *(p for p in s.data_dir.rglob("*") if p.is_dir())]
+    assert {p.name for p in folders} >= {"data", "tables", "runs", "votes", "index",
+                                         "conversations"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in folders} == {
+        p.name: 0o700 for p in folders}  # tables/ was 0755 (mkdir parents=True)
+
+
+def test_temp_files_of_killed_writes_are_removed_when_the_folder_opens(tmp_path: Path) -> None:
+    s = small_store(tmp_path / "data")
+    conv = s.create_conversation()
+    s.add_message(conv.id, role="user", content="kept")
+    s.add_run({"n": 1})
+    # What a kill -9 between mkstemp and os.replace leaves, up to 300 KB each in the audit.
+    left = [s.data_dir / "tables" / "runs" / ".000000.json.k3j_x9a1.tmp",
+            s.data_dir / "conversations" / f".{conv.id}.json.abcd1234.tmp",
+            s.data_dir / "index" / ".000000.json.q1w2e3r4.tmp",
+            s.data_dir / ".meta.json.zz99yy88.tmp"]
+    for path in left:
+        path.write_bytes(b'{"half": "writ' * 1000)
+    others = [s.data_dir / ".settings.json.a1b2c3d4.tmp",  # the settings store's own: not ours
+              s.data_dir / "tables" / "runs" / "notes.tmp"]  # not a name atomic writes use
+    for path in others:
+        path.write_text("x")
+    store_mod.reset_for_tests()
+    opened = open_store(s.data_dir)
+    assert [p for p in left if p.exists()] == []
+    assert all(p.exists() for p in others)
+    assert [m.content for m in opened.messages(conv.id)] == ["kept"]
+    assert [r["n"] for r in opened.runs()] == [1]
+    store_mod.reset_for_tests()
+
+
 def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = TinyDBHistoryStore(tmp_path / "data")
     s.add_run({"n": 1})

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from atom_core import arena
-from atom_core.arena.race import ArenaRace, SlotSetup
-from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.arena.race import ArenaRace
+from atom_core.arena.setup import SlotSetup
+from atom_core.history import HistoryStore, open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.types import LoadConfig, SamplingOptions
 from tests.fixtures.lmstudio_double import DoubleServer, serve

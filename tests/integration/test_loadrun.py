@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from atom_core.cli import main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.measure.loadrun import LoadJob, run_load, summarize
 from atom_core.server.client import LMStudioClient
 from tests.fixtures.lmstudio_double import max_overlap, serve

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from atom_core.cli import main
-from atom_core.history.tinydb_store import open_store
+from atom_core.history import open_store
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
 from tests.fixtures.lmstudio_double import DoubleServer, serve

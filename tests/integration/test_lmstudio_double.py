@@ -24,6 +24,7 @@ from tests.fixtures.lmstudio_double import (
     DoubleServer,
     ModelSpec,
     iter_sse,
+    max_overlap,
     plan_reply,
     serve,
     split_tokens,
@@ -565,13 +566,14 @@ def test_loads_of_different_models_run_in_parallel(make_double: Factory) -> None
             codes.append(c.post("/api/v1/models/load", json={"model": key}).status_code)
 
     threads = [threading.Thread(target=load, args=(m["key"],)) for m in models]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert codes == [200, 200, 200]
-    assert time.perf_counter() - start < 0.6
+    # The server's own log shows the three loads open at once (not a wall-clock bound).
+    loads = [r for r in d.log(wait=2) if r["path"] == "/api/v1/models/load"]
+    assert max_overlap(loads) == 3
 
 
 def test_download_flow(make_double: Factory) -> None:

@@ -1,0 +1,132 @@
+"""A round's results side by side: the rows of the results grid (speed, tokens, facts), the
+live line under each column while it streams, and the one-line help each row carries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..measure.runner import Slot
+from ..metrics import format_seconds
+from ..server.routes import ROUTE_LABELS
+from .rounds import ArenaRound, SlotResult
+
+HELP = {
+    "ttft": "Time to first token: from sending the prompt to the first token of the reply. "
+            "How long you wait before anything appears.",
+    "tps": "Decode speed in tokens per second, once the reply has started (the first token's "
+           "wait is TTFT, not decoding). A token is about ¾ of an English word.",
+    "tokens": "How many tokens the reply had (the server's count, or counted chunks).",
+    "e2e": "End-to-end: from sending the prompt to the last byte of the reply.",
+    "stop": "Why the reply ended: stop = the model finished, length = it hit the token limit.",
+    "context": "Context length: how many tokens (prompt plus reply) the model can keep in mind "
+               "at once, as loaded.",
+    "quantization": "Quantization: how compressed the weights are (Q4_K_M ≈ 4 bits per weight). "
+                    "Fewer bits: smaller and faster, slightly less accurate.",
+    "load": "Loading time, measured apart so it never counts in TTFT.",
+    "route": "The server's chat route the slot talked over: chat completions, LM Studio native, "
+             "Responses or Anthropic Messages. The same model can race itself over two routes.",
+    "params": "Parameters: the model's size in weights (7B = 7 billion). More usually means "
+              "smarter and slower.",
+    "size": "Size of the model file on disk (and roughly in memory).",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatRow:
+    """One row of the results table: a measure, one cell per slot, which cells are best."""
+
+    key: str  # ttft | tps | tokens | e2e | stop | load
+    name: str
+    cells: tuple[str, ...]
+    best: frozenset[int] = frozenset()  # slot indexes holding the best value
+
+
+def stat_rows(rnd: ArenaRound) -> list[StatRow]:
+    """TTFT, decode tok/s, tokens, end-to-end, stop reason (and load time, when the arena
+    loaded a model). The fastest value of TTFT, tok/s and end-to-end is marked best, among slots
+    that completed (a stopped reply's short end-to-end time is not a win)."""
+    ms = [s.metric for s in rnd.slots]
+    finished = [i for i, s in enumerate(rnd.slots) if s.state == "complete" and ms[i]]
+
+    def best(values: Sequence[float | None], lowest: bool) -> frozenset[int]:
+        known = [(v, i) for i, v in enumerate(values) if v is not None and i in finished]
+        if len(known) < 2:
+            return frozenset()
+        target = min(known)[0] if lowest else max(known)[0]
+        return frozenset(i for v, i in known if v == target)
+
+    ttft = [m.ttft_s if m else None for m in ms]
+    tps = [m.decode_tps if m else None for m in ms]
+    e2e = [m.e2e_s if m else None for m in ms]
+    rows = [
+        StatRow(key="ttft", name="TTFT", cells=tuple(_sec(v) for v in ttft),
+                best=best(ttft, lowest=True)),
+        StatRow(key="tps", name="Decode tok/s",
+                cells=tuple(f"{v:.1f}" if v is not None else "–" for v in tps),
+                best=best(tps, lowest=False)),
+        StatRow(key="tokens", name="Tokens", cells=tuple(
+            (f"{m.output_tokens}" + ("" if m.tokens_source == "usage" else " (counted)"))
+            if m else "–" for m in ms)),
+        StatRow(key="e2e", name="End-to-end", cells=tuple(_sec(v) for v in e2e),
+                best=best(e2e, lowest=True)),
+        StatRow(key="stop", name="Stop reason", cells=tuple(
+            (m.finish_reason if m and m.finish_reason else s.state if s.state != "complete"
+             else "–") for m, s in zip(ms, rnd.slots, strict=True))),
+    ]
+    if any(s.load_s is not None for s in rnd.slots):
+        rows.append(StatRow(key="load", name="Load (before the race)",
+                            cells=tuple(_sec(s.load_s) for s in rnd.slots)))
+    if any(s.route != "completions" for s in rnd.slots):
+        rows.append(StatRow(key="route", name="Route", cells=tuple(
+            ROUTE_LABELS.get(s.route, s.route) for s in rnd.slots)))
+    return rows
+
+
+def fact_rows(rnd: ArenaRound) -> list[StatRow]:
+    """What each model is: parameters, quantization, context length as loaded, size on disk.
+    (A page shows these only once names are revealed: they would give a blind round away.)"""
+    def ctx(s: SlotResult) -> str:
+        loaded = s.instance_config.get("context_length")
+        if loaded:
+            return f"{loaded:,}"
+        top = s.model_info.get("max_context")
+        return f"up to {top:,}" if top else "–"
+
+    def size(s: SlotResult) -> str:
+        n = s.model_info.get("size_bytes")
+        return f"{n / 1e9:.1f} GB" if n else "–"
+
+    return [
+        StatRow(key="params", name="Parameters",
+                cells=tuple(s.model_info.get("params") or "–" for s in rnd.slots)),
+        StatRow(key="quantization", name="Quantization",
+                cells=tuple(s.model_info.get("quantization") or "–" for s in rnd.slots)),
+        StatRow(key="context", name="Context length", cells=tuple(ctx(s) for s in rnd.slots)),
+        StatRow(key="size", name="Size", cells=tuple(size(s) for s in rnd.slots)),
+    ]
+
+
+def _sec(v: float | None) -> str:
+    return format_seconds(v) if v is not None else "–"
+
+
+def live_line(slot: Slot, now_ns: int | None = None) -> str:
+    """The caption over a column while it streams."""
+    now_ns = now_ns or time.perf_counter_ns()
+    reply = slot.reply
+    if slot.error is not None:
+        return "failed"
+    if not reply.token_times_ns:
+        if slot.done:
+            return "no reply"
+        waited = f"{(now_ns - slot.t_start_ns) / 1e9:.1f} s"
+        if reply.progress:  # LM Studio's native route says what it is doing meanwhile
+            stage, value = list(reply.progress.items())[-1]
+            doing = {"model_load": "loading the model", "prompt_processing": "reading the prompt"}
+            return f"{doing.get(stage, stage)} {value:.0%}… {waited}"
+        return f"waiting for the first token… {waited}"
+    tps = reply.live_tps(None if slot.done else now_ns)
+    speed = f" · {tps:.1f} tok/s" if tps else ""
+    return f"{reply.tokens} tokens{speed}" + (" · done" if slot.done else "")

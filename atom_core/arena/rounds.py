@@ -1,0 +1,235 @@
+"""Arena rounds as stored: `ArenaRound` (one prompt raced by 2-4 slots) in the "arena_rounds"
+table, read leniently (`read_rounds` skips and counts a row it cannot read), votes and reveals."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..history import HistoryStore
+
+import functools
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..metrics import GenerationMetrics
+from ..types import (
+    ModelInfo,
+)
+from .ratings import Outcome
+
+ROUNDS_TABLE = "arena_rounds"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotResult:
+    """One slot of a round: who raced, with what, and what came back."""
+
+    label: str  # "A".."D"
+    server: str
+    model: str  # model key
+    target: str  # what was sent as `model` (an instance id when the arena loaded one)
+    contestant: str
+    options: dict[str, Any] = field(default_factory=dict)
+    load_config: dict[str, Any] = field(default_factory=dict)  # what the user asked for
+    instance_config: dict[str, Any] = field(default_factory=dict)  # what it was loaded with
+    model_info: dict[str, Any] = field(default_factory=dict)  # quantization, params, size...
+    load_s: float | None = None  # explicit load before the race; never part of TTFT
+    route: str = "completions"  # the chat route the slot talked over
+    content: str = ""
+    reasoning: str = ""
+    metrics: dict[str, Any] | None = None  # GenerationMetrics.to_dict(), without the timeline
+    state: SlotState = "running"
+    error: str = ""
+    run_id: str = ""
+
+    @property
+    def metric(self) -> GenerationMetrics | None:
+        return GenerationMetrics.from_dict(self.metrics) if self.metrics else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vote:
+    outcome: Outcome
+    winner: int | None = None  # slot index
+    blind: bool = True  # cast before the names were shown
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArenaRound:
+    """One prompt raced by 2-4 slots, as stored in the "arena_rounds" table."""
+
+    id: str
+    ts: float
+    prompt: str
+    system_prompt: str
+    slots: tuple[SlotResult, ...]
+    blind: bool = False
+    order: tuple[int, ...] = ()  # display position -> slot index (shuffled when blind)
+    notes: tuple[str, ...] = ()
+    state: Literal["running", "done"] = "done"
+    vote: Vote | None = None
+    revealed: bool = False
+
+    @property
+    def hidden(self) -> bool:
+        """Names stay hidden: a blind round nobody has voted on or revealed yet."""
+        return self.blind and self.vote is None and not self.revealed
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        return self.order or tuple(range(len(self.slots)))
+
+    def title_at(self, position: int) -> str:
+        """The column title at a display position: "Response 2" when blind, else "Model A"."""
+        if self.blind:
+            return f"Response {position + 1}"
+        return f"Model {self.slots[self.positions[position]].label}"
+
+    def subtitle_at(self, position: int) -> str:
+        """Who wrote it, once that may be shown: "qwen3-4b", or "Model A · qwen3-4b" in a
+        revealed blind round; "" while hidden."""
+        if self.hidden:
+            return ""
+        slot = self.slots[self.positions[position]]
+        name = slot.contestant
+        return f"Model {slot.label} · {name}" if self.blind else name
+
+    def short_label(self, slot_index: int) -> str:
+        """How a vote button names a slot: by position when hidden."""
+        if self.hidden:
+            return f"Response {self.positions.index(slot_index) + 1}"
+        return f"Model {self.slots[slot_index].label}"
+
+    def to_record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["slots"] = [asdict(s) for s in self.slots]
+        d["order"] = list(self.order)
+        d["notes"] = list(self.notes)
+        d["vote"] = asdict(self.vote) if self.vote else None
+        return d
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> ArenaRound:
+        slots = tuple(SlotResult(**{k: v for k, v in s.items()
+                                    if k in SlotResult.__dataclass_fields__})
+                      for s in d.get("slots") or [])
+        vote = d.get("vote")
+        return cls(
+            id=str(d.get("id") or ""), ts=float(d.get("ts") or 0.0),
+            prompt=str(d.get("prompt") or ""), system_prompt=str(d.get("system_prompt") or ""),
+            slots=slots, blind=bool(d.get("blind")), order=tuple(d.get("order") or ()),
+            notes=tuple(d.get("notes") or ()), state=d.get("state") or "done",
+            vote=Vote(**vote) if isinstance(vote, dict) else None,
+            revealed=bool(d.get("revealed")),
+        )
+
+    @property
+    def vote_sentence(self) -> str:
+        v = self.vote
+        if v is None:
+            return ""
+        if v.outcome == "tie":
+            return "Tie"
+        if v.outcome == "all_bad":
+            return "All bad"
+        assert v.winner is not None
+        s = self.slots[v.winner]
+        return f"Model {s.label} ({s.model}) wins"
+
+
+def blind_order(n: int, rng: random.Random | None = None) -> tuple[int, ...]:
+    """A shuffled display order for a blind round."""
+    order = list(range(n))
+    (rng or random.Random()).shuffle(order)
+    return tuple(order)
+
+
+def model_facts(info: ModelInfo | None) -> dict[str, Any]:
+    """The model metadata a round keeps (and a report prints)."""
+    if info is None:
+        return {}
+    return {"display_name": info.display_name, "publisher": info.publisher,
+            "architecture": info.architecture, "quantization": info.quantization,
+            "bits_per_weight": info.bits_per_weight, "params": info.params,
+            "size_bytes": info.size_bytes, "max_context": info.max_context,
+            "format": info.format}
+
+
+@functools.cache
+def _round_type() -> Any:
+    from pydantic import TypeAdapter  # here: only reading rounds needs it
+
+    return TypeAdapter(ArenaRound)
+
+
+def check_round_record(d: Mapping[str, Any], *, strict: bool = False) -> ArenaRound:
+    """The round a stored record holds, checked against ArenaRound's field types (pydantic;
+    `strict` for imports, where the record is JSON) and its own consistency. Raises
+    ValueError (pydantic's ValidationError is one) when the record does not read as a round."""
+    if not isinstance(d, Mapping):
+        raise ValueError("an arena round must be a record")
+    if strict:
+        _round_type().validate_json(json.dumps(d), strict=True)
+    else:
+        _round_type().validate_python(dict(d))
+    r = ArenaRound.from_record(d)
+    if r.order and sorted(r.order) != list(range(len(r.slots))):
+        raise ValueError("its display order does not match its slots")
+    if r.vote is not None and r.vote.winner is not None and not (
+            0 <= r.vote.winner < len(r.slots)):
+        raise ValueError("its vote names a slot it does not have")
+    return r
+
+
+def read_rounds(store: HistoryStore) -> tuple[list[ArenaRound], int]:
+    """(every saved round that reads as one, oldest first; how many records did not). A
+    round left "running" by a process that died reads as done, its unfinished slots as
+    interrupted."""
+    out = []
+    unreadable = 0
+    for d in store.records(ROUNDS_TABLE):
+        try:
+            r = check_round_record(d)
+        except (ValueError, TypeError):
+            unreadable += 1
+            continue
+        if r.state == "running":
+            r = replace(r, state="done", slots=tuple(
+                replace(s, state="interrupted") if s.state == "running" else s for s in r.slots))
+        out.append(r)
+    out.sort(key=lambda r: r.ts)
+    return out, unreadable
+
+
+def load_rounds(store: HistoryStore) -> list[ArenaRound]:
+    """Every saved round that reads as one, oldest first (see read_rounds)."""
+    return read_rounds(store)[0]
+
+
+def get_round(store: HistoryStore, round_id: str) -> ArenaRound | None:
+    return next((r for r in load_rounds(store) if r.id == round_id), None)
+
+
+def record_vote(store: HistoryStore, rnd: ArenaRound, outcome: Outcome,
+                winner: int | None = None) -> ArenaRound:
+    """Saves a vote on a round (replacing an earlier one) and reveals the names."""
+    if outcome == "win" and (winner is None or not 0 <= winner < len(rnd.slots)):
+        raise ValueError("a win needs the winning slot's index")
+    vote = Vote(outcome=outcome, winner=winner if outcome == "win" else None,
+                blind=rnd.hidden, ts=time.time())
+    store.update_record(ROUNDS_TABLE, rnd.id, {"vote": asdict(vote), "revealed": True})
+    return replace(rnd, vote=vote, revealed=True)
+
+
+def reveal(store: HistoryStore, rnd: ArenaRound) -> ArenaRound:
+    store.update_record(ROUNDS_TABLE, rnd.id, {"revealed": True})
+    return replace(rnd, revealed=True)
+
+
+SlotState = Literal["running", "complete", "stopped", "interrupted", "error"]

@@ -1,0 +1,381 @@
+"""The HistoryStore protocol: what ATOM keeps (conversations, messages, runs, other records) and
+how it asks for it, with no word about files. Backends: tinydb_store (the app's, on disk) and
+memory_store (tests, and the proof that this protocol is enough).
+
+Also here: the value types the protocol speaks in, and the argument checks every backend applies
+the same way (so both raise the same errors for the same bad call).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, get_args, runtime_checkable
+
+from ..errors import AtomError
+from ..types import MessageState
+
+__all__ = [
+    "MESSAGE_STATES",
+    "PREVIEW_CHARS",
+    "ROLES",
+    "Conversation",
+    "HistoryStore",
+    "Message",
+    "NewConversation",
+    "NewMessage",
+    "RunsDelta",
+    "SchemaTooNewError",
+    "StoreError",
+    "StoredImage",
+    "check_image_ids",
+    "check_message_fields",
+    "check_table_name",
+    "copy_json",
+    "message_preview",
+    "require_jsonable",
+]
+
+MESSAGE_STATES: frozenset[str] = frozenset(get_args(MessageState))
+ROLES: frozenset[str] = frozenset({"user", "assistant", "system"})
+PREVIEW_CHARS = 120
+TABLE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class StoreError(AtomError):
+    """The history cannot be read or written as asked."""
+
+
+class SchemaTooNewError(StoreError):
+    """The data folder was written by a newer ATOM; this version will not write to it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversation:
+    id: str  # opaque; the TinyDB backend uses "<index shard>-<16 hex>"
+    title: str
+    model: str  # the model last chosen for this conversation ("" if none)
+    system_prompt: str
+    created: float  # epoch seconds
+    updated: float  # epoch seconds: last change to the conversation or any of its messages
+    message_count: int
+    preview: str  # the last message's text, whitespace collapsed, at most ~120 characters
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    id: str
+    conversation_id: str
+    role: str  # "user" | "assistant" | "system"
+    content: str
+    reasoning: str = ""
+    model: str = ""  # the model that wrote it (assistant messages)
+    metrics: dict[str, Any] | None = None  # JSON-able, built by atom_core.metrics
+    state: MessageState = "complete"
+    error: str = ""  # the sentence shown for state "error"
+    created: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMessage:
+    """A message for `HistoryStore.import_conversations` (imports, fixtures): like Message, but
+    the store picks the id; `created` None means now."""
+
+    role: str
+    content: str
+    reasoning: str = ""
+    model: str = ""
+    metrics: dict[str, Any] | None = None
+    state: MessageState = "complete"
+    error: str = ""
+    created: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewConversation:
+    """A whole conversation written in one go, keeping its times (`created` None means now;
+    `updated` None means its last message's time, or `created`)."""
+
+    title: str = "Imported chat"
+    model: str = ""
+    system_prompt: str = ""
+    created: float | None = None
+    updated: float | None = None
+    messages: tuple[NewMessage, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunsDelta:
+    """What changed in the runs since a token: the runs now are the old runs' first `start`
+    rows followed by `rows`. `start` 0 with every row is always a correct answer (a backend
+    that cannot tell, or a token it does not know)."""
+
+    token: Hashable  # pass it to the next runs_since()
+    start: int
+    rows: list[dict[str, Any]]
+
+
+IMAGE_MIMES: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp"})
+_IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One image kept with a message (vision models): its type and encoded bytes."""
+
+    mime: str  # one of IMAGE_MIMES
+    data: bytes
+
+
+def check_image_ids(owner_id: object, message_id: object) -> None:
+    """Images belong to a conversation or arena round (`owner_id`) and one of its messages;
+    both must be plain ids (letters, digits, '_', '-', '.'; not "." or "..")."""
+    for what, value in (("owner id", owner_id), ("message id", message_id)):
+        if (not isinstance(value, str) or not _IMAGE_ID_RE.match(value)
+                or value in (".", "..")):
+            raise ValueError(f"not a usable image {what}: {value!r}")
+
+
+def check_images(images: Sequence[StoredImage]) -> None:
+    for image in images:
+        if not isinstance(image, StoredImage) or image.mime not in IMAGE_MIMES \
+                or not isinstance(image.data, bytes):
+            raise ValueError("images must be StoredImage(mime PNG/JPEG/WebP, bytes)")
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """Where ATOM keeps conversations, messages, runs and other records.
+
+    Every method is thread-safe. Unknown conversation, message and record ids raise KeyError;
+    bad arguments raise ValueError (TypeError for values that are not JSON-able); a history
+    written by a newer ATOM raises SchemaTooNewError on writes.
+    """
+
+    data_dir: Path  # where it lives, shown to the user (a backend without files makes one up)
+    warnings: list[str]  # plain sentences for the user, e.g. a damaged file moved aside
+
+    # -- conversations and messages ------------------------------------------------------------
+
+    def create_conversation(
+        self, *, title: str = "New chat", model: str = "", system_prompt: str = ""
+    ) -> Conversation: ...
+
+    def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    def list_conversations(
+        self, *, query: str = "", limit: int | None = None
+    ) -> list[Conversation]:
+        """Most recently updated first. `query` matches (case-insensitively) the title or the
+        content of any message."""
+        ...
+
+    def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        model: str | None = None,
+        system_prompt: str | None = None,
+    ) -> Conversation:
+        """Changes the fields given (None leaves a field as it is) and bumps `updated`."""
+        ...
+
+    def delete_conversation(self, conversation_id: str) -> None: ...
+
+    def add_message(
+        self,
+        conversation_id: str,
+        *,
+        role: str,
+        content: str,
+        reasoning: str = "",
+        model: str = "",
+        metrics: dict[str, Any] | None = None,
+        state: MessageState = "complete",
+        error: str = "",
+    ) -> Message: ...
+
+    def update_message(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        content: str | None = None,
+        reasoning: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        state: MessageState | None = None,
+        error: str | None = None,
+    ) -> Message:
+        """Changes the fields given (None leaves a field as it is)."""
+        ...
+
+    def delete_message(self, conversation_id: str, message_id: str) -> None: ...
+
+    def messages(self, conversation_id: str) -> list[Message]:
+        """The conversation's messages, oldest first."""
+        ...
+
+    def import_conversations(self, conversations: Sequence[NewConversation]) -> list[Conversation]:
+        """Writes whole conversations with their messages and times (imports, bulk builders).
+        Every one is checked before anything is written."""
+        ...
+
+    # -- runs and other records ------------------------------------------------------------------
+
+    def add_run(self, run: dict[str, Any]) -> str:
+        """Appends one generation to the "runs" table; adds `id` and `ts` if absent."""
+        ...
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first. Each row is a fresh dict (nested values may be shared with
+        the store's cache: do not mutate them)."""
+        ...
+
+    def runs_since(self, token: Hashable | None) -> RunsDelta:
+        """The change to `runs()` since the call that returned `token` (None: since nothing).
+        Cheap when little changed, whatever the history's size: what the Stats cache polls."""
+        ...
+
+    def append(self, table: str, record: dict[str, Any]) -> str:
+        """Appends a JSON-able record to `table` (created on first use); adds `id` and `ts` if
+        absent and returns the id. A caller-chosen `id` must be a unique, non-empty str."""
+        ...
+
+    def append_many(self, table: str, records: Iterable[dict[str, Any]]) -> list[str]:
+        """Appends many records at once (imports, bulk builders). Every record is checked
+        before anything is written."""
+        ...
+
+    def records(self, table: str) -> list[dict[str, Any]]:
+        """Every record of `table`, oldest first ([] for a table never written)."""
+        ...
+
+    def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merges `changes` into the record and returns the updated record."""
+        ...
+
+    def tables(self) -> list[str]:
+        """The names of the record tables written so far ("runs" among them once used)."""
+        ...
+
+    # -- images ------------------------------------------------------------------------------------
+
+    def save_images(self, owner_id: str, message_id: str, images: Sequence[StoredImage]) -> None:
+        """Keeps the images of one message of a conversation or arena round (`owner_id`), in
+        order, replacing any it had ([] removes them). Bad ids raise ValueError."""
+        ...
+
+    def load_images(self, owner_id: str, message_id: str) -> list[StoredImage]:
+        """The images kept with a message, in order ([] for none, or for ids that are not
+        usable)."""
+        ...
+
+    def delete_images(self, owner_id: str) -> None:
+        """Forgets every image of a conversation or round (deleting a conversation does it)."""
+        ...
+
+    def image_keys(self) -> list[tuple[str, str]]:
+        """(owner id, message id) of every message that has images (backups)."""
+        ...
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def delete_all(self) -> None:
+        """Deletes every conversation, message, run, record and image. Other ATOM processes on the
+        same history never see half of it gone mid-write."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Bytes the history takes up."""
+        ...
+
+
+# -- checks every backend shares ---------------------------------------------------------------
+
+
+def check_table_name(table: object) -> str:
+    if not isinstance(table, str) or not TABLE_NAME_RE.match(table):
+        raise ValueError(
+            f"Table name {table!r} is not allowed: use 1-64 lowercase letters, digits, "
+            "'_' or '-', starting with a letter or digit."
+        )
+    return table
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON data (lists and dicts), much faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
+def require_jsonable(value: object, what: str) -> None:
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from exc
+
+
+def check_str_fields(**fields: object) -> None:
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+
+
+def check_message_fields(
+    *,
+    content: object = "",
+    reasoning: object = "",
+    metrics: object = None,
+    state: object = "complete",
+    error: object = "",
+) -> None:
+    check_str_fields(content=content, reasoning=reasoning, error=error)
+    if state not in MESSAGE_STATES:
+        raise ValueError(f"state must be one of {sorted(MESSAGE_STATES)}, not {state!r}")
+    if metrics is not None:
+        if not isinstance(metrics, dict):
+            raise TypeError(f"metrics must be a dict or None, not {type(metrics).__name__}")
+        require_jsonable(metrics, "metrics")
+
+
+def check_new_message(m: NewMessage) -> None:
+    if m.role not in ROLES:
+        raise ValueError(f"role must be one of {sorted(ROLES)}, not {m.role!r}")
+    check_message_fields(content=m.content, reasoning=m.reasoning, metrics=m.metrics,
+                         state=m.state, error=m.error)
+    check_str_fields(model=m.model)
+    if m.created is not None and not _is_time(m.created):
+        raise ValueError(f"a message's created time must be epoch seconds, not {m.created!r}")
+
+
+def check_new_conversation(c: NewConversation) -> None:
+    check_str_fields(title=c.title, model=c.model, system_prompt=c.system_prompt)
+    for when in (c.created, c.updated):
+        if when is not None and not _is_time(when):
+            raise ValueError(f"a conversation's time must be epoch seconds, not {when!r}")
+    for m in c.messages:
+        check_new_message(m)
+
+
+def _is_time(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value < 1e11)  # 1e11 s is the year 5138: anything past it is junk
+
+
+def preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
+
+
+def message_preview(doc: dict[str, Any] | None) -> str:
+    """The conversation list's preview of its last message (a stored message document)."""
+    if doc is None:
+        return ""
+    return preview(str(doc.get("content") or doc.get("error") or ""))

@@ -1,0 +1,51 @@
+"""Stats, the "Server vs ATOM" tab: one request over LM Studio's native route, ATOM's figures
+beside the server's own; and the table helper every Stats tab uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from atom_core.errors import AtomError
+from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
+from atom_core.types import Dialect
+from pages import _ui as ui
+
+FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
+
+
+def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
+    config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
+              else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
+    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
+
+
+def server_tab(store: ui.HistoryStore) -> None:
+    status, picked = ui.server_status(), ui.selected_model()
+    if status.error is not None:
+        ui.show_error(status.error)
+        return
+    if status.dialect is not Dialect.LMSTUDIO_04:
+        st.info("Only LM Studio 0.4's native API reports the server's own figures; this "
+                "server does not, so ATOM's own measurement is all there is.")
+        return
+    st.caption("One request over LM Studio's native `POST /api/v1/chat`: ATOM times the "
+               "stream itself and shows its figures beside the ones the server reports.")
+    models = [m.key for m in status.models.llms] if status.models else []
+    with st.form("server_form"):
+        model = st.selectbox("Model", models, models.index(picked) if picked in models else 0)
+        prompt = st.text_input("Prompt", "Write a haiku about fast computers.")
+        start = st.form_submit_button("Measure with server stats", icon=":material/compare:")
+    if start and model:
+        try:
+            with st.spinner(f"Asking {model}…"):
+                result = native_chat(ui.client(), model, prompt, max_output_tokens=256)
+            store.add_run(result.run_row())
+            st.session_state.server_check = (model, comparison_rows(result))
+        except AtomError as e:
+            ui.show_error(e)
+    if "server_check" in st.session_state:
+        model, rows = st.session_state.server_check
+        st.markdown(f"**{model}**")
+        table(rows, COMPARISON_COLUMNS, key="server_comparison")

@@ -1,0 +1,56 @@
+"""A stateful chat in real headless Chromium: pick LM Studio's native route in the Chat page's
+Settings, talk two turns, and check on the double that the second request carried
+`previous_response_id` and not the history (issue 11)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests.fixtures.browser import App, Double, open_app, save_shot, wait_idle
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = {"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 50, "token_gap_ms": 10,
+                      "reply_tokens": 12}]}
+
+
+def send_and_wait(pg: Any, text: str, replies: int) -> None:
+    box = pg.locator("[data-testid=stChatInputTextArea]")
+    box.fill(text)
+    box.press("Enter")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        wait_idle(pg)
+        if pg.locator("[data-testid=stChatMessage]").count() >= replies * 2:
+            break
+        time.sleep(0.1)
+    wait_idle(pg)
+
+
+def test_a_native_chat_continues_from_the_stored_response(app: App, double: Double,
+                                                           page: Any) -> None:
+    double.set_config(CONFIG)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    page.get_by_role("button", name=re.compile("Settings")).first.click()
+    page.get_by_role("combobox", name="Route", exact=True).click()
+    page.get_by_role("option", name=re.compile("LM Studio native")).first.click()
+    wait_idle(page)
+    page.keyboard.press("Escape")
+
+    send_and_wait(page, "Hello there, remember me", 1)
+    send_and_wait(page, "What did I say?", 2)
+    texts = page.locator("[data-testid=stChatMessage]").all_inner_texts()
+    assert len(texts) == 4 and all("Reply from test/alpha" in t for t in texts[1::2])
+    assert page.locator("[data-testid=stException]").count() == 0
+
+    first, second = [r for r in double.log() if r["path"] == "/api/v1/chat"]
+    assert "previous_response_id" not in first["body"]
+    assert second["body"]["previous_response_id"].startswith("resp_")
+    assert second["body"]["input"] == "What did I say?"  # the new message only, no history
+    main = page.locator("[data-testid=stMainBlockContainer]").inner_text()
+    assert "continuing response resp_" in main
+    save_shot(page, "chat-native-route.png")

@@ -1,0 +1,90 @@
+"""Data cannot break a page (issue 14 §4): every import the audit tried is refused through the
+Settings page with its sentences, nothing is written, and Settings, Stats and the Arena
+leaderboard still render; rows that reach the store some other way (a hand-edited or damaged
+file) are left out with one warning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+from streamlit.testing.v1 import AppTest
+
+from atom_core.history import open_store
+from atom_core.settings.store import MAX_TTL_SECONDS
+from tests.fixtures.bad_imports import REFUSED, ROUND, RUN
+from tests.fixtures.payloads import NATIVE_MODELS
+from tests.ui.conftest import new_app
+
+
+def texts(elements: Any) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def every_page_renders(at: AppTest) -> AppTest:
+    at.switch_page("pages/settings.py").run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/stats.py").run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/arena.py").run()
+    at.segmented_control(key="arena_view").set_value("Leaderboard").run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_each_audit_import_is_refused_and_the_app_keeps_working(
+        case: str, mock: respx.MockRouter, isolated_env: Path) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    doc, word = REFUSED[case]
+    raw = doc.encode() if isinstance(doc, str) else json.dumps(doc).encode()
+    at = new_app().run()
+    at.switch_page("pages/settings.py").run()
+    at.file_uploader(key="import-file").set_value(("bad.json", raw, "application/json")).run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception, at.exception
+    shown = "\n".join(texts(at.main.error) + texts(at.main.markdown))
+    assert word in shown, shown
+    assert not [s for s in texts(at.success) if "Imported" in s]  # nothing imported
+    store = open_store(isolated_env)
+    assert store.list_conversations() == [] and store.tables() == []
+    every_page_renders(at)
+
+
+def test_junk_rows_in_the_store_are_left_out_with_one_warning(
+        mock: respx.MockRouter, isolated_env: Path) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    store = open_store(isolated_env)
+    store.append_many("runs", [RUN, {**RUN, "id": "r2", "ok": "maybe"},
+                               {**RUN, "id": "r3", "ts": "yesterday", "ttft_s": {"x": 1}},
+                               {**RUN, "id": "r4", "model": ["m"]}])
+    vote = {"outcome": "win", "winner": 0, "blind": False, "ts": 1.0}
+    store.append_many("arena_rounds", [
+        {**ROUND, "vote": vote}, {**ROUND, "id": "junk-1", "slots": "AB"},
+        {**ROUND, "id": "junk-2", "vote": {"outcome": "win", "winner": 7}},
+        {"id": "junk-3", "slots": [1, 2]}])
+    at = new_app().run()
+    at.switch_page("pages/stats.py").run()
+    assert not at.exception, at.exception
+    assert "3 stored run(s) could not be read and are left out." in texts(at.warning)
+    at.switch_page("pages/arena.py").run()
+    at.segmented_control(key="arena_view").set_value("Leaderboard").run()
+    assert not at.exception, at.exception
+    assert "3 stored arena round(s) could not be read and are left out." in texts(at.warning)
+    assert "1 votes over 1 rounds" in " ".join(texts(at.caption))
+
+
+def test_a_huge_ttl_in_the_settings_file_is_clamped(mock: respx.MockRouter,
+                                                    isolated_env: Path) -> None:
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    isolated_env.mkdir(parents=True, exist_ok=True)
+    (isolated_env / "settings.json").write_text(json.dumps({
+        "ttl_seconds": 10**12, "profiles": [{"name": {"evil": 1}, "url": "http://a:1"}]}))
+    at = every_page_renders(new_app().run())
+    at.switch_page("pages/settings.py").run()
+    assert not at.exception, at.exception
+    (ttl,) = [n for n in at.number_input if n.label == "Idle TTL (seconds)"]
+    assert ttl.value == MAX_TTL_SECONDS  # clamped on read: the input cannot show more
