@@ -4,7 +4,7 @@ saves itself as it goes, and always ends in a recorded state."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +32,23 @@ def auto_title(first_prompt: str) -> str:
     return (cut or line[:TITLE_CHARS]) + "…"
 
 
-def history_for_request(messages: Sequence[Message]) -> list[ChatMessage]:
+def history_for_request(
+    messages: Sequence[Message],
+    images_for: Callable[[Message], tuple[str, ...]] | None = None,
+) -> list[ChatMessage]:
     """The messages to send: user and assistant turns, in order. Failed replies with no text are
     left out (the model never said them); stopped or cut replies are sent as far as they got,
-    because the user saw them."""
+    because the user saw them. `images_for` gives a user message's images as data URLs
+    (atom_core.images.images_loader)."""
     out: list[ChatMessage] = []
     for m in messages:
         if m.role not in ("user", "assistant"):
             continue
         if m.role == "assistant" and not m.content.strip():
             continue
-        out.append(ChatMessage("user" if m.role == "user" else "assistant", m.content))
+        pictures = images_for(m) if images_for is not None and m.role == "user" else ()
+        out.append(ChatMessage("user" if m.role == "user" else "assistant", m.content,
+                               images=pictures))
     return out
 
 

@@ -8,11 +8,15 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
+from . import images
+from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .config import normalize_base_url, settings_from_env
 from .errors import AtomError
+from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
 from .metrics import format_seconds
@@ -22,6 +26,9 @@ from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_sta
 from .server.streaming import ReplyBuffer
 from .settings.store import open_settings, server_token
 from .types import ChatMessage, ModelInfo, SamplingOptions
+
+if TYPE_CHECKING:
+    from .history import HistoryStore
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
@@ -45,7 +52,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
             if args.command == "chat":
                 return _chat(client, args, out, err)
             if args.command == "bench":
-                return _bench(client, args, out, err)
+                with hardware.in_flight():  # sample the machine for the whole bench
+                    return _bench(client, args, out, err)
     except AtomError as e:
         print(f"error: {e.sentence}", file=err)
         return 1
@@ -86,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="reasoning effort, where the route and model take it")
     c.add_argument("--json", action="store_true", help="print the reply and metrics as JSON")
     c.add_argument("--no-record", action="store_true", help="do not add this run to the history")
+    c.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="a PNG, JPEG or WebP to send with the prompt (repeatable; vision models "
+                   "only; resized to 1,024 px on its longest side)")
 
     b = sub.add_parser(
         "bench",
@@ -125,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="chat route each request takes (default: completions)")
     b.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     b.add_argument("--no-record", action="store_true", help="do not add the runs to the history")
+    b.add_argument("--judge", metavar="JUDGE_KEY",
+                   help="a model that scores each prompt's answers blind, in both orders "
+                   "(adds a `judge` object to each record and prints the judge's summary)")
     return p
 
 
@@ -171,12 +185,15 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         print(f"error: --previous needs a stateful route ({', '.join(sorted(STATEFUL_ROUTES))})",
               file=err)
         return 2
+    pictures = _images_for_chat(client, args, err)
+    if pictures is None:
+        return 2
     reply = ReplyBuffer()
     error: AtomError | None = None
     stream = client.stream_route(
-        args.route, args.model, [ChatMessage("user", args.prompt)], options=options,
-        system_prompt=args.system, ttl=args.ttl, previous_response_id=args.previous,
-        reasoning=args.reasoning,
+        args.route, args.model, [ChatMessage("user", args.prompt, images=pictures)],
+        options=options, system_prompt=args.system, ttl=args.ttl,
+        previous_response_id=args.previous, reasoning=args.reasoning,
     )
     in_reasoning = False
     try:
@@ -276,6 +293,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
     failures = 0
     sweep_tag = {"sweep_id": new_sweep_id()} if len(levels) > 1 else {}
     by_level: dict[str, list[LevelResult]] = {m: [] for m in models}
+    verdicts: list[judge.JudgeVerdict] = []
     for level in levels:
         jobs = [
             LoadJob(model=model, prompt=prompts[i % len(prompts)],
@@ -287,6 +305,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         ]
         started = time.perf_counter()
         records = []
+        pending: list[tuple[LoadRecord, dict[str, object]]] = []
         checked: list[tuple[str, list[dict[str, object]]]] = []
         if not args.json:
             each = "shared by all models" if args.shared or len(models) == 1 else "per model"
@@ -294,12 +313,22 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         for record in run_load(jobs, client=client, concurrency=level, shared=args.shared):
             records.append(record)
             failures += not record.ok
+            run_row = record.run_row("sweep" if len(levels) > 1 else "cli")
             if store is not None:
-                store.add_run(record.run_row("sweep" if len(levels) > 1 else "cli"))
+                store.add_run(run_row)
+            if args.judge:  # printed once the judge has read every answer to its prompt
+                pending.append((record, hardware.json_fields(run_row)))
+                continue
             checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
                                    record.metrics.e2e_s, record.ok)
             checked.append((record.job.model, checks))
-            _print_record(record, args.json, out, checks)
+            _print_record(record, args.json, out, checks, hardware.json_fields(run_row))
+        for record, hw, obj in _judge_level(client, args.judge, pending, items, store, verdicts):
+            score = obj["score"] if obj else None
+            checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
+                                   record.metrics.e2e_s, record.ok, judge_score=score)
+            checked.append((record.job.model, checks))
+            _print_record(record, args.json, out, checks, {**hw, "judge": obj})
         wall = time.perf_counter() - started
         for summary in summarize(records, wall_s=wall, order=models):
             _print_summary(summary, level, wall, args.json, out)
@@ -313,6 +342,8 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
             print(json.dumps({"type": "verdict", "model": model, "shared": args.shared,
                               **v.to_dict()}) if args.json
                   else f"== {model}: {v.sentence}", file=out)
+    if args.judge:
+        _print_judge_summary(verdicts, args.json, out)
     return 1 if failures else 0
 
 
@@ -336,8 +367,9 @@ def _print_checks(checked: list[tuple[str, list[dict[str, object]]]], models: li
 
 
 def _print_record(record: LoadRecord, as_json: bool, out: TextIO,
-                  checks: list[dict[str, object]] | None = None) -> None:
-    row = record.row()
+                  checks: list[dict[str, object]] | None = None,
+                  hw: dict[str, object] | None = None) -> None:
+    row = {**record.row(), **(hw or {})}
     if checks:
         row["checks"] = checks
     if as_json:
@@ -381,3 +413,78 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
 
 def _fmt(v: object) -> str:
     return format_seconds(float(v)) if isinstance(v, int | float) else "-"
+
+
+def _judge_level(client: LMStudioClient, judge_model: str | None,
+                 pending: list[tuple[LoadRecord, dict[str, object]]], items: list[PromptItem],
+                 store: HistoryStore | None, verdicts: list[judge.JudgeVerdict],
+                 ) -> list[tuple[LoadRecord, dict[str, object], dict[str, Any] | None]]:
+    """--judge: every prompt's answers (one per model, per repeat) judged blind in both orders;
+    each record with its `judge` object (None when it had nothing to judge)."""
+    groups: dict[tuple[object, object], list[LoadRecord]] = {}
+    for record, _ in pending:
+        groups.setdefault((record.job.tags["prompt_index"], record.job.tags["repeat"]),
+                          []).append(record)
+    objects: dict[int, dict[str, Any]] = {}
+    for (index, repeat), group in groups.items():
+        answers = {r.job.model: r.content for r in group if r.ok and r.content.strip()}
+        if judge_model is None or len(answers) < 2:
+            continue
+        item = items[int(str(index))]
+        verdict, per = judge.judge_named(
+            client=client, judge_model=judge_model, prompt=item.prompt, answers=answers,
+            store=store, reference=item.reference,
+            rubric=judge.REFERENCE_RUBRIC if item.reference else judge.DEFAULT_RUBRIC,
+            tags={"prompt_index": index, "repeat": repeat})
+        verdicts.append(verdict)
+        for r in group:
+            if r.job.model in per:
+                objects[id(r)] = per[r.job.model]
+    return [(record, hw, objects.get(id(record))) for record, hw in pending]
+
+
+def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out: TextIO) -> None:
+    summaries = judge.judge_summaries(verdicts)
+    scores = judge.model_scores(verdicts)
+    if as_json:
+        for s in summaries:
+            print(json.dumps({"type": "judge", "judge_model": s.judge_model,
+                              "verdicts": s.verdicts, "pairs": s.pairs,
+                              "disagreements": s.disagreements,
+                              "disagreement_rate": s.disagreement_rate,
+                              "unreadable": s.unreadable, "models": scores}), file=out)
+        if not summaries:
+            print(json.dumps({"type": "judge", "verdicts": 0, "models": []}), file=out)
+        return
+    if not summaries:
+        print("== judge: nothing to judge (a prompt needs two complete answers)", file=out)
+    for s in summaries:
+        print(f"== {judge.summary_line(s)}", file=out)
+    for m in scores:
+        score = f"{m['score_mean']:.1f}" if m["score_mean"] is not None else "-"
+        print(f"-- {m['model']}: judge score {score} · agreed wins {m['wins']}, "
+              f"ties {m['ties']}, losses {m['losses']}", file=out)
+
+
+def _images_for_chat(client: LMStudioClient, args: argparse.Namespace,
+                     err: TextIO) -> tuple[str, ...] | None:
+    """chat --image: the images as data URLs, or None (after one sentence on stderr) when a
+    file can't be used or the model can't read images. Nothing is sent in that case."""
+    if not args.image:
+        return ()
+    urls = []
+    for path in args.image:
+        try:
+            raw = Path(path).read_bytes()
+            urls.append(images.prepare_image(raw, name=Path(path).name).data_url)
+        except OSError as e:
+            print(f"error: can't read {path}: {e.strerror or e}", file=err)
+            return None
+        except images.ImageError as e:
+            print(f"error: {e.sentence}", file=err)
+            return None
+    refusal = images.vision_refusal(args.model, client.list_models().get(args.model))
+    if refusal is not None:
+        print(f"error: {refusal}", file=err)
+        return None
+    return tuple(urls)

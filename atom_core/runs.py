@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,19 @@ from .errors import AtomError, StreamInterrupted
 from .metrics import GenerationMetrics
 from .types import MessageState, to_float, to_int
 
-RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli")
+RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli", "judge")
 TAG_TYPES = (str, int, float, bool, type(None))
+
+# Hardware during a run: atom_core.measure.hardware sets this when its sampler starts (the base
+# layer imports no room). Called with the run's end-to-end seconds as the run is recorded (just
+# after it ended); returns RunRecord fields such as cpu_percent_mean and machine_id.
+HardwareProbe = Callable[[float | None], Mapping[str, Any]]
+_hardware_probe: HardwareProbe | None = None
+
+
+def set_hardware_probe(probe: HardwareProbe | None) -> None:
+    global _hardware_probe
+    _hardware_probe = probe
 
 
 def reply_state(error: AtomError | None, cancelled: bool) -> MessageState:
@@ -71,6 +82,16 @@ class RunRecord:
     server_load_s: float | None = None
     server_prompt_s: float | None = None  # llama.cpp timings.prompt_ms, in seconds
     server_output_tokens: int | None = None  # llama.cpp timings.predicted_n
+    # the machine during the run's window (atom_core.measure.hardware): peak/mean of system-wide
+    # CPU %, RAM and, with an NVIDIA GPU, utilisation and VRAM; None when not sampled / no GPU
+    cpu_percent_mean: float | None = None
+    cpu_percent_peak: float | None = None
+    ram_used_mb_peak: float | None = None
+    gpu_util_mean: float | None = None
+    gpu_util_peak: float | None = None
+    vram_used_mb_peak: float | None = None
+    hw_samples: int | None = None  # how many readings the figures above come from
+    machine_id: str | None = None  # the "machines" table's id of the machine that made the run
     # which chat route produced the run (server.routes.ROUTES; None: chat completions, before
     # routes existed) and, on stateful routes, the server's id for this reply and the one it
     # continued from
@@ -102,6 +123,9 @@ class RunRecord:
         known = {k: tags.pop(k) for k in list(tags) if k in _FIELDS}
         if m.server_tps is not None:  # llama.cpp timings; a caller's own figure wins
             known.setdefault("server_tps", m.server_tps)
+        if _hardware_probe is not None:
+            for k, v in _hardware_probe(m.e2e_s).items():
+                known.setdefault(k, v)
         return cls(
             ts=time.time() if ts is None else ts,
             source=source,

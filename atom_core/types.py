@@ -227,6 +227,14 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+    # data URLs of images sent with this message (vision models; atom_core.images makes them)
+    images: tuple[str, ...] = ()
 
-    def to_request(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def to_request(self) -> dict[str, Any]:
+        """The OpenAI wire shape; with images, content parts: the text, then one `image_url`
+        part per image."""
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.content}]
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in self.images]
+        return {"role": self.role, "content": parts}

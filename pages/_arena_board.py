@@ -8,9 +8,11 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
+from atom_core.arena import judge
 from atom_core.arena.ratings import Rating
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
+from pages import _arena_judge
 from pages import _ui as ui
 
 # -- the leaderboard ------------------------------------------------------------------------------
@@ -26,6 +28,12 @@ def leaderboard(store: ui.HistoryStore) -> None:
     if unreadable:  # damaged or hand-edited records: left out, never a crash
         st.warning(f"{unreadable} stored arena round(s) could not be read and are left out.",
                    icon=":material/warning:")
+    verdicts = judge.load_verdicts(store)
+    if verdicts and st.segmented_control(
+            "Ratings by", ["People", "Judge"], default="People", key="board_basis",
+            help="People: your votes. Judge: a model's blind verdicts, kept apart.") == "Judge":
+        _arena_judge.judge_board(rounds, verdicts)
+        return
     votes = sum(1 for r in rounds if r.vote is not None)
     if not votes:
         st.info("No votes yet. Race two or more models, read the answers (Blind makes it fair) "

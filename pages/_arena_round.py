@@ -12,6 +12,7 @@ from atom_core.arena.ratings import Outcome
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
 from atom_core.render import plain_label, safe_markdown
+from pages import _arena_judge, _chat_images
 from pages import _ui as ui
 
 # -- a finished round -----------------------------------------------------------------------------
@@ -28,6 +29,7 @@ def current_round(store: ui.HistoryStore) -> ArenaRound | None:
 def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
     with st.chat_message("user"):
         st.markdown(safe_markdown(rnd.prompt))
+        _chat_images.round_thumbnails(rnd.id)
     for note in rnd.notes:
         st.info(safe_markdown(note), icon=":material/info:")
     _results_grid(rnd)
@@ -50,6 +52,7 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
             if s.content:
                 st.markdown(safe_markdown(s.content))
     _vote_bar(store, rnd, presenter)
+    _arena_judge.judge_panel(store, rnd)  # a model as judge, kept apart from the vote
 
 
 def _results_grid(rnd: ArenaRound) -> None:

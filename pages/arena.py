@@ -9,12 +9,20 @@ import time
 
 import streamlit as st
 
-from atom_core import arena
+from atom_core import arena, images
 from atom_core.arena.race import ArenaRace
 from atom_core.arena.setup import SlotSetup
+from atom_core.images import ImageAttachment
 from atom_core.render import plain_label, safe_markdown
 from atom_core.types import ModelInfo
-from pages import _arena_board, _arena_round, _arena_sets, _arena_setup
+from pages import (
+    _arena_board,
+    _arena_machine,
+    _arena_round,
+    _arena_sets,
+    _arena_setup,
+    _chat_images,
+)
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second across all columns
@@ -56,13 +64,21 @@ def live_title(race: ArenaRace, position: int) -> tuple[str, str]:
 
 
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
-             models: dict[int, ModelInfo | None], blind: bool) -> None:
+             models: dict[int, ModelInfo | None], blind: bool,
+             pictures: list[ImageAttachment]) -> None:
     listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
     prepared = _arena_setup.prepare(setups, listings)
+    if pictures:  # a slot whose model can't read images ends with that sentence, unsent
+        names = {i: s.model for i, s in enumerate(setups)}
+        for i, refusal in images.vision_errors(models, names).items():
+            prepared.errors[i] = prepared.errors[i] or refusal
     race = ArenaRace(store=store, client_for=ui.client_for, prompt=prompt, system_prompt=system,
-                     setups=setups, prepared=prepared, models=models, blind=blind)
+                     setups=setups, prepared=prepared, models=models, blind=blind,
+                     images=[a.data_url for a in pictures])
     with st.chat_message("user"):
         st.markdown(safe_markdown(prompt))
+        if pictures:
+            st.image([a.data for a in pictures], width=120)
     for note in prepared.notes:
         st.info(safe_markdown(note), icon=":material/info:")
     lives, bodies = [], []
@@ -74,9 +90,11 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                 st.caption(plain_label(subtitle))
             lives.append(st.empty())
             bodies.append(st.empty())
+    strip = _arena_machine.MachineStrip(st.empty())  # what the machine does during the race
     try:
         race.start()
         st.session_state.arena_round_id = race.round_id
+        _chat_images.keep_round(race.round_id, pictures)
         last = 0.0
         while not race.done:
             race.poll(0.05)
@@ -93,6 +111,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                                               + ("" if slot.done else " ▌"))
                 elif reply.reasoning:
                     bodies[position].caption(f"Thinking… ({len(reply.reasoning.split())} words)")
+            strip.draw()
     finally:
         race.finish()  # on Stop and on a new prompt too: every request ends, the round is saved
     for url in listings:
@@ -114,11 +133,12 @@ else:
     system = _arena_setup.system_prompt(presenter)
     prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
                            disabled=not setups)
+    pictures = _chat_images.picker("arena")
     # One slot for the whole round, so a new race replaces the last one at once (no stale vote
     # buttons from the previous round under the live columns).
     with st.empty().container():
         if prompt and setups:
-            run_race(prompt, system, setups, models, blind)
+            run_race(prompt, system, setups, models, blind, pictures)
         elif (shown := _arena_round.current_round(store)) is not None:
             _arena_round.draw_round(store, shown, presenter)
         else:

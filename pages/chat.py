@@ -11,6 +11,7 @@ from atom_core.history import Conversation, Message, export
 from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
+from pages import _chat_images
 from pages import _chat_route as chat_route
 from pages import _ui as ui
 
@@ -87,7 +88,7 @@ def header(conv: Conversation | None, model: str | None = None
             messages = store.messages(conv.id)
             for label, ext, mime, render in (
                 ("Markdown", "md", "text/markdown", export.to_markdown),
-                ("JSON", "json", "application/json", export.to_json),
+                ("JSON", "json", "application/json", _chat_images.to_json),
                 ("Plain text", "txt", "text/plain", export.to_text),
             ):
                 st.download_button(label, render(conv, messages),
@@ -114,6 +115,7 @@ def conv_key(conv: Conversation | None) -> str:
 
 def delete(conversation_id: str) -> None:
     store.delete_conversation(conversation_id)
+    _chat_images.forget(conversation_id)
     select(None)
 
 
@@ -176,6 +178,7 @@ def show_message(m: Message) -> None:
                 st.markdown(safe_markdown(m.reasoning, show_images_from=shown))
         if m.content:
             st.markdown(safe_markdown(m.content, show_images_from=shown))
+        _chat_images.thumbnails(m)
         if m.state == "error":
             st.error(safe_markdown(m.error or "The reply failed."), icon=":material/error:")
         elif m.state in STATE_NOTES:
@@ -204,7 +207,11 @@ def show_images(message_id: str, host: str) -> None:
 
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
                  ttl: int | None) -> None:
-    history = history_for_request(store.messages(conv.id))
+    history = history_for_request(store.messages(conv.id), _chat_images.loader(conv.id))
+    if refused := _chat_images.refusal(model, history):  # said before anything is sent
+        store.add_message(conv.id, role="assistant", content="", model=model, state="error",
+                          error=refused)
+        st.rerun()
     chosen = chat_route.chosen(conv)
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
                     history=history, options=options, system_prompt=system, ttl=ttl,
@@ -257,6 +264,7 @@ def live_line(turn: ChatTurn) -> str:
 # Read the input first (it is pinned to the bottom wherever it is called), so that a first message
 # creates its conversation before the header and the list are drawn.
 prompt = st.chat_input("Message the model", submit_mode="stop")
+pictures = _chat_images.picker("chat")
 conv = current_conversation()
 model = ui.selected_model() or (conv.model if conv else None)
 if prompt and conv is None:
@@ -284,7 +292,8 @@ if conv and last is not None and model and not prompt:
         stream_reply(conv, model, options, system, ttl)
 
 if prompt and conv is not None:
-    store.add_message(conv.id, role="user", content=prompt)  # saved before anything can fail
+    sent = store.add_message(conv.id, role="user", content=prompt)  # saved before anything fails
+    _chat_images.keep(conv.id, sent.id, pictures)
     if not model:
         status = ui.server_status(refresh=True)
         store.add_message(conv.id, role="assistant", content="", state="error",
@@ -295,4 +304,5 @@ if prompt and conv is not None:
         store.update_conversation(conv.id, model=model)
     with st.chat_message("user"):
         st.markdown(safe_markdown(prompt))
+        _chat_images.thumbnails(sent)
     stream_reply(conv, model, options, system, ttl)

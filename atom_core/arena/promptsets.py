@@ -4,10 +4,12 @@ A prompt set comes from a paste or a file, in one of three forms (`parse_prompt_
 
 - plain lines: one prompt per non-empty line;
 - CSV with a header row: a `prompt` column, and optionally `name`, `system`, `contains`,
-  `regex`, `json` (true/yes/1) and `max_latency_s`;
+  `regex`, `json` (true/yes/1), `max_latency_s`, `reference` (an answer for the judge to
+  compare against) and `judge` (the lowest judge score, 1-10, that passes);
 - JSON: a list of strings or of objects, or `{"name": ..., "prompts": [...]}`. An object has
   `prompt` and optionally `name`, `system` and checks, either flat or under `"checks"`:
-  `{"contains": "Paris" | [...], "regex": "..." | [...], "json": true, "max_latency_s": 2.5}`.
+  `{"contains": "Paris" | [...], "regex": "..." | [...], "json": true, "max_latency_s": 2.5,
+  "judge": 7}`, and `reference` beside `prompt`.
 
 A run (`PromptSetRun`) sends every (prompt, slot, repeat) once, keeping K requests in flight with
 `loadrun.run_load`, in an order shuffled by the run's seed. Each finished request is saved at
@@ -48,7 +50,7 @@ RUNS_TABLE = "promptset_runs"
 RECORDS_TABLE = "promptset_records"
 SLOT_LABELS = "ABCD"
 
-CheckKind = Literal["contains", "regex", "json", "max_latency"]
+CheckKind = Literal["contains", "regex", "json", "max_latency", "judge"]
 
 
 class PromptSetError(AtomError):
@@ -73,13 +75,19 @@ class Check:
             return f"matches /{self.value}/"
         if self.kind == "json":
             return "valid JSON"
+        if self.kind == "judge":
+            return f"judge score ≥ {self.value:g}" if isinstance(self.value, float) else \
+                f"judge score ≥ {self.value}"
         return f"latency ≤ {self.value:g} s" if isinstance(self.value, float) else \
             f"latency ≤ {self.value} s"
 
-    def passes(self, content: str, e2e_s: float | None, ok: bool) -> bool:
-        """A failed or cut request fails every check."""
+    def passes(self, content: str, e2e_s: float | None, ok: bool,
+               judge_score: float | None = None) -> bool:
+        """A failed or cut request fails every check; a judge check fails without a score."""
         if not ok:
             return False
+        if self.kind == "judge":
+            return judge_score is not None and judge_score >= float(self.value)
         if self.kind == "contains":
             return str(self.value).casefold() in content.casefold()
         if self.kind == "regex":
@@ -118,16 +126,18 @@ class PromptItem:
     name: str = ""
     system: str | None = None
     checks: tuple[Check, ...] = ()
+    reference: str | None = None  # an answer for the judge to compare against (optional)
 
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "name": self.name, "system": self.system,
-                "checks": [c.to_dict() for c in self.checks]}
+                "checks": [c.to_dict() for c in self.checks], "reference": self.reference}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PromptItem:
         return cls(prompt=str(d["prompt"]), name=str(d.get("name") or ""),
                    system=d.get("system") or None,
-                   checks=tuple(Check.from_dict(c) for c in d.get("checks") or []))
+                   checks=tuple(Check.from_dict(c) for c in d.get("checks") or []),
+                   reference=d.get("reference") or None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,8 +237,10 @@ def _from_csv(text: str, label: str) -> list[PromptItem]:
             checks.append(Check("json"))
         if cell("max_latency_s"):
             checks.append(Check("max_latency", _seconds(cell("max_latency_s"), label, line)))
+        if cell("judge"):
+            checks.append(Check("judge", _judge_score(cell("judge"), label, line)))
         items.append(PromptItem(prompt=prompt, name=cell("name"), system=cell("system") or None,
-                                checks=tuple(checks)))
+                                checks=tuple(checks), reference=cell("reference") or None))
     return items
 
 
@@ -263,9 +275,14 @@ def _from_json(text: str, label: str, default_name: str) -> tuple[list[PromptIte
         latency = spec.get("max_latency_s", spec.get("max_latency"))
         if latency is not None:
             checks.append(Check("max_latency", _seconds(str(latency), label, n)))
+        if spec.get("judge") not in (None, "", False):
+            checks.append(Check("judge", _judge_score(str(spec["judge"]), label, n)))
+        reference = entry.get("reference")
         items.append(PromptItem(prompt=str(entry["prompt"]).strip(),
                                 name=str(entry.get("name") or entry.get("id") or ""),
-                                system=entry.get("system") or None, checks=tuple(checks)))
+                                system=entry.get("system") or None, checks=tuple(checks),
+                                reference=str(reference).strip() or None
+                                if reference is not None else None))
     return items, name
 
 
@@ -295,9 +312,23 @@ def _seconds(raw: str, label: str, where: int) -> float:
     return value
 
 
+def _judge_score(raw: str, label: str, where: int) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise PromptSetError(f"{label}, prompt {where}: the judge check “{raw}” is not a score "
+                             "from 1 to 10.") from None
+    if not 1 <= value <= 10:
+        raise PromptSetError(f"{label}, prompt {where}: the judge check needs a score from 1 "
+                             "to 10.")
+    return value
+
+
 def check_results(item: PromptItem, content: str, e2e_s: float | None,
-                  ok: bool) -> list[dict[str, Any]]:
-    return [{"check": c.label, "passed": c.passes(content, e2e_s, ok)} for c in item.checks]
+                  ok: bool, judge_score: float | None = None) -> list[dict[str, Any]]:
+    """Pass/fail of each check. Judge checks are left out when no judge scored the reply."""
+    return [{"check": c.label, "passed": c.passes(content, e2e_s, ok, judge_score)}
+            for c in item.checks if c.kind != "judge" or judge_score is not None]
 
 
 # -- saved sets -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..measure import hardware
 from ..measure.runner import FanOut, Slot
 from ..metrics import GenerationMetrics
 from ..runs import reply_state, run_record
@@ -53,7 +54,8 @@ class ArenaRace:
     def __init__(self, *, store: HistoryStore, client_for: ClientFor, prompt: str,
                  system_prompt: str, setups: Sequence[SlotSetup], prepared: Prepared,
                  models: Mapping[int, ModelInfo | None] | None = None, blind: bool = False,
-                 order: Sequence[int] | None = None, save_every_s: float = 1.0) -> None:
+                 order: Sequence[int] | None = None, save_every_s: float = 1.0,
+                 images: Sequence[str] = ()) -> None:
         if not MIN_SLOTS <= len(setups) <= MAX_SLOTS:
             raise ValueError(f"a race needs {MIN_SLOTS} to {MAX_SLOTS} slots")
         self.store = store
@@ -64,6 +66,7 @@ class ArenaRace:
         self.prepared = prepared
         self._models = models or {}
         self.blind = blind
+        self.images = tuple(images)  # data URLs sent with the prompt (vision models)
         self.order = tuple(order) if order else (blind_order(len(setups)) if blind
                                                  else tuple(range(len(setups))))
         self._save_every_ns = int(save_every_s * 1e9)
@@ -92,7 +95,8 @@ class ArenaRace:
             if error is not None:
                 raise error
             return self._client_for(setup.server).stream_route(
-                setup.route, target, [ChatMessage("user", self.prompt)], options=setup.options,
+                setup.route, target, [ChatMessage("user", self.prompt, images=self.images)],
+                options=setup.options,
                 system_prompt=self.system_prompt or None, reasoning=setup.reasoning)
         return make
 
@@ -169,7 +173,9 @@ class ArenaRace:
                 round_id=self.round_id, slot=SLOT_LABELS[i],
                 contestant=self.setups[i].contestant, route=self.setups[i].route,
                 reasoning_setting=self.setups[i].reasoning, response_id=reply.response_id,
-                **server_stat_fields(reply.server_stats))))
+                **server_stat_fields(reply.server_stats),
+                # its own window: a slot that ended early is recorded when the last one ends
+                **hardware.window_fields(reply.t_request_ns, reply.t_end_ns))))
         final = self.snapshot("done", run_ids)
         record = final.to_record()
         record.pop("id")

@@ -2,6 +2,8 @@
 
 `export_everything()` writes every conversation with its messages, every record table (runs,
 arena rounds, votes, ...) and the settings (never a token) as one JSON document;
+Images sent to vision models go along as data URLs: a conversation message's under its
+"images", an arena round's prompt images in the top-level "images" list.
 `import_everything()` merges such a document back, skipping what is already here, so importing
 the same file twice adds nothing; `delete_history()` empties the store. Only the HistoryStore
 protocol is used, so any backend can be backed up; the settings part goes through a small
@@ -10,6 +12,8 @@ protocol too (SettingsStore provides it), so this module does not depend on the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -21,9 +25,12 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter
 
 from .protocol import (
+    IMAGE_MIMES,
     TABLE_NAME_RE,
     HistoryStore,
     NewConversation,
+    StoredImage,
+    check_image_ids,
     check_new_conversation,
     require_jsonable,
 )
@@ -71,6 +78,7 @@ class ImportReport:
     conversations_skipped: int = 0  # already here (same messages)
     records_added: int = 0
     records_skipped: int = 0  # already here (same id)
+    images_added: int = 0
     settings_added: int = 0
     problems: tuple[str, ...] = ()  # parts that could not be imported, one sentence each
 
@@ -78,6 +86,8 @@ class ImportReport:
     def sentence(self) -> str:
         s = (f"Imported {self.conversations_added} conversation(s), {self.records_added} "
              f"record(s) and {self.settings_added} setting(s).")
+        if self.images_added:
+            s = s[:-1] + f", with {self.images_added} image(s)."
         skipped = self.conversations_skipped + self.records_skipped
         if skipped:
             s += f" Skipped {skipped} already here."
@@ -96,17 +106,26 @@ def export_everything(store: HistoryStore, settings: SettingsPart | None = None)
     """Every conversation with its messages, every record table (runs, votes, ...) and the
     settings (never a token) as one JSON-able document."""
     conversations = []
+    with_images = store.image_keys()
+    conversation_ids = set()
     for c in reversed(store.list_conversations()):  # oldest first: an import keeps the order
+        conversation_ids.add(c.id)
+        messages = []
+        for m in store.messages(c.id):
+            entry: dict[str, Any] = {
+                "role": m.role, "content": m.content, "reasoning": m.reasoning,
+                "model": m.model, "metrics": m.metrics, "state": m.state, "error": m.error,
+                "created": m.created}
+            if (c.id, m.id) in with_images:
+                entry["images"] = _data_urls(store, c.id, m.id)
+            messages.append(entry)
         conversations.append({
             "id": c.id, "title": c.title, "model": c.model, "system_prompt": c.system_prompt,
-            "created": c.created, "updated": c.updated,
-            "messages": [
-                {"role": m.role, "content": m.content, "reasoning": m.reasoning,
-                 "model": m.model, "metrics": m.metrics, "state": m.state, "error": m.error,
-                 "created": m.created}
-                for m in store.messages(c.id)
-            ],
+            "created": c.created, "updated": c.updated, "messages": messages,
         })
+    others = [{"owner": owner, "message": message,
+               "data_urls": _data_urls(store, owner, message)}
+              for owner, message in with_images if owner not in conversation_ids]
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -114,7 +133,32 @@ def export_everything(store: HistoryStore, settings: SettingsPart | None = None)
         "conversations": conversations,
         "tables": {t: store.records(t) for t in store.tables() if t not in LOCAL_TABLES},
         "settings": settings.export_dict() if settings is not None else {},
+        "images": others,
     }
+
+
+def _data_urls(store: HistoryStore, owner_id: str, message_id: str) -> list[str]:
+    return [f"data:{i.mime};base64,{base64.b64encode(i.data).decode('ascii')}"
+            for i in store.load_images(owner_id, message_id)]
+
+
+_DATA_URL = re.compile(r"^data:(image/[a-z]+);base64,([A-Za-z0-9+/=\s]*)$")
+
+
+def _read_data_urls(value: object) -> list[StoredImage]:
+    """Data URLs of PNG/JPEG/WebP images -> StoredImage; ValueError for anything else."""
+    if not isinstance(value, list):
+        raise ValueError("its images are not a list of data URLs")
+    out = []
+    for url in value:
+        m = _DATA_URL.match(url) if isinstance(url, str) else None
+        if m is None or m.group(1) not in IMAGE_MIMES:
+            raise ValueError("an image is not a PNG, JPEG or WebP data URL")
+        try:
+            out.append(StoredImage(m.group(1), base64.b64decode(m.group(2), validate=False)))
+        except (binascii.Error, ValueError):
+            raise ValueError("an image's data is not base64") from None
+    return out
 
 
 def export_json(store: HistoryStore, settings: SettingsPart | None = None) -> str:
@@ -215,6 +259,9 @@ class _Plan:
     prints: list[str]
     tables: dict[str, list[dict[str, Any]]]
     settings: Mapping[str, Any] | None
+    # per conversation, per message: its images; and (owner, message, images) of the rest
+    conversation_images: list[list[list[StoredImage]]]
+    other_images: list[tuple[str, str, list[StoredImage]]]
 
 
 _CONVERSATION = TypeAdapter(NewConversation)
@@ -252,12 +299,33 @@ def plan_import(data: str | bytes | Mapping[str, Any], settings: SettingsPart | 
     if not isinstance(raw_conversations, list):
         problems.append("The file's “conversations” is not a list of conversations.")
         raw_conversations = []
+    conversation_images: list[list[list[StoredImage]]] = []
     for i, entry in enumerate(raw_conversations, 1):
         try:
             conversations.append(_read_conversation(entry))
+            conversation_images.append([
+                _read_data_urls(m["images"]) if isinstance(m, Mapping) and "images" in m else []
+                for m in entry.get("messages") or []])
         except (ValueError, TypeError) as e:
             problems += validation_sentences(e, f"Conversation {i}") if hasattr(
                 e, "errors") else [f"Conversation {i}: {str(e).rstrip('.')}."]
+    other_images: list[tuple[str, str, list[StoredImage]]] = []
+    raw_images = data.get("images", [])
+    if not isinstance(raw_images, list):
+        problems.append("The file's “images” is not a list of images.")
+        raw_images = []
+    for i, entry in enumerate(raw_images, 1):
+        try:
+            if not isinstance(entry, Mapping):
+                raise ValueError("is not an image entry")
+            check_image_ids(entry.get("owner"), entry.get("message"))
+            other_images.append((entry["owner"], entry["message"],
+                                 _read_data_urls(entry.get("data_urls"))))
+        except ValueError as e:
+            # the ids are untrusted text: the sentence never repeats them
+            reason = "its ids are not usable" if "image" in str(e) and "id" in str(e) \
+                else str(e).rstrip(".")
+            problems.append(f"Image entry {i}: {reason}.")
     tables: dict[str, list[dict[str, Any]]] = {}
     raw_tables = data.get("tables", {})
     if not isinstance(raw_tables, Mapping):
@@ -304,7 +372,8 @@ def plan_import(data: str | bytes | Mapping[str, Any], settings: SettingsPart | 
     prints = [_fingerprint(c.system_prompt, [asdict(m) for m in c.messages])
               for c in conversations]
     return _Plan(conversations=conversations, prints=prints, tables=tables,
-                 settings=raw_settings)
+                 settings=raw_settings, conversation_images=conversation_images,
+                 other_images=other_images)
 
 
 def import_everything(
@@ -320,14 +389,28 @@ def import_everything(
     known = {_fingerprint(c.system_prompt, [asdict(m) for m in store.messages(c.id)])
              for c in store.list_conversations()}
     new: list[NewConversation] = []
+    new_images: list[list[list[StoredImage]]] = []
     skipped = 0
-    for conv, print_ in zip(plan.conversations, plan.prints, strict=True):
+    for conv, print_, pictures in zip(plan.conversations, plan.prints,
+                                      plan.conversation_images, strict=True):
         if print_ in known:
             skipped += 1
             continue
         known.add(print_)
         new.append(conv)
-    store.import_conversations(new)
+        new_images.append(pictures)
+    images_added = 0
+    for made, pictures in zip(store.import_conversations(new), new_images, strict=True):
+        if not any(pictures):
+            continue
+        for message, kept in zip(store.messages(made.id), pictures, strict=False):
+            if kept:
+                store.save_images(made.id, message.id, kept)
+                images_added += len(kept)
+    for owner, message_id, kept in plan.other_images:
+        if kept and not store.load_images(owner, message_id):
+            store.save_images(owner, message_id, kept)
+            images_added += len(kept)
     rec_added = rec_skipped = 0
     for table, records in plan.tables.items():
         have = {r.get("id") for r in store.records(table)}
@@ -347,7 +430,7 @@ def import_everything(
         settings_added = settings.merge(plan.settings)
     return ImportReport(conversations_added=len(new), conversations_skipped=skipped,
                         records_added=rec_added, records_skipped=rec_skipped,
-                        settings_added=settings_added)
+                        settings_added=settings_added, images_added=images_added)
 
 
 def delete_history(store: HistoryStore) -> None:

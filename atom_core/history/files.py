@@ -96,6 +96,24 @@ def atomic_write_json(path: Path, data: object, *, durable: bool = True) -> None
         fsync_dir(path.parent)  # so that the rename itself survives a power cut
 
 
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """`atomic_write_json` for raw bytes (images): a temp file beside `path`, renamed over it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def process_lock(lock_file: Path) -> Iterator[None]:
     """Holds an exclusive lock on `lock_file` (created mode 0600) across processes for the

@@ -24,6 +24,9 @@ from .protocol import (
     Message,
     NewConversation,
     RunsDelta,
+    StoredImage,
+    check_image_ids,
+    check_images,
     check_message_fields,
     check_new_conversation,
     check_str_fields,
@@ -49,6 +52,7 @@ class MemoryHistoryStore:
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[str, list[Message]] = {}
         self._tables: dict[str, list[dict[str, Any]]] = {}
+        self._images: dict[tuple[str, str], tuple[StoredImage, ...]] = {}
         # runs_since: a generation that changes whenever runs change other than by appends
         self._runs_generation = uuid.uuid4().hex
 
@@ -118,6 +122,7 @@ class MemoryHistoryStore:
             self._require(conversation_id)
             del self._conversations[conversation_id]
             del self._messages[conversation_id]
+            self.delete_images(conversation_id)
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -302,6 +307,30 @@ class MemoryHistoryStore:
             return RunsDelta(token=(self._runs_generation, len(rows)), start=start,
                              rows=[copy_json(r) for r in rows[start:]])
 
+    # -- images -----------------------------------------------------------------------------------
+
+    def save_images(self, owner_id: str, message_id: str, images: Sequence[StoredImage]) -> None:
+        check_image_ids(owner_id, message_id)
+        check_images(images)
+        with self._lock:
+            if images:
+                self._images[(owner_id, message_id)] = tuple(images)
+            else:
+                self._images.pop((owner_id, message_id), None)
+
+    def load_images(self, owner_id: str, message_id: str) -> list[StoredImage]:
+        with self._lock:
+            return list(self._images.get((owner_id, message_id), ()))
+
+    def delete_images(self, owner_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._images if k[0] == owner_id]:
+                del self._images[key]
+
+    def image_keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._images)
+
     # -- housekeeping -----------------------------------------------------------------------------
 
     def delete_all(self) -> None:
@@ -309,13 +338,15 @@ class MemoryHistoryStore:
             self._conversations.clear()
             self._messages.clear()
             self._tables.clear()
+            self._images.clear()
             self._runs_generation = uuid.uuid4().hex
 
     def size_bytes(self) -> int:
         with self._lock:
             convs = [(c.title, c.system_prompt, [m.content for m in self._messages[c.id]])
                      for c in self._conversations.values()]
-            return len(json.dumps([convs, self._tables], ensure_ascii=False).encode())
+            pictures = sum(len(i.data) for kept in self._images.values() for i in kept)
+            return len(json.dumps([convs, self._tables], ensure_ascii=False).encode()) + pictures
 
 
 def _copy_message(m: Message) -> Message:

@@ -30,6 +30,8 @@ __all__ = [
     "RunsDelta",
     "SchemaTooNewError",
     "StoreError",
+    "StoredImage",
+    "check_image_ids",
     "check_message_fields",
     "check_table_name",
     "copy_json",
@@ -114,6 +116,34 @@ class RunsDelta:
     token: Hashable  # pass it to the next runs_since()
     start: int
     rows: list[dict[str, Any]]
+
+
+IMAGE_MIMES: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp"})
+_IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One image kept with a message (vision models): its type and encoded bytes."""
+
+    mime: str  # one of IMAGE_MIMES
+    data: bytes
+
+
+def check_image_ids(owner_id: object, message_id: object) -> None:
+    """Images belong to a conversation or arena round (`owner_id`) and one of its messages;
+    both must be plain ids (letters, digits, '_', '-', '.'; not "." or "..")."""
+    for what, value in (("owner id", owner_id), ("message id", message_id)):
+        if (not isinstance(value, str) or not _IMAGE_ID_RE.match(value)
+                or value in (".", "..")):
+            raise ValueError(f"not a usable image {what}: {value!r}")
+
+
+def check_images(images: Sequence[StoredImage]) -> None:
+    for image in images:
+        if not isinstance(image, StoredImage) or image.mime not in IMAGE_MIMES \
+                or not isinstance(image.data, bytes):
+            raise ValueError("images must be StoredImage(mime PNG/JPEG/WebP, bytes)")
 
 
 @runtime_checkable
@@ -232,10 +262,30 @@ class HistoryStore(Protocol):
         """The names of the record tables written so far ("runs" among them once used)."""
         ...
 
+    # -- images ------------------------------------------------------------------------------------
+
+    def save_images(self, owner_id: str, message_id: str, images: Sequence[StoredImage]) -> None:
+        """Keeps the images of one message of a conversation or arena round (`owner_id`), in
+        order, replacing any it had ([] removes them). Bad ids raise ValueError."""
+        ...
+
+    def load_images(self, owner_id: str, message_id: str) -> list[StoredImage]:
+        """The images kept with a message, in order ([] for none, or for ids that are not
+        usable)."""
+        ...
+
+    def delete_images(self, owner_id: str) -> None:
+        """Forgets every image of a conversation or round (deleting a conversation does it)."""
+        ...
+
+    def image_keys(self) -> list[tuple[str, str]]:
+        """(owner id, message id) of every message that has images (backups)."""
+        ...
+
     # -- housekeeping ----------------------------------------------------------------------------
 
     def delete_all(self) -> None:
-        """Deletes every conversation, message, run and record. Other ATOM processes on the
+        """Deletes every conversation, message, run, record and image. Other ATOM processes on the
         same history never see half of it gone mid-write."""
         ...
 

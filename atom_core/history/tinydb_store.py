@@ -10,6 +10,8 @@ splitting the history into many bounded TinyDB files::
       index/000000.json ...         conversation index shards: <= index_shard_rows conversations
       conversations/<id>.json       one per conversation: its "conversation" row and its "messages"
       tables/<name>/000000.json ... append-only record shards ("runs", "votes", ...): <= shard_rows
+      images/<owner>/<message>-<n>.<png|jpg|webp>  images sent with a message (vision models);
+                                    <owner> is a conversation or arena round id
 
 Ids are ``<shard>-<16 hex>`` (``000003-9f1c2a0b4d5e6f70``): the first part names the index shard
 (conversations) or the table shard (records) that holds the row, so an update reads and rewrites
@@ -49,7 +51,13 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from ..types import MessageState
-from .files import atomic_write_json, private_dir, process_lock, remove_temp_files
+from .files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    private_dir,
+    process_lock,
+    remove_temp_files,
+)
 from .migrations import META_FILE as _META_FILE
 from .migrations import (
     MIGRATIONS,
@@ -67,7 +75,10 @@ from .protocol import (
     NewConversation,
     RunsDelta,
     SchemaTooNewError,
+    StoredImage,
     StoreError,
+    check_image_ids,
+    check_images,
     check_message_fields,
     check_new_conversation,
     check_table_name,
@@ -106,6 +117,9 @@ _LOCK_FILE = "store.lock"
 _INDEX_DIR = "index"
 _CONVERSATIONS_DIR = "conversations"
 _TABLES_DIR = "tables"
+_IMAGES_DIR = "images"
+_IMAGE_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_EXT_IMAGE = {ext: mime for mime, ext in _IMAGE_EXT.items()}
 # TinyDB table names inside the files
 _INDEX_TABLE = "conversations"
 _CONVERSATION_TABLE = "conversation"
@@ -388,6 +402,7 @@ class TinyDBHistoryStore:
         self._index_dir = self.data_dir / _INDEX_DIR
         self._conversations_dir = self.data_dir / _CONVERSATIONS_DIR
         self._tables_dir = self.data_dir / _TABLES_DIR
+        self._images_dir = self.data_dir / _IMAGES_DIR
         self._files = _JsonFiles(
             durable=durable,
             keep=lambda p: p.parent != self._conversations_dir,
@@ -453,7 +468,8 @@ class TinyDBHistoryStore:
         with self._lock, process_lock(self.data_dir / _LOCK_FILE):
             removed = remove_temp_files(self.data_dir, targets=frozenset({_META_FILE}),
                                         recursive=False)
-            for folder in (self._index_dir, self._conversations_dir, self._tables_dir):
+            for folder in (self._index_dir, self._conversations_dir, self._tables_dir,
+                           *(self._images_dir.iterdir() if self._images_dir.is_dir() else ())):
                 if folder.is_dir():
                     removed += remove_temp_files(folder)
         if removed:
@@ -801,6 +817,7 @@ class TinyDBHistoryStore:
             self._search_text.pop(path, None)
             with self._db(index_path) as db:
                 db.table(_INDEX_TABLE).remove(doc_ids=[doc_id])
+            self.delete_images(conversation_id)
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -1113,13 +1130,88 @@ class TinyDBHistoryStore:
             with self._db(self._index_path(shard)) as db:
                 db.table(_INDEX_TABLE).insert_multiple(docs)
 
+    # -- images -------------------------------------------------------------------------------
+
+    def _image_files(self, folder: Path, message_id: str) -> list[tuple[int, Path, str]]:
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        prefix = f"{message_id}-"
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            index, _, ext = name[len(prefix):].partition(".")
+            if index.isdigit() and ext in _EXT_IMAGE:
+                found.append((int(index), folder / name, _EXT_IMAGE[ext]))
+        return sorted(found)
+
+    def save_images(self, owner_id: str, message_id: str, images: Sequence[StoredImage]) -> None:
+        check_image_ids(owner_id, message_id)
+        check_images(images)
+        folder = self._images_dir / owner_id
+        with self._writing():
+            old = self._image_files(folder, message_id)
+            if images:
+                folder.mkdir(parents=True, exist_ok=True)
+            written = set()
+            for n, image in enumerate(images):
+                path = folder / f"{message_id}-{n}.{_IMAGE_EXT[image.mime]}"
+                atomic_write_bytes(path, image.data, durable=self._files.durable)
+                written.add(path)
+            for _, path, _ in old:
+                if path not in written:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+    def load_images(self, owner_id: str, message_id: str) -> list[StoredImage]:
+        try:
+            check_image_ids(owner_id, message_id)
+        except ValueError:
+            return []
+        out = []
+        for _, path, mime in self._image_files(self._images_dir / owner_id, message_id):
+            try:
+                out.append(StoredImage(mime, path.read_bytes()))
+            except OSError:
+                continue
+        return out
+
+    def delete_images(self, owner_id: str) -> None:
+        try:
+            check_image_ids(owner_id, "x")
+        except ValueError:
+            return
+        with self._writing():
+            shutil.rmtree(self._images_dir / owner_id, ignore_errors=True)
+
+    def image_keys(self) -> list[tuple[str, str]]:
+        keys = set()
+        try:
+            owners = os.listdir(self._images_dir)
+        except FileNotFoundError:
+            return []
+        for owner in owners:
+            try:
+                names = os.listdir(self._images_dir / owner)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                stem, _, ext = name.rpartition(".")
+                message, _, index = stem.rpartition("-")
+                if ext in _EXT_IMAGE and index.isdigit() and message:
+                    keys.add((owner, message))
+        return sorted(keys)
+
     def delete_all(self) -> None:
         """Removes the index, conversation and table folders under the write locks (meta.json,
         the lock file and the settings files stay)."""
         if not self.data_dir.is_dir():
             return
         with self._writing():
-            for folder in (self._index_dir, self._conversations_dir, self._tables_dir):
+            for folder in (self._index_dir, self._conversations_dir, self._tables_dir,
+                           self._images_dir):
                 shutil.rmtree(folder, ignore_errors=True)
             self._files.clear()
             self._search_text.clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -210,14 +210,18 @@ class LMStudioClient:
         options: SamplingOptions | None = None,
         system_prompt: str | None = None,
         ttl: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> ChatStream:
         """Starts a streamed reply (`POST /v1/chat/completions`, `stream: true`).
 
         Nothing is sent until the stream is iterated. `system_prompt`, when given, is sent as
         the first message. `ttl` (seconds) asks LM Studio to unload a model this request loads
-        just-in-time after that long idle.
+        just-in-time after that long idle. `response_format` is sent as given (the judge asks
+        for a JSON schema).
         """
         body = self._chat_body(model, messages, options, system_prompt, ttl)
+        if response_format is not None:
+            body["response_format"] = dict(response_format)
         request = self.build_request(
             "POST", "/v1/chat/completions", json=body, timeout=stream_timeout(self.limits)
         )

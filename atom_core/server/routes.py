@@ -162,6 +162,42 @@ def _transcript(messages: Sequence[ChatMessage]) -> str:
     return "\n\n".join(f"{names[m.role]}: {m.content}" for m in turns)
 
 
+def _native_input(messages: Sequence[ChatMessage], stateful: bool) -> str | list[dict[str, Any]]:
+    """The native route's `input`: plain text, or with images, a text item and one
+    `{"type": "image", "data_url": ...}` item per image (the images of the user messages sent:
+    the last one when continuing a stored conversation, otherwise all of them)."""
+    text = _last_user_text(messages) if stateful else _transcript(messages)
+    users = [m for m in messages if m.role == "user"]
+    sent = users[-1:] if stateful else users
+    images = [url for m in sent for url in m.images]
+    if not images:
+        return text
+    return [{"type": "text", "content": text}] + [
+        {"type": "image", "data_url": url} for url in images]
+
+
+def _responses_content(m: ChatMessage) -> str | list[dict[str, Any]]:
+    """A Responses-API message's content: text, or with images `input_text` + `input_image`."""
+    if not m.images:
+        return m.content
+    return [{"type": "input_text", "text": m.content}] + [
+        {"type": "input_image", "image_url": url} for url in m.images]
+
+
+def _messages_content(m: ChatMessage) -> str | list[dict[str, Any]]:
+    """An Anthropic message's content: text, or with images a text block and one base64
+    `image` block per data URL (a URL that is not a base64 data URL is left out)."""
+    if not m.images:
+        return m.content
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}]
+    for url in m.images:
+        head, sep, data = url.partition(";base64,")
+        if sep and head.startswith("data:"):
+            blocks.append({"type": "image", "source": {
+                "type": "base64", "media_type": head[len("data:"):], "data": data}})
+    return blocks
+
+
 def _system(messages: Sequence[ChatMessage], system_prompt: str | None) -> str | None:
     parts = [system_prompt or ""] + [m.content for m in messages if m.role == "system"]
     text = "\n\n".join(p for p in parts if p.strip())
@@ -183,7 +219,7 @@ def native_body(
     o = options or SamplingOptions()
     body: dict[str, Any] = {
         "model": model,
-        "input": _last_user_text(messages) if previous_response_id else _transcript(messages),
+        "input": _native_input(messages, bool(previous_response_id)),
         "stream": True,
         "store": store,
     }
@@ -214,10 +250,10 @@ def responses_body(
     o = options or SamplingOptions()
     turns = [m for m in messages if m.role != "system"]
     if previous_response_id:
-        turns = [ChatMessage("user", _last_user_text(messages))]
+        turns = [m for m in messages if m.role == "user"][-1:] or [ChatMessage("user", "")]
     body: dict[str, Any] = {
         "model": model,
-        "input": [{"role": m.role, "content": m.content} for m in turns],
+        "input": [{"role": m.role, "content": _responses_content(m)} for m in turns],
         "stream": True,
     }
     if system := _system(messages, system_prompt):
@@ -245,7 +281,7 @@ def messages_body(
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": o.max_tokens or MESSAGES_DEFAULT_MAX_TOKENS,
-        "messages": [{"role": m.role, "content": m.content} for m in messages
+        "messages": [{"role": m.role, "content": _messages_content(m)} for m in messages
                      if m.role != "system"],
         "stream": True,
     }

@@ -22,6 +22,7 @@ from httpx_sse import ServerSentEvent, SSEError
 
 from ..config import DEFAULT_LIMITS, StreamLimits
 from ..errors import AtomError, ServerError, StreamInterrupted, StreamStalled
+from ..measure import hardware
 from ..metrics import GenerationMetrics, compute_metrics
 from ..types import StreamEvent
 from .http_errors import cap, error_for_response, from_transport, is_error_body, stream_error
@@ -342,6 +343,10 @@ class SSEStream:
             self.t_end_ns = time.perf_counter_ns()
 
     def _events(self) -> Iterator[StreamEvent]:
+        with hardware.in_flight():  # the machine is sampled while any request is in flight
+            yield from self._send_and_read()
+
+    def _send_and_read(self) -> Iterator[StreamEvent]:
         self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
         self._watch = watch = StallWatch(self._limits, self.t_call_ns)
         try:

@@ -202,3 +202,47 @@ def test_settings_read_defensively(settings: SettingsStore) -> None:
     assert loaded.ttl_seconds == MAX_TTL_SECONDS  # clamped to what the page's input allows
     assert loaded.default_profile is None and dict(loaded.model_presets) == {}
     assert loaded.templates == ()
+
+
+@pytest.mark.parametrize("backend", ["tinydb", "memory"])
+def test_images_travel_with_the_export_and_come_back_on_import(backend: str,
+                                                              tmp_path: Path) -> None:
+    from atom_core.history.protocol import StoredImage
+
+    def make(name: str) -> TinyDBHistoryStore | MemoryHistoryStore:
+        return (TinyDBHistoryStore(tmp_path / name, durable=False) if backend == "tinydb"
+                else MemoryHistoryStore(name))
+
+    home = make("home")
+    c = home.create_conversation(title="Pictures")
+    user = home.add_message(c.id, role="user", content="What colour?")
+    home.add_message(c.id, role="assistant", content="Red.")
+    png = StoredImage("image/png", b"\x89PNG-red")
+    home.save_images(c.id, user.id, [png, png])
+    home.save_images("round-1", "prompt", [StoredImage("image/webp", b"RIFF-webp")])
+    doc = json.loads(export_json(home))
+    first, second = doc["conversations"][0]["messages"]
+    assert first["images"] == ["data:image/png;base64,iVBORy1yZWQ="] * 2
+    assert "images" not in second
+    assert doc["images"] == [{"owner": "round-1", "message": "prompt",
+                              "data_urls": ["data:image/webp;base64,UklGRi13ZWJw"]}]
+
+    away = make("away")
+    report = import_everything(away, None, doc)
+    assert report.images_added == 3 and "3 image(s)" in report.sentence
+    (conv,) = away.list_conversations()
+    got_user, got_reply = away.messages(conv.id)
+    assert away.load_images(conv.id, got_user.id) == [png, png]
+    assert away.load_images(conv.id, got_reply.id) == []
+    assert [i.mime for i in away.load_images("round-1", "prompt")] == ["image/webp"]
+    again = import_everything(away, None, doc)
+    assert again.images_added == 0 and len(away.image_keys()) == 2
+
+    bad = json.loads(json.dumps(doc))
+    bad["conversations"][0]["messages"][0]["images"] = ["data:text/html;base64,PGI+"]
+    bad["images"][0]["owner"] = "../../etc"
+    with pytest.raises(ImportRefused) as refused:
+        import_everything(make("bad"), None, bad)
+    text = " ".join(refused.value.problems)
+    assert "not a PNG, JPEG or WebP" in text and "ids are not usable" in text
+    assert "etc" not in text  # the file's text is never repeated

@@ -221,3 +221,32 @@ def test_nothing_outside_history_knows_its_files_shards_or_locks() -> None:
     found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in files
              for n, line in enumerate(p.read_text().splitlines(), 1) if leaks.search(line)]
     assert not found, "\n".join(found)
+
+
+def test_images_are_kept_per_message_replaced_listed_and_deleted(store: HistoryStore) -> None:
+    from atom_core.history.protocol import StoredImage
+
+    c = store.create_conversation(title="Pictures")
+    m = store.add_message(c.id, role="user", content="What colour?")
+    png, jpg = StoredImage("image/png", b"\x89PNG-1"), StoredImage("image/jpeg", b"\xff\xd8-2")
+    assert store.load_images(c.id, m.id) == [] and store.image_keys() == []
+    store.save_images(c.id, m.id, [png, jpg])
+    store.save_images("round-1", "prompt", [jpg])
+    assert store.load_images(c.id, m.id) == [png, jpg]
+    assert store.image_keys() == sorted([(c.id, m.id), ("round-1", "prompt")])
+    store.save_images(c.id, m.id, [jpg])  # replaces, never appends
+    assert store.load_images(c.id, m.id) == [jpg]
+    assert store.size_bytes() > 0
+    for bad in ("../x", "..", "", "a/b"):
+        with pytest.raises(ValueError):
+            store.save_images(bad, "m", [png])
+        assert store.load_images(bad, "m") == []
+    with pytest.raises(ValueError):
+        store.save_images(c.id, m.id, [StoredImage("image/gif", b"GIF")])
+    store.delete_conversation(c.id)  # takes its images with it
+    assert store.load_images(c.id, m.id) == [] and store.image_keys() == [("round-1", "prompt")]
+    store.delete_images("round-1")
+    assert store.image_keys() == []
+    store.save_images("round-2", "prompt", [png])
+    store.delete_all()
+    assert store.image_keys() == [] and store.load_images("round-2", "prompt") == []

@@ -439,3 +439,32 @@ def test_an_arena_slot_carries_a_reasoning_setting_where_its_route_takes_one() -
         SlotResult(label=x, server=BASE, model="m", target="m", contestant="m",
                    state="complete") for x in "AB"))
     assert not [r for r in stat_rows(plain) if r.key == "reasoning"]
+def test_images_go_in_each_routes_own_shape() -> None:
+    from atom_core.server.routes import messages_body, native_body, responses_body
+    from atom_core.types import ChatMessage
+
+    url = "data:image/png;base64,iVBORw0KGgo="
+    first = ChatMessage("user", "old picture", images=("data:image/jpeg;base64,/9j/",))
+    history = [first, ChatMessage("assistant", "A cat."),
+               ChatMessage("user", "And this?", images=(url,))]
+    # native: a text item, then one image item per picture sent (all of them without state,
+    # the last message's when continuing a stored conversation)
+    fresh = native_body("m", history)["input"]
+    assert fresh[0]["type"] == "text" and "User: And this?" in fresh[0]["content"]
+    assert [i["type"] for i in fresh] == ["text", "image", "image"]
+    assert fresh[2] == {"type": "image", "data_url": url}
+    stateful = native_body("m", history, previous_response_id="resp_1")["input"]
+    assert stateful == [{"type": "text", "content": "And this?"},
+                        {"type": "image", "data_url": url}]
+    assert native_body("m", [ChatMessage("user", "hi")])["input"] == "hi"  # no images: text
+    # responses: input_text + input_image parts
+    turns = responses_body("m", history, previous_response_id="resp_1")["input"]
+    assert turns == [{"role": "user", "content": [{"type": "input_text", "text": "And this?"},
+                                                   {"type": "input_image", "image_url": url}]}]
+    # messages (Anthropic): base64 image blocks
+    last = messages_body("m", history)["messages"][-1]["content"]
+    assert last[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                   "data": "iVBORw0KGgo="}}
+    # completions: image_url parts (ChatMessage.to_request)
+    parts = history[-1].to_request()["content"]
+    assert parts[1] == {"type": "image_url", "image_url": {"url": url}}
