@@ -20,10 +20,7 @@ from pages import _ui as ui
 
 def current_round(store: ui.HistoryStore) -> ArenaRound | None:
     """The round this session last ran, else the latest saved one (a reload shows it again)."""
-    rounds = arena.load_rounds(store)
-    wanted = st.session_state.get("arena_round_id")
-    found = next((r for r in rounds if r.id == wanted), None)
-    return found or (rounds[-1] if rounds and wanted is None else None)
+    return arena.current_round(store, st.session_state.get("arena_round_id"))
 
 
 def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:

@@ -8,7 +8,15 @@ stored round, votes, reveal), ``results`` (the results grid), ``leaderboard``, `
 from .leaderboard import leaderboard, vote_signature
 from .race import ArenaRace
 from .results import HELP, fact_rows, live_line, stat_rows
-from .rounds import ROUNDS_TABLE, ArenaRound, load_rounds, read_rounds, record_vote, reveal
+from .rounds import (
+    ROUNDS_TABLE,
+    ArenaRound,
+    current_round,
+    load_rounds,
+    read_rounds,
+    record_vote,
+    reveal,
+)
 from .setup import (
     SLOT_LABELS,
     Prepared,
@@ -31,6 +39,7 @@ __all__ = [
     "SLOT_LABELS",
     "SlotSetup",
     "contestant_name",
+    "current_round",
     "default_models",
     "default_picks",
     "fact_rows",

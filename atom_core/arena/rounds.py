@@ -195,17 +195,26 @@ def read_rounds(store: HistoryStore) -> tuple[list[ArenaRound], int]:
     out = []
     unreadable = 0
     for d in store.records(ROUNDS_TABLE):
-        try:
-            r = check_round_record(d)
-        except (ValueError, TypeError):
+        r = _readable(d)
+        if r is None:
             unreadable += 1
             continue
-        if r.state == "running":
-            r = replace(r, state="done", slots=tuple(
-                replace(s, state="interrupted") if s.state == "running" else s for s in r.slots))
         out.append(r)
     out.sort(key=lambda r: r.ts)
     return out, unreadable
+
+
+def _readable(d: Any) -> ArenaRound | None:
+    """The round a stored record holds, settled (see read_rounds), or None if it does not
+    read as one."""
+    try:
+        r = check_round_record(d)
+    except (ValueError, TypeError):
+        return None
+    if r.state == "running":
+        r = replace(r, state="done", slots=tuple(
+            replace(s, state="interrupted") if s.state == "running" else s for s in r.slots))
+    return r
 
 
 def load_rounds(store: HistoryStore) -> list[ArenaRound]:
@@ -214,7 +223,26 @@ def load_rounds(store: HistoryStore) -> list[ArenaRound]:
 
 
 def get_round(store: HistoryStore, round_id: str) -> ArenaRound | None:
-    return next((r for r in load_rounds(store) if r.id == round_id), None)
+    """The saved round with this id, or None (none saved, or its record does not read as a
+    round). Reads one record."""
+    d = store.record(ROUNDS_TABLE, round_id)
+    return _readable(d) if d is not None else None
+
+
+def current_round(store: HistoryStore, wanted: str | None) -> ArenaRound | None:
+    """The round the Race view shows: `wanted` (this session's last), else with none wanted
+    the newest saved one. Reads one record, not every round: the view calls it on every rerun.
+    An unreadable record never raises: a wanted one gives None; if the newest is unreadable,
+    the newest readable round (read_rounds, which skips and counts such rows)."""
+    if wanted is not None:
+        return get_round(store, wanted)
+    d = store.last_record(ROUNDS_TABLE)
+    if d is None:
+        return None
+    if (r := _readable(d)) is not None:
+        return r
+    rounds = load_rounds(store)
+    return rounds[-1] if rounds else None
 
 
 def record_vote(store: HistoryStore, rnd: ArenaRound, outcome: Outcome,

@@ -269,6 +269,20 @@ class MemoryHistoryStore:
         with self._lock:
             return [copy_json(r) for r in self._tables.get(table, [])]
 
+    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
+        check_table_name(table)
+        with self._lock:
+            for row in reversed(self._tables.get(table, [])):
+                if row.get("id") == record_id:
+                    return copy_json(row)
+        return None
+
+    def last_record(self, table: str) -> dict[str, Any] | None:
+        check_table_name(table)
+        with self._lock:
+            rows = self._tables.get(table, [])
+            return copy_json(rows[-1]) if rows else None
+
     def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         check_table_name(table)
         if not isinstance(changes, dict):

@@ -254,6 +254,17 @@ class HistoryStore(Protocol):
         """Every record of `table`, oldest first ([] for a table never written)."""
         ...
 
+    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
+        """One record of `table` by its id, or None (an unknown id, a table never written).
+        Costs about one record, not the table: for a page that shows one of many (the Arena's
+        Race view, on every rerun)."""
+        ...
+
+    def last_record(self, table: str) -> dict[str, Any] | None:
+        """The record appended to `table` last (what `records(table)[-1]` would be), or None
+        for an empty table. Costs about one record, not the table."""
+        ...
+
     def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Merges `changes` into the record and returns the updated record."""
         ...

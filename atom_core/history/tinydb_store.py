@@ -160,6 +160,11 @@ def _parse_tables(raw: bytes) -> Tables:
     return data
 
 
+def _doc_number(doc_id: str) -> int:
+    """A TinyDB document id as a number (-1 for a key that is not one, in a damaged file)."""
+    return int(doc_id) if doc_id.isdigit() else -1
+
+
 class _JsonFiles:
     """Reads TinyDB files with plain `json` and caches each parse by (mtime_ns, size, inode).
 
@@ -1002,6 +1007,30 @@ class TinyDBHistoryStore:
             for doc_id, doc in table.items():
                 if doc.get("id") == record_id:
                     return path, int(doc_id)
+        return None
+
+    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
+        """Reads the shard the id names (a caller-chosen id: shards newest first until found)."""
+        folder = self._table_dir(table)
+        with self._lock:
+            found = self._locate_record(folder, record_id)
+            if found is None:
+                return None
+            path, doc_id = found
+            data = self._files.load(path) or {}
+            doc = data.get(_RECORDS_TABLE, {}).get(str(doc_id))
+            return copy_json(doc) if doc is not None else None
+
+    def last_record(self, table: str) -> dict[str, Any] | None:
+        """Reads the newest shard (an older one only if the newest holds nothing); TinyDB's
+        document ids grow with each insert, so the highest is the last appended."""
+        folder = self._table_dir(table)
+        with self._lock:
+            for shard in reversed(self._shard_numbers(folder)):
+                docs = (self._files.load(self._shard_path(folder, shard)) or {}).get(
+                    _RECORDS_TABLE, {})
+                if docs:
+                    return copy_json(docs[max(docs, key=_doc_number)])
         return None
 
     def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:

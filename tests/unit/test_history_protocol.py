@@ -162,6 +162,29 @@ def test_records_and_tables(store: HistoryStore) -> None:
     assert len(store.records("votes")) == 8  # the refused batch wrote nothing
 
 
+def test_one_record_by_id_and_the_last_appended(store: HistoryStore) -> None:
+    assert store.record("votes", "no-such-id") is None and store.last_record("votes") is None
+    ids = [store.append("votes", {"n": i}) for i in range(7)]  # several shards in TinyDB
+    assert [store.record("votes", i)["n"] for i in ids] == list(range(7))  # type: ignore[index]
+    assert store.last_record("votes") == store.records("votes")[-1] and store.last_record(
+        "votes")["n"] == 6  # type: ignore[index]
+    own = store.append("votes", {"id": "vote-x", "n": 7, "ts": 5.0})  # an older ts, appended last
+    assert store.record("votes", own) == {"id": "vote-x", "n": 7, "ts": 5.0}
+    assert store.last_record("votes") == store.records("votes")[-1] == store.record("votes", own)
+    store.update_record("votes", ids[2], {"n": "changed"})
+    assert store.record("votes", ids[2])["n"] == "changed"  # type: ignore[index]
+    store.record("votes", ids[0])["n"] = "mutated"  # type: ignore[index]
+    store.last_record("votes")["n"] = "mutated"  # type: ignore[index]
+    assert store.record("votes", ids[0])["n"] == 0 and store.last_record("votes")["n"] == 7  # type: ignore[index]
+    assert store.record("votes", "") is None and store.record("runs", ids[0]) is None
+    with pytest.raises(ValueError):
+        store.record("../escape", ids[0])
+    with pytest.raises(ValueError):
+        store.last_record("../escape")
+    store.delete_all()
+    assert store.record("votes", ids[0]) is None and store.last_record("votes") is None
+
+
 def _replay(store: HistoryStore, token: Any, held: list[dict[str, Any]]) -> tuple[Any, int]:
     delta = store.runs_since(token)
     assert 0 <= delta.start <= len(held)

@@ -306,6 +306,34 @@ def test_generic_tables(tmp_path: Path) -> None:
     assert len(s.records("votes")) == 8
 
 
+def test_record_and_last_record_read_one_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the Arena's Race view relies on, every rerun: one record costs one shard file,
+    whatever the table's size (a cold store: another process, nothing cached)."""
+    folder = tmp_path / "data"
+    ids = small_store(folder).append_many("arena_rounds", ({"n": i} for i in range(10)))
+    shards = sorted(p.name for p in (folder / "tables" / "arena_rounds").glob("0*.json"))
+    assert shards == ["000000.json", "000001.json", "000002.json", "000003.json"]
+    read: list[str] = []
+    real = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        read.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    s = small_store(folder)
+    assert s.record("arena_rounds", ids[4])["n"] == 4  # type: ignore[index]
+    assert read == ["000001.json"]
+    read.clear()
+    assert small_store(folder).last_record("arena_rounds")["n"] == 9  # type: ignore[index]
+    assert read == ["000003.json"]
+    read.clear()
+    assert s.record("arena_rounds", ids[4])["n"] == 4  # type: ignore[index]
+    assert read == []  # unchanged since: from the parse cache
+
+
 def test_append_many_fills_the_open_shard_first(tmp_path: Path) -> None:
     s = small_store(tmp_path / "data")
     s.add_run({"n": 0})
