@@ -13,8 +13,18 @@ from pages import _ui as ui
 
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
 
+CHAT = st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat")
+
+
+def home() -> None:
+    """The app's root URL opens Chat. Chat itself is not the default page: Streamlit serves the
+    default page at "/" only, so a bookmark of /chat would meet "Page not found"."""
+    st.switch_page(CHAT, query_params=st.query_params.to_dict())
+
+
 PAGES = [
-    st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
+    st.Page(home, title="Chat", url_path="home", default=True, visibility="hidden"),
+    CHAT,
     st.Page("pages/arena.py", title="Arena", icon=":material/sports_score:", url_path="arena"),
     st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:", url_path="stats"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",

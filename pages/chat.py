@@ -14,6 +14,7 @@ from atom_core.types import SamplingOptions
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
+REDRAW_AFTER_STOP_S = 0.5  # how soon after Stop the saved reply replaces the live one
 STATE_NOTES = {
     "stopped": ("Stopped", ":material/stop_circle:"),
     "interrupted": ("Interrupted: the reply broke off", ":material/link_off:"),
@@ -184,9 +185,21 @@ def show_message(m: Message) -> None:
             st.caption(" · ".join(x for x in (m.model, line) if x))
 
 
+@st.fragment(run_every=REDRAW_AFTER_STOP_S)
+def redraw_after_stop() -> None:
+    """Stop (the chat input's button) ends the script run where it is: nothing more can be drawn
+    in it, so the reply would stay as it was mid-stream. This fragment is drawn while a reply
+    streams; its timer fires in a new run after Stop and redraws the page from what
+    ChatTurn.finish() saved (the reply marked Stopped, with Regenerate)."""
+    if st.session_state.pop("_chat_streaming", False):
+        st.rerun(scope="app")
+
+
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
                  ttl: int | None) -> None:
     history = history_for_request(store.messages(conv.id))
+    redraw_after_stop()  # drawn first: its first run (this one) must find nothing to redraw
+    st.session_state["_chat_streaming"] = True
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
                     history=history, options=options, system_prompt=system, ttl=ttl)
     with st.chat_message("assistant"):
@@ -214,6 +227,7 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
                 status.caption(live_line(turn))
         finally:
             turn.finish()  # runs on Stop too: saves what arrived, marked "stopped"
+    st.session_state.pop("_chat_streaming", None)
     st.rerun()
 
 
