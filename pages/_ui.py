@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,6 +14,7 @@ import streamlit as st
 from atom_core.config import normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
 from atom_core.history.tinydb_store import HistoryStore, open_store
+from atom_core.launch import demo
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
 from atom_core.settings.store import (
@@ -126,6 +128,29 @@ def client_for(url: str) -> LMStudioClient:
 
 def set_server_url(url: str) -> None:
     st.session_state.server_url = normalize_base_url(url)
+
+
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>()#+-.!|~:$"})
+
+
+def plain(text: str) -> str:
+    """`text` (a model name, a server's words) escaped so Markdown shows it as typed."""
+    return text.translate(_MARKDOWN_SPECIALS)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 vote', '2 votes'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def notes_to_show(notes: Sequence[str], shown_with: str) -> list[str]:
+    """Arena's notes about servers worth hearing once: none about the bundled demo engine (ATOM
+    started it and knows what it serves), and each other note once per session, with the
+    round (`shown_with`) that first raised it."""
+    demo_urls = demo.demo_servers()
+    first: dict[str, str] = st.session_state.setdefault("_notes_first_shown", {})
+    return [n for n in notes if not any(n.startswith(u) for u in demo_urls)
+            and first.setdefault(n, shown_with) == shown_with]
 
 
 def model_label(m: ModelInfo) -> str:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena.race import ArenaRace, SlotSetup
+from atom_core.measure.runner import Slot
 from atom_core.types import ModelInfo
 from pages import _arena_board, _arena_round, _arena_sets, _arena_setup
 from pages import _ui as ui
@@ -53,6 +54,13 @@ def live_title(race: ArenaRace, position: int) -> tuple[str, str]:
     return f"Model {arena.SLOT_LABELS[i]}", race.setups[i].contestant
 
 
+def blind_line(slot: Slot) -> str:
+    """A blind column's live caption: no token count or speed, which would give it away."""
+    if slot.error is not None:
+        return "failed"
+    return "done" if slot.done else "writing…" if slot.reply.token_times_ns else "waiting…"
+
+
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
              models: dict[int, ModelInfo | None], blind: bool) -> None:
     listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
@@ -61,8 +69,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                      setups=setups, prepared=prepared, models=models, blind=blind)
     with st.chat_message("user"):
         st.markdown(prompt)
-    for note in prepared.notes:
-        st.info(note, icon=":material/info:")
+    notes_box = st.container()
     lives, bodies = [], []
     for position, column in enumerate(st.columns(len(setups), border=True)):
         with column:
@@ -75,6 +82,8 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
     try:
         race.start()
         st.session_state.arena_round_id = race.round_id
+        for note in ui.notes_to_show(prepared.notes, race.round_id):
+            notes_box.info(note, icon=":material/info:")
         last = 0.0
         while not race.done:
             race.poll(0.05)
@@ -84,7 +93,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
             last = now
             for position, i in enumerate(race.order):
                 slot = race.slots[i]
-                lives[position].caption(arena.live_line(slot))
+                lives[position].caption(blind_line(slot) if race.blind else arena.live_line(slot))
                 reply = slot.reply
                 if reply.content:
                     bodies[position].markdown(reply.content + ("" if slot.done else " ▌"))

@@ -17,6 +17,10 @@ from atom_core.types import Dialect, SamplingOptions
 from pages import _ui as ui
 
 FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent"}
+CHART_TITLES = {"tps_over_time": "Decode speed over time",
+                "e2e_vs_tokens": "End-to-end time vs output tokens",
+                "ttft_vs_prompt": "Time to first token vs prompt length",
+                "tokens_histogram": "Tokens per request"}
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -53,7 +57,8 @@ def filters(df: Any) -> stats.RunFilter:
 def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
     config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
               else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
-    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
+    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns),
+                 placeholder="", **kw)  # a missing value is a blank cell, not "None"
 
 
 @st.fragment(run_every=3)
@@ -86,16 +91,26 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, colors: dict) -> N
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
                             (cols[3], "quickest", "Quickest first token")):
         if best[key]:
-            col.metric(label, best[key][0], best[key][1], delta_color="off", delta_arrow="off")
+            with col.container(border=True, key=f"card_{key}"):  # the full name, wrapped
+                st.caption(label)
+                st.markdown(f"**{ui.plain(best[key][0])}**")
+                st.caption(best[key][1])
+    st.caption(f"From every run recorded here that matches the filters ({ov.runs:,}): chat, "
+               "arena, prompt sets, sweeps and bench. The Arena leaderboard's speeds use Arena "
+               "runs only.")
     st.plotly_chart(figs["speed_map"], key="speed_map")
     table(ov.summary, stats.SUMMARY_COLUMNS, key="summary",
           height=min(38 + 35 * len(ov.summary), 740))
     st.download_button("Download summary (CSV)", stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
+    gaps = charts.chart_gaps(ov)
     for name in ("ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
                  "tokens_histogram"):
-        st.plotly_chart(figs[name], key=name)
+        if name in gaps:
+            st.caption(f"**{CHART_TITLES[name]}**: {gaps[name]}")
+        else:
+            st.plotly_chart(figs[name], key=name)
 
 
 def timeline_tab(df: Any, colors: dict) -> None:
