@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import streamlit as st
@@ -82,6 +82,8 @@ def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
     if not refresh and hit is not None and time.monotonic() - hit[0] < STATUS_MAX_AGE_S:
         return hit[1]
     status = client_for(url).status()
+    if status.models is not None and demo.is_demo_server(url):
+        status = replace(status, models=demo.describe_models(status.models))
     cache[url] = (time.monotonic(), status)
     return status
 
@@ -154,11 +156,8 @@ def notes_to_show(notes: Sequence[str], shown_with: str) -> list[str]:
 
 
 def model_label(m: ModelInfo) -> str:
-    if not m.load_state_known:
-        return m.name
-    mark = LOADED if m.is_loaded else NOT_LOADED
     extra = " · ".join(x for x in (m.params, m.quantization) if x)
-    return f"{mark} {m.name}" + (f"  ({extra})" if extra else "")
+    return m.name + (f"  ({extra})" if extra else "")
 
 
 def selected_model() -> str | None:
@@ -183,19 +182,19 @@ def show_error(error: AtomError) -> None:
     st.error(error.sentence, icon=":material/error:")
 
 
-def auto_unload_on_change(model: str) -> None:
+def auto_unload_on_change(model: str) -> bool:
     """Settings' auto-unload, called with the sidebar's model on every run: when it changes,
     unload the previous model's instances that ATOM loaded (every instance if the user opted in
-    to that). Off by default; never across a server switch."""
+    to that). Off by default; never across a server switch. True when it unloaded something."""
     key = (server_url(), model)
     previous = st.session_state.get("_auto_unload_prev")
     st.session_state["_auto_unload_prev"] = key
     saved = settings_store().load()
     if not saved.auto_unload or previous is None or previous[0] != key[0] or previous == key:
-        return
+        return False
     listing = status_for(key[0], refresh=True).models
     if listing is None:
-        return
+        return False
     targets = auto_unload_targets(listing, previous[1], model, any_instance=saved.auto_unload_any,
                                   loaded_by_atom=settings_store().loaded_by_atom(key[0]))
     for instance_id in targets:
@@ -209,6 +208,7 @@ def auto_unload_on_change(model: str) -> None:
                  icon=":material/eject:")
     if targets:
         status_for(key[0], refresh=True)
+    return bool(targets)
 
 
 def default_ttl() -> int | None:

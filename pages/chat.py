@@ -10,7 +10,7 @@ from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_li
 from atom_core.history import export
 from atom_core.history.tinydb_store import Conversation, Message
 from atom_core.settings.store import SamplingPreset
-from atom_core.types import SamplingOptions
+from atom_core.types import Dialect, SamplingOptions
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
@@ -198,6 +198,8 @@ def redraw_after_stop() -> None:
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
                  ttl: int | None) -> None:
     history = history_for_request(store.messages(conv.id))
+    if ui.server_status().dialect not in (Dialect.LMSTUDIO_04, Dialect.LMSTUDIO_03):
+        ttl = None  # LM Studio's JIT setting; other servers never asked for it
     redraw_after_stop()  # drawn first: its first run (this one) must find nothing to redraw
     st.session_state["_chat_streaming"] = True
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
@@ -228,6 +230,7 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
         finally:
             turn.finish()  # runs on Stop too: saves what arrived, marked "stopped"
     st.session_state.pop("_chat_streaming", None)
+    ui.forget_status(ui.server_url())  # the server may have just loaded the model (JIT)
     st.rerun()
 
 

@@ -240,12 +240,14 @@ def data_tab() -> None:
 # -- page -----------------------------------------------------------------------------------------
 
 st.subheader("Settings", anchor=False)
+notices = st.container()  # always drawn: a notice coming or going must not move the tabs
 if text := st.session_state.pop("settings-notice", None):
-    st.success(text, icon=":material/check_circle:")
+    notices.success(text, icon=":material/check_circle:")
 for warning in settings.warnings:
-    st.warning(warning, icon=":material/warning:")
+    notices.warning(warning, icon=":material/warning:")
 current = settings.load()
-servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"])
+servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"],
+                                           key="settings_tab")
 with servers:
     servers_tab(current)
 with defaults:
