@@ -502,8 +502,49 @@ def run_app(
     saved = open_settings(settings.data_dir)
     url = initial_server_url(env, saved.load(), url)
     token = saved.token_for_url(url) or token
-    with _terminate_raises():
+    with _terminate_raises(), _foreground_group():
         return _run_app(streamlit_args, env, url, token, say)
+
+
+@contextlib.contextmanager
+def _foreground_group() -> Iterator[None]:
+    """In a terminal, Ctrl+C signals the whole foreground process group, `make` included, and
+    make then calls any stopped recipe a failure ("Interrupt", "Error 130") even when the app
+    stopped cleanly. Like a shell starting a job, the launcher takes the terminal's foreground
+    in a process group of its own (the app and the engines' build join it), so Ctrl+C reaches
+    only them, and gives the terminal back afterwards. Without a terminal it does nothing."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    previous = None
+    try:
+        if os.tcgetpgrp(tty) == os.getpgrp():  # only when in the foreground now
+            old_group = os.getpgrp()
+            os.setpgid(0, 0)
+            with _ignoring(signal.SIGTTOU):
+                os.tcsetpgrp(tty, os.getpgrp())
+            previous = old_group
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError), _ignoring(signal.SIGTTOU):
+                os.tcsetpgrp(tty, previous)
+        os.close(tty)
+
+
+@contextlib.contextmanager
+def _ignoring(signum: int) -> Iterator[None]:
+    """A background group may not set the terminal's foreground unless it ignores SIGTTOU."""
+    old = signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signum, old)
 
 
 def _run_app(
