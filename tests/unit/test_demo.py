@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from atom_core.launch import demo
-from atom_core.launch.demo_server import DefaultMaxTokens
+from atom_core.launch.demo_server import FEW_SHOT_PREAMBLE, DefaultMaxTokens, few_shot_prompt
 
 
 def paths(tmp_path: Path) -> demo.DemoPaths:
@@ -325,3 +325,15 @@ def test_other_requests_pass_unchanged(body: bytes) -> None:
 def test_other_routes_are_not_read() -> None:
     body = json.dumps({"model": "m"}).encode()
     assert call_middleware(body, path="/v1/embeddings")[0] == body
+
+
+def test_the_few_shot_prompt_asks_and_leaves_the_answer_open() -> None:
+    prompt = few_shot_prompt([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi  there"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "Why is\nthe sky blue?"}]},
+    ])
+    assert prompt.startswith("Be brief.\n\n" + FEW_SHOT_PREAMBLE)
+    assert prompt.endswith("Question: Hi there\nAnswer: Hello.\n\n"
+                           "Question: Why is the sky blue?\nAnswer:")
