@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.fixtures.browser import App, open_app, wait_idle
+from tests.fixtures.browser import App, Double, open_app, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -30,3 +31,14 @@ def test_changing_idle_ttl_stays_on_chat_defaults(app: App, page: Any) -> None:
     selected = page.get_by_role("tab", selected=True).inner_text()
     assert "Chat defaults" in selected, selected
     assert page.get_by_label("Idle TTL (seconds)").is_visible()
+
+
+def test_the_sidebar_follows_a_load_made_elsewhere(app: App, double: Double, page: Any) -> None:
+    """A model loaded outside this page (the CLI, another tab): the sidebar's count follows
+    within a short interval, with no click."""
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    sidebar = page.locator("[data-testid=stSidebar]")
+    assert "3 models, 2 loaded" in sidebar.inner_text()
+    httpx.post(f"{double.url}/api/v1/models/load", json={"model": "test/gamma"},
+               timeout=30).raise_for_status()
+    sidebar.get_by_text("3 models, 3 loaded").wait_for(timeout=30_000)
