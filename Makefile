@@ -19,8 +19,10 @@ $(VENV)/.dev: $(VENV)/.app requirements-dev.txt
 
 # Uses the server at ATOM_SERVER_URL (default http://localhost:1234) if it answers; otherwise starts
 # the bundled demo engine (installing it the first time) unless ATOM_DEMO=0. See atom_core/launch/demo.py.
+# The app's URL comes within seconds; a first demo-engine build goes on in the background and the
+# sidebar shows its progress. Ctrl+C stops everything and exits 0. ARGS go to `streamlit run`.
 run: $(VENV)/.app
-	$(PY) -m atom_core.launch.demo run
+	@$(PY) -m atom_core.launch.demo run -- $(ARGS)
 
 # The demo engine ahead of time (requirements-demo.txt into .venv-demo, the model into ~/.cache/atom):
 # `make run` does this by itself when it needs it; CI does it so the real-engine tests run.

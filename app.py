@@ -15,8 +15,20 @@ from pages import _ui as ui
 ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
 
+CHAT = st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat")
+
+
+def home() -> None:
+    """The app's root URL opens Chat. Chat itself is not the default page: Streamlit serves the
+    default page at "/" only, so a bookmark of /chat would meet "Page not found"."""
+    st.switch_page(CHAT, query_params=st.query_params.to_dict())
+
+
+WATCH_S = 10  # how often the sidebar asks the server what is loaded, without a click
+
 PAGES = [
-    st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
+    st.Page(home, title="Chat", url_path="home", default=True, visibility="hidden"),
+    CHAT,
     st.Page("pages/arena.py", title="Arena", icon=":material/sports_score:", url_path="arena"),
     st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:", url_path="stats"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",
@@ -40,7 +52,9 @@ def sidebar() -> None:
             ui.set_server_url(url)
         status = ui.server_status()
         sentence = safe_markdown(status.sentence)  # may quote the server's own words
-        if status.error is None:
+        if demo.is_demo_server(ui.server_url()) and demo.engine_progress() is not None:
+            demo_engine_progress()  # `make run` is still building or starting it
+        elif status.error is None:
             st.success(sentence, icon=":material/check_circle:")
         elif status.reachable:
             st.warning(sentence, icon=":material/lock:")
@@ -53,6 +67,29 @@ def sidebar() -> None:
             ui.server_status(refresh=True)
             st.rerun()
         model_picker(status)
+        watch_server()
+
+
+@st.fragment(run_every=3)
+def demo_engine_progress() -> None:
+    """The demo engine's build or start, updated every few seconds; the app reruns when it
+    answers, so its model appears without a click."""
+    text = demo.engine_progress()
+    if text is None:
+        ui.server_status(refresh=True)
+        st.rerun(scope="app")
+    st.info(text, icon=":material/construction:")
+
+
+@st.fragment(run_every=WATCH_S)
+def watch_server() -> None:
+    """Asks the server again every few seconds; when what is loaded changed (LM Studio's own
+    TTL, another app, the CLI), the sidebar is redrawn from the new answer."""
+    def seen(s: ui.ServerStatus) -> tuple[bool, int, int]:
+        return s.reachable, s.model_count, s.loaded_count
+
+    if seen(ui.server_status()) != seen(ui.server_status(refresh=True)):
+        st.rerun(scope="app")
 
 
 def model_picker(status: ui.ServerStatus) -> None:
@@ -70,14 +107,15 @@ def model_picker(status: ui.ServerStatus) -> None:
         # Prefer a loaded model: it answers at once instead of loading first.
         loaded = [m.key for m in llms if m.is_loaded]
         st.session_state.model = (loaded or keys)[0]
-    st.selectbox(
-        "Model",
-        keys,
-        key="model",
-        format_func=lambda k: ui.model_label(by_key[k]),
-        help=f"{ui.LOADED} loaded · {ui.NOT_LOADED} not loaded (LM Studio loads it on first use)",
-    )
-    ui.auto_unload_on_change(st.session_state.model)
+    # The load state is in the caption, not the option label: the browser keeps showing a
+    # selected option's old label when only its text changes ("○" would stay after a load).
+    st.selectbox("Model", keys, key="model", format_func=lambda k: ui.model_label(by_key[k]))
+    if ui.auto_unload_on_change(st.session_state.model):
+        st.rerun()  # the sidebar shows what was just unloaded
+    picked = by_key[st.session_state.model]
+    if picked.load_state_known:
+        st.caption(f"{ui.LOADED} Loaded" if picked.is_loaded else
+                   f"{ui.NOT_LOADED} Not loaded: the server loads it on the first message")
     if listing.loaded_only:
         st.caption(
             "This server lists models over the OpenAI-compatible route only, so ATOM can't "

@@ -13,6 +13,7 @@ Variables:
 - ATOM_DEMO_ENGINE       the servers that are the demo engine (set by the launcher; "1" means
                          ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)
 - ATOM_DEMO_VENV, ATOM_WHEEL_CACHE, ATOM_CACHE_DIR, XDG_CACHE_HOME   where the engine lives
+- ATOM_DEMO_STATUS       the launcher's progress file while it builds or starts the engine
 - ATOM_ALLOWED_HOSTS     names besides localhost/127.0.0.1/::1 the app answers to (LAN use)
 - ATOM_STALL_TIMEOUT_S, ATOM_FIRST_TOKEN_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S   when a streamed
                          reply is given up (seconds; a bad or non-positive value is ignored)
@@ -60,6 +61,7 @@ class Settings:
     demo_venv: Path | None = None  # None: .venv-demo beside the code
     wheel_cache: Path = Path.home() / ".cache" / "atom-wheels"
     cache_dir: Path = Path.home() / ".cache" / "atom"
+    demo_status: Path | None = None  # ATOM_DEMO_STATUS: the launcher's engine progress file
     # Extra names ATOM answers to (ATOM_ALLOWED_HOSTS, comma-separated) for use over a LAN;
     # "*" answers to any name. Loopback names are always allowed.
     allowed_hosts: frozenset[str] = frozenset()
@@ -92,6 +94,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         demo_venv=Path(venv).expanduser() if venv else None,
         wheel_cache=Path(env.get("ATOM_WHEEL_CACHE") or xdg / "atom-wheels").expanduser(),
         cache_dir=Path(env.get("ATOM_CACHE_DIR") or xdg / "atom").expanduser(),
+        demo_status=Path(status) if (status := env.get("ATOM_DEMO_STATUS", "").strip()) else None,
         allowed_hosts=frozenset(
             h for h in (_host_name(x) for x in env.get("ATOM_ALLOWED_HOSTS", "").split(",")) if h),
         limits=StreamLimits(

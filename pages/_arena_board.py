@@ -40,10 +40,12 @@ def leaderboard(store: ui.HistoryStore) -> None:
                 "and vote: every vote moves this table.", icon=":material/leaderboard:")
         return
     board = _board(arena.vote_signature(rounds), rounds)
-    st.caption(f"{votes} votes over {len(rounds)} rounds. Sorted by Bradley–Terry rating.")
+    st.caption(f"{ui.plural(votes, 'vote')} over {ui.plural(len(rounds), 'round')}. Sorted by "
+               "Bradley–Terry rating. Speeds are medians of each model's Arena runs only "
+               "(Stats counts every run: chat, arena, prompt sets, sweeps).")
     frame = arena_charts.leaderboard_frame(board)
     cc = st.column_config
-    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+    st.dataframe(frame, hide_index=True, width="stretch", placeholder="", column_config={
         "Model": cc.TextColumn(width="medium"),
         "BT": cc.NumberColumn(width="small", help="Bradley–Terry rating on the Elo scale "
                               "(1000 = average), from all votes at once: order doesn't matter."),
@@ -61,10 +63,11 @@ def leaderboard(store: ui.HistoryStore) -> None:
         "W/T/L": cc.TextColumn(width="small", help="Pairwise wins / ties / losses."),
         "All bad": cc.NumberColumn(width="small", help="Rounds voted “all bad”: left out of the "
                                    "ratings."),
-        "TTFT p50 (s)": cc.NumberColumn(format="%.2f", width="small", help=HELP["ttft"]),
-        "tok/s p50": cc.NumberColumn(format="%.1f", width="small", help=HELP["tps"]),
+        "TTFT p50 (s)": cc.NumberColumn(format="%.2f", help=HELP["ttft"]),
+        "tok/s p50": cc.NumberColumn(format="%.1f", help=HELP["tps"]),
     })
     st.plotly_chart(arena_charts.speed_vs_win_rate(board), width="stretch")
+    st.caption("Speed: median decode tok/s of each model's Arena runs only.")
     st.caption("How votes count: the winner beats every other reply in the round; a tie is a "
                "draw between every pair; “all bad” is left out of the ratings. Two slots with "
                "the same model and settings never play each other. A model with different "

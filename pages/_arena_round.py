@@ -27,7 +27,7 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
     with st.chat_message("user"):
         st.markdown(safe_markdown(rnd.prompt))
         _chat_images.round_thumbnails(rnd.id)
-    for note in rnd.notes:
+    for note in ui.notes_to_show(rnd.notes, rnd.id):
         st.info(safe_markdown(note), icon=":material/info:")
     _results_grid(rnd)
     for position, column in enumerate(st.columns(len(rnd.slots), border=True)):
@@ -53,7 +53,11 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
 
 
 def _results_grid(rnd: ArenaRound) -> None:
-    rows = arena.stat_rows(rnd) + ([] if rnd.hidden else arena.fact_rows(rnd))
+    if rnd.hidden:  # speed gives a 1B away from an 8B as surely as its name does
+        st.caption(":material/visibility_off: Blind: speeds, names and sizes show after your "
+                   "vote (or Reveal), so the answers are judged on what they say.")
+        return
+    rows = arena.stat_rows(rnd) + arena.fact_rows(rnd)
     spec = [1.2] + [1.0] * len(rnd.slots)
     with st.container(border=True, gap="xxsmall"):
         head = st.columns(spec)

@@ -21,7 +21,8 @@ FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "per
 def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
     config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
               else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
-    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns), **kw)
+    st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns),
+                 placeholder="", **kw)  # a missing value is a blank cell, not "None"
 
 
 def server_tab(df: Any, store: ui.HistoryStore) -> None:

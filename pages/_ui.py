@@ -4,7 +4,8 @@ status and the model picker. Drawing and session state only; logic lives in atom
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import streamlit as st
@@ -12,6 +13,7 @@ import streamlit as st
 from atom_core.config import host_allowed, normalize_base_url, settings_from_env
 from atom_core.errors import AtomError
 from atom_core.history import HistoryStore, open_store
+from atom_core.launch import demo
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
@@ -81,6 +83,8 @@ def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
     if not refresh and hit is not None and time.monotonic() - hit[0] < STATUS_MAX_AGE_S:
         return hit[1]
     status = client_for(url).status()
+    if status.models is not None and demo.is_demo_server(url):
+        status = replace(status, models=demo.describe_models(status.models))
     cache[url] = (time.monotonic(), status)
     return status
 
@@ -127,12 +131,32 @@ def set_server_url(url: str) -> None:
     st.session_state.server_url = normalize_base_url(url)
 
 
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>()#+-.!|~:$"})
+
+
+def plain(text: str) -> str:
+    """`text` (a model name, a server's words) escaped so Markdown shows it as typed."""
+    return text.translate(_MARKDOWN_SPECIALS)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 vote', '2 votes'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def notes_to_show(notes: Sequence[str], shown_with: str) -> list[str]:
+    """Arena's notes about servers worth hearing once: none about the bundled demo engine (ATOM
+    started it and knows what it serves), and each other note once per session, with the
+    round (`shown_with`) that first raised it."""
+    demo_urls = demo.demo_servers()
+    first: dict[str, str] = st.session_state.setdefault("_notes_first_shown", {})
+    return [n for n in notes if not any(n.startswith(u) for u in demo_urls)
+            and first.setdefault(n, shown_with) == shown_with]
+
+
 def model_label(m: ModelInfo) -> str:
-    if not m.load_state_known:
-        return m.name
-    mark = LOADED if m.is_loaded else NOT_LOADED
     extra = " · ".join(x for x in (m.params, m.quantization) if x)
-    return f"{mark} {m.name}" + (f"  ({extra})" if extra else "")
+    return m.name + (f"  ({extra})" if extra else "")
 
 
 def selected_model() -> str | None:
@@ -179,19 +203,19 @@ def show_error(error: AtomError) -> None:
     st.error(safe_markdown(error.sentence), icon=":material/error:")
 
 
-def auto_unload_on_change(model: str) -> None:
+def auto_unload_on_change(model: str) -> bool:
     """Settings' auto-unload, called with the sidebar's model on every run: when it changes,
     unload the previous model's instances that ATOM loaded (every instance if the user opted in
-    to that). Off by default; never across a server switch."""
+    to that). Off by default; never across a server switch. True when it unloaded something."""
     key = (server_url(), model)
     previous = st.session_state.get("_auto_unload_prev")
     st.session_state["_auto_unload_prev"] = key
     saved = settings_store().load()
     if not saved.auto_unload or previous is None or previous[0] != key[0] or previous == key:
-        return
+        return False
     listing = status_for(key[0], refresh=True).models
     if listing is None:
-        return
+        return False
     targets = auto_unload_targets(listing, previous[1], model, any_instance=saved.auto_unload_any,
                                   loaded_by_atom=settings_store().loaded_by_atom(key[0]))
     for instance_id in targets:
@@ -205,6 +229,7 @@ def auto_unload_on_change(model: str) -> None:
                  icon=":material/eject:")
     if targets:
         status_for(key[0], refresh=True)
+    return bool(targets)
 
 
 def default_ttl() -> int | None:

@@ -13,6 +13,7 @@ from atom_core import arena, images
 from atom_core.arena.race import ArenaRace
 from atom_core.arena.setup import SlotSetup
 from atom_core.images import ImageAttachment
+from atom_core.measure.runner import Slot
 from atom_core.render import plain_label, safe_markdown
 from atom_core.types import ModelInfo
 from pages import (
@@ -63,6 +64,13 @@ def live_title(race: ArenaRace, position: int) -> tuple[str, str]:
     return f"Model {arena.SLOT_LABELS[i]}", race.setups[i].contestant
 
 
+def blind_line(slot: Slot) -> str:
+    """A blind column's live caption: no token count or speed, which would give it away."""
+    if slot.error is not None:
+        return "failed"
+    return "done" if slot.done else "writing…" if slot.reply.token_times_ns else "waiting…"
+
+
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
              models: dict[int, ModelInfo | None], blind: bool,
              pictures: list[ImageAttachment]) -> None:
@@ -79,8 +87,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
         st.markdown(safe_markdown(prompt))
         if pictures:
             st.image([a.data for a in pictures], width=120)
-    for note in prepared.notes:
-        st.info(safe_markdown(note), icon=":material/info:")
+    notes_box = st.container()
     lives, bodies = [], []
     for position, column in enumerate(st.columns(len(setups), border=True)):
         with column:
@@ -95,6 +102,8 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
         race.start()
         st.session_state.arena_round_id = race.round_id
         _chat_images.keep_round(race.round_id, pictures)
+        for note in ui.notes_to_show(prepared.notes, race.round_id):
+            notes_box.info(safe_markdown(note), icon=":material/info:")
         last = 0.0
         while not race.done:
             race.poll(0.05)
@@ -104,7 +113,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
             last = now
             for position, i in enumerate(race.order):
                 slot = race.slots[i]
-                lives[position].caption(arena.live_line(slot))
+                lives[position].caption(blind_line(slot) if race.blind else arena.live_line(slot))
                 reply = slot.reply
                 if reply.content:
                     bodies[position].markdown(safe_markdown(reply.content)

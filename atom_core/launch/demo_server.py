@@ -6,6 +6,9 @@ which has llama_cpp and uvicorn but not ATOM's requirements: it imports nothing 
 Started as `python -m atom_core.launch.demo_server --model FILE --alias NAME --port P` from the
 repository root.
 
+It also registers the few-shot prompt format the bundled base model answers best with (see
+FEW_SHOT_FORMAT).
+
 Why a wrapper at all: the bundled model is a small base model that never ends its turn, so a
 request without `max_tokens` (ATOM's chat sends none unless the user sets one) would ramble until
 the context is full: 2,000 tokens, 40 s, and the next turn would not fit. A request that names
@@ -27,6 +30,51 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+# How the bundled model is prompted. Gemma 3 270M is a base model: given Gemma's chat template it
+# rarely ends its turn, echoes the prompt and drifts into other languages. Shown a few short
+# question/answer pairs, it continues the pattern: a short answer, then the next "Question:",
+# where a stop sequence ends the reply. (bench/bench_demo_prompting.py measured both.)
+FEW_SHOT_FORMAT = "atom-fewshot"
+FEW_SHOT_PREAMBLE = (
+    "Below are questions with short, correct, helpful answers in plain English.\n\n"
+    "Question: What is the capital of France?\n"
+    "Answer: The capital of France is Paris.\n\n"
+    "Question: Name three primary colours.\n"
+    "Answer: Red, yellow and blue.\n\n"
+    "Question: Why do we have seasons?\n"
+    "Answer: Because the Earth's axis is tilted, so each half of the Earth gets more direct "
+    "sunlight for part of the year.\n\n"
+)
+FEW_SHOT_STOPS = ["\nQuestion:", "Question:", "\n\n\n", "<end_of_turn>", "<start_of_turn>"]
+
+
+def few_shot_prompt(messages: list[dict[str, Any]]) -> str:
+    """The conversation as question/answer pairs after the preamble, ending in "Answer:".
+    A system prompt becomes a line before the pairs; an assistant turn is an answer."""
+    parts = [FEW_SHOT_PREAMBLE]
+    for m in messages:
+        text = m.get("content")
+        if isinstance(text, list):  # OpenAI content parts: keep the text ones
+            text = " ".join(str(p.get("text", "")) for p in text if isinstance(p, dict))
+        text = " ".join(str(text or "").split())
+        role = m.get("role")
+        if role == "system" and text:
+            parts.insert(0, f"{text}\n\n")
+        elif role == "assistant":
+            parts.append(f"Answer: {text}\n\n")
+        elif text:
+            parts.append(f"Question: {text}\n")
+    return "".join(parts) + "Answer:"
+
+
+def register_few_shot_format() -> None:
+    """Registers FEW_SHOT_FORMAT with llama-cpp-python's chat formats (in the engine only)."""
+    from llama_cpp.llama_chat_format import ChatFormatterResponse, register_chat_format
+
+    @register_chat_format(FEW_SHOT_FORMAT)
+    def _format(messages: list[dict[str, Any]], **_: Any) -> ChatFormatterResponse:
+        return ChatFormatterResponse(prompt=few_shot_prompt(messages), stop=FEW_SHOT_STOPS)
 
 
 class DefaultMaxTokens:
@@ -85,10 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alias", required=True, help="the model id the server lists and answers to")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--chat-format", default="gemma")
+    p.add_argument("--chat-format", default=FEW_SHOT_FORMAT,
+                   help="a llama-cpp-python chat format; 'gguf' uses the file's own template")
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument("--n-threads", type=int, default=None, help="default: half the cores")
-    p.add_argument("--default-max-tokens", type=int, default=256)
+    p.add_argument("--default-max-tokens", type=int, default=128)
     p.add_argument("--verbose", action="store_true",
                    help="llama.cpp's own log, with its perf lines per request (eval time ...)")
     args = p.parse_args(argv)
@@ -97,10 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    register_few_shot_format()
     model: dict[str, Any] = {
         "model": args.model,
         "model_alias": args.alias,
-        "chat_format": args.chat_format,
+        "chat_format": None if args.chat_format == "gguf" else args.chat_format,
         "n_ctx": args.n_ctx,
         "use_mlock": False,  # 250 MB pinned in RAM per process buys a demo nothing
         "verbose": bool(args.verbose),

@@ -342,3 +342,33 @@ def overview_figures(ov: Overview, colors: Mapping[str, str]) -> dict[str, go.Fi
                         "(≈ {per_second:.0f} prompt tok/s)", order=order),
         "tokens_histogram": tokens_histogram(ov.hist, colors, order),
     }
+
+
+def chart_gaps(ov: Overview) -> dict[str, str]:
+    """Charts that would come out empty or misleading with the runs at hand (a class's first
+    minutes: every run the same length, no prompt lengths, all runs in one minute), each with
+    one sentence saying what it needs. The page shows the sentence instead of empty axes."""
+    gaps: dict[str, str] = {}
+    done = ov.sample
+    tokens = done["output_tokens"].dropna().unique() if len(done) else np.array([])
+    if len(tokens) == 0:
+        gaps["tokens_histogram"] = gaps["e2e_vs_tokens"] = (
+            "Needs completed runs that report their output tokens.")
+    elif len(tokens) == 1:
+        gaps["tokens_histogram"] = gaps["e2e_vs_tokens"] = (
+            f"Needs runs of different lengths: every run here wrote {tokens[0]:.0f} tokens "
+            "(set different Max tokens, or ask for longer and shorter answers).")
+    prompts = done["prompt_tokens"].dropna().unique() if len(done) else np.array([])
+    if len(prompts) == 0:
+        gaps["ttft_vs_prompt"] = ("Needs runs that record their prompt length: this server "
+                                  "reported none (LM Studio does).")
+    elif len(prompts) == 1:
+        gaps["ttft_vs_prompt"] = ("Needs prompts of different lengths: every run here had "
+                                  f"{prompts[0]:.0f} prompt tokens.")
+    buckets = ov.buckets["bucket"].nunique() if len(ov.buckets) else 0
+    if buckets < 2:
+        gaps["tps_over_time"] = (
+            "Needs completed runs spread over more than one "
+            f"{_bucket_name(ov.bucket_s)}: come back after more runs." if buckets else
+            "Needs completed runs with a decode speed.")
+    return gaps

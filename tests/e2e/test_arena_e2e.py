@@ -165,9 +165,13 @@ def test_blind_vote_reveals_moves_the_leaderboard_and_exports(
     # No caption naming a model under any title (the double's replies name themselves, so only
     # the line under the title is checked).
     assert all(s.startswith("Reply from") for s in subtitles(page))
+    before_vote = page.inner_text("#stMain")  # speed would give a model away: none shown
+    assert "Decode tok/s" not in before_vote and "TTFT" not in before_vote
+    assert not any("tok/s" in t for t in columns_text(page))
     page.get_by_role("button", name="Response 2").click()
     page.wait_for_selector("text=Your vote")
     settle(page)
+    assert "Decode tok/s" in page.inner_text("#stMain")  # revealed with the names
     revealed = subtitles(page)[1]
     assert revealed.startswith("Model ")  # the caption names the model now
     winner = revealed.split(" · ", 1)[1]
@@ -176,7 +180,7 @@ def test_blind_vote_reveals_moves_the_leaderboard_and_exports(
     page.wait_for_selector(".js-plotly-plot")
     settle(page)
     main = page.inner_text("#stMain")
-    assert "1 votes over 1 rounds" in main
+    assert "1 vote over 1 round." in main
     assert page.locator("[data-testid=stDataFrame]").count() == 1
     page.screenshot(path=str(OUTPUT / "arena-leaderboard.png"))
 

@@ -177,3 +177,100 @@ def test_closed_tab_and_killed_app_lose_nothing(double: Double, browser: Any,
         ctx.close()
     finally:
         stop(app.process)
+
+
+# -- what a first-time user trips over (issue 13) ------------------------------------------------
+
+PICKABLE = {
+    "models": [
+        {"key": "test/alpha", "display_name": "Test Alpha 1B", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 5, "reply_tokens": 8},
+        {"key": "test/beta", "display_name": "Test Beta 4B", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 5, "reply_tokens": 8},
+        {"key": "test/gamma", "display_name": "Test Gamma 3B", "loaded": False, "ttft_ms": 50,
+         "token_gap_ms": 5, "reply_tokens": 8, "load_time_ms": 100},
+    ]
+}
+
+
+def test_a_model_picked_right_after_opening_sticks(app: App, double: Double, browser: Any
+                                                   ) -> None:
+    """Fresh sessions, each: one pick typed into the filter as soon as the picker shows, then
+    one message. Every request names the model that was picked."""
+    double.set_config(PICKABLE)
+    wanted = ["test/gamma", "test/beta", "test/gamma", "test/beta"]
+    names = {"test/beta": "Test Beta 4B", "test/gamma": "Test Gamma 3B"}
+    for i, key in enumerate(wanted):
+        ctx = browser.new_context()
+        pg = ctx.new_page()
+        try:
+            pg.goto(app.url)
+            box = pg.get_by_role("combobox", name="Model", exact=True)
+            box.wait_for(timeout=30_000)
+            box.click()
+            pg.keyboard.type(key.split("/")[1][:3], delay=40)
+            pg.get_by_role("option", name=names[key]).first.click()
+            wait_idle(pg)
+            pg.wait_for_timeout(400)
+            send(pg, f"question {i}")
+            pg.get_by_text(f"Reply from {key}").first.wait_for(timeout=20_000)
+            wait_idle(pg)
+        finally:
+            ctx.close()
+        models = [r["model"] for r in double.chat_requests()]
+        assert models[-1] == key, f"try {i}: picked {key}, the request named {models}"
+        assert pg is not None
+    assert [r["model"] for r in double.chat_requests()] == wanted
+
+
+def test_stop_shows_the_saved_reply_marked_stopped_at_once(app: App, double: Double,
+                                                           page: Any) -> None:
+    double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 100,
+                                   "token_gap_ms": 100, "reply_tokens": 300}]})
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    send(page, "Tell me a very long story")
+    deadline = time.monotonic() + 15
+    while len(last_reply_text(page).split()) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page.locator("[data-testid=stChatInput] button").click()
+    # No reload: the page itself shows the saved reply, marked Stopped, with Regenerate.
+    page.get_by_role("button", name="Regenerate").wait_for(timeout=10_000)
+    reply = page.locator("[data-testid=stChatMessage]").last
+    reply.get_by_text("Stopped").wait_for(timeout=5_000)
+    text = reply.inner_text()
+    assert "▌" not in text and "Reply from test/alpha:" in text
+    shown = reply.locator("[data-testid=stMarkdownContainer]").first.inner_text()
+    page.reload()
+    open_app(page, app.url, "[data-testid=stChatMessage]")
+    saved = page.locator("[data-testid=stChatMessage]").last.locator(
+        "[data-testid=stMarkdownContainer]").first.inner_text()
+    assert saved == shown  # what the page showed is what was saved
+
+
+def test_stop_before_the_first_token(app: App, double: Double, page: Any) -> None:
+    double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 8000,
+                                   "token_gap_ms": 50, "reply_tokens": 20}]})
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    send(page, "Anyone?")
+    page.get_by_text("waiting for the first token").wait_for(timeout=10_000)
+    page.locator("[data-testid=stChatInput] button").click()
+    page.get_by_role("button", name="Regenerate").wait_for(timeout=5_000)
+    wait_idle(page)
+    main = page.locator("[data-testid=stMainBlockContainer]").inner_text()
+    assert "waiting for the first token" not in main
+    assert "Stopped" in page.locator("[data-testid=stChatMessage]").last.inner_text()
+
+
+def test_a_bookmark_of_chat_opens_chat_on_every_visit(app: App, browser: Any) -> None:
+    for visit in range(3):  # the first visit runs on a fresh server; the later ones did not
+        ctx = browser.new_context()
+        pg = ctx.new_page()
+        try:
+            open_app(pg, app.url + "/chat", "[data-testid=stChatInputTextArea]")
+            pg.wait_for_timeout(500)
+            assert pg.get_by_text("Page not found").count() == 0, f"visit {visit}"
+            assert pg.locator("[role=dialog]").count() == 0, f"visit {visit}"
+            send(pg, f"hello {visit}")
+            pg.get_by_text("Reply from").first.wait_for(timeout=20_000)
+        finally:
+            ctx.close()

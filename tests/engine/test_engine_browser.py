@@ -103,7 +103,7 @@ def test_a_two_engine_arena_race_and_vote_in_the_browser(
         page.locator("[data-testid=stButtonGroup] button", has_text="Leaderboard").click()
         page.wait_for_selector(".js-plotly-plot", timeout=60_000)
         wait_idle(page)
-        assert "1 votes over 1 rounds" in page.locator("#stMain").inner_text()
+        assert "1 vote over 1 round." in page.locator("#stMain").inner_text()
         # The table is drawn on a canvas: read the standings from the saved votes instead.
         from atom_core import arena
 

@@ -364,3 +364,73 @@ def test_config_arena_from_the_slot_settings(mock: respx.MockRouter, isolated_en
     assert sent == [("t/one", None), ("t/one:2", 0.2)]
     rnd = arena.load_rounds(open_store(isolated_env))[0]
     assert [s.contestant for s in rnd.slots] == ["t/one", "t/one (temp 0.2 · ctx 8192)"]
+
+
+# -- little data, blind rounds and notes (issue 13) -----------------------------------------------
+
+def grid_rows(at: AppTest) -> list[str]:
+    """The row names of the results grid (the first cell of each row)."""
+    names = {"TTFT", "Decode tok/s", "Tokens", "End-to-end", "Stop reason", "Parameters",
+             "First answer"}
+    return [str(m.value) for m in at.markdown if str(m.value) in names]
+
+
+def test_a_blind_round_hides_every_speed_row_until_the_vote(mock: respx.MockRouter) -> None:
+    chat_route(mock)
+    at = open_arena(mock)
+    at.toggle(key="arena_blind").set_value(True).run()
+    at.chat_input(key="arena_prompt").set_value("Who is best?").run()
+    assert not at.exception
+    assert grid_rows(at) == []  # no TTFT, tok/s or end-to-end before the vote
+    assert any("speeds, names and sizes show after your vote" in str(c.value)
+               for c in at.caption)
+    assert not any("tok/s" in str(c.value) for c in at.caption)
+    vote = next(b for b in at.button if (b.key or "").startswith("vote-") and b.key.endswith("-0"))
+    vote.click().run()
+    assert {"TTFT", "Decode tok/s", "End-to-end", "Parameters"} <= set(grid_rows(at))
+
+
+def test_leaderboard_plurals_and_which_runs_it_uses(mock: respx.MockRouter) -> None:
+    chat_route(mock)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value("Who is best?").run()
+    vote = next(b for b in at.button if (b.key or "").startswith("vote-") and b.key.endswith("-0"))
+    vote.click().run()
+    at.segmented_control(key="arena_view").set_value("Leaderboard").run()
+    assert not at.exception
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert "1 vote over 1 round." in captions
+    assert "Arena runs only" in captions
+    assert at.dataframe[0].proto.HasField("placeholder") and at.dataframe[0].proto.placeholder == ""
+
+
+def openai_listing(mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models").respond(404, json={"error": {"message": "File Not Found"}})
+    mock.get("/api/v0/models").respond(404, json={"error": {"message": "File Not Found"}})
+    mock.get("/v1/models").respond(json={"object": "list", "data": [
+        {"id": "t/one", "object": "model"}, {"id": "t/two", "object": "model"}]})
+
+
+def test_the_openai_server_note_shows_once_per_session(mock: respx.MockRouter) -> None:
+    openai_listing(mock)
+    chat_route(mock)
+    at = new_app().run()
+    at.switch_page("pages/arena.py").run()
+    at.chat_input(key="arena_prompt").set_value("Hi").run()
+    assert sum("OpenAI-compatible server" in str(i.value) for i in at.info) == 1
+    at.chat_input(key="arena_prompt").set_value("Hi again").run()
+    assert not at.exception
+    assert not any("OpenAI-compatible server" in str(i.value) for i in at.info)
+
+
+def test_no_note_for_the_bundled_demo_engine(mock: respx.MockRouter,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATOM_DEMO_ENGINE", "http://lms.test:1234")
+    openai_listing(mock)
+    chat_route(mock)
+    at = new_app().run()
+    at.switch_page("pages/arena.py").run()
+    at.chat_input(key="arena_prompt").set_value("Hi").run()
+    assert not at.exception
+    assert reply_columns(at)["Model B · t/two"] == ["Second here."]
+    assert not any("OpenAI-compatible server" in str(i.value) for i in at.info)

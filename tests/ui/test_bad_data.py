@@ -74,7 +74,7 @@ def test_junk_rows_in_the_store_are_left_out_with_one_warning(
     at.segmented_control(key="arena_view").set_value("Leaderboard").run()
     assert not at.exception, at.exception
     assert "3 stored arena round(s) could not be read and are left out." in texts(at.warning)
-    assert "1 votes over 1 rounds" in " ".join(texts(at.caption))
+    assert "1 vote over 1 round" in " ".join(texts(at.caption))
 
 
 def test_a_huge_ttl_in_the_settings_file_is_clamped(mock: respx.MockRouter,

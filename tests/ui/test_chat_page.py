@@ -33,8 +33,9 @@ def test_first_visit_shows_server_and_picks_the_loaded_model(mock: respx.MockRou
     assert texts(at.sidebar.success) == ["LM Studio 0.4+ (native API) · 2 models, 1 loaded"]
     picker = at.sidebar.selectbox(key="model")
     assert picker.value == LOADED_MODEL  # a loaded model answers at once
-    assert picker.options == ["● Gemma 4 26B A4B  (26B-A4B · Q4_K_M)",
-                              "○ Qwen3 4B  (4B · 4bit)"]  # embeddings are not chat models
+    assert picker.options == ["Gemma 4 26B A4B  (26B-A4B · Q4_K_M)",
+                              "Qwen3 4B  (4B · 4bit)"]  # embeddings are not chat models
+    assert "● Loaded" in texts(at.sidebar.caption)
 
 
 def test_send_see_streamed_reply_then_reload_and_see_it_again(
@@ -289,3 +290,29 @@ def test_a_damaged_history_file_is_announced_not_hidden(mock: respx.MockRouter,
     assert list(bad_file.parent.glob(f"{bad.id}.json.corrupt-*"))  # moved aside, not deleted
     next(b for b in at.sidebar.button if b.label == "good chat").click().run()
     assert texts(at.chat_message[0].markdown) == ["kept"]
+
+
+def test_labels_follow_a_model_the_server_just_loaded_for_a_chat(mock: respx.MockRouter
+                                                                ) -> None:
+    """JIT: the first message to a model that is not loaded loads it. Right after the reply,
+    the sidebar says so (no "Check again", no waiting for the status to age)."""
+    import copy
+
+    loaded_after = copy.deepcopy(NATIVE_MODELS)
+    for m in loaded_after["models"]:
+        if m["key"] != LOADED_MODEL and m["type"] == "llm":
+            m["loaded_instances"] = [{"id": m["key"], "config": {"context_length": 4096}}]
+    listing = mock.get("/api/v1/models")
+    listing.respond(json=NATIVE_MODELS)
+    mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS, content=sse_body("hi"))
+    at = new_app().run()
+    picker = at.sidebar.selectbox(key="model")
+    unloaded = next(m["key"] for m in NATIVE_MODELS["models"]
+                    if m["type"] == "llm" and m["key"] != LOADED_MODEL)
+    picker.set_value(unloaded).run()
+    assert "○ Not loaded: the server loads it on the first message" in texts(at.sidebar.caption)
+    listing.respond(json=loaded_after)  # the chat request below JIT-loads it
+    at.chat_input[0].set_value("hello").run()
+    assert not at.exception
+    assert texts(at.sidebar.success) == ["LM Studio 0.4+ (native API) · 2 models, 2 loaded"]
+    assert "● Loaded" in texts(at.sidebar.caption)

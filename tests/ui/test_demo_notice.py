@@ -42,3 +42,52 @@ def test_no_notice_for_an_ordinary_server(mock: respx.MockRouter) -> None:
     at = new_app().run()
     assert not at.exception
     assert not [i.value for i in at.sidebar.info if "demo engine" in str(i.value)]
+
+
+def test_the_sidebar_says_it_is_a_tiny_base_model(
+    mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo_like(mock)
+    monkeypatch.setenv("ATOM_DEMO_ENGINE", BASE)
+    at = new_app().run()
+    (notice,) = [i.value for i in at.sidebar.info]
+    assert "tiny base model for trying ATOM, not a chat assistant" in notice
+
+
+def test_models_shows_what_is_known_about_the_demo_model(
+    mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo_like(mock)
+    monkeypatch.setenv("ATOM_DEMO_ENGINE", BASE)
+    at = new_app().run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    (row,) = at.dataframe[0].value.to_dict("records")
+    assert row["Loaded"] == "●" and row["Params"] == "270M" and row["Quantization"] == "Q4_K_M"
+    assert row["Max context"] == 32768 and "ctx 8192" in row["Instances (live config)"]
+    assert row.get("Publisher", "") == ""  # not llama.cpp's placeholder "me"
+
+
+def test_an_ordinary_server_leaves_unknowns_blank(mock: respx.MockRouter) -> None:
+    demo_like(mock)
+    at = new_app().run()
+    at.switch_page("pages/models.py").run()
+    (row,) = at.dataframe[0].value.to_dict("records")
+    assert row["Loaded"] == "" and not row.get("Params")  # unknown: blank, not "?"
+
+
+def test_ttl_goes_to_lm_studio_only(mock: respx.MockRouter) -> None:
+    import json
+
+    from atom_core.config import settings_from_env
+    from atom_core.settings.store import open_settings
+    from tests.fixtures.sse import SSE_HEADERS, sse_body
+
+    open_settings(settings_from_env().data_dir).set_ttl(600)
+    demo_like(mock)
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    at = new_app().run()
+    at.chat_input[0].set_value("hi").run()
+    assert not at.exception
+    assert "ttl" not in json.loads(chat.calls.last.request.content)

@@ -193,6 +193,13 @@ def test_the_lms_command_carries_what_rest_cannot_set(mock: respx.MockRouter) ->
                                   "--identifier 'fast gemma'")
 
 
+def test_the_lms_line_follows_a_context_typed_before_load(mock: respx.MockRouter) -> None:
+    at = models_page(mock)
+    at.selectbox(key="load-model").set_value(GEMMA).run()
+    at.number_input(key=f"load-ctx-{GEMMA}").set_value(4096).run()  # Load not pressed
+    assert texts(at.code)[-1] == f"lms load {GEMMA} --context-length 4096"
+
+
 def test_download_progress_is_kept_across_a_page_switch(mock: respx.MockRouter) -> None:
     start = mock.post("/api/v1/models/download").respond(json={
         "job_id": "job_493c7c9ded", "status": "downloading", "total_size_bytes": 2_000_000_000})
@@ -245,7 +252,7 @@ def test_an_openai_only_server_says_what_it_lacks(mock: respx.MockRouter) -> Non
     at = models_page(mock, listing=None)
     (info,) = texts(at.info)
     assert "OpenAI-compatible server" in info and "Load, unload and download" in info
-    assert list(at.dataframe[0].value["Loaded"]) == ["?"]
+    assert list(at.dataframe[0].value["Loaded"]) == [""]  # unknown: blank (issue 13)
     assert not [b for b in at.form_submit_button if b.label == "Load"]
 
 

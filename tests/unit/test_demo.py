@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from atom_core.launch import demo
-from atom_core.launch.demo_server import DefaultMaxTokens
+from atom_core.launch.demo_server import FEW_SHOT_PREAMBLE, DefaultMaxTokens, few_shot_prompt
 
 
 def paths(tmp_path: Path) -> demo.DemoPaths:
@@ -124,10 +124,15 @@ class Launch:
         monkeypatch.setattr(demo, "server_answers", lambda url, token=None: answers)
         monkeypatch.setattr(demo, "start_demo", self.start_demo)
         monkeypatch.setattr(demo, "_run_streamlit", self.run_streamlit)
+        # the launcher picks the engines' ports up front; a unit test binds no socket
+        ports = iter(range(5101, 5200))
+        monkeypatch.setattr(demo, "free_port", lambda: next(ports))
 
-    def start_demo(self, paths: object = None, say: object = None) -> demo.DemoEngine:
+    def start_demo(self, paths: object = None, say: object = None,
+                   ports: Sequence[int] | None = None, cancel: object = None) -> demo.DemoEngine:
         self.started_demo = True
-        d = fake_demo("http://127.0.0.1:5001", "http://127.0.0.1:5002")
+        self.ports = list(ports or ())
+        d = fake_demo(*(f"http://127.0.0.1:{p}" for p in self.ports))
         d.stop = self.stop  # type: ignore[method-assign]
         return d
 
@@ -161,8 +166,10 @@ def test_run_starts_the_demo_engine_when_nothing_answers(
     assert demo.run_app(environ=env(), say=launch.said.append) == 0
     assert launch.started_demo and launch.stopped_demo  # stopped when the app stops
     app_env = launch.streamlit_env
-    assert app_env is not None and app_env["ATOM_SERVER_URL"] == "http://127.0.0.1:5001"
-    assert app_env["ATOM_EXTRA_SERVERS"] == "http://127.0.0.1:5002"
+    first, second = launch.ports  # chosen before the app starts, taken by the engines later
+    assert app_env is not None and app_env["ATOM_SERVER_URL"] == f"http://127.0.0.1:{first}"
+    assert app_env["ATOM_EXTRA_SERVERS"] == f"http://127.0.0.1:{second}"
+    assert app_env["ATOM_DEMO_STATUS"].endswith("demo-status.json")
     assert demo.is_demo_server(app_env["ATOM_SERVER_URL"], app_env)
     assert "bundled demo engine" in launch.said[0] and "ATOM_DEMO=0" in launch.said[0]
 
@@ -200,6 +207,66 @@ def test_the_demo_engine_stops_even_when_the_app_fails(monkeypatch: pytest.Monke
         demo.run_app(environ=env(), say=launch.said.append)
     assert launch.stopped_demo
 
+
+def test_the_app_starts_before_the_engine_is_built(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """The app process starts while the engine still builds, and its status file says so."""
+    import threading
+
+    launch = Launch(monkeypatch, answers=False)
+    release = threading.Event()
+    seen: list[str | None] = []
+
+    def slow_start(paths: object = None, say: object = None, ports: Sequence[int] | None = None,
+                   cancel: object = None) -> demo.DemoEngine:
+        release.wait(10)  # the build: still going while the app starts
+        return launch.start_demo(paths, say, ports, cancel)
+
+    def run_streamlit(args: Sequence[str], app_env: dict[str, str]) -> int:
+        seen.append(demo.engine_progress(app_env))
+        release.set()
+        return 0
+
+    monkeypatch.setattr(demo, "start_demo", slow_start)
+    monkeypatch.setattr(demo, "_run_streamlit", run_streamlit)
+    cache = {"ATOM_CACHE_DIR": str(tmp_path / "cache"), "ATOM_DEMO_VENV": str(tmp_path / "v")}
+    assert demo.run_app(environ=env(**cache), say=launch.said.append) == 0
+    assert seen[0] is not None and seen[0].startswith("Demo engine building")
+    assert launch.stopped_demo and not (tmp_path / "cache" / "demo-status.json").exists()
+
+
+def status_env(tmp_path: Path, state: str, message: str = "", log: str = "",
+               ts: float = 0.0) -> dict[str, str]:
+    build_log = tmp_path / "build.log"
+    if log:
+        build_log.write_text(log)
+    status = tmp_path / "demo-status.json"
+    status.write_text(json.dumps({"state": state, "message": message, "ts": ts,
+                                  "build_log": str(build_log)}))
+    return {"ATOM_DEMO_STATUS": str(status)}
+
+
+def test_engine_progress_says_how_far_the_build_is(tmp_path: Path) -> None:
+    progress = demo.engine_progress(status_env(tmp_path, "building", log="[ 10/100] cc\n"
+                                               "[46/100] Building CXX object\n"))
+    assert progress is not None and progress.startswith("Demo engine building: 46 % compiled")
+    assert "4.5 to 10 minutes" in progress
+    stale = demo.engine_progress(status_env(tmp_path, "building", log="[99/100] x\n",
+                                            ts=4e9))  # a log from an earlier build
+    assert stale is not None and "%" not in stale
+    assert "starting" in (demo.engine_progress(status_env(tmp_path, "starting")) or "")
+    failed = demo.engine_progress(status_env(tmp_path, "failed", "no compiler"))
+    assert failed is not None and "no compiler" in failed
+    assert demo.engine_progress(status_env(tmp_path, "ready")) is None
+    assert demo.engine_progress({}) is None
+
+
+def test_ctrl_c_is_a_clean_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_app", interrupted)
+    assert demo.main(["run"]) == 0  # make shows no "Error 130"
 
 
 
@@ -258,3 +325,15 @@ def test_other_requests_pass_unchanged(body: bytes) -> None:
 def test_other_routes_are_not_read() -> None:
     body = json.dumps({"model": "m"}).encode()
     assert call_middleware(body, path="/v1/embeddings")[0] == body
+
+
+def test_the_few_shot_prompt_asks_and_leaves_the_answer_open() -> None:
+    prompt = few_shot_prompt([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi  there"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "Why is\nthe sky blue?"}]},
+    ])
+    assert prompt.startswith("Be brief.\n\n" + FEW_SHOT_PREAMBLE)
+    assert prompt.endswith("Question: Hi there\nAnswer: Hello.\n\n"
+                           "Question: Why is the sky blue?\nAnswer:")
