@@ -131,14 +131,6 @@ def set_server_url(url: str) -> None:
     st.session_state.server_url = normalize_base_url(url)
 
 
-_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>()#+-.!|~:$"})
-
-
-def plain(text: str) -> str:
-    """`text` (a model name, a server's words) escaped so Markdown shows it as typed."""
-    return text.translate(_MARKDOWN_SPECIALS)
-
-
 def plural(n: int, word: str) -> str:
     """'1 vote', '2 votes'."""
     return f"{n} {word}" + ("" if n == 1 else "s")
