@@ -7,11 +7,11 @@ import time
 import streamlit as st
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
-from atom_core.history import Conversation, Message, export
+from atom_core.history import Conversation, Message
 from atom_core.render import image_hosts, plain_label, safe_markdown
-from atom_core.settings.store import SamplingPreset
 from atom_core.types import Dialect, SamplingOptions
-from pages import _chat_images
+from pages import _chat_conversations as conversations
+from pages import _chat_header, _chat_images
 from pages import _chat_route as chat_route
 from pages import _ui as ui
 
@@ -24,149 +24,6 @@ STATE_NOTES = {
 
 ui.require_app_shell("pages/chat.py")
 store = ui.store()
-
-
-# -- conversation selection (sidebar) ----------------------------------------------------------
-
-def current_conversation() -> Conversation | None:
-    cid = st.session_state.get("conversation_id") or st.query_params.get("c")
-    conv = store.get_conversation(cid) if cid else None
-    if conv is None and "conversation_id" not in st.session_state:
-        recent = store.list_conversations(limit=1)  # a reload lands on the latest chat
-        conv = recent[0] if recent else None
-    select(conv)
-    return conv
-
-
-def select(conv: Conversation | None) -> None:
-    new_id = conv.id if conv else ""
-    if st.session_state.get("conversation_id") != new_id:
-        st.session_state.pop("confirm_delete", None)
-    st.session_state.conversation_id = new_id
-    if conv:
-        st.query_params["c"] = conv.id
-    elif "c" in st.query_params:
-        del st.query_params["c"]
-
-
-def conversation_list(conv: Conversation | None) -> None:
-    with st.sidebar:
-        st.divider()
-        st.button("New chat", icon=":material/add:", use_container_width=True,
-                  on_click=select, args=(None,))
-        query = st.text_input("Search chats", placeholder="Title or text…", key="chat_search",
-                              label_visibility="collapsed")
-        found = store.list_conversations(query=query, limit=40)
-        if query and not found:
-            st.caption("No chat matches.")
-        for c in found:
-            st.button(
-                plain_label(c.title), key=f"conv-{c.id}", use_container_width=True,
-                type="primary" if conv and c.id == conv.id else "tertiary",
-                on_click=select, args=(c,), help=plain_label(c.preview) or None,
-            )
-
-
-# -- header: title, settings, export, rename, delete ----------------------------------------------
-
-def header(conv: Conversation | None, model: str | None = None
-           ) -> tuple[SamplingOptions, str, int | None]:
-    cols = st.columns([3, 1, 1, 1], vertical_alignment="center")
-    cols[0].subheader(plain_label(conv.title) if conv else "New chat")
-    with cols[1].popover("Settings", icon=":material/tune:", use_container_width=True):
-        ui.pick_template("chat-template", f"sys-{conv_key(conv)}")
-        system = st.text_area(
-            "System prompt", value=conv.system_prompt if conv else "", key=f"sys-{conv_key(conv)}",
-            help="Sent before the conversation on every request.",
-        )
-        if conv and system != conv.system_prompt:
-            store.update_conversation(conv.id, system_prompt=system)
-        chat_route.picker(conv, model)
-        apply_preset(ui.pick_preset("chat-preset", model=model))
-        options, ttl = sampling_controls()
-    if conv:
-        with cols[2].popover("Export", icon=":material/download:", use_container_width=True):
-            messages = store.messages(conv.id)
-            for label, ext, mime, render in (
-                ("Markdown", "md", "text/markdown", export.to_markdown),
-                ("JSON", "json", "application/json", _chat_images.to_json),
-                ("Plain text", "txt", "text/plain", export.to_text),
-            ):
-                st.download_button(label, render(conv, messages),
-                                   file_name=export.export_filename(conv, ext), mime=mime,
-                                   on_click="ignore", use_container_width=True)
-        with cols[3].popover("Edit", icon=":material/edit:", use_container_width=True):
-            title = st.text_input("Title", value=conv.title, key=f"title-{conv.id}")
-            if title.strip() and title != conv.title:
-                store.update_conversation(conv.id, title=title.strip())
-                st.rerun()
-            if st.session_state.get("confirm_delete") == conv.id:
-                st.warning("Delete this chat and all its messages? This can't be undone.")
-                st.button("Yes, delete", type="primary", on_click=delete, args=(conv.id,))
-                st.button("Cancel", on_click=st.session_state.pop, args=("confirm_delete",))
-            else:
-                st.button("Delete chat", icon=":material/delete:",
-                          on_click=st.session_state.__setitem__, args=("confirm_delete", conv.id))
-    return options, system, ttl
-
-
-def conv_key(conv: Conversation | None) -> str:
-    return conv.id if conv else "new"
-
-
-def delete(conversation_id: str) -> None:
-    store.delete_conversation(conversation_id)
-    _chat_images.forget(conversation_id)
-    select(None)
-
-
-def apply_preset(preset: SamplingPreset | None) -> None:
-    """Puts a newly picked preset (Settings) into the fields below, which stay editable."""
-    name = preset.name if preset else ""
-    if st.session_state.get("_preset_applied") == name and "temperature" in st.session_state:
-        return  # already applied, and the fields still hold it (or the user's edits)
-    st.session_state["_preset_applied"] = name
-    values = preset.values() if preset else {}
-    for key in ("temperature", "top_p", "top_k", "max_tokens", "repeat_penalty", "seed"):
-        st.session_state[key] = values.get(key)
-
-
-def sampling_controls() -> tuple[SamplingOptions, int | None]:
-    st.caption("Empty fields use the model's own defaults.")
-    a, b = st.columns(2)
-    temperature = a.number_input("Temperature", 0.0, 2.0, value=None, step=0.1, key="temperature",
-                                 placeholder="default")
-    top_p = b.number_input("Top P", 0.0, 1.0, value=None, step=0.05, key="top_p",
-                           placeholder="default")
-    top_k = a.number_input("Top K", 0, 500, value=None, step=1, key="top_k",
-                           placeholder="default")
-    max_tokens = b.number_input("Max tokens", 1, 131072, value=None, step=64, key="max_tokens",
-                                placeholder="no limit")
-    repeat = a.number_input("Repeat penalty", 0.5, 2.0, value=None, step=0.05,
-                            key="repeat_penalty", placeholder="default")
-    seed = b.number_input("Seed", 0, 2**31 - 1, value=None, step=1, key="seed",
-                          placeholder="random")
-    presence = a.number_input("Presence penalty", -2.0, 2.0, value=None, step=0.1,
-                              key="presence_penalty", placeholder="default")
-    frequency = b.number_input("Frequency penalty", -2.0, 2.0, value=None, step=0.1,
-                               key="frequency_penalty", placeholder="default")
-    stop = st.text_area("Stop sequences", key="stop", placeholder="One per line",
-                        height=68)
-    if "ttl" not in st.session_state:  # each visit starts from the Settings page's default
-        st.session_state.ttl = ui.default_ttl()
-    ttl = st.number_input(
-        "Idle TTL (seconds)", 1, 7 * 24 * 3600, value=None, step=60, key="ttl",
-        placeholder="server default",
-        help="If this request makes LM Studio load the model (just-in-time), unload it after "
-        "this long unused. The default comes from Settings.",
-    )
-    options = SamplingOptions(
-        temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
-        repeat_penalty=repeat, seed=seed, presence_penalty=presence,
-        frequency_penalty=frequency,
-        stop=tuple(s for s in (stop or "").splitlines() if s),
-    )
-    return options, ttl
 
 
 # -- messages -------------------------------------------------------------------------------------
@@ -282,15 +139,15 @@ def live_line(turn: ChatTurn) -> str:
 # creates its conversation before the header and the list are drawn.
 prompt = st.chat_input("Message the model", submit_mode="stop")
 pictures = _chat_images.picker("chat")
-conv = current_conversation()
+conv = conversations.current_conversation()
 model = ui.selected_model() or (conv.model if conv else None)
 if prompt and conv is None:
     conv = store.create_conversation(title=auto_title(prompt), model=model or "",
                                      system_prompt=st.session_state.get("sys-new", ""))
-    select(conv)
+    conversations.select(conv)
     chat_route.adopt_new(conv)
-conversation_list(conv)
-options, system, ttl = header(conv, model)
+conversations.conversation_list(conv)
+options, system, ttl = _chat_header.header(conv, model)
 chat_route.route_caption(conv)
 messages = store.messages(conv.id) if conv else []
 if not messages and not prompt:
