@@ -146,7 +146,7 @@ class LMStudioClient:
         ttl: int | None = None,
     ) -> dict[str, Any]:
         """The JSON body `stream_chat` sends (for the load engine, which sends it itself)."""
-        return self._chat_body(model, messages, options, system_prompt, ttl)
+        return self._chat_body(model, messages, options, system_prompt, self._ttl(ttl))
 
     def error_for(self, response: httpx.Response, *, model: str = "") -> AtomError:
         """The AtomError for an error response (its body already read)."""
@@ -219,7 +219,7 @@ class LMStudioClient:
         just-in-time after that long idle. `response_format` is sent as given (the judge asks
         for a JSON schema).
         """
-        body = self._chat_body(model, messages, options, system_prompt, ttl)
+        body = self._chat_body(model, messages, options, system_prompt, self._ttl(ttl))
         if response_format is not None:
             body["response_format"] = dict(response_format)
         request = self.build_request(
@@ -330,6 +330,11 @@ class LMStudioClient:
             finally:
                 reply.timed_by(stream)
         return reply
+
+    def _ttl(self, ttl: int | None) -> int | None:
+        """`ttl` is LM Studio's just-in-time setting: a server known to be a plain
+        OpenAI-compatible one never asked for it, so it is not sent there."""
+        return None if self.dialect is Dialect.OPENAI else ttl
 
     @staticmethod
     def _chat_body(

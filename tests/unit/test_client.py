@@ -224,6 +224,20 @@ def test_stream_request_body_has_options_system_ttl(mock: respx.MockRouter) -> N
     assert reply.content == "Hi"
 
 
+def test_ttl_is_not_sent_to_a_server_known_to_be_plain_openai(mock: respx.MockRouter) -> None:
+    mock.get("/api/v1/models").respond(json=UNEXPECTED)
+    mock.get("/api/v0/models").respond(json=UNEXPECTED)
+    mock.get("/v1/models").respond(json={"object": "list", "data": [{"id": "m"}]})
+    route = mock.post("/v1/chat/completions").respond(
+        200, headers=SSE_HEADERS, content=sse_body("Hi"))
+    with LMStudioClient(BASE) as c:
+        c.chat("m", [ChatMessage("user", "hello")], ttl=300)  # dialect not known yet: sent
+        assert json.loads(route.calls.last.request.content)["ttl"] == 300
+        assert c.list_models().dialect is Dialect.OPENAI
+        c.chat("m", [ChatMessage("user", "hello")], ttl=300)
+        assert "ttl" not in json.loads(route.calls.last.request.content)
+
+
 def test_unset_options_are_not_sent(client: LMStudioClient, mock: respx.MockRouter) -> None:
     route = mock.post("/v1/chat/completions").respond(
         200, headers=SSE_HEADERS, content=sse_body("x")
