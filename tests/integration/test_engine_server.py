@@ -4,6 +4,9 @@ timeouts as client-side errors, pool wait in Chat and Arena, and jobs on other c
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +18,8 @@ from atom_core.measure.runner import FanOut
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
 from tests.fixtures.lmstudio_double import max_overlap, serve
+
+T = TypeVar("T")
 
 TWO = {"models": [
     {"key": "a", "loaded": True, "ttft_ms": 100, "token_gap_ms": 10, "reply_tokens": 6},
@@ -40,6 +45,13 @@ def test_each_model_gets_its_own_k_unless_shared(shared: bool, expected: int) ->
     assert {s.model for s in summarize(records)} == {"a", "b"}
 
 
+def run_apart(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on a thread of its own: Playwright's sync API (the browser tests earlier in
+    the same pytest process) leaves an event loop running on the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def test_pool_wait_is_recorded_apart_from_ttft() -> None:
     slow = {"models": [{"key": "a", "loaded": True, "ttft_ms": 100, "token_gap_ms": 25,
                         "reply_tokens": 40}]}
@@ -51,7 +63,7 @@ def test_pool_wait_is_recorded_apart_from_ttft() -> None:
                   for _ in range(2))))
 
     with serve(slow) as double, LMStudioClient(double.url) as client:
-        outcomes = asyncio.run(two_on_one_connection(client))
+        outcomes = run_apart(two_on_one_connection(client))
     first, waiter = sorted(outcomes, key=lambda o: o.reply.pool_wait_ns or 0)
     assert first.error is None and waiter.error is None
     wait = waiter.reply.metrics().pool_wait_s
@@ -75,7 +87,7 @@ def test_pool_timeout_is_a_client_side_error_with_its_own_sentence() -> None:
                   for _ in range(2))))
 
     with serve(slow) as double, LMStudioClient(double.url, limits=limits) as client:
-        outcomes = asyncio.run(two_on_one_connection(client))
+        outcomes = run_apart(two_on_one_connection(client))
     errors = [o.error for o in outcomes if o.error is not None]
     assert len(errors) == 1 and isinstance(errors[0], ClientPoolTimeout)
     assert "ATOM had no free connection" in errors[0].sentence

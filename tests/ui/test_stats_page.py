@@ -405,7 +405,7 @@ def test_little_data_reads_right(mock: respx.MockRouter, isolated_env: Path) -> 
     and one sentence for each chart that would be empty instead of empty axes."""
     mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
     store = open_store(isolated_env)
-    now = time.time() - 30
+    now = (time.time() // 60 - 2) * 60  # a whole minute: the runs (+0..7 s) share one bucket
     for i in range(6):
         model = "gemma-3-270m-a" if i % 2 else "gemma-3-270m-b"
         m = compute_metrics(t_request_ns=0,
