@@ -64,6 +64,10 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+# A wait for a connection shorter than this is the event loop's own scheduling on a busy machine
+# (about 15 ms seen here), not a queue: no notice for it.
+POOL_WAIT_NOTICE_S = 0.05
+
 TokensSource = Literal["usage", "chunks"]
 
 
@@ -129,7 +133,7 @@ class GenerationMetrics:
         counted = "" if self.tokens_source == "usage" else " (counted)"
         parts.append(f"{self.output_tokens} tokens{counted}")
         parts.append(f"{format_seconds(self.e2e_s)} total")
-        if self.pool_wait_s:
+        if self.pool_wait_s and self.pool_wait_s > POOL_WAIT_NOTICE_S:  # not a few ms of loop
             parts.append(f"waited {format_seconds(self.pool_wait_s)} for a connection")
         if self.finish_reason:
             parts.append(self.finish_reason)

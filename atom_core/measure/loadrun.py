@@ -21,16 +21,11 @@ from typing import Any
 import httpx
 
 from ..errors import AtomError
-from ..metrics import GenerationMetrics, percentile
+from ..metrics import POOL_WAIT_NOTICE_S, GenerationMetrics, percentile
 from ..runs import run_record
 from ..server.client import LMStudioClient
 from ..types import SamplingOptions
 from .engine import LoadEngine, Outcome
-
-# A request that waited longer than this on the client before it was sent is reported as having
-# waited: long enough to matter beside a TTFT, above what a busy machine's scheduling adds to an
-# event loop (measured up to ~15 ms here with other work on both cores).
-POOL_WAIT_NOTICE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -179,6 +179,11 @@ def test_pool_wait_and_server_timings_are_their_own_fields() -> None:
     assert m.server_prompt_s == pytest.approx(0.0125)
     assert m.server_output_tokens == 2 and m.server_tps == pytest.approx(11.0)
     assert "waited 500 ms for a connection" in m.summary()
+    # a few ms of event-loop scheduling is not a queue: the line says nothing of it
+    quick = compute_metrics(t_request_ns=3 * MS, token_times_ns=[200 * MS, 300 * MS],
+                            t_end_ns=300 * MS, pool_wait_ns=3 * MS)
+    assert quick.pool_wait_s == pytest.approx(0.003)
+    assert "for a connection" not in quick.summary()
 
 
 def test_old_stored_metrics_still_load() -> None:
