@@ -9,6 +9,7 @@ import streamlit as st
 from atom_core import images
 from atom_core.history import Conversation, Message
 from atom_core.images import ImageAttachment
+from atom_core.render import safe_markdown
 from atom_core.types import ChatMessage
 from pages import _ui as ui
 
@@ -31,7 +32,7 @@ def picker(scope: str) -> list[ImageAttachment]:
                 out.append(images.prepare_image(f.getvalue(), name=f.name,
                                                 longest_side=int(side)))
             except images.ImageError as e:
-                st.error(e.sentence, icon=":material/broken_image:")
+                st.error(safe_markdown(e.sentence), icon=":material/broken_image:")
         if out:
             size = images.request_bytes([ChatMessage("user", "", images=tuple(
                 a.data_url for a in out))])

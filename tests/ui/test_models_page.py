@@ -237,6 +237,17 @@ def test_a_failed_download_says_so(mock: respx.MockRouter) -> None:
     assert any("x/fail-model" in e and "Failed" in e for e in texts(at.error))
 
 
+def test_a_download_error_from_the_server_never_loads_an_image(mock: respx.MockRouter) -> None:
+    mock.post("/api/v1/models/download").respond(
+        400, json={"error": {"message": "no such model ![x](http://127.0.0.1:9/leak?q=1)"}})
+    at = models_page(mock)
+    at.text_input(key="dl-model").set_value("x/leak-model")
+    button(at, "Download").click().run()
+    shown = texts(at.error)
+    assert any("127.0.0.1:9" in e for e in shown), shown  # the host is named, as a link
+    assert not any("![" in e for e in shown), shown  # but nothing is an image to load
+
+
 def test_401_shows_the_auth_sentence(mock: respx.MockRouter) -> None:
     mock.get("/api/v1/models").respond(401, json=AUTH_BODY)
     at = models_page(mock, listing=None)
