@@ -78,7 +78,7 @@ def demo_engine_progress() -> None:
     if text is None:
         ui.server_status(refresh=True)
         st.rerun(scope="app")
-    st.info(text, icon=":material/construction:")
+    st.info(safe_markdown(text), icon=":material/construction:")
 
 
 @st.fragment(run_every=WATCH_S)

@@ -11,6 +11,7 @@ from atom_core.arena import judge, promptsets, ratings
 from atom_core.arena.leaderboard import contestant_speeds
 from atom_core.arena.rounds import ArenaRound
 from atom_core.errors import AtomError
+from atom_core.render import plain_label, safe_markdown
 from pages import _ui as ui
 
 
@@ -57,12 +58,12 @@ def _ask(store: ui.HistoryStore, rnd: ArenaRound, options: list[tuple[str, str]]
                  disabled=pick is None):
         assert pick is not None
         url, model = pick
-        with st.spinner(f"{model} is judging, in both orders…"):
+        with st.spinner(f"{plain_label(model)} is judging, in both orders…"):
             try:
                 judge.judge_round(store, ui.client_for(url), model, rnd, rubric=rubric,
                                   reference=reference.strip() or None)
             except AtomError as e:  # JudgeError included
-                st.error(e.sentence, icon=":material/error:")
+                st.error(safe_markdown(e.sentence), icon=":material/error:")
                 return
         st.rerun()
 
@@ -172,12 +173,12 @@ def promptset_panel(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec,
             if st.button("Judge every prompt", icon=":material/gavel:",
                          key=f"ps-judge-go-{run_id}", disabled=pick is None):
                 assert pick is not None
-                with st.spinner(f"{pick[1]} is judging every prompt, in both orders…"):
+                with st.spinner(f"{plain_label(pick[1])} is judging every prompt, in both orders…"):
                     try:
                         judge.judge_promptset_run(store, ui.client_for(pick[0]), pick[1], run,
                                                   records)
                     except AtomError as e:
-                        st.error(e.sentence, icon=":material/error:")
+                        st.error(safe_markdown(e.sentence), icon=":material/error:")
                         return
                 st.rerun()
         if not verdicts:

@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from atom_core.measure import card, hardware
+from atom_core.render import safe_markdown
 from pages import _ui as ui
 
 COLUMNS = {"machine": "Machine", "model": "Model",
@@ -72,7 +73,7 @@ def _card(here: hardware.MachineInfo, runs: list[dict[str, Any]]) -> None:
     try:
         theirs = card.read_card(upload.getvalue())
     except card.CardError as e:
-        st.error(e.sentence, icon=":material/error:")
+        st.error(safe_markdown(e.sentence), icon=":material/error:")
         return
     st.text(f"Their machine: {theirs.machine.label}")  # imported text: shown as plain text
     rows = card.compare_cards(mine, theirs)

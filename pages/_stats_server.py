@@ -52,7 +52,7 @@ def server_tab(df: Any, store: ui.HistoryStore) -> None:
         start = st.form_submit_button("Measure with server stats", icon=":material/compare:")
     if start and model:
         try:
-            with st.spinner(f"Asking {model}…"):
+            with st.spinner(f"Asking {plain_label(model)}…"):
                 result = native_chat(ui.client(), model, prompt, max_output_tokens=256)
             store.add_run(result.run_row())
             st.session_state.server_check = (model, comparison_rows(result))

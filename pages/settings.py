@@ -75,7 +75,7 @@ def servers_tab(saved: ss.AppSettings) -> None:
 
 def test_connection(p: ss.ServerProfile) -> None:
     token = ui.token_for(p.url)  # its own token, never another server's
-    with st.spinner(f"Testing {p.url}…"), LMStudioClient(p.url, token=token) as client:
+    with st.spinner(f"Testing {plain_label(p.url)}…"), LMStudioClient(p.url, token=token) as client:
         status = client.status()
     st.session_state[f"test-report-{p.name}"] = ss.connection_report(
         status, token_sent=bool(token))

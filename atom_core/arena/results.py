@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..measure.runner import Slot
 from ..metrics import GenerationMetrics, format_seconds
+from ..render import plain_label
 from ..server.routes import ROUTE_LABELS
 from .rounds import ArenaRound, SlotResult
 
@@ -155,7 +156,8 @@ def live_line(slot: Slot, now_ns: int | None = None) -> str:
         if reply.progress:  # LM Studio's native route says what it is doing meanwhile
             stage, value = list(reply.progress.items())[-1]
             doing = {"model_load": "loading the model", "prompt_processing": "reading the prompt"}
-            return f"{doing.get(stage, stage)} {value:.0%}… {waited}"
+            said = doing.get(stage) or plain_label(stage)  # a stage ATOM does not know: server text
+            return f"{said} {value:.0%}… {waited}"
         return f"waiting for the first token… {waited}"
     tps = reply.live_tps(None if slot.done else now_ns)
     speed = f" · {tps:.1f} tok/s" if tps else ""

@@ -468,3 +468,14 @@ def test_images_go_in_each_routes_own_shape() -> None:
     # completions: image_url parts (ChatMessage.to_request)
     parts = history[-1].to_request()["content"]
     assert parts[1] == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_a_progress_stage_atom_does_not_know_is_shown_as_plain_text() -> None:
+    from atom_core.arena.results import live_line
+    from atom_core.measure.runner import Slot
+    from atom_core.types import StreamEvent
+
+    slot = Slot(0, t_start_ns=0)
+    slot.reply.add(StreamEvent("progress", 1, text="![x](http://127.0.0.1:9/leak)", progress=0.5))
+    line = live_line(slot, now_ns=1_000_000_000)
+    assert "![" not in line and "50%" in line
