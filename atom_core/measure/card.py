@@ -58,8 +58,9 @@ def _round(v: float | None, nd: int = 2) -> float | None:
 
 def machine_table(runs: Sequence[Mapping[str, Any]],
                   *, exclude_sources: Sequence[str] = ("judge",)) -> list[dict[str, Any]]:
-    """One row per (machine, model) over successful runs that were sampled (have a
-    machine_id). Judge requests are left out: their speed is not a contestant's."""
+    """One row per (machine, model) over successful runs that name their machine (a
+    machine_id; hardware figures only where the run was sampled). Judge requests are left
+    out: their speed is not a contestant's."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in runs:
         mid = r.get("machine_id")
