@@ -10,6 +10,7 @@ from atom_core.arena import promptsets, report
 from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
+from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
 from pages import _arena_judge
 from pages import _ui as ui
@@ -142,13 +143,18 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
         prepared = prepare(setups, listings)
         _execute(store, promptsets.retarget(store, run, prepared.targets))
     with cols[2].popover("Export", icon=":material/download:", width="stretch"):
+        def known() -> dict[str, hardware.MachineInfo]:  # the machines each report names
+            return hardware.machines(store)
+
         downloads("promptset", run.created, run.id, [
             ("Markdown report", "md", "text/markdown",
-             lambda: report.run_markdown(run, records)),
-            ("HTML report", "html", "text/html", lambda: report.run_html(run, records)),
-            ("Records (CSV)", "csv", "text/csv", lambda: report.run_csv(run, records)),
+             lambda: report.run_markdown(run, records, known())),
+            ("HTML report", "html", "text/html",
+             lambda: report.run_html(run, records, known())),
+            ("Records (CSV)", "csv", "text/csv",
+             lambda: report.run_csv(run, records, known())),
             ("Records (JSON)", "json", "application/json",
-             lambda: report.run_json(run, records)),
+             lambda: report.run_json(run, records, known())),
         ])
     if not records:
         return

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import AtomError
+from ..measure import hardware
 from ..measure.loadrun import LoadJob, LoadRecord, run_load
 from ..metrics import GenerationMetrics, format_duration, percentile
 from ..types import ChatMessage, SamplingOptions
@@ -401,6 +402,7 @@ class PromptSetRunSpec:
     slots: tuple[RunSlot, ...]
     settings: RunSettings
     created: float
+    machine_id: str | None = None  # the machine the run started on (None: not recorded)
 
     @property
     def total(self) -> int:
@@ -412,7 +414,7 @@ class PromptSetRunSpec:
                 "slots": [s.to_record() for s in self.slots],
                 "settings": {f: getattr(self.settings, f)
                              for f in RunSettings.__dataclass_fields__},
-                "created": self.created}
+                "created": self.created, "machine_id": self.machine_id}
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> PromptSetRunSpec:
@@ -425,7 +427,9 @@ class PromptSetRunSpec:
                        prompt_set=PromptSet.from_dict(row["set"]),
                        slots=tuple(RunSlot.from_record(s) for s in row["slots"]),
                        settings=settings,
-                       created=float(row.get("created") or row.get("ts") or 0.0))
+                       created=float(row.get("created") or row.get("ts") or 0.0),
+                       machine_id=row["machine_id"] if isinstance(row.get("machine_id"), str)
+                       else None)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise PromptSetError(f"A saved prompt-set run could not be read ({e!r}).") from e
 
@@ -439,7 +443,8 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
                 load_config=s.load_config.to_request(), route=s.route)
         for i, s in enumerate(setups))
     spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
-                            slots=slots, settings=settings, created=time.time())
+                            slots=slots, settings=settings, created=time.time(),
+                            machine_id=hardware.session_machine_id())
     record = spec.to_record()
     record.pop("id")
     return dataclasses.replace(spec, id=store.append(RUNS_TABLE, record))
@@ -546,6 +551,7 @@ def _record_doc(run: PromptSetRunSpec, record: LoadRecord) -> dict[str, Any]:
         "error": record.error.sentence if record.error else "", "metrics": m,
         "checks": check_results(item, record.content, record.metrics.e2e_s, record.ok),
         "ts": record.started_at or time.time(),
+        "machine_id": hardware.session_machine_id(),  # a resume may run on another machine
     }
 
 

@@ -1,8 +1,10 @@
 """Self-contained reports of an Arena round or a prompt-set run: Markdown, HTML (one file, inline
 style, nothing fetched), and the raw records as CSV and JSON.
 
-Each report holds the prompt(s), every reply, the stats table, the vote, the load configs and the
-model metadata (quantization, parameters, size). API tokens are never part of any of it.
+Each report holds the prompt(s), every reply, the stats table, the vote, the load configs, the
+model metadata (quantization, parameters, size) and the machine that produced the numbers (as
+recorded for the session, from the "machines" table: CPU, cores, RAM, GPUs, OS; never its host
+name). API tokens are never part of any of it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import csv
 import html
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..history.export import csv_cell
+from ..measure.card import machine_facts
+from ..measure.hardware import MachineInfo
 from ..metrics import format_seconds
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
@@ -58,6 +63,101 @@ def _quote(text: str) -> list[str]:
     return ["> " + line if line else ">" for line in (text or "(no text)").splitlines()]
 
 
+# -- the machine ----------------------------------------------------------------------------------
+
+Machines = Mapping[str, MachineInfo]  # the "machines" table by id (hardware.machines(store))
+MACHINE_HEADER = ["Machine id", "CPU", "Cores", "Threads", "RAM", "GPU", "OS"]
+
+
+def _on_this_machine(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def servers_elsewhere(servers: Iterable[str]) -> list[str]:
+    """The servers (in order, once each) that are not on the machine ATOM ran on: the
+    recorded machine is ATOM's, so their own hardware is not in the report."""
+    return [u for u in dict.fromkeys(servers) if u and not _on_this_machine(u)]
+
+
+def machine_row(machine_id: str, machines: Machines) -> list[Any]:
+    m = machines.get(machine_id)
+    if m is None:
+        return [machine_id, "not in this ATOM's machines table", "", "", "", "", ""]
+    ram = f"{m.ram_total_mb / 1024:.0f} GB" if m.ram_total_mb else ""
+    return [machine_id, m.cpu_model, m.cpu_cores or "", m.cpu_threads or "", ram,
+            m.gpu_label, m.os]
+
+
+def machine_notes(machine_ids: Sequence[str], servers: Iterable[str]) -> list[str]:
+    """What a reader must know beside the machine table: none recorded, several, or a server
+    that ran elsewhere."""
+    notes = []
+    if not machine_ids:
+        notes.append("The machine was not recorded (saved before ATOM recorded the machine "
+                     "of each session).")
+    elif len(machine_ids) > 1:
+        notes.append("These numbers come from more than one machine (the run was resumed "
+                     "elsewhere): compare them with care.")
+    away = servers_elsewhere(servers)
+    if away and machine_ids:
+        notes.append(f"The model server{'s' if len(away) > 1 else ''} {', '.join(away)} "
+                     f"{'are' if len(away) > 1 else 'is'} not on this machine: the hardware "
+                     "above is the machine ATOM measured from, not the server's.")
+    return notes
+
+
+def machine_json(machine_ids: Sequence[str], machines: Machines,
+                 servers: Iterable[str]) -> list[dict[str, Any]]:
+    """Each machine as the benchmark card shares it (no host name), with its one-line label
+    and the servers that were not on it."""
+    away = servers_elsewhere(servers)
+    out = []
+    for mid in machine_ids:
+        m = machines.get(mid)
+        facts: dict[str, Any] = {"id": mid} if m is None else {**machine_facts(m),
+                                                               "label": m.label}
+        out.append({**facts, "servers_elsewhere": away})
+    return out
+
+
+def _machine_label(machine_id: str | None, machines: Machines) -> str:
+    m = machines.get(machine_id or "")
+    return m.label if m is not None else (machine_id or "")
+
+
+def _machine_markdown(machine_ids: Sequence[str], machines: Machines,
+                      servers: Iterable[str]) -> list[str]:
+    lines = ["## Machine", ""]
+    if machine_ids:
+        lines += _md_table(MACHINE_HEADER, [machine_row(i, machines) for i in machine_ids])
+        lines.append("")
+    lines += [f"*{n}*" for n in machine_notes(machine_ids, servers)]
+    return lines
+
+
+def _machine_html(machine_ids: Sequence[str], machines: Machines,
+                  servers: Iterable[str]) -> str:
+    parts = ["<h2>Machine</h2>"]
+    if machine_ids:
+        parts.append(_html_table(MACHINE_HEADER, [machine_row(i, machines)
+                                                  for i in machine_ids]))
+    parts += [f"<p class=note>{_h(n)}</p>" for n in machine_notes(machine_ids, servers)]
+    return "".join(parts)
+
+
+def round_machine_ids(rnd: ArenaRound) -> list[str]:
+    return [rnd.machine_id] if rnd.machine_id else []
+
+
+def run_machine_ids(run: PromptSetRunSpec, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The machines a prompt-set run's records came from (a resume may be elsewhere), in
+    order; the run's own when its records name none."""
+    ids = [str(r["machine_id"]) for r in records if isinstance(r.get("machine_id"), str)
+           and r["machine_id"]]
+    return list(dict.fromkeys(ids)) or ([run.machine_id] if run.machine_id else [])
+
+
 # -- one round ------------------------------------------------------------------------------------
 
 
@@ -88,7 +188,8 @@ def _stats(rnd: ArenaRound, mark: str = "**") -> list[list[str]]:
     return out
 
 
-def round_markdown(rnd: ArenaRound) -> str:
+def round_markdown(rnd: ArenaRound, machines: Machines | None = None) -> str:
+    """The round as Markdown; `machines` (the machines table) names the machine it ran on."""
     lines = [f"# ATOM Arena round, {_when(rnd.ts)}", ""]
     if rnd.blind:
         shown = ", ".join(f"Response {p + 1} = Model {rnd.slots[i].label}"
@@ -103,6 +204,8 @@ def round_markdown(rnd: ArenaRound) -> str:
     lines += _md_table(["", *(f"Model {s.label}" for s in rnd.slots)], _stats(rnd))
     lines += ["", "## Models", ""]
     lines += _md_table(MODEL_HEADER, _model_rows(rnd))
+    lines += ["", *_machine_markdown(round_machine_ids(rnd), machines or {},
+                                     (s.server for s in rnd.slots))]
     for s in rnd.slots:
         lines += ["", f"## Model {s.label}: {s.model}", ""]
         if s.contestant != s.model:
@@ -165,7 +268,7 @@ def _page(title: str, body: str) -> str:
             f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>")
 
 
-def round_html(rnd: ArenaRound) -> str:
+def round_html(rnd: ArenaRound, machines: Machines | None = None) -> str:
     rows = stat_rows(rnd)
     parts = [f"<h1>ATOM Arena round, {_h(_when(rnd.ts))}</h1>",
              f"<p><b>Vote:</b> {_h(rnd.vote_sentence or 'none yet')}"
@@ -187,6 +290,8 @@ def round_html(rnd: ArenaRound) -> str:
                      f"<pre>{_h(s.content or '(no text)')}</pre></div>")
     parts.append("</div><h2>Models</h2>")
     parts.append(_html_table(MODEL_HEADER, _model_rows(rnd)))
+    parts.append(_machine_html(round_machine_ids(rnd), machines or {},
+                               (s.server for s in rnd.slots)))
     if rnd.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in rnd.notes)
                      + "</ul>")
@@ -200,10 +305,12 @@ ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "
                  "contestant", "server", "route", "state", "error", "ttft_s",
                  "first_answer_s", "thinking_s", "decode_tps",
                  "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
-                 "quantization", "params", "size_bytes", "load_config", "options", "content"]
+                 "quantization", "params", "size_bytes", "load_config", "options",
+                 "machine_id", "machine", "content"]
 
 
-def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
+def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[str, Any]]:
+    machine = _machine_label(rnd.machine_id, machines or {})
     rows = []
     for s in rnd.slots:
         m = s.metrics or {}
@@ -220,7 +327,7 @@ def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
             "quantization": s.model_info.get("quantization"),
             "params": s.model_info.get("params"), "size_bytes": s.model_info.get("size_bytes"),
             "load_config": json.dumps(s.instance_config), "options": json.dumps(s.options),
-            "content": s.content,
+            "machine_id": rnd.machine_id, "machine": machine, "content": s.content,
         })
     return rows
 
@@ -233,14 +340,18 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def round_csv(rnd: ArenaRound) -> str:
+def round_csv(rnd: ArenaRound, machines: Machines | None = None) -> str:
     """One row per slot."""
-    return _csv(round_rows(rnd), ROUND_COLUMNS)
+    return _csv(round_rows(rnd, machines), ROUND_COLUMNS)
 
 
-def round_json(rnd: ArenaRound) -> str:
-    """The whole round record, as stored."""
-    return json.dumps(rnd.to_record(), indent=2, ensure_ascii=False)
+def round_json(rnd: ArenaRound, machines: Machines | None = None) -> str:
+    """The whole round record, as stored, plus the machine it ran on (`machine`: the card's
+    facts and label; None when not recorded)."""
+    found = machine_json(round_machine_ids(rnd), machines or {},
+                         (s.server for s in rnd.slots))
+    doc = {**rnd.to_record(), "machine": found[0] if found else None}
+    return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 # -- a prompt-set run -----------------------------------------------------------------------------
@@ -269,7 +380,8 @@ def _settings_line(run: PromptSetRunSpec) -> str:
             f"order {'shuffled' if st.shuffle else 'as listed'}")
 
 
-def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+                 machines: Machines | None = None) -> str:
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     lines = [f"# ATOM prompt-set run: {pset.name}", "",
@@ -283,6 +395,8 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> st
     lines += _md_table(["Slot", "Model", "Server", "Sent as", "Sampling"],
                        [[f"Model {s.label}", s.model, s.server, s.target,
                          _kv(s.options)] for s in run.slots])
+    lines += ["", *_machine_markdown(run_machine_ids(run, records), machines or {},
+                                     (s.server for s in run.slots))]
     for p, item in enumerate(pset.items):
         lines += ["", f"## Prompt {p + 1}" + (f": {item.name}" if item.name else ""), "",
                   *_quote(item.prompt)]
@@ -303,7 +417,8 @@ def _fmt(v: Any) -> str:
     return format_seconds(float(v)) if isinstance(v, int | float) else "–"
 
 
-def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+             machines: Machines | None = None) -> str:
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     parts = [f"<h1>ATOM prompt-set run: {_h(pset.name)}</h1>",
@@ -316,6 +431,8 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
         ["Slot", "Model", "Server", "Sent as", "Sampling"],
         [[f"Model {s.label}", s.model, s.server, s.target, _kv(s.options)]
          for s in run.slots])]
+    parts.append(_machine_html(run_machine_ids(run, records), machines or {},
+                               (s.server for s in run.slots)))
     for p, item in enumerate(pset.items):
         parts.append(f"<h2>Prompt {p + 1}{': ' + _h(item.name) if item.name else ''}</h2>"
                      f"<div class=prompt>{_h(item.prompt)}</div><div class=replies>")
@@ -338,15 +455,17 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
 RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "contestant",
                "repeat", "ok", "error", "ttft_s", "first_answer_s", "thinking_s", "decode_tps",
                "output_tokens", "e2e_s",
-               "finish_reason", "checks_passed", "checks_total", "checks", "content"]
+               "finish_reason", "checks_passed", "checks_total", "checks", "machine_id",
+               "machine", "content"]
 
 
-def run_rows(run: PromptSetRunSpec,
-             records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_rows(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+             machines: Machines | None = None) -> list[dict[str, Any]]:
     items = run.prompt_set.items
     out = []
     for r in records:
         m = r.get("metrics") or {}
+        mid = r.get("machine_id") if isinstance(r.get("machine_id"), str) else run.machine_id
         checks = r.get("checks") or []
         out.append({
             "run_id": r["run_id"], "prompt_index": r["prompt_index"],
@@ -360,15 +479,21 @@ def run_rows(run: PromptSetRunSpec,
             "checks_passed": sum(1 for c in checks if c["passed"]), "checks_total": len(checks),
             "checks": "; ".join(("pass " if c["passed"] else "FAIL ") + c["check"]
                                 for c in checks),
+            "machine_id": mid, "machine": _machine_label(mid, machines or {}),
             "content": r["content"],
         })
     return out
 
 
-def run_csv(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
-    return _csv(run_rows(run, records), RUN_COLUMNS)
+def run_csv(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+            machines: Machines | None = None) -> str:
+    return _csv(run_rows(run, records, machines), RUN_COLUMNS)
 
 
-def run_json(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
-    return json.dumps({"run": run.to_record(), "records": list(records)}, indent=2,
-                      ensure_ascii=False)
+def run_json(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+             machines: Machines | None = None) -> str:
+    """The run, its records and the machines they came from (the card's facts and label)."""
+    found = machine_json(run_machine_ids(run, records), machines or {},
+                         (s.server for s in run.slots))
+    return json.dumps({"run": run.to_record(), "records": list(records), "machines": found},
+                      indent=2, ensure_ascii=False)

@@ -84,13 +84,20 @@ def machine_table(runs: Sequence[Mapping[str, Any]],
     return out
 
 
+def machine_facts(machine: MachineInfo) -> dict[str, Any]:
+    """The machine as a card or a report shares it: CPU, cores, RAM, GPUs, OS and its id,
+    without the host name (a report leaves this computer; its name is nobody's business)."""
+    facts = machine.to_record()
+    facts.pop("hostname", None)
+    return facts
+
+
 def benchmark_card(machine: MachineInfo, runs: Sequence[Mapping[str, Any]],
                    quantizations: Mapping[str, str | None] | None = None,
                    *, now: float | None = None) -> dict[str, Any]:
     """This machine's card: the machine (without its host name) and, per model it ran, the
     quantization (when known) and the results."""
-    facts = machine.to_record()
-    facts.pop("hostname", None)
+    facts = machine_facts(machine)
     quant = quantizations or {}
     models = [{"model": row["model"], "quantization": quant.get(row["model"]),
                **{k: row[k] for k, _ in RESULT_FIELDS}}

@@ -11,6 +11,7 @@ import pytest
 import respx
 
 from atom_core import arena
+from atom_core.arena import report
 from atom_core.history import HistoryStore, open_store
 from atom_core.measure import hardware
 from tests.fixtures.payloads import NATIVE_MODELS
@@ -90,3 +91,6 @@ def test_an_arena_race_saves_runs_and_a_round_that_name_the_machine(
     assert {r["machine_id"] for r in runs} == {here}
     (rnd,) = arena.load_rounds(store)
     assert rnd.machine_id == here
+    # the round's report names the machine the session recorded
+    md = report.round_markdown(rnd, hardware.machines(store))
+    assert f"| {here} | {hardware.this_machine().cpu_model}" in md
