@@ -170,6 +170,10 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
                      "checks_total": cc.NumberColumn("Checks run", width="small"),
                      "ttft_p50_s": st.column_config.NumberColumn("TTFT p50 (s)", format="%.3f",
                                                                  help=HELP["ttft"]),
+                     "first_answer_p50_s": cc.NumberColumn(
+                         "First answer p50 (s)", format="%.3f", help=HELP["first_answer"]),
+                     "thinking_p50_s": cc.NumberColumn("Thinking p50 (s)", format="%.2f",
+                                                       help=HELP["thinking"]),
                      "tps_p50": st.column_config.NumberColumn("tok/s p50", format="%.1f",
                                                               help=HELP["tps"]),
                      "e2e_p50_s": st.column_config.NumberColumn("End-to-end p50 (s)",

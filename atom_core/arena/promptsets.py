@@ -369,6 +369,7 @@ class RunSlot:
     options: Mapping[str, Any] = field(default_factory=dict)  # SamplingOptions.to_request()
     load_config: Mapping[str, Any] = field(default_factory=dict)  # LoadConfig.to_request()
     route: str = "completions"  # the chat route its requests take
+    reasoning: str | None = None  # the slot's reasoning setting (None: the model's default)
 
     def sampling(self) -> SamplingOptions:
         options = dict(self.options)
@@ -379,7 +380,7 @@ class RunSlot:
         return {"label": self.label, "server": self.server, "model": self.model,
                 "target": self.target, "contestant": self.contestant,
                 "options": dict(self.options), "load_config": dict(self.load_config),
-                "route": self.route}
+                "route": self.route, "reasoning": self.reasoning}
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> RunSlot:
@@ -388,7 +389,8 @@ class RunSlot:
                    contestant=str(d.get("contestant") or d["model"]),
                    options=dict(d.get("options") or {}),
                    load_config=dict(d.get("load_config") or {}),
-                   route=str(d.get("route") or "completions"))
+                   route=str(d.get("route") or "completions"),
+                   reasoning=d["reasoning"] if isinstance(d.get("reasoning"), str) else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -440,7 +442,7 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
     slots = tuple(
         RunSlot(label=SLOT_LABELS[i], server=s.server, model=s.model, target=targets[i],
                 contestant=s.contestant, options=_run_options(s.options, settings).to_request(),
-                load_config=s.load_config.to_request(), route=s.route)
+                load_config=s.load_config.to_request(), route=s.route, reasoning=s.reasoning)
         for i, s in enumerate(setups))
     spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
                             slots=slots, settings=settings, created=time.time(),
@@ -468,7 +470,8 @@ def run_setups(run: PromptSetRunSpec) -> list[SlotSetup]:
     from .setup import SlotSetup
 
     return [SlotSetup(server=slot.server, model=slot.model, options=slot.sampling(),
-                      load_config=LoadConfig(**slot.load_config), route=slot.route)
+                      load_config=LoadConfig(**slot.load_config), route=slot.route,
+                      reasoning=slot.reasoning)
             for slot in run.slots]
 
 
@@ -527,8 +530,10 @@ def plan(run: PromptSetRunSpec, done: Iterable[tuple[int, int, int]] = ()) -> li
         jobs.append(LoadJob(
             model=slot.target, prompt=items[p].prompt, system_prompt=items[p].system,
             options=slot.sampling(), server=slot.server, route=slot.route,
+            reasoning=slot.reasoning,
             tags={"run_id": run.id, "prompt_index": p, "slot": s, "repeat": r,
-                  "label": slot.label, "route": slot.route},
+                  "label": slot.label, "route": slot.route,
+                  "reasoning_setting": slot.reasoning},
         ))
     return jobs
 
@@ -681,7 +686,8 @@ class PromptSetRun:
 
 def summary_rows(run: PromptSetRunSpec,
                  records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per slot: requests, failures, median TTFT / tok/s / end-to-end, checks passed."""
+    """One row per slot: requests, failures, median TTFT / tok/s / end-to-end, median first
+    answer and thinking time (None where the slot never reasoned), checks passed."""
     out = []
     for s, slot in enumerate(run.slots):
         rs = [r for r in records if int(r["slot"]) == s]
@@ -693,6 +699,11 @@ def summary_rows(run: PromptSetRunSpec,
             "ttft_p50_s": percentile([m.ttft_s for m in good if m.ttft_s is not None], 50),
             "tps_p50": percentile([m.decode_tps for m in good if m.decode_tps is not None], 50),
             "e2e_p50_s": percentile([m.e2e_s for m in good], 50),
+            # reasoning models: when the answer began, and how long they thought first
+            "first_answer_p50_s": percentile([m.first_answer_s for m in good
+                                              if m.first_answer_s is not None], 50),
+            "thinking_p50_s": percentile([m.thinking_s for m in good
+                                          if m.thinking_s is not None], 50),
             "checks_passed": sum(1 for c in checks if c["passed"]),
             "checks_total": len(checks),
         })

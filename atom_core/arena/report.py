@@ -302,11 +302,11 @@ def round_html(rnd: ArenaRound, machines: Machines | None = None) -> str:
 
 
 ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "slot", "model",
-                 "contestant", "server", "route", "state", "error", "ttft_s",
+                 "contestant", "server", "route", "reasoning_setting", "state", "error", "ttft_s",
                  "first_answer_s", "thinking_s", "decode_tps",
                  "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
                  "quantization", "params", "size_bytes", "load_config", "options",
-                 "machine_id", "machine", "content"]
+                 "machine_id", "machine", "reasoning", "content"]
 
 
 def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[str, Any]]:
@@ -318,7 +318,7 @@ def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[s
             "round_id": rnd.id, "ts": rnd.ts, "prompt": rnd.prompt,
             "system_prompt": rnd.system_prompt, "blind": rnd.blind, "vote": rnd.vote_sentence,
             "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
-            "route": s.route,
+            "route": s.route, "reasoning_setting": s.reasoning_setting,
             "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
             "first_answer_s": m.get("first_answer_s"), "thinking_s": m.get("thinking_s"),
             "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
@@ -327,7 +327,8 @@ def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[s
             "quantization": s.model_info.get("quantization"),
             "params": s.model_info.get("params"), "size_bytes": s.model_info.get("size_bytes"),
             "load_config": json.dumps(s.instance_config), "options": json.dumps(s.options),
-            "machine_id": rnd.machine_id, "machine": machine, "content": s.content,
+            "machine_id": rnd.machine_id, "machine": machine, "reasoning": s.reasoning,
+            "content": s.content,
         })
     return rows
 
@@ -360,15 +361,26 @@ def round_json(rnd: ArenaRound, machines: Machines | None = None) -> str:
 def _run_tables(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]
                 ) -> tuple[list[str], list[list[Any]], list[dict[str, Any]]]:
     summary = summary_rows(run, records)
-    header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50", "tok/s p50",
+    reasoned = any(s["thinking_p50_s"] is not None for s in summary)
+    header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50",
+              *(["First answer p50", "Thinking p50"] if reasoned else []), "tok/s p50",
               "End-to-end p50", "Checks passed"]
     rows = [[s["slot"], s["contestant"], s["requests"], s["ok"], s["failed"],
-             format_seconds(s["ttft_p50_s"]) if s["ttft_p50_s"] is not None else "–",
+             _fmt(s["ttft_p50_s"]),
+             *([_fmt(s["first_answer_p50_s"]), _fmt(s["thinking_p50_s"])] if reasoned else []),
              f"{s['tps_p50']:.1f}" if s["tps_p50"] is not None else "–",
-             format_seconds(s["e2e_p50_s"]) if s["e2e_p50_s"] is not None else "–",
+             _fmt(s["e2e_p50_s"]),
              f"{s['checks_passed']}/{s['checks_total']}" if s["checks_total"] else "–"]
             for s in summary]
     return header, rows, check_rows(run, records)
+
+
+SLOT_HEADER = ["Slot", "Model", "Server", "Sent as", "Route", "Reasoning", "Sampling"]
+
+
+def _slot_rows(run: PromptSetRunSpec) -> list[list[Any]]:
+    return [[f"Model {s.label}", s.model, s.server, s.target, s.route,
+             s.reasoning or "model default", _kv(s.options)] for s in run.slots]
 
 
 def _settings_line(run: PromptSetRunSpec) -> str:
@@ -392,9 +404,7 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
         lines += ["", "## Checks (passed/total over repeats)", ""]
         lines += _md_table(list(checks[0]), [list(c.values()) for c in checks])
     lines += ["", "## Slots", ""]
-    lines += _md_table(["Slot", "Model", "Server", "Sent as", "Sampling"],
-                       [[f"Model {s.label}", s.model, s.server, s.target,
-                         _kv(s.options)] for s in run.slots])
+    lines += _md_table(SLOT_HEADER, _slot_rows(run))
     lines += ["", *_machine_markdown(run_machine_ids(run, records), machines or {},
                                      (s.server for s in run.slots))]
     for p, item in enumerate(pset.items):
@@ -427,10 +437,7 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
     if checks:
         parts += ["<h2>Checks (passed/total over repeats)</h2>",
                   _html_table(list(checks[0]), [list(c.values()) for c in checks])]
-    parts += ["<h2>Slots</h2>", _html_table(
-        ["Slot", "Model", "Server", "Sent as", "Sampling"],
-        [[f"Model {s.label}", s.model, s.server, s.target, _kv(s.options)]
-         for s in run.slots])]
+    parts += ["<h2>Slots</h2>", _html_table(SLOT_HEADER, _slot_rows(run))]
     parts.append(_machine_html(run_machine_ids(run, records), machines or {},
                                (s.server for s in run.slots)))
     for p, item in enumerate(pset.items):
@@ -453,10 +460,10 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
 
 
 RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "contestant",
-               "repeat", "ok", "error", "ttft_s", "first_answer_s", "thinking_s", "decode_tps",
-               "output_tokens", "e2e_s",
+               "route", "reasoning_setting", "repeat", "ok", "error", "ttft_s",
+               "first_answer_s", "thinking_s", "decode_tps", "output_tokens", "e2e_s",
                "finish_reason", "checks_passed", "checks_total", "checks", "machine_id",
-               "machine", "content"]
+               "machine", "reasoning", "content"]
 
 
 def run_rows(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
@@ -466,12 +473,15 @@ def run_rows(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
     for r in records:
         m = r.get("metrics") or {}
         mid = r.get("machine_id") if isinstance(r.get("machine_id"), str) else run.machine_id
+        slot = run.slots[int(r["slot"])] if 0 <= int(r["slot"]) < len(run.slots) else None
         checks = r.get("checks") or []
         out.append({
             "run_id": r["run_id"], "prompt_index": r["prompt_index"],
             "prompt": items[int(r["prompt_index"])].prompt, "slot": r["slot"],
             "label": r["label"], "model": r["model"], "contestant": r["contestant"],
-            "repeat": r["repeat"], "ok": r["ok"], "error": r["error"],
+            "route": slot.route if slot else None,
+            "reasoning_setting": slot.reasoning if slot else None, "repeat": r["repeat"],
+            "ok": r["ok"], "error": r["error"],
             "ttft_s": m.get("ttft_s"), "first_answer_s": m.get("first_answer_s"),
             "thinking_s": m.get("thinking_s"), "decode_tps": m.get("decode_tps"),
             "output_tokens": m.get("output_tokens"), "e2e_s": m.get("e2e_s"),
@@ -480,7 +490,7 @@ def run_rows(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
             "checks": "; ".join(("pass " if c["passed"] else "FAIL ") + c["check"]
                                 for c in checks),
             "machine_id": mid, "machine": _machine_label(mid, machines or {}),
-            "content": r["content"],
+            "reasoning": r.get("reasoning") or "", "content": r["content"],
         })
     return out
 

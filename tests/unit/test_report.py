@@ -186,3 +186,49 @@ def test_run_reports_name_each_machine_their_records_came_from() -> None:
     plain = report.run_markdown(run, a_run_records(), machines)
     assert ROW in plain and "more than one machine" not in plain
     assert PromptSetRunSpec.from_record(run.to_record()).machine_id == BOX.id
+
+
+# -- reasoning: the setting asked for, the thinking, when the answer began -----------------------
+
+
+def test_round_exports_carry_the_reasoning_setting_and_the_thinking() -> None:
+    rnd = a_round()
+    thinker = replace(rnd.slots[0], route="native", reasoning_setting="high",
+                      reasoning="Let me think | carefully.",
+                      metrics={**(rnd.slots[0].metrics or {}), "first_answer_s": 0.9,
+                               "thinking_s": 0.8})
+    rnd = replace(rnd, slots=(thinker, *rnd.slots[1:]))
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(rnd))))
+    assert [r["reasoning_setting"] for r in rows] == ["high", "", ""]
+    assert rows[0]["reasoning"] == "Let me think | carefully." and rows[1]["reasoning"] == ""
+    assert (rows[0]["first_answer_s"], rows[0]["thinking_s"]) == ("0.9", "0.8")
+    md = report.round_markdown(rnd)
+    assert "| First answer | 900 ms (thought 800 ms) |" in md
+    assert "> Let me think | carefully." in md
+
+
+def test_run_reports_show_first_answer_thinking_and_each_slots_reasoning() -> None:
+    base = a_run().to_record()
+    base["slots"] = [{**base["slots"][0], "route": "native", "reasoning": "on"},
+                     {"label": "B", "server": "http://s", "model": "b", "target": "b",
+                      "contestant": "b"}]
+    run = PromptSetRunSpec.from_record(base)
+    records = a_run_records()
+    records[0]["metrics"] = {**records[0]["metrics"], "first_answer_s": 0.7, "thinking_s": 0.5}
+    records[0]["reasoning"] = "Hmm, France."
+    records.append({**records[0], "slot": 1, "label": "B", "model": "b", "contestant": "b",
+                    "reasoning": "", "metrics": {**records[0]["metrics"],
+                                                 "first_answer_s": 0.2, "thinking_s": None}})
+    md = report.run_markdown(run, records)
+    assert ("| Slot | Contestant | Requests | OK | Failed | TTFT p50 | First answer p50 | "
+            "Thinking p50 | tok/s p50 | End-to-end p50 | Checks passed |") in md
+    assert "| Model A | a | 2 | 1 | 1 | 200 ms | 700 ms | 500 ms | 30.0 | 1.00 s | 1/1 |" in md
+    assert "| Model B | b | 1 | 1 | 0 | 200 ms | 200 ms | – |" in md
+    assert "| Model A | a | http://s | a | native | on | seed=42 |" in md
+    assert "| Model B | b | http://s | b | completions | model default |" in md
+    page = report.run_html(run, records)
+    assert "<th>Thinking p50</th>" in page and "<td>model default</td>" in page
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
+    assert [(r["route"], r["reasoning_setting"]) for r in rows] == [
+        ("native", "on"), ("native", "on"), ("completions", "")]
+    assert rows[0]["reasoning"] == "Hmm, France." and rows[0]["thinking_s"] == "0.5"
