@@ -159,7 +159,11 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
     if not records:
         return
     cc = st.column_config
-    st.dataframe(promptsets.summary_rows(run, records), hide_index=True,
+    summary = promptsets.summary_rows(run, records)
+    if all(r["thinking_p50_s"] is None for r in summary):  # no slot reasoned: no such columns
+        summary = [{k: v for k, v in r.items()
+                    if k not in ("first_answer_p50_s", "thinking_p50_s")} for r in summary]
+    st.dataframe(summary, hide_index=True,
                  width="stretch", column_config={
                      "slot": cc.TextColumn("Slot", width="small"),
                      "contestant": cc.TextColumn("Model"),
