@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from atom_core.launch import demo
+from atom_core.measure import hardware
 from atom_core.render import safe_markdown
 from pages import _ui as ui
 
@@ -131,6 +132,8 @@ def store_notices(box: st.delta_generator.DeltaGenerator, shown: set[str]) -> No
             box.warning(warning, icon=":material/warning:")
 
 
+if "_atom_machine_id" not in st.session_state:  # once per browser session, not per rerun
+    st.session_state["_atom_machine_id"] = hardware.start_session(ui.store()).id
 sidebar()
 notices, shown = st.container(), set[str]()
 store_notices(notices, shown)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -46,14 +47,24 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     if getattr(args, "request_deadline", None):
         limits = dataclasses.replace(limits, request_deadline_s=args.request_deadline)
     try:
-        with LMStudioClient(server, token=token, limits=limits) as client:
+        with contextlib.ExitStack() as clients:
+            client = clients.enter_context(LMStudioClient(server, token=token, limits=limits))
             if args.command == "models":
                 return _models(client, args, out)
             if args.command == "chat":
                 return _chat(client, args, out, err)
             if args.command == "bench":
+                judge_client = client
+                if getattr(args, "judge_server", None):
+                    # the judge's own server, with the token saved for THAT server only
+                    judge_url = normalize_base_url(args.judge_server)
+                    if judge_url != server:
+                        judge_token = server_token(open_settings(settings.data_dir), settings,
+                                                   judge_url)
+                        judge_client = clients.enter_context(
+                            LMStudioClient(judge_url, token=judge_token, limits=limits))
                 with hardware.in_flight():  # sample the machine for the whole bench
-                    return _bench(client, args, out, err)
+                    return _bench(client, args, out, err, judge_client=judge_client)
     except AtomError as e:
         print(f"error: {e.sentence}", file=err)
         return 1
@@ -139,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--judge", metavar="JUDGE_KEY",
                    help="a model that scores each prompt's answers blind, in both orders "
                    "(adds a `judge` object to each record and prints the judge's summary)")
+    b.add_argument("--judge-server", metavar="URL",
+                   help="the server the judge model runs on (default: --server); its token "
+                   "is the one saved in Settings for that URL")
     return p
 
 
@@ -222,7 +236,9 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     if not args.no_record and reply.t_request_ns:
         from .history import open_store  # only when recording: keeps `models` free of I/O
 
-        open_store().add_run(run_record(
+        store = open_store()
+        hardware.start_session(store)
+        store.add_run(run_record(
             source="cli", server=client.base_url, model=args.model, metrics=metrics,
             error=error, route=args.route, response_id=reply.response_id,
             previous_response_id=args.previous, **server_stat_fields(reply.server_stats)))
@@ -257,7 +273,11 @@ def _metrics_block(m: dict[str, object]) -> str:
     )
 
 
-def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: TextIO,
+           *, judge_client: LMStudioClient | None = None) -> int:
+    if args.judge_server and not args.judge:
+        print("error: --judge-server needs --judge (the judge model's key)", file=err)
+        return 2
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not 1 <= len(models) <= 4:
         print("error: give one to four models, e.g. --models a,b", file=err)
@@ -290,6 +310,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         from .history import open_store
 
         store = open_store()
+        hardware.start_session(store)  # the machine, once; every run below names it
     failures = 0
     sweep_tag = {"sweep_id": new_sweep_id()} if len(levels) > 1 else {}
     by_level: dict[str, list[LevelResult]] = {m: [] for m in models}
@@ -323,7 +344,8 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
                                    record.metrics.e2e_s, record.ok)
             checked.append((record.job.model, checks))
             _print_record(record, args.json, out, checks, hardware.json_fields(run_row))
-        for record, hw, obj in _judge_level(client, args.judge, pending, items, store, verdicts):
+        for record, hw, obj in _judge_level(judge_client or client, args.judge, pending, items,
+                                            store, verdicts):
             score = obj["score"] if obj else None
             checks = check_results(items[int(record.job.tags["prompt_index"])], record.content,
                                    record.metrics.e2e_s, record.ok, judge_score=score)
@@ -343,7 +365,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
                               **v.to_dict()}) if args.json
                   else f"== {model}: {v.sentence}", file=out)
     if args.judge:
-        _print_judge_summary(verdicts, args.json, out)
+        _print_judge_summary(verdicts, args.json, out, (judge_client or client).base_url)
     return 1 if failures else 0
 
 
@@ -443,23 +465,26 @@ def _judge_level(client: LMStudioClient, judge_model: str | None,
     return [(record, hw, objects.get(id(record))) for record, hw in pending]
 
 
-def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out: TextIO) -> None:
+def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out: TextIO,
+                         judge_server: str) -> None:
     summaries = judge.judge_summaries(verdicts)
     scores = judge.model_scores(verdicts)
     if as_json:
         for s in summaries:
             print(json.dumps({"type": "judge", "judge_model": s.judge_model,
+                              "judge_server": judge_server,
                               "verdicts": s.verdicts, "pairs": s.pairs,
                               "disagreements": s.disagreements,
                               "disagreement_rate": s.disagreement_rate,
                               "unreadable": s.unreadable, "models": scores}), file=out)
         if not summaries:
-            print(json.dumps({"type": "judge", "verdicts": 0, "models": []}), file=out)
+            print(json.dumps({"type": "judge", "judge_server": judge_server, "verdicts": 0,
+                              "models": []}), file=out)
         return
     if not summaries:
         print("== judge: nothing to judge (a prompt needs two complete answers)", file=out)
     for s in summaries:
-        print(f"== {judge.summary_line(s)}", file=out)
+        print(f"== {judge.summary_line(s)} (judged on {judge_server})", file=out)
     for m in scores:
         score = f"{m['score_mean']:.1f}" if m["score_mean"] is not None else "-"
         print(f"-- {m['model']}: judge score {score} · agreed wins {m['wins']}, "

@@ -11,6 +11,7 @@ from atom_core.arena import report
 from atom_core.arena.ratings import Outcome
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
+from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
 from pages import _arena_judge, _chat_images
 from pages import _ui as ui
@@ -110,11 +111,16 @@ def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
                         on_click=_reveal, args=(store, rnd), key=f"reveal-{rnd.id}",
                         help="Show which model wrote which reply, without voting.")
     with tools[-1].popover("Export", icon=":material/download:", width="stretch"):
+        def known() -> dict[str, hardware.MachineInfo]:  # the machine each report names
+            return hardware.machines(store)
+
         downloads("arena", rnd.ts, rnd.id, [
-            ("Markdown report", "md", "text/markdown", lambda: report.round_markdown(rnd)),
-            ("HTML report", "html", "text/html", lambda: report.round_html(rnd)),
-            ("Records (CSV)", "csv", "text/csv", lambda: report.round_csv(rnd)),
-            ("Records (JSON)", "json", "application/json", lambda: report.round_json(rnd)),
+            ("Markdown report", "md", "text/markdown",
+             lambda: report.round_markdown(rnd, known())),
+            ("HTML report", "html", "text/html", lambda: report.round_html(rnd, known())),
+            ("Records (CSV)", "csv", "text/csv", lambda: report.round_csv(rnd, known())),
+            ("Records (JSON)", "json", "application/json",
+             lambda: report.round_json(rnd, known())),
         ])
 
 

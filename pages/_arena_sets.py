@@ -10,6 +10,7 @@ from atom_core.arena import promptsets, report
 from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
+from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
 from pages import _arena_judge
 from pages import _ui as ui
@@ -142,18 +143,27 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
         prepared = prepare(setups, listings)
         _execute(store, promptsets.retarget(store, run, prepared.targets))
     with cols[2].popover("Export", icon=":material/download:", width="stretch"):
+        def known() -> dict[str, hardware.MachineInfo]:  # the machines each report names
+            return hardware.machines(store)
+
         downloads("promptset", run.created, run.id, [
             ("Markdown report", "md", "text/markdown",
-             lambda: report.run_markdown(run, records)),
-            ("HTML report", "html", "text/html", lambda: report.run_html(run, records)),
-            ("Records (CSV)", "csv", "text/csv", lambda: report.run_csv(run, records)),
+             lambda: report.run_markdown(run, records, known())),
+            ("HTML report", "html", "text/html",
+             lambda: report.run_html(run, records, known())),
+            ("Records (CSV)", "csv", "text/csv",
+             lambda: report.run_csv(run, records, known())),
             ("Records (JSON)", "json", "application/json",
-             lambda: report.run_json(run, records)),
+             lambda: report.run_json(run, records, known())),
         ])
     if not records:
         return
     cc = st.column_config
-    st.dataframe(promptsets.summary_rows(run, records), hide_index=True,
+    summary = promptsets.summary_rows(run, records)
+    if all(r["thinking_p50_s"] is None for r in summary):  # no slot reasoned: no such columns
+        summary = [{k: v for k, v in r.items()
+                    if k not in ("first_answer_p50_s", "thinking_p50_s")} for r in summary]
+    st.dataframe(summary, hide_index=True,
                  width="stretch", column_config={
                      "slot": cc.TextColumn("Slot", width="small"),
                      "contestant": cc.TextColumn("Model"),
@@ -164,6 +174,10 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
                      "checks_total": cc.NumberColumn("Checks run", width="small"),
                      "ttft_p50_s": st.column_config.NumberColumn("TTFT p50 (s)", format="%.3f",
                                                                  help=HELP["ttft"]),
+                     "first_answer_p50_s": cc.NumberColumn(
+                         "First answer p50 (s)", format="%.3f", help=HELP["first_answer"]),
+                     "thinking_p50_s": cc.NumberColumn("Thinking p50 (s)", format="%.2f",
+                                                       help=HELP["thinking"]),
                      "tps_p50": st.column_config.NumberColumn("tok/s p50", format="%.1f",
                                                               help=HELP["tps"]),
                      "e2e_p50_s": st.column_config.NumberColumn("End-to-end p50 (s)",

@@ -43,6 +43,7 @@ def data_tab(store: HistoryStore, settings: SettingsStore) -> None:
         if also:
             settings.forget_everything()
         st.session_state.pop("confirm-wipe", None)
+        st.session_state.pop("_atom_machine_id", None)  # app.py records this machine again
         st.session_state["settings-notice"] = "Deleted everything."
         st.rerun()
     b.button("Cancel", on_click=st.session_state.pop, args=("confirm-wipe", None))

@@ -27,8 +27,7 @@ def quantizations() -> dict[str, str | None]:
 
 
 def machine_tab(store: ui.HistoryStore) -> None:
-    here = hardware.this_machine()
-    hardware.record_machine(store, here)
+    here = hardware.this_machine()  # recorded in the store as the session started (app.py)
     st.markdown(f"**This machine:** {here.label}", help="Recorded once; every run names the "
                 "machine it ran on, so numbers from different machines are never mixed.")
     known = hardware.machines(store)

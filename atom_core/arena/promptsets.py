@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import AtomError
+from ..measure import hardware
 from ..measure.loadrun import LoadJob, LoadRecord, run_load
 from ..metrics import GenerationMetrics, format_duration, percentile
 from ..types import ChatMessage, SamplingOptions
@@ -368,6 +369,7 @@ class RunSlot:
     options: Mapping[str, Any] = field(default_factory=dict)  # SamplingOptions.to_request()
     load_config: Mapping[str, Any] = field(default_factory=dict)  # LoadConfig.to_request()
     route: str = "completions"  # the chat route its requests take
+    reasoning: str | None = None  # the slot's reasoning setting (None: the model's default)
 
     def sampling(self) -> SamplingOptions:
         options = dict(self.options)
@@ -378,7 +380,7 @@ class RunSlot:
         return {"label": self.label, "server": self.server, "model": self.model,
                 "target": self.target, "contestant": self.contestant,
                 "options": dict(self.options), "load_config": dict(self.load_config),
-                "route": self.route}
+                "route": self.route, "reasoning": self.reasoning}
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> RunSlot:
@@ -387,7 +389,8 @@ class RunSlot:
                    contestant=str(d.get("contestant") or d["model"]),
                    options=dict(d.get("options") or {}),
                    load_config=dict(d.get("load_config") or {}),
-                   route=str(d.get("route") or "completions"))
+                   route=str(d.get("route") or "completions"),
+                   reasoning=d["reasoning"] if isinstance(d.get("reasoning"), str) else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -401,6 +404,7 @@ class PromptSetRunSpec:
     slots: tuple[RunSlot, ...]
     settings: RunSettings
     created: float
+    machine_id: str | None = None  # the machine the run started on (None: not recorded)
 
     @property
     def total(self) -> int:
@@ -412,7 +416,7 @@ class PromptSetRunSpec:
                 "slots": [s.to_record() for s in self.slots],
                 "settings": {f: getattr(self.settings, f)
                              for f in RunSettings.__dataclass_fields__},
-                "created": self.created}
+                "created": self.created, "machine_id": self.machine_id}
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> PromptSetRunSpec:
@@ -425,7 +429,9 @@ class PromptSetRunSpec:
                        prompt_set=PromptSet.from_dict(row["set"]),
                        slots=tuple(RunSlot.from_record(s) for s in row["slots"]),
                        settings=settings,
-                       created=float(row.get("created") or row.get("ts") or 0.0))
+                       created=float(row.get("created") or row.get("ts") or 0.0),
+                       machine_id=row["machine_id"] if isinstance(row.get("machine_id"), str)
+                       else None)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise PromptSetError(f"A saved prompt-set run could not be read ({e!r}).") from e
 
@@ -436,10 +442,11 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
     slots = tuple(
         RunSlot(label=SLOT_LABELS[i], server=s.server, model=s.model, target=targets[i],
                 contestant=s.contestant, options=_run_options(s.options, settings).to_request(),
-                load_config=s.load_config.to_request(), route=s.route)
+                load_config=s.load_config.to_request(), route=s.route, reasoning=s.reasoning)
         for i, s in enumerate(setups))
     spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
-                            slots=slots, settings=settings, created=time.time())
+                            slots=slots, settings=settings, created=time.time(),
+                            machine_id=hardware.session_machine_id())
     record = spec.to_record()
     record.pop("id")
     return dataclasses.replace(spec, id=store.append(RUNS_TABLE, record))
@@ -463,7 +470,8 @@ def run_setups(run: PromptSetRunSpec) -> list[SlotSetup]:
     from .setup import SlotSetup
 
     return [SlotSetup(server=slot.server, model=slot.model, options=slot.sampling(),
-                      load_config=LoadConfig(**slot.load_config), route=slot.route)
+                      load_config=LoadConfig(**slot.load_config), route=slot.route,
+                      reasoning=slot.reasoning)
             for slot in run.slots]
 
 
@@ -522,8 +530,10 @@ def plan(run: PromptSetRunSpec, done: Iterable[tuple[int, int, int]] = ()) -> li
         jobs.append(LoadJob(
             model=slot.target, prompt=items[p].prompt, system_prompt=items[p].system,
             options=slot.sampling(), server=slot.server, route=slot.route,
+            reasoning=slot.reasoning,
             tags={"run_id": run.id, "prompt_index": p, "slot": s, "repeat": r,
-                  "label": slot.label, "route": slot.route},
+                  "label": slot.label, "route": slot.route,
+                  "reasoning_setting": slot.reasoning},
         ))
     return jobs
 
@@ -546,6 +556,7 @@ def _record_doc(run: PromptSetRunSpec, record: LoadRecord) -> dict[str, Any]:
         "error": record.error.sentence if record.error else "", "metrics": m,
         "checks": check_results(item, record.content, record.metrics.e2e_s, record.ok),
         "ts": record.started_at or time.time(),
+        "machine_id": hardware.session_machine_id(),  # a resume may run on another machine
     }
 
 
@@ -675,7 +686,8 @@ class PromptSetRun:
 
 def summary_rows(run: PromptSetRunSpec,
                  records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per slot: requests, failures, median TTFT / tok/s / end-to-end, checks passed."""
+    """One row per slot: requests, failures, median TTFT / tok/s / end-to-end, median first
+    answer and thinking time (None where the slot never reasoned), checks passed."""
     out = []
     for s, slot in enumerate(run.slots):
         rs = [r for r in records if int(r["slot"]) == s]
@@ -687,6 +699,11 @@ def summary_rows(run: PromptSetRunSpec,
             "ttft_p50_s": percentile([m.ttft_s for m in good if m.ttft_s is not None], 50),
             "tps_p50": percentile([m.decode_tps for m in good if m.decode_tps is not None], 50),
             "e2e_p50_s": percentile([m.e2e_s for m in good], 50),
+            # reasoning models: when the answer began, and how long they thought first
+            "first_answer_p50_s": percentile([m.first_answer_s for m in good
+                                              if m.first_answer_s is not None], 50),
+            "thinking_p50_s": percentile([m.thinking_s for m in good
+                                          if m.thinking_s is not None], 50),
             "checks_passed": sum(1 for c in checks if c["passed"]),
             "checks_total": len(checks),
         })

@@ -152,7 +152,8 @@ class ArenaRace:
         return ArenaRound(id=self.round_id, ts=self.ts, prompt=self.prompt,
                           system_prompt=self.system_prompt, slots=tuple(results),
                           blind=self.blind, order=self.order,
-                          notes=tuple(self.prepared.notes), state=state)
+                          notes=tuple(self.prepared.notes), state=state,
+                          machine_id=hardware.session_machine_id())
 
     def finish(self) -> ArenaRound | None:
         """Ends the race (cancelling what still runs) and saves it. Idempotent."""

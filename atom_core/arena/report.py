@@ -1,8 +1,10 @@
 """Self-contained reports of an Arena round or a prompt-set run: Markdown, HTML (one file, inline
 style, nothing fetched), and the raw records as CSV and JSON.
 
-Each report holds the prompt(s), every reply, the stats table, the vote, the load configs and the
-model metadata (quantization, parameters, size). API tokens are never part of any of it.
+Each report holds the prompt(s), every reply, the stats table, the vote, the load configs, the
+model metadata (quantization, parameters, size) and the machine that produced the numbers (as
+recorded for the session, from the "machines" table: CPU, cores, RAM, GPUs, OS; never its host
+name). API tokens are never part of any of it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import csv
 import html
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..history.export import csv_cell
+from ..measure.card import machine_facts
+from ..measure.hardware import MachineInfo
 from ..metrics import format_seconds
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
@@ -58,6 +63,101 @@ def _quote(text: str) -> list[str]:
     return ["> " + line if line else ">" for line in (text or "(no text)").splitlines()]
 
 
+# -- the machine ----------------------------------------------------------------------------------
+
+Machines = Mapping[str, MachineInfo]  # the "machines" table by id (hardware.machines(store))
+MACHINE_HEADER = ["Machine id", "CPU", "Cores", "Threads", "RAM", "GPU", "OS"]
+
+
+def _on_this_machine(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def servers_elsewhere(servers: Iterable[str]) -> list[str]:
+    """The servers (in order, once each) that are not on the machine ATOM ran on: the
+    recorded machine is ATOM's, so their own hardware is not in the report."""
+    return [u for u in dict.fromkeys(servers) if u and not _on_this_machine(u)]
+
+
+def machine_row(machine_id: str, machines: Machines) -> list[Any]:
+    m = machines.get(machine_id)
+    if m is None:
+        return [machine_id, "not in this ATOM's machines table", "", "", "", "", ""]
+    ram = f"{m.ram_total_mb / 1024:.0f} GB" if m.ram_total_mb else ""
+    return [machine_id, m.cpu_model, m.cpu_cores or "", m.cpu_threads or "", ram,
+            m.gpu_label, m.os]
+
+
+def machine_notes(machine_ids: Sequence[str], servers: Iterable[str]) -> list[str]:
+    """What a reader must know beside the machine table: none recorded, several, or a server
+    that ran elsewhere."""
+    notes = []
+    if not machine_ids:
+        notes.append("The machine was not recorded (saved before ATOM recorded the machine "
+                     "of each session).")
+    elif len(machine_ids) > 1:
+        notes.append("These numbers come from more than one machine (the run was resumed "
+                     "elsewhere): compare them with care.")
+    away = servers_elsewhere(servers)
+    if away and machine_ids:
+        notes.append(f"The model server{'s' if len(away) > 1 else ''} {', '.join(away)} "
+                     f"{'are' if len(away) > 1 else 'is'} not on this machine: the hardware "
+                     "above is the machine ATOM measured from, not the server's.")
+    return notes
+
+
+def machine_json(machine_ids: Sequence[str], machines: Machines,
+                 servers: Iterable[str]) -> list[dict[str, Any]]:
+    """Each machine as the benchmark card shares it (no host name), with its one-line label
+    and the servers that were not on it."""
+    away = servers_elsewhere(servers)
+    out = []
+    for mid in machine_ids:
+        m = machines.get(mid)
+        facts: dict[str, Any] = {"id": mid} if m is None else {**machine_facts(m),
+                                                               "label": m.label}
+        out.append({**facts, "servers_elsewhere": away})
+    return out
+
+
+def _machine_label(machine_id: str | None, machines: Machines) -> str:
+    m = machines.get(machine_id or "")
+    return m.label if m is not None else (machine_id or "")
+
+
+def _machine_markdown(machine_ids: Sequence[str], machines: Machines,
+                      servers: Iterable[str]) -> list[str]:
+    lines = ["## Machine", ""]
+    if machine_ids:
+        lines += _md_table(MACHINE_HEADER, [machine_row(i, machines) for i in machine_ids])
+        lines.append("")
+    lines += [f"*{n}*" for n in machine_notes(machine_ids, servers)]
+    return lines
+
+
+def _machine_html(machine_ids: Sequence[str], machines: Machines,
+                  servers: Iterable[str]) -> str:
+    parts = ["<h2>Machine</h2>"]
+    if machine_ids:
+        parts.append(_html_table(MACHINE_HEADER, [machine_row(i, machines)
+                                                  for i in machine_ids]))
+    parts += [f"<p class=note>{_h(n)}</p>" for n in machine_notes(machine_ids, servers)]
+    return "".join(parts)
+
+
+def round_machine_ids(rnd: ArenaRound) -> list[str]:
+    return [rnd.machine_id] if rnd.machine_id else []
+
+
+def run_machine_ids(run: PromptSetRunSpec, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The machines a prompt-set run's records came from (a resume may be elsewhere), in
+    order; the run's own when its records name none."""
+    ids = [str(r["machine_id"]) for r in records if isinstance(r.get("machine_id"), str)
+           and r["machine_id"]]
+    return list(dict.fromkeys(ids)) or ([run.machine_id] if run.machine_id else [])
+
+
 # -- one round ------------------------------------------------------------------------------------
 
 
@@ -88,7 +188,8 @@ def _stats(rnd: ArenaRound, mark: str = "**") -> list[list[str]]:
     return out
 
 
-def round_markdown(rnd: ArenaRound) -> str:
+def round_markdown(rnd: ArenaRound, machines: Machines | None = None) -> str:
+    """The round as Markdown; `machines` (the machines table) names the machine it ran on."""
     lines = [f"# ATOM Arena round, {_when(rnd.ts)}", ""]
     if rnd.blind:
         shown = ", ".join(f"Response {p + 1} = Model {rnd.slots[i].label}"
@@ -103,6 +204,8 @@ def round_markdown(rnd: ArenaRound) -> str:
     lines += _md_table(["", *(f"Model {s.label}" for s in rnd.slots)], _stats(rnd))
     lines += ["", "## Models", ""]
     lines += _md_table(MODEL_HEADER, _model_rows(rnd))
+    lines += ["", *_machine_markdown(round_machine_ids(rnd), machines or {},
+                                     (s.server for s in rnd.slots))]
     for s in rnd.slots:
         lines += ["", f"## Model {s.label}: {s.model}", ""]
         if s.contestant != s.model:
@@ -165,7 +268,7 @@ def _page(title: str, body: str) -> str:
             f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>")
 
 
-def round_html(rnd: ArenaRound) -> str:
+def round_html(rnd: ArenaRound, machines: Machines | None = None) -> str:
     rows = stat_rows(rnd)
     parts = [f"<h1>ATOM Arena round, {_h(_when(rnd.ts))}</h1>",
              f"<p><b>Vote:</b> {_h(rnd.vote_sentence or 'none yet')}"
@@ -187,6 +290,8 @@ def round_html(rnd: ArenaRound) -> str:
                      f"<pre>{_h(s.content or '(no text)')}</pre></div>")
     parts.append("</div><h2>Models</h2>")
     parts.append(_html_table(MODEL_HEADER, _model_rows(rnd)))
+    parts.append(_machine_html(round_machine_ids(rnd), machines or {},
+                               (s.server for s in rnd.slots)))
     if rnd.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in rnd.notes)
                      + "</ul>")
@@ -197,13 +302,15 @@ def round_html(rnd: ArenaRound) -> str:
 
 
 ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "slot", "model",
-                 "contestant", "server", "route", "state", "error", "ttft_s",
+                 "contestant", "server", "route", "reasoning_setting", "state", "error", "ttft_s",
                  "first_answer_s", "thinking_s", "decode_tps",
                  "output_tokens", "tokens_source", "e2e_s", "finish_reason", "load_s",
-                 "quantization", "params", "size_bytes", "load_config", "options", "content"]
+                 "quantization", "params", "size_bytes", "load_config", "options",
+                 "machine_id", "machine", "reasoning", "content"]
 
 
-def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
+def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[str, Any]]:
+    machine = _machine_label(rnd.machine_id, machines or {})
     rows = []
     for s in rnd.slots:
         m = s.metrics or {}
@@ -211,7 +318,7 @@ def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
             "round_id": rnd.id, "ts": rnd.ts, "prompt": rnd.prompt,
             "system_prompt": rnd.system_prompt, "blind": rnd.blind, "vote": rnd.vote_sentence,
             "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
-            "route": s.route,
+            "route": s.route, "reasoning_setting": s.reasoning_setting,
             "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
             "first_answer_s": m.get("first_answer_s"), "thinking_s": m.get("thinking_s"),
             "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
@@ -220,6 +327,7 @@ def round_rows(rnd: ArenaRound) -> list[dict[str, Any]]:
             "quantization": s.model_info.get("quantization"),
             "params": s.model_info.get("params"), "size_bytes": s.model_info.get("size_bytes"),
             "load_config": json.dumps(s.instance_config), "options": json.dumps(s.options),
+            "machine_id": rnd.machine_id, "machine": machine, "reasoning": s.reasoning,
             "content": s.content,
         })
     return rows
@@ -233,14 +341,18 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def round_csv(rnd: ArenaRound) -> str:
+def round_csv(rnd: ArenaRound, machines: Machines | None = None) -> str:
     """One row per slot."""
-    return _csv(round_rows(rnd), ROUND_COLUMNS)
+    return _csv(round_rows(rnd, machines), ROUND_COLUMNS)
 
 
-def round_json(rnd: ArenaRound) -> str:
-    """The whole round record, as stored."""
-    return json.dumps(rnd.to_record(), indent=2, ensure_ascii=False)
+def round_json(rnd: ArenaRound, machines: Machines | None = None) -> str:
+    """The whole round record, as stored, plus the machine it ran on (`machine`: the card's
+    facts and label; None when not recorded)."""
+    found = machine_json(round_machine_ids(rnd), machines or {},
+                         (s.server for s in rnd.slots))
+    doc = {**rnd.to_record(), "machine": found[0] if found else None}
+    return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 # -- a prompt-set run -----------------------------------------------------------------------------
@@ -249,15 +361,26 @@ def round_json(rnd: ArenaRound) -> str:
 def _run_tables(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]
                 ) -> tuple[list[str], list[list[Any]], list[dict[str, Any]]]:
     summary = summary_rows(run, records)
-    header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50", "tok/s p50",
+    reasoned = any(s["thinking_p50_s"] is not None for s in summary)
+    header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50",
+              *(["First answer p50", "Thinking p50"] if reasoned else []), "tok/s p50",
               "End-to-end p50", "Checks passed"]
     rows = [[s["slot"], s["contestant"], s["requests"], s["ok"], s["failed"],
-             format_seconds(s["ttft_p50_s"]) if s["ttft_p50_s"] is not None else "–",
+             _fmt(s["ttft_p50_s"]),
+             *([_fmt(s["first_answer_p50_s"]), _fmt(s["thinking_p50_s"])] if reasoned else []),
              f"{s['tps_p50']:.1f}" if s["tps_p50"] is not None else "–",
-             format_seconds(s["e2e_p50_s"]) if s["e2e_p50_s"] is not None else "–",
+             _fmt(s["e2e_p50_s"]),
              f"{s['checks_passed']}/{s['checks_total']}" if s["checks_total"] else "–"]
             for s in summary]
     return header, rows, check_rows(run, records)
+
+
+SLOT_HEADER = ["Slot", "Model", "Server", "Sent as", "Route", "Reasoning", "Sampling"]
+
+
+def _slot_rows(run: PromptSetRunSpec) -> list[list[Any]]:
+    return [[f"Model {s.label}", s.model, s.server, s.target, s.route,
+             s.reasoning or "model default", _kv(s.options)] for s in run.slots]
 
 
 def _settings_line(run: PromptSetRunSpec) -> str:
@@ -269,7 +392,8 @@ def _settings_line(run: PromptSetRunSpec) -> str:
             f"order {'shuffled' if st.shuffle else 'as listed'}")
 
 
-def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+                 machines: Machines | None = None) -> str:
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     lines = [f"# ATOM prompt-set run: {pset.name}", "",
@@ -280,9 +404,9 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> st
         lines += ["", "## Checks (passed/total over repeats)", ""]
         lines += _md_table(list(checks[0]), [list(c.values()) for c in checks])
     lines += ["", "## Slots", ""]
-    lines += _md_table(["Slot", "Model", "Server", "Sent as", "Sampling"],
-                       [[f"Model {s.label}", s.model, s.server, s.target,
-                         _kv(s.options)] for s in run.slots])
+    lines += _md_table(SLOT_HEADER, _slot_rows(run))
+    lines += ["", *_machine_markdown(run_machine_ids(run, records), machines or {},
+                                     (s.server for s in run.slots))]
     for p, item in enumerate(pset.items):
         lines += ["", f"## Prompt {p + 1}" + (f": {item.name}" if item.name else ""), "",
                   *_quote(item.prompt)]
@@ -303,7 +427,8 @@ def _fmt(v: Any) -> str:
     return format_seconds(float(v)) if isinstance(v, int | float) else "–"
 
 
-def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
+def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+             machines: Machines | None = None) -> str:
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     parts = [f"<h1>ATOM prompt-set run: {_h(pset.name)}</h1>",
@@ -312,10 +437,9 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
     if checks:
         parts += ["<h2>Checks (passed/total over repeats)</h2>",
                   _html_table(list(checks[0]), [list(c.values()) for c in checks])]
-    parts += ["<h2>Slots</h2>", _html_table(
-        ["Slot", "Model", "Server", "Sent as", "Sampling"],
-        [[f"Model {s.label}", s.model, s.server, s.target, _kv(s.options)]
-         for s in run.slots])]
+    parts += ["<h2>Slots</h2>", _html_table(SLOT_HEADER, _slot_rows(run))]
+    parts.append(_machine_html(run_machine_ids(run, records), machines or {},
+                               (s.server for s in run.slots)))
     for p, item in enumerate(pset.items):
         parts.append(f"<h2>Prompt {p + 1}{': ' + _h(item.name) if item.name else ''}</h2>"
                      f"<div class=prompt>{_h(item.prompt)}</div><div class=replies>")
@@ -336,23 +460,28 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
 
 
 RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "contestant",
-               "repeat", "ok", "error", "ttft_s", "first_answer_s", "thinking_s", "decode_tps",
-               "output_tokens", "e2e_s",
-               "finish_reason", "checks_passed", "checks_total", "checks", "content"]
+               "route", "reasoning_setting", "repeat", "ok", "error", "ttft_s",
+               "first_answer_s", "thinking_s", "decode_tps", "output_tokens", "e2e_s",
+               "finish_reason", "checks_passed", "checks_total", "checks", "machine_id",
+               "machine", "reasoning", "content"]
 
 
-def run_rows(run: PromptSetRunSpec,
-             records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_rows(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+             machines: Machines | None = None) -> list[dict[str, Any]]:
     items = run.prompt_set.items
     out = []
     for r in records:
         m = r.get("metrics") or {}
+        mid = r.get("machine_id") if isinstance(r.get("machine_id"), str) else run.machine_id
+        slot = run.slots[int(r["slot"])] if 0 <= int(r["slot"]) < len(run.slots) else None
         checks = r.get("checks") or []
         out.append({
             "run_id": r["run_id"], "prompt_index": r["prompt_index"],
             "prompt": items[int(r["prompt_index"])].prompt, "slot": r["slot"],
             "label": r["label"], "model": r["model"], "contestant": r["contestant"],
-            "repeat": r["repeat"], "ok": r["ok"], "error": r["error"],
+            "route": slot.route if slot else None,
+            "reasoning_setting": slot.reasoning if slot else None, "repeat": r["repeat"],
+            "ok": r["ok"], "error": r["error"],
             "ttft_s": m.get("ttft_s"), "first_answer_s": m.get("first_answer_s"),
             "thinking_s": m.get("thinking_s"), "decode_tps": m.get("decode_tps"),
             "output_tokens": m.get("output_tokens"), "e2e_s": m.get("e2e_s"),
@@ -360,15 +489,21 @@ def run_rows(run: PromptSetRunSpec,
             "checks_passed": sum(1 for c in checks if c["passed"]), "checks_total": len(checks),
             "checks": "; ".join(("pass " if c["passed"] else "FAIL ") + c["check"]
                                 for c in checks),
-            "content": r["content"],
+            "machine_id": mid, "machine": _machine_label(mid, machines or {}),
+            "reasoning": r.get("reasoning") or "", "content": r["content"],
         })
     return out
 
 
-def run_csv(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
-    return _csv(run_rows(run, records), RUN_COLUMNS)
+def run_csv(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+            machines: Machines | None = None) -> str:
+    return _csv(run_rows(run, records, machines), RUN_COLUMNS)
 
 
-def run_json(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]) -> str:
-    return json.dumps({"run": run.to_record(), "records": list(records)}, indent=2,
-                      ensure_ascii=False)
+def run_json(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+             machines: Machines | None = None) -> str:
+    """The run, its records and the machines they came from (the card's facts and label)."""
+    found = machine_json(run_machine_ids(run, records), machines or {},
+                         (s.server for s in run.slots))
+    return json.dumps({"run": run.to_record(), "records": list(records), "machines": found},
+                      indent=2, ensure_ascii=False)

