@@ -2,8 +2,9 @@
 
 On SIGUSR1 the app process writes one JSON line to $ATOM_SOAK_PROBE: RSS, glibc malloc's own
 figures (mallinfo2), pyarrow's memory pool and the sizes of Streamlit's per-process stores
-(media files, deferred downloads, dataframe sources, sessions); on SIGUSR2 the same after
-malloc_trim(0) and pyarrow's release_unused().
+(media files, deferred downloads, dataframe sources, sessions) and, with ATOM_SOAK_PROBE_TRACE=N
+(frames), tracing from the first row on and a tracemalloc snapshot with each later row; on
+SIGUSR2 the same after malloc_trim(0) and pyarrow's release_unused().
 Bench-only: nothing in the app imports this, and without the env variable it does nothing.
 """
 
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,29 @@ def _status() -> dict[str, float]:
                   .splitlines() if ":" in line)
     return {"rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
             "threads": int(fields["Threads"])}
+
+
+def _pymalloc() -> dict[str, float]:
+    """Python's small-object allocator (its own 1 MiB arenas, outside malloc's figures)."""
+    import re
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read()
+    found = {k: int(v.replace(",", "")) for k, v in re.findall(
+        r"^# (arenas allocated current|bytes in allocated blocks|bytes in available blocks)"
+        r"\s*=\s*([\d,]+)", text, re.M)}
+    mb = 1 << 20
+    return {"pymalloc_arenas": found.get("arenas allocated current", -1),
+            "pymalloc_used_mb": round(found.get("bytes in allocated blocks", 0) / mb, 1),
+            "pymalloc_free_mb": round(found.get("bytes in available blocks", 0) / mb, 1)}
 
 
 def _arrow() -> dict[str, Any]:
@@ -98,13 +123,21 @@ def _write(trim: bool = False) -> None:
         if (pa := sys.modules.get("pyarrow")) is not None:
             pa.default_memory_pool().release_unused()
     row: dict[str, Any] = {"t": time.time(), "trimmed": trim, **_status(), **_mallinfo(),
-                           **_arrow()}
+                           **_pymalloc(), **_arrow()}
     try:
         row.update(_streamlit())
     except Exception as e:  # noqa: BLE001 - a probe never breaks the app
         row["streamlit_error"] = repr(e)
     if os.environ.get("ATOM_SOAK_PROBE_OBJECTS"):
         row["py_objects"] = len(gc.get_objects())
+    frames = int(os.environ.get("ATOM_SOAK_PROBE_TRACE") or 0)
+    if frames and not tracemalloc.is_tracing():  # from the first row on: what stays after it
+        tracemalloc.start(frames)
+    elif frames:  # a snapshot beside the row
+        gc.collect()
+        row["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / (1 << 20), 2)
+        row["snapshot"] = f"{os.environ['ATOM_SOAK_PROBE']}.{time.time():.0f}.snap"
+        tracemalloc.take_snapshot().dump(row["snapshot"])
     with open(os.environ["ATOM_SOAK_PROBE"], "a") as f:
         f.write(json.dumps(row) + "\n")
 
