@@ -72,6 +72,21 @@ def _pymalloc() -> dict[str, float]:
             "pymalloc_free_mb": round(found.get("bytes in available blocks", 0) / mb, 1)}
 
 
+def _smaps() -> dict[str, float]:
+    """Resident memory by kind of mapping: malloc's main heap, anonymous (thread arenas,
+    pymalloc arenas, mimalloc, thread stacks), files (libraries)."""
+    rss = {"heap": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:  # a mapping's first line
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+        elif head and head[0] == "Rss:":
+            rss[kind] += int(head[1])
+    return {f"rss_{k}_mb": round(v / 1024, 1) for k, v in rss.items()}
+
+
 def _arrow() -> dict[str, Any]:
     pa = sys.modules.get("pyarrow")
     if pa is None:
@@ -123,7 +138,7 @@ def _write(trim: bool = False) -> None:
         if (pa := sys.modules.get("pyarrow")) is not None:
             pa.default_memory_pool().release_unused()
     row: dict[str, Any] = {"t": time.time(), "trimmed": trim, **_status(), **_mallinfo(),
-                           **_pymalloc(), **_arrow()}
+                           **_pymalloc(), **_smaps(), **_arrow()}
     try:
         row.update(_streamlit())
     except Exception as e:  # noqa: BLE001 - a probe never breaks the app
