@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from atom_core.launch import demo
+from atom_core.launch import allocator, demo
 from atom_core.measure import hardware
 from atom_core.render import safe_markdown
 from pages import _ui as ui
 
+allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
 ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
 st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
 

@@ -7,12 +7,20 @@ process's resident memory (VmRSS, from /proc) and thread count after the warm-up
 `--every` races, and the growth from warm-up to the end (goal <= 10 %).
 
     python bench/bench_soak.py [--races 500] [--warmup 50] [--every 50] [--json]
+                               [--probe] [--env NAME=VALUE ...]
+
+--probe loads bench/soak_probe/sitecustomize.py into the app (PYTHONPATH) and adds, at each
+checkpoint, what it reports: glibc malloc's figures, pyarrow's pool, Streamlit's stores, and the
+RSS after malloc_trim(0). --env sets a variable in the app's environment (one suspect at a
+time: MALLOC_ARENA_MAX=2, ARROW_DEFAULT_MEMORY_POOL=system, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +54,20 @@ def proc_status(pid: int) -> tuple[float, int]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
                   .splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+def probe(pid: int, path: Path, sig: int) -> dict[str, Any]:
+    """Asks the app's probe for one row (SIGUSR1: as is, SIGUSR2: after trimming)."""
+    before = len(path.read_text().splitlines()) if path.exists() else 0
+    os.kill(pid, sig)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) > before:
+            row: dict[str, Any] = json.loads(lines[-1])
+            return row
+        time.sleep(0.1)
+    return {}
 
 
 def setup_four(pg: Any) -> None:
@@ -83,13 +105,22 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--probe", action="store_true", help="report allocator and Streamlit figures")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set in the app's environment (repeatable)")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="atom-soak-"))
     double = start_double({"models": MODELS}, tmp)
-    app = start_app(double.url, tmp / "data", tmp)
-    points: list[dict[str, float]] = []
+    extra = dict(e.split("=", 1) for e in args.env)
+    probe_path = tmp / "probe.jsonl"
+    if args.probe:
+        extra["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "bench" / "soak_probe"), os.environ.get("PYTHONPATH", "")])
+        extra["ATOM_SOAK_PROBE"] = str(probe_path)
+    app = start_app(double.url, tmp / "data", tmp, extra_env=extra)
+    points: list[dict[str, Any]] = []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -110,6 +141,16 @@ def main() -> None:
                     if not args.json:
                         print(f"after {i:4d} races: RSS {rss:6.1f} MB, {threads} threads, "
                               f"{time.monotonic() - t0:6.0f} s", flush=True)
+                    if args.probe:
+                        row = probe(app.process.pid, probe_path, signal.SIGUSR1)
+                        points[-1]["probe"] = row
+                        if not args.json:
+                            print("   probe:", json.dumps(row), flush=True)
+            if args.probe:  # at the end only: trimming mid-run would hide the growth
+                row = probe(app.process.pid, probe_path, signal.SIGUSR2)
+                points[-1]["after_trim"] = row
+                if not args.json:
+                    print("   after malloc_trim + release_unused:", json.dumps(row), flush=True)
             browser.close()
     finally:
         stop(app.process)

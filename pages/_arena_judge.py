@@ -45,16 +45,18 @@ def judge_panel(store: ui.HistoryStore, rnd: ArenaRound) -> None:
 
 
 def _ask(store: ui.HistoryStore, rnd: ArenaRound, options: list[tuple[str, str]]) -> None:
+    # One set of keys for whichever round is shown (see _arena_round._vote_bar): a key per round
+    # left each round's widgets, options included, in the session for good.
     multi = len({url for url, _ in options}) > 1
-    pick = st.selectbox("Judge model", options, key=f"judge-model-{rnd.id}",
+    pick = st.selectbox("Judge model", options, key="judge-model",
                         format_func=lambda o: f"{o[1]} ({o[0]})" if multi else o[1])
-    reference = st.text_area("Reference answer (optional)", key=f"judge-ref-{rnd.id}",
+    reference = st.text_area("Reference answer (optional)", key="judge-ref",
                              help="With a reference, the judge scores how well each answer "
                              "matches it.", height=68)
     default = judge.REFERENCE_RUBRIC if reference.strip() else judge.DEFAULT_RUBRIC
-    rubric = st.text_area("Rubric", value=default, key=f"judge-rubric-{rnd.id}-{bool(reference)}",
+    rubric = st.text_area("Rubric", value=default, key=f"judge-rubric-{bool(reference)}",
                           height=68)
-    if st.button("Judge", icon=":material/gavel:", key=f"judge-go-{rnd.id}",
+    if st.button("Judge", icon=":material/gavel:", key="judge-go",
                  disabled=pick is None):
         assert pick is not None
         url, model = pick

@@ -85,6 +85,9 @@ def _reveal(store: ui.HistoryStore, rnd: ArenaRound) -> None:
 
 
 def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
+    # Keys name the place, not the round: Streamlit 1.67 keeps a widget's metadata (its
+    # callback and args, which hold the round) for every key a session ever drew, so a key per
+    # round grew the app by every round shown (docs/BENCHMARKS.md, memory over a long session).
     if rnd.vote is not None:
         blind = " (voted blind)" if rnd.vote.blind else ""
         st.success(f"Your vote: {plain_label(rnd.vote_sentence)}{blind}. It counts on the "
@@ -95,26 +98,26 @@ def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
         for position, i in enumerate(rnd.positions):
             name = rnd.short_label(i)
             buttons[position].button(
-                name, key=f"vote-{rnd.id}-{position}", on_click=_vote,
+                name, key=f"vote-{position}", on_click=_vote,
                 args=(store, rnd, "win", i), width="stretch",
                 type="primary" if presenter else "secondary",
                 icon=":material/thumb_up:", help=f"Vote: {name} gave the best answer.")
-        buttons[-2].button("Tie", key=f"vote-{rnd.id}-tie", on_click=_vote,
+        buttons[-2].button("Tie", key="vote-tie", on_click=_vote,
                            args=(store, rnd, "tie", None), width="stretch",
                            help="Equally good: a draw between every pair.")
-        buttons[-1].button("All bad", key=f"vote-{rnd.id}-bad", on_click=_vote,
+        buttons[-1].button("All bad", key="vote-bad", on_click=_vote,
                            args=(store, rnd, "all_bad", None), width="stretch",
                            help="None is good enough: not counted in the ratings.")
     tools = st.columns([3, 1, 1] if rnd.hidden else [4, 1], vertical_alignment="center")
     if rnd.hidden:
         tools[1].button("Reveal", icon=":material/visibility:", width="stretch",
-                        on_click=_reveal, args=(store, rnd), key=f"reveal-{rnd.id}",
+                        on_click=_reveal, args=(store, rnd), key="reveal",
                         help="Show which model wrote which reply, without voting.")
     with tools[-1].popover("Export", icon=":material/download:", width="stretch"):
         def known() -> dict[str, hardware.MachineInfo]:  # the machine each report names
             return hardware.machines(store)
 
-        downloads("arena", rnd.ts, rnd.id, [
+        downloads("arena", rnd.ts, "round", [
             ("Markdown report", "md", "text/markdown",
              lambda: report.round_markdown(rnd, known())),
             ("HTML report", "html", "text/html", lambda: report.round_html(rnd, known())),

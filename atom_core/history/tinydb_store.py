@@ -132,6 +132,10 @@ _CONVERSATION_FILE_RE = re.compile(r"^\d{6}-[0-9a-f]{16}\.json$")
 
 Tables = dict[str, dict[str, Any]]  # one TinyDB file: {table: {doc_id: document}}
 _StatKey = tuple[int, int, int]
+# Parsed shards kept in memory, in bytes of JSON on disk (the parse takes about 2-3 times that):
+# without a bound, a long session held its whole history (about 35 KB a 4-model arena round), and
+# the app grew with every round (docs/BENCHMARKS.md, memory over a long session).
+KEPT_BYTES = 2 << 20
 # --- files ------------------------------------------------------------------------------------
 
 
@@ -168,8 +172,9 @@ def _doc_number(doc_id: str) -> int:
 class _JsonFiles:
     """Reads TinyDB files with plain `json` and caches each parse by (mtime_ns, size, inode).
 
-    Files for which `keep(path)` is true (shards) stay cached; others (conversation files) live
-    in a small LRU. Cached data is shared: callers must copy before handing it out. Not
+    Files for which `keep(path)` is true (shards) stay cached up to `kept_bytes` of file size,
+    least recently used first out; others (conversation files) live in a small LRU. Cached data
+    is shared: callers must copy before handing it out. Not
     thread-safe on its own: the store calls it under its lock.
     """
 
@@ -180,12 +185,14 @@ class _JsonFiles:
         keep: Callable[[Path], bool] | None = None,
         on_corrupt: Callable[[Path, str], Tables | None] | None = None,
         recent_limit: int = 64,
+        kept_bytes: int = KEPT_BYTES,
     ) -> None:
         self.durable = durable
         self._keep = keep
         self._on_corrupt = on_corrupt
         self._recent_limit = recent_limit
-        self._kept: dict[Path, tuple[_StatKey, Tables]] = {}
+        self._kept_bytes = kept_bytes
+        self._kept: OrderedDict[Path, tuple[_StatKey, Tables]] = OrderedDict()
         self._recent: OrderedDict[Path, tuple[_StatKey, Tables]] = OrderedDict()
 
     def load(self, path: Path, *, cache: bool = True) -> Tables | None:
@@ -197,8 +204,7 @@ class _JsonFiles:
             return None
         hit = self._kept.get(path) or self._recent.get(path)
         if hit is not None and hit[0] == key:
-            if path in self._recent:
-                self._recent.move_to_end(path)
+            (self._recent if path in self._recent else self._kept).move_to_end(path)
             return hit[1]
         try:
             data = self.parse(path)
@@ -246,6 +252,13 @@ class _JsonFiles:
     def _put(self, path: Path, key: _StatKey, data: Tables) -> None:
         if self._keep is not None and self._keep(path):
             self._kept[path] = (key, data)
+            self._kept.move_to_end(path)
+            # Least recently used shards go past the budget (file sizes, about a third of what
+            # the parse holds in memory); the one just used always stays.
+            size = sum(k[1] for k, _ in self._kept.values())
+            while size > self._kept_bytes and len(self._kept) > 1:
+                _, (old_key, _) = self._kept.popitem(last=False)
+                size -= old_key[1]
             return
         if self._recent_limit <= 0:
             return

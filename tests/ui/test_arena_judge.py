@@ -67,8 +67,8 @@ def test_a_judged_blind_round_in_both_orders_then_the_judge_board(
     assert not at.exception
     store = open_store(isolated_env)
     rnd = arena.load_rounds(store)[0]
-    at.selectbox(key=f"judge-model-{rnd.id}").set_value((BASE, "t/three")).run()
-    at.button(key=f"judge-go-{rnd.id}").click().run()
+    at.selectbox(key="judge-model").set_value((BASE, "t/three")).run()
+    at.button(key="judge-go").click().run()
     assert not at.exception
 
     judged = [json.loads(c.request.content) for c in chats.calls
@@ -92,7 +92,7 @@ def test_a_judged_blind_round_in_both_orders_then_the_judge_board(
     # People vote for the judge's winner: agreement 1 of 1.
     position = rnd.positions.index(next(i for i, s in enumerate(rnd.slots)
                                         if s.model == "t/one"))
-    at.button(key=f"vote-{rnd.id}-{position}").click().run()
+    at.button(key=f"vote-{position}").click().run()
     at.segmented_control(key="arena_view").set_value("Leaderboard").run()
     at.segmented_control(key="board_basis").set_value("Judge").run()
     assert not at.exception

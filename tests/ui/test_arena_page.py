@@ -144,7 +144,7 @@ def test_blind_vote_is_saved_reveals_names_and_moves_the_leaderboard(
     winner_slot = rnd.positions[1]  # whoever is shown as Response 2
     winner = rnd.slots[winner_slot].model
 
-    at.button(key=f"vote-{rnd.id}-1").click().run()
+    at.button(key="vote-1").click().run()
     assert not at.exception
     voted = arena.load_rounds(store)[0]
     assert voted.vote is not None and voted.vote.outcome == "win"
@@ -179,9 +179,9 @@ def test_presenter_mode_is_blind_with_a_reveal_button(mock: respx.MockRouter,
     assert at.toggle(key="arena_blind").value is True
     assert [e.label for e in at.expander][0] == "Contestants and settings"  # folded away
     at.chat_input(key="arena_prompt").set_value("Class question").run()
-    rnd = arena.load_rounds(open_store(isolated_env))[0]
+    assert not arena.load_rounds(open_store(isolated_env))[0].revealed
     assert list(reply_columns(at))[0] == "Response 1"
-    at.button(key=f"reveal-{rnd.id}").click().run()
+    at.button(key="reveal").click().run()
     assert not at.exception
     assert all("· Model " in t for t in reply_columns(at))
     assert arena.load_rounds(open_store(isolated_env))[0].revealed
@@ -435,3 +435,25 @@ def test_no_note_for_the_bundled_demo_engine(mock: respx.MockRouter,
     assert not at.exception
     assert reply_columns(at)["Model B · t/two"] == ["Second here."]
     assert not any("OpenAI-compatible server" in str(i.value) for i in at.info)
+
+
+def test_widget_keys_do_not_grow_with_the_rounds(mock: respx.MockRouter,
+                                                 isolated_env: Path) -> None:
+    """Streamlit keeps a widget's metadata (callback args: the round) for every key a session
+    ever drew: the round view's keys name places, not rounds, so a long session stays flat."""
+    chat_route(mock)
+    at = open_arena(mock)
+
+    def keys() -> set[str]:
+        widgets = [*at.button, *at.selectbox, *at.text_area, *at.get("download_button")]
+        return {str(w.key) for w in widgets if getattr(w, "key", None)}
+
+    at.chat_input(key="arena_prompt").set_value("First").run()
+    first = keys()
+    at.chat_input(key="arena_prompt").set_value("Second").run()
+    assert not at.exception
+    rounds = arena.load_rounds(open_store(isolated_env))
+    assert len(rounds) == 2
+    assert {"vote-0", "vote-tie", "vote-bad", "judge-model", "judge-go"} <= first
+    assert keys() == first
+    assert not any(r.id in k for r in rounds for k in first)

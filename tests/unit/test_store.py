@@ -677,3 +677,30 @@ def test_atom_data_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ATOM_DATA_DIR", "  ")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_data_dir() == tmp_path / "home" / ".atom"
+
+
+def test_parsed_shards_kept_in_memory_are_bounded(tmp_path: Path) -> None:
+    """A long session must not hold its whole history: the parse cache keeps at most
+    KEPT_BYTES of shard files (plus the one in use), whatever the history's size."""
+    import gc
+    import tracemalloc
+
+    s = TinyDBHistoryStore(tmp_path / "data", shard_rows=10, durable=False)
+    text = "x" * 40_000
+    s.append_many("soak", [{"text": text, "n": i} for i in range(250)])  # 25 shards, ~10 MB
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "data").rglob("*.json"))
+    assert on_disk > 9_000_000
+
+    fresh = TinyDBHistoryStore(tmp_path / "data", durable=False)
+    tracemalloc.start()
+    try:
+        rows = fresh.records("soak")
+        assert [r["n"] for r in rows] == list(range(250))
+        del rows
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # An unbounded cache holds all ~10 MB of text here; the bound holds ~2 MB and one shard.
+    assert held < 5_000_000
+    assert fresh.records("soak")[-1]["n"] == 249  # evicted shards are read again from disk
