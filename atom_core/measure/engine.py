@@ -21,8 +21,10 @@ Routes: chat completions (the default, and what benches and sweeps use) run on t
 on another chat route (LoadJob.route: native, responses, messages) runs that route's
 synchronous SSEStream (client.stream_route) in a worker thread of the engine's own pool, one
 thread per worker so K stays K; the loop's watcher applies the same stall rules to it
-(SSEStream.check_stall) and aborts it on cancel. Its pool wait is timed by SSEStream the same
-way, over the synchronous client's pool.
+(SSEStream.check_stall) and aborts it on cancel. Those requests go over a synchronous client
+whose pool is sized like the loop's (`K x lanes` per server; LMStudioClient.with_pool), not
+the caller's client with its default pool of 32, so at K > 32 they do not queue on ATOM's
+side either; their pool wait is timed by SSEStream the same way.
 """
 
 from __future__ import annotations
@@ -169,12 +171,20 @@ class LoadEngine:
                     sizes.get(client.base_url, 1) + 4, transport=transport)
         lanes = plan_lanes(self._jobs, self._shared)
         n_workers = sum(min(self._concurrency, len(lane)) for lane in lanes.values())
-        if any(job.route != "completions" for job in self._jobs):
+        # other routes: a synchronous client per server with a connection for each worker
+        threaded = [job for job in self._jobs if job.route != "completions"]
+        route_clients: dict[str, LMStudioClient] = {}
+        if threaded:
             self._executor = ThreadPoolExecutor(max_workers=max(1, n_workers),
                                                 thread_name_prefix="atom-load-route")
+            need = pool_sizes(threaded, self._concurrency, self._shared,
+                              lambda s: clients[s].base_url)
+            for server, client in clients.items():
+                if client.base_url in need:
+                    route_clients[server] = client.with_pool(need[client.base_url] + 4)
         try:
             workers = [
-                asyncio.ensure_future(self._worker(lane, clients, https))
+                asyncio.ensure_future(self._worker(lane, clients, https, route_clients))
                 for lane in lanes.values()
                 for _ in range(min(self._concurrency, len(lane)))
             ]
@@ -188,6 +198,10 @@ class LoadEngine:
                 for stream in list(self._threaded):
                     stream.abort()
                 self._executor.shutdown(wait=True)
+            for server, route_client in route_clients.items():
+                if route_client is not clients[server]:
+                    clients[server].learn_routes(route_client)
+                    route_client.close()
 
     async def _watch_cancel(self, workers: Sequence[asyncio.Future[None]]) -> None:
         """Ends everything when the caller cancels; ends stalled streams on the way."""
@@ -203,14 +217,16 @@ class LoadEngine:
             w.cancel()
 
     async def _worker(self, lane: deque[LoadJob], clients: dict[str, LMStudioClient],
-                      https: dict[str, httpx.AsyncClient]) -> None:
+                      https: dict[str, httpx.AsyncClient],
+                      route_clients: dict[str, LMStudioClient]) -> None:
         while lane and not self._cancel.is_set():
             job = lane.popleft()
             client = clients[job.server]
             if job.route != "completions" and self._executor is not None:
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(
-                    self._executor, run_one_threaded, job, client, self._cancel, self._threaded)
+                    self._executor, run_one_threaded, job, route_clients.get(job.server, client),
+                    self._cancel, self._threaded)
             else:
                 outcome = await run_one(job, client, https[client.base_url],
                                         cancel=self._cancel, active=self._active)
