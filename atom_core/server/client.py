@@ -140,10 +140,15 @@ class LMStudioClient:
         other.dialect = self.dialect
         return other
 
+    @property
+    def route_errors(self) -> Mapping[str, NotSupported]:
+        """The chat routes a request found this server lacks, with the error it raised."""
+        return dict(self._route_errors)
+
     def learn_routes(self, other: LMStudioClient) -> None:
         """Remembers the chat routes `other` (a with_pool twin) found this server lacks."""
         if other.base_url == self.base_url:
-            self._route_errors.update(other._route_errors)
+            self._route_errors.update(other.route_errors)
 
     def async_http(
         self, max_connections: int, *, transport: httpx.AsyncBaseTransport | None = None
