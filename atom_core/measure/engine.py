@@ -6,10 +6,12 @@ becomes the bottleneck it is measuring. One event loop does (the design of vLLM'
 `loadrun.run_load` hands it jobs and reads finished records from a queue.
 
 Rules that keep the figures honest:
-- Each server gets one AsyncClient whose pool holds a connection for every request that may be
-  in flight to it (`K x lanes`), so no request waits on the client for a connection.
-- TTFT starts when the request is sent: httpcore's trace callback fires as the request gets its
-  connection. Any wait before that is recorded apart (`pool_wait_s`), never inside TTFT.
+- Each server gets connections for every request that may be in flight to it (`K x lanes`),
+  so no request waits on the client for a connection; they are spread over AsyncClients of at
+  most SHARD connections (ShardedPool), because httpcore's pool work grows with its size.
+- TTFT starts when the request is sent: when httpcore reports its body written
+  (streaming.request_sent). Any wait before that, for a connection, for connecting, or for a
+  loop busy with other streams, is recorded apart (`pool_wait_s`), never inside TTFT.
 - A stream ends as stalled when no token arrives for the stall timeout, however many keep-alive
   comments the server sends; the whole request has a deadline too (config.StreamLimits).
 - A pool timeout is a client-side error (ClientPoolTimeout), never "the server did not answer".
@@ -57,6 +59,7 @@ from ..server.streaming import (
     StallWatch,
     ThinkSplitter,
     chunk_events,
+    request_sent,
 )
 from ..types import ChatMessage
 
@@ -67,6 +70,8 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 # How often the loop looks at the caller's cancel flag.
 CANCEL_POLL_S = 0.05
+# Most connections one AsyncClient of the engine holds (ShardedPool).
+SHARD = 32
 
 
 @dataclass(slots=True)
@@ -108,6 +113,36 @@ def pool_sizes(jobs: Sequence[LoadJob], concurrency: int, shared: bool,
         for url, n in per_server.items():
             sizes[url] = sizes.get(url, 0) + min(concurrency, n)
     return sizes
+
+
+class ShardedPool:
+    """The connections to one server, spread over AsyncClients of at most SHARD connections.
+
+    httpcore's pool walks every connection it holds on each request and each response closed:
+    one pool of 1,024 spent over a second of CPU on that alone while a K = 1,024 run started
+    (requests waiting to be written, first tokens waiting to be read). Each request takes the
+    least busy client; a client holds `ceil(size / clients)` connections and a spare for a
+    retry, so while at most `size` requests are in flight none waits for a connection."""
+
+    def __init__(self, make: Callable[[int], httpx.AsyncClient], size: int) -> None:
+        n = max(1, -(-size // SHARD))
+        per = -(-max(1, size) // n)
+        self.clients = [make(per + 2) for _ in range(n)]
+        self.in_flight = [0] * n
+
+    def acquire(self) -> int:
+        """The index of the client with the fewest requests in flight, counted in."""
+        counts = self.in_flight
+        i = counts.index(min(counts))
+        counts[i] += 1
+        return i
+
+    def release(self, i: int) -> None:
+        self.in_flight[i] -= 1
+
+    async def aclose(self) -> None:
+        for http in self.clients:
+            await http.aclose()
 
 
 class LoadEngine:
@@ -162,13 +197,13 @@ class LoadEngine:
                 clients[job.server] = self._client_for(job.server)
         sizes = pool_sizes(self._jobs, self._concurrency, self._shared,
                            lambda s: clients[s].base_url)
-        https: dict[str, httpx.AsyncClient] = {}
+        https: dict[str, ShardedPool] = {}
         for client in clients.values():
             if client.base_url not in https:
                 transport = self._transport_for(client.base_url) if self._transport_for else None
-                # a few spare connections for a retry on a connection the server closed
-                https[client.base_url] = client.async_http(
-                    sizes.get(client.base_url, 1) + 4, transport=transport)
+                https[client.base_url] = ShardedPool(
+                    lambda n, c=client, t=transport: c.async_http(n, transport=t),  # type: ignore[misc]
+                    sizes.get(client.base_url, 1))
         lanes = plan_lanes(self._jobs, self._shared)
         n_workers = sum(min(self._concurrency, len(lane)) for lane in lanes.values())
         # other routes: a synchronous client per server with a connection for each worker
@@ -192,8 +227,8 @@ class LoadEngine:
             await asyncio.gather(*workers, return_exceptions=True)
             watcher.cancel()
         finally:
-            for http in https.values():
-                await http.aclose()
+            for pool in https.values():
+                await pool.aclose()
             if self._executor is not None:
                 for stream in list(self._threaded):
                     stream.abort()
@@ -217,7 +252,7 @@ class LoadEngine:
             w.cancel()
 
     async def _worker(self, lane: deque[LoadJob], clients: dict[str, LMStudioClient],
-                      https: dict[str, httpx.AsyncClient],
+                      https: dict[str, ShardedPool],
                       route_clients: dict[str, LMStudioClient]) -> None:
         while lane and not self._cancel.is_set():
             job = lane.popleft()
@@ -228,8 +263,13 @@ class LoadEngine:
                     self._executor, run_one_threaded, job, route_clients.get(job.server, client),
                     self._cancel, self._threaded)
             else:
-                outcome = await run_one(job, client, https[client.base_url],
-                                        cancel=self._cancel, active=self._active)
+                pool = https[client.base_url]
+                shard = pool.acquire()
+                try:
+                    outcome = await run_one(job, client, pool.clients[shard],
+                                            cancel=self._cancel, active=self._active)
+                finally:
+                    pool.release(shard)
             self._put(outcome)
 
 
@@ -356,7 +396,7 @@ class AsyncChatStream:
         return self._client.base_url
 
     async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
-        if not self.t_sent_ns:
+        if not self.t_sent_ns and request_sent(name):
             self.t_sent_ns = self.t_request_ns = time.perf_counter_ns()
 
     def _request(self) -> httpx.Request:

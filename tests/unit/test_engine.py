@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from atom_core.measure import engine
 from atom_core.measure.loadrun import LoadJob, run_load
 from atom_core.runs import RunRecord
 from atom_core.server.client import LMStudioClient, pool_limits
-from atom_core.server.streaming import ReplyBuffer, SSEParser, StallWatch
+from atom_core.server.streaming import ReplyBuffer, SSEParser, StallWatch, request_sent
 from atom_core.types import ChatMessage
 from tests.fixtures.payloads import BASE
 from tests.fixtures.sse import SSE_HEADERS, chunk
@@ -189,3 +190,37 @@ def test_with_pool_keeps_server_token_and_limits_and_learns_back_route_problems(
             assert big.route_problem("native")
             client.learn_routes(big)
         assert client.route_problem("native") == big.route_problem("native")
+
+
+def test_ttft_starts_when_the_request_body_is_written_not_when_connecting() -> None:
+    """httpcore's trace events in the order one request on a new connection sends them: the
+    request is sent once its body is written; connecting is part of the wait before that."""
+    events = ["connection.connect_tcp.started", "connection.connect_tcp.complete",
+              "http11.send_request_headers.started", "http11.send_request_headers.complete",
+              "http11.send_request_body.started", "http11.send_request_body.complete",
+              "http11.receive_response_headers.started"]
+    assert [e for e in events if request_sent(e)] == ["http11.send_request_body.complete"]
+    assert request_sent("http11.send_request_body.failed")  # the server may still answer
+
+
+@pytest.mark.parametrize("size", [1, 31, 32, 33, 100, 1024, 1030])
+def test_sharded_pool_never_asks_a_client_for_more_connections_than_it_holds(size: int) -> None:
+    made: list[int] = []
+
+    def make(n: int) -> Any:  # a stand-in: the pool only hands clients out
+        made.append(n)
+        return object()
+
+    pool = engine.ShardedPool(make, size)
+    assert len(pool.clients) == len(made)
+    assert all(n - 2 <= engine.SHARD for n in made)  # each client small (+2 spare)
+    assert sum(n - 2 for n in made) >= size
+    # `size` requests in flight, some ending and new ones starting in between
+    held = [pool.acquire() for _ in range(size)]
+    for i in held[::3]:
+        pool.release(i)
+    held = [i for j, i in enumerate(held) if j % 3] + [pool.acquire()
+                                                        for _ in range(len(held[::3]))]
+    counts = [held.count(i) for i in range(len(made))]
+    assert sum(counts) == size
+    assert all(c <= n - 2 for c, n in zip(counts, made, strict=True))
