@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 
 from atom_core.cli import main as atom_cli  # noqa: E402
 from atom_core.metrics import percentile  # noqa: E402
@@ -209,21 +210,30 @@ async def raw_streams(url: str, k: int) -> dict[str, Any]:
             "bytes": received[0]}
 
 
-def server_ceiling(url: str, kind: str, levels: list[int], tps: float) -> None:
-    """Prints how late the server itself writes tokens with K streams open."""
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) another process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def server_ceiling(url: str, kind: str, pid: int, levels: list[int], tps: float) -> None:
+    """Prints how late the server itself writes tokens with K streams open, and its CPU."""
     print(f"\nThe {kind} server's own ceiling ({TTFT_S} s to the first token, then {tps:g} "
           f"tok/s, {TOKENS} tokens; a raw socket client that only reads):\n")
     print("| K | SSE events/s | server late p50 (ms) | p99 (ms) | max (ms) | tokens | "
-          "client errors | wall (s) | raw client CPU (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "client errors | wall (s) | raw client CPU (s) | server CPU (s) | server µs/token |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for k in levels:
         server_stats(url, reset=True)
+        cpu = process_cpu_s(pid)
         r = asyncio.run(raw_streams(url, k))
+        cpu = process_cpu_s(pid) - cpu
         st = server_stats(url)
+        per_token = cpu / st["tokens"] * 1e6 if st.get("tokens") else None
         print(f"| {k:,} | {k * tps:,.0f} | {_f(st.get('late_p50_ms'), '.2f')} | "
               f"{_f(st.get('late_p99_ms'), '.2f')} | {_f(st.get('late_max_ms'), '.2f')} | "
-              f"{st.get('tokens')} | {r['errors']} | {r['wall']:.2f} | {r['client_cpu']:.2f} |",
-              flush=True)
+              f"{st.get('tokens')} | {r['errors']} | {r['wall']:.2f} | {r['client_cpu']:.2f} | "
+              f"{cpu:.2f} | {_f(per_token, '.1f')} |", flush=True)
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -366,7 +376,8 @@ def main() -> int:
                 else "tests/fixtures/async_server.py")
         print(f"Test server: {name} at {url}", flush=True)
         if args.ceiling_levels:
-            server_ceiling(url, srv.kind, _levels(args.ceiling_levels), args.tps)
+            server_ceiling(url, srv.kind, srv.proc.pid, _levels(args.ceiling_levels),
+                           args.tps)
         # one request each first: imports and caches a client loads on its first request
         # (about 0.1 s of CPU for ATOM's) are not per-token costs
         reference(url, 1, 1)
@@ -386,7 +397,7 @@ def main() -> int:
                 reference(srv.url, 1, 1)
                 atom_bench(srv.url, "plain", 1, 1)
             if args.ceiling_levels:
-                server_ceiling(srv.url, srv.kind, _levels(args.carried_levels),
+                server_ceiling(srv.url, srv.kind, srv.proc.pid, _levels(args.carried_levels),
                                args.carried_tps)
             carried = compare(srv.url, _levels(args.carried_levels), args.rounds,
                               args.carried_tps)
