@@ -32,6 +32,7 @@ side either; their pool wait is timed by SSEStream the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -202,7 +203,7 @@ class LoadEngine:
             if client.base_url not in https:
                 transport = self._transport_for(client.base_url) if self._transport_for else None
                 https[client.base_url] = ShardedPool(
-                    lambda n, c=client, t=transport: c.async_http(n, transport=t),  # type: ignore[misc]
+                    functools.partial(client.async_http, transport=transport),
                     sizes.get(client.base_url, 1))
         lanes = plan_lanes(self._jobs, self._shared)
         n_workers = sum(min(self._concurrency, len(lane)) for lane in lanes.values())
