@@ -108,9 +108,9 @@ def start_server(*, ttft_s: float = 0.2, tokens_per_s: float = 50.0, reply_token
         else:
             if not python:
                 print("No C compiler found (cc, gcc or clang): the benchmark uses the Python "
-                      "asyncio test server, which falls behind its schedule between 256 and "
-                      "1,024 streams on two cores; its lateness is in the table.",
-                      file=sys.stderr)
+                      "asyncio test server, which needs about 1.5 times the C server's CPU per "
+                      "token and falls behind sooner when the clients share its cores; its "
+                      "lateness is in the table.", file=sys.stderr)
             cmd = [sys.executable, "-m", "tests.fixtures.async_server", "--port", "0",
                    "--ttft", str(ttft_s), "--tps", str(tokens_per_s), "--tokens",
                    str(reply_tokens), "--reasoning-tokens", str(reasoning_tokens)]
