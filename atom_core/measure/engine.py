@@ -9,9 +9,9 @@ Rules that keep the figures honest:
 - Each server gets connections for every request that may be in flight to it (`K x lanes`),
   so no request waits on the client for a connection; they are spread over AsyncClients of at
   most SHARD connections (ShardedPool), because httpcore's pool work grows with its size.
-- TTFT starts when the request is sent: when httpcore reports its body written
-  (streaming.request_sent). Any wait before that, for a connection, for connecting, or for a
-  loop busy with other streams, is recorded apart (`pool_wait_s`), never inside TTFT.
+- TTFT starts when the request is sent: when httpcore has written its headers and starts on
+  its body (streaming.request_sent). Any wait before that, for a connection, for connecting,
+  or for a loop busy with other streams, is recorded apart (`pool_wait_s`), never in TTFT.
 - A stream ends as stalled when no token arrives for the stall timeout, however many keep-alive
   comments the server sends; the whole request has a deadline too (config.StreamLimits).
 - A pool timeout is a client-side error (ClientPoolTimeout), never "the server did not answer".

@@ -210,10 +210,12 @@ STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.Wri
 
 def request_sent(trace_event: str) -> bool:
     """Whether an httpcore trace event (the `trace` request extension) marks the request as
-    sent: its body written out ("http11.send_request_body.complete"; ".failed" too, since a
-    server may answer a request it cut off). TTFT starts there. Anything before it (waiting
-    for a free connection, connecting, a client too busy to write) is ATOM's own wait."""
-    return ".send_request_body." in trace_event and not trace_event.endswith(".started")
+    sent: its headers are written and its body is going out ("http11.send_request_body.started",
+    one write before the end of the request, so the server cannot have the whole request yet
+    and no token can seem to arrive before the server's own schedule). TTFT starts there.
+    Anything before it (waiting for a free connection, connecting, a client too busy to write)
+    is ATOM's own wait."""
+    return trace_event.endswith(".send_request_body.started")
 
 
 def send_retrying_stale(
@@ -259,7 +261,7 @@ class SSEStream:
         self._http = http
         self._request = request
         # httpcore calls this back at each step of the request; `request_sent` picks the moment
-        # its body has been written: TTFT starts there, and anything before it is pool wait.
+        # its body goes out: TTFT starts there, and anything before it is pool wait.
         request.extensions = {**request.extensions, "trace": self._on_trace}
         self._base_url = base_url
         self._limits = limits
