@@ -97,7 +97,8 @@ def start_server(*, ttft_s: float = 0.2, tokens_per_s: float = 50.0, reply_token
     """Runs the server in its own process for the `with` block."""
     spec = ServerSpec(ttft_s=ttft_s, tokens_per_s=tokens_per_s, reply_tokens=reply_tokens,
                       reasoning_tokens=reasoning_tokens)
-    binary = None if python or os.environ.get("ATOM_BENCH_PY_SERVER") else build()
+    python = python or bool(os.environ.get("ATOM_BENCH_PY_SERVER"))
+    binary = None if python else build()
     with tempfile.TemporaryDirectory(prefix="atom-fidelity-") as tmp:
         if binary is not None:
             script = Path(tmp) / "script"
