@@ -68,8 +68,10 @@ def sweep_tab(df: Any) -> None:
         return
     i = st.selectbox("Sweep", range(len(found)), format_func=lambda i: found.label[i]) or 0
     runs = sweep.sweep_runs(df, found.sweep_id[i], found.model[i])
+    several = int(found.models[i]) > 1  # name the model in its verdict
     show_sweep(sweep.levels_from_runs(runs), target, slots if found.model[i] == model else None,
-               "sweep_result", shared_by=int(found.shared_by[i]))
+               "sweep_result", model=str(found.model[i]) if several else None,
+               shared_by=int(found.shared_by[i]))
 
 
 def show_sweep(levels: list[sweep.LevelResult], target: sweep.SweepTarget, slots: int | None,

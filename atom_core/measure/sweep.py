@@ -341,13 +341,14 @@ def levels_frame(levels: Sequence[LevelResult]) -> pd.DataFrame:
 
 def sweeps_in_history(df: pd.DataFrame) -> pd.DataFrame:
     """Sweeps found in a runs frame, newest first, one entry per model of a sweep: sweep_id,
-    model, server, route, started (epoch s), levels (sorted tuple), requests, shared_by (how
-    many models shared each level's K: 1 unless the sweep shared it), label (for a picker;
+    model, server, route, started (epoch s), levels (sorted tuple), requests, models (how many
+    the sweep ran), shared_by (how many models shared each level's K: 1 unless the sweep
+    shared it), label (for a picker;
     names the route unless it is chat completions, and a shared K). Sweep runs recorded
     without a sweep_id (older command-line sweeps) are grouped per model and server."""
     rows = df[(df["source"] == "sweep") & df["concurrency"].notna()]
     cols = ["sweep_id", "model", "server", "route", "started", "levels", "requests",
-            "shared_by", "label"]
+            "models", "shared_by", "label"]
     if rows.empty:
         return pd.DataFrame(columns=cols)
     key = rows["sweep_id"].where(rows["sweep_id"] != "",
@@ -366,7 +367,7 @@ def sweeps_in_history(df: pd.DataFrame) -> pd.DataFrame:
             out.append({
                 "sweep_id": str(sweep_id), "model": str(model),
                 "server": str(part["server"].iloc[0]), "route": route, "started": started,
-                "levels": levels, "requests": len(part),
+                "levels": levels, "requests": len(part), "models": n_models,
                 "shared_by": n_models if shared else 1,
                 "label": f"{datetime.fromtimestamp(started):%Y-%m-%d %H:%M} · {model}{via} · "
                          f"levels {', '.join(map(str, levels))} · {len(part)} requests"

@@ -269,6 +269,7 @@ def test_a_sweep_of_two_models_gives_each_its_own_k_unless_shared(
     assert all(("K shared by 2 models" in x) == share for x in labels[:2])
     verdicts = [x.value for x in [*at.success, *at.warning] if "in flight" in x.value]
     assert verdicts and all(("shared by 2 models" in v) == share for v in verdicts)
+    assert verdicts[0].startswith("fast/one: ")  # the picked sweep's model, named
 
 
 def test_bad_levels_are_one_sentence(double: DoubleServer) -> None:

@@ -194,6 +194,7 @@ def test_a_shared_sweep_reads_back_per_model_and_its_verdict_says_k_was_shared()
     found = sweep.sweeps_in_history(df)
     assert list(zip(found["sweep_id"], found["model"], found["shared_by"], strict=True)) == [
         ("own", "a", 1), ("own", "b", 1), ("s", "a", 2), ("s", "b", 2)]
+    assert set(found["models"]) == {2}
     assert found["label"][2].endswith("· a · levels 1 · 1 requests · K shared by 2 models")
     assert "shared" not in found["label"][0]
     b_levels = sweep.levels_from_runs(sweep.sweep_runs(df, "s", "b"))
