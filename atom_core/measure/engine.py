@@ -73,6 +73,9 @@ NS = 1_000_000_000
 CANCEL_POLL_S = 0.05
 # Most connections one AsyncClient of the engine holds (ShardedPool).
 SHARD = 32
+# Streams started before the loop gets a turn to read (hundreds starting at once would
+# otherwise keep first tokens waiting behind their connection work).
+START_BATCH = 32
 
 
 @dataclass(slots=True)
@@ -219,12 +222,17 @@ class LoadEngine:
                 if client.base_url in need:
                     route_clients[server] = client.with_pool(need[client.base_url] + 4)
         try:
-            workers = [
-                asyncio.ensure_future(self._worker(lane, clients, https, route_clients))
-                for lane in lanes.values()
-                for _ in range(min(self._concurrency, len(lane)))
-            ]
+            workers: list[asyncio.Future[None]] = []
             watcher = asyncio.ensure_future(self._watch_cancel(workers))
+            for lane in lanes.values():
+                for _ in range(min(self._concurrency, len(lane))):
+                    workers.append(asyncio.ensure_future(
+                        self._worker(lane, clients, https, route_clients)))
+                    if len(workers) % START_BATCH == 0:
+                        # let the loop read what has arrived before starting more streams
+                        await asyncio.sleep(0)
+                        if self._cancel.is_set():
+                            break
             await asyncio.gather(*workers, return_exceptions=True)
             watcher.cancel()
         finally:

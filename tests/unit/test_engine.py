@@ -22,7 +22,7 @@ from atom_core.server.client import LMStudioClient, pool_limits
 from atom_core.server.streaming import ReplyBuffer, SSEParser, StallWatch, request_sent
 from atom_core.types import ChatMessage
 from tests.fixtures.payloads import BASE
-from tests.fixtures.sse import SSE_HEADERS, chunk
+from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 
 S = 1_000_000_000
 
@@ -224,3 +224,16 @@ def test_sharded_pool_never_asks_a_client_for_more_connections_than_it_holds(siz
     counts = [held.count(i) for i in range(len(made))]
     assert sum(counts) == size
     assert all(c <= n - 2 for c, n in zip(counts, made, strict=True))
+
+
+@pytest.mark.parametrize("k", [engine.START_BATCH - 1, engine.START_BATCH * 2 + 3])
+def test_streams_start_in_batches_and_every_job_still_runs(k: int) -> None:
+    """The engine starts its workers START_BATCH at a time, letting the loop read in between:
+    none may be lost on the way, however K falls against the batches."""
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
+            200, headers=SSE_HEADERS, content=sse_body("a", "b")))
+        jobs = [LoadJob(model="m", prompt="q", tags={"i": i}) for i in range(k + 5)]
+        records = list(run_load(jobs, client=client, concurrency=k))
+    assert sorted(r.job.tags["i"] for r in records) == list(range(k + 5))
+    assert all(r.ok and r.content == "ab" for r in records)
