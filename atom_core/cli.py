@@ -360,7 +360,8 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
     if len(levels) > 1:
         target = SweepTarget(min_tps_per_user=args.target_tps, max_ttft_p90_s=args.target_ttft)
         for model, results in by_level.items():
-            v = verdict(results, target, model=model if len(models) > 1 else None)
+            v = verdict(results, target, model=model if len(models) > 1 else None,
+                        shared_by=len(models) if args.shared else 1)
             print(json.dumps({"type": "verdict", "model": model, "shared": args.shared,
                               **v.to_dict()}) if args.json
                   else f"== {model}: {v.sentence}", file=out)

@@ -19,9 +19,10 @@ Definitions (also in the README, "How ATOM measures"):
 - Inter-token latency (ITL): gaps between consecutive token arrivals; median and p95.
 - End-to-end: request sent -> stream closed.
 - Pool wait (`pool_wait_s`): time between ATOM deciding to send a request and the request
-  getting its connection (httpcore's first trace event): a wait for a free connection, or a
-  client too busy to send at once. Its own field, never folded into TTFT; None when it could
-  not be observed (a mocked transport).
+  being sent (httpcore starts writing its body: server.streaming.request_sent): a wait for a
+  free connection, connecting, or a client too busy to send at once. Its own field, never
+  folded into TTFT, which starts where it ends; None when it could not be observed (a mocked
+  transport).
 - Server figures (`server_tps`, `server_prompt_s`, `server_output_tokens`): what the server
   itself reported (llama.cpp's `timings` on its last chunk), stored beside ATOM's own.
 

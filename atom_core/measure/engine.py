@@ -6,10 +6,12 @@ becomes the bottleneck it is measuring. One event loop does (the design of vLLM'
 `loadrun.run_load` hands it jobs and reads finished records from a queue.
 
 Rules that keep the figures honest:
-- Each server gets one AsyncClient whose pool holds a connection for every request that may be
-  in flight to it (`K x lanes`), so no request waits on the client for a connection.
-- TTFT starts when the request is sent: httpcore's trace callback fires as the request gets its
-  connection. Any wait before that is recorded apart (`pool_wait_s`), never inside TTFT.
+- Each server gets connections for every request that may be in flight to it (`K x lanes`),
+  so no request waits on the client for a connection; they are spread over AsyncClients of at
+  most SHARD connections (ShardedPool), because httpcore's pool work grows with its size.
+- TTFT starts when the request is sent: when httpcore has written its headers and starts on
+  its body (streaming.request_sent). Any wait before that, for a connection, for connecting,
+  or for a loop busy with other streams, is recorded apart (`pool_wait_s`), never in TTFT.
 - A stream ends as stalled when no token arrives for the stall timeout, however many keep-alive
   comments the server sends; the whole request has a deadline too (config.StreamLimits).
 - A pool timeout is a client-side error (ClientPoolTimeout), never "the server did not answer".
@@ -21,13 +23,16 @@ Routes: chat completions (the default, and what benches and sweeps use) run on t
 on another chat route (LoadJob.route: native, responses, messages) runs that route's
 synchronous SSEStream (client.stream_route) in a worker thread of the engine's own pool, one
 thread per worker so K stays K; the loop's watcher applies the same stall rules to it
-(SSEStream.check_stall) and aborts it on cancel. Its pool wait is timed by SSEStream the same
-way, over the synchronous client's pool.
+(SSEStream.check_stall) and aborts it on cancel. Those requests go over a synchronous client
+whose pool is sized like the loop's (`K x lanes` per server; LMStudioClient.with_pool), not
+the caller's client with its default pool of 32, so at K > 32 they do not queue on ATOM's
+side either; their pool wait is timed by SSEStream the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -55,6 +60,7 @@ from ..server.streaming import (
     StallWatch,
     ThinkSplitter,
     chunk_events,
+    request_sent,
 )
 from ..types import ChatMessage
 
@@ -65,6 +71,11 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 # How often the loop looks at the caller's cancel flag.
 CANCEL_POLL_S = 0.05
+# Most connections one AsyncClient of the engine holds (ShardedPool).
+SHARD = 32
+# Streams started before the loop gets a turn to read (hundreds starting at once would
+# otherwise keep first tokens waiting behind their connection work).
+START_BATCH = 32
 
 
 @dataclass(slots=True)
@@ -106,6 +117,36 @@ def pool_sizes(jobs: Sequence[LoadJob], concurrency: int, shared: bool,
         for url, n in per_server.items():
             sizes[url] = sizes.get(url, 0) + min(concurrency, n)
     return sizes
+
+
+class ShardedPool:
+    """The connections to one server, spread over AsyncClients of at most SHARD connections.
+
+    httpcore's pool walks every connection it holds on each request and each response closed:
+    one pool of 1,024 spent over a second of CPU on that alone while a K = 1,024 run started
+    (requests waiting to be written, first tokens waiting to be read). Each request takes the
+    least busy client; a client holds `ceil(size / clients)` connections and a spare for a
+    retry, so while at most `size` requests are in flight none waits for a connection."""
+
+    def __init__(self, make: Callable[[int], httpx.AsyncClient], size: int) -> None:
+        n = max(1, -(-size // SHARD))
+        per = -(-max(1, size) // n)
+        self.clients = [make(per + 2) for _ in range(n)]
+        self.in_flight = [0] * n
+
+    def acquire(self) -> int:
+        """The index of the client with the fewest requests in flight, counted in."""
+        counts = self.in_flight
+        i = counts.index(min(counts))
+        counts[i] += 1
+        return i
+
+    def release(self, i: int) -> None:
+        self.in_flight[i] -= 1
+
+    async def aclose(self) -> None:
+        for http in self.clients:
+            await http.aclose()
 
 
 class LoadEngine:
@@ -160,34 +201,51 @@ class LoadEngine:
                 clients[job.server] = self._client_for(job.server)
         sizes = pool_sizes(self._jobs, self._concurrency, self._shared,
                            lambda s: clients[s].base_url)
-        https: dict[str, httpx.AsyncClient] = {}
+        https: dict[str, ShardedPool] = {}
         for client in clients.values():
             if client.base_url not in https:
                 transport = self._transport_for(client.base_url) if self._transport_for else None
-                # a few spare connections for a retry on a connection the server closed
-                https[client.base_url] = client.async_http(
-                    sizes.get(client.base_url, 1) + 4, transport=transport)
+                https[client.base_url] = ShardedPool(
+                    functools.partial(client.async_http, transport=transport),
+                    sizes.get(client.base_url, 1))
         lanes = plan_lanes(self._jobs, self._shared)
         n_workers = sum(min(self._concurrency, len(lane)) for lane in lanes.values())
-        if any(job.route != "completions" for job in self._jobs):
+        # other routes: a synchronous client per server with a connection for each worker
+        threaded = [job for job in self._jobs if job.route != "completions"]
+        route_clients: dict[str, LMStudioClient] = {}
+        if threaded:
             self._executor = ThreadPoolExecutor(max_workers=max(1, n_workers),
                                                 thread_name_prefix="atom-load-route")
+            need = pool_sizes(threaded, self._concurrency, self._shared,
+                              lambda s: clients[s].base_url)
+            for server, client in clients.items():
+                if client.base_url in need:
+                    route_clients[server] = client.with_pool(need[client.base_url] + 4)
         try:
-            workers = [
-                asyncio.ensure_future(self._worker(lane, clients, https))
-                for lane in lanes.values()
-                for _ in range(min(self._concurrency, len(lane)))
-            ]
+            workers: list[asyncio.Future[None]] = []
             watcher = asyncio.ensure_future(self._watch_cancel(workers))
+            for lane in lanes.values():
+                for _ in range(min(self._concurrency, len(lane))):
+                    workers.append(asyncio.ensure_future(
+                        self._worker(lane, clients, https, route_clients)))
+                    if len(workers) % START_BATCH == 0:
+                        # let the loop read what has arrived before starting more streams
+                        await asyncio.sleep(0)
+                        if self._cancel.is_set():
+                            break
             await asyncio.gather(*workers, return_exceptions=True)
             watcher.cancel()
         finally:
-            for http in https.values():
-                await http.aclose()
+            for pool in https.values():
+                await pool.aclose()
             if self._executor is not None:
                 for stream in list(self._threaded):
                     stream.abort()
                 self._executor.shutdown(wait=True)
+            for server, route_client in route_clients.items():
+                if route_client is not clients[server]:
+                    clients[server].learn_routes(route_client)
+                    route_client.close()
 
     async def _watch_cancel(self, workers: Sequence[asyncio.Future[None]]) -> None:
         """Ends everything when the caller cancels; ends stalled streams on the way."""
@@ -203,17 +261,24 @@ class LoadEngine:
             w.cancel()
 
     async def _worker(self, lane: deque[LoadJob], clients: dict[str, LMStudioClient],
-                      https: dict[str, httpx.AsyncClient]) -> None:
+                      https: dict[str, ShardedPool],
+                      route_clients: dict[str, LMStudioClient]) -> None:
         while lane and not self._cancel.is_set():
             job = lane.popleft()
             client = clients[job.server]
             if job.route != "completions" and self._executor is not None:
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(
-                    self._executor, run_one_threaded, job, client, self._cancel, self._threaded)
+                    self._executor, run_one_threaded, job, route_clients.get(job.server, client),
+                    self._cancel, self._threaded)
             else:
-                outcome = await run_one(job, client, https[client.base_url],
-                                        cancel=self._cancel, active=self._active)
+                pool = https[client.base_url]
+                shard = pool.acquire()
+                try:
+                    outcome = await run_one(job, client, pool.clients[shard],
+                                            cancel=self._cancel, active=self._active)
+                finally:
+                    pool.release(shard)
             self._put(outcome)
 
 
@@ -341,7 +406,7 @@ class AsyncChatStream:
         return self._client.base_url
 
     async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
-        if not self.t_sent_ns:
+        if not self.t_sent_ns and request_sent(name):
             self.t_sent_ns = self.t_request_ns = time.perf_counter_ns()
 
     def _request(self) -> httpx.Request:

@@ -9,7 +9,10 @@ for a set number of requests, then compares per level:
 - TTFT p50/p90: how long people wait before anything appears.
 
 In a run over several models each model gets its own K in flight (unless the caller shares
-one pool), its aggregate speed is over its own active window, and each gets its own verdict.
+one pool: `shared=True`, like `bench --shared`), its aggregate speed is over its own active
+window, and each gets its own verdict, which says when K was shared. The runs of a shared
+sweep carry the tag `k_scope` = "shared" ("model" otherwise) so a sweep read back from history
+says so too.
 A level where any request waited on the client for a connection says so: that wait is ATOM's,
 not the server's, and is kept out of TTFT.
 
@@ -127,13 +130,19 @@ class Verdict:
 
 
 def verdict(levels: Sequence[LevelResult], target: SweepTarget,
-            model: str | None = None) -> Verdict:
+            model: str | None = None, *, shared_by: int = 1) -> Verdict:
     """The largest level that meets `target`, every lower level meeting it too, in a sentence
-    a person can act on. With `model`, the sentence names it (one verdict per model)."""
+    a person can act on. With `model`, the sentence names it (one verdict per model);
+    `shared_by` > 1 says that each level's K in flight was shared by that many models, so
+    this model had only part of it."""
     ordered = sorted(levels, key=lambda lv: lv.concurrency)
     if not ordered:
         return Verdict(target=target, best=None, sentence="No levels were run.")
     v = _verdict(ordered, target)
+    if shared_by > 1:
+        v = Verdict(target=target, best=v.best, sentence=(
+            f"{v.sentence} (Each level's requests in flight were shared by {shared_by} "
+            f"models, so this model had only part of them.)"))
     if model:
         v = Verdict(target=target, best=v.best, sentence=f"{model}: {v.sentence}")
     notes = [lv.note() for lv in ordered if lv.note()]
@@ -200,22 +209,26 @@ def new_sweep_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+K_SCOPES = ("model", "shared")  # the `k_scope` tag: K per model, or one K for all models
+
+
 def sweep_jobs(*, model: str, prompt: str, level: int, requests: int, sweep_id: str,
                options: SamplingOptions | None = None, system_prompt: str | None = None,
-               server: str = "", route: str = "completions") -> list[LoadJob]:
-    """The jobs of one level; tags land on every run row (concurrency, sweep_id, request, and
-    the chat route each request takes)."""
+               server: str = "", route: str = "completions",
+               shared: bool = False) -> list[LoadJob]:
+    """The jobs of one level; tags land on every run row (concurrency, sweep_id, request, the
+    chat route each request takes, and k_scope: whether K was shared between models)."""
     return [LoadJob(model=model, prompt=prompt, system_prompt=system_prompt, options=options,
                     server=server, route=route,
                     tags={"concurrency": level, "sweep_id": sweep_id, "request": i,
-                          "route": route})
+                          "route": route, "k_scope": K_SCOPES[shared]})
             for i in range(requests)]
 
 
 def run_sweep(
     client: LMStudioClient | ClientFor,
     *,
-    model: str,
+    model: str | Sequence[str],
     prompt: str,
     levels: Sequence[int] = DEFAULT_LEVELS,
     requests_per_level: int = 8,
@@ -225,26 +238,39 @@ def run_sweep(
     sweep_id: str | None = None,
     cancel: threading.Event | None = None,
     route: str = "completions",
+    shared: bool = False,
 ) -> Iterator[LoadRecord]:
     """Runs every level in turn (lowest first), yielding each request's record as it finishes.
     Every request goes over `route` (server.routes.ROUTES). Record tags carry `concurrency`,
-    `sweep_id` and `route`; `LoadRecord.run_row("sweep")` stores them.
+    `sweep_id`, `route` and `k_scope`; `LoadRecord.run_row("sweep")` stores them.
+
+    `model` is one model or several: each makes `requests_per_level` requests per level, and
+    each has its own K in flight, or with `shared=True` all of them share one K (only then
+    does `k_scope` say "shared").
 
     Closing the iterator stops the sweep at once (requests in flight leave their streams);
     setting `cancel` stops it when the next request finishes."""
     if requests_per_level < 1:
         raise ValueError("requests per level must be at least 1")
+    models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
+    if not models:
+        raise ValueError("a sweep needs at least one model")
+    shared = shared and len(models) > 1
     sweep_id = sweep_id or new_sweep_id()
     cancel = cancel or threading.Event()
     for level in levels:
         if cancel.is_set():
             return
-        jobs = sweep_jobs(model=model, prompt=prompt, level=level,
-                          requests=requests_per_level, sweep_id=sweep_id, options=options,
-                          system_prompt=system_prompt, server=server, route=route)
+        per_model = [sweep_jobs(model=m, prompt=prompt, level=level,
+                                requests=requests_per_level, sweep_id=sweep_id,
+                                options=options, system_prompt=system_prompt, server=server,
+                                route=route, shared=shared) for m in models]
+        # interleaved, so a shared K takes the models' requests in turn
+        jobs = [job for group in zip(*per_model, strict=True) for job in group]
         # run_load sets its event when the level ends: each level gets its own.
         level_cancel = threading.Event()
-        records = run_load(jobs, client=client, concurrency=level, cancel=level_cancel)
+        records = run_load(jobs, client=client, concurrency=level, cancel=level_cancel,
+                           shared=shared)
         assert isinstance(records, Generator)
         try:
             for record in records:
@@ -314,40 +340,55 @@ def levels_frame(levels: Sequence[LevelResult]) -> pd.DataFrame:
 
 
 def sweeps_in_history(df: pd.DataFrame) -> pd.DataFrame:
-    """Sweeps found in a runs frame, newest first: sweep_id, model, server, route, started
-    (epoch s), levels (sorted tuple), requests, label (for a picker; names the route unless it
-    is chat completions). Sweep runs recorded without a
-    sweep_id (older command-line sweeps) are grouped per model and server."""
+    """Sweeps found in a runs frame, newest first, one entry per model of a sweep: sweep_id,
+    model, server, route, started (epoch s), levels (sorted tuple), requests, models (how many
+    the sweep ran), shared_by (how many models shared each level's K: 1 unless the sweep
+    shared it), label (for a picker;
+    names the route unless it is chat completions, and a shared K). Sweep runs recorded
+    without a sweep_id (older command-line sweeps) are grouped per model and server."""
     rows = df[(df["source"] == "sweep") & df["concurrency"].notna()]
-    cols = ["sweep_id", "model", "server", "route", "started", "levels", "requests", "label"]
+    cols = ["sweep_id", "model", "server", "route", "started", "levels", "requests",
+            "models", "shared_by", "label"]
     if rows.empty:
         return pd.DataFrame(columns=cols)
     key = rows["sweep_id"].where(rows["sweep_id"] != "",
                                  "untagged:" + rows["model"].astype(str) + "@"
                                  + rows["server"].astype(str))
     out = []
-    for sweep_id, part in rows.groupby(key, sort=False):
-        model, started = str(part["model"].iloc[0]), float(part["ts"].min())
-        levels = tuple(sorted({int(x) for x in part["concurrency"]}))
-        route = str(part["route"].iloc[0]) if "route" in part else "completions"
-        via = "" if route == "completions" else f" via {route}"
-        out.append({"sweep_id": str(sweep_id), "model": model,
-                    "server": str(part["server"].iloc[0]), "route": route, "started": started,
-                    "levels": levels, "requests": len(part),
-                    "label": f"{datetime.fromtimestamp(started):%Y-%m-%d %H:%M} · {model}{via} · "
-                             f"levels {', '.join(map(str, levels))} · {len(part)} requests"})
+    for sweep_id, whole in rows.groupby(key, sort=False):
+        shared = "k_scope" in whole and bool((whole["k_scope"] == "shared").any())
+        n_models = whole["model"].astype(str).nunique()
+        for model, part in whole.groupby(whole["model"].astype(str), sort=False):
+            started = float(part["ts"].min())
+            levels = tuple(sorted({int(x) for x in part["concurrency"]}))
+            route = str(part["route"].iloc[0]) if "route" in part else "completions"
+            via = "" if route == "completions" else f" via {route}"
+            scope = f" · K shared by {n_models} models" if shared and n_models > 1 else ""
+            out.append({
+                "sweep_id": str(sweep_id), "model": str(model),
+                "server": str(part["server"].iloc[0]), "route": route, "started": started,
+                "levels": levels, "requests": len(part), "models": n_models,
+                "shared_by": n_models if shared else 1,
+                "label": f"{datetime.fromtimestamp(started):%Y-%m-%d %H:%M} · {model}{via} · "
+                         f"levels {', '.join(map(str, levels))} · {len(part)} requests"
+                         f"{scope}"})
     frame = pd.DataFrame(out, columns=cols)
-    return frame.sort_values("started", ascending=False, ignore_index=True)
+    # newest sweep first; a sweep's models in the order they first ran
+    newest = frame.groupby("sweep_id", sort=False)["started"].transform("min")
+    order = sorted(range(len(frame)), key=lambda i: (-newest[i], i))
+    return frame.iloc[order].reset_index(drop=True)
 
 
-def sweep_runs(df: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
-    """The run rows of one sweep (as listed by sweeps_in_history)."""
+def sweep_runs(df: pd.DataFrame, sweep_id: str, model: str | None = None) -> pd.DataFrame:
+    """The run rows of one sweep (as listed by sweeps_in_history); with `model`, that model's
+    only."""
     rows = df[(df["source"] == "sweep") & df["concurrency"].notna()]
     if sweep_id.startswith("untagged:"):
-        model, _, server = sweep_id[len("untagged:"):].partition("@")
-        return rows[(rows["sweep_id"] == "") & (rows["model"] == model)
+        untagged, _, server = sweep_id[len("untagged:"):].partition("@")
+        return rows[(rows["sweep_id"] == "") & (rows["model"] == untagged)
                     & (rows["server"] == server)]
-    return rows[rows["sweep_id"] == sweep_id]
+    rows = rows[rows["sweep_id"] == sweep_id]
+    return rows if model is None else rows[rows["model"] == model]
 
 
 def level_rows(records: Sequence[LoadRecord]) -> list[Mapping[str, Any]]:

@@ -117,6 +117,7 @@ class LMStudioClient:
         self._routes_probed: set[str] = set()
         self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._timeout = timeout
+        self._transport = transport
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=self._headers,
@@ -125,6 +126,29 @@ class LMStudioClient:
             limits=pool_limits(max_connections),
             verify=tls_context(),
         )
+
+    def with_pool(self, max_connections: int) -> LMStudioClient:
+        """A client for the same server, token, timeouts and limits whose connection pool holds
+        at least `max_connections` (the load engine's threaded routes: K in flight over the
+        synchronous client must not queue on its default pool of 32). Returns this client when
+        its pool is big enough already; otherwise a new one, which the caller closes."""
+        if self.max_connections >= max_connections:
+            return self
+        other = LMStudioClient(self.base_url, token=self.token, timeout=self._timeout,
+                               transport=self._transport, max_connections=max_connections,
+                               limits=self.limits)
+        other.dialect = self.dialect
+        return other
+
+    @property
+    def route_errors(self) -> Mapping[str, NotSupported]:
+        """The chat routes a request found this server lacks, with the error it raised."""
+        return dict(self._route_errors)
+
+    def learn_routes(self, other: LMStudioClient) -> None:
+        """Remembers the chat routes `other` (a with_pool twin) found this server lacks."""
+        if other.base_url == self.base_url:
+            self._route_errors.update(other.route_errors)
 
     def async_http(
         self, max_connections: int, *, transport: httpx.AsyncBaseTransport | None = None

@@ -208,6 +208,16 @@ ErrorMapper = Callable[[httpx.Response], AtomError]
 STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
+def request_sent(trace_event: str) -> bool:
+    """Whether an httpcore trace event (the `trace` request extension) marks the request as
+    sent: its headers are written and its body is going out ("http11.send_request_body.started",
+    one write before the end of the request, so the server cannot have the whole request yet
+    and no token can seem to arrive before the server's own schedule). TTFT starts there.
+    Anything before it (waiting for a free connection, connecting, a client too busy to write)
+    is ATOM's own wait."""
+    return trace_event.endswith(".send_request_body.started")
+
+
 def send_retrying_stale(
     http: httpx.Client,
     request: httpx.Request,
@@ -250,7 +260,8 @@ class SSEStream:
     ) -> None:
         self._http = http
         self._request = request
-        # httpcore calls this back as the request gets its connection: the moment it is sent.
+        # httpcore calls this back at each step of the request; `request_sent` picks the moment
+        # its body goes out: TTFT starts there, and anything before it is pool wait.
         request.extensions = {**request.extensions, "trace": self._on_trace}
         self._base_url = base_url
         self._limits = limits
@@ -329,7 +340,7 @@ class SSEStream:
         return True
 
     def _on_trace(self, name: str, info: dict[str, Any]) -> None:
-        if not self.t_sent_ns:
+        if not self.t_sent_ns and request_sent(name):
             self.t_sent_ns = time.perf_counter_ns()
             self.t_request_ns = self.t_sent_ns
 

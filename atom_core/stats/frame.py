@@ -71,7 +71,9 @@ FLOAT_COLUMNS = (
 )
 CATEGORY_COLUMNS = ("model", "source", "server", "state", "tokens_source", "route")
 TEXT_COLUMNS = ("id", "error", "finish_reason", "conversation_id", "message_id", "sweep_id",
-                "round_id")
+                "round_id",
+                # a sweep's K: "model" (each model its own), "shared" (one for all); "" before
+                "k_scope")
 _WANTED = ("ok", *FLOAT_COLUMNS, *CATEGORY_COLUMNS, *TEXT_COLUMNS)
 FAILED_STATES = ("error", "interrupted")
 # A run recorded before chat routes existed (no `route`) came over chat completions.

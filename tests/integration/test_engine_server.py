@@ -114,3 +114,17 @@ def test_jobs_on_other_routes_run_their_route_with_k_in_flight(route: str, path:
     assert len(records) == 4 and all(r.ok for r in records), [r.error for r in records]
     assert len(log) == 4 and max_overlap(log) == 2
     assert all(r.content and r.metrics.pool_wait_s is not None for r in records)
+
+
+def test_other_routes_put_more_than_32_requests_on_the_wire_at_once() -> None:
+    """K = 40 over the native route: the synchronous client's default pool (32) would hold 8
+    back until a reply ended. Each reply takes over 2 s, so every request has arrived before
+    the first one ends, unless some waited for a connection."""
+    slow = {"models": [{"key": "a", "loaded": True, "ttft_ms": 2000, "token_gap_ms": 10,
+                        "reply_tokens": 3}]}
+    with serve(slow) as double, LMStudioClient(double.url) as client:
+        jobs = [LoadJob(model="a", prompt="x", route="native") for _ in range(40)]
+        records = list(run_load(jobs, client=client, concurrency=40))
+        log = [r for r in double.log(wait=5) if r["path"] == "/api/v1/chat"]
+    assert len(records) == 40 and all(r.ok for r in records), [r.error for r in records][:3]
+    assert len(log) == 40 and max_overlap(log) == 40

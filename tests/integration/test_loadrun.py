@@ -163,3 +163,21 @@ def test_bench_json_per_model_k_reasoning_fields_and_per_model_verdicts(
     assert all(v["shared"] is False for v in verdicts)
     # at level 2 each model had its own 2 in flight, so the server saw 4 at once
     assert max_overlap(log) == 4
+
+
+def test_bench_shared_verdicts_say_that_k_was_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"models": [
+        {"key": m, "loaded": True, "ttft_ms": 20, "token_gap_ms": 5, "reply_tokens": 6}
+        for m in ("a", "b")]}
+    with serve(config) as double:
+        monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+        out = io.StringIO()
+        code = main(["bench", "--models", "a,b", "--prompt", "hi", "--concurrency", "1,2",
+                     "--requests", "2", "--shared", "--json", "--no-record"],
+                    out=out, err=io.StringIO())
+    assert code == 0
+    verdicts = [x for x in map(json.loads, out.getvalue().splitlines())
+                if x["type"] == "verdict"]
+    assert [v["model"] for v in verdicts] == ["a", "b"]
+    assert all(v["shared"] is True for v in verdicts)
+    assert all("shared by 2 models" in v["sentence"] for v in verdicts)

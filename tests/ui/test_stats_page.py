@@ -189,14 +189,26 @@ def test_token_timeline_of_a_chat_reply_and_its_replay(seeded: list[dict[str, An
     assert any("token 12" in c.value for c in at.caption)
 
 
+FAST_ONE = {"key": "fast/one", "loaded": True, "ttft_ms": 30, "token_gap_ms": 5,
+            "reply_tokens": 8, "display_name": "Fast One"}
+
+
 @pytest.fixture
 def double(monkeypatch: pytest.MonkeyPatch) -> Iterator[DoubleServer]:
     """The HTTP double in this process; the app's cached clients are closed afterwards (the
     page's st.cache_resource keeps them, and an unclosed socket is an error here)."""
-    config = {"models": [
-        {"key": "fast/one", "loaded": True, "ttft_ms": 30, "token_gap_ms": 5,
-         "reply_tokens": 8, "display_name": "Fast One"},
-    ]}
+    yield from serve_double(monkeypatch, {"models": [FAST_ONE]})
+
+
+@pytest.fixture
+def two_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[DoubleServer]:
+    """The double with a second model beside fast/one."""
+    yield from serve_double(monkeypatch, {"models": [
+        FAST_ONE, {**FAST_ONE, "key": "fast/two", "display_name": "Fast Two"}]})
+
+
+def serve_double(monkeypatch: pytest.MonkeyPatch,
+                 config: dict[str, Any]) -> Iterator[DoubleServer]:
     made: list[LMStudioClient] = []
     original = LMStudioClient.__init__
 
@@ -230,6 +242,34 @@ def test_concurrency_sweep_runs_records_and_states_a_verdict(double: DoubleServe
     spec = chart(at, "sweep_result")
     assert [t["x"] for t in spec["data"][:1]] == [[1, 2]]
     assert list(table_with(at, "aggregate_tps")["requests"]) == [2, 2]
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_a_sweep_of_two_models_gives_each_its_own_k_unless_shared(
+        two_models: DoubleServer, isolated_env: Path, share: bool) -> None:
+    at = open_stats("Concurrency sweep")
+    (toggle,) = [t for t in at.toggle if t.label == "Share K between models"]
+    assert toggle.value is False  # per-model K unless asked
+    at.multiselect(key="sweep_models").set_value(["fast/one", "fast/two"])
+    toggle.set_value(share)
+    [t for t in at.text_input if t.label == "Requests in flight (levels)"][0].set_value("1,2")
+    [n for n in at.number_input if n.label == "Requests per level"][0].set_value(2)
+    [b for b in at.button if b.label == "Run sweep"][0].click().run()
+    assert not at.exception, at.exception
+    runs = open_store(isolated_env).runs()
+    assert len(runs) == 8 and all(r["ok"] for r in runs)
+    assert sorted((r["model"], r["concurrency"]) for r in runs) == sorted(
+        [(m, k) for m in ("fast/one", "fast/two") for k in (1, 2)] * 2)
+    assert {r["k_scope"] for r in runs} == {"shared" if share else "model"}
+    # the history picker lists each model of the sweep, and shows the first one's verdict
+    (picker,) = [s for s in at.selectbox if s.label == "Sweep"]
+    labels = list(picker.options)
+    assert [("fast/one" in x, "fast/two" in x) for x in labels[:2]] == [(True, False),
+                                                                          (False, True)]
+    assert all(("K shared by 2 models" in x) == share for x in labels[:2])
+    verdicts = [x.value for x in [*at.success, *at.warning] if "in flight" in x.value]
+    assert verdicts and all(("shared by 2 models" in v) == share for v in verdicts)
+    assert verdicts[0].startswith("fast/one: ")  # the picked sweep's model, named
 
 
 def test_bad_levels_are_one_sentence(double: DoubleServer) -> None:

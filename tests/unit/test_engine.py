@@ -7,21 +7,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import respx
 
 from atom_core.config import StreamLimits
-from atom_core.errors import ClientPoolTimeout, StreamInterrupted, StreamStalled
+from atom_core.errors import ClientPoolTimeout, NotSupported, StreamInterrupted, StreamStalled
 from atom_core.measure import engine
 from atom_core.measure.loadrun import LoadJob, run_load
 from atom_core.runs import RunRecord
 from atom_core.server.client import LMStudioClient, pool_limits
-from atom_core.server.streaming import SSEParser, StallWatch
+from atom_core.server.streaming import ReplyBuffer, SSEParser, StallWatch, request_sent
 from atom_core.types import ChatMessage
 from tests.fixtures.payloads import BASE
-from tests.fixtures.sse import SSE_HEADERS, chunk
+from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 
 S = 1_000_000_000
 
@@ -141,3 +142,98 @@ def test_a_pool_timeout_goes_through_the_one_error_seam() -> None:
 
     err = from_transport(httpx.PoolTimeout("no connection"), url=BASE)
     assert isinstance(err, ClientPoolTimeout) and "ATOM had no free connection" in err.sentence
+
+
+# -- other chat routes run in threads over a synchronous client -----------------------------------
+
+
+@pytest.mark.parametrize(("k", "shared", "models"), [(64, False, 1), (40, False, 2),
+                                                      (40, True, 2), (8, False, 1)])
+def test_threaded_routes_get_a_client_whose_pool_holds_every_request_in_flight(
+        monkeypatch: pytest.MonkeyPatch, k: int, shared: bool, models: int) -> None:
+    """The synchronous client's default pool holds 32: a native/responses/messages load at
+    K > 32 must not queue on it. No sockets: the threaded runner is replaced by one that
+    records the client it was given."""
+    used: list[LMStudioClient] = []
+
+    def fake_run_one_threaded(job: LoadJob, client: LMStudioClient, *_: object) -> engine.Outcome:
+        used.append(client)
+        return engine.Outcome(job=job, server=client.base_url, reply=ReplyBuffer(), error=None,
+                              cancelled=True, started_at=0.0, t_call_ns=0)
+
+    monkeypatch.setattr(engine, "run_one_threaded", fake_run_one_threaded)
+    jobs = [LoadJob(model=f"m{i % models}", prompt="x", route="native")
+            for i in range(k * models)]
+    with LMStudioClient(BASE) as client:
+        assert client.max_connections == 32
+        records = list(run_load(jobs, client=client, concurrency=k, shared=shared))
+        assert len(records) == len(jobs)
+        in_flight = k if shared else k * models
+        assert {c.max_connections >= in_flight for c in used} == {True}
+        assert {c.base_url for c in used} == {client.base_url}
+        if in_flight <= 32:
+            assert {id(c) for c in used} == {id(client)}  # big enough already: no second client
+        assert client.max_connections == 32  # the caller's client is left as it was
+
+
+def test_with_pool_keeps_server_token_and_limits_and_learns_back_route_problems() -> None:
+    limits = StreamLimits(stall_timeout_s=7.0)
+    with LMStudioClient(BASE, token="t0k", limits=limits) as client:
+        assert client.with_pool(16) is client
+        with client.with_pool(100) as big:
+            assert big is not client and big.max_connections == 100
+            assert (big.base_url, big.token, big.limits) == (BASE, "t0k", limits)
+            with respx.mock(base_url=BASE) as mock:
+                mock.post("/api/v1/chat").respond(json={"error": "Unexpected endpoint or method."})
+                with pytest.raises(NotSupported):
+                    list(big.stream_route("native", "m", [ChatMessage("user", "q")]))
+            assert big.route_problem("native")
+            client.learn_routes(big)
+        assert client.route_problem("native") == big.route_problem("native")
+
+
+def test_ttft_starts_when_the_request_body_is_written_not_when_connecting() -> None:
+    """httpcore's trace events in the order one request on a new connection sends them: the
+    request is sent as its body goes out (one write before the end: the server cannot have
+    the whole request yet); connecting is part of the wait before that."""
+    events = ["connection.connect_tcp.started", "connection.connect_tcp.complete",
+              "http11.send_request_headers.started", "http11.send_request_headers.complete",
+              "http11.send_request_body.started", "http11.send_request_body.complete",
+              "http11.receive_response_headers.started"]
+    assert [e for e in events if request_sent(e)] == ["http11.send_request_body.started"]
+
+
+@pytest.mark.parametrize("size", [1, 31, 32, 33, 100, 1024, 1030])
+def test_sharded_pool_never_asks_a_client_for_more_connections_than_it_holds(size: int) -> None:
+    made: list[int] = []
+
+    def make(n: int) -> Any:  # a stand-in: the pool only hands clients out
+        made.append(n)
+        return object()
+
+    pool = engine.ShardedPool(make, size)
+    assert len(pool.clients) == len(made)
+    assert all(n - 2 <= engine.SHARD for n in made)  # each client small (+2 spare)
+    assert sum(n - 2 for n in made) >= size
+    # `size` requests in flight, some ending and new ones starting in between
+    held = [pool.acquire() for _ in range(size)]
+    for i in held[::3]:
+        pool.release(i)
+    held = [i for j, i in enumerate(held) if j % 3] + [pool.acquire()
+                                                        for _ in range(len(held[::3]))]
+    counts = [held.count(i) for i in range(len(made))]
+    assert sum(counts) == size
+    assert all(c <= n - 2 for c, n in zip(counts, made, strict=True))
+
+
+@pytest.mark.parametrize("k", [engine.START_BATCH - 1, engine.START_BATCH * 2 + 3])
+def test_streams_start_in_batches_and_every_job_still_runs(k: int) -> None:
+    """The engine starts its workers START_BATCH at a time, letting the loop read in between:
+    none may be lost on the way, however K falls against the batches."""
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
+            200, headers=SSE_HEADERS, content=sse_body("a", "b")))
+        jobs = [LoadJob(model="m", prompt="q", tags={"i": i}) for i in range(k + 5)]
+        records = list(run_load(jobs, client=client, concurrency=k))
+    assert sorted(r.job.tags["i"] for r in records) == list(range(k + 5))
+    assert all(r.ok and r.content == "ab" for r in records)

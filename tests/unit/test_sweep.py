@@ -12,6 +12,7 @@ from atom_core.measure.sweep import LevelResult, SweepTarget
 from atom_core.types import LoadedInstance, ModelInfo
 
 TARGET = SweepTarget(min_tps_per_user=10, max_ttft_p90_s=2.0)
+NO_CLIENT: Any = None  # run_load is replaced where a test passes it
 
 
 def level(k: int, tps: float | None, ttft90: float | None, errors: int = 0) -> LevelResult:
@@ -153,3 +154,54 @@ def test_levels_from_stored_runs_count_client_waits() -> None:
     assert lv.pool_waited == 1 and lv.pool_wait_max_s == 0.3
     # the level's window runs from the first ask to the last end, pool wait included
     assert lv.wall_s == pytest.approx((102.0 + 1.0) - 100.0)
+
+
+def test_a_sweep_of_several_models_gives_each_its_own_k_unless_shared(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_load(jobs: list[Any], **kwargs: Any) -> Any:
+        calls.append({"jobs": jobs, **kwargs})
+        yield from ()
+
+    monkeypatch.setattr(sweep, "run_load", fake_run_load)
+    for shared in (False, True):
+        list(sweep.run_sweep(NO_CLIENT, model=["a", "b"], prompt="p", levels=[1, 4],
+                             requests_per_level=2, shared=shared))
+    per_model, pooled = calls[:2], calls[2:]
+    assert [c["concurrency"] for c in calls] == [1, 4, 1, 4]
+    assert [c["shared"] for c in per_model] == [False, False]
+    assert [c["shared"] for c in pooled] == [True, True]
+    # both models' requests, taken in turn, tagged with how K was given out
+    assert [j.model for j in per_model[0]["jobs"]] == ["a", "b", "a", "b"]
+    assert {j.tags["k_scope"] for c in per_model for j in c["jobs"]} == {"model"}
+    assert {j.tags["k_scope"] for c in pooled for j in c["jobs"]} == {"shared"}
+    # one model has nothing to share K with
+    calls.clear()
+    list(sweep.run_sweep(NO_CLIENT, model="a", prompt="p", levels=[2], requests_per_level=2,
+                         shared=True))
+    assert calls[0]["shared"] is False
+    assert {j.tags["k_scope"] for j in calls[0]["jobs"]} == {"model"}
+
+
+def test_a_shared_sweep_reads_back_per_model_and_its_verdict_says_k_was_shared() -> None:
+    rows = [row(1, 0.0, 1.0, 5, 20.0, 0.2, sweep_id="s", model="a", k_scope="shared"),
+            row(1, 0.5, 1.0, 5, 10.0, 0.2, sweep_id="s", model="b", k_scope="shared"),
+            row(2, 3.0, 1.0, 5, 9.0, 0.2, sweep_id="s", model="b", k_scope="shared"),
+            row(1, 9.0, 1.0, 5, 9.0, 0.2, sweep_id="own", model="a", k_scope="model"),
+            row(1, 9.0, 1.0, 5, 9.0, 0.2, sweep_id="own", model="b", k_scope="model")]
+    df = stats.runs_frame(rows)
+    found = sweep.sweeps_in_history(df)
+    assert list(zip(found["sweep_id"], found["model"], found["shared_by"], strict=True)) == [
+        ("own", "a", 1), ("own", "b", 1), ("s", "a", 2), ("s", "b", 2)]
+    assert set(found["models"]) == {2}
+    assert found["label"][2].endswith("· a · levels 1 · 1 requests · K shared by 2 models")
+    assert "shared" not in found["label"][0]
+    b_levels = sweep.levels_from_runs(sweep.sweep_runs(df, "s", "b"))
+    assert [lv.concurrency for lv in b_levels] == [1, 2]
+    assert len(sweep.sweep_runs(df, "s")) == 3
+    v = sweep.verdict(b_levels, TARGET, "b", shared_by=2)
+    assert v.best == 1
+    assert v.sentence.startswith("b: Serves 1 person at once")
+    assert "shared by 2 models, so this model had only part of them" in v.sentence
+    assert "shared" not in sweep.verdict(b_levels, TARGET, "b").sentence
