@@ -273,12 +273,12 @@ class LoadEngine:
                     self._cancel, self._threaded)
             else:
                 pool = https[client.base_url]
-                shard = pool.acquire()
+                member = pool.acquire()
                 try:
-                    outcome = await run_one(job, client, pool.clients[shard],
+                    outcome = await run_one(job, client, pool.clients[member],
                                             cancel=self._cancel, active=self._active)
                 finally:
-                    pool.release(shard)
+                    pool.release(member)
             self._put(outcome)
 
 
