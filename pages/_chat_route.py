@@ -5,6 +5,7 @@ import streamlit as st
 
 from atom_core.chat import ChatTurn, ConversationRoute, conversation_route, set_conversation_route
 from atom_core.history import Conversation
+from atom_core.render import plain_label
 from atom_core.server.routes import ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
 from pages import _ui as ui
 
@@ -78,7 +79,7 @@ def route_caption(conv: Conversation | None) -> None:
         return
     line = f"Route: {ROUTE_LABELS[chosen.route]}"
     if rid := chosen.continues_from:
-        line += f" · continuing response {rid[:16]}…"
+        line += f" · continuing response {plain_label(rid[:16])}…"  # the server's id
     if chosen.request_bytes is not None:
         line += f" · last request {chosen.request_bytes:,} bytes"
     st.caption(line)
@@ -91,6 +92,6 @@ def waiting(turn: ChatTurn, status: st.delta_generator.DeltaGenerator) -> bool:
     if reply.token_times_ns or not reply.progress:
         return False
     stage, value = list(reply.progress.items())[-1]
-    status.progress(min(max(value, 0.0), 1.0), text=f"{STAGES.get(stage, stage)}… "
+    status.progress(min(max(value, 0.0), 1.0), text=f"{STAGES.get(stage) or plain_label(stage)}… "
                     f"{value:.0%}")
     return True

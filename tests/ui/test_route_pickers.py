@@ -205,3 +205,17 @@ def test_each_arena_slot_sets_its_own_reasoning_and_it_is_sent_and_recorded(
     assert responses["reasoning"] == {"effort": "high"}
     names = texts(app.markdown)
     assert "Reasoning" in names and "high" in names and "default" in names
+
+
+def test_a_servers_response_id_is_shown_as_plain_text(app: AppTest, isolated_env: Path) -> None:
+    from atom_core.chat import set_conversation_route
+
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="Stored", model=MODEL["key"])
+    set_conversation_route(store, conv.id, route="responses",
+                           response_id="resp_![](//e/a)", full_history=False)
+    app.session_state["conversation_id"] = conv.id
+    app.run()
+    assert not app.exception
+    line = next(c for c in texts(app.caption) if "continuing response" in c)
+    assert "response resp" in line and "![" not in line  # an image in the id is escaped
