@@ -199,7 +199,7 @@ def prepare(setups: Sequence[SlotSetup],
     plan = arena.plan_loads(setups, listings)
     loads = []
     if plan.steps:
-        names = ", ".join(step.label for step in plan.steps)
+        names = ", ".join(plain_label(step.label) for step in plan.steps)  # model names
         with st.status(f"Loading {names} before the race…", expanded=True) as status:
             st.caption("Loading explicitly keeps LM Studio's Auto-Evict from unloading one "
                        "model while loading the next; the load time is kept out of TTFT.")

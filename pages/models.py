@@ -74,7 +74,7 @@ def loaded_instances(url: str, listing: ModelList) -> None:
         st.button("Unload all", icon=":material/eject:", on_click=st.session_state.__setitem__,
                   args=("models-confirm-all", url))
         return
-    st.warning(f"Unload all {len(instances)} instance(s) from {url}?")
+    st.warning(f"Unload all {len(instances)} instance(s) from {plain_label(url)}?")
     if st.button("Yes, unload all", type="primary"):
         st.session_state.pop("models-confirm-all", None)
         unload(url, [i.id for i in instances])
