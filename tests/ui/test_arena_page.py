@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import respx
 from streamlit.testing.v1 import AppTest
@@ -220,6 +221,31 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     assert "thinking_p50_s" not in summary.columns  # no model reasoned: no thinking columns
     assert checks.iloc[0].to_dict() == {"prompt": "First?", "check": "contains “first”",
                                         "Model A": "1/1", "Model B": "0/1"}
+
+
+def test_a_prompt_set_where_a_model_reasoned_shows_first_answer_and_thinking(
+        mock: respx.MockRouter) -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["model"] == "t/one":  # thinks first, then answers
+            body = "".join([chunk("", role=True), chunk(reasoning="Let"), chunk(reasoning=" me"),
+                            chunk(reasoning=" think."), chunk("Yes."), chunk(finish="stop"),
+                            "data: [DONE]\n\n"]).encode()
+            return httpx.Response(200, headers=SSE_HEADERS, content=body)
+        return httpx.Response(200, headers=SSE_HEADERS, content=sse_body(*REPLIES["t/two"]))
+
+    mock.post("/v1/chat/completions").mock(side_effect=reply)
+    at = open_arena(mock)
+    at.segmented_control(key="arena_view").set_value("Prompt sets").run()
+    at.segmented_control(key="arena_n").set_value(2).run()
+    at.text_area(key="ps_text").set_value("prompt\nWhy?\n").run()
+    at.checkbox(key="ps_warm").set_value(False).run()
+    next(b for b in at.button if b.label.startswith("Run ")).click().run()
+    assert not at.exception
+    summary = at.dataframe[0].value
+    assert {"first_answer_p50_s", "thinking_p50_s"} <= set(summary.columns)
+    one, two = summary.iloc[0], summary.iloc[1]
+    assert one["thinking_p50_s"] >= 0 and one["first_answer_p50_s"] >= one["ttft_p50_s"]
+    assert pd.isna(two["thinking_p50_s"])  # the model that did not reason has no thinking time
 
 
 def test_slots_can_pick_models_from_several_servers(
