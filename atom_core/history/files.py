@@ -77,27 +77,15 @@ def private_dir(folder: Path) -> None:
 
 
 def atomic_write_json(path: Path, data: object, *, durable: bool = True) -> None:
-    """Writes `data` as JSON to a temp file beside `path`, then renames it over `path`. The
-    file ends up mode 0600 (mkstemp's), whatever the umask."""
+    """Writes `data` as compact UTF-8 JSON, atomically (atomic_write_bytes)."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)  # so that the rename itself survives a power cut
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """`atomic_write_json` for raw bytes (images): a temp file beside `path`, renamed over it."""
+    """Writes `data` to a temp file beside `path`, then renames it over `path`: a reader sees
+    the old file or the new one, never half of one. The file ends up mode 0600 (mkstemp's),
+    whatever the umask; `durable` fsyncs the file and its folder."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
