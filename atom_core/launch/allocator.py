@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from collections.abc import Callable, Mapping
 
 from ..config import process_environ
@@ -21,6 +22,8 @@ M_MMAP_THRESHOLD = -3  # <malloc.h>
 MMAP_THRESHOLD = 128 * 1024  # glibc's default starting value, here fixed
 ENV_NAMES = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")  # the user's own choice wins
 
+
+@functools.cache  # find_library runs `ldconfig -p`: once per process, not per rerun
 def _glibc_mallopt() -> Callable[[int, int], int] | None:
     """glibc's mallopt, or None elsewhere (macOS, musl, Windows)."""
     try:
