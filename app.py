@@ -11,7 +11,7 @@ import streamlit as st
 from atom_core.launch import allocator, demo
 from atom_core.measure import hardware
 from atom_core.render import safe_markdown
-from pages import _ui as ui
+from pages.parts import ui
 
 allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
 ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
@@ -40,8 +40,18 @@ PAGES = [
 ]
 
 
+def page_links() -> None:
+    """The five pages, drawn by ATOM: Streamlit's own page list is switched off in
+    .streamlit/config.toml (client.showSidebarNavigation), because on the first visit to a fresh
+    server Streamlit lists every file in pages/ (its legacy mode) before app.py has run."""
+    with st.container(key="atom_nav"):
+        for page in PAGES[1:]:
+            st.page_link(page)
+
+
 def sidebar() -> None:
     with st.sidebar:
+        page_links()
         st.markdown("### :material/bolt: ATOM")
         url = st.text_input(
             "Server",
@@ -140,6 +150,6 @@ notices, shown = st.container(), set[str]()
 store_notices(notices, shown)
 navigation = st.navigation(PAGES)
 if return_to := st.session_state.pop("_atom_return_to", None):
-    st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see _ui.py
+    st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
 navigation.run()
 store_notices(notices, shown)  # a file found damaged while the page ran

@@ -16,15 +16,15 @@ from atom_core.images import ImageAttachment
 from atom_core.measure.runner import Slot
 from atom_core.render import plain_label, safe_markdown
 from atom_core.types import ModelInfo
-from pages import (
-    _arena_board,
-    _arena_machine,
-    _arena_round,
-    _arena_sets,
-    _arena_setup,
-    _chat_images,
+from pages.parts import (
+    arena_board,
+    arena_machine,
+    arena_round,
+    arena_sets,
+    arena_setup,
+    chat_images,
+    ui,
 )
-from pages import _ui as ui
 
 REDRAW_S = 0.08  # about 12 redraws a second across all columns
 VIEWS = ["Race", "Leaderboard", "Prompt sets"]
@@ -75,7 +75,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
              models: dict[int, ModelInfo | None], blind: bool,
              pictures: list[ImageAttachment]) -> None:
     listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
-    prepared = _arena_setup.prepare(setups, listings)
+    prepared = arena_setup.prepare(setups, listings)
     if pictures:  # a slot whose model can't read images ends with that sentence, unsent
         names = {i: s.model for i, s in enumerate(setups)}
         for i, refusal in images.vision_errors(models, names).items():
@@ -97,11 +97,11 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                 st.caption(plain_label(subtitle))
             lives.append(st.empty())
             bodies.append(st.empty())
-    strip = _arena_machine.MachineStrip(st.empty())  # what the machine does during the race
+    strip = arena_machine.MachineStrip(st.empty())  # what the machine does during the race
     try:
         race.start()
         st.session_state.arena_round_id = race.round_id
-        _chat_images.keep_round(race.round_id, pictures)
+        chat_images.keep_round(race.round_id, pictures)
         for note in ui.notes_to_show(prepared.notes, race.round_id):
             notes_box.info(safe_markdown(note), icon=":material/info:")
         last = 0.0
@@ -130,26 +130,26 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
 
 view, presenter, blind = header()
 if presenter:
-    _arena_setup.presenter_style()
+    arena_setup.presenter_style()
 
 if view == "Leaderboard":
-    _arena_board.leaderboard(store)
+    arena_board.leaderboard(store)
 elif view == "Prompt sets":
-    setups, models = _arena_setup.slot_setup(presenter)
-    _arena_sets.prompt_sets(store, setups)
+    setups, models = arena_setup.slot_setup(presenter)
+    arena_sets.prompt_sets(store, setups)
 else:
-    setups, models = _arena_setup.slot_setup(presenter)
-    system = _arena_setup.system_prompt(presenter)
+    setups, models = arena_setup.slot_setup(presenter)
+    system = arena_setup.system_prompt(presenter)
     prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
                            disabled=not setups)
-    pictures = _chat_images.picker("arena")
+    pictures = chat_images.picker("arena")
     # One slot for the whole round, so a new race replaces the last one at once (no stale vote
     # buttons from the previous round under the live columns).
     with st.empty().container():
         if prompt and setups:
             run_race(prompt, system, setups, models, blind, pictures)
-        elif (shown := _arena_round.current_round(store)) is not None:
-            _arena_round.draw_round(store, shown, presenter)
+        elif (shown := arena_round.current_round(store)) is not None:
+            arena_round.draw_round(store, shown, presenter)
         else:
             st.info("Type a prompt below: every model above answers it at the same moment, "
                     "side by side, and you see which is faster. Turn on **Blind** to judge the "

@@ -10,10 +10,8 @@ from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_li
 from atom_core.history import Conversation, Message
 from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.types import Dialect, SamplingOptions
-from pages import _chat_conversations as conversations
-from pages import _chat_header, _chat_images
-from pages import _chat_route as chat_route
-from pages import _ui as ui
+from pages.parts import chat_conversations as conversations
+from pages.parts import chat_header, chat_images, chat_route, ui
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
 REDRAW_AFTER_STOP_S = 0.5  # how soon after Stop the saved reply replaces the live one
@@ -36,7 +34,7 @@ def show_message(m: Message) -> None:
                 st.markdown(safe_markdown(m.reasoning, show_images_from=shown))
         if m.content:
             st.markdown(safe_markdown(m.content, show_images_from=shown))
-        _chat_images.thumbnails(m)
+        chat_images.thumbnails(m)
         if m.state == "error":
             st.error(safe_markdown(m.error or "The reply failed."), icon=":material/error:")
         elif m.state in STATE_NOTES:
@@ -75,8 +73,8 @@ def redraw_after_stop() -> None:
 
 def stream_reply(conv: Conversation, model: str, options: SamplingOptions, system: str,
                  ttl: int | None) -> None:
-    history = history_for_request(store.messages(conv.id), _chat_images.loader(conv.id))
-    if refused := _chat_images.refusal(model, history):  # said before anything is sent
+    history = history_for_request(store.messages(conv.id), chat_images.loader(conv.id))
+    if refused := chat_images.refusal(model, history):  # said before anything is sent
         store.add_message(conv.id, role="assistant", content="", model=model, state="error",
                           error=refused)
         st.rerun()
@@ -138,7 +136,7 @@ def live_line(turn: ChatTurn) -> str:
 # Read the input first (it is pinned to the bottom wherever it is called), so that a first message
 # creates its conversation before the header and the list are drawn.
 prompt = st.chat_input("Message the model", submit_mode="stop")
-pictures = _chat_images.picker("chat")
+pictures = chat_images.picker("chat")
 conv = conversations.current_conversation()
 model = ui.selected_model() or (conv.model if conv else None)
 if prompt and conv is None:
@@ -147,7 +145,7 @@ if prompt and conv is None:
     conversations.select(conv)
     chat_route.adopt_new(conv)
 conversations.conversation_list(conv)
-options, system, ttl = _chat_header.header(conv, model)
+options, system, ttl = chat_header.header(conv, model)
 chat_route.route_caption(conv)
 messages = store.messages(conv.id) if conv else []
 if not messages and not prompt:
@@ -167,7 +165,7 @@ if conv and last is not None and model and not prompt:
 
 if prompt and conv is not None:
     sent = store.add_message(conv.id, role="user", content=prompt)  # saved before anything fails
-    _chat_images.keep(conv.id, sent.id, pictures)
+    chat_images.keep(conv.id, sent.id, pictures)
     if not model:
         status = ui.server_status(refresh=True)
         store.add_message(conv.id, role="assistant", content="", state="error",
@@ -178,5 +176,5 @@ if prompt and conv is not None:
         store.update_conversation(conv.id, model=model)
     with st.chat_message("user"):
         st.markdown(safe_markdown(prompt))
-        _chat_images.thumbnails(sent)
+        chat_images.thumbnails(sent)
     stream_reply(conv, model, options, system, ttl)

@@ -9,8 +9,8 @@ from atom_core.errors import AtomError
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server import admin as ma
 from atom_core.types import ModelList
-from pages import _ui as ui
-from pages._models_download import download_panel
+from pages.parts import ui
+from pages.parts.models_download import download_panel
 
 ui.require_app_shell("pages/models.py")
 

@@ -11,8 +11,8 @@ import streamlit as st
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
-from pages import _ui as ui
-from pages._settings_data import data_tab
+from pages.parts import ui
+from pages.parts.settings_data import data_tab
 
 ui.require_app_shell("pages/settings.py")
 

@@ -11,10 +11,9 @@ from atom_core import stats
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS
 from atom_core.stats import charts
-from pages import _stats_machine
-from pages import _ui as ui
-from pages._stats_server import server_tab, table
-from pages._stats_sweep import sweep_tab
+from pages.parts import stats_machine, ui
+from pages.parts.stats_server import server_tab, table
+from pages.parts.stats_sweep import sweep_tab
 
 CHART_TITLES = {"tps_over_time": "Decode speed over time",
                 "e2e_vs_tokens": "End-to-end time vs output tokens",
@@ -184,7 +183,7 @@ colors = stats.model_colors(runs)
 views = (lambda: overview_tab(version, runs, flt, group),
          lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
          lambda: server_tab(flt.apply(runs), store),
-         lambda: _stats_machine.machine_tab(store))
+         lambda: stats_machine.machine_tab(store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:
         with tab:

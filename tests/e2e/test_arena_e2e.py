@@ -48,7 +48,7 @@ def open_arena(pg: Any, app: App) -> None:
     # The page's own URL, on a server that has not run app.py yet: it must still come up inside
     # the app (sidebar, one page list), not as a bare legacy page.
     open_app(pg, f"{app.url}/arena", "[data-testid=stChatInputTextArea]")
-    nav = pg.locator("[data-testid=stSidebarNav]").inner_text()
+    nav = pg.locator(".st-key-atom_nav").inner_text()
     assert "Arena" in nav and "arena views" not in nav.lower()
     assert "Server" in pg.locator("[data-testid=stSidebar]").inner_text()
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def go(pg: Any, app: App, title: str) -> None:
     open_app(pg, app.url)
-    pg.locator("[data-testid=stSidebarNav]").get_by_role("link", name=title).click()
+    pg.locator(".st-key-atom_nav").get_by_role("link", name=title).click()
     pg.get_by_role("heading", name=title).wait_for(timeout=30_000)
     wait_idle(pg)
 
@@ -42,3 +42,38 @@ def test_the_sidebar_follows_a_load_made_elsewhere(app: App, double: Double, pag
     httpx.post(f"{double.url}/api/v1/models/load", json={"model": "test/gamma"},
                timeout=30).raise_for_status()
     sidebar.get_by_text("3 models, 3 loaded").wait_for(timeout=30_000)
+
+
+# Every link text and sidebar heading the page ever draws, from its first paint: Streamlit's legacy
+# page list (one entry per file in pages/) flashed for seconds on a fresh server before app.py ran.
+RECORD_LINKS = """
+window.__atomSeen = new Set();
+new MutationObserver(() => {
+  for (const a of document.querySelectorAll('a, [data-testid=stSidebarNav] *'))
+    if (a.innerText && a.innerText.trim()) window.__atomSeen.add(a.innerText.trim());
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+@pytest.mark.parametrize("path", ["", "/arena", "/stats"])
+def test_a_first_visit_never_shows_the_page_parts_as_pages(
+        double: Double, tmp_path: Any, page: Any, path: str) -> None:
+    """A fresh server, its first visitor (at the root or a bookmarked page): from the first paint
+    to the settled page, the only page links are the five pages, never pages/ files."""
+    from tests.fixtures.browser import start_app, stop
+
+    app = start_app(double.url, tmp_path / "data", tmp_path)
+    try:
+        page.add_init_script(RECORD_LINKS)
+        page.goto(app.url + path)
+        page.locator(".st-key-atom_nav").get_by_role("link", name="Models").wait_for(timeout=30_000)
+        page.get_by_label("Server").first.wait_for(timeout=30_000)
+        seen = set(page.evaluate("() => Array.from(window.__atomSeen)"))
+        # Each link's text is its icon's ligature name ("sports_score") and its title.
+        nav = [w for w in page.locator(".st-key-atom_nav").inner_text().split() if w.istitle()]
+    finally:
+        stop(app.process)
+    assert nav == ["Chat", "Arena", "Stats", "Models", "Settings"], nav
+    parts = {"ui", "app", "arena board", "arena judge", "chat route", "stats sweep"}
+    assert not {s.lower() for s in seen} & parts, sorted(seen)
+    assert page.locator("[data-testid=stSidebarNav]").count() == 0

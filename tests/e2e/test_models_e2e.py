@@ -34,7 +34,7 @@ def choose(pg: Any, label: str, option: str) -> None:
 def go(pg: Any, app: App, page_title: str, ready: str) -> None:
     """Opens the app at its root (app.py runs st.navigation first), then one of its pages."""
     open_app(pg, app.url)
-    pg.locator("[data-testid=stSidebarNav]").get_by_role("link", name=page_title).click()
+    pg.locator(".st-key-atom_nav").get_by_role("link", name=page_title).click()
     pg.wait_for_selector(ready, timeout=30_000)
     wait_idle(pg)
 
@@ -81,7 +81,7 @@ def test_load_a_model_from_the_models_page(app: App, double: Double, page: Any) 
 
 def test_a_bookmark_of_the_models_page_opens_it_inside_the_app(app: App, page: Any) -> None:
     open_app(page, app.url + "/models", "[data-testid=stDataFrame]")  # a fresh server process
-    nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+    nav = page.locator(".st-key-atom_nav").inner_text()
     assert "Settings" in nav and "ui" not in nav.split()  # the app's pages, not pages/ files
     assert "Server" in page.locator("[data-testid=stSidebar]").inner_text()
 
@@ -99,7 +99,7 @@ def test_download_shows_progress_and_survives_a_page_switch(
     first = page.locator("[data-testid=stMain]").inner_text()
     assert "ibm/granite-4-micro" in first and " of " in first and "left" in first
     # Leave for Chat and come back: the job is still followed.
-    nav = page.locator("[data-testid=stSidebarNav]")
+    nav = page.locator(".st-key-atom_nav")
     nav.get_by_role("link", name="Chat").click()
     wait_idle(page)
     nav.get_by_role("link", name="Models").click()

@@ -191,7 +191,7 @@ def test_a_bookmark_of_stats_opens_inside_the_app(stats_app: App, page: Any) -> 
     wait_idle(page)
     sidebar = page.locator("[data-testid=stSidebar]").inner_text()
     assert "ATOM" in sidebar and "Filter runs" in sidebar
-    nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+    nav = page.locator(".st-key-atom_nav").inner_text()
     assert "Stats" in nav and "ui" not in nav.split()  # no legacy list of pages/ files
     wait_for_charts(page, 1)
     assert_no_errors(page)

@@ -62,7 +62,7 @@ def seed_settings(data_dir: Path, b: Beacon, server: str) -> None:
 
 
 def go(pg: Any, name: str, ready: str) -> None:
-    pg.locator("[data-testid=stSidebarNav]").get_by_role("link", name=name).click()
+    pg.locator(".st-key-atom_nav").get_by_role("link", name=name).click()
     pg.wait_for_selector(ready, timeout=30_000)
     time.sleep(0.3)
     wait_idle(pg)
@@ -161,7 +161,7 @@ def test_a_foreign_host_name_is_refused_and_localhost_works(
         assert "evil.example" in body
         pg.screenshot(path=str(OUTPUT / "refused-host.png"))
         assert pg.get_by_label("Server").count() == 0  # no sidebar of ATOM's
-        assert pg.locator("[data-testid=stSidebarNav]").count() == 0  # nor a list of pages
+        assert pg.locator(".st-key-atom_nav").count() == 0  # nor a list of pages
         assert pg.locator("[data-testid=stChatInputTextArea]").count() == 0
         pg.goto(f"http://evil.example:{port}/settings")  # a page's own URL: refused too
         pg.wait_for_selector("text=ATOM does not answer to the name", timeout=30_000)

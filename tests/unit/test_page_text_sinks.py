@@ -27,31 +27,31 @@ RISKY = re.compile(r"error|sentence|model|name|title|url|label|content|reply|rea
 # already went through safe_markdown / plain_label where they were built.
 OWN_TEXT = {
     ("app.py", "sentence"),  # safe_markdown(status.sentence) just above
-    ("pages/_arena_judge.py", "why"),  # a fixed word per status
-    ("pages/_arena_machine.py", "line"),  # the hardware strip: numbers
-    ("pages/_arena_round.py", "label"),  # fixed download labels
-    ("pages/_arena_round.py", "row.name"),  # the results grid's own row names
-    ("pages/_arena_round.py", "HELP.get(row.key)"),
-    ("pages/_arena_round.py", "name"),  # rnd.short_label: "Model A" / "Response 1"
-    ("pages/_arena_sets.py", "runner.progress.sentence"),  # "3 of 10 done · about 2 min left"
-    ("pages/_arena_sets.py", "p.sentence"),
-    ("pages/_arena_sets.py", "r['label']"),  # slot letter
-    ("pages/_arena_setup.py", "label"),  # slot letter
-    ("pages/_arena_setup.py", "HELP['reasoning']"),
-    ("pages/_arena_setup.py", "HELP['context']"),
-    ("pages/_arena_setup.py", "problem"),  # client.route_problem: ATOM's sentence
-    ("pages/_arena_setup.py", "names"),  # plain_label per model where built
-    ("pages/_chat_conversations.py", "plain_label(c.preview) or None"),
-    ("pages/_chat_header.py", "label"),  # fixed download labels
-    ("pages/_chat_route.py", "line"),  # built from plain_label'd parts
-    ("pages/_chat_route.py", "STAGES.get(stage) or plain_label(stage)"),
-    ("pages/_chat_route.py", "problem"),  # client.route_problem
-    ("pages/_models_download.py", "line"),  # built from plain_label / safe_markdown
-    ("pages/_settings_data.py",
+    ("pages/parts/arena_judge.py", "why"),  # a fixed word per status
+    ("pages/parts/arena_machine.py", "line"),  # the hardware strip: numbers
+    ("pages/parts/arena_round.py", "label"),  # fixed download labels
+    ("pages/parts/arena_round.py", "row.name"),  # the results grid's own row names
+    ("pages/parts/arena_round.py", "HELP.get(row.key)"),
+    ("pages/parts/arena_round.py", "name"),  # rnd.short_label: "Model A" / "Response 1"
+    ("pages/parts/arena_sets.py", "runner.progress.sentence"),  # "3 of 10 done · about 2 min left"
+    ("pages/parts/arena_sets.py", "p.sentence"),
+    ("pages/parts/arena_sets.py", "r['label']"),  # slot letter
+    ("pages/parts/arena_setup.py", "label"),  # slot letter
+    ("pages/parts/arena_setup.py", "HELP['reasoning']"),
+    ("pages/parts/arena_setup.py", "HELP['context']"),
+    ("pages/parts/arena_setup.py", "problem"),  # client.route_problem: ATOM's sentence
+    ("pages/parts/arena_setup.py", "names"),  # plain_label per model where built
+    ("pages/parts/chat_conversations.py", "plain_label(c.preview) or None"),
+    ("pages/parts/chat_header.py", "label"),  # fixed download labels
+    ("pages/parts/chat_route.py", "line"),  # built from plain_label'd parts
+    ("pages/parts/chat_route.py", "STAGES.get(stage) or plain_label(stage)"),
+    ("pages/parts/chat_route.py", "problem"),  # client.route_problem
+    ("pages/parts/models_download.py", "line"),  # built from plain_label / safe_markdown
+    ("pages/parts/settings_data.py",
      "'\\n'.join((f'- {safe_markdown(problem)}' for problem in e.problems))"),
-    ("pages/_stats_machine.py", "here.label"),  # this machine, read locally
-    ("pages/_stats_sweep.py", "problem"),  # client.route_problem
-    ("pages/_ui.py", "label"),  # the caller's fixed label
+    ("pages/parts/stats_machine.py", "here.label"),  # this machine, read locally
+    ("pages/parts/stats_sweep.py", "problem"),  # client.route_problem
+    ("pages/parts/ui.py", "label"),  # the caller's fixed label
     ("pages/arena.py", "blind_line(slot)"),  # fixed words
     ("pages/arena.py", "arena.live_line(slot)"),  # numbers; a server stage via plain_label
     ("pages/arena.py", "len(reply.reasoning.split())"),  # a count
@@ -106,7 +106,7 @@ def risky_calls(path: Path) -> set[tuple[str, str, int]]:
 
 
 def test_every_page_text_that_may_be_untrusted_goes_through_the_safe_render() -> None:
-    files = [*sorted((ROOT / "pages").glob("*.py")), ROOT / "app.py"]
+    files = [*sorted((ROOT / "pages").rglob("*.py")), ROOT / "app.py"]
     leaks = sorted(f"{f}:{line}: {src}" for path in files
                    for f, src, line in risky_calls(path) if (f, src) not in OWN_TEXT)
     assert not leaks, ("Pass these through atom_core.render.safe_markdown / plain_label, or "
@@ -121,6 +121,6 @@ def test_the_net_catches_an_unwrapped_model_name(tmp_path: Path) -> None:
 
 
 def test_the_list_of_own_text_has_no_stale_entries() -> None:
-    files = [*sorted((ROOT / "pages").glob("*.py")), ROOT / "app.py"]
+    files = [*sorted((ROOT / "pages").rglob("*.py")), ROOT / "app.py"]
     seen = {(f, src) for path in files for f, src, _line in risky_calls(path)}
     assert not OWN_TEXT - seen, sorted(OWN_TEXT - seen)

@@ -118,7 +118,7 @@ def test_the_base_layer_imports_no_room() -> None:
 
 
 def test_pages_import_no_private_names() -> None:
-    for path in sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]:
+    for path in sorted((ROOT / "pages").rglob("*.py")) + [ROOT / "app.py"]:
         for imported, names in _imports(f"pages.{path.stem}", path):
             if imported.startswith("atom_core"):
                 private = [n for n in names if n.startswith("_")]
@@ -146,7 +146,7 @@ def _private_attribute_uses(path: Path) -> list[str]:
 
 
 def test_no_module_reaches_into_another_objects_private_attributes() -> None:
-    paths = [p for _, p in _modules()] + sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]
+    paths = [p for _, p in _modules()] + sorted((ROOT / "pages").rglob("*.py")) + [ROOT / "app.py"]
     found = [use for path in paths for use in _private_attribute_uses(path)]
     assert not found, "private attributes used from outside their object:\n" + "\n".join(found)
 
@@ -165,5 +165,5 @@ def test_config_is_the_one_reader_of_the_environment() -> None:
         text = path.read_text()
         for needle in ("os.environ", "os.getenv", "getenv("):
             assert needle not in text, f"{module} reads the environment ({needle})"
-    for path in sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]:
+    for path in sorted((ROOT / "pages").rglob("*.py")) + [ROOT / "app.py"]:
         assert "os.environ" not in path.read_text(), f"{path.name} reads the environment"

@@ -10,7 +10,7 @@ import streamlit as st
 
 from atom_core.measure import card, hardware
 from atom_core.render import safe_markdown
-from pages import _ui as ui
+from pages.parts import ui
 
 COLUMNS = {"machine": "Machine", "model": "Model",
            **{k: label for k, label in card.RESULT_FIELDS}}

@@ -12,7 +12,7 @@ from atom_core.arena.setup import SlotSetup
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
 from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
-from pages import _ui as ui
+from pages.parts import ui
 
 PRESENTER_CSS = """<style>
 [data-testid="stMainBlockContainer"] [data-testid="stMarkdown"] p,

@@ -13,8 +13,7 @@ from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
 from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
-from pages import _arena_judge, _chat_images
-from pages import _ui as ui
+from pages.parts import arena_judge, chat_images, ui
 
 # -- a finished round -----------------------------------------------------------------------------
 
@@ -27,7 +26,7 @@ def current_round(store: ui.HistoryStore) -> ArenaRound | None:
 def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
     with st.chat_message("user"):
         st.markdown(safe_markdown(rnd.prompt))
-        _chat_images.round_thumbnails(rnd.id)
+        chat_images.round_thumbnails(rnd.id)
     for note in ui.notes_to_show(rnd.notes, rnd.id):
         st.info(safe_markdown(note), icon=":material/info:")
     _results_grid(rnd)
@@ -50,7 +49,7 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
             if s.content:
                 st.markdown(safe_markdown(s.content))
     _vote_bar(store, rnd, presenter)
-    _arena_judge.judge_panel(store, rnd)  # a model as judge, kept apart from the vote
+    arena_judge.judge_panel(store, rnd)  # a model as judge, kept apart from the vote
 
 
 def _results_grid(rnd: ArenaRound) -> None:

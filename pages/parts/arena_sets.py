@@ -12,10 +12,9 @@ from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
 from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
-from pages import _arena_judge
-from pages import _ui as ui
-from pages._arena_round import downloads
-from pages._arena_setup import prepare
+from pages.parts import arena_judge, ui
+from pages.parts.arena_round import downloads
+from pages.parts.arena_setup import prepare
 
 # -- prompt sets ----------------------------------------------------------------------------------
 
@@ -187,4 +186,4 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
     if checks:
         st.markdown("**Checks** (passed / total over the repeats)")
         st.dataframe(checks, hide_index=True, width="stretch")
-    _arena_judge.promptset_panel(store, run, records)  # a model as judge of every prompt
+    arena_judge.promptset_panel(store, run, records)  # a model as judge of every prompt

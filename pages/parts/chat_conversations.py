@@ -7,8 +7,7 @@ import streamlit as st
 
 from atom_core.history import Conversation
 from atom_core.render import plain_label
-from pages import _chat_images
-from pages import _ui as ui
+from pages.parts import chat_images, ui
 
 
 def current_conversation() -> Conversation | None:
@@ -53,5 +52,5 @@ def conversation_list(conv: Conversation | None) -> None:
 
 def delete(conversation_id: str) -> None:
     ui.store().delete_conversation(conversation_id)
-    _chat_images.forget(conversation_id)
+    chat_images.forget(conversation_id)
     select(None)

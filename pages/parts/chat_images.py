@@ -11,7 +11,7 @@ from atom_core.history import Conversation, Message
 from atom_core.images import ImageAttachment
 from atom_core.render import safe_markdown
 from atom_core.types import ChatMessage
-from pages import _ui as ui
+from pages.parts import ui
 
 
 def picker(scope: str) -> list[ImageAttachment]:

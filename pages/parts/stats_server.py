@@ -12,7 +12,7 @@ from atom_core.render import plain_label
 from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.stats.server_figures import SERVER_FIGURE_COLUMNS, server_figures
 from atom_core.types import Dialect
-from pages import _ui as ui
+from pages.parts import ui
 
 FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent",
            "ratio": "%.3f"}

@@ -9,9 +9,7 @@ from atom_core.history import Conversation, export
 from atom_core.render import plain_label
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
-from pages import _chat_conversations, _chat_images
-from pages import _chat_route as chat_route
-from pages import _ui as ui
+from pages.parts import chat_conversations, chat_images, chat_route, ui
 
 
 def header(conv: Conversation | None, model: str | None = None
@@ -35,7 +33,7 @@ def header(conv: Conversation | None, model: str | None = None
             messages = store.messages(conv.id)
             for label, ext, mime, render in (
                 ("Markdown", "md", "text/markdown", export.to_markdown),
-                ("JSON", "json", "application/json", _chat_images.to_json),
+                ("JSON", "json", "application/json", chat_images.to_json),
                 ("Plain text", "txt", "text/plain", export.to_text),
             ):
                 st.download_button(label, render(conv, messages),
@@ -48,7 +46,7 @@ def header(conv: Conversation | None, model: str | None = None
                 st.rerun()
             if st.session_state.get("confirm_delete") == conv.id:
                 st.warning("Delete this chat and all its messages? This can't be undone.")
-                st.button("Yes, delete", type="primary", on_click=_chat_conversations.delete,
+                st.button("Yes, delete", type="primary", on_click=chat_conversations.delete,
                           args=(conv.id,))
                 st.button("Cancel", on_click=st.session_state.pop, args=("confirm_delete",))
             else:

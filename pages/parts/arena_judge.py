@@ -12,7 +12,7 @@ from atom_core.arena.leaderboard import contestant_speeds
 from atom_core.arena.rounds import ArenaRound
 from atom_core.errors import AtomError
 from atom_core.render import plain_label, safe_markdown
-from pages import _ui as ui
+from pages.parts import ui
 
 
 def _judges() -> list[tuple[str, str]]:
@@ -45,7 +45,7 @@ def judge_panel(store: ui.HistoryStore, rnd: ArenaRound) -> None:
 
 
 def _ask(store: ui.HistoryStore, rnd: ArenaRound, options: list[tuple[str, str]]) -> None:
-    # One set of keys for whichever round is shown (see _arena_round._vote_bar): a key per round
+    # One set of keys for whichever round is shown (see arena_round._vote_bar): a key per round
     # left each round's widgets, options included, in the session for good.
     multi = len({url for url, _ in options}) > 1
     pick = st.selectbox("Judge model", options, key="judge-model",

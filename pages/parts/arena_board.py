@@ -12,8 +12,7 @@ from atom_core.arena import judge
 from atom_core.arena.ratings import Rating
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
-from pages import _arena_judge
-from pages import _ui as ui
+from pages.parts import arena_judge, ui
 
 # -- the leaderboard ------------------------------------------------------------------------------
 
@@ -32,7 +31,7 @@ def leaderboard(store: ui.HistoryStore) -> None:
     if verdicts and st.segmented_control(
             "Ratings by", ["People", "Judge"], default="People", key="board_basis",
             help="People: your votes. Judge: a model's blind verdicts, kept apart.") == "Judge":
-        _arena_judge.judge_board(rounds, verdicts)
+        arena_judge.judge_board(rounds, verdicts)
         return
     votes = sum(1 for r in rounds if r.vote is not None)
     if not votes:

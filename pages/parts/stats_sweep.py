@@ -15,8 +15,8 @@ from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS, ROUTES
 from atom_core.stats import charts
 from atom_core.types import SamplingOptions
-from pages import _ui as ui
-from pages._stats_server import table
+from pages.parts import ui
+from pages.parts.stats_server import table
 
 
 def sweep_tab(df: Any) -> None:

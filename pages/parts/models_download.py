@@ -8,7 +8,7 @@ import streamlit as st
 from atom_core.errors import AtomError
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server import admin as ma
-from pages import _ui as ui
+from pages.parts import ui
 
 
 def download_panel(url: str) -> None:

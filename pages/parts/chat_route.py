@@ -7,7 +7,7 @@ from atom_core.chat import ChatTurn, ConversationRoute, conversation_route, set_
 from atom_core.history import Conversation
 from atom_core.render import plain_label
 from atom_core.server.routes import ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
-from pages import _ui as ui
+from pages.parts import ui
 
 NEW_KEY = "route-new"  # the picker's key before the first message creates the conversation
 STAGES = {"model_load": "Loading the model", "prompt_processing": "Reading the prompt"}
