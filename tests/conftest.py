@@ -8,14 +8,25 @@ from typing import Any
 
 import pytest
 
+from atom_core.launch.demo import demo_paths
+
+# The demo engine this machine has installed (`make demo`), read before any test moves HOME: the
+# real-engine tests start it from here, read-only. Everything else a test sees is under tmp_path.
+USER_DEMO_PATHS = demo_paths()
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Points ATOM_DATA_DIR at a fresh temp folder and clears server/token settings."""
+    """Points ATOM_DATA_DIR, HOME and the cache folders at a fresh temp folder and clears
+    server/token settings: no test reads or writes the user's home (a `make test` during a
+    `make run` once deleted the running launcher's ~/.cache/atom/demo-status.json)."""
     data = tmp_path / "atom-data"
     monkeypatch.setenv("ATOM_DATA_DIR", str(data))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home" / ".cache"))
     for var in ("ATOM_SERVER_URL", "ATOM_API_TOKEN", "LM_API_TOKEN", "ATOM_EXTRA_SERVERS",
-                "ATOM_DEMO_ENGINE"):
+                "ATOM_DEMO_ENGINE", "ATOM_DEMO_STATUS", "ATOM_CACHE_DIR", "ATOM_WHEEL_CACHE",
+                "ATOM_DEMO_VENV"):
         monkeypatch.delenv(var, raising=False)
     yield data
 

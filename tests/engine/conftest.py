@@ -18,6 +18,7 @@ import pytest
 from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import SamplingOptions
+from tests.conftest import USER_DEMO_PATHS
 
 SKIP_REASON = (
     "demo engine not installed: run `make demo` (once; `.ci/run` does it) to run the "
@@ -28,15 +29,21 @@ SHORT = SamplingOptions(max_tokens=24, temperature=0.0)
 MODEL_A, MODEL_B = demo.MODEL_ALIASES
 
 
-@pytest.fixture(scope="session")
-def demo_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[demo.DemoEngine]:
-    """Both engine processes, started once, stopped at the end of the session."""
-    paths = demo.demo_paths()
-    if not demo.engine_installed(paths):
+def installed_engine() -> demo.DemoPaths:
+    """The engine and model `make demo` installed (read-only), or skip: fail under
+    ATOM_REQUIRE_ENGINE=1."""
+    paths = USER_DEMO_PATHS
+    if not (demo.engine_installed(paths) and demo.model_ready(paths)):
         if os.environ.get("ATOM_REQUIRE_ENGINE") == "1":
             pytest.fail(f"ATOM_REQUIRE_ENGINE=1 but the {SKIP_REASON}")
         pytest.skip(SKIP_REASON)
-    demo.ensure_model(paths, say=lambda _: None)  # a few seconds, the first time only
+    return paths
+
+
+@pytest.fixture(scope="session")
+def demo_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[demo.DemoEngine]:
+    """Both engine processes, started once, stopped at the end of the session."""
+    paths = installed_engine()
     logs = tmp_path_factory.mktemp("engine-logs")
     with demo.DemoEngine.start(paths=paths, log_dir=logs, timeout=START_TIMEOUT_S) as engine:
         yield engine

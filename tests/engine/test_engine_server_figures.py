@@ -14,7 +14,6 @@ printed for the benchmark notes.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, SamplingOptions
+from tests.engine.conftest import installed_engine
 
 pytestmark = pytest.mark.engine
 
@@ -38,12 +38,7 @@ TOTAL_LINE = re.compile(r"total time =\s*([\d.]+) ms /\s*(\d+) tokens", re.M)
 
 @pytest.fixture(scope="module")
 def verbose_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[demo.EngineProcess]:
-    paths = demo.demo_paths()
-    if not demo.engine_installed(paths):
-        if os.environ.get("ATOM_REQUIRE_ENGINE") == "1":
-            pytest.fail("ATOM_REQUIRE_ENGINE=1 but the demo engine is not installed")
-        pytest.skip("demo engine not installed: run `make demo` to run the real-engine tests")
-    demo.ensure_model(paths, say=lambda _: None)
+    paths = installed_engine()
     engine = demo.start_engine(MODEL, paths=paths, log_dir=tmp_path_factory.mktemp("verbose"),
                                verbose=True)
     try:
