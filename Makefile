@@ -49,10 +49,10 @@ unit: $(VENV)/.dev
 test: $(VENV)/.dev browser lint
 	$(VENV)/bin/pytest -q
 
-# Refreshes docs/screenshots/ (the README's pictures) from the browser tests; `make test` only
-# writes test-output/e2e/.
+# Refreshes docs/screenshots/ (the README's pictures) from the browser tests, the demo engine's
+# chat included (needs `make demo`); `make test` only writes test-output/e2e/.
 screenshots: $(VENV)/.dev browser
-	ATOM_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -q tests/e2e
+	ATOM_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -q tests/e2e tests/engine/test_make_run_engine.py
 
 bench: $(VENV)/.dev
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -609,10 +609,26 @@ class DemoStarter:
                 self.say(f"error: {e}")
             return
         self.engine = engine
-        if self.cancel.is_set():
+        try:
+            if not self.cancel.is_set():
+                self.write("ready")
+            # This thread forked the engines, and Linux sends their parent-death signal
+            # (PR_SET_PDEATHSIG) when the forking *thread* ends, not the process: it must live
+            # as long as they should, so it waits here until `make run` stops.
+            while not self.cancel.wait(1.0):
+                if not all(e.alive() for e in engine.engines):
+                    self._engine_stopped(engine)
+                    return
+        finally:
             engine.stop()
-        else:
-            self.write("ready")
+
+    def _engine_stopped(self, engine: DemoEngine) -> None:
+        """An engine process ended by itself (killed, out of memory): say so in the sidebar and
+        the terminal rather than leave the app pointing at a closed port."""
+        dead = next(e for e in engine.engines if not e.alive())
+        self.write("stopped", f"{dead.alias} exited with code {dead.process.returncode}")
+        self.say(f"error: the demo engine {dead.alias} stopped by itself (exit "
+                 f"{dead.process.returncode}). Last lines of {dead.log}:\n{_tail(dead.log)}")
 
     def write(self, state: str, message: str = "") -> None:
         self.status.parent.mkdir(parents=True, exist_ok=True)
@@ -623,9 +639,9 @@ class DemoStarter:
 
     def stop(self) -> None:
         self.cancel.set()
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=30)  # the thread stops the engines it started
         if self.engine is not None:
-            self.engine.stop()
+            self.engine.stop()  # if the thread is stuck: stopping twice is harmless
         self.status.unlink(missing_ok=True)
 
 
@@ -649,6 +665,9 @@ def engine_progress(environ: Mapping[str, str] | None = None) -> str | None:
                 f"({BUILD_RANGE} on 2 cores); the model appears here when it is ready.")
     if state == "starting":
         return "Demo engine starting: the model appears here in a few seconds."
+    if state == "stopped":
+        return (f"The demo engine stopped by itself ({status.get('message')}). Stop `make run` "
+                "with Ctrl+C and start it again; the terminal has the engine's last log lines.")
     if state == "failed":
         return (f"The demo engine could not start: {status.get('message') or 'see its log'}. "
                 "The terminal running `make run` has the details.")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,8 +86,24 @@ def test_start_engine_refuses_when_not_installed(tmp_path: Path) -> None:
 # -- what the app is told -----------------------------------------------------------------------
 
 
+class RunningProcess:
+    """Stands in for an engine process that keeps running until stopped."""
+
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def terminate(self) -> None:
+        self.returncode = -15
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode
+
+
 def fake_demo(*urls: str) -> demo.DemoEngine:
-    engines = [demo.EngineProcess(alias=f"m{i}", url=u, process=None, log=Path("x"))  # type: ignore[arg-type]
+    engines = [demo.EngineProcess(alias=f"m{i}", url=u, process=RunningProcess(),  # type: ignore[arg-type]
+                                  log=Path("x"))
                for i, u in enumerate(urls)]
     return demo.DemoEngine(engines=engines)
 
@@ -235,6 +255,80 @@ def test_the_app_starts_before_the_engine_is_built(monkeypatch: pytest.MonkeyPat
     assert launch.stopped_demo and not (tmp_path / "cache" / "demo-status.json").exists()
 
 
+def real_child(tmp_path: Path, alias: str = "m") -> demo.EngineProcess:
+    """A real child process started the way the launcher starts an engine (its parent-death
+    signal set), sleeping until it is stopped."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                            start_new_session=True, preexec_fn=demo._die_with_parent)
+    return demo.EngineProcess(alias=alias, url="http://127.0.0.1:9", process=proc,
+                              log=tmp_path / f"{alias}.log")
+
+
+def wait_for_state(status: Path, state: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(status.read_text())["state"] == state:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the status file never said {state!r}")
+
+
+def test_the_engines_outlive_the_thread_that_started_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Linux sends a child's parent-death signal when the *thread* that forked it ends: `make run`
+    started the engines from a thread that ended at "ready", so both died at once (issue 18)."""
+    started: list[demo.EngineProcess] = []
+
+    def start(paths: object = None, say: object = None, ports: object = None,
+              cancel: object = None) -> demo.DemoEngine:
+        started.append(real_child(tmp_path))
+        return demo.DemoEngine(engines=started)
+
+    monkeypatch.setattr(demo, "start_demo", start)
+    status = tmp_path / "status.json"
+    starter = demo.DemoStarter(paths(tmp_path), [9], status, say=lambda _: None)
+    starter.start()
+    try:
+        wait_for_state(status, "ready")
+        child = started[0].process
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1.5)  # before the fix: killed by SIGTERM within milliseconds
+        assert child.poll() is None, f"the engine died (exit {child.returncode})"
+    finally:
+        starter.stop()
+    assert started[0].process.poll() is not None  # and it stops when `make run` stops
+    assert not status.exists()
+
+
+def test_an_engine_that_dies_later_is_reported(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    started: list[demo.EngineProcess] = []
+    said: list[str] = []
+
+    def start(paths: object = None, say: object = None, ports: object = None,
+              cancel: object = None) -> demo.DemoEngine:
+        started.extend([real_child(tmp_path, "gemma-a"), real_child(tmp_path, "gemma-b")])
+        return demo.DemoEngine(engines=started)
+
+    monkeypatch.setattr(demo, "start_demo", start)
+    status = tmp_path / "status.json"
+    starter = demo.DemoStarter(paths(tmp_path), [9, 10], status, say=said.append)
+    starter.start()
+    try:
+        wait_for_state(status, "ready")
+        started[1].process.kill()  # out of memory, a stray `kill`
+        wait_for_state(status, "stopped")
+        progress = demo.engine_progress({"ATOM_DEMO_STATUS": str(status)})
+        assert progress is not None and "gemma-b" in progress and "stopped by itself" in progress
+        assert "start it again" in progress
+        assert any("gemma-b stopped by itself" in s for s in said)
+        assert started[0].process.wait(timeout=10) is not None  # its partner is stopped too
+    finally:
+        starter.stop()
+
+
 def status_env(tmp_path: Path, state: str, message: str = "", log: str = "",
                ts: float = 0.0) -> dict[str, str]:
     build_log = tmp_path / "build.log"
@@ -337,3 +431,15 @@ def test_the_few_shot_prompt_asks_and_leaves_the_answer_open() -> None:
     assert prompt.startswith("Be brief.\n\n" + FEW_SHOT_PREAMBLE)
     assert prompt.endswith("Question: Hi there\nAnswer: Hello.\n\n"
                            "Question: Why is the sky blue?\nAnswer:")
+
+
+def test_no_test_sees_the_users_home(tmp_path: Path) -> None:
+    """Every folder ATOM would write by default is under the test's own tmp_path."""
+    from atom_core.config import settings_from_env
+
+    settings = settings_from_env()
+    p = demo.demo_paths()
+    for where in (Path.home(), settings.data_dir, settings.cache_dir, settings.wheel_cache,
+                  p.cache, p.wheels, p.model):
+        assert where.is_relative_to(tmp_path), where
+    assert settings.demo_status is None
