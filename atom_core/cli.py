@@ -20,7 +20,7 @@ from .errors import AtomError
 from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
-from .metrics import format_seconds
+from .metrics import format_seconds, format_size
 from .runs import run_record
 from .server.client import LMStudioClient
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
@@ -181,7 +181,7 @@ def _models(client: LMStudioClient, args: argparse.Namespace, out: TextIO) -> in
 
 def _model_row(m: ModelInfo) -> tuple[str, ...]:
     mark = "●" if m.is_loaded else ("?" if not m.load_state_known else " ")
-    size = f"{m.size_bytes / 1e9:.1f} GB" if m.size_bytes else ""
+    size = format_size(m.size_bytes)
     return (mark, m.key, m.type, m.params or "", m.quantization or "", size,
             str(m.max_context or ""))
 

@@ -2,6 +2,8 @@
 
     AtomError                  base; `.sentence` is what the page shows, `.url` the request's URL
     ├── ServerUnreachable      nothing answered at the URL (connection refused, DNS, reset)
+    │   └── DemoEngineNotReady the bundled demo engine `make run` started is still being built
+    │                          or started: its progress instead of "Is LM Studio running?"
     ├── AuthError              the server wants a token, or refused the one we sent (HTTP 401/403)
     ├── ModelNotFound          the server does not know the model or instance asked for
     ├── BadRequest             the server rejected a parameter (HTTP 400); `.param` names it
@@ -42,6 +44,11 @@ class ServerUnreachable(AtomError):
             url=base_url,
             detail=detail,
         )
+
+
+class DemoEngineNotReady(ServerUnreachable):
+    """The server is the bundled demo engine, still building or starting; the sentence says how
+    far it is (the launcher's progress), not to start LM Studio."""
 
 
 class AuthError(AtomError):

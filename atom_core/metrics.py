@@ -157,6 +157,12 @@ def format_seconds(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def format_size(n_bytes: object) -> str:
+    """A model file's size as every page, report and the command line show it: "0.25 GB"
+    (the unit Models' table sorts by); "" when unknown."""
+    return f"{n_bytes / 1e9:.2f} GB" if isinstance(n_bytes, int | float) and n_bytes else ""
+
+
 def output_token_count(
     usage: dict[str, Any] | None, counted: int, reasoning_counted: int
 ) -> tuple[int, TokensSource]:

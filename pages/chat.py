@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
+from atom_core.errors import DemoEngineNotReady
 from atom_core.history import Conversation, Message
 from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.types import Dialect, SamplingOptions
@@ -155,6 +156,14 @@ for m in messages:
     show_message(m)
 
 last = messages[-1] if messages else None
+if conv and last is not None and last.role == "user" and not prompt \
+        and st.session_state.get("_answer_when_ready") == conv.id:
+    if model:  # the demo engine is ready: answer what was asked while it was building
+        st.session_state.pop("_answer_when_ready")
+        stream_reply(conv, model, options, system, ttl)
+    ui.show_error(ui.server_status().error or DemoEngineNotReady("The model is not ready yet."))
+    st.caption("Your message is kept: it is answered as soon as the model is ready.")
+    st.stop()
 if conv and last is not None and model and not prompt:
     again = last.role == "assistant"
     if st.button("Regenerate" if again else "Answer", icon=":material/refresh:", type="tertiary",
@@ -168,6 +177,9 @@ if prompt and conv is not None:
     chat_images.keep(conv.id, sent.id, pictures)
     if not model:
         status = ui.server_status(refresh=True)
+        if isinstance(status.error, DemoEngineNotReady):  # no error reply: answered when ready
+            st.session_state["_answer_when_ready"] = conv.id
+            st.rerun()
         store.add_message(conv.id, role="assistant", content="", state="error",
                           error=status.sentence if status.error else
                           "Pick a model in the sidebar first, then press Answer.")

@@ -203,7 +203,7 @@ if status.error is not None:
     st.stop()
 assert status.models is not None
 listing = status.models
-if missing := ma.missing_features(listing.dialect):
+if missing := ma.missing_features(listing):
     st.info(f"Server type: {listing.dialect.label}. What ATOM can't do with it:\n\n"
             + "\n".join(f"- {s}" for s in missing), icon=":material/info:")
 model_table(listing)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..history.export import csv_cell
 from ..measure.card import machine_facts
 from ..measure.hardware import MachineInfo
-from ..metrics import format_seconds
+from ..metrics import format_seconds, format_size
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
 from .rounds import ArenaRound, SlotResult
@@ -39,9 +39,6 @@ def filename(kind: str, ts: float, ext: str) -> str:
     """'atom-arena-20261125-132210.md'."""
     return f"atom-{kind}-{_stamp(ts)}.{ext}"
 
-
-def _size(n: Any) -> str:
-    return f"{n / 1e9:.2f} GB" if isinstance(n, int | float) and n else ""
 
 
 def _kv(d: Mapping[str, Any]) -> str:
@@ -167,7 +164,7 @@ def _model_rows(rnd: ArenaRound) -> list[list[Any]]:
         info = s.model_info
         rows.append([
             f"Model {s.label}", s.model, s.server, info.get("quantization") or "",
-            info.get("params") or "", _size(info.get("size_bytes")), info.get("format") or "",
+            info.get("params") or "", format_size(info.get("size_bytes")), info.get("format") or "",
             info.get("max_context") or "", _kv(s.instance_config), _kv(s.options),
             format_seconds(s.load_s) if s.load_s is not None else "",
         ])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..measure.runner import Slot
-from ..metrics import GenerationMetrics, format_seconds
+from ..metrics import GenerationMetrics, format_seconds, format_size
 from ..render import plain_label
 from ..server.routes import ROUTE_LABELS
 from .rounds import ArenaRound, SlotResult
@@ -128,8 +128,7 @@ def fact_rows(rnd: ArenaRound) -> list[StatRow]:
         return f"up to {top:,}" if top else "–"
 
     def size(s: SlotResult) -> str:
-        n = s.model_info.get("size_bytes")
-        return f"{n / 1e9:.1f} GB" if n else "–"
+        return format_size(s.model_info.get("size_bytes")) or "–"
 
     return [
         StatRow(key="params", name="Parameters",

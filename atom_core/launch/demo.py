@@ -35,23 +35,22 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ..config import normalize_base_url, process_environ, settings_from_env
+from ..errors import DemoEngineNotReady
 from ..settings.store import initial_server_url, open_settings, server_token
-from ..types import LoadedInstance, ModelList
+from .demo_model import MODEL_ALIASES, N_CTX
+
+if TYPE_CHECKING:
+    from ..server.client import ServerStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements-demo.txt"
 ENGINE_PACKAGE = "llama-cpp-python"
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
-MODEL_ALIASES = ("gemma-3-270m-a", "gemma-3-270m-b")
-MODEL_NAME = "Gemma 3 270M"
-MODEL_PARAMS = "270M"
-MODEL_QUANT = "Q4_K_M"
-MODEL_MAX_CONTEXT = 32768  # what Gemma 3 270M was trained for
-N_CTX = 8192  # the context each engine process runs with
 DEFAULT_MAX_TOKENS = 128  # a reply that sets no Max tokens: long enough to say something
 LABEL = "Gemma 3 270M on CPU"
 NOTICE = (
@@ -454,21 +453,16 @@ def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
     return normalize_base_url(url) in demo_servers(environ)
 
 
-def describe_models(listing: ModelList, paths: DemoPaths | None = None) -> ModelList:
-    """The demo engine's listing with what ATOM knows about the model it started: llama.cpp's
-    server lists only an id (its `owned_by` is a placeholder, "me"), but this engine always
-    has Gemma 3 270M Q4_K_M loaded with a N_CTX-token context."""
-    model_file = (paths or demo_paths()).model
-    size = model_file.stat().st_size if model_file.exists() else None
-    models = tuple(
-        replace(m, publisher="", architecture="gemma3", params=MODEL_PARAMS,
-                quantization=MODEL_QUANT, format="gguf", max_context=MODEL_MAX_CONTEXT,
-                size_bytes=m.size_bytes or size, description=MODEL_NAME, load_state_known=True,
-                loaded_instances=m.loaded_instances or (
-                    LoadedInstance(id=m.key, config={"context_length": N_CTX}),))
-        if m.key in MODEL_ALIASES else m
-        for m in listing.models)
-    return replace(listing, models=models, loaded_only=False)
+def explain_status(status: ServerStatus, environ: Mapping[str, str] | None = None
+                   ) -> ServerStatus:
+    """A server's status, said right for the demo engine: while `make run` still builds or
+    starts it, the reason nothing answers is its progress, not "Is LM Studio running?"."""
+    if status.reachable or not is_demo_server(status.base_url, environ):
+        return status
+    progress = engine_progress(environ)
+    if progress is None:
+        return status
+    return replace(status, error=DemoEngineNotReady(progress, url=status.base_url))
 
 
 # -- the launcher (`make run`) ------------------------------------------------------------------
@@ -626,9 +620,9 @@ class DemoStarter:
         """An engine process ended by itself (killed, out of memory): say so in the sidebar and
         the terminal rather than leave the app pointing at a closed port."""
         dead = next(e for e in engine.engines if not e.alive())
-        self.write("stopped", f"{dead.alias} exited with code {dead.process.returncode}")
         self.say(f"error: the demo engine {dead.alias} stopped by itself (exit "
                  f"{dead.process.returncode}). Last lines of {dead.log}:\n{_tail(dead.log)}")
+        self.write("stopped", f"{dead.alias} exited with code {dead.process.returncode}")
 
     def write(self, state: str, message: str = "") -> None:
         self.status.parent.mkdir(parents=True, exist_ok=True)

@@ -316,8 +316,11 @@ def lms_load_command(
     return " ".join(parts)
 
 
-def missing_features(dialect: Dialect) -> list[str]:
-    """What the Models page cannot do on a server of this kind, one sentence each."""
+def missing_features(listing: ModelList) -> list[str]:
+    """What the Models page cannot do on this server, one sentence each. A listing ATOM could
+    complete itself (the bundled demo engine: `describe_models`) is not said to lack what it
+    shows."""
+    dialect = listing.dialect
     if dialect.can_manage_models:
         return []
     out = [
@@ -325,11 +328,12 @@ def missing_features(dialect: Dialect) -> list[str]:
         "server's own tools (for LM Studio: the app or `lms load` / `lms get`).",
     ]
     if dialect is Dialect.OPENAI:
-        out += [
-            "Which models are loaded: the OpenAI-compatible list (/v1/models) does not say.",
-            "Model details (publisher, architecture, size, quantization, context, "
-            "capabilities): /v1/models lists only ids.",
-        ]
+        if not all(m.load_state_known for m in listing.models):
+            out.append("Which models are loaded: the OpenAI-compatible list (/v1/models) does "
+                       "not say.")
+        if not all(m.quantization and m.max_context for m in listing.models):
+            out.append("Model details (publisher, architecture, size, quantization, context, "
+                       "capabilities): /v1/models lists only ids.")
     else:
         out.append("Live load settings of each instance: LM Studio 0.3 reports only the "
                    "loaded context length.")

@@ -24,6 +24,7 @@ from ..errors import (
     ServerError,
     ServerUnreachable,
 )
+from ..launch.demo_model import describe_models
 from ..types import (
     ChatMessage,
     Dialect,
@@ -205,7 +206,7 @@ class LMStudioClient:
         """
         listing = list_models(self._get_json, base_url=self.base_url, known=self.dialect)
         self.dialect = listing.dialect
-        return listing
+        return describe_models(listing)  # the bundled demo engine: what ATOM knows of it
 
     def status(self) -> ServerStatus:
         """Reachability, dialect and model counts, for a status line. Never raises AtomError."""

@@ -71,7 +71,7 @@ def _any_models(known: Sequence[ui.ServerChoice]) -> bool:
         return True
     first = statuses[0]
     if first.error is not None:
-        st.error(safe_markdown(first.sentence), icon=":material/cloud_off:")
+        ui.show_error(first.error)  # the demo engine still building says so, with its progress
     else:
         st.info("The server has no language models yet. Download one in LM Studio (or on the "
                 "Models page), then come back to race.", icon=":material/download:")
@@ -93,7 +93,8 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     status = ui.status_for(url)
     listing = status.models
     if listing is None:
-        st.error(safe_markdown(status.sentence), icon=":material/cloud_off:")
+        if status.error is not None:
+            ui.show_error(status.error)
         return None
     llms = listing.llms
     if not llms:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import streamlit as st
 
 from atom_core.config import host_allowed, normalize_base_url, settings_from_env
-from atom_core.errors import AtomError
+from atom_core.errors import AtomError, DemoEngineNotReady
 from atom_core.history import HistoryStore, open_store
 from atom_core.launch import demo
 from atom_core.render import plain_label, safe_markdown
@@ -82,9 +82,7 @@ def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
     hit = cache.get(url)
     if not refresh and hit is not None and time.monotonic() - hit[0] < STATUS_MAX_AGE_S:
         return hit[1]
-    status = client_for(url).status()
-    if status.models is not None and demo.is_demo_server(url):
-        status = replace(status, models=demo.describe_models(status.models))
+    status = demo.explain_status(client_for(url).status())
     cache[url] = (time.monotonic(), status)
     return status
 
@@ -192,6 +190,9 @@ def require_app_shell(page: str) -> None:
 
 
 def show_error(error: AtomError) -> None:
+    if isinstance(error, DemoEngineNotReady):  # not a failure: `make run` is still building it
+        st.info(safe_markdown(error.sentence), icon=":material/construction:")
+        return
     st.error(safe_markdown(error.sentence), icon=":material/error:")
 
 

@@ -83,6 +83,22 @@ def test_the_command_line_chats_and_records(demo_engine: demo.DemoEngine) -> Non
     assert run["source"] == "cli" and run["model"] == MODEL_B and run["ok"]
 
 
+def test_the_command_line_lists_the_demo_model_as_the_app_does(
+    demo_engine: demo.DemoEngine,
+) -> None:
+    """`atom models` on the demo engine, with no ATOM_DEMO_ENGINE set (a user who pointed the CLI
+    at its URL): loaded, 270M, Q4_K_M, 0.25 GB, 32768, as Models and the Arena say (it printed
+    "?" and blanks while the app showed the facts, and the Arena rounded the size to 0.3 GB)."""
+    from atom_core.metrics import format_size
+
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["--server", demo_engine.urls[0], "models"], out=out, err=err) == 0
+    (row,) = [line for line in out.getvalue().splitlines() if MODEL_A in line]
+    assert row.split() == ["●", MODEL_A, "llm", "270M", "Q4_K_M", "0.25", "GB", "32768"], row
+    assert "may show only loaded" not in out.getvalue()
+    assert format_size(253_113_024) == "0.25 GB"
+
+
 def test_a_two_slot_arena_race_completes_on_both_engines(
     client_a: LMStudioClient, client_b: LMStudioClient
 ) -> None:

@@ -157,11 +157,33 @@ def test_lms_command_quotes_and_includes_only_what_is_set() -> None:
 
 
 def test_missing_features_per_dialect() -> None:
-    assert ma.missing_features(Dialect.LMSTUDIO_04) == []
-    v03 = ma.missing_features(Dialect.LMSTUDIO_03)
+    def of(dialect: Dialect, *models: ModelInfo) -> list[str]:
+        unknown = ModelInfo(key="m", load_state_known=False)
+        return ma.missing_features(ModelList(models=models or (unknown,),
+                                             dialect=dialect, route="/"))
+
+    assert of(Dialect.LMSTUDIO_04) == []
+    v03 = of(Dialect.LMSTUDIO_03)
     assert any("Load, unload and download" in s for s in v03)
-    openai = ma.missing_features(Dialect.OPENAI)
+    openai = of(Dialect.OPENAI)
     assert len(openai) == 3 and any("loaded" in s for s in openai)
+
+
+def test_the_demo_engine_is_not_said_to_hide_what_atom_knows_of_it() -> None:
+    """Models said "/v1/models does not say which are loaded" above a table showing the demo
+    model loaded, with its size and context (issue 18)."""
+    from atom_core.launch.demo_model import describe_models
+
+    bare = ModelList(models=(ModelInfo(key="gemma-3-270m-a"),), dialect=Dialect.OPENAI,
+                     route="/v1/models", loaded_only=True)
+    described = describe_models(bare)
+    (said,) = ma.missing_features(described)
+    assert said.startswith("Load, unload and download")
+    (m,) = described.models
+    assert m.is_loaded and m.load_state_known and m.quantization == "Q4_K_M"
+    assert m.size_bytes == 253_113_024 and m.max_context == 32768
+    other = ModelList(models=(ModelInfo(key="llama-3"),), dialect=Dialect.OPENAI, route="/v1")
+    assert describe_models(other) is other  # another server's ids: nothing assumed
 
 
 # -- auto-unload ---------------------------------------------------------------------------------
