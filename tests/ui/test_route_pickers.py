@@ -86,6 +86,24 @@ def test_a_route_the_server_lacks_is_a_sentence_then_marked(
     assert texts(app.chat_message[3].markdown) == ["one two three"]
 
 
+def test_a_failed_native_reply_shows_its_sentence_and_no_figures(
+    app: AppTest, double: DoubleServer, isolated_env: Path
+) -> None:
+    """LM Studio 0.3 has no /api/v1/chat: the reply is that sentence, under no '0 tokens ·
+    9 ms total' caption, and the run is a failed one without figures."""
+    double.set_config({"models": [MODEL], "dialect": "lmstudio-0.3"})
+    app = new_app().run()
+    app.selectbox(key="route-new").set_value("native").run()
+    app.chat_input[0].set_value("Hi").run()
+    assert not app.exception
+    (error,) = texts(app.chat_message[1].error)
+    assert "does not offer POST /api/v1/chat" in error
+    captions = texts(app.chat_message[1].caption)
+    assert captions and not any("token" in c or "total" in c for c in captions), captions
+    (run,) = open_store(isolated_env).runs()
+    assert run["ok"] is False and run["e2e_s"] is None and run["output_tokens"] is None
+
+
 # -- Arena: a route per slot ----------------------------------------------------------------------
 
 
