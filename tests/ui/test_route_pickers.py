@@ -179,6 +179,29 @@ def test_reasoning_is_offered_where_the_model_lists_it_and_sent(
     assert len(app.chat_message[3].expander) == 0
 
 
+def test_reasoning_is_offered_before_the_first_message_and_sent_with_it(
+    double: DoubleServer, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    """On the native route the Reasoning select is there on the first visit, before any chat
+    exists, and what is picked there goes with the first message and stays with the chat."""
+    double.set_config({"models": [THINKER]})
+    double.reset()
+    monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+    app = new_app().run()
+    assert not [s for s in app.selectbox if s.key == "route-reason-new"]  # completions: none
+    app.selectbox(key="route-new").set_value("native").run()
+    reasoning = app.selectbox(key="route-reason-new")
+    assert reasoning.options == ["default", "off", "on"] and reasoning.value == "default"
+    reasoning.set_value("off").run()
+    app.chat_input[0].set_value("No thinking").run()
+    assert not app.exception
+    (body,) = [r["body"] for r in double.log() if r["path"] == "/api/v1/chat"]
+    assert body["reasoning"] == "off"
+    (conv,) = open_store(isolated_env).list_conversations()
+    assert conversation_route(open_store(isolated_env), conv.id).reasoning == "off"
+    assert app.selectbox(key=f"route-reason-{conv.id}").value == "off"
+
+
 EFFORT = {**THINKER, "key": "r/effort",
           "capabilities": {"vision": False, "trained_for_tool_use": False,
                            "reasoning": {"allowed_options": ["off", "low", "medium", "high"],
