@@ -11,16 +11,49 @@ from typing import TYPE_CHECKING, Any
 from .errors import AtomError, BadRequest
 from .measure.runner import FanOut, Slot
 from .metrics import GenerationMetrics
-from .runs import reply_state, run_record
+from .runs import RunRecord, reply_state
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
     from .history import HistoryStore, Message
     from .server.client import LMStudioClient
-    from .server.streaming import SSEStream
+    from .server.streaming import ReplyBuffer, SSEStream
 
 TITLE_CHARS = 48
+
+# A run that measured nothing: its figures stay empty (None), not 0 tokens in 9 ms.
+_NOT_MEASURED = dict.fromkeys(
+    ("ttft_s", "decode_tps", "e2e_s", "itl_p50_s", "itl_p95_s", "output_tokens", "prompt_tokens",
+     "reasoning_tokens", "tokens_source", "finish_reason", "first_answer_s", "thinking_s",
+     "pool_wait_s", "cpu_percent_mean", "cpu_percent_peak", "ram_used_mb_peak", "gpu_util_mean",
+     "gpu_util_peak", "vram_used_mb_peak", "hw_samples"))
+
+
+def reply_text(text: str) -> str:
+    """A reply as it is stored and printed: from its first non-space character. Models start
+    with the space their first token carries (" Rome, ..."); that token still counts in the
+    measurements, which come from the stream, not from this text."""
+    return text.lstrip()
+
+
+def measured(reply: ReplyBuffer, error: AtomError | None) -> bool:
+    """Whether a reply measured a generation. One that failed before its first token did not
+    (say a route the server lacks): its few milliseconds are the error's round trip, so it
+    shows its error sentence without figures and its run is kept without any."""
+    return error is None or bool(reply.token_times_ns)
+
+
+def reply_run(*, reply: ReplyBuffer, error: AtomError | None, cancelled: bool = False,
+              source: str, server: str, model: str, **fields: Any) -> dict[str, Any]:
+    """The runs-table row of one reply: measured, or (failed before any token) a failed run
+    with its error and no figures, so that Stats counts the failure and measures nothing."""
+    record = RunRecord.measured(source=source, server=server, model=model,
+                                metrics=reply.metrics(), error=error, cancelled=cancelled,
+                                **fields, **server_stat_fields(reply.server_stats))
+    if not measured(reply, error):
+        record = record.replace(**_NOT_MEASURED)
+    return record.to_record()
 
 
 def auto_title(first_prompt: str) -> str:
@@ -248,8 +281,8 @@ class ChatTurn:
             self.store.update_message(
                 self.conversation_id,
                 self.message_id,
-                content=reply.content,
-                reasoning=reply.reasoning,
+                content=reply_text(reply.content),
+                reasoning=reply_text(reply.reasoning),
             )
             self._saved_len = len(reply.content) + len(reply.reasoning)
             self._last_save_ns = now
@@ -269,26 +302,26 @@ class ChatTurn:
             self._run.cancel()
         slot = self.slot
         reply = slot.reply
-        metrics = reply.metrics()
         state = reply_state(slot.error, slot.cancelled)
+        shows_figures = bool(reply.t_request_ns) and measured(reply, slot.error)
         message = self.store.update_message(
             self.conversation_id,
             self.message_id,
-            content=reply.content,
-            reasoning=reply.reasoning,
-            metrics=metrics.to_dict() if reply.t_request_ns else None,
+            content=reply_text(reply.content),
+            reasoning=reply_text(reply.reasoning),
+            metrics=reply.metrics().to_dict() if shows_figures else None,
             state=state,
             error=slot.error.sentence if slot.error else "",
         )
         if reply.t_request_ns:  # a request went out: it counts as a run, failed or not
             self.store.add_run(
-                run_record(
+                reply_run(
+                    reply=reply,
+                    error=slot.error,
+                    cancelled=slot.cancelled,
                     source=self._source,
                     server=self.client.base_url,
                     model=self.model,
-                    metrics=metrics,
-                    error=slot.error,
-                    cancelled=slot.cancelled,
                     conversation_id=self.conversation_id,
                     message_id=self.message_id,
                     route=self.route,
@@ -296,7 +329,6 @@ class ChatTurn:
                     previous_response_id=self.previous_response_id,
                     request_bytes=self.request_bytes,
                     reasoning_setting=self.reasoning if self.route in STATEFUL_ROUTES else None,
-                    **server_stat_fields(reply.server_stats),
                 )
             )
         if self.route in STATEFUL_ROUTES and reply.response_id and state == "complete":

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 from . import images
 from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
+from .chat import measured, reply_run, reply_text
 from .config import normalize_base_url, settings_from_env
 from .errors import AtomError
 from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
 from .metrics import format_seconds, format_size
-from .runs import run_record
 from .server.client import LMStudioClient
-from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
+from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
-from .settings.store import open_settings, server_token
+from .settings.store import initial_server_url, open_settings, server_token
 from .types import ChatMessage, ModelInfo, SamplingOptions
 
 if TYPE_CHECKING:
@@ -39,8 +39,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     parser = _parser()
     args = parser.parse_args(argv)
     settings = settings_from_env()
-    server = normalize_base_url(args.server or settings.server_url)
-    token = server_token(open_settings(settings.data_dir), settings, server)
+    saved = open_settings(settings.data_dir)
+    # The app's rule: --server, else ATOM_SERVER_URL, else the default server saved in Settings,
+    # else localhost:1234; with that server's own token.
+    server = normalize_base_url(args.server or initial_server_url(settings, saved.load()))
+    token = server_token(saved, settings, server)
     limits = settings.limits
     if getattr(args, "stall_timeout", None):
         limits = dataclasses.replace(limits, stall_timeout_s=args.stall_timeout)
@@ -59,8 +62,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
                     # the judge's own server, with the token saved for THAT server only
                     judge_url = normalize_base_url(args.judge_server)
                     if judge_url != server:
-                        judge_token = server_token(open_settings(settings.data_dir), settings,
-                                                   judge_url)
+                        judge_token = server_token(saved, settings, judge_url)
                         judge_client = clients.enter_context(
                             LMStudioClient(judge_url, token=judge_token, limits=limits))
                 with hardware.in_flight():  # sample the machine for the whole bench
@@ -78,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         description="ATOM from the command line. Reads ATOM_SERVER_URL, ATOM_API_TOKEN "
         "(or LM_API_TOKEN) and ATOM_DATA_DIR, like the app.",
     )
-    p.add_argument("--server", help="server URL (default: $ATOM_SERVER_URL or localhost:1234)")
+    p.add_argument("--server", help="server URL (default: $ATOM_SERVER_URL, else the default "
+                   "server saved in the app's Settings, else localhost:1234)")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("models", help="list the server's models")
@@ -210,46 +213,53 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         previous_response_id=args.previous, reasoning=args.reasoning,
     )
     in_reasoning = False
+    shown = {"reasoning": "", "content": ""}  # what was printed: from the first non-space
     try:
         with stream:
             for event in stream:
                 reply.add(event)
-                if args.json:
+                if args.json or event.kind not in shown:
                     continue
+                text = event.text if shown[event.kind] else reply_text(event.text)
+                if not text:
+                    continue
+                shown[event.kind] += text
                 if event.kind == "reasoning":
                     if not in_reasoning:
                         err.write("[reasoning] ")
                         in_reasoning = True
-                    err.write(event.text)
+                    err.write(text)
                     err.flush()
-                elif event.kind == "content":
+                else:
                     if in_reasoning:
                         err.write("\n")
                         in_reasoning = False
-                    out.write(event.text)
+                    out.write(text)
                     out.flush()
     except AtomError as e:
         error = e
     finally:
         reply.timed_by(stream)
-    metrics = reply.metrics()
+    figures = reply.metrics().to_dict() if measured(reply, error) else None
     if not args.no_record and reply.t_request_ns:
         from .history import open_store  # only when recording: keeps `models` free of I/O
 
         store = open_store()
         hardware.start_session(store)
-        store.add_run(run_record(
-            source="cli", server=client.base_url, model=args.model, metrics=metrics,
-            error=error, route=args.route, response_id=reply.response_id,
-            previous_response_id=args.previous, **server_stat_fields(reply.server_stats)))
+        store.add_run(reply_run(
+            reply=reply, error=error, source="cli", server=client.base_url, model=args.model,
+            route=args.route, response_id=reply.response_id,
+            previous_response_id=args.previous))
     if args.json:
-        doc = {"model": args.model, "route": args.route, "content": reply.content,
-               "reasoning": reply.reasoning, "response_id": reply.response_id,
-               "error": error.sentence if error else None, "metrics": metrics.to_dict()}
+        doc = {"model": args.model, "route": args.route, "content": reply_text(reply.content),
+               "reasoning": reply_text(reply.reasoning), "response_id": reply.response_id,
+               "error": error.sentence if error else None, "metrics": figures}
         print(json.dumps(doc, indent=2), file=out)
     else:
-        out.write("\n")
-        print(_metrics_block(metrics.to_dict()), file=err)
+        if shown["content"]:
+            out.write("\n")
+        if figures is not None:
+            print(_metrics_block(figures), file=err)
         if reply.response_id:
             print(f"response id: {reply.response_id}", file=err)
         if error:
@@ -422,8 +432,10 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
     answer = (f" · first answer p50 {_fmt(s.first_answer_p50_s)}"
               if s.thinking_p50_s is not None else "")
     active = f"{s.active_s:.1f}" if s.active_s is not None else f"{wall:.1f}"
+    empty = (f" ({s.empty} {'reply' if s.empty == 1 else 'replies'} without a single token)"
+             if s.empty else "")
     print(
-        f"-- {s.model}: {s.ok}/{s.requests} ok · TTFT p50 {_fmt(s.ttft_p50_s)} "
+        f"-- {s.model}: {s.ok}/{s.requests} ok{empty} · TTFT p50 {_fmt(s.ttft_p50_s)} "
         f"p90 {_fmt(s.ttft_p90_s)}{answer} · {tps} tok/s per request · {agg} tok/s aggregate "
         f"over its {active} s (concurrency {level})",
         file=out,

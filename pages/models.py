@@ -91,6 +91,9 @@ def unload(url: str, instance_ids: list[str]) -> None:
             continue
         settings.note_unloaded(url, instance_id)
         done.append(instance_id)
+        last = st.session_state.get("last-load")
+        if last and last[0] == url and last[3].instance_id == instance_id:
+            del st.session_state["last-load"]  # its "Loaded … in 0.30 s" box goes with it
     if done:
         notice("Unloaded " + ", ".join(f"“{i}”" for i in done) + ".")
         refresh(url)
@@ -144,6 +147,7 @@ def load_panel(url: str, listing: ModelList) -> None:
         else:
             settings.note_loaded(url, result.instance_id)
             st.session_state["last-load"] = (url, key, config, result)
+            st.session_state.pop("last-load-listed", None)
             refresh(url)
     last_load(url, listing)
     lms_command(key, ctx)
@@ -154,6 +158,11 @@ def last_load(url: str, listing: ModelList) -> None:
     if not last or last[0] != url:
         return
     _, key, config, result = last
+    if any(i.id == result.instance_id for m in listing.models for i in m.loaded_instances):
+        st.session_state["last-load-listed"] = True
+    elif st.session_state.pop("last-load-listed", False):  # unloaded since (by TTL, elsewhere)
+        del st.session_state["last-load"]
+        return
     st.success(safe_markdown(ma.load_summary(key, result)), icon=":material/check_circle:")
     if result.rejected_keys:
         refused = plain_label(", ".join(result.rejected_keys))

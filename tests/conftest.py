@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
                 "ATOM_DEMO_VENV"):
         monkeypatch.delenv(var, raising=False)
     yield data
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The common umask, under which a plain mkdir makes a folder 0755 (ATOM's are 0700)."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ holds across processes. The history store and the settings store both write thro
   new one, never half of one. A crash between the temp file and the rename leaves the temp file:
   `remove_temp_files` clears those at start-up.
 - `private_dir`: makes a folder and every missing parent mode 0700 (``mkdir(parents=True)``
-  gives the parents the umask's 0755).
+  gives the parents the umask's 0755), and tightens a folder an older ATOM made wider. Every
+  folder ATOM makes goes through it.
 - `process_lock`: an exclusive ``fcntl.flock`` on a lock file for the duration of a block, so
   the app, the command line and a second app process take turns. Closing the descriptor
   releases it, also when the process dies.
@@ -18,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,9 +60,22 @@ def fsync_dir(folder: Path) -> None:
 
 
 def private_dir(folder: Path) -> None:
-    """Creates `folder` and any missing parent with mode 0700 (the umask cannot widen it)."""
-    if folder.is_dir():
-        return
+    """Creates `folder` and any missing parent with mode 0700 (the umask cannot widen it). The
+    one way ATOM makes a folder (a test holds every mkdir in atom_core to it).
+
+    An existing `folder` that is wider (an older ATOM made images/ with the umask's 0755) is
+    tightened to 0700, when it is the current user's and not a shared sticky folder like /tmp.
+    Parents that already exist are left as they are: they are not ATOM's."""
+    try:
+        st = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_mode & 0o077 and not st.st_mode & stat.S_ISVTX
+                    and hasattr(os, "getuid") and st.st_uid == os.getuid()):
+                os.chmod(folder, 0o700)
+            return
     missing = []
     current = folder
     while not current.is_dir():

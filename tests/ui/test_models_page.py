@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
@@ -111,6 +112,35 @@ def test_load_shows_what_the_server_applied_and_marks_it_loaded(mock: respx.Mock
     assert f"{GEMMA}:2: ctx 150000" in live
     assert any(f"**{GEMMA}:2**" in m and "loaded by ATOM" in m for m in texts(at.markdown))
     assert open_settings_for(at).loaded_by_atom(BASE) == {f"{GEMMA}:2"}
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_the_load_box_goes_once_that_instance_is_unloaded(mock: respx.MockRouter,
+                                                         where: str) -> None:
+    """Unloaded with its button here, or elsewhere (its TTL, `lms unload`): the next listing
+    without it takes the "Loaded model … in 2.50 s" box and its table away."""
+    server = Server()
+    mock.get("/api/v1/models").mock(side_effect=server.list)
+    mock.post("/api/v1/models/load").mock(side_effect=server.load)
+    mock.post("/api/v1/models/unload").mock(side_effect=server.unload)
+    at = models_page(mock, listing=None)
+    at.selectbox(key="load-model").set_value(GEMMA).run()
+    button(at, "Load").click().run()
+    loaded = f"Loaded model {GEMMA} as instance “{GEMMA}:2” in 2.50 s."
+    assert loaded in texts(at.success) and len(at.table) == 1
+    if where == "here":
+        at.button(key=f"unload-{GEMMA}").click().run()  # another instance: the box stays
+        assert loaded in texts(at.success)
+        at.button(key=f"unload-{GEMMA}:2").click().run()
+    else:
+        gemma = server.model(GEMMA)
+        gemma["loaded_instances"] = [i for i in gemma["loaded_instances"]
+                                     if i["id"] != f"{GEMMA}:2"]
+        at.button(key=f"unload-{GEMMA}").click().run()  # the page lists afresh
+    assert not at.exception
+    assert not any("Loaded model" in s for s in texts(at.success)) and len(at.table) == 0
+    at.run()  # and it does not come back
+    assert not any("Loaded model" in s for s in texts(at.success))
 
 
 def open_settings_for(at: AppTest) -> Any:

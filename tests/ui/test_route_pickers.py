@@ -86,6 +86,24 @@ def test_a_route_the_server_lacks_is_a_sentence_then_marked(
     assert texts(app.chat_message[3].markdown) == ["one two three"]
 
 
+def test_a_failed_native_reply_shows_its_sentence_and_no_figures(
+    app: AppTest, double: DoubleServer, isolated_env: Path
+) -> None:
+    """LM Studio 0.3 has no /api/v1/chat: the reply is that sentence, under no '0 tokens ·
+    9 ms total' caption, and the run is a failed one without figures."""
+    double.set_config({"models": [MODEL], "dialect": "lmstudio-0.3"})
+    app = new_app().run()
+    app.selectbox(key="route-new").set_value("native").run()
+    app.chat_input[0].set_value("Hi").run()
+    assert not app.exception
+    (error,) = texts(app.chat_message[1].error)
+    assert "does not offer POST /api/v1/chat" in error
+    captions = texts(app.chat_message[1].caption)
+    assert captions and not any("token" in c or "total" in c for c in captions), captions
+    (run,) = open_store(isolated_env).runs()
+    assert run["ok"] is False and run["e2e_s"] is None and run["output_tokens"] is None
+
+
 # -- Arena: a route per slot ----------------------------------------------------------------------
 
 
@@ -159,6 +177,29 @@ def test_reasoning_is_offered_where_the_model_lists_it_and_sent(
     assert conversation_route(open_store(isolated_env), conv.id).reasoning == "off"
     # The second reply came without reasoning: nothing folded above it.
     assert len(app.chat_message[3].expander) == 0
+
+
+def test_reasoning_is_offered_before_the_first_message_and_sent_with_it(
+    double: DoubleServer, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    """On the native route the Reasoning select is there on the first visit, before any chat
+    exists, and what is picked there goes with the first message and stays with the chat."""
+    double.set_config({"models": [THINKER]})
+    double.reset()
+    monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+    app = new_app().run()
+    assert not [s for s in app.selectbox if s.key == "route-reason-new"]  # completions: none
+    app.selectbox(key="route-new").set_value("native").run()
+    reasoning = app.selectbox(key="route-reason-new")
+    assert reasoning.options == ["default", "off", "on"] and reasoning.value == "default"
+    reasoning.set_value("off").run()
+    app.chat_input[0].set_value("No thinking").run()
+    assert not app.exception
+    (body,) = [r["body"] for r in double.log() if r["path"] == "/api/v1/chat"]
+    assert body["reasoning"] == "off"
+    (conv,) = open_store(isolated_env).list_conversations()
+    assert conversation_route(open_store(isolated_env), conv.id).reasoning == "off"
+    assert app.selectbox(key=f"route-reason-{conv.id}").value == "off"
 
 
 EFFORT = {**THINKER, "key": "r/effort",

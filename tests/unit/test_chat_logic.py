@@ -8,12 +8,13 @@ from pathlib import Path
 import httpx
 import respx
 
-from atom_core.chat import ChatTurn, auto_title, history_for_request
-from atom_core.history import export, open_store
+from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
+from atom_core.history import HistoryStore, Message, export, open_store
 from atom_core.metrics import compute_metrics
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
-from tests.fixtures.sse import SSE_HEADERS, sse_body
+from tests.fixtures.payloads import UNEXPECTED
+from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 
 BASE = "http://lms.test:1234"
 
@@ -77,6 +78,56 @@ def test_a_turn_against_a_dead_server_ends_in_error_state(isolated_env: Path) ->
     assert message is not None and message.state == "error"
     assert "Can't reach a model server" in message.error
     assert store.runs()[0]["ok"] is False
+
+
+def run_turn(store: HistoryStore, conv_id: str, client: LMStudioClient,
+             route: str = "completions") -> Message | None:
+    turn = ChatTurn(store=store, client=client, conversation_id=conv_id, model="m",
+                    history=[ChatMessage("user", "hi")], route=route).start()
+    while not turn.done:
+        turn.poll(0.05)
+    return turn.finish()
+
+
+def test_a_reply_that_fails_before_its_first_token_measures_nothing(isolated_env: Path) -> None:
+    """LM Studio 0.3 (or the test double) answers POST /api/v1/chat with 200 and an error body:
+    the reply is its one sentence, with no '0 tokens · 9 ms total' caption, and its run is a
+    failed one with no figures (Stats counts the failure, measures nothing)."""
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t")
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/api/v1/chat").respond(200, json=UNEXPECTED)
+        message = run_turn(store, conv.id, client, route="native")
+    assert message is not None and message.state == "error"
+    assert "does not offer POST /api/v1/chat" in message.error
+    assert message.metrics is None and metrics_line(message.metrics) == ""
+    (run,) = store.runs()
+    assert run["ok"] is False and run["state"] == "error" and run["route"] == "native"
+    assert "does not offer" in run["error"]
+    assert [run[k] for k in ("e2e_s", "output_tokens", "ttft_s", "tokens_source")] == [None] * 4
+    # A reply that fails after some tokens did measure them: it keeps its figures.
+    body = "".join([chunk("", role=True), chunk("Hel"), chunk("lo"),
+                    'data: {"error": {"message": "x"}}\n\n'])
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS, content=body)
+        message = run_turn(store, conv.id, client)
+    assert message is not None and message.state == "error" and message.content == "Hello"
+    assert message.metrics is not None and message.metrics["output_tokens"] == 2
+    assert store.runs()[-1]["output_tokens"] == 2
+
+
+def test_a_reply_is_kept_from_its_first_non_space_character(isolated_env: Path) -> None:
+    """Models start with the space of their first token; the stored reply does not, and the
+    figures still count that token."""
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t")
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/v1/chat/completions").respond(
+            200, headers=SSE_HEADERS, content=sse_body(" Rome", ", the capital."))
+        message = run_turn(store, conv.id, client)
+    assert message is not None and message.content == "Rome, the capital."
+    assert message.metrics is not None and message.metrics["output_tokens"] == 2
+    assert store.runs()[0]["output_tokens"] == 2
 
 
 def test_exports(isolated_env: Path) -> None:
