@@ -6,6 +6,8 @@ connection state, model picker) and hands over to the page chosen in the navigat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from atom_core.launch import allocator, demo
@@ -15,7 +17,9 @@ from pages.parts import ui
 
 allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
 ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
-st.set_page_config(page_title="ATOM", page_icon=":material/bolt:", layout="wide")
+# The favicon ships with ATOM: a ":material/..." page icon is fetched from a font CDN.
+FAVICON = Path(__file__).parent / "atom_core" / "assets" / "favicon.svg"
+st.set_page_config(page_title="ATOM", page_icon=str(FAVICON), layout="wide")
 
 CHAT = st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat")
 

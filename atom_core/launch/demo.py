@@ -578,7 +578,24 @@ def start_demo(paths: DemoPaths | None = None, say: Say = print,
     for e in demo.engines:
         say(f"  {e.alias} answers at {e.url}")
     say(f"Demo engine ready in {demo.started_in_s:.1f} s (logs in {_short(paths.logs)}).")
+    say(f"Command line: {cli_hint(demo.urls[0])}")
     return demo
+
+
+def cli_hint(url: str) -> str:
+    """The command that points ATOM's command line at a demo engine (its ports are random)."""
+    return f".venv/bin/python -m atom_core --server {url} models"
+
+
+def running_engines(status: Path) -> list[str]:
+    """The URLs of the engines a running `make run` started, from its status file ([] when none
+    is running: the file is removed when `make run` stops)."""
+    try:
+        doc = json.loads(status.read_text())
+    except (OSError, ValueError):
+        return []
+    urls = doc.get("urls") if doc.get("state") == "ready" else None
+    return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
 
 
 class DemoStarter:
@@ -628,8 +645,10 @@ class DemoStarter:
     def write(self, state: str, message: str = "") -> None:
         private_dir(self.status.parent)
         tmp = self.status.with_suffix(".tmp")
+        urls = self.engine.urls if self.engine is not None else []
         tmp.write_text(json.dumps({"state": state, "message": message, "ts": time.time(),
-                                   "build_log": str(self.paths.logs / "build.log")}))
+                                   "build_log": str(self.paths.logs / "build.log"),
+                                   "urls": urls}))
         os.replace(tmp, self.status)
 
     def stop(self) -> None:
@@ -764,6 +783,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"engine: {'installed' if engine_installed(paths) else 'not installed'} "
              f"({paths.venv})\nmodel: {'ready' if model_ready(paths) else 'missing'} "
              f"({paths.model})\nwheels: {paths.wheels}")
+        if urls := running_engines(paths.cache / STATUS_FILE):
+            for alias, url in zip(MODEL_ALIASES, urls, strict=False):
+                _say(f"running: {alias} at {url} (started by `make run`)")
+            _say(f"command line: {cli_hint(urls[0])}")
         return 0
     except DemoEngineError as e:
         print(f"error: {e}", file=sys.stderr)

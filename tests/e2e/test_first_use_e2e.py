@@ -77,3 +77,24 @@ def test_a_first_visit_never_shows_the_page_parts_as_pages(
     parts = {"ui", "app", "arena board", "arena judge", "chat route", "stats sweep"}
     assert not {s.lower() for s in seen} & parts, sorted(seen)
     assert page.locator("[data-testid=stSidebarNav]").count() == 0
+
+
+def test_the_app_fetches_nothing_from_any_other_host(app: App, page: Any) -> None:
+    """Offline is the normal case for a local dashboard, and a request to a third party tells
+    it who is using ATOM: the favicon (a ":material/bolt:" page icon is fetched from
+    fonts.gstatic.com), fonts and scripts all come from ATOM's own server, on every page."""
+    from urllib.parse import urlsplit
+
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+    for title in ("Chat", "Arena", "Stats", "Models", "Settings"):
+        go(page, app, title)
+    page.wait_for_timeout(500)  # the favicon is asked for after the page settles
+    own = urlsplit(app.url).netloc
+    foreign = sorted({u for u in seen if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+                      and urlsplit(u).netloc != own})
+    assert not foreign, foreign
+    icons = page.evaluate("() => Array.from(document.querySelectorAll(\"link[rel~='icon']\"))"
+                          ".map(l => l.href)")
+    assert icons and all(i.startswith("data:image/svg+xml") or urlsplit(i).netloc == own
+                         for i in icons), icons  # shipped with ATOM, inline

@@ -443,3 +443,35 @@ def test_no_test_sees_the_users_home(tmp_path: Path) -> None:
                   p.cache, p.wheels, p.model):
         assert where.is_relative_to(tmp_path), where
     assert settings.demo_status is None
+
+
+def test_status_names_the_engines_a_running_make_run_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make run` picks random ports: `demo status` says where its engines are and how to point
+    the command line at them, read from the launcher's status file."""
+    started: list[demo.EngineProcess] = []
+
+    def start(paths: object = None, say: object = None, ports: object = None,
+              cancel: object = None) -> demo.DemoEngine:
+        started.append(real_child(tmp_path))
+        return demo.DemoEngine(engines=started)
+
+    monkeypatch.setattr(demo, "start_demo", start)
+    p = demo.demo_paths()  # under tmp_path: the isolated home
+    status = p.cache / demo.STATUS_FILE
+    starter = demo.DemoStarter(p, [9], status, say=lambda _: None)
+    starter.start()
+    try:
+        wait_for_state(status, "ready")
+        assert demo.running_engines(status) == ["http://127.0.0.1:9"]
+        assert demo.main(["status"]) == 0
+        out = capsys.readouterr().out
+        assert "running: gemma-3-270m-a at http://127.0.0.1:9 (started by `make run`)" in out
+        assert "command line: .venv/bin/python -m atom_core --server http://127.0.0.1:9 models" \
+            in out
+    finally:
+        starter.stop()
+    assert demo.running_engines(status) == []
+    assert demo.main(["status"]) == 0
+    assert "running:" not in capsys.readouterr().out
