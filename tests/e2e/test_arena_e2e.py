@@ -169,7 +169,7 @@ def test_blind_vote_reveals_moves_the_leaderboard_and_exports(
     assert "Decode tok/s" not in before_vote and "TTFT" not in before_vote
     assert not any("tok/s" in t for t in columns_text(page))
     page.get_by_role("button", name="Response 2").click()
-    page.wait_for_selector("text=Your vote")
+    page.wait_for_selector("text=Your vote:")  # not "…after your vote"
     settle(page)
     assert "Decode tok/s" in page.inner_text("#stMain")  # revealed with the names
     revealed = subtitles(page)[1]
@@ -185,7 +185,7 @@ def test_blind_vote_reveals_moves_the_leaderboard_and_exports(
     page.screenshot(path=str(OUTPUT / "arena-leaderboard.png"))
 
     page.locator("[data-testid=stButtonGroup] button", has_text="Race").click()
-    page.wait_for_selector("text=Your vote")
+    page.wait_for_selector("text=Your vote:")  # not "…after your vote"
     settle(page)
     page.get_by_role("button", name="Export").click()
     with page.expect_download() as dl:
@@ -270,7 +270,7 @@ def test_a_new_race_shows_nothing_of_the_last_round(app: App, double: Double, pa
     wait_round(page)
     if blind:  # voted: the last round shows its names, speeds and Export, the most to leak
         page.get_by_role("button", name="Response 1").click()
-        page.wait_for_selector("text=Your vote")
+        page.wait_for_selector("text=Your vote:")  # not "…after your vote"
         settle(page)
     before = page.inner_text("#stMain")
     assert all(m in before for m in LAST_ROUND if m != ("Which answer is better?" if blind
@@ -338,7 +338,7 @@ def test_two_browsers_each_see_their_own_vote_and_the_rounds_true_state(
             "Response 1", "Response 2", "Response 3"]
 
         second.get_by_role("button", name="Response 2").click()
-        second.wait_for_selector("text=Your vote")
+        second.wait_for_selector("text=Your vote:")  # not "…after your vote"
         settle(second)
         assert all(s.startswith("Model ") for s in subtitles(second))  # names, for the voter
 
@@ -352,7 +352,7 @@ def test_two_browsers_each_see_their_own_vote_and_the_rounds_true_state(
         save_shot(presenter, "arena-presenter-other-vote.png")
 
         presenter.get_by_role("button", name="Response 1").click()
-        presenter.wait_for_selector("text=Your vote")
+        presenter.wait_for_selector("text=Your vote:")  # not "…after your vote"
         settle(presenter)
         assert "the first, cast in another browser" in presenter.inner_text("#stMain")
         second.wait_for_selector("text=Other browsers:", timeout=15_000)
@@ -360,7 +360,7 @@ def test_two_browsers_each_see_their_own_vote_and_the_rounds_true_state(
 
         # A new round from the presenter reaches the second browser while it races (its
         # replies once it is done).
-        double.set_config(race_config(gap=120, ttft=300))
+        double.set_config(race_config(gap=400, ttft=300))  # ~7 s: a watcher tick lands in it
         ask(presenter, "Second round?")
         second.wait_for_selector("text=Racing in another browser", timeout=15_000)
         assert "Second round?" in second.inner_text("#stMain")
