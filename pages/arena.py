@@ -65,10 +65,12 @@ def live_title(race: ArenaRace, position: int) -> tuple[str, str]:
 
 
 def blind_line(slot: Slot) -> str:
-    """A blind column's live caption: no token count or speed, which would give it away."""
+    """A blind column's live caption: no token count or speed, which would give it away, and
+    "writing…" only once the answer itself has begun (thinking would single out the model
+    that reasons)."""
     if slot.error is not None:
         return "failed"
-    return "done" if slot.done else "writing…" if slot.reply.token_times_ns else "waiting…"
+    return "done" if slot.done else "writing…" if slot.reply.content else "waiting…"
 
 
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
@@ -118,7 +120,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
                 if reply.content:
                     bodies[position].markdown(safe_markdown(reply.content)
                                               + ("" if slot.done else " ▌"))
-                elif reply.reasoning:
+                elif reply.reasoning and not race.blind:  # blind: no model is seen thinking
                     bodies[position].caption(f"Thinking… ({len(reply.reasoning.split())} words)")
             strip.draw()
     finally:
@@ -138,20 +140,32 @@ elif view == "Prompt sets":
     setups, models = arena_setup.slot_setup(presenter)
     arena_sets.prompt_sets(store, setups)
 else:
-    setups, models = arena_setup.slot_setup(presenter)
-    system = arena_setup.system_prompt(presenter)
+    # Three places, in page order: the pickers, where a race streams, where a saved round is
+    # drawn; each run empties the one of the last two it does not use. Streamlit keeps a
+    # container's children when a container is drawn again at its place (until the run ends),
+    # and merges st.empty().container() into one container: so a race drawn where the last
+    # round was showed that round's results grid, replies, Export and Judge controls until it
+    # ended. An element (st.empty) at a container's place drops it. The places are laid out
+    # before the pickers are drawn, so a prompt just sent empties the last round's place first.
+    pickers, live = st.container(), st.empty()
+    sent = bool(st.session_state.get("arena_prompt"))  # Enter pressed: this run races
+    last = st.empty() if sent else st.container()  # a round redrawn in place (a vote) or gone
+    with pickers:
+        setups, models = arena_setup.slot_setup(presenter)
+        system = arena_setup.system_prompt(presenter)
     prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
                            disabled=not setups)
     pictures = chat_images.picker("arena")
-    # One slot for the whole round, so a new race replaces the last one at once (no stale vote
-    # buttons from the previous round under the live columns).
-    with st.empty().container():
-        if prompt and setups:
+    if prompt and setups:
+        with live.container():
             run_race(prompt, system, setups, models, blind, pictures)
-        elif (shown := arena_round.current_round(store)) is not None:
-            arena_round.draw_round(store, shown, presenter)
-        else:
-            st.info("Type a prompt below: every model above answers it at the same moment, "
-                    "side by side, and you see which is faster. Turn on **Blind** to judge the "
-                    "answers without knowing who wrote them, then vote; the votes build the "
-                    "**Leaderboard**.", icon=":material/sports_score:")
+    else:
+        with last.container() if sent else last:  # sent, yet no race: no model to race
+            if (shown := arena_round.current_round(store)) is not None:
+                arena_round.draw_round(store, shown, presenter)
+            else:
+                st.info("Type a prompt below: every model above answers it at the same moment, "
+                        "side by side, and you see which is faster. Turn on **Blind** to judge "
+                        "the answers without knowing who wrote them, then vote; the votes build "
+                        "the **Leaderboard**.", icon=":material/sports_score:")
+            arena_round.watch(store, arena.state_key(shown))

@@ -16,6 +16,7 @@ from .rounds import (
     read_rounds,
     record_vote,
     reveal,
+    state_key,
 )
 from .setup import (
     SLOT_LABELS,
@@ -54,5 +55,6 @@ __all__ = [
     "reveal",
     "start_load",
     "stat_rows",
+    "state_key",
     "vote_signature",
 ]

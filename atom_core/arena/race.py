@@ -23,7 +23,15 @@ from ..types import (
     ChatMessage,
     ModelInfo,
 )
-from .rounds import ROUNDS_TABLE, ArenaRound, SlotResult, SlotState, blind_order, model_facts
+from .rounds import (
+    ROUNDS_TABLE,
+    ArenaRound,
+    SlotResult,
+    SlotState,
+    blind_order,
+    model_facts,
+    racing,
+)
 from .setup import SLOT_LABELS, ClientFor, Prepared, SlotSetup
 
 if TYPE_CHECKING:
@@ -104,6 +112,7 @@ class ArenaRace:
         record = self.snapshot("running").to_record()
         record.pop("id")  # the store assigns it
         self.round_id = self.store.append(ROUNDS_TABLE, record)
+        racing(self.round_id, True)  # other browsers show it as running, not as died
         self._last_save_ns = time.perf_counter_ns()
         self._run = FanOut([self._factory(i) for i in range(len(self.setups))]).start()
         return self
@@ -160,6 +169,13 @@ class ArenaRace:
         if self.finished or self._run is None:
             return self.result
         self.finished = True
+        try:
+            return self._save_final()
+        finally:
+            racing(self.round_id, False)
+
+    def _save_final(self) -> ArenaRound:
+        assert self._run is not None
         if not self._run.all_done:
             self._run.cancel()
         run_ids = []
@@ -179,7 +195,8 @@ class ArenaRace:
                 **hardware.window_fields(reply.t_request_ns, reply.t_end_ns))))
         final = self.snapshot("done", run_ids)
         record = final.to_record()
-        record.pop("id")
-        self.store.update_record(ROUNDS_TABLE, self.round_id, record)
-        self.result = final
-        return final
+        for kept in ("id", "vote", "votes", "revealed"):  # a Reveal from another browser stays
+            record.pop(kept)
+        saved = self.store.update_record(ROUNDS_TABLE, self.round_id, record)
+        self.result = ArenaRound.from_record({**saved, "id": self.round_id})
+        return self.result

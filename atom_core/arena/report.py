@@ -158,6 +158,17 @@ def run_machine_ids(run: PromptSetRunSpec, records: Sequence[Mapping[str, Any]])
 # -- one round ------------------------------------------------------------------------------------
 
 
+class HiddenRound(ValueError):
+    """A report asked of a blind round nobody has voted on or revealed: it would name the
+    models (and their speeds) before the vote."""
+
+
+def _refuse_hidden(rnd: ArenaRound) -> None:
+    if rnd.hidden:
+        raise HiddenRound("This blind round has no vote or reveal yet: its report would name "
+                          "the models. Vote or reveal first.")
+
+
 def _model_rows(rnd: ArenaRound) -> list[list[Any]]:
     rows = []
     for s in rnd.slots:
@@ -186,7 +197,9 @@ def _stats(rnd: ArenaRound, mark: str = "**") -> list[list[str]]:
 
 
 def round_markdown(rnd: ArenaRound, machines: Machines | None = None) -> str:
-    """The round as Markdown; `machines` (the machines table) names the machine it ran on."""
+    """The round as Markdown; `machines` (the machines table) names the machine it ran on.
+    Every round_* report raises HiddenRound for a blind round not yet voted on or revealed."""
+    _refuse_hidden(rnd)
     lines = [f"# ATOM Arena round, {_when(rnd.ts)}", ""]
     if rnd.blind:
         shown = ", ".join(f"Response {p + 1} = Model {rnd.slots[i].label}"
@@ -266,6 +279,7 @@ def _page(title: str, body: str) -> str:
 
 
 def round_html(rnd: ArenaRound, machines: Machines | None = None) -> str:
+    _refuse_hidden(rnd)
     rows = stat_rows(rnd)
     parts = [f"<h1>ATOM Arena round, {_h(_when(rnd.ts))}</h1>",
              f"<p><b>Vote:</b> {_h(rnd.vote_sentence or 'none yet')}"
@@ -307,6 +321,7 @@ ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "
 
 
 def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[str, Any]]:
+    _refuse_hidden(rnd)
     machine = _machine_label(rnd.machine_id, machines or {})
     rows = []
     for s in rnd.slots:
@@ -346,6 +361,7 @@ def round_csv(rnd: ArenaRound, machines: Machines | None = None) -> str:
 def round_json(rnd: ArenaRound, machines: Machines | None = None) -> str:
     """The whole round record, as stored, plus the machine it ran on (`machine`: the card's
     facts and label; None when not recorded)."""
+    _refuse_hidden(rnd)
     found = machine_json(round_machine_ids(rnd), machines or {},
                          (s.server for s in rnd.slots))
     doc = {**rnd.to_record(), "machine": found[0] if found else None}

@@ -1,5 +1,19 @@
 """Arena rounds as stored: `ArenaRound` (one prompt raced by 2-4 slots) in the "arena_rounds"
-table, read leniently (`read_rounds` skips and counts a row it cannot read), votes and reveals."""
+table, read leniently (`read_rounds` skips and counts a row it cannot read), votes and reveals.
+
+Several browsers can show one round (a presenter's screen and a second browser). A round's true
+state is what is stored, and each browser draws it as that browser may see it (`seen_by`):
+- every browser session votes for itself: its vote is kept with its anonymous id (`Vote.voter`),
+  a later vote from the same session replaces its earlier one, and only that session sees the
+  vote as its own;
+- a blind round's names show to a session once it has voted, or to everyone once anyone presses
+  Reveal; another session's vote never reveals them (it would spoil a vote not yet cast);
+- the Leaderboard counts one vote per round (`ArenaRound.vote`): the vote of the first session to
+  vote on it (which may change it). The other sessions' votes are kept with the round, for a
+  class tally to count (issue 20), but are not battles of their own;
+- a round whose race runs in this process reads as running (`racing`): another browser shows
+  that it races (not its replies, which show when it is done), and no one votes before it ends.
+`state_key` changes whenever any of that does: a browser watching it redraws only then."""
 
 from __future__ import annotations
 
@@ -11,6 +25,7 @@ if TYPE_CHECKING:
 import functools
 import json
 import random
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -57,8 +72,11 @@ class SlotResult:
 class Vote:
     outcome: Outcome
     winner: int | None = None  # slot index
-    blind: bool = True  # cast before the names were shown
+    blind: bool = True  # cast before the names were shown (to the one who cast it)
     ts: float = 0.0
+    # the anonymous id of the browser session that cast it ("": cast before votes were
+    # attributed, in a session that has ended)
+    voter: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,16 +92,42 @@ class ArenaRound:
     order: tuple[int, ...] = ()  # display position -> slot index (shuffled when blind)
     notes: tuple[str, ...] = ()
     state: Literal["running", "done"] = "done"
+    # the round's vote, the one the Leaderboard counts: the first voting session's; in a view
+    # (`seen_by`), the viewing session's own vote
     vote: Vote | None = None
-    revealed: bool = False
+    votes: tuple[Vote, ...] = ()  # every session's own vote, in the order first cast
+    revealed: bool = False  # Reveal pressed: names shown to every browser
     # the "machines" table's id of the machine ATOM raced on (reports name it); None: not
     # recorded (rounds from before machines were recorded per session)
     machine_id: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.vote is not None and not self.votes:  # saved before each session's vote was kept
+            object.__setattr__(self, "votes", (self.vote,))
+
     @property
     def hidden(self) -> bool:
-        """Names stay hidden: a blind round nobody has voted on or revealed yet."""
+        """Names stay hidden: a blind round nobody has voted on or revealed yet (in a view from
+        `seen_by`: that the viewing session has not voted on, nor anyone revealed)."""
         return self.blind and self.vote is None and not self.revealed
+
+    def vote_of(self, voter: str) -> Vote | None:
+        """The vote this browser session cast on the round, if any."""
+        return next((v for v in self.votes if v.voter == voter), None)
+
+    def seen_by(self, voter: str) -> ArenaRound:
+        """The round as one browser session may see it: `vote` is that session's own vote
+        (None if it has not voted), so `hidden`, the titles and the vote line are its own;
+        `votes` still holds everyone's."""
+        return replace(self, vote=self.vote_of(voter))
+
+    def others_votes(self, voter: str) -> tuple[Vote, ...]:
+        """The votes cast on the round by every other browser session."""
+        return tuple(v for v in self.votes if v.voter != voter)
+
+    def counts(self, voter: str) -> bool:
+        """Whether this session's vote is the one the Leaderboard counts for the round."""
+        return self.vote is not None and self.vote.voter == voter
 
     @property
     def positions(self) -> tuple[int, ...]:
@@ -116,6 +160,7 @@ class ArenaRound:
         d["order"] = list(self.order)
         d["notes"] = list(self.notes)
         d["vote"] = asdict(self.vote) if self.vote else None
+        d["votes"] = [asdict(v) for v in self.votes]
         return d
 
     @classmethod
@@ -124,21 +169,23 @@ class ArenaRound:
                                     if k in SlotResult.__dataclass_fields__})
                       for s in d.get("slots") or [])
         vote = d.get("vote")
+        counted = Vote(**vote) if isinstance(vote, dict) else None
+        votes = tuple(Vote(**v) for v in d.get("votes") or () if isinstance(v, dict))
         return cls(
             id=str(d.get("id") or ""), ts=float(d.get("ts") or 0.0),
             prompt=str(d.get("prompt") or ""), system_prompt=str(d.get("system_prompt") or ""),
             slots=slots, blind=bool(d.get("blind")), order=tuple(d.get("order") or ()),
             notes=tuple(d.get("notes") or ()), state=d.get("state") or "done",
-            vote=Vote(**vote) if isinstance(vote, dict) else None,
-            revealed=bool(d.get("revealed")),
+            vote=counted, votes=votes, revealed=bool(d.get("revealed")),
             machine_id=d["machine_id"] if isinstance(d.get("machine_id"), str) else None,
         )
 
     @property
     def vote_sentence(self) -> str:
-        v = self.vote
-        if v is None:
-            return ""
+        return self.sentence(self.vote) if self.vote is not None else ""
+
+    def sentence(self, v: Vote) -> str:
+        """A vote in words, names included: "Model B (qwen3-4b) wins", "Tie", "All bad"."""
         if v.outcome == "tie":
             return "Tie"
         if v.outcome == "all_bad":
@@ -186,9 +233,9 @@ def check_round_record(d: Mapping[str, Any], *, strict: bool = False) -> ArenaRo
     r = ArenaRound.from_record(d)
     if r.order and sorted(r.order) != list(range(len(r.slots))):
         raise ValueError("its display order does not match its slots")
-    if r.vote is not None and r.vote.winner is not None and not (
-            0 <= r.vote.winner < len(r.slots)):
-        raise ValueError("its vote names a slot it does not have")
+    for v in (r.vote, *r.votes):
+        if v is not None and v.winner is not None and not 0 <= v.winner < len(r.slots):
+            raise ValueError("its vote names a slot it does not have")
     return r
 
 
@@ -215,7 +262,7 @@ def _readable(d: Any) -> ArenaRound | None:
         r = check_round_record(d)
     except (ValueError, TypeError):
         return None
-    if r.state == "running":
+    if r.state == "running" and r.id not in _RACING:
         r = replace(r, state="done", slots=tuple(
             replace(s, state="interrupted") if s.state == "running" else s for s in r.slots))
     return r
@@ -249,20 +296,60 @@ def current_round(store: HistoryStore, wanted: str | None) -> ArenaRound | None:
     return rounds[-1] if rounds else None
 
 
+_RACING: set[str] = set()  # ids of the rounds whose race runs in this process now
+_VOTING = threading.Lock()  # one vote at a time: reading the votes and writing them is one step
+
+
+def racing(round_id: str, running: bool) -> None:
+    """Marks a round as being raced in this process (ArenaRace.start) or no longer (finish):
+    other browsers then read it as running, not as left behind by a process that died."""
+    if running:
+        _RACING.add(round_id)
+    else:
+        _RACING.discard(round_id)
+
+
 def record_vote(store: HistoryStore, rnd: ArenaRound, outcome: Outcome,
-                winner: int | None = None) -> ArenaRound:
-    """Saves a vote on a round (replacing an earlier one) and reveals the names."""
+                winner: int | None = None, voter: str = "") -> ArenaRound:
+    """Saves one browser session's vote on a round (replacing that session's earlier vote) and
+    returns the round as that session now sees it (`seen_by`: its vote, names shown). It is the
+    round's counted vote if no other session voted first. Reads the stored round afresh, so a
+    vote from another browser meanwhile is kept, never overwritten."""
     if outcome == "win" and (winner is None or not 0 <= winner < len(rnd.slots)):
         raise ValueError("a win needs the winning slot's index")
-    vote = Vote(outcome=outcome, winner=winner if outcome == "win" else None,
-                blind=rnd.hidden, ts=time.time())
-    store.update_record(ROUNDS_TABLE, rnd.id, {"vote": asdict(vote), "revealed": True})
-    return replace(rnd, vote=vote, revealed=True)
+    with _VOTING:
+        now = get_round(store, rnd.id) or rnd
+        vote = Vote(outcome=outcome, winner=winner if outcome == "win" else None,
+                    blind=now.seen_by(voter).hidden, ts=time.time(), voter=voter)
+        votes = list(now.votes)
+        mine = next((i for i, v in enumerate(votes) if v.voter == voter), None)
+        if mine is None:
+            votes.append(vote)
+        else:
+            votes[mine] = vote
+        counted = vote if now.vote is None or now.counts(voter) else now.vote
+        store.update_record(ROUNDS_TABLE, rnd.id, {
+            "vote": asdict(counted), "votes": [asdict(v) for v in votes]})
+    return replace(now, vote=counted, votes=tuple(votes)).seen_by(voter)
 
 
 def reveal(store: HistoryStore, rnd: ArenaRound) -> ArenaRound:
+    """Shows a blind round's names to every browser."""
     store.update_record(ROUNDS_TABLE, rnd.id, {"revealed": True})
     return replace(rnd, revealed=True)
+
+
+def state_key(rnd: ArenaRound | None) -> str:
+    """Changes whenever what any browser shows of the round changes: which round it is, whether
+    it still races, its votes and its reveal. Cheap: a browser compares it every second (the
+    page's round watcher). A racing round's growing replies are left out on purpose: a browser
+    redrawing the page with each saved chunk would compete with the models for the machine
+    the race is measured on; the replies show once the race is done."""
+    if rnd is None:
+        return ""
+    shown = [rnd.id, rnd.state, str(rnd.revealed)]
+    shown += [f"{v.voter}:{v.outcome}:{v.winner}:{v.ts}" for v in (rnd.vote, *rnd.votes) if v]
+    return "|".join(shown)
 
 
 SlotState = Literal["running", "complete", "stopped", "interrupted", "error"]

@@ -1,7 +1,9 @@
-"""Arena: a finished round (answers, results grid, vote bar, reveal, downloads).
-Drawing and session state only; the logic is in atom_core.arena."""
+"""Arena: a round as this browser may see it (answers, results grid, vote bar, reveal,
+downloads), and the watcher that redraws it when another browser changed it. Drawing and
+session state only; the logic (who sees what, which vote counts) is in atom_core.arena.rounds."""
 
 
+import uuid
 from collections.abc import Callable, Sequence
 
 import streamlit as st
@@ -15,26 +17,50 @@ from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
 from pages.parts import arena_judge, chat_images, ui
 
-# -- a finished round -----------------------------------------------------------------------------
+# -- a round, as this browser may see it ----------------------------------------------------------
+
+WATCH_S = 1.0  # how often an open Race view looks whether its round changed elsewhere
+
+
+def voter() -> str:
+    """This browser session's anonymous id: a vote is attributed to the session that cast it,
+    and only that session sees it as its own."""
+    return str(st.session_state.setdefault("arena_voter", uuid.uuid4().hex[:12]))
 
 
 def current_round(store: ui.HistoryStore) -> ArenaRound | None:
-    """The round this session last ran, else the latest saved one (a reload shows it again)."""
+    """The round this session last ran, else the latest saved one (a reload shows it again; a
+    browser that has not raced follows the newest round)."""
     return arena.current_round(store, st.session_state.get("arena_round_id"))
 
 
+@st.fragment(run_every=WATCH_S)
+def watch(store: ui.HistoryStore, shown: str) -> None:
+    """Redraws the page when the round it shows changed in another browser (a vote, a Reveal,
+    a race ending, a newer round to follow): one record read a second (about 0.2 ms,
+    bench/bench_round_watch.py), no redraw otherwise. `shown` is arena.state_key of the round
+    as drawn."""
+    if arena.state_key(current_round(store)) != shown:
+        st.rerun(scope="app")
+
+
 def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
+    view = rnd.seen_by(voter())  # names, reasoning and "your vote" as this session may see them
     with st.chat_message("user"):
         st.markdown(safe_markdown(rnd.prompt))
         chat_images.round_thumbnails(rnd.id)
     for note in ui.notes_to_show(rnd.notes, rnd.id):
         st.info(safe_markdown(note), icon=":material/info:")
-    _results_grid(rnd)
+    if rnd.state == "running":  # its replies show when it is done (arena.state_key says why)
+        st.info("Racing in another browser: the replies show here when every model is done.",
+                icon=":material/sprint:")
+        return
+    _results_grid(view)
     for position, column in enumerate(st.columns(len(rnd.slots), border=True)):
         s = rnd.slots[rnd.positions[position]]
         with column:
-            st.markdown(f"#### {plain_label(rnd.title_at(position))}")
-            if subtitle := rnd.subtitle_at(position):
+            st.markdown(f"#### {plain_label(view.title_at(position))}")
+            if subtitle := view.subtitle_at(position):
                 st.caption(plain_label(subtitle))
             if s.state == "error":
                 st.error(safe_markdown(s.error or ""), icon=":material/error:")
@@ -43,19 +69,22 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
             elif s.state == "interrupted":
                 st.warning(f"Interrupted: {safe_markdown(s.error or 'the reply broke off')}",
                            icon=":material/link_off:")
-            if s.reasoning:
+            # Only a model that reasons has reasoning, so before the vote it would say which
+            # reply is the reasoning model's: hidden for every reply until the vote or Reveal.
+            if s.reasoning and not view.hidden:
                 with st.expander("Reasoning", icon=":material/psychology:"):
                     st.markdown(safe_markdown(s.reasoning))
             if s.content:
                 st.markdown(safe_markdown(s.content))
-    _vote_bar(store, rnd, presenter)
-    arena_judge.judge_panel(store, rnd)  # a model as judge, kept apart from the vote
+    _vote_bar(store, rnd, view, presenter)
+    arena_judge.judge_panel(store, view)  # a model as judge, kept apart from the vote
 
 
 def _results_grid(rnd: ArenaRound) -> None:
     if rnd.hidden:  # speed gives a 1B away from an 8B as surely as its name does
-        st.caption(":material/visibility_off: Blind: speeds, names and sizes show after your "
-                   "vote (or Reveal), so the answers are judged on what they say.")
+        st.caption(":material/visibility_off: Blind: names, speeds, sizes and any model's "
+                   "reasoning show after your vote (or Reveal), so the answers are judged on "
+                   "what they say.")
         return
     rows = arena.stat_rows(rnd) + arena.fact_rows(rnd)
     spec = [1.2] + [1.0] * len(rnd.slots)
@@ -75,27 +104,34 @@ def _results_grid(rnd: ArenaRound) -> None:
 
 
 def _vote(store: ui.HistoryStore, rnd: ArenaRound, outcome: Outcome, winner: int | None) -> None:
-    voted = arena.record_vote(store, rnd, outcome, winner)
-    st.toast(f"Vote saved: {plain_label(voted.vote_sentence)}.", icon=":material/how_to_vote:")
+    arena.record_vote(store, rnd, outcome, winner, voter=voter())
+    # No names: a toast outlives the round, and would name a model over the next blind race.
+    st.toast("Vote saved.", icon=":material/how_to_vote:")
 
 
 def _reveal(store: ui.HistoryStore, rnd: ArenaRound) -> None:
     arena.reveal(store, rnd)
 
 
-def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
+def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, view: ArenaRound,
+              presenter: bool) -> None:
+    """`rnd` is the round as stored (its vote: the one the Leaderboard counts), `view` as this
+    session sees it (its vote: this session's own)."""
     # Keys name the place, not the round: Streamlit 1.67 keeps a widget's metadata (its
     # callback and args, which hold the round) for every key a session ever drew, so a key per
     # round grew the app by every round shown (docs/BENCHMARKS.md, memory over a long session).
-    if rnd.vote is not None:
-        blind = " (voted blind)" if rnd.vote.blind else ""
-        st.success(f"Your vote: {plain_label(rnd.vote_sentence)}{blind}. It counts on the "
-                   "Leaderboard.", icon=":material/how_to_vote:")
-    elif not any(s.state == "running" for s in rnd.slots):
+    if view.vote is not None:
+        blind = " (voted blind)" if view.vote.blind else ""
+        counted = ("It counts on the Leaderboard." if rnd.counts(voter()) else
+                   "The Leaderboard counts one vote per round: the first, cast in another "
+                   "browser.")
+        st.success(f"Your vote: {plain_label(view.vote_sentence)}{blind}. {counted}",
+                   icon=":material/how_to_vote:")
+    else:
         st.markdown("**Which answer is better?**")
         buttons = st.columns(len(rnd.slots) + 2)
         for position, i in enumerate(rnd.positions):
-            name = rnd.short_label(i)
+            name = view.short_label(i)
             buttons[position].button(
                 name, key=f"vote-{position}", on_click=_vote,
                 args=(store, rnd, "win", i), width="stretch",
@@ -107,11 +143,19 @@ def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
         buttons[-1].button("All bad", key="vote-bad", on_click=_vote,
                            args=(store, rnd, "all_bad", None), width="stretch",
                            help="None is good enough: not counted in the ratings.")
-    tools = st.columns([3, 1, 1] if rnd.hidden else [4, 1], vertical_alignment="center")
-    if rnd.hidden:
+    if others := rnd.others_votes(voter()):
+        if view.hidden:  # what others chose would sway a vote not yet cast
+            st.caption(f":material/group: {_votes(len(others))} cast in another browser; "
+                       "what they chose shows once you vote or reveal.")
+        else:
+            st.caption(":material/group: Other browsers: "
+                       + plain_label(" · ".join(view.sentence(v) for v in others)))
+    tools = st.columns([3, 1, 1] if view.hidden else [4, 1], vertical_alignment="center")
+    if view.hidden:
         tools[1].button("Reveal", icon=":material/visibility:", width="stretch",
                         on_click=_reveal, args=(store, rnd), key="reveal",
-                        help="Show which model wrote which reply, without voting.")
+                        help="Show every browser which model wrote which reply, without voting.")
+        return  # no Export before the vote: a report names the models (and their speeds)
     with tools[-1].popover("Export", icon=":material/download:", width="stretch"):
         def known() -> dict[str, hardware.MachineInfo]:  # the machine each report names
             return hardware.machines(store)
@@ -124,6 +168,10 @@ def _vote_bar(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None:
             ("Records (JSON)", "json", "application/json",
              lambda: report.round_json(rnd, known())),
         ])
+
+
+def _votes(n: int) -> str:
+    return "1 vote" if n == 1 else f"{n} votes"
 
 
 def downloads(kind: str, ts: float, key: str,

@@ -263,6 +263,31 @@ def test_progress_is_saved_while_streaming(store: HistoryStore) -> None:
         r.finish()
 
 
+def test_another_browser_sees_the_race_live_and_its_reveal_survives_the_end(
+        store: HistoryStore) -> None:
+    slow = {"models": [{"key": k, "loaded": True, "ttft_ms": 20, "token_gap_ms": 40,
+                        "reply_tokens": 30} for k in ("x", "y")]}
+    with serve(slow) as double, LMStudioClient(double.url) as client:
+        r = race(client, store, [SlotSetup(server=double.url, model=k) for k in "xy"],
+                 blind=True, save_every_s=0.2)
+        r.start()
+        try:
+            while not store.record(arena.ROUNDS_TABLE, r.round_id)["slots"][0]["content"]:
+                r.poll(0.05)  # until some of the reply is saved
+            seen = arena.current_round(store, None)  # what a second browser reads
+            assert seen is not None and seen.state == "running"  # not "interrupted"
+            assert seen.slots[0].state == "running" and seen.slots[0].content
+            arena.reveal(store, seen)  # pressed there while the race runs here
+            deadline = time.monotonic() + 10
+            while not r.done and time.monotonic() < deadline:
+                r.poll(0.05)
+        finally:
+            final = r.finish()
+    assert final is not None and final.revealed and final.state == "done"
+    (saved,) = arena.load_rounds(store)
+    assert saved.revealed and not saved.hidden and saved.slots[0].state == "complete"
+
+
 def test_contestant_names_and_default_models() -> None:
     assert arena.contestant_name("m", SamplingOptions(seed=1, max_tokens=9), LoadConfig()) == "m"
     name = arena.contestant_name("m", SamplingOptions(top_p=0.9),

@@ -409,8 +409,8 @@ def test_a_blind_round_hides_every_speed_row_until_the_vote(mock: respx.MockRout
     at.chat_input(key="arena_prompt").set_value("Who is best?").run()
     assert not at.exception
     assert grid_rows(at) == []  # no TTFT, tok/s or end-to-end before the vote
-    assert any("speeds, names and sizes show after your vote" in str(c.value)
-               for c in at.caption)
+    assert any("names, speeds, sizes and any model's reasoning show after your vote"
+               in str(c.value) for c in at.caption)
     assert not any("tok/s" in str(c.value) for c in at.caption)
     vote = next(b for b in at.button if (b.key or "").startswith("vote-") and b.key.endswith("-0"))
     vote.click().run()
@@ -483,3 +483,95 @@ def test_widget_keys_do_not_grow_with_the_rounds(mock: respx.MockRouter,
     assert {"vote-0", "vote-tie", "vote-bad", "judge-model", "judge-go"} <= first
     assert keys() == first
     assert not any(r.id in k for r in rounds for k in first)
+
+
+# -- blind means blind (issue 18) ----------------------------------------------------------------
+
+def reasoning_route(mock: respx.MockRouter) -> None:
+    """t/one thinks before it answers; the others just answer."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        key = json.loads(request.content)["model"]
+        if key != "t/one":
+            return httpx.Response(200, headers=SSE_HEADERS, content=sse_body(*REPLIES[key]))
+        parts = [chunk("", role=True), chunk(reasoning="Let me"), chunk(reasoning=" think."),
+                 *(chunk(t) for t in REPLIES[key]), chunk(finish="stop"), "data: [DONE]\n\n"]
+        return httpx.Response(200, headers=SSE_HEADERS, content="".join(parts).encode())
+
+    mock.post("/v1/chat/completions").mock(side_effect=reply)
+
+
+def downloads(at: AppTest) -> list[str]:
+    return [str(b.label) for b in at.get("download_button")]
+
+
+def successes(at: AppTest) -> str:
+    return " ".join(str(s.value) for s in at.success)
+
+
+def captions(at: AppTest) -> str:
+    return " ".join(str(c.value) for c in at.caption)
+
+
+def test_export_waits_for_the_vote_in_a_blind_round(mock: respx.MockRouter,
+                                                    isolated_env: Path) -> None:
+    chat_route(mock)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value("Named round").run()
+    assert "Markdown report" in downloads(at)  # names shown: export at once
+    at.toggle(key="arena_blind").set_value(True).run()
+    at.chat_input(key="arena_prompt").set_value("Blind round").run()
+    assert not at.exception
+    assert downloads(at) == []  # a report would say "Response 1 = Model A (t/one)"
+    at.button(key="vote-0").click().run()
+    assert "Markdown report" in downloads(at)
+    report = next(b for b in at.get("download_button") if b.label == "Markdown report")
+    assert report is not None
+
+
+def test_reasoning_shows_for_no_reply_until_the_vote(mock: respx.MockRouter) -> None:
+    reasoning_route(mock)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value("Named round").run()
+    assert [e.label for e in at.expander].count("Reasoning") == 1  # names shown: as before
+    at.toggle(key="arena_blind").set_value(True).run()
+    at.chat_input(key="arena_prompt").set_value("Blind round").run()
+    assert not at.exception
+    assert "Reasoning" not in [e.label for e in at.expander]  # it would single t/one out
+    assert "Let me think." not in " ".join(str(m.value) for m in at.markdown)
+    at.button(key="reveal").click().run()
+    assert [e.label for e in at.expander].count("Reasoning") == 1
+
+
+def test_a_vote_is_only_the_session_that_cast_it(mock: respx.MockRouter,
+                                                 isolated_env: Path) -> None:
+    chat_route(mock)
+    presenter = open_arena(mock)
+    presenter.toggle(key="arena_presenter").set_value(True).run()
+    presenter.chat_input(key="arena_prompt").set_value("Class question").run()
+    second = new_app().run()  # another browser, on the round the presenter raced
+    second.switch_page("pages/arena.py").run()
+    assert list(reply_columns(second)) == ["Response 1", "Response 2", "Response 3"]
+    second.button(key="vote-1").click().run()
+    assert not second.exception
+    assert "Your vote: Model" in successes(second) and "It counts on the Leaderboard" in \
+        successes(second)
+    assert all("· Model " in t for t in reply_columns(second))  # names, for the one who voted
+
+    presenter.run()  # what the watcher does when the round changed
+    assert not presenter.exception
+    assert "Your vote" not in successes(presenter)  # not a vote this browser cast
+    assert list(reply_columns(presenter)) == ["Response 1", "Response 2", "Response 3"]
+    assert "1 vote cast in another browser" in captions(presenter)
+    assert downloads(presenter) == [] and presenter.button(key="vote-0") is not None
+    presenter.button(key="vote-0").click().run()
+    assert "Your vote: Model" in successes(presenter)
+    assert "the first, cast in another browser" in successes(presenter)
+    rnd = arena.load_rounds(open_store(isolated_env))[0]
+    assert [v.winner for v in rnd.votes] == [rnd.positions[1], rnd.positions[0]]
+    assert rnd.vote is not None and rnd.vote.winner == rnd.positions[1]  # the first counts
+    assert rnd.vote.voter == rnd.votes[0].voter != rnd.votes[1].voter
+    assert not rnd.revealed  # a vote shows the names to its voter only
+
+    second.run()
+    assert "Other browsers: Model" in captions(second)
+    assert "Your vote: Model" in successes(second)

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atom_core import arena
-from atom_core.arena.rounds import SlotResult, get_round
+from atom_core.arena.rounds import SlotResult, get_round, racing
 from atom_core.history import HistoryStore
 from atom_core.history.memory_store import MemoryHistoryStore
 from atom_core.history.tinydb_store import TinyDBHistoryStore
@@ -73,3 +76,110 @@ def test_an_unreadable_row_never_crashes_the_race_view(store: HistoryStore) -> N
     only_bad: HistoryStore = MemoryHistoryStore()
     only_bad.append(arena.ROUNDS_TABLE, {"slots": 3})
     assert arena.current_round(only_bad, None) is None
+
+
+# -- several browsers on one round (issue 18) ----------------------------------------------------
+
+def blind_round(store: HistoryStore) -> arena.ArenaRound:
+    rec = round_record("blind", 1000.0)
+    rec.update(blind=True, order=[0, 1], slots=rec["slots"] * 2)
+    rec["slots"][1] = {**rec["slots"][1], "label": "B", "model": "n", "contestant": "n"}
+    rid = store.append(arena.ROUNDS_TABLE, rec)
+    shown = get_round(store, rid)
+    assert shown is not None
+    return shown
+
+
+def test_each_browser_session_votes_for_itself_and_the_first_vote_counts(
+        store: HistoryStore) -> None:
+    rnd = blind_round(store)
+    mine = arena.record_vote(store, rnd, "win", 1, voter="second")
+    assert mine.vote is not None and mine.vote.voter == "second" and mine.vote.blind
+    assert not mine.hidden  # names shown to the one who voted
+    saved = get_round(store, rnd.id)
+    assert saved is not None and not saved.revealed
+    assert saved.seen_by("presenter").hidden  # ...and to no one else
+    assert saved.seen_by("presenter").vote is None and saved.others_votes("presenter")
+
+    arena.record_vote(store, rnd, "tie", voter="presenter")
+    arena.record_vote(store, rnd, "win", 0, voter="second")  # a change replaces its own vote
+    saved = get_round(store, rnd.id)
+    assert saved is not None
+    assert [(v.voter, v.outcome, v.winner) for v in saved.votes] == [
+        ("second", "win", 0), ("presenter", "tie", None)]
+    assert saved.vote is not None and (saved.vote.voter, saved.vote.winner) == ("second", 0)
+    assert saved.counts("second") and not saved.counts("presenter")
+    assert saved.seen_by("presenter").vote_sentence == "Tie"
+    assert not saved.seen_by("second").vote.blind  # type: ignore[union-attr]  # names seen
+
+
+def test_a_round_voted_before_votes_were_attributed_reads_as_one_vote() -> None:
+    rec = round_record("old", 1000.0)
+    rec["vote"] = {"outcome": "tie", "winner": None, "blind": False, "ts": 5.0}
+    old = arena.ArenaRound.from_record({**rec, "id": "r"})
+    assert old.vote is not None and old.votes == (old.vote,) and old.vote.voter == ""
+    assert old.seen_by("someone").vote is None
+
+
+class ReadsMeet:
+    """A store where two readers of a record wait for each other after reading: two votes at
+    once then both read before either writes, unless record_vote holds a lock from its read to
+    its write (then the first reader's wait times out, and the second reads after the write)."""
+
+    def __init__(self, inner: HistoryStore) -> None:
+        self.inner = inner
+        self.meet = threading.Barrier(2, timeout=1.0)
+
+    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
+        found = self.inner.record(table, record_id)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self.meet.wait()
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_two_browsers_voting_at_once_both_keep_their_vote(store: HistoryStore) -> None:
+    rnd = blind_round(store)
+    slow: Any = ReadsMeet(store)
+    voters = [threading.Thread(target=arena.record_vote, args=(slow, rnd, "win", i),
+                               kwargs={"voter": f"browser-{i}"}) for i in range(2)]
+    for t in voters:
+        t.start()
+    for t in voters:
+        t.join()
+    saved = get_round(store, rnd.id)
+    assert saved is not None
+    assert sorted(v.voter for v in saved.votes) == ["browser-0", "browser-1"]
+    assert saved.vote is not None and saved.vote.voter == saved.votes[0].voter
+
+
+def test_state_key_changes_with_what_any_browser_shows(store: HistoryStore) -> None:
+    rnd = blind_round(store)
+    keys = [arena.state_key(rnd)]
+    arena.record_vote(store, rnd, "win", 0, voter="a")
+    keys.append(arena.state_key(get_round(store, rnd.id)))
+    arena.record_vote(store, rnd, "win", 1, voter="a")  # the same browser changes its vote
+    keys.append(arena.state_key(get_round(store, rnd.id)))
+    arena.reveal(store, rnd)
+    keys.append(arena.state_key(get_round(store, rnd.id)))
+    keys.append(arena.state_key(replace(rnd, state="running")))  # racing, then done
+    assert len(set(keys)) == len(keys)
+    assert arena.state_key(get_round(store, rnd.id)) == keys[3]  # unchanged: same key
+    grown = replace(rnd, slots=(replace(rnd.slots[0], content="more"), rnd.slots[1]))
+    assert arena.state_key(grown) == arena.state_key(rnd)  # no redraw per saved chunk
+    assert arena.state_key(None) == ""
+
+
+def test_a_round_raced_in_this_process_reads_as_running(store: HistoryStore) -> None:
+    rid = store.append(arena.ROUNDS_TABLE, round_record("live", 1000.0, state="running"))
+    racing(rid, True)
+    try:
+        shown = arena.current_round(store, None)
+        assert shown is not None and shown.state == "running"  # another browser: live
+        assert [s.state for s in shown.slots] == ["running"]
+    finally:
+        racing(rid, False)
+    shown = arena.current_round(store, None)  # the race is over here: left behind
+    assert shown is not None and shown.state == "done"

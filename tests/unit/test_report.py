@@ -232,3 +232,17 @@ def test_run_reports_show_first_answer_thinking_and_each_slots_reasoning() -> No
     assert [(r["route"], r["reasoning_setting"]) for r in rows] == [
         ("native", "on"), ("native", "on"), ("completions", "")]
     assert rows[0]["reasoning"] == "Hmm, France." and rows[0]["thinking_s"] == "0.5"
+
+
+def test_a_blind_round_has_no_report_before_a_vote_or_reveal() -> None:
+    hidden = replace(a_round(), vote=None, votes=(), revealed=False)
+    for render in (report.round_markdown, report.round_html, report.round_csv,
+                   report.round_json, report.round_rows):
+        try:
+            render(hidden)
+        except report.HiddenRound as e:
+            assert "Vote or reveal first" in str(e)
+        else:
+            raise AssertionError(f"{render.__name__} named the models of a hidden round")
+    assert "Response 1 = Model B" in report.round_markdown(replace(hidden, revealed=True))
+    assert "m/slow" in report.round_csv(replace(hidden, blind=False))  # never blind: fine
