@@ -22,6 +22,7 @@ from ..history.export import csv_cell
 from ..measure.card import machine_facts
 from ..measure.hardware import MachineInfo
 from ..metrics import format_seconds
+from ..words import plural
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
 from .rounds import ArenaRound, SlotResult
@@ -385,7 +386,7 @@ def _slot_rows(run: PromptSetRunSpec) -> list[list[Any]]:
 
 def _settings_line(run: PromptSetRunSpec) -> str:
     st = run.settings
-    return (f"{st.repeats} repeat(s), {st.concurrency} in flight, seed {st.seed}, "
+    return (f"{plural(st.repeats, 'repeat')}, {st.concurrency} in flight, seed {st.seed}, "
             f"temperature {st.temperature if st.temperature is not None else 'default'}, "
             f"max tokens {st.max_tokens or 'no limit'}, "
             f"warm-up {'on' if st.warmup else 'off'}, "
@@ -397,7 +398,7 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     lines = [f"# ATOM prompt-set run: {pset.name}", "",
-             f"{_when(run.created)} · {len(pset.items)} prompts · "
+             f"{_when(run.created)} · {plural(len(pset.items), 'prompt')} · "
              f"{_settings_line(run)}", "", "## Summary", ""]
     lines += _md_table(header, rows)
     if checks:
@@ -432,7 +433,7 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     parts = [f"<h1>ATOM prompt-set run: {_h(pset.name)}</h1>",
-             f"<p class=muted>{_h(_when(run.created))} · {len(pset.items)} prompts · "
+             f"<p class=muted>{_h(_when(run.created))} · {plural(len(pset.items), 'prompt')} · "
              f"{_h(_settings_line(run))}</p>", "<h2>Summary</h2>", _html_table(header, rows)]
     if checks:
         parts += ["<h2>Checks (passed/total over repeats)</h2>",
