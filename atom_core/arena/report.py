@@ -177,6 +177,24 @@ def _model_rows(rnd: ArenaRound) -> list[list[Any]]:
 
 MEASURES = (("ttft", "TTFT"), ("first_answer", "First answer"), ("tps", "Decode tok/s"),
             ("e2e", "End-to-end"), ("load", "Load time"))
+
+
+def measure_notes() -> list[tuple[str, str]]:
+    """(name, explanation) for the "How ATOM measures" list. The page's help texts open with
+    their own label ("First answer: from sending..."), which is said once here, not twice:
+    ("First answer", "from sending..."), ("TTFT (time to first token)", "from sending...")."""
+    out = []
+    for key, name in MEASURES:
+        text = HELP[key]
+        label, colon, rest = text.partition(": ")
+        if colon and len(label.split()) <= 4:  # a label ("Time to first token"), not a sentence
+            if label.casefold() != name.casefold():
+                name = f"{name} ({label[0].lower()}{label[1:]})"
+            text = rest
+        out.append((name, text))
+    return out
+
+
 MODEL_HEADER = ["Slot", "Model", "Server", "Quantization", "Params", "Size", "Format",
                 "Max context", "Load config", "Sampling", "Load time"]
 
@@ -219,7 +237,7 @@ def round_markdown(rnd: ArenaRound, machines: Machines | None = None) -> str:
     if rnd.notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in rnd.notes)]
     lines += ["", "## How ATOM measures", "",
-              *(f"- **{name}**: {HELP[k]}" for k, name in MEASURES), ""]
+              *(f"- **{name}**: {text}" for name, text in measure_notes()), ""]
     return "\n".join(lines)
 
 
@@ -297,7 +315,7 @@ def round_html(rnd: ArenaRound, machines: Machines | None = None) -> str:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in rnd.notes)
                      + "</ul>")
     parts.append("<h2>How ATOM measures</h2><ul>" + "".join(
-        f"<li><b>{_h(name)}</b>: {_h(HELP[k])}</li>" for k, name in MEASURES)
+        f"<li><b>{_h(name)}</b>: {_h(text)}</li>" for name, text in measure_notes())
         + "</ul>")
     return _page(f"ATOM Arena round {_when(rnd.ts)}", "".join(parts))
 
@@ -376,12 +394,31 @@ def _run_tables(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]
     return header, rows, check_rows(run, records)
 
 
-SLOT_HEADER = ["Slot", "Model", "Server", "Sent as", "Route", "Reasoning", "Sampling"]
+SLOT_HEADER = ["Slot", "Model", "Server", "Sent as", "Route", "Reasoning", "Sampling",
+               "Quantization", "Params", "Size", "Format", "Max context", "Load config",
+               "Load time"]
 
 
 def _slot_rows(run: PromptSetRunSpec) -> list[list[Any]]:
-    return [[f"Model {s.label}", s.model, s.server, s.target, s.route,
-             s.reasoning or "model default", _kv(s.options)] for s in run.slots]
+    rows = []
+    for s in run.slots:
+        info = s.model_info
+        rows.append([
+            f"Model {s.label}", s.model, s.server, s.target, s.route,
+            s.reasoning or "model default", _kv(s.options), info.get("quantization") or "",
+            info.get("params") or "", _size(info.get("size_bytes")), info.get("format") or "",
+            info.get("max_context") or "", _loaded_config(s.instance_config, s.load_config),
+            format_seconds(s.load_s) if s.load_s is not None else ""])
+    return rows
+
+
+def _loaded_config(loaded: Mapping[str, Any], asked: Mapping[str, Any]) -> str:
+    """What an instance was loaded with, as the server said; else what the slot asked for;
+    else that the server did not say (a run saved before runs kept it, or a server that does
+    not report its instances)."""
+    if loaded:
+        return _kv(loaded)
+    return f"asked {_kv(asked)}" if asked else "not reported"
 
 
 def _settings_line(run: PromptSetRunSpec) -> str:

@@ -86,7 +86,8 @@ def prompt_sets(store: ui.HistoryStore, setups: list[SlotSetup]) -> None:
     if start and pset is not None:
         listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
         prepared = prepare(setups, listings)
-        run = promptsets.new_run(store, pset, setups, prepared.targets, settings)
+        run = promptsets.new_run(store, pset, setups, prepared.targets, settings,
+                                 prepared=prepared, listings=listings)
         _execute(store, run)
     runs = promptsets.list_runs(store)
     if not runs:
@@ -142,7 +143,8 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
         setups = promptsets.run_setups(run)
         listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
         prepared = prepare(setups, listings)
-        _execute(store, promptsets.retarget(store, run, prepared.targets))
+        _execute(store, promptsets.retarget(store, run, prepared.targets, prepared=prepared,
+                                            listings=listings))
     with cols[2].popover("Export", icon=":material/download:", width="stretch"):
         def known() -> dict[str, hardware.MachineInfo]:  # the machines each report names
             return hardware.machines(store)

@@ -222,6 +222,10 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     assert "thinking_p50_s" not in summary.columns  # no model reasoned: no thinking columns
     assert checks.iloc[0].to_dict() == {"prompt": "First?", "check": "contains “first”",
                                         "Model A": "1/1", "Model B": "0/1"}
+    # the run keeps what each slot ran on, for its reports (as loaded: the listing's instance)
+    assert [(s.model_info.get("quantization"), s.model_info.get("params"), s.instance_config)
+            for s in run.slots] == [("Q4_K_M", "1B", {"context_length": 4096}),
+                                    ("Q8_0", "1B", {"context_length": 4096})]
 
 
 def test_a_prompt_set_where_a_model_reasoned_shows_first_answer_and_thinking(
