@@ -27,6 +27,7 @@ from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
 from .settings.store import initial_server_url, open_settings, server_token
 from .types import ChatMessage, ModelInfo, SamplingOptions
+from .words import plural
 
 if TYPE_CHECKING:
     from .history import HistoryStore
@@ -340,7 +341,7 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         checked: list[tuple[str, list[dict[str, object]]]] = []
         if not args.json:
             each = "shared by all models" if args.shared or len(models) == 1 else "per model"
-            print(f"== concurrency {level} ({each}): {len(jobs)} requests", file=out)
+            print(f"== concurrency {level} ({each}): {plural(len(jobs), 'request')}", file=out)
         for record in run_load(jobs, client=client, concurrency=level, shared=args.shared):
             records.append(record)
             failures += not record.ok
@@ -441,9 +442,9 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
         file=out,
     )
     if s.pool_waited:
-        print(f"   note: {s.pool_waited} requests waited on ATOM's side before they were sent "
-              f"(for a connection, or a busy client; up to {_fmt(s.pool_wait_max_s)}); that "
-              "wait is not in TTFT", file=out)
+        print(f"   note: {plural(s.pool_waited, 'request')} waited on ATOM's side before "
+              f"being sent (for a connection, or a busy client; up to "
+              f"{_fmt(s.pool_wait_max_s)}); that wait is not in TTFT", file=out)
 
 
 def _fmt(v: object) -> str:

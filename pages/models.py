@@ -9,6 +9,7 @@ from atom_core.errors import AtomError
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server import admin as ma
 from atom_core.types import ModelList
+from atom_core.words import EMPTY_CELL, plural
 from pages.parts import ui
 from pages.parts.models_download import download_panel
 
@@ -45,7 +46,7 @@ def model_table(listing: ModelList) -> None:
     frame = ma.table_for_display(ma.models_frame(shown))
     if "Loaded" in frame:
         frame["Loaded"] = frame["Loaded"].replace("?", "")  # unknown load state: blank
-    st.dataframe(frame, hide_index=True, width="stretch",
+    st.dataframe(frame, hide_index=True, width="stretch", placeholder=EMPTY_CELL,
                  column_config={
                      "Loaded": st.column_config.TextColumn(width=60),
                      "Size (GB)": st.column_config.NumberColumn(format="%.2f GB"),
@@ -74,7 +75,7 @@ def loaded_instances(url: str, listing: ModelList) -> None:
         st.button("Unload all", icon=":material/eject:", on_click=st.session_state.__setitem__,
                   args=("models-confirm-all", url))
         return
-    st.warning(f"Unload all {len(instances)} instance(s) from {plain_label(url)}?")
+    st.warning(f"Unload all {plural(len(instances), 'instance')} from {plain_label(url)}?")
     if st.button("Yes, unload all", type="primary"):
         st.session_state.pop("models-confirm-all", None)
         unload(url, [i.id for i in instances])

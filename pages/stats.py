@@ -11,11 +11,13 @@ from atom_core import stats
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS
 from atom_core.stats import charts
+from atom_core.words import plural
 from pages.parts import stats_machine, ui
 from pages.parts.stats_server import server_tab, table
 from pages.parts.stats_sweep import sweep_tab
 
-CHART_TITLES = {"tps_over_time": "Decode speed over time",
+CHART_TITLES = {"ttft_box": "Time to first token", "first_answer_box": "Time to first answer",
+                "tps_over_time": "Decode speed over time",
                 "e2e_vs_tokens": "End-to-end time vs output tokens",
                 "ttft_vs_prompt": "Time to first token vs prompt length",
                 "tokens_histogram": "Tokens per request"}
@@ -73,8 +75,9 @@ def live_panel(shown_version: int) -> None:
         st.caption(":material/radio_button_unchecked: Live: nothing running. This panel "
                    "updates itself while a chat, arena, prompt set or sweep records runs.")
         return
-    st.markdown(f":green[:material/radio_button_checked:] **Live**: {live.runs} runs in the "
-                f"last {live.window_s / 60:.0f} min, the latest {live.last_run_ago_s:.0f} s ago")
+    st.markdown(f":green[:material/radio_button_checked:] **Live**: {plural(live.runs, 'run')} "
+                f"in the last {live.window_s / 60:.0f} min, the latest "
+                f"{live.last_run_ago_s:.0f} s ago")
     table(live.per_model, {c: stats.SUMMARY_COLUMNS[c] for c in stats.LIVE_COLUMNS}, key="live")
     if version != shown_version and st.button("Show the new runs in the charts",
                                               icon=":material/sync:"):
@@ -103,8 +106,13 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
                "arena, prompt sets, sweeps and bench. The Arena leaderboard's speeds use Arena "
                "runs only.")
     st.plotly_chart(figs["speed_map"], key="speed_map")
-    table(ov.summary, stats.SUMMARY_COLUMNS, key="summary",
-          height=min(38 + 35 * len(ov.summary), 740))
+    shown, held_back = stats.summary_view(ov.summary)
+    row = stats.name_row_height(ov.summary["model"])  # long names wrap, whole
+    table(ov.summary, shown, key="summary", widths={"model": stats.MODEL_COLUMN_PX},
+          helps=stats.SUMMARY_HELP, row_height=row,
+          height=min(38 + (row or 35) * len(ov.summary), 740))
+    if held_back:
+        st.caption(held_back)
     st.download_button("Download summary (CSV)", stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
@@ -173,7 +181,7 @@ def replay(timelines: list[stats.Timeline]) -> None:
 version, runs = runs_cache().snapshot(store)
 st.subheader("Stats")
 if unreadable := runs.attrs.get("unreadable"):  # damaged or hand-edited rows: never a crash
-    st.warning(f"{unreadable} stored run(s) could not be read and are left out.",
+    st.warning(f"Left out: {plural(unreadable, 'stored run')} that could not be read.",
                icon=":material/warning:")
 if runs.empty:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "

@@ -36,6 +36,7 @@ from ..errors import AtomError, BadRequest
 from ..runs import run_record
 from ..server.streaming import ReplyBuffer
 from ..types import ChatMessage, SamplingOptions
+from ..words import plural
 from .ratings import VotedRound
 
 if TYPE_CHECKING:
@@ -558,8 +559,9 @@ def summary_line(s: JudgeSummary) -> str:
     rate = s.disagreement_rate
     dis = f"{rate:.0%} of pairs disagreed between orders" if rate is not None else \
         "no pair judged in both orders"
-    bad = f", {s.unreadable} unreadable replies" if s.unreadable else ""
-    return f"Judge {s.judge_model}: {s.verdicts} verdicts, {dis}{bad}."
+    bad = f", {plural(s.unreadable, 'unreadable reply', 'unreadable replies')}" if s.unreadable \
+        else ""
+    return f"Judge {s.judge_model}: {plural(s.verdicts, 'verdict')}, {dis}{bad}."
 
 
 

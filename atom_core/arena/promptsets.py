@@ -44,7 +44,8 @@ from ..types import ChatMessage, SamplingOptions
 if TYPE_CHECKING:
     from ..history import HistoryStore
     from ..server.client import LMStudioClient
-    from .setup import SlotSetup
+    from ..types import ModelList
+    from .setup import Prepared, SlotSetup
 
 SETS_TABLE = "prompt_sets"
 RUNS_TABLE = "promptset_runs"
@@ -370,6 +371,12 @@ class RunSlot:
     load_config: Mapping[str, Any] = field(default_factory=dict)  # LoadConfig.to_request()
     route: str = "completions"  # the chat route its requests take
     reasoning: str | None = None  # the slot's reasoning setting (None: the model's default)
+    # What was loaded, as a round keeps it (rounds.SlotResult): the instance's config as the
+    # server reported it ({} when it did not say: an OpenAI-compatible server), the model's
+    # facts (rounds.model_facts: quantization, params, size...) and the explicit load's time.
+    instance_config: Mapping[str, Any] = field(default_factory=dict)
+    model_info: Mapping[str, Any] = field(default_factory=dict)
+    load_s: float | None = None
 
     def sampling(self) -> SamplingOptions:
         options = dict(self.options)
@@ -380,7 +387,9 @@ class RunSlot:
         return {"label": self.label, "server": self.server, "model": self.model,
                 "target": self.target, "contestant": self.contestant,
                 "options": dict(self.options), "load_config": dict(self.load_config),
-                "route": self.route, "reasoning": self.reasoning}
+                "route": self.route, "reasoning": self.reasoning,
+                "instance_config": dict(self.instance_config),
+                "model_info": dict(self.model_info), "load_s": self.load_s}
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> RunSlot:
@@ -390,7 +399,16 @@ class RunSlot:
                    options=dict(d.get("options") or {}),
                    load_config=dict(d.get("load_config") or {}),
                    route=str(d.get("route") or "completions"),
-                   reasoning=d["reasoning"] if isinstance(d.get("reasoning"), str) else None)
+                   reasoning=d["reasoning"] if isinstance(d.get("reasoning"), str) else None,
+                   instance_config=_mapping(d.get("instance_config")),
+                   model_info=_mapping(d.get("model_info")),
+                   load_s=float(d["load_s"]) if isinstance(d.get("load_s"), int | float)
+                   and not isinstance(d.get("load_s"), bool) else None)
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    """A stored object field; anything else (a run saved before it existed, junk) is {}."""
+    return dict(v) if isinstance(v, Mapping) else {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -437,12 +455,18 @@ class PromptSetRunSpec:
 
 
 def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSetup],
-            targets: Sequence[str], settings: RunSettings) -> PromptSetRunSpec:
-    """Saves a new run (its set, slots and settings) and returns it."""
+            targets: Sequence[str], settings: RunSettings, *, prepared: Prepared | None = None,
+            listings: Mapping[str, ModelList | None] | None = None) -> PromptSetRunSpec:
+    """Saves a new run (its set, slots and settings) and returns it. `prepared` (what
+    setup.prepare loaded) and `listings` (each server's models) give every slot what was loaded:
+    the instance's config, the model's quantization, parameters and size, the load time; the
+    reports print them."""
+    loaded = loaded_slots(setups, prepared, listings)
     slots = tuple(
         RunSlot(label=SLOT_LABELS[i], server=s.server, model=s.model, target=targets[i],
                 contestant=s.contestant, options=_run_options(s.options, settings).to_request(),
-                load_config=s.load_config.to_request(), route=s.route, reasoning=s.reasoning)
+                load_config=s.load_config.to_request(), route=s.route, reasoning=s.reasoning,
+                **loaded[i])
         for i, s in enumerate(setups))
     spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
                             slots=slots, settings=settings, created=time.time(),
@@ -450,6 +474,21 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
     record = spec.to_record()
     record.pop("id")
     return dataclasses.replace(spec, id=store.append(RUNS_TABLE, record))
+
+
+def loaded_slots(setups: Sequence[SlotSetup], prepared: Prepared | None,
+                 listings: Mapping[str, ModelList | None] | None) -> list[dict[str, Any]]:
+    """Per slot, what was loaded (RunSlot's instance_config, model_info and load_s)."""
+    from .rounds import model_facts
+
+    out = []
+    for i, s in enumerate(setups):
+        listing = (listings or {}).get(s.server)
+        out.append({
+            "instance_config": dict(prepared.instance_configs[i]) if prepared else {},
+            "model_info": model_facts(listing.get(s.model) if listing is not None else None),
+            "load_s": prepared.load_s[i] if prepared else None})
+    return out
 
 
 def _run_options(base: SamplingOptions, settings: RunSettings) -> SamplingOptions:
@@ -475,11 +514,15 @@ def run_setups(run: PromptSetRunSpec) -> list[SlotSetup]:
             for slot in run.slots]
 
 
-def retarget(store: HistoryStore, run: PromptSetRunSpec,
-             targets: Sequence[str]) -> PromptSetRunSpec:
-    """Points a run's slots at the instances loaded for its resume."""
-    slots = tuple(dataclasses.replace(slot, target=t)
-                  for slot, t in zip(run.slots, targets, strict=True))
+def retarget(store: HistoryStore, run: PromptSetRunSpec, targets: Sequence[str], *,
+             prepared: Prepared | None = None,
+             listings: Mapping[str, ModelList | None] | None = None) -> PromptSetRunSpec:
+    """Points a run's slots at the instances loaded for its resume. A slot that does not know
+    what was loaded yet (a run saved before runs kept it) learns it from `prepared` and
+    `listings`, as new_run does; one that knows keeps what its first requests ran on."""
+    loaded = loaded_slots(run_setups(run), prepared, listings)
+    slots = tuple(dataclasses.replace(slot, target=t, **({} if slot.model_info else new))
+                  for slot, t, new in zip(run.slots, targets, loaded, strict=True))
     if slots != run.slots:
         store.update_record(RUNS_TABLE, run.id, {"slots": [s.to_record() for s in slots]})
     return dataclasses.replace(run, slots=slots)

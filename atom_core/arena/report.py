@@ -22,6 +22,7 @@ from ..history.export import csv_cell
 from ..measure.card import machine_facts
 from ..measure.hardware import MachineInfo
 from ..metrics import format_seconds, format_size
+from ..words import plural
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
 from .rounds import ArenaRound, SlotResult
@@ -184,6 +185,24 @@ def _model_rows(rnd: ArenaRound) -> list[list[Any]]:
 
 MEASURES = (("ttft", "TTFT"), ("first_answer", "First answer"), ("tps", "Decode tok/s"),
             ("e2e", "End-to-end"), ("load", "Load time"))
+
+
+def measure_notes() -> list[tuple[str, str]]:
+    """(name, explanation) for the "How ATOM measures" list. The page's help texts open with
+    their own label ("First answer: from sending..."), which is said once here, not twice:
+    ("First answer", "from sending..."), ("TTFT (time to first token)", "from sending...")."""
+    out = []
+    for key, name in MEASURES:
+        text = HELP[key]
+        label, colon, rest = text.partition(": ")
+        if colon and len(label.split()) <= 4:  # a label ("Time to first token"), not a sentence
+            if label.casefold() != name.casefold():
+                name = f"{name} ({label[0].lower()}{label[1:]})"
+            text = rest
+        out.append((name, text))
+    return out
+
+
 MODEL_HEADER = ["Slot", "Model", "Server", "Quantization", "Params", "Size", "Format",
                 "Max context", "Load config", "Sampling", "Load time"]
 
@@ -228,7 +247,7 @@ def round_markdown(rnd: ArenaRound, machines: Machines | None = None) -> str:
     if rnd.notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in rnd.notes)]
     lines += ["", "## How ATOM measures", "",
-              *(f"- **{name}**: {HELP[k]}" for k, name in MEASURES), ""]
+              *(f"- **{name}**: {text}" for name, text in measure_notes()), ""]
     return "\n".join(lines)
 
 
@@ -307,7 +326,7 @@ def round_html(rnd: ArenaRound, machines: Machines | None = None) -> str:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in rnd.notes)
                      + "</ul>")
     parts.append("<h2>How ATOM measures</h2><ul>" + "".join(
-        f"<li><b>{_h(name)}</b>: {_h(HELP[k])}</li>" for k, name in MEASURES)
+        f"<li><b>{_h(name)}</b>: {_h(text)}</li>" for name, text in measure_notes())
         + "</ul>")
     return _page(f"ATOM Arena round {_when(rnd.ts)}", "".join(parts))
 
@@ -388,17 +407,36 @@ def _run_tables(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]
     return header, rows, check_rows(run, records)
 
 
-SLOT_HEADER = ["Slot", "Model", "Server", "Sent as", "Route", "Reasoning", "Sampling"]
+SLOT_HEADER = ["Slot", "Model", "Server", "Sent as", "Route", "Reasoning", "Sampling",
+               "Quantization", "Params", "Size", "Format", "Max context", "Load config",
+               "Load time"]
 
 
 def _slot_rows(run: PromptSetRunSpec) -> list[list[Any]]:
-    return [[f"Model {s.label}", s.model, s.server, s.target, s.route,
-             s.reasoning or "model default", _kv(s.options)] for s in run.slots]
+    rows = []
+    for s in run.slots:
+        info = s.model_info
+        rows.append([
+            f"Model {s.label}", s.model, s.server, s.target, s.route,
+            s.reasoning or "model default", _kv(s.options), info.get("quantization") or "",
+            info.get("params") or "", format_size(info.get("size_bytes")), info.get("format") or "",
+            info.get("max_context") or "", _loaded_config(s.instance_config, s.load_config),
+            format_seconds(s.load_s) if s.load_s is not None else ""])
+    return rows
+
+
+def _loaded_config(loaded: Mapping[str, Any], asked: Mapping[str, Any]) -> str:
+    """What an instance was loaded with, as the server said; else what the slot asked for;
+    else that the server did not say (a run saved before runs kept it, or a server that does
+    not report its instances)."""
+    if loaded:
+        return _kv(loaded)
+    return f"asked {_kv(asked)}" if asked else "not reported"
 
 
 def _settings_line(run: PromptSetRunSpec) -> str:
     st = run.settings
-    return (f"{st.repeats} repeat(s), {st.concurrency} in flight, seed {st.seed}, "
+    return (f"{plural(st.repeats, 'repeat')}, {st.concurrency} in flight, seed {st.seed}, "
             f"temperature {st.temperature if st.temperature is not None else 'default'}, "
             f"max tokens {st.max_tokens or 'no limit'}, "
             f"warm-up {'on' if st.warmup else 'off'}, "
@@ -410,7 +448,7 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     lines = [f"# ATOM prompt-set run: {pset.name}", "",
-             f"{_when(run.created)} · {len(pset.items)} prompts · "
+             f"{_when(run.created)} · {plural(len(pset.items), 'prompt')} · "
              f"{_settings_line(run)}", "", "## Summary", ""]
     lines += _md_table(header, rows)
     if checks:
@@ -445,7 +483,7 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
     parts = [f"<h1>ATOM prompt-set run: {_h(pset.name)}</h1>",
-             f"<p class=muted>{_h(_when(run.created))} · {len(pset.items)} prompts · "
+             f"<p class=muted>{_h(_when(run.created))} · {plural(len(pset.items), 'prompt')} · "
              f"{_h(_settings_line(run))}</p>", "<h2>Summary</h2>", _html_table(header, rows)]
     if checks:
         parts += ["<h2>Checks (passed/total over repeats)</h2>",

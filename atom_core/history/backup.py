@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
+from ..words import plural
 from .protocol import (
     IMAGE_MIMES,
     TABLE_NAME_RE,
@@ -84,10 +85,11 @@ class ImportReport:
 
     @property
     def sentence(self) -> str:
-        s = (f"Imported {self.conversations_added} conversation(s), {self.records_added} "
-             f"record(s) and {self.settings_added} setting(s).")
+        s = (f"Imported {plural(self.conversations_added, 'conversation')}, "
+             f"{plural(self.records_added, 'record')} and "
+             f"{plural(self.settings_added, 'setting')}.")
         if self.images_added:
-            s = s[:-1] + f", with {self.images_added} image(s)."
+            s = s[:-1] + f", with {plural(self.images_added, 'image')}."
         skipped = self.conversations_skipped + self.records_skipped
         if skipped:
             s += f" Skipped {skipped} already here."

@@ -51,6 +51,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from ..types import MessageState
+from ..words import plural
 from .files import (
     atomic_write_bytes,
     atomic_write_json,
@@ -491,7 +492,7 @@ class TinyDBHistoryStore:
                 if folder.is_dir():
                     removed += remove_temp_files(folder)
         if removed:
-            log.info("Removed %d temp file(s) left by interrupted writes in %s", removed,
+            log.info("Removed %s left by interrupted writes in %s", plural(removed, "temp file"),
                      self.data_dir)
         return removed
 
@@ -605,8 +606,8 @@ class TinyDBHistoryStore:
                 count = len(rebuilt[_INDEX_TABLE])
                 self._warn(
                     f"The conversation index file {path} was damaged ({reason}). It was moved "
-                    f"aside to {aside}, and {count} conversation(s) were recovered from their "
-                    "own files."
+                    f"aside to {aside}; recovered from the conversation files: "
+                    f"{plural(count, 'conversation')}."
                 )
                 return rebuilt
             if path.parent == self._conversations_dir:

@@ -9,6 +9,7 @@ sends the browser a few thousand points.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,12 +19,42 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..measure.sweep import SweepTarget
-from .frame import Overview
+from ..words import plural
+from .frame import MIN_TREND_RUNS, Overview
 
 FALLBACK_COLOR = "#6a6a6a"
 HEIGHT = 480  # tall enough for a legend of twenty models
 FONT = "Source Sans Pro, sans-serif"
 MAX_TEXT_LABELS = 10  # label points on the speed map only while they stay readable
+LABEL_CHARS = 28  # a model's name in a legend or on an axis breaks into lines this long
+POINT_LABEL_CHARS = 22  # ...and above a point on the speed map
+# A box or a histogram line says how a model's runs spread: it needs a few runs to say it.
+MIN_SPREAD_RUNS = 5
+# Step lines of the tokens histogram: a dash per model (solid, dashed, dotted...), the solid
+# ones widest and drawn first, so two models with the same shares both stay visible.
+HISTOGRAM_DASHES = (("solid", 4.0), ("dash", 2.5), ("dot", 2.5), ("dashdot", 2.0))
+_BREAKS = re.compile(r"(?<=[/_\-.:· ])")
+
+
+def wrap_label(name: str, width: int = LABEL_CHARS) -> str:
+    """A long model name over several lines (plotly's <br>), broken after its separators
+    (/ - _ . : · and spaces) so a legend, an axis or a point label shows it whole without
+    squeezing the plot; a stretch with no separator is cut every `width` characters."""
+    if len(name) <= width:
+        return name
+    lines: list[str] = []
+    line = ""
+    for piece in _BREAKS.split(name):
+        while len(piece) > width:  # no separator in reach: cut it
+            room = width - len(line)
+            lines.append(line + piece[:room])
+            line, piece = "", piece[room:]
+        if len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line)
+    return "<br>".join(x for x in lines if x)
 
 
 def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = HEIGHT,
@@ -79,20 +110,27 @@ def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
     data = summary.dropna(subset=["ttft_p50_s", "decode_tps_p50"])
     label = len(data) <= MAX_TEXT_LABELS
     biggest = float(data["runs"].max()) if len(data) else 1.0
+    right = float(data["ttft_p50_s"].max()) if len(data) else 0.0
     for row in data.itertuples(index=False):
         size = 14 + 26 * float(np.sqrt(row.runs / biggest))
+        # A label leans away from the nearer edge of the plot, so it is never cut off there.
+        side = ("left" if row.ttft_p50_s > 0.66 * right else
+                "right" if row.ttft_p50_s < 0.33 * right else "center")
         traces.append(dict(
             type="scatter",
-            x=[row.ttft_p50_s], y=[row.decode_tps_p50], name=row.model, legendgroup=row.model,
+            x=[row.ttft_p50_s], y=[row.decode_tps_p50], name=wrap_label(row.model),
+            legendgroup=row.model, meta=row.model, cliponaxis=False,
             mode="markers+text" if label else "markers",
-            text=[row.model] if label else None, textposition="top center",
+            text=[wrap_label(row.model, POINT_LABEL_CHARS)] if label else None,
+            textposition=f"top {side}",
             marker={"size": size, "color": _color(colors, row.model), "opacity": 0.85,
                     "line": {"width": 1, "color": "white"}},
-            customdata=[[row.runs, row.ttft_p90_s, row.e2e_p50_s, row.error_rate]],
+            customdata=[[plural(int(row.runs), "run"), row.ttft_p90_s, row.e2e_p50_s,
+                         row.error_rate]],
             hovertemplate=(
-                "<b>%{fullData.name}</b><br>TTFT median %{x:.2f} s (p90 %{customdata[1]:.2f} s)"
+                "<b>%{meta}</b><br>TTFT median %{x:.2f} s (p90 %{customdata[1]:.2f} s)"
                 "<br>%{y:.1f} tok/s median<br>end-to-end median %{customdata[2]:.2f} s"
-                "<br>%{customdata[0]} runs, %{customdata[3]:.1%} errors<extra></extra>"),
+                "<br>%{customdata[0]}, %{customdata[3]:.1%} errors<extra></extra>"),
         ))
     fig = _figure(traces)
     _layout(fig, title="Speed map: top left is best (quick to start, fast to write)",
@@ -100,21 +138,34 @@ def speed_map(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
             y="Median decode speed (tok/s)", height=520, legend=not label)
     fig.update_xaxes(rangemode="tozero")
     fig.update_yaxes(rangemode="tozero")
+    if label and len(data):  # room above the top bubble for its label (up to 3 lines)
+        fig.update_yaxes(range=[0, float(data["decode_tps_p50"].max()) * 1.3])
     return fig
 
 
 def ttft_box(box: pd.DataFrame, colors: Mapping[str, str], *,
              first_answer: bool = False) -> go.Figure:
     """TTFT distribution per model from precomputed quantiles (stats.box_stats): the box spans
-    p25-p75 with the median inside, whiskers reach p5 and p95. Quickest model on top.
+    p25-p75 with the median inside, whiskers reach p5 and p95. Quickest model on top. A model
+    with fewer than MIN_SPREAD_RUNS runs has no spread to show: it is a diamond at its median.
     `first_answer`: the box is over the time to the first answer token (the chart option)."""
     traces: list[dict[str, Any]] = []
     for row in box.iloc[::-1].itertuples(index=False):  # plotly draws the first row lowest
         color = _color(colors, row.model)
+        name = wrap_label(row.model)
+        if row.n < MIN_SPREAD_RUNS:
+            traces.append(dict(
+                type="scatter", x=[row.p50], y=[name], name=name, meta=row.model,
+                mode="markers", marker={"color": color, "size": 12, "symbol": "diamond"},
+                hovertemplate=f"<b>%{{meta}}</b><br>median %{{x:.2f}} s of "
+                              f"{plural(int(row.n), 'run')}: a box needs {MIN_SPREAD_RUNS}"
+                              "<extra></extra>",
+            ))
+            continue
         traces.append(dict(
-            type="box", y=[row.model], q1=[row.p25], median=[row.p50], q3=[row.p75],
-            lowerfence=[row.p5], upperfence=[row.p95], orientation="h", name=row.model,
-            marker={"color": color}, line={"color": color, "width": 2},
+            type="box", y=[name], q1=[row.p25], median=[row.p50], q3=[row.p75],
+            lowerfence=[row.p5], upperfence=[row.p95], orientation="h", name=name,
+            meta=row.model, marker={"color": color}, line={"color": color, "width": 2},
             fillcolor=_tint(color), boxpoints=False,  # a light box, so its median shows
             hoverinfo="x+name",
         ))
@@ -134,11 +185,12 @@ def tps_over_time(buckets: pd.DataFrame, bucket_s: int, colors: Mapping[str, str
     for model, part in _by_model(buckets, order):
         traces.append(dict(
             type="scatter",
-            x=part["time"], y=part["tps_p50"], name=str(model), legendgroup=str(model),
-            mode="lines+markers", line={"color": _color(colors, str(model)), "width": 2},
-            marker={"size": 5}, customdata=part[["runs"]].to_numpy(),
-            hovertemplate="<b>%{fullData.name}</b><br>%{x}<br>%{y:.1f} tok/s median of "
-                          "%{customdata[0]} runs<extra></extra>",
+            x=part["time"], y=part["tps_p50"], name=wrap_label(model), legendgroup=model,
+            meta=model, mode="lines+markers",
+            line={"color": _color(colors, str(model)), "width": 2},
+            marker={"size": 5}, customdata=[[plural(int(n), "run")] for n in part["runs"]],
+            hovertemplate="<b>%{meta}</b><br>%{x}<br>%{y:.1f} tok/s median of "
+                          "%{customdata[0]}<extra></extra>",
         ))
     fig = _figure(traces)
     _layout(fig, title=f"Decode speed over time (median per {_bucket_name(bucket_s)})",
@@ -171,7 +223,7 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
         line = lines.get(name)
         traces.append(dict(
             type="scatter",
-            x=part[x], y=part[y], name=name, legendgroup=name, mode="markers",
+            x=part[x], y=part[y], name=wrap_label(name), legendgroup=name, mode="markers",
             showlegend=line is None,  # the legend shows the model's line when it has one
             marker={"color": color, "size": 5, "opacity": 0.45},
             hovertemplate=f"<b>{name}</b><br>{x_title}: %{{x:.0f}}<br>{y_title}: "
@@ -185,7 +237,7 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
         xs = [line.x_min, line.x_max]
         traces.append(dict(
             type="scatter",
-            x=xs, y=[line.intercept + line.slope * v for v in xs], name=name,
+            x=xs, y=[line.intercept + line.slope * v for v in xs], name=wrap_label(name),
             legendgroup=name, mode="lines", line={"color": color, "width": 2.5},
             hovertemplate=f"<b>{name}</b><br>trend: {text} (fitted on {line.n} runs)"
                           "<extra></extra>",
@@ -200,23 +252,39 @@ def scatter_with_trend(sample: pd.DataFrame, trends: pd.DataFrame, *, x: str, y:
 def tokens_histogram(hist: pd.DataFrame, colors: Mapping[str, str],
                      order: Sequence[str] | None = None) -> go.Figure:
     """Output tokens per request: each model's share of runs per bin, as a step outline (so
-    many models stay readable on one chart)."""
+    many models stay readable on one chart). Each model has its own dash (HISTOGRAM_DASHES), and
+    the wider lines are drawn first, so a model whose shares match another's still shows
+    around or between its dashes; the legend keeps the summary's order. Models with fewer than
+    MIN_SPREAD_RUNS runs are left out (one run is a 100 % spike that says nothing), and the
+    title says how many."""
     traces: list[dict[str, Any]] = []
+    runs = hist.groupby(hist["model"].astype(str))["count"].sum() if len(hist) else {}
+    few = 0
     for name, part in _by_model(hist, order):
+        if runs[name] < MIN_SPREAD_RUNS:
+            few += 1
+            continue
+        dash, width = HISTOGRAM_DASHES[len(traces) % len(HISTOGRAM_DASHES)]
         centres = (part["left"] + part["right"]) / 2
         ranges = [f"{lo:.0f}+" if over else f"{lo:.0f}-{hi:.0f}"
                   for lo, hi, over in zip(part["left"], part["right"], part["overflow"],
                                           strict=True)]
         traces.append(dict(
             type="scatter",
-            x=centres, y=part["share"], name=name, legendgroup=name, mode="lines",
-            line={"color": _color(colors, name), "width": 2, "shape": "hvh"},
-            customdata=np.column_stack([ranges, part["count"].to_numpy()]),
+            x=centres, y=part["share"], name=wrap_label(name), legendgroup=name, mode="lines",
+            legendrank=1000 + len(traces),  # the summary's order, whatever the drawing order
+            line={"color": _color(colors, name), "width": width, "shape": "hvh", "dash": dash},
+            customdata=[[r, plural(int(n), "run")] for r, n in zip(ranges, part["count"],
+                                                                    strict=True)],
             hovertemplate=f"<b>{name}</b><br>%{{customdata[0]}} tokens: %{{customdata[1]}} "
-                          "runs (%{y:.1%})<extra></extra>",
+                          "(%{y:.1%})<extra></extra>",
         ))
+    traces.sort(key=lambda t: -t["line"]["width"])  # stable: the summary's order within a width
     fig = _figure(traces)
-    _layout(fig, title="Tokens per request", x="Output tokens", y="Share of the model's runs")
+    title = "Tokens per request"
+    if few:
+        title += f" ({plural(few, 'model')} with fewer than {MIN_SPREAD_RUNS} runs left out)"
+    _layout(fig, title=title, x="Output tokens", y="Share of the model's runs")
     fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return fig
 
@@ -239,15 +307,15 @@ def token_timeline(frame: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
             color = next(spare, FALLBACK_COLOR)
         used.add(color)
         fig.add_trace(go.Scatter(
-            x=part["position"], y=part["arrival_ms"], name=label, legendgroup=label,
-            mode="lines+markers", marker={"size": 4, "color": color},
+            x=part["position"], y=part["arrival_ms"], name=wrap_label(label), legendgroup=label,
+            meta=label, mode="lines+markers", marker={"size": 4, "color": color},
             line={"color": color, "width": 2},
-            hovertemplate="token %{x}: arrived at %{y:.0f} ms<extra>%{fullData.name}</extra>",
+            hovertemplate="token %{x}: arrived at %{y:.0f} ms<extra>%{meta}</extra>",
         ), row=1, col=1)
-        gap_style = dict(name=label, legendgroup=label, showlegend=False, x=part["position"],
-                         y=part["gap_ms"],
+        gap_style = dict(name=wrap_label(label), legendgroup=label, meta=label,
+                         showlegend=False, x=part["position"], y=part["gap_ms"],
                          hovertemplate="token %{x}: %{y:.1f} ms after the previous one"
-                                       "<extra>%{fullData.name}</extra>")
+                                       "<extra>%{meta}</extra>")
         if single:
             fig.add_trace(go.Bar(marker_color=color, **gap_style), row=2, col=1)
         else:
@@ -346,9 +414,19 @@ def overview_figures(ov: Overview, colors: Mapping[str, str]) -> dict[str, go.Fi
 
 def chart_gaps(ov: Overview) -> dict[str, str]:
     """Charts that would come out empty or misleading with the runs at hand (a class's first
-    minutes: every run the same length, no prompt lengths, all runs in one minute), each with
-    one sentence saying what it needs. The page shows the sentence instead of empty axes."""
+    minutes: every run the same length, no prompt lengths, all runs in one minute; a laptop's
+    first comparison: a run or two per model), each with one sentence saying what it needs.
+    The page shows the sentence instead of empty axes, a bare tick or two lone dots."""
     gaps: dict[str, str] = {}
+    for name, box, what in (("ttft_box", ov.box, "time to first token"),
+                            ("first_answer_box", ov.answer_box, "time to the first answer")):
+        most = int(box["n"].max()) if box is not None and len(box) else 0
+        if most == 0:
+            gaps[name] = "Needs completed runs that record their time to first token."
+        elif most < MIN_SPREAD_RUNS:
+            gaps[name] = (f"Needs {MIN_SPREAD_RUNS} completed runs of a model to show how its "
+                          f"{what} varies: the most any model has here is {most}. The table "
+                          "above has each model's median.")
     done = ov.sample
     tokens = done["output_tokens"].dropna().unique() if len(done) else np.array([])
     if len(tokens) == 0:
@@ -358,6 +436,15 @@ def chart_gaps(ov: Overview) -> dict[str, str]:
         gaps["tokens_histogram"] = gaps["e2e_vs_tokens"] = (
             f"Needs runs of different lengths: every run here wrote {tokens[0]:.0f} tokens "
             "(set different Max tokens, or ask for longer and shorter answers).")
+    else:
+        most = int(ov.hist.groupby("model")["count"].sum().max()) if len(ov.hist) else 0
+        if most < MIN_SPREAD_RUNS:
+            gaps["tokens_histogram"] = (
+                f"Needs {MIN_SPREAD_RUNS} completed runs of a model to show how long its replies "
+                f"run: the most any model has here is {most}.")
+        if ov.e2e_trend.empty:
+            gaps["e2e_vs_tokens"] = _trend_gap(done, "output_tokens", "e2e_s",
+                                               "replies of different lengths")
     prompts = done["prompt_tokens"].dropna().unique() if len(done) else np.array([])
     if len(prompts) == 0:
         gaps["ttft_vs_prompt"] = ("Needs runs that record their prompt length: this server "
@@ -365,6 +452,9 @@ def chart_gaps(ov: Overview) -> dict[str, str]:
     elif len(prompts) == 1:
         gaps["ttft_vs_prompt"] = ("Needs prompts of different lengths: every run here had "
                                   f"{prompts[0]:.0f} prompt tokens.")
+    elif ov.prompt_trend.empty:
+        gaps["ttft_vs_prompt"] = _trend_gap(done, "prompt_tokens", "ttft_s",
+                                            "prompts of different lengths")
     buckets = ov.buckets["bucket"].nunique() if len(ov.buckets) else 0
     if buckets < 2:
         gaps["tps_over_time"] = (
@@ -372,3 +462,13 @@ def chart_gaps(ov: Overview) -> dict[str, str]:
             f"{_bucket_name(ov.bucket_s)}: come back after more runs." if buckets else
             "Needs completed runs with a decode speed.")
     return gaps
+
+
+def _trend_gap(done: pd.DataFrame, x: str, y: str, what: str) -> str:
+    """The sentence for a scatter where no model has the runs for its line (trend_lines)."""
+    both = done[done[x].notna() & done[y].notna()]
+    most = int(both.groupby("model", observed=True).size().max()) if len(both) else 0
+    need = f"Needs {MIN_TREND_RUNS} completed runs of a model, with {what}, to draw its line"
+    if most < MIN_TREND_RUNS:
+        return f"{need}: the most any model has here is {most}."
+    return f"{need}: each model's runs here are all the same length."

@@ -235,24 +235,79 @@ def date_bounds(df: pd.DataFrame) -> tuple[date, date] | None:
 
 # -- the summary table --------------------------------------------------------------------------
 
-# column -> (label, kind) for the page; kind: "int", "seconds", "tps", "tokens", "percent"
+# column -> (label, kind) for the page; kind: "int", "tokens", "percent", "duration" (seconds,
+# shown "0.30 s") and "speed" (tok/s, shown "55.0 tok/s"): the unit sits in the cell, so the
+# headers stay short and the whole table fits beside the sidebar on a 1,400 px screen
 SUMMARY_COLUMNS: dict[str, tuple[str, str]] = {
     "model": ("Model", "text"),
     "route": ("Route", "text"),  # only when grouped by model and route
     "runs": ("Runs", "int"),
-    "ttft_p50_s": ("TTFT p50 (s)", "seconds"),
-    "ttft_p90_s": ("TTFT p90 (s)", "seconds"),
-    "ttft_p99_s": ("TTFT p99 (s)", "seconds"),
+    "ttft_p50_s": ("TTFT p50", "duration"),
+    "ttft_p90_s": ("TTFT p90", "duration"),
+    "ttft_p99_s": ("TTFT p99", "duration"),
     # when the reply visibly begins: the first answer token (TTFT for models that don't reason)
-    "first_answer_p50_s": ("First answer p50 (s)", "seconds"),
-    "thinking_p50_s": ("Thinking p50 (s)", "seconds"),
-    "decode_tps_p50": ("Decode tok/s p50", "tps"),
-    "e2e_p50_s": ("End-to-end p50 (s)", "seconds"),
-    "output_tokens_mean": ("Output tokens (mean)", "tokens"),
+    "first_answer_p50_s": ("Answer p50", "duration"),
+    "thinking_p50_s": ("Thinking p50", "duration"),
+    "decode_tps_p50": ("Decode p50", "speed"),
+    "e2e_p50_s": ("End-to-end p50", "duration"),
+    "output_tokens_mean": ("Tokens", "tokens"),
     "error_rate": ("Errors", "percent"),
-    "server_tps_p50": ("Server tok/s p50", "tps"),
-    "server_ttft_p50_s": ("Server TTFT p50 (s)", "seconds"),
+    "server_tps_p50": ("Server decode p50", "speed"),
+    "server_ttft_p50_s": ("Server TTFT p50", "duration"),
 }
+# What a summary header means, on hover (the short headers above leave it out).
+SUMMARY_HELP: dict[str, str] = {
+    "ttft_p50_s": "Time to first token, median: from sending the prompt to the first token of "
+                  "any kind (thinking included).",
+    "ttft_p90_s": "Time to first token: 90 % of runs started at least this quickly.",
+    "ttft_p99_s": "Time to first token: 99 % of runs started at least this quickly.",
+    "first_answer_p50_s": "First answer token, median: when the reply visibly begins, after any "
+                          "thinking (the TTFT for a model that does not reason).",
+    "thinking_p50_s": "Thinking time, median: first reasoning token to first answer token.",
+    "decode_tps_p50": "Decode speed, median: tokens per second once the reply has started.",
+    "e2e_p50_s": "End-to-end, median: from sending the prompt to the last byte of the reply.",
+    "output_tokens_mean": "Output tokens per reply (thinking included), mean.",
+    "error_rate": "Runs that failed or broke off (a reply you stopped is not an error).",
+}
+# A percentile column shows once some model has the runs to give one: the p90 of three runs is
+# just the slowest of them.
+PERCENTILE_MIN_RUNS = {"ttft_p90_s": 10, "ttft_p99_s": 100}
+REASONING_COLUMNS = ("first_answer_p50_s", "thinking_p50_s")
+# The Model column's width on the page; a longer name wraps onto more lines (rows grow to fit).
+MODEL_COLUMN_PX = 200
+_NAME_CHAR_PX = 7.0  # a character of a model name in the table's font, wide side of average
+_LINE_PX = 21
+MAX_NAME_LINES = 4
+
+
+def summary_view(summary: pd.DataFrame) -> tuple[dict[str, tuple[str, str]], str]:
+    """The summary columns worth showing for these rows, and a sentence about the ones held back
+    ("" when none is): a TTFT percentile until a model has PERCENTILE_MIN_RUNS runs, the first
+    answer and thinking columns while no model reasoned (the first answer is then the TTFT).
+    The summary CSV keeps every column."""
+    runs = int(summary["runs"].max()) if len(summary) else 0
+    held = [c for c, need in PERCENTILE_MIN_RUNS.items() if runs < need]
+    if "thinking_p50_s" in summary and not summary["thinking_p50_s"].notna().any():
+        held += REASONING_COLUMNS
+    shown = {c: v for c, v in SUMMARY_COLUMNS.items() if c in summary and c not in held}
+    waiting = [c for c in PERCENTILE_MIN_RUNS if c in held]
+    if not waiting:
+        return shown, ""
+    names = " and ".join(SUMMARY_COLUMNS[c][0] for c in waiting).replace(" and TTFT", " and")
+    runs_needed = " and ".join(str(PERCENTILE_MIN_RUNS[c]) for c in waiting)
+    verb = "appears" if len(waiting) == 1 else "appear"
+    return shown, (f"{names} {verb} once a model has {runs_needed} runs (the CSV has every "
+                   "column).")
+
+
+def name_row_height(names: Iterable[str]) -> int | None:
+    """A table row height (px) that shows the longest name whole in the Model column
+    (MODEL_COLUMN_PX wide), wrapped over up to MAX_NAME_LINES lines; None when every name fits
+    on one line. (Streamlit wraps cell text only in rows taller than 64 px.)"""
+    per_line = int((MODEL_COLUMN_PX - 17) / _NAME_CHAR_PX)  # 17 px: the cell's padding
+    longest = max((len(str(n)) for n in names), default=0)
+    lines = min(MAX_NAME_LINES, math.ceil(longest / per_line))
+    return None if lines <= 1 else max(66, 12 + _LINE_PX * lines)
 
 
 def model_summary(df: pd.DataFrame, *, by_route: bool = False) -> pd.DataFrame:
@@ -433,7 +488,11 @@ def sample_per_model(df: pd.DataFrame, per_model: int = 300, seed: int = 0) -> p
     return picked.sort_values("ts", kind="stable")
 
 
-def trend_lines(df: pd.DataFrame, x: str, y: str, min_points: int = 3) -> pd.DataFrame:
+MIN_TREND_RUNS = 3  # a line fitted on fewer runs than this is not drawn
+
+
+def trend_lines(df: pd.DataFrame, x: str, y: str,
+                min_points: int = MIN_TREND_RUNS) -> pd.DataFrame:
     """A least-squares line y = intercept + slope * x per model, fitted on every completed run
     with both values. Columns: model, slope, intercept, x_min, x_max, n. Models with too few
     points or a single x value get no line."""

@@ -1,5 +1,6 @@
-"""Arena: the leaderboard (ratings with intervals, speed against win rate).
-Drawing only; the ratings are computed in atom_core.arena.ratings."""
+"""Arena: the leaderboard (ratings with intervals, speed against win rate), by people's votes
+or by a judge model's verdicts. Drawing only; the ratings are computed in
+atom_core.arena.ratings."""
 
 
 from collections.abc import Sequence
@@ -8,11 +9,13 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
-from atom_core.arena import judge
+from atom_core.arena import judge, ratings
+from atom_core.arena.leaderboard import contestant_speeds
 from atom_core.arena.ratings import Rating
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
-from pages.parts import arena_judge, ui
+from atom_core.words import EMPTY_CELL, plural
+from pages.parts import ui
 
 # -- the leaderboard ------------------------------------------------------------------------------
 
@@ -25,13 +28,13 @@ def _board(signature: str, _rounds: Sequence[ArenaRound]) -> list[Rating]:
 def leaderboard(store: ui.HistoryStore) -> None:
     rounds, unreadable = arena.read_rounds(store)
     if unreadable:  # damaged or hand-edited records: left out, never a crash
-        st.warning(f"{unreadable} stored arena round(s) could not be read and are left out.",
+        st.warning(f"Left out: {plural(unreadable, 'stored arena round')} that could not be read.",
                    icon=":material/warning:")
     verdicts = judge.load_verdicts(store)
     if verdicts and st.segmented_control(
             "Ratings by", ["People", "Judge"], default="People", key="board_basis",
             help="People: your votes. Judge: a model's blind verdicts, kept apart.") == "Judge":
-        arena_judge.judge_board(rounds, verdicts)
+        judge_board(rounds, verdicts)
         return
     votes = sum(1 for r in rounds if r.vote is not None)
     if not votes:
@@ -39,12 +42,23 @@ def leaderboard(store: ui.HistoryStore) -> None:
                 "and vote: every vote moves this table.", icon=":material/leaderboard:")
         return
     board = _board(arena.vote_signature(rounds), rounds)
-    st.caption(f"{ui.plural(votes, 'vote')} over {ui.plural(len(rounds), 'round')}. Sorted by "
+    st.caption(f"{plural(votes, 'vote')} over {plural(len(rounds), 'round')}. Sorted by "
                "Bradley–Terry rating. Speeds are medians of each model's Arena runs only "
                "(Stats counts every run: chat, arena, prompt sets, sweeps).")
-    frame = arena_charts.leaderboard_frame(board)
+    board_table(board, key="people_leaderboard")
+    st.plotly_chart(arena_charts.speed_vs_win_rate(board), width="stretch")
+    st.caption("Speed: median decode tok/s of each model's Arena runs only.")
+    st.caption("How votes count: the winner beats every other reply in the round; a tie is a "
+               "draw between every pair; “all bad” is left out of the ratings. Two slots with "
+               "the same model and settings never play each other. A model with different "
+               "settings is its own contestant.")
+
+
+def board_table(board: Sequence[Rating], key: str) -> None:
+    """A leaderboard as a table, the same for people's votes and a judge's verdicts."""
     cc = st.column_config
-    st.dataframe(frame, hide_index=True, width="stretch", placeholder="", column_config={
+    st.dataframe(arena_charts.leaderboard_frame(board), hide_index=True, width="stretch",
+                 placeholder=EMPTY_CELL, key=key, column_config={
         "Model": cc.TextColumn(width="medium"),
         "BT": cc.NumberColumn(width="small", help="Bradley–Terry rating on the Elo scale "
                               "(1000 = average), from all votes at once: order doesn't matter."),
@@ -65,9 +79,40 @@ def leaderboard(store: ui.HistoryStore) -> None:
         "TTFT p50 (s)": cc.NumberColumn(format="%.2f", help=HELP["ttft"]),
         "tok/s p50": cc.NumberColumn(format="%.1f", help=HELP["tps"]),
     })
-    st.plotly_chart(arena_charts.speed_vs_win_rate(board), width="stretch")
-    st.caption("Speed: median decode tok/s of each model's Arena runs only.")
-    st.caption("How votes count: the winner beats every other reply in the round; a tie is a "
-               "draw between every pair; “all bad” is left out of the ratings. Two slots with "
-               "the same model and settings never play each other. A model with different "
-               "settings is its own contestant.")
+
+
+# -- the leaderboard by judge ---------------------------------------------------------------------
+
+
+def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) -> None:
+    """Ratings from a judge's agreed verdicts, apart from the people's, with how often the
+    judge agreed with people and how often its two orders disagreed."""
+    summaries = judge.judge_summaries(verdicts)
+    st.dataframe([{"Judge": s.judge_model, "Verdicts": s.verdicts, "Pairs": s.pairs,
+                   "Orders disagreed": s.disagreement_rate,
+                   "Unreadable replies": s.unreadable} for s in summaries],
+                 hide_index=True, key="judge_summaries", placeholder=EMPTY_CELL, column_config={
+                     "Orders disagreed": st.column_config.ProgressColumn(
+                         min_value=0.0, max_value=1.0, format="percent",
+                         help="Share of pairs where the judge's verdict changed with the order "
+                         "the answers were shown in (position bias). Those pairs count as ties.")})
+    models = [s.judge_model for s in summaries]
+    model = st.selectbox("Judge", models, key="board_judge") if len(models) > 1 else models[0]
+    agree = judge.agreement_with_people(rounds, verdicts, model)
+    ci = agree.interval
+    if agree.rate is not None and ci is not None:
+        st.markdown(f"**Agreement with people:** {agree.rate:.0%} of "
+                    f"{plural(agree.rounds, 'round')} with both a vote and a verdict "
+                    f"(95 % interval {ci[0]:.0%}–{ci[1]:.0%}).",
+                    help="Same winner, or a tie on both sides. Rounds voted “all bad” are left "
+                    "out. The interval is Wilson's.")
+    else:
+        st.caption("No round has both a people's vote and this judge's verdict yet.")
+    votes = judge.judge_votes(verdicts, model)
+    if not votes:
+        st.info("This judge has no verdict read in both orders yet.", icon=":material/gavel:")
+        return
+    board = ratings.leaderboard(votes, speeds=contestant_speeds(rounds))
+    st.caption(f"{plural(len(votes), 'judged pair')}. Sorted by Bradley–Terry rating. Speeds "
+               "are the contestants' own, never the judge's.")
+    board_table(board, key="judge_leaderboard")

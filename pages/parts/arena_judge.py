@@ -6,12 +6,11 @@ from typing import Any
 
 import streamlit as st
 
-from atom_core.arena import charts as arena_charts
-from atom_core.arena import judge, promptsets, ratings
-from atom_core.arena.leaderboard import contestant_speeds
+from atom_core.arena import judge, promptsets
 from atom_core.arena.rounds import ArenaRound
 from atom_core.errors import AtomError
 from atom_core.render import plain_label, safe_markdown
+from atom_core.words import EMPTY_CELL, plural
 from pages.parts import ui
 
 
@@ -75,7 +74,7 @@ def draw_verdict(rnd: ArenaRound, v: judge.JudgeVerdict) -> None:
     dis, pairs = v.disagreements
     head = f"Judge: {v.judge_model}"
     if pairs:
-        head += f" · the two orders disagreed on {dis} of {pairs} pair(s)"
+        head += f" · the two orders disagreed on {dis} of {plural(pairs, 'pair')}"
     st.markdown("**Verdict**")
     st.text(head)  # a model name: plain text
     rows = []
@@ -87,7 +86,8 @@ def draw_verdict(rnd: ArenaRound, v: judge.JudgeVerdict) -> None:
                      "Order 2": scores[1] if len(scores) > 1 else None,
                      "Mean": a["score"], "Positions": " / ".join(map(str, a["order"])),
                      "Agreed": "yes" if a["agreed"] else "no", "Reason": a["reason"]})
-    st.dataframe(rows, hide_index=True, key=f"verdict-{v.id}", column_config={
+    st.dataframe(rows, hide_index=True, key=f"verdict-{v.id}", placeholder=EMPTY_CELL,
+                 column_config={
         "Positions": st.column_config.TextColumn(help="Where the answer stood in each order "
                                                  "(1 = shown first)."),
         "Agreed": st.column_config.TextColumn(help="Both orders gave the same verdict on every "
@@ -115,43 +115,6 @@ def draw_verdict(rnd: ArenaRound, v: judge.JudgeVerdict) -> None:
             st.text(c.error)
         if c.raw:
             st.code(c.raw, language=None, wrap_lines=True)
-
-
-# -- the leaderboard by judge ---------------------------------------------------------------------
-
-
-def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) -> None:
-    """Ratings from a judge's agreed verdicts, apart from the people's, with how often the
-    judge agreed with people and how often its two orders disagreed."""
-    summaries = judge.judge_summaries(verdicts)
-    st.dataframe([{"Judge": s.judge_model, "Verdicts": s.verdicts, "Pairs": s.pairs,
-                   "Orders disagreed": s.disagreement_rate,
-                   "Unreadable replies": s.unreadable} for s in summaries],
-                 hide_index=True, key="judge_summaries", column_config={
-                     "Orders disagreed": st.column_config.ProgressColumn(
-                         min_value=0.0, max_value=1.0, format="percent",
-                         help="Share of pairs where the judge's verdict changed with the order "
-                         "the answers were shown in (position bias). Those pairs count as ties.")})
-    models = [s.judge_model for s in summaries]
-    model = st.selectbox("Judge", models, key="board_judge") if len(models) > 1 else models[0]
-    agree = judge.agreement_with_people(rounds, verdicts, model)
-    ci = agree.interval
-    if agree.rate is not None and ci is not None:
-        st.markdown(f"**Agreement with people:** {agree.rate:.0%} of {agree.rounds} round(s) "
-                    f"with both a vote and a verdict (95 % interval {ci[0]:.0%}–{ci[1]:.0%}).",
-                    help="Same winner, or a tie on both sides. Rounds voted “all bad” are left "
-                    "out. The interval is Wilson's.")
-    else:
-        st.caption("No round has both a people's vote and this judge's verdict yet.")
-    votes = judge.judge_votes(verdicts, model)
-    if not votes:
-        st.info("This judge has no verdict read in both orders yet.", icon=":material/gavel:")
-        return
-    board = ratings.leaderboard(votes, speeds=contestant_speeds(rounds))
-    st.caption(f"{len(votes)} judged pairs. Sorted by Bradley–Terry rating. Speeds are the "
-               "contestants' own, never the judge's.")
-    st.dataframe(arena_charts.leaderboard_frame(board), hide_index=True, width="stretch",
-                 key="judge_leaderboard")
 
 
 # -- a prompt set's run ---------------------------------------------------------------------------
@@ -188,9 +151,11 @@ def promptset_panel(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec,
         for s in judge.judge_summaries(verdicts):
             st.text(judge.summary_line(s))  # names a model: plain text
         st.dataframe(judge.model_scores(verdicts), hide_index=True, key=f"ps-scores-{run_id}",
+                     placeholder=EMPTY_CELL,
                      column_config={"model": "Model", "score_mean": "Judge score (mean)",
                                     "wins": "Agreed wins", "ties": "Ties", "losses": "Losses"})
         checks = judge.judge_check_rows(run, verdicts)
         if checks:
             st.markdown("**Judge checks** (passed / judged over the repeats)")
-            st.dataframe(checks, hide_index=True, key=f"ps-judge-checks-{run_id}")
+            st.dataframe(checks, hide_index=True, key=f"ps-judge-checks-{run_id}",
+                         placeholder=EMPTY_CELL)

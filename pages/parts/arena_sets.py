@@ -12,6 +12,7 @@ from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
 from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
+from atom_core.words import EMPTY_CELL, plural
 from pages.parts import arena_judge, ui
 from pages.parts.arena_round import downloads
 from pages.parts.arena_setup import prepare
@@ -22,7 +23,7 @@ from pages.parts.arena_setup import prepare
 def _pick_set(store: ui.HistoryStore) -> promptsets.PromptSet | None:
     saved = promptsets.saved_sets(store)
     choices = ["new", *(sid for sid, _ in saved)]
-    names = {sid: f"{s.name} ({len(s.items)} prompts)" for sid, s in saved}
+    names = {sid: f"{s.name} ({plural(len(s.items), 'prompt')})" for sid, s in saved}
     chosen = st.selectbox("Prompt set", choices, key="ps_choice",
                           format_func=lambda c: "New set: paste or upload…" if c == "new"
                           else names[c])
@@ -75,16 +76,18 @@ def prompt_sets(store: ui.HistoryStore, setups: list[SlotSetup]) -> None:
     with left:
         pset = _pick_set(store)
         if pset is not None:
-            st.caption(f"{len(pset.items)} prompts · {pset.check_count} checks")
+            st.caption(f"{plural(len(pset.items), 'prompt')} · {plural(pset.check_count, 'check')}")
     with right:
         settings = _run_settings(len(setups) or 2)
         total = len(pset.items) * len(setups) * settings.repeats if pset and setups else 0
-        start = st.button(f"Run {total} requests on {len(setups)} models", type="primary",
+        start = st.button(f"Run {plural(total, 'request')} on {plural(len(setups), 'model')}",
+                          type="primary",
                           icon=":material/play_arrow:", disabled=not total)
     if start and pset is not None:
         listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
         prepared = prepare(setups, listings)
-        run = promptsets.new_run(store, pset, setups, prepared.targets, settings)
+        run = promptsets.new_run(store, pset, setups, prepared.targets, settings,
+                                 prepared=prepared, listings=listings)
         _execute(store, run)
     runs = promptsets.list_runs(store)
     if not runs:
@@ -95,7 +98,7 @@ def prompt_sets(store: ui.HistoryStore, setups: list[SlotSetup]) -> None:
         st.session_state.ps_run = wanted
     if st.session_state.get("ps_run") not in ids:
         st.session_state.ps_run = ids[0]
-    labels = {r.id: f"{r.prompt_set.name} · {len(r.slots)} models · "
+    labels = {r.id: f"{r.prompt_set.name} · {plural(len(r.slots), 'model')} · "
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created))}" for r in runs}
     run_id = st.selectbox("Runs", ids, key="ps_run", format_func=labels.__getitem__)
     _show_run(store, next(r for r in runs if r.id == run_id))
@@ -140,7 +143,8 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
         setups = promptsets.run_setups(run)
         listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
         prepared = prepare(setups, listings)
-        _execute(store, promptsets.retarget(store, run, prepared.targets))
+        _execute(store, promptsets.retarget(store, run, prepared.targets, prepared=prepared,
+                                            listings=listings))
     with cols[2].popover("Export", icon=":material/download:", width="stretch"):
         def known() -> dict[str, hardware.MachineInfo]:  # the machines each report names
             return hardware.machines(store)
@@ -162,7 +166,7 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
     if all(r["thinking_p50_s"] is None for r in summary):  # no slot reasoned: no such columns
         summary = [{k: v for k, v in r.items()
                     if k not in ("first_answer_p50_s", "thinking_p50_s")} for r in summary]
-    st.dataframe(summary, hide_index=True,
+    st.dataframe(summary, hide_index=True, placeholder=EMPTY_CELL,
                  width="stretch", column_config={
                      "slot": cc.TextColumn("Slot", width="small"),
                      "contestant": cc.TextColumn("Model"),
@@ -185,5 +189,5 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
     checks = promptsets.check_rows(run, records)
     if checks:
         st.markdown("**Checks** (passed / total over the repeats)")
-        st.dataframe(checks, hide_index=True, width="stretch")
+        st.dataframe(checks, hide_index=True, width="stretch", placeholder=EMPTY_CELL)
     arena_judge.promptset_panel(store, run, records)  # a model as judge of every prompt

@@ -11,6 +11,7 @@ from atom_core.history import Conversation, Message
 from atom_core.images import ImageAttachment
 from atom_core.render import safe_markdown
 from atom_core.types import ChatMessage
+from atom_core.words import plural
 from pages.parts import ui
 
 
@@ -37,7 +38,7 @@ def picker(scope: str) -> list[ImageAttachment]:
             size = images.request_bytes([ChatMessage("user", "", images=tuple(
                 a.data_url for a in out))])
             st.image([a.data for a in out], width=64)
-            st.caption(f"{len(out)} image(s) · {size / 1024:,.0f} KB added to the request")
+            st.caption(f"{plural(len(out), 'image')} · {size / 1024:,.0f} KB added to the request")
     return out
 
 

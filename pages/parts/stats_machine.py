@@ -10,6 +10,8 @@ import streamlit as st
 
 from atom_core.measure import card, hardware
 from atom_core.render import safe_markdown
+from atom_core.stats.charts import wrap_label  # long names over lines in the legend
+from atom_core.words import EMPTY_CELL
 from pages.parts import ui
 
 COLUMNS = {"machine": "Machine", "model": "Model",
@@ -42,12 +44,13 @@ def machine_tab(store: ui.HistoryStore) -> None:
             r["machine"] = (m.cpu_model or r["machine_id"]) + (" (this one)"
                                                                  if r["machine_id"] == here.id
                                                                  else "")
-        st.dataframe(rows, hide_index=True, column_order=list(COLUMNS),
+        st.dataframe(rows, hide_index=True, column_order=list(COLUMNS), placeholder=EMPTY_CELL,
                      column_config={k: st.column_config.Column(v) for k, v in COLUMNS.items()})
         x = st.segmented_control("Tok/s against", ["VRAM used MB (peak)", "CPU % (mean)"],
                                  default="CPU % (mean)", key="machine_x")
         xcol = "vram_used_mb_peak" if x == "VRAM used MB (peak)" else "cpu_percent_mean"
-        points = [r for r in rows if r.get(xcol) is not None and r.get("decode_tps_p50")]
+        points = [{**r, "model": wrap_label(r["model"]), "machine": wrap_label(r["machine"])}
+                  for r in rows if r.get(xcol) is not None and r.get("decode_tps_p50")]
         if points:
             fig = px.scatter(points, x=xcol, y="decode_tps_p50", color="model",
                              symbol="machine", labels={xcol: x, "decode_tps_p50": "Decode tok/s"})
@@ -79,7 +82,7 @@ def _card(here: hardware.MachineInfo, runs: list[dict[str, Any]]) -> None:
     if not rows:
         st.info("No model on that card has runs on this machine.", icon=":material/compare:")
         return
-    st.dataframe(rows, hide_index=True, column_config={
+    st.dataframe(rows, hide_index=True, placeholder=EMPTY_CELL, column_config={
         "model": "Model", "quantization": "Quantization", "tps_here": "Tok/s here",
         "tps_there": "Tok/s there", "ratio": "× faster here", "ttft_here": "TTFT here (s)",
         "ttft_there": "TTFT there (s)"})

@@ -12,17 +12,25 @@ from atom_core.render import plain_label
 from atom_core.server.native import COMPARISON_COLUMNS, comparison_rows, native_chat
 from atom_core.stats.server_figures import SERVER_FIGURE_COLUMNS, server_figures
 from atom_core.types import Dialect
+from atom_core.words import EMPTY_CELL
 from pages.parts import ui
 
 FORMATS = {"int": "%d", "seconds": "%.2f", "tps": "%.1f", "tokens": "%.0f", "percent": "percent",
-           "ratio": "%.3f"}
+           "ratio": "%.3f", "duration": "%.2f s", "speed": "%.1f tok/s"}
 
 
-def table(rows: Any, columns: dict[str, tuple[str, str]], **kw: Any) -> None:
-    config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind]) if kind in FORMATS
-              else st.column_config.TextColumn(label) for c, (label, kind) in columns.items()}
+def table(rows: Any, columns: dict[str, tuple[str, str]], *,
+          widths: dict[str, int] | None = None, helps: dict[str, str] | None = None,
+          **kw: Any) -> None:
+    """`rows` with `columns` (column -> (label, kind)) in that order; `widths`: px per column
+    (the rest fit their contents); `helps`: a header's tooltip."""
+    widths, helps = widths or {}, helps or {}
+    config = {c: st.column_config.NumberColumn(label, format=FORMATS[kind], width=widths.get(c),
+                                               help=helps.get(c)) if kind in FORMATS
+              else st.column_config.TextColumn(label, width=widths.get(c), help=helps.get(c))
+              for c, (label, kind) in columns.items()}
     st.dataframe(rows, hide_index=True, column_config=config, column_order=list(columns),
-                 placeholder="", **kw)  # a missing value is a blank cell, not "None"
+                 placeholder=EMPTY_CELL, **kw)
 
 
 def server_tab(df: Any, store: ui.HistoryStore) -> None:

@@ -129,11 +129,6 @@ def set_server_url(url: str) -> None:
     st.session_state.server_url = normalize_base_url(url)
 
 
-def plural(n: int, word: str) -> str:
-    """'1 vote', '2 votes'."""
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def notes_to_show(notes: Sequence[str], shown_with: str) -> list[str]:
     """Arena's notes about servers worth hearing once: none about the bundled demo engine (ATOM
     started it and knows what it serves), and each other note once per session, with the

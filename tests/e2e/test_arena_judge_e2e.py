@@ -62,12 +62,12 @@ def test_a_round_judged_blind_in_both_orders(app: App, double: Double, page: Any
     main = page.inner_text("#stMain")
     # blind: the pairs are named by position; both orders' verdicts are shown
     assert "Response 1 vs Response 2: order 1 → " in main and ", order 2 → " in main
-    assert "disagreed on 0 of 1 pair(s)" in main and ": agreed, " in main
+    assert "disagreed on 0 of 1 pair" in main and ": agreed, " in main
     assert page.locator("[data-testid=stDataFrame]").count() == 1  # scores per order
 
     run_judge(page, "judge/biased")
     main = page.inner_text("#stMain")
-    assert "disagreed on 1 of 1 pair(s)" in main and "disagreed, tie" in main
+    assert "disagreed on 1 of 1 pair" in main and "disagreed, tie" in main
     page.screenshot(path=str(OUTPUT / "arena-judged.png"), full_page=True)
 
     page.get_by_role("button", name="Response 1").click()  # a people's vote too
@@ -76,11 +76,11 @@ def test_a_round_judged_blind_in_both_orders(app: App, double: Double, page: Any
     page.locator("[data-testid=stButtonGroup] button", has_text="Leaderboard").click()
     settle(page)
     page.locator("[data-testid=stButtonGroup] button", has_text="Judge").click()
-    page.wait_for_selector("text=judged pairs", timeout=30_000)
+    page.wait_for_selector("text=1 judged pair.", timeout=30_000)  # one pair: not "pairs"
     settle(page)
     board = page.inner_text("#stMain")
     # two judges, biased first by name: its tie (orders disagreed) never matches a people's win
-    assert "Agreement with people: 0% of 1 round(s)" in board
+    assert "Agreement with people: 0% of 1 round with" in board
     assert page.locator("[data-testid=stDataFrame]").count() == 2  # judges, ratings
     assert page.locator("[data-testid=stException]").count() == 0
     page.screenshot(path=str(OUTPUT / "arena-judge-board.png"), full_page=True)

@@ -39,7 +39,7 @@ def test_an_image_sent_over_the_responses_route_reaches_the_vision_model(
     sidebar = page.locator("[data-testid=stSidebar]")
     sidebar.get_by_text("Attach images").click()
     sidebar.locator("input[type=file]").set_input_files(str(picture))
-    page.wait_for_selector("text=1 image(s)", timeout=20_000)
+    page.wait_for_selector("text=1 image ·", timeout=20_000)
     wait_idle(page)
 
     box = page.locator("[data-testid=stChatInputTextArea]")

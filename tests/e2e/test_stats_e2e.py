@@ -22,7 +22,7 @@ from tests.fixtures.browser import (
     stop,
     wait_idle,
 )
-from tests.fixtures.realistic_runs import build_history
+from tests.fixtures.realistic_runs import LONG_MODEL_NAMES, build_history, laptop_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -195,3 +195,78 @@ def test_a_bookmark_of_stats_opens_inside_the_app(stats_app: App, page: Any) -> 
     assert "Stats" in nav and "ui" not in nav.split()  # no legacy list of pages/ files
     wait_for_charts(page, 1)
     assert_no_errors(page)
+
+
+def scrolls_sideways(pg: Any, table: Any) -> bool:
+    """Whether a st.dataframe needs its horizontal scrollbar (its columns are wider than it)."""
+    return bool(table.locator(".dvn-scroller").evaluate("s => s.scrollWidth > s.clientWidth"))
+
+
+def test_three_models_compared_on_a_laptop(double: Double, tmp_path: Path, page: Any) -> None:
+    """Three models with long names, a run or two each, at 1,400 px: the Overview says what each
+    chart needs instead of a bare tick, two 100 % spikes and lone dots, its table fits without
+    sideways scrolling and the speed map's labels are whole. With six runs each (all the same
+    reply lengths), the box plot draws and the three identical histogram lines all show."""
+    data = tmp_path / "data"
+    start = time.time() // 60 * 60 - 3600  # an hour ago, within one minute
+    store = open_store(data)
+    store.append_many("runs", laptop_runs(((200, 260), (200, 260), (200,)), start=start))
+    app = start_app(double.url, data, tmp_path)
+    try:
+        page.set_viewport_size({"width": 1400, "height": 5200})  # every chart on screen
+        open_stats(page, app)
+        wait_for_charts(page, 1)
+        assert_no_errors(page)
+        main = page.locator("[data-testid=stMain]")
+        text = main.inner_text()
+        for needs in ("Time to first token: Needs 5 completed runs of a model",
+                      "Tokens per request: Needs 5 completed runs of a model",
+                      "End-to-end time vs output tokens: Needs 3 completed runs of a model",
+                      "Time to first token vs prompt length: Needs 3 completed runs"):
+            assert needs in text, needs
+        assert page.locator(".js-plotly-plot").count() == 1  # the speed map only
+        (table,) = page.locator("[data-testid=stDataFrame]").all()
+        assert not scrolls_sideways(page, table)
+        # the speed map's labels: every name whole, none running off the chart
+        plot = page.locator(".js-plotly-plot").first
+        box = plot.bounding_box()
+        labels = plot.locator(".textpoint text")
+        assert sorted(t.replace("\n", "") for t in labels.evaluate_all(
+            "ts => ts.map(t => Array.from(t.querySelectorAll('tspan')).map(s => s.textContent)"
+            ".join('') || t.textContent)")) == sorted(LONG_MODEL_NAMES)
+        for label in labels.all():
+            b = label.bounding_box()
+            assert box["x"] <= b["x"] and b["x"] + b["width"] <= box["x"] + box["width"], b
+        save_shot(page, "stats-laptop-few-runs.png", full_page=True)
+
+        # Six runs each, the same reply lengths for every model.
+        store.append_many("runs", laptop_runs(((200, 200, 260, 260), (200, 200, 260, 260),
+                                               (200, 200, 260, 260, 260)), start=start + 30))
+        page.reload()
+        page.wait_for_selector("[data-testid=stMetric]", timeout=30_000)
+        wait_idle(page)
+        wait_for_charts(page, 5)  # speed map, TTFT box, two scatters, histogram
+        assert_no_errors(page)
+        (table,) = page.locator("[data-testid=stDataFrame]").all()
+        assert not scrolls_sideways(page, table)
+        histogram = page.locator(".js-plotly-plot").filter(has_text="Tokens per request")
+        shot = tmp_path / "histogram.png"
+        area = histogram.locator(".nsewdrag").first.bounding_box()  # the plot, not its legend
+        page.screenshot(path=str(shot), clip=area)
+        colors = stats.model_colors(stats.runs_frame(store.runs()))
+        lines = model_pixels(shot, list(colors.values()))
+        assert all(lines[c] >= 30 for c in colors.values()), lines  # each line shows
+        save_shot(page, "stats-laptop-six-runs.png", full_page=True)
+    finally:
+        stop(app.process)
+
+
+def test_the_overview_table_fits_at_1400_px(stats_app: App, page: Any) -> None:
+    """20 models, 20,000 runs: the summary needs no sideways scrolling beside the sidebar."""
+    page.set_viewport_size({"width": 1400, "height": 1400})
+    open_stats(page, stats_app)
+    wait_for_charts(page, 1)
+    table = page.locator("[data-testid=stDataFrame]").last
+    assert "Runs" in table.inner_text() or table.count() == 1
+    assert not scrolls_sideways(page, table)
+    save_shot(page, "stats-overview-1400.png")

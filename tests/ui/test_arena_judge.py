@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from atom_core import arena
 from atom_core.arena import judge, promptsets
 from atom_core.history import open_store
+from atom_core.words import EMPTY_CELL
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 from tests.ui.conftest import BASE, new_app
 
@@ -97,9 +98,18 @@ def test_a_judged_blind_round_in_both_orders_then_the_judge_board(
     at.segmented_control(key="board_basis").set_value("Judge").run()
     assert not at.exception
     agreement = " ".join(str(m.value) for m in at.markdown)
-    assert "100% of 1 round(s)" in agreement and "95 % interval 21%–100%" in agreement
+    assert "100% of 1 round with both a vote" in agreement and "95 % interval 21%–100%" in agreement
     board = next(d.value for d in at.dataframe if "BT" in d.value.columns)
     assert list(board["Model"])[0] == "t/one" and board.iloc[0]["W/T/L"] == "2/0/0"
+    # formatted as the people's board: a win rate of 1 reads 100 %, TTFT 0.12, tok/s 99.2
+    (table,) = [d for d in at.dataframe if "BT" in d.value.columns]
+    columns = json.loads(table.proto.columns)
+    assert columns["Win rate"]["type_config"] == {"type": "progress", "format": "percent",
+                                                  "min_value": 0.0, "max_value": 1.0}
+    assert columns["TTFT p50 (s)"]["type_config"]["format"] == "%.2f"
+    assert columns["tok/s p50"]["type_config"]["format"] == "%.1f"
+    assert all(d.proto.HasField("placeholder") and d.proto.placeholder == EMPTY_CELL
+               for d in at.dataframe)  # no "None" in any table
     summary = next(d.value for d in at.dataframe if "Orders disagreed" in d.value.columns)
     assert list(summary["Judge"]) == ["t/three"] and summary["Orders disagreed"][0] == 0.0
 

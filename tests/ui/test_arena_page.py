@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from atom_core import arena
 from atom_core.arena import promptsets
 from atom_core.history import open_store
+from atom_core.words import EMPTY_CELL
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 from tests.ui.conftest import new_app, press_stop
 
@@ -205,7 +206,7 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     at.segmented_control(key="arena_view").set_value("Prompt sets").run()
     at.segmented_control(key="arena_n").set_value(2).run()
     at.text_area(key="ps_text").set_value("prompt,contains\nFirst?,first\nSecond?,\n").run()
-    assert "2 prompts · 1 checks" in [str(c.value) for c in at.caption]
+    assert "2 prompts · 1 check" in [str(c.value) for c in at.caption]
     at.checkbox(key="ps_warm").set_value(False).run()
     run_button = next(b for b in at.button if b.label.startswith("Run "))
     assert run_button.label == "Run 4 requests on 2 models"
@@ -221,6 +222,10 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     assert "thinking_p50_s" not in summary.columns  # no model reasoned: no thinking columns
     assert checks.iloc[0].to_dict() == {"prompt": "First?", "check": "contains “first”",
                                         "Model A": "1/1", "Model B": "0/1"}
+    # the run keeps what each slot ran on, for its reports (as loaded: the listing's instance)
+    assert [(s.model_info.get("quantization"), s.model_info.get("params"), s.instance_config)
+            for s in run.slots] == [("Q4_K_M", "1B", {"context_length": 4096}),
+                                    ("Q8_0", "1B", {"context_length": 4096})]
 
 
 def test_a_prompt_set_where_a_model_reasoned_shows_first_answer_and_thinking(
@@ -246,6 +251,9 @@ def test_a_prompt_set_where_a_model_reasoned_shows_first_answer_and_thinking(
     one, two = summary.iloc[0], summary.iloc[1]
     assert one["thinking_p50_s"] >= 0 and one["first_answer_p50_s"] >= one["ttft_p50_s"]
     assert pd.isna(two["thinking_p50_s"])  # the model that did not reason has no thinking time
+    # ...shown as a blank cell, not the word "None"
+    assert at.dataframe[0].proto.HasField("placeholder")
+    assert at.dataframe[0].proto.placeholder == EMPTY_CELL
 
 
 def test_slots_can_pick_models_from_several_servers(

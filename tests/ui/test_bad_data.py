@@ -70,11 +70,11 @@ def test_junk_rows_in_the_store_are_left_out_with_one_warning(
     at = new_app().run()
     at.switch_page("pages/stats.py").run()
     assert not at.exception, at.exception
-    assert "3 stored run(s) could not be read and are left out." in texts(at.warning)
+    assert "Left out: 3 stored runs that could not be read." in texts(at.warning)
     at.switch_page("pages/arena.py").run()
     at.segmented_control(key="arena_view").set_value("Leaderboard").run()
     assert not at.exception, at.exception
-    assert "3 stored arena round(s) could not be read and are left out." in texts(at.warning)
+    assert "Left out: 3 stored arena rounds that could not be read." in texts(at.warning)
     assert "1 vote over 1 round" in " ".join(texts(at.caption))
 
 

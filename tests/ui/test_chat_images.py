@@ -34,7 +34,7 @@ def test_an_image_goes_to_a_vision_model_and_stays_with_the_chat(mock: respx.Moc
     at = new_app().run()
     at.file_uploader(key="chat_images_0").set_value(("shot.png", png(), "image/png")).run()
     assert not at.exception
-    assert any("1 image(s)" in str(c.value) for c in at.sidebar.caption)
+    assert any("1 image ·" in str(c.value) for c in at.sidebar.caption)
     at.chat_input[0].set_value("What is in this picture?").run()
     assert not at.exception
     body = json.loads(chat.calls.last.request.content)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import respx
 
 from atom_core.history import open_store
-from atom_core.measure import hardware
+from atom_core.measure import card, hardware
+from atom_core.words import EMPTY_CELL
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.ui.conftest import new_app
 
@@ -47,3 +49,26 @@ def test_machine_view_with_no_sampled_runs_says_so(mock: respx.MockRouter) -> No
     mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
     at = open_machine_tab()
     assert any("No run has hardware figures yet" in i.value for i in at.info)
+
+
+def test_missing_figures_are_blank_cells_not_none(mock: respx.MockRouter,
+                                                  isolated_env: Path) -> None:
+    """No GPU here (GPU % unknown) and a shared card that names no quantization: both tables
+    show a blank cell, never the word "None"."""
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    here = hardware.this_machine()
+    store = open_store(isolated_env)
+    store.add_run({"ts": 1.0, "source": "chat", "server": "s", "model": "some-model",
+                   "ok": True, "decode_tps": 30.0, "ttft_s": 0.3, "cpu_percent_mean": 40.0,
+                   "machine_id": here.id})
+    at = open_machine_tab()
+    (machine,) = [d for d in at.dataframe if "gpu_util_mean" in d.value.columns]
+    assert machine.value["gpu_util_mean"].isna().all()
+    theirs = card.benchmark_card(here, store.runs())  # no quantization known for the model
+    at.file_uploader(key="card_upload").set_value(
+        ("card.json", json.dumps(theirs).encode(), "application/json")).run()
+    assert not at.exception, at.exception
+    (compared,) = [d for d in at.dataframe if "quantization" in d.value.columns]
+    assert compared.value["quantization"].isna().all()
+    for table in (machine, compared):
+        assert table.proto.HasField("placeholder") and table.proto.placeholder == EMPTY_CELL

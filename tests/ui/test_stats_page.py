@@ -22,7 +22,7 @@ from atom_core.server.routes import ROUTE_LABELS
 from tests.fixtures.lmstudio_double import DoubleServer, serve
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.plotly_data import decode
-from tests.fixtures.realistic_runs import realistic_runs
+from tests.fixtures.realistic_runs import LONG_MODEL_NAMES, laptop_runs, realistic_runs
 from tests.ui.conftest import new_app
 
 CHARTS = ["speed_map", "ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
@@ -167,7 +167,7 @@ def test_live_panel_while_runs_arrive(mock: respx.MockRouter, isolated_env: Path
     seed(isolated_env, 200, recent=True)
     at = open_stats()
     live = [m.value for m in at.markdown if "**Live**" in m.value]
-    assert live and "1 runs in the last 5 min" in live[0]
+    assert live and "1 run in the last 5 min" in live[0]
     live_table = [d.value for d in at.dataframe if "ttft_p99_s" not in d.value.columns]
     assert list(live_table[0]["model"]) == ["qwen3-4b"]
 
@@ -379,7 +379,9 @@ def test_two_routes_of_one_model_are_two_rows_when_grouped_by_route(
     speed = {t["name"]: t for t in chart(at, "speed_map")["data"]}
     assert set(speed) == set(shown["model"])
     assert len({t["marker"]["color"] for t in speed.values()}) == 3
-    assert {t["name"] for t in chart(at, "ttft_box")["data"]} == set(shown["model"])
+    # a box per series needs 5 runs of it: the most of any series here is 4, so it says so
+    assert "time to first token varies: the most any model has here is 4." in " ".join(
+        c.value for c in at.caption)
     # ...and the Route filter keeps one route
     (routes,) = [m for m in at.sidebar.multiselect if m.label == "Route"]
     assert routes.options == [ROUTE_LABELS["completions"], ROUTE_LABELS["native"]]
@@ -475,3 +477,35 @@ def test_little_data_reads_right(mock: respx.MockRouter, isolated_env: Path) -> 
     assert "From every run recorded here" in captions and "Arena runs only" in captions
     assert all(d.proto.placeholder == "" and d.proto.HasField("placeholder")
                for d in at.dataframe)  # a failed run's missing TTFT is blank, not "None"
+
+
+def test_a_run_or_two_per_model_with_long_names(mock: respx.MockRouter,
+                                                isolated_env: Path) -> None:
+    """A person comparing three models on a laptop: sentences saying what each chart needs
+    instead of a bare tick, 100 % spikes and lone dots; a summary that fits the page (only the
+    columns that say something, names wrapped whole in taller rows, blanks for no value)."""
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    open_store(isolated_env).append_many(
+        "runs", laptop_runs(((200, 260), (200, 260), (200,)),
+                            start=time.time() // 60 * 60 - 3600))  # within one minute
+    at = open_stats()
+    assert {e.key for e in at.get("plotly_chart")} == {"speed_map"}
+    captions = " ".join(c.value for c in at.caption)
+    for needs in ("**Time to first token**: Needs 5 completed runs of a model to show how its "
+                  "time to first token varies: the most any model has here is 2.",
+                  "**Tokens per request**: Needs 5 completed runs of a model",
+                  "**End-to-end time vs output tokens**: Needs 3 completed runs of a model",
+                  "**Time to first token vs prompt length**: Needs 3 completed runs",
+                  "TTFT p90 and p99 appear once a model has 10 and 100 runs"):
+        assert needs in captions, needs
+    (summary,) = [d for d in at.dataframe if "ttft_p99_s" in d.value.columns]
+    assert list(summary.proto.column_order) == [
+        "model", "runs", "ttft_p50_s", "first_answer_p50_s", "thinking_p50_s",
+        "decode_tps_p50", "e2e_p50_s", "output_tokens_mean", "error_rate"]
+    columns = json.loads(summary.proto.columns)
+    assert columns["model"]["width"] == stats.MODEL_COLUMN_PX
+    assert columns["ttft_p50_s"]["type_config"]["format"] == "%.2f s"
+    assert summary.proto.row_height > 64  # Streamlit wraps a cell only in a row this tall
+    assert summary.proto.HasField("placeholder") and summary.proto.placeholder == ""
+    labels = [t["text"][0] for t in chart(at, "speed_map")["data"]]
+    assert sorted(label.replace("<br>", "") for label in labels) == sorted(LONG_MODEL_NAMES)

@@ -229,7 +229,7 @@ def test_images_travel_with_the_export_and_come_back_on_import(backend: str,
 
     away = make("away")
     report = import_everything(away, None, doc)
-    assert report.images_added == 3 and "3 image(s)" in report.sentence
+    assert report.images_added == 3 and "with 3 images." in report.sentence
     (conv,) = away.list_conversations()
     got_user, got_reply = away.messages(conv.id)
     assert away.load_images(conv.id, got_user.id) == [png, png]

@@ -58,8 +58,10 @@ def test_charts_list_models_in_the_summary_order(df: pd.DataFrame,
                                                  figures: dict[str, go.Figure]) -> None:
     order = list(stats.model_summary(df)["model"])
     assert [t.name for t in figures["speed_map"].data] == order
-    for name in ("tps_over_time", "tokens_histogram"):
-        assert [t.name for t in figures[name].data] == order
+    assert [t.name for t in figures["tps_over_time"].data] == order
+    # the histogram draws its wide lines first; its legend keeps the summary's order
+    legend = sorted(figures["tokens_histogram"].data, key=lambda t: t.legendrank)
+    assert [t.name for t in legend] == order
     points = [t.name for t in figures["e2e_vs_tokens"].data if t.mode == "markers"]
     assert points == order
 
@@ -163,3 +165,98 @@ def test_unvalidated_figures_are_valid_plotly(df: pd.DataFrame) -> None:
     few = stats.RunFilter(models=tuple(stats.filter_options(df)["models"][:3]))
     for fig in charts.overview_figures(stats.overview(df, few), stats.model_colors(df)).values():
         go.Figure(decode(fig.to_dict()))  # raises ValueError on an unknown property
+
+
+# -- a laptop's first comparison: a run or two per model, long names -----------------------------
+
+LONG = ("deepseek-r1-distill-qwen-14b-instruct-abliterated-q4_k_m",
+        "lmstudio-community/meta-llama-3.1-8b-instruct-gguf",
+        "qwen3-30b-a3b-instruct-2507-mlx-4bit-dwq")
+
+
+def few_runs(per_model: dict[str, int], *, same_lengths: bool = False) -> pd.DataFrame:
+    """`per_model` completed runs of each model, a second apart; replies 200, 260, 320...
+    tokens long (all 200 with `same_lengths`), prompts 40, 45, 50... tokens."""
+    rows: list[dict[str, Any]] = []
+    for m, (model, n) in enumerate(per_model.items()):
+        for k in range(n):
+            out = 200 if same_lengths else 200 + 60 * k
+            rows.append({"ts": 1_700_000_000.0 + len(rows), "model": model, "ok": True,
+                         "state": "complete", "ttft_s": 0.3 + 0.3 * m + 0.01 * k,
+                         "decode_tps": 50.0 - 10 * m, "e2e_s": 0.3 + out / (50.0 - 10 * m),
+                         "output_tokens": out, "prompt_tokens": 40 + 5 * k})
+    return stats.runs_frame(rows)
+
+
+def test_a_run_or_two_per_model_gives_sentences_not_ticks_spikes_and_dots() -> None:
+    df = few_runs({LONG[0]: 2, LONG[1]: 2, LONG[2]: 1})
+    gaps = charts.chart_gaps(stats.overview(df))
+    for box in ("ttft_box", "first_answer_box"):
+        assert gaps[box].startswith("Needs 5 completed runs of a model to show how its time")
+        assert "the most any model has here is 2" in gaps[box]
+    assert gaps["tokens_histogram"] == (
+        "Needs 5 completed runs of a model to show how long its replies run: the most any "
+        "model has here is 2.")
+    assert gaps["e2e_vs_tokens"] == (
+        "Needs 3 completed runs of a model, with replies of different lengths, to draw its "
+        "line: the most any model has here is 2.")
+    assert gaps["ttft_vs_prompt"].startswith("Needs 3 completed runs of a model, with prompts")
+    # with enough runs, every one of those charts draws
+    assert not {"ttft_box", "first_answer_box", "tokens_histogram", "e2e_vs_tokens",
+                "ttft_vs_prompt"} & set(charts.chart_gaps(stats.overview(
+                    few_runs({LONG[0]: 6, LONG[1]: 1}))))
+
+
+def test_a_model_with_too_few_runs_for_a_box_is_a_diamond_at_its_median() -> None:
+    df = few_runs({"steady": 8, "newcomer": 2})
+    fig = charts.ttft_box(stats.box_stats(df), {"steady": "#4c78a8", "newcomer": "#f58518"})
+    kinds = {t.meta: t.type for t in fig.data}
+    assert kinds == {"steady": "box", "newcomer": "scatter"}
+    (diamond,) = [t for t in fig.data if t.type == "scatter"]
+    assert diamond.marker.symbol == "diamond" and diamond.x[0] == pytest.approx(0.605)
+    assert "2 runs: a box needs 5" in diamond.hovertemplate
+
+
+def test_histogram_lines_of_models_with_the_same_lengths_stay_apart() -> None:
+    """Three models whose replies were all the same lengths: three identical step lines. Each
+    has its own dash, the widest is drawn first (underneath), the legend keeps the summary's
+    order; a model with one run (a 100 % spike) is left out, and the title says so."""
+    models = {"a-model": 6, "b-model": 6, "c-model": 6, "d-single": 1}
+    df = few_runs(models)
+    fig = charts.tokens_histogram(stats.token_histogram(df), {},
+                                  order=["c-model", "a-model", "b-model", "d-single"])
+    assert sorted(t.legendgroup for t in fig.data) == ["a-model", "b-model", "c-model"]
+    assert "1 model with fewer than 5 runs left out" in fig.layout.title.text
+    assert len({t.line.dash for t in fig.data}) == 3
+    widths = [t.line.width for t in fig.data]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    legend = [t.legendgroup for t in sorted(fig.data, key=lambda t: t.legendrank)]
+    assert legend == ["c-model", "a-model", "b-model"]
+    assert all(list(t.y) == list(fig.data[0].y) for t in fig.data)  # the case: same shares
+
+
+def test_wrap_label_keeps_the_whole_name_over_short_lines() -> None:
+    for name in (*LONG, "x" * 70, "short-name", "a/b c·d_e.f:g-" * 6):
+        wrapped = charts.wrap_label(name)
+        lines = wrapped.split("<br>")
+        assert "".join(lines) == name
+        assert all(len(line) <= charts.LABEL_CHARS for line in lines)
+    assert charts.wrap_label("short-name") == "short-name"
+    assert charts.wrap_label(LONG[1]).split("<br>")[0] == "lmstudio-community/meta-"  # at a "-"
+
+
+def test_long_names_are_whole_in_labels_legends_and_hovers() -> None:
+    df = few_runs({LONG[0]: 6, LONG[1]: 6, LONG[2]: 6})
+    ov = stats.overview(df)
+    figs = charts.overview_figures(ov, stats.model_colors(df))
+    speed = figs["speed_map"]
+    for t in speed.data:  # a label on each bubble, wrapped, whole; the hover has the full name
+        assert t.text[0].replace("<br>", "") == t.meta and "<br>" in t.text[0]
+        assert "%{meta}" in t.hovertemplate and t.cliponaxis is False
+    sides = {t.meta: t.textposition for t in speed.data}
+    slowest_start = ov.summary.sort_values("ttft_p50_s")["model"].iloc[-1]
+    assert sides[slowest_start] == "top left"  # away from the plot's right edge
+    for name in ("ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
+                 "tokens_histogram"):
+        for t in figs[name].data:
+            assert "<br>" in t.name and t.name.replace("<br>", "") in LONG, (name, t.name)

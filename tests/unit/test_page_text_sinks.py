@@ -41,6 +41,7 @@ OWN_TEXT = {
     ("pages/parts/arena_setup.py", "HELP['context']"),
     ("pages/parts/arena_setup.py", "problem"),  # client.route_problem: ATOM's sentence
     ("pages/parts/arena_setup.py", "names"),  # plain_label per model where built
+    ("pages/parts/arena_sets.py", "plural(len(setups), 'model')"),  # a count of models
     ("pages/parts/chat_conversations.py", "plain_label(c.preview) or None"),
     ("pages/parts/chat_header.py", "label"),  # fixed download labels
     ("pages/parts/chat_route.py", "line"),  # built from plain_label'd parts

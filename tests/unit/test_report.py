@@ -6,13 +6,18 @@ import csv
 import io
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from atom_core.arena import promptsets as ps
 from atom_core.arena import report
 from atom_core.arena.promptsets import PromptSetRunSpec, parse_prompt_set
 from atom_core.arena.rounds import ArenaRound, SlotResult, Vote
+from atom_core.arena.setup import Prepared, SlotSetup
+from atom_core.history import open_store
 from atom_core.measure import card
 from atom_core.measure.hardware import GpuInfo, MachineInfo
+from atom_core.types import Dialect, LoadConfig, ModelInfo, ModelList
 
 
 def a_round() -> ArenaRound:
@@ -246,3 +251,72 @@ def test_a_blind_round_has_no_report_before_a_vote_or_reveal() -> None:
             raise AssertionError(f"{render.__name__} named the models of a hidden round")
     assert "Response 1 = Model B" in report.round_markdown(replace(hidden, revealed=True))
     assert "m/slow" in report.round_csv(replace(hidden, blind=False))  # never blind: fine
+
+
+def test_the_round_report_says_each_measures_label_once() -> None:
+    """The help texts open with their own label ("First answer: from sending..."): after the
+    bold name, the report says it once ("**First answer**: First answer: ..." before)."""
+    md = report.round_markdown(a_round())
+    notes = md.split("## How ATOM measures")[1].strip().splitlines()
+    assert "- **First answer**: from sending the prompt to the first token of the answer " \
+           "itself, after any thinking; how long you wait before the reply visibly begins. " \
+           "The quickest-start mark goes here when a model reasoned." in notes
+    assert "- **End-to-end**: from sending the prompt to the last byte of the reply." in notes
+    assert any(n.startswith("- **TTFT (time to first token)**: from sending the prompt")
+               for n in notes)
+    for line in notes:
+        name, _, text = line.removeprefix("- **").partition("**: ")
+        assert not text.casefold().startswith(name.casefold().split(" (")[0] + ":"), line
+    page = report.round_html(a_round())
+    assert "<li><b>First answer</b>: from sending" in page
+    assert "First answer</b>: First answer:" not in page
+
+
+def test_a_prompt_set_run_keeps_what_was_loaded_and_its_reports_print_it(
+        isolated_env: Path) -> None:
+    """The slots of a prompt-set run keep what was loaded, as an arena round does: the
+    instance's config as the server reported it, the model's quantization, parameters and
+    size, the load time. The Markdown, HTML and JSON reports print them ("load_config": {} and
+    no quantization before)."""
+    url = "http://lms:1234"
+    listing = ModelList(models=(
+        ModelInfo(key="a", quantization="Q4_K_M", params="4B", size_bytes=2_500_000_000,
+                  format="gguf", max_context=32768),
+        ModelInfo(key="b", quantization="Q8_0", params="1B", size_bytes=1_300_000_000,
+                  format="gguf", max_context=8192)),
+        dialect=Dialect.LMSTUDIO_04, route="/api/v1/models")
+    setups = [SlotSetup(server=url, model="a"),
+              SlotSetup(server=url, model="b", load_config=LoadConfig(context_length=4096))]
+    prepared = Prepared(targets=["a", "b:2"], load_s=[None, 2.5], errors=[None, None],
+                        notes=[], instance_configs=[
+                            {"context_length": 8192, "flash_attention": True},
+                            {"context_length": 4096}])
+    store = open_store(isolated_env)
+    pset = parse_prompt_set("Hi", name="One")
+    run = ps.new_run(store, pset, setups, prepared.targets, ps.RunSettings(), prepared=prepared,
+                     listings={url: listing})
+    assert ps.get_run(store, run.id) == run  # kept with the run, and read back
+    md = report.run_markdown(run, [])
+    slots = md.split("## Slots")[1].split("## Machine")[0]
+    header, _rule, a, b = [[cell.strip() for cell in line.strip("|").split("|")]
+                           for line in slots.strip().splitlines()]
+    assert header[7:] == ["Quantization", "Params", "Size", "Format", "Max context",
+                          "Load config", "Load time"]
+    assert a[7:] == ["Q4_K_M", "4B", "2.50 GB", "gguf", "32768",
+                     "context_length=8192, flash_attention=True", ""]
+    assert b[7:] == ["Q8_0", "1B", "1.30 GB", "gguf", "8192", "context_length=4096",
+                     "2.50 s"]
+    page = report.run_html(run, [])
+    assert "<td>Q8_0</td>" in page and "<td>context_length=8192, flash_attention=True</td>" in page
+    saved = json.loads(report.run_json(run, []))["run"]["slots"]
+    assert saved[0]["instance_config"] == {"context_length": 8192, "flash_attention": True}
+    assert saved[0]["model_info"]["quantization"] == "Q4_K_M" and saved[1]["load_s"] == 2.5
+    assert saved[1]["load_config"] == {"context_length": 4096}  # what the slot asked for
+
+    # A run saved before slots kept this says so, and learns it when it is resumed.
+    old = ps.new_run(store, pset, setups, ["a", "b"], ps.RunSettings())
+    assert "| not reported |" in report.run_markdown(old, [])
+    resumed = ps.retarget(store, old, prepared.targets, prepared=prepared,
+                          listings={url: listing})
+    assert [s.model_info.get("quantization") for s in resumed.slots] == ["Q4_K_M", "Q8_0"]
+    assert ps.get_run(store, old.id) == resumed

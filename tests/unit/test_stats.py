@@ -568,3 +568,37 @@ def test_grouped_summary_csv_carries_the_route() -> None:
     header, line = text.splitlines()[:2]
     assert header.startswith("model,route,runs")
     assert line.startswith("qwen · messages,messages,1")
+
+
+def test_the_summary_shows_only_columns_that_say_something() -> None:
+    """At 1,400 px the summary fits beside the sidebar: a TTFT percentile waits for the runs
+    that make it one, and the first-answer and thinking columns wait for a model that
+    reasons; a sentence says what is held back. The CSV keeps every column."""
+    few = stats.model_summary(stats.runs_frame([run("a"), run("a"), run("b")]))
+    shown, note = stats.summary_view(few)
+    assert list(shown) == ["model", "runs", "ttft_p50_s", "decode_tps_p50", "e2e_p50_s",
+                           "output_tokens_mean", "error_rate"]
+    assert note == ("TTFT p90 and p99 appear once a model has 10 and 100 runs (the CSV has "
+                    "every column).")
+    assert "ttft_p90_s" in stats.summary_csv(few).decode().splitlines()[0]
+    rows = [run("a", ts=T0 + i) for i in range(12)] + [
+        run("thinker", first_answer_s=2.0, thinking_s=1.5)]
+    shown, note = stats.summary_view(stats.model_summary(stats.runs_frame(rows)))
+    assert {"ttft_p90_s", "first_answer_p50_s", "thinking_p50_s"} <= set(shown)
+    assert "ttft_p99_s" not in shown and note.startswith("TTFT p99 appears once a model has 100")
+    many = stats.model_summary(stats.runs_frame([run("a", ts=T0 + i) for i in range(100)]))
+    assert stats.summary_view(many)[1] == "" and "ttft_p99_s" in stats.summary_view(many)[0]
+    # the headers are short, the unit sits in the cell
+    assert {kind for _label, kind in shown.values()} <= {"text", "int", "duration", "speed",
+                                                         "tokens", "percent"}
+    assert not [label for label, kind in stats.SUMMARY_COLUMNS.values()
+                if kind in ("duration", "speed") and ("(s)" in label or "tok/s" in label)]
+
+
+def test_a_long_model_name_gets_rows_tall_enough_to_wrap_it_whole() -> None:
+    assert stats.name_row_height(["qwen3-4b", "gemma-3-270m-it-qat-q4_0"]) is None
+    two_lines = stats.name_row_height(["lmstudio-community/meta-llama-3.1-8b-instruct-gguf"])
+    three = stats.name_row_height(["deepseek-r1-distill-qwen-14b-instruct-abliterated-q4_k_m"])
+    assert two_lines is not None and three is not None
+    assert two_lines > 64 and three > two_lines  # Streamlit wraps only in rows over 64 px
+    assert stats.name_row_height(["x" * 500]) == stats.name_row_height(["x" * 200])  # a cap
