@@ -23,6 +23,7 @@ from .frame import Overview
 FALLBACK_COLOR = "#6a6a6a"
 HEIGHT = 480  # tall enough for a legend of twenty models
 FONT = "Source Sans Pro, sans-serif"
+MAX_MARKED_BUCKETS = 40  # a speed-over-time line longer than this is drawn without markers
 MAX_TEXT_LABELS = 10  # label points on the speed map only while they stay readable
 
 
@@ -135,7 +136,9 @@ def tps_over_time(buckets: pd.DataFrame, bucket_s: int, colors: Mapping[str, str
         traces.append(dict(
             type="scatter",
             x=part["time"], y=part["tps_p50"], name=str(model), legendgroup=str(model),
-            mode="lines+markers", line={"color": _color(colors, str(model)), "width": 2},
+            # a marker per bucket only while they stay few: each is an SVG node to draw
+            mode="lines+markers" if len(part) <= MAX_MARKED_BUCKETS else "lines",
+            line={"color": _color(colors, str(model)), "width": 2},
             marker={"size": 5}, customdata=part[["runs"]].to_numpy(),
             hovertemplate="<b>%{fullData.name}</b><br>%{x}<br>%{y:.1f} tok/s median of "
                           "%{customdata[0]} runs<extra></extra>",
