@@ -134,7 +134,7 @@ WATCH = """(spec) => {
     const now = performance.now() - b.t0;
     const idle = state() === 'notRunning' && spec.content.every(present);
     if (idle && b.idle === undefined) b.idle = now;
-    if (!idle) b.idle = undefined;  // a second run started: not settled yet
+    if (!idle && b.settled === undefined) b.idle = undefined;  // a second run: not yet
     const charts = document.querySelectorAll('.js-plotly-plot .main-svg').length;
     if (b.idle !== undefined && charts >= spec.charts && b.settled === undefined) {
       b.settled = now;

@@ -41,8 +41,15 @@ def series_colors(version: int, group: str, _df: Any) -> dict[str, str]:
     return stats.model_colors(stats.route_series(_df) if group == "model_route" else _df)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def history_facts(version: int, _df: Any) -> tuple[dict[str, list[str]], Any, dict[str, str]]:
+    """The filters' choices, the date range and the model colours of one history version:
+    computed once, not on every rerun (a live-panel tick, a filter change)."""
+    return stats.filter_options(_df), stats.date_bounds(_df), stats.model_colors(_df)
+
+
 def filters(df: Any) -> tuple[stats.RunFilter, str]:
-    opts, bounds = stats.filter_options(df), stats.date_bounds(df)
+    opts, bounds, _ = history_facts(version, df)
     with st.sidebar:
         st.divider()
         st.markdown("**Filter runs**")
@@ -105,7 +112,7 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
     st.plotly_chart(figs["speed_map"], key="speed_map")
     table(ov.summary, stats.SUMMARY_COLUMNS, key="summary",
           height=min(38 + 35 * len(ov.summary), 740))
-    st.download_button("Download summary (CSV)", stats.summary_csv(ov.summary),
+    st.download_button("Download summary (CSV)", lambda: stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
     start = st.segmented_control(
@@ -179,7 +186,7 @@ if runs.empty:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
 flt, group = filters(runs)
-colors = stats.model_colors(runs)
+colors = history_facts(version, runs)[2]
 views = (lambda: overview_tab(version, runs, flt, group),
          lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
          lambda: server_tab(flt.apply(runs), store),

@@ -119,6 +119,17 @@ def test_overview_shows_the_summary_and_every_chart(seeded: list[dict[str, Any]]
     assert "Live: nothing running" in " ".join(c.value for c in at.caption)
 
 
+def test_the_summary_csv_is_made_on_the_click_not_on_every_rerun(
+        seeded: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []
+    real = stats.summary_csv
+    monkeypatch.setattr(stats, "summary_csv", lambda s: made.append(len(s)) or real(s))
+    at = open_stats()
+    at.run()  # a rerun (a live-panel tick, a filter change) pays nothing for the CSV either
+    assert [b.proto.label for b in at.get("download_button")] == ["Download summary (CSV)"]
+    assert made == []  # 85 ms for 20 models, on every rerun, for a file rarely downloaded
+
+
 def test_filters_change_the_numbers(seeded: list[dict[str, Any]]) -> None:
     at = open_stats()
     df = stats.runs_frame(seeded)
