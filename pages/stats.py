@@ -19,6 +19,9 @@ CHART_TITLES = {"tps_over_time": "Decode speed over time",
                 "e2e_vs_tokens": "End-to-end time vs output tokens",
                 "ttft_vs_prompt": "Time to first token vs prompt length",
                 "tokens_histogram": "Tokens per request"}
+CHART_TABS = {"ttft_box": "First token", "tps_over_time": "Speed over time",
+              "e2e_vs_tokens": "Time vs length", "ttft_vs_prompt": "First token vs prompt",
+              "tokens_histogram": "Tokens per request"}  # the overview's charts, one per tab
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM", "Machine"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -115,19 +118,29 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
     st.download_button("Download summary (CSV)", lambda: stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
-    start = st.segmented_control(
-        "First token chart", ["First token (any)", "First answer token"],
-        default="First token (any)", key="start_chart",
-        help="TTFT counts a reasoning model's first thinking token; the first answer token is "
-             "when the reply visibly begins. They are the same for models that don't reason.")
-    box = "first_answer_box" if start == "First answer token" else "ttft_box"
     gaps = charts.chart_gaps(ov)
-    for name in (box, "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
-                 "tokens_histogram"):
-        if name in gaps:
-            st.caption(f"**{CHART_TITLES[name]}**: {gaps[name]}")
-        else:
-            st.plotly_chart(figs[name], key=name)
+    # One chart drawn at a time, the open tab's: the five at once took seconds of plotly in
+    # the browser on a busy machine (docs/BENCHMARKS.md, page switches).
+    views = st.tabs(list(CHART_TABS.values()), key="overview_chart", on_change="rerun")
+    for view, name in zip(views, CHART_TABS, strict=True):
+        if view.open:
+            with view:
+                overview_chart(name, figs, gaps)
+
+
+def overview_chart(name: str, figs: dict[str, Any], gaps: dict[str, str]) -> None:
+    if name == "ttft_box":
+        start = st.segmented_control(
+            "First token chart", ["First token (any)", "First answer token"],
+            default="First token (any)", key="start_chart",
+            help="TTFT counts a reasoning model's first thinking token; the first answer token "
+                 "is when the reply visibly begins. They are the same for models that don't "
+                 "reason.")
+        name = "first_answer_box" if start == "First answer token" else name
+    if name in gaps:
+        st.caption(f"**{CHART_TITLES[name]}**: {gaps[name]}")
+    else:
+        st.plotly_chart(figs[name], key=name)
 
 
 def timeline_tab(df: Any, colors: dict) -> None:

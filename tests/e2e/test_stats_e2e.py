@@ -26,7 +26,11 @@ from tests.fixtures.realistic_runs import build_history
 
 pytestmark = pytest.mark.e2e
 
-CHARTS = 6  # speed map, TTFT box, tok/s over time, two scatters, tokens histogram
+CHARTS = 2  # the speed map, and the open chart tab's chart (the TTFT box first)
+CHART_TABS = {"Speed over time": "Decode speed over time",  # tab -> its chart's title
+              "Time vs length": "End-to-end time vs output tokens",
+              "First token vs prompt": "Time to first token vs prompt length",
+              "Tokens per request": "Tokens per request"}
 
 
 @pytest.fixture
@@ -97,6 +101,18 @@ def test_overview_draws_every_chart_with_each_models_colour(stats_app: App, page
     pixels = model_pixels(full, list(colors.values()))
     missing = [m for m, c in colors.items() if pixels[c] < 50]
     assert not missing, f"no pixels in these models' colours: {missing}"
+    # Each chart tab draws its own chart, with marks, when it is opened.
+    for tab, title in CHART_TABS.items():
+        page.get_by_role("tab", name=tab).click()
+        plot = page.locator(".js-plotly-plot").filter(has_text=title)
+        plot.locator(".main-svg").first.wait_for(timeout=30_000)
+        wait_idle(page)
+        assert plot.locator(".scatterlayer .trace").count() >= 20  # a line or points per model
+        assert page.locator(".js-plotly-plot").count() == CHARTS
+    assert_no_errors(page)
+    page.get_by_role("tab", name="First token", exact=True).click()
+    page.locator(".js-plotly-plot").filter(has_text="Time to first token:").wait_for()
+    wait_idle(page)
     # The picture for the docs: the top of the page, as a person first sees it.
     page.set_viewport_size({"width": 1360, "height": 1250})
     time.sleep(1.0)  # plotly re-lays out the charts for the new width
