@@ -35,7 +35,7 @@ def runs_cache() -> stats.RunsCache:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def overview(version: int, flt: stats.RunFilter, group: str, _df: Any) -> tuple:
     ov = stats.overview(_df, flt, group=group)
-    return ov, charts.overview_figures(ov, series_colors(version, group, _df))
+    return ov, charts.OverviewFigures(ov, series_colors(version, group, _df))  # built as drawn
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

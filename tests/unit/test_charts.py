@@ -108,6 +108,15 @@ def test_payload_stays_small_for_a_long_history(figures: dict[str, go.Figure]) -
     assert total < 600_000
 
 
+def test_overview_figures_are_built_when_first_drawn(df: pd.DataFrame) -> None:
+    ov, colors = stats.overview(df), stats.model_colors(df)
+    figs = charts.OverviewFigures(ov, colors)
+    assert len(figs) == 0  # nothing built until the page draws it
+    speed = figs["speed_map"]
+    assert list(figs) == ["speed_map"] and figs["speed_map"] is speed  # built once, kept
+    assert speed.to_dict() == charts.overview_figures(ov, colors)["speed_map"].to_dict()
+
+
 def marker_points(fig: go.Figure) -> int:
     """Points drawn as markers (each an SVG node in the browser)."""
     return sum(len(t.x) for t in fig.data if "markers" in (t.mode or ""))
