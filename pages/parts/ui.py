@@ -3,9 +3,11 @@ status and the model picker. Drawing and session state only; logic lives in atom
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import streamlit as st
@@ -189,6 +191,26 @@ def require_app_shell(page: str) -> None:
     if PagesManager.uses_pages_directory:
         st.session_state["_atom_return_to"] = page
         st.switch_page("app.py")
+
+
+@functools.cache
+def plotly_module() -> str | None:
+    """The file name of Streamlit's plotly chart module in its static folder, if found."""
+    folder = Path(st.__file__).parent / "static" / "static" / "js"
+    return next((p.name for p in sorted(folder.glob("PlotlyChart.*.js"))), None)
+
+
+def warm_chart_code() -> None:
+    """Once a session, a moment after its first page is drawn: the browser loads Streamlit's
+    plotly module (4.7 MB, otherwise loaded when the first chart arrives), so a first visit to
+    Stats draws its charts with the page, not seconds after it (docs/BENCHMARKS.md). Call it
+    at the end of the app script: a run cut short by a page switch does not count."""
+    if st.session_state.get("_atom_charts_warm") or (module := plotly_module()) is None:
+        return
+    st.session_state["_atom_charts_warm"] = True
+    with st.sidebar:  # our own constant script, nothing from outside
+        st.html(f"<script>setTimeout(() => import('./static/js/{module}'), 1500)</script>",
+                unsafe_allow_javascript=True)
 
 
 def show_error(error: AtomError) -> None:
