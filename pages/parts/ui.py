@@ -193,6 +193,12 @@ def require_app_shell(page: str) -> None:
         st.switch_page("app.py")
 
 
+# Fetched and compiled, not run: running plotly's module froze the browser for 1-3 s on a busy
+# machine, mid-stream when a race had just started (tests/e2e/test_arena_e2e.py caught it).
+PRELOAD = """<script>{{const l = document.createElement("link"); l.rel = "modulepreload";
+l.href = "./static/js/{module}"; document.head.appendChild(l);}}</script>"""
+
+
 @functools.cache
 def plotly_module() -> str | None:
     """The file name of Streamlit's plotly chart module in its static folder, if found."""
@@ -201,16 +207,15 @@ def plotly_module() -> str | None:
 
 
 def warm_chart_code() -> None:
-    """Once a session, a moment after its first page is drawn: the browser loads Streamlit's
-    plotly module (4.7 MB, otherwise loaded when the first chart arrives), so a first visit to
-    Stats draws its charts with the page, not seconds after it (docs/BENCHMARKS.md). Call it
-    at the end of the app script: a run cut short by a page switch does not count."""
+    """Once a session, when its first page is drawn: the browser fetches and compiles
+    Streamlit's plotly module (4.7 MB, otherwise loaded when the first chart arrives), so a
+    first visit to Stats draws its charts sooner after its script (docs/BENCHMARKS.md). Call
+    it at the end of the app script: a run cut short by a page switch does not count."""
     if st.session_state.get("_atom_charts_warm") or (module := plotly_module()) is None:
         return
     st.session_state["_atom_charts_warm"] = True
     with st.sidebar:  # our own constant script, nothing from outside
-        st.html(f"<script>setTimeout(() => import('./static/js/{module}'), 1500)</script>",
-                unsafe_allow_javascript=True)
+        st.html(PRELOAD.format(module=module), unsafe_allow_javascript=True)
 
 
 def show_error(error: AtomError) -> None:
