@@ -153,4 +153,3 @@ if return_to := st.session_state.pop("_atom_return_to", None):
     st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
 navigation.run()
 store_notices(notices, shown)  # a file found damaged while the page ran
-ui.warm_chart_code()  # a first visit to Stats draws its charts with the page

@@ -3,11 +3,9 @@ status and the model picker. Drawing and session state only; logic lives in atom
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import streamlit as st
@@ -191,31 +189,6 @@ def require_app_shell(page: str) -> None:
     if PagesManager.uses_pages_directory:
         st.session_state["_atom_return_to"] = page
         st.switch_page("app.py")
-
-
-# Fetched and compiled, not run: running plotly's module froze the browser for 1-3 s on a busy
-# machine, mid-stream when a race had just started (tests/e2e/test_arena_e2e.py caught it).
-PRELOAD = """<script>{{const l = document.createElement("link"); l.rel = "modulepreload";
-l.href = "./static/js/{module}"; document.head.appendChild(l);}}</script>"""
-
-
-@functools.cache
-def plotly_module() -> str | None:
-    """The file name of Streamlit's plotly chart module in its static folder, if found."""
-    folder = Path(st.__file__).parent / "static" / "static" / "js"
-    return next((p.name for p in sorted(folder.glob("PlotlyChart.*.js"))), None)
-
-
-def warm_chart_code() -> None:
-    """Once a session, when its first page is drawn: the browser fetches and compiles
-    Streamlit's plotly module (4.7 MB, otherwise loaded when the first chart arrives), so a
-    first visit to Stats draws its charts sooner after its script (docs/BENCHMARKS.md). Call
-    it at the end of the app script: a run cut short by a page switch does not count."""
-    if st.session_state.get("_atom_charts_warm") or (module := plotly_module()) is None:
-        return
-    st.session_state["_atom_charts_warm"] = True
-    with st.sidebar:  # our own constant script, nothing from outside
-        st.html(PRELOAD.format(module=module), unsafe_allow_javascript=True)
 
 
 def show_error(error: AtomError) -> None:
