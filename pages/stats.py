@@ -21,6 +21,9 @@ CHART_TITLES = {"ttft_box": "Time to first token", "first_answer_box": "Time to 
                 "e2e_vs_tokens": "End-to-end time vs output tokens",
                 "ttft_vs_prompt": "Time to first token vs prompt length",
                 "tokens_histogram": "Tokens per request"}
+CHART_TABS = {"ttft_box": "First token", "tps_over_time": "Speed over time",
+              "e2e_vs_tokens": "Time vs length", "ttft_vs_prompt": "First token vs prompt",
+              "tokens_histogram": "Tokens per request"}  # the overview's charts, one per tab
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM", "Machine"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
@@ -34,7 +37,7 @@ def runs_cache() -> stats.RunsCache:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def overview(version: int, flt: stats.RunFilter, group: str, _df: Any) -> tuple:
     ov = stats.overview(_df, flt, group=group)
-    return ov, charts.overview_figures(ov, series_colors(version, group, _df))
+    return ov, charts.OverviewFigures(ov, series_colors(version, group, _df))  # built as drawn
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -43,8 +46,15 @@ def series_colors(version: int, group: str, _df: Any) -> dict[str, str]:
     return stats.model_colors(stats.route_series(_df) if group == "model_route" else _df)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def history_facts(version: int, _df: Any) -> tuple[dict[str, list[str]], Any, dict[str, str]]:
+    """The filters' choices, the date range and the model colours of one history version:
+    computed once, not on every rerun (a live-panel tick, a filter change)."""
+    return stats.filter_options(_df), stats.date_bounds(_df), stats.model_colors(_df)
+
+
 def filters(df: Any) -> tuple[stats.RunFilter, str]:
-    opts, bounds = stats.filter_options(df), stats.date_bounds(df)
+    opts, bounds, _ = history_facts(version, df)
     with st.sidebar:
         st.divider()
         st.markdown("**Filter runs**")
@@ -113,22 +123,32 @@ def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> Non
           height=min(38 + (row or 35) * len(ov.summary), 740))
     if held_back:
         st.caption(held_back)
-    st.download_button("Download summary (CSV)", stats.summary_csv(ov.summary),
+    st.download_button("Download summary (CSV)", lambda: stats.summary_csv(ov.summary),
                        file_name="atom-model-summary.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
-    start = st.segmented_control(
-        "First token chart", ["First token (any)", "First answer token"],
-        default="First token (any)", key="start_chart",
-        help="TTFT counts a reasoning model's first thinking token; the first answer token is "
-             "when the reply visibly begins. They are the same for models that don't reason.")
-    box = "first_answer_box" if start == "First answer token" else "ttft_box"
     gaps = charts.chart_gaps(ov)
-    for name in (box, "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
-                 "tokens_histogram"):
-        if name in gaps:
-            st.caption(f"**{CHART_TITLES[name]}**: {gaps[name]}")
-        else:
-            st.plotly_chart(figs[name], key=name)
+    # One chart drawn at a time, the open tab's: the five at once took seconds of plotly in
+    # the browser on a busy machine (docs/BENCHMARKS.md, page switches).
+    views = st.tabs(list(CHART_TABS.values()), key="overview_chart", on_change="rerun")
+    for view, name in zip(views, CHART_TABS, strict=True):
+        if view.open:
+            with view:
+                overview_chart(name, figs, gaps)
+
+
+def overview_chart(name: str, figs: dict[str, Any], gaps: dict[str, str]) -> None:
+    if name == "ttft_box":
+        start = st.segmented_control(
+            "First token chart", ["First token (any)", "First answer token"],
+            default="First token (any)", key="start_chart",
+            help="TTFT counts a reasoning model's first thinking token; the first answer token "
+                 "is when the reply visibly begins. They are the same for models that don't "
+                 "reason.")
+        name = "first_answer_box" if start == "First answer token" else name
+    if name in gaps:
+        st.caption(f"**{CHART_TITLES[name]}**: {gaps[name]}")
+    else:
+        st.plotly_chart(figs[name], key=name)
 
 
 def timeline_tab(df: Any, colors: dict) -> None:
@@ -187,7 +207,7 @@ if runs.empty:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
 flt, group = filters(runs)
-colors = stats.model_colors(runs)
+colors = history_facts(version, runs)[2]
 views = (lambda: overview_tab(version, runs, flt, group),
          lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
          lambda: server_tab(flt.apply(runs), store),

@@ -25,6 +25,7 @@ from .frame import MIN_TREND_RUNS, Overview
 FALLBACK_COLOR = "#6a6a6a"
 HEIGHT = 480  # tall enough for a legend of twenty models
 FONT = "Source Sans Pro, sans-serif"
+MAX_MARKED_BUCKETS = 40  # a speed-over-time line longer than this is drawn without markers
 MAX_TEXT_LABELS = 10  # label points on the speed map only while they stay readable
 LABEL_CHARS = 28  # a model's name in a legend or on an axis breaks into lines this long
 POINT_LABEL_CHARS = 22  # ...and above a point on the speed map
@@ -186,7 +187,9 @@ def tps_over_time(buckets: pd.DataFrame, bucket_s: int, colors: Mapping[str, str
         traces.append(dict(
             type="scatter",
             x=part["time"], y=part["tps_p50"], name=wrap_label(model), legendgroup=model,
-            meta=model, mode="lines+markers",
+            meta=model,
+            # a marker per bucket only while they stay few: each is an SVG node to draw
+            mode="lines+markers" if len(part) <= MAX_MARKED_BUCKETS else "lines",
             line={"color": _color(colors, str(model)), "width": 2},
             marker={"size": 5}, customdata=[[plural(int(n), "run")] for n in part["runs"]],
             hovertemplate="<b>%{meta}</b><br>%{x}<br>%{y:.1f} tok/s median of "
@@ -388,28 +391,52 @@ def sweep_chart(levels: pd.DataFrame, target: SweepTarget | None = None,
     return fig
 
 
+OVERVIEW_CHARTS = ("speed_map", "ttft_box", "first_answer_box", "tps_over_time",
+                   "e2e_vs_tokens", "ttft_vs_prompt", "tokens_histogram")
+
+
 def overview_figures(ov: Overview, colors: Mapping[str, str]) -> dict[str, go.Figure]:
     """Every overview chart, keyed by the name the page lays them out under."""
+    return {name: overview_figure(ov, colors, name) for name in OVERVIEW_CHARTS}
+
+
+class OverviewFigures(dict[str, go.Figure]):
+    """The overview's figures by name, each built the first time it is asked for and kept:
+    a page that draws two of the seven builds two."""
+
+    def __init__(self, ov: Overview, colors: Mapping[str, str]) -> None:
+        super().__init__()
+        self.ov, self.colors = ov, colors
+
+    def __missing__(self, name: str) -> go.Figure:
+        fig = self[name] = overview_figure(self.ov, self.colors, name)
+        return fig
+
+
+def overview_figure(ov: Overview, colors: Mapping[str, str], name: str) -> go.Figure:
+    """One overview chart (OVERVIEW_CHARTS), built alone: the page builds only those it
+    draws (the open chart tab's)."""
     order = [str(m) for m in ov.summary["model"]]
-    return {
-        "speed_map": speed_map(ov.summary, colors),
-        "ttft_box": ttft_box(ov.box, colors),
-        "first_answer_box": ttft_box(ov.answer_box if ov.answer_box is not None else ov.box,
-                                     colors, first_answer=True),
-        "tps_over_time": tps_over_time(ov.buckets, ov.bucket_s, colors, order),
-        "e2e_vs_tokens": scatter_with_trend(
+    build = {
+        "speed_map": lambda: speed_map(ov.summary, colors),
+        "ttft_box": lambda: ttft_box(ov.box, colors),
+        "first_answer_box": lambda: ttft_box(
+            ov.answer_box if ov.answer_box is not None else ov.box, colors, first_answer=True),
+        "tps_over_time": lambda: tps_over_time(ov.buckets, ov.bucket_s, colors, order),
+        "e2e_vs_tokens": lambda: scatter_with_trend(
             ov.sample, ov.e2e_trend, x="output_tokens", y="e2e_s", colors=colors,
             title="End-to-end time vs output tokens (line: fit over all runs)",
             x_title="Output tokens", y_title="End-to-end (s)",
             trend_label="{intercept:.2f} s + {slope_ms:.1f} ms per token", order=order),
-        "ttft_vs_prompt": scatter_with_trend(
+        "ttft_vs_prompt": lambda: scatter_with_trend(
             ov.sample, ov.prompt_trend, x="prompt_tokens", y="ttft_s", colors=colors,
             title="Time to first token vs prompt length (line: fit over all runs)",
             x_title="Prompt tokens", y_title="Time to first token (s)",
             trend_label="{intercept:.2f} s + {slope_ms:.2f} ms per prompt token "
                         "(≈ {per_second:.0f} prompt tok/s)", order=order),
-        "tokens_histogram": tokens_histogram(ov.hist, colors, order),
+        "tokens_histogram": lambda: tokens_histogram(ov.hist, colors, order),
     }
+    return build[name]()
 
 
 def chart_gaps(ov: Overview) -> dict[str, str]:

@@ -476,6 +476,16 @@ def _local_bucket_origin(first_ts: float, size: int) -> float:
     return math.floor(first_ts / 60) * 60
 
 
+SAMPLE_POINTS = 2000  # points per scatter chart, over every model: each is an SVG node to draw
+
+
+def sample_size(models: int) -> int:
+    """Runs per model in a scatter chart's sample: SAMPLE_POINTS shared out, at least 60 each.
+    Twenty models at 300 each made each scatter chart 6,000 SVG points, 2-4 s to draw on a
+    busy machine (docs/BENCHMARKS.md, page switches)."""
+    return max(60, SAMPLE_POINTS // max(models, 1))
+
+
 def sample_per_model(df: pd.DataFrame, per_model: int = 300, seed: int = 0) -> pd.DataFrame:
     """At most `per_model` completed runs of each model, picked at random (seeded: the same
     picture on every rerun), oldest first."""
@@ -581,7 +591,8 @@ def overview(df: pd.DataFrame, flt: RunFilter | None = None, *,
     return Overview(
         runs=len(runs), summary=model_summary(runs, by_route=by_route),
         box=box_stats(runs, "ttft_s"),
-        buckets=buckets, bucket_s=bucket_s, sample=sample_per_model(runs),
+        buckets=buckets, bucket_s=bucket_s,
+        sample=sample_per_model(runs, sample_size(runs["model"].nunique())),
         e2e_trend=trend_lines(runs, "output_tokens", "e2e_s"),
         prompt_trend=trend_lines(runs, "prompt_tokens", "ttft_s"),
         hist=token_histogram(runs),

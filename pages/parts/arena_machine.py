@@ -17,12 +17,17 @@ class MachineStrip:
         box = container.container()
         self._line = box.empty()
         self._chart = box.empty()
+        self.drawn = 0  # how many readings the strip shows (redrawn only when one arrives)
 
     def draw(self) -> None:
+        """Called on every redraw of the race (about 12 a second); it draws only when the
+        sampler has a new reading (a few a second at most): each chart is a Vega-Lite spec
+        the browser lays out again, which took most of the race's redraw time."""
         samples = hardware.sampler().samples(self.t0_ns)
         line = hardware.strip_line(samples)
-        if not line:
+        if not line or len(samples) == self.drawn:
             return
+        self.drawn = len(samples)
         self._line.caption(f":material/memory: {line}")
         if len(samples) >= 2:
             t0 = samples[0].t_ns

@@ -13,6 +13,7 @@ import pytest
 from atom_core import stats
 from atom_core.measure import sweep
 from atom_core.stats import charts
+from atom_core.stats.frame import SAMPLE_POINTS
 from tests.fixtures.plotly_data import decode
 from tests.fixtures.realistic_runs import realistic_runs
 
@@ -107,6 +108,44 @@ def test_payload_stays_small_for_a_long_history(figures: dict[str, go.Figure]) -
     assert points < 2 * 300 * 20 + 2000  # two sampled scatters plus small aggregates
     total = sum(len(f.to_json()) for f in figures.values())
     assert total < 600_000
+
+
+def test_overview_figures_are_built_when_first_drawn(df: pd.DataFrame) -> None:
+    ov, colors = stats.overview(df), stats.model_colors(df)
+    figs = charts.OverviewFigures(ov, colors)
+    assert len(figs) == 0  # nothing built until the page draws it
+    speed = figs["speed_map"]
+    assert list(figs) == ["speed_map"] and figs["speed_map"] is speed  # built once, kept
+    assert speed.to_dict() == charts.overview_figures(ov, colors)["speed_map"].to_dict()
+
+
+def marker_points(fig: go.Figure) -> int:
+    """Points drawn as markers (each an SVG node in the browser)."""
+    return sum(len(t.x) for t in fig.data if "markers" in (t.mode or ""))
+
+
+def test_scatter_charts_draw_a_bounded_sample(figures: dict[str, go.Figure]) -> None:
+    # Twenty models at 300 runs each made 6,000 points a chart: seconds to draw in a browser.
+    for name in ("e2e_vs_tokens", "ttft_vs_prompt"):
+        assert 1000 < marker_points(figures[name]) <= SAMPLE_POINTS, name
+
+
+def test_a_short_history_keeps_every_run_in_the_scatter() -> None:
+    rows = [r for r in realistic_runs(3000, seed=5) if r["ok"]]
+    two = [dict(r, model="a" if i % 2 else "b") for i, r in enumerate(rows[:900])]
+    df = stats.runs_frame(two)
+    figs = charts.overview_figures(stats.overview(df), stats.model_colors(df))
+    assert marker_points(figs["e2e_vs_tokens"]) == 900  # the budget is shared, not 300 each
+
+
+def test_long_speed_lines_drop_their_markers(df: pd.DataFrame,
+                                             figures: dict[str, go.Figure]) -> None:
+    long = figures["tps_over_time"].data  # 60 days: a bucket a day per model
+    assert all(t.mode == "lines" for t in long if len(t.x) > charts.MAX_MARKED_BUCKETS)
+    assert any(len(t.x) > charts.MAX_MARKED_BUCKETS for t in long)
+    days = df[df["ts"] >= df["ts"].max() - 4 * 86400]  # 32 buckets of 3 hours at most
+    short = charts.overview_figures(stats.overview(days), stats.model_colors(df))
+    assert all(t.mode == "lines+markers" for t in short["tps_over_time"].data)
 
 
 def test_histogram_shares_sum_to_one(figures: dict[str, go.Figure]) -> None:
