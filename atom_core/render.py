@@ -6,12 +6,16 @@ alerts, captions, button labels, radio options, tooltips), and an image loads th
 drawn: a prompt-injected model can put the conversation into an image URL and exfiltrate it.
 
 `safe_markdown` is the one function that turns untrusted Markdown into Markdown that loads
-nothing: it parses with markdown-it-py (CommonMark, as Streamlit's own parser is) and rewrites
+nothing: it parses with markdown-it-py (CommonMark plus what GFM adds, as Streamlit's
+react-markdown + remark-gfm reads it: tables, strikethrough, footnotes) and rewrites
 every image — inline `![a](u)`, reference-style `![a][r]`, raw HTML `<img src=u>` — into a plain
 link that shows the host, so nothing loads until the user clicks it. Other raw HTML is escaped so
 it shows as text. Code spans and code blocks are never touched. The result is parsed again until
 it holds no image and no raw HTML (a rewrite can expose new Markdown, e.g. the inside of an HTML
-block); if that does not settle, every `![` and `<` is escaped outright.
+block); if that does not settle, every `![` and `<` is escaped outright. Last, every `![` left
+outside code becomes `&#33;[`: two parsers can disagree on a construct (a footnote definition is a
+link definition to CommonMark), but no image in any dialect starts without `![`. The differential
+fuzzer (tests/unit/test_render_fuzz.py, bench/fuzz_render.py) checks this against the browser.
 
 `plain_label` is for places that should show text literally (conversation titles, names in
 labels and captions): every character that could make Markdown of one line is backslash-escaped
@@ -34,6 +38,7 @@ from urllib.parse import urlsplit
 from markdown_it import MarkdownIt, rules_inline
 from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
+from mdit_py_plugins.footnote import footnote_plugin
 
 IMAGE_MARK = "🖼"
 _MAX_PASSES = 4
@@ -54,9 +59,10 @@ def safe_markdown(text: str, *, show_images_from: Collection[str] = ()) -> str:
     out = text
     for _ in range(_MAX_PASSES):
         if not _find_problems(out, allowed):
-            return out
+            return _escape_stray_images(out, allowed)
         out = _rewrite_once(out, allowed) or _escape_everything(out)
-    return out if not _find_problems(out, allowed) else _escape_everything(out)
+    return (_escape_stray_images(out, allowed) if not _find_problems(out, allowed)
+            else _escape_everything(out))
 
 
 def plain_label(text: str) -> str:
@@ -102,9 +108,13 @@ def _recording(rule: Callable[[StateInline, bool], bool]
 
 @cache
 def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    # GFM as Streamlit's renderer (react-markdown + remark-gfm) reads it: tables, strikethrough
+    # and footnotes, whose definitions (`[^1]: ![f](u)`) CommonMark reads as link definitions.
+    md = (MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+          .use(footnote_plugin))
     md.inline.ruler.at("image", _recording(rules_inline.image))
     md.inline.ruler.at("html_inline", _recording(rules_inline.html_inline))
+    md.inline.ruler.at("backticks", _recording(rules_inline.backtick))
     return md
 
 
@@ -180,6 +190,46 @@ def _rewrite_once(text: str, allowed: frozenset[str]) -> str | None:
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def _escape_stray_images(text: str, allowed: frozenset[str]) -> str:
+    """Every `![` left that is not code nor an image the user allowed becomes `&#33;[`.
+
+    The token walk above sees what markdown-it sees; where the browser's parser (micromark,
+    with GFM, math and directives) reads a construct differently, a `![` that markdown-it took
+    for text could still start an image there. Every image in any Markdown dialect Streamlit
+    draws starts with `![`, so escaping the `!` of each one outside code closes that gap
+    whatever the dialect: the entity shows as `!` everywhere except in code, which is left
+    alone (code spans and blocks are the one construct both parsers read alike)."""
+    if "![" not in text:
+        return text
+    tokens, spans = _parse(text)
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    keep: list[tuple[int, int]] = []  # [start, end) ranges of `text` left as they are
+    for i, block in enumerate(tokens):
+        if block.type in ("code_block", "fence") and block.map:
+            keep.append((starts[block.map[0]], starts[min(block.map[1], len(lines))]))
+        if block.type != "inline" or not block.map or not block.children:
+            continue
+        ranges = [(span.start, span.end, "") for t in block.children
+                  if (span := spans.get(id(t))) is not None
+                  and (t.type == "code_inline"
+                       or (t.type == "image" and _host(str(t.attrGet("src") or "")) in allowed))]
+        if not ranges:
+            continue
+        cell = tokens[i - 1].type in ("th_open", "td_open")
+        row = (block.map[0], block.map[0] + 1) if cell else (block.map[0], block.map[1])
+        mapped = _to_source(block.content, lines, starts, row, ranges, cell=cell)
+        keep.extend((a, b) for a, b, _ in mapped or [])
+
+    def escaped(m: re.Match[str]) -> str:
+        at = m.start()
+        return m.group(0) if any(a <= at < b for a, b in keep) else "&#33;["
+
+    return re.sub(r"!\[", escaped, text)
 
 
 def _inline_edits(block: Token, by_token: dict[int, _Span], allowed: frozenset[str]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.beacon import Beacon, serve_beacon
+from tests.fixtures.beacon import Beacon, serve_beacon, serve_hostile
 from tests.fixtures.browser import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -139,9 +139,73 @@ def test_no_page_fetches_what_untrusted_text_points_at(
             time.sleep(0.2)
         assert beacon.hits, "the beacon saw nothing even when asked to: the test would be blind"
         # Only that message's images (the first message: the user's prompt), only from Markdown.
-        assert sorted(beacon.hits) == ["/prompt-inline.gif", "/prompt-ref.gif"], beacon.hits
+        assert sorted(beacon.hits) == ["/prompt-footnote.gif", "/prompt-inline.gif",
+                                       "/prompt-ref.gif"], beacon.hits
     finally:
         stop(app.process)
+
+
+def noted(b: Beacon, tag: str) -> str:
+    """Text with a GFM footnote whose definition holds an image pointing at the beacon."""
+    return f"Words about {tag}[^{tag}] and more.\n\n{b.footnote(tag)}"
+
+
+def imported_conversation(b: Beacon) -> dict[str, Any]:
+    """An ATOM export holding one conversation whose every untrusted field has a footnote."""
+    return {"format": "atom-export", "version": 1, "conversations": [{
+        "title": "Footnotes", "messages": [
+            {"role": "user", "content": noted(b, "imp-user")},
+            {"role": "assistant", "content": noted(b, "imp-reply"),
+             "reasoning": noted(b, "imp-reasoning")},
+            {"role": "assistant", "content": "Half", "state": "interrupted",
+             "error": noted(b, "imp-interrupted")},
+            {"role": "assistant", "content": "", "state": "error",
+             "error": noted(b, "imp-error")},
+        ]}]}
+
+
+def test_footnote_images_in_server_errors_and_imports_fetch_nothing(
+    beacon: Beacon, page: Any, tmp_path: Path
+) -> None:
+    """Issue 23 §1: a footnote definition holding an image, in a server's error body (the
+    sidebar's status line on every page, no click) and in an imported conversation (message
+    text, error fields, reasoning in a collapsed expander)."""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(imported_conversation(beacon)))
+    with serve_hostile(noted(beacon, "status")) as server:
+        app = start_app(server, tmp_path / "data", tmp_path)
+        try:
+            pg = page
+            status = "[data-testid=stSidebar] [data-testid=stAlert]"
+            open_app(pg, app.url, status)
+            no_fetch(beacon, "the sidebar's status line, Chat", pg)
+            assert "image from 127.0.0.1" in pg.inner_text(status)
+            for name in ("Arena", "Stats", "Models"):
+                go(pg, name, status)
+                no_fetch(beacon, f"the sidebar's status line, {name}", pg)
+            go(pg, "Settings", "[data-testid=stTabs]")
+            pg.get_by_role("tab", name="Data").click()
+            pg.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(export))
+            pg.get_by_role("button", name="Import", exact=True).click()
+            pg.wait_for_selector("text=Imported 1 conversation", timeout=30_000)
+            settle(pg)
+            go(pg, "Chat", "[data-testid=stSidebar] >> text=Footnotes")
+            pg.locator("[data-testid=stSidebar]").get_by_role("button", name="Footnotes").click()
+            pg.wait_for_selector("[data-testid=stExpander]", timeout=30_000)
+            settle(pg)
+            main = pg.inner_text("#stMain")
+            assert main.count("image from 127.0.0.1") >= 3, main  # user, reply, two errors
+            no_fetch(beacon, "an imported conversation", pg)
+
+            # Not blind: asked to, the page loads the user's footnote image from the beacon.
+            pg.get_by_role("button", name="Show images from 127.0.0.1").first.click()
+            settle(pg)
+            deadline = time.monotonic() + 10
+            while not beacon.hits and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert beacon.hits == ["/imp-user-footnote.gif"], beacon.hits
+        finally:
+            stop(app.process)
 
 
 def test_a_foreign_host_name_is_refused_and_localhost_works(

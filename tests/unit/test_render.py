@@ -133,3 +133,53 @@ def test_plain_label_shows_text_literally() -> None:
     rendered = MarkdownIt().renderInline(label)
     assert rendered == ("My ![x](http://evil.example/t.png) &lt;b&gt;*chat*&lt;/b&gt; "
                         "second line")
+
+
+def gfm_images(text: str) -> list[str]:
+    """The src of every image GFM (with footnotes, as the browser reads it) would draw."""
+    from mdit_py_plugins.footnote import footnote_plugin
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_plugin)
+    out: list[str] = []
+
+    def walk(tokens: list) -> None:  # type: ignore[type-arg]
+        for t in tokens:
+            if t.type == "image":
+                out.append(str(t.attrGet("src")))
+            walk(t.children or [])
+
+    walk(md.parse(text))
+    return out
+
+
+@pytest.mark.parametrize("text", [
+    f"x[^1]\n\n[^1]: ![f]({EVIL}/fn.png)\n",
+    f"x[^n]\n\n[^n]: words\n    ![second line]({EVIL}/fn2.png)\n",
+    f"x[^n]\n\n[^n]: first paragraph\n\n    ![later paragraph]({EVIL}/fn3.png)\n",
+    f"> x[^q]\n>\n> [^q]: ![in a quote]({EVIL}/fn4.png)\n",
+    f"x[^1]\n\n[^1]: ![r][ref]\n\n[ref]: {EVIL}/fn5.png\n",
+])
+def test_footnote_definitions_holding_images_become_links(text: str) -> None:
+    """Issue 23 §1: CommonMark reads `[^1]: ![f](u)` as a link reference definition (no image);
+    the browser's GFM draws a footnote holding a real image."""
+    assert gfm_images(text), "the case must hold an image as GFM reads it"
+    out = safe_markdown(text)
+    assert gfm_images(out) == [], out
+    assert "image from evil.example" in out
+
+
+@pytest.mark.parametrize("text", [
+    "an unclosed ![image (never a link",
+    "![x]",
+    "![a][b] with no definition",
+    f"$![math]({EVIL}/m.png)$ and :red[![c]({EVIL}/c.png)]",
+])
+def test_no_image_syntax_survives_outside_code(text: str) -> None:
+    """Whatever one parser makes of a `![` that another might read as an image, none is left
+    outside code; the text still reads the same (`&#33;` draws as `!`)."""
+    out = safe_markdown(text)
+    assert "![" not in out, out
+
+
+def test_image_syntax_inside_code_is_left_alone_next_to_an_escaped_one() -> None:
+    text = "`![a](u)` then ![b]\n\n```\n![c](u)\n```\n"
+    assert safe_markdown(text) == "`![a](u)` then &#33;[b]\n\n```\n![c](u)\n```\n"
