@@ -45,6 +45,7 @@ _MAX_PASSES = 4
 # What can make Markdown out of one line of text: inline syntax anywhere, block syntax at the start.
 _LABEL_SPECIALS = re.compile(r"([\\`*\[\]!|<>~$&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _LABEL_LEADING = re.compile(r"^(\d*)([#+\-=.)])")
+_MATH_OR_DIRECTIVE = re.compile(r"\$|:[A-Za-z]")
 
 
 # -- public ----------------------------------------------------------------------------------------
@@ -97,9 +98,9 @@ class _Span:
 def _recording(rule: Callable[[StateInline, bool], bool]
                ) -> Callable[[StateInline, bool], bool]:
     def wrapped(state: StateInline, silent: bool) -> bool:
-        start = state.pos
+        start, count = state.pos, len(state.tokens)
         found = rule(state, silent)
-        if found and not silent:
+        if found and not silent and len(state.tokens) > count:  # a lone backtick run is text
             token = state.tokens[-1]
             state.env.setdefault("atom_spans", {})[id(token)] = _Span(token, start, state.pos)
         return found
@@ -199,10 +200,14 @@ def _escape_stray_images(text: str, allowed: frozenset[str]) -> str:
     with GFM, math and directives) reads a construct differently, a `![` that markdown-it took
     for text could still start an image there. Every image in any Markdown dialect Streamlit
     draws starts with `![`, so escaping the `!` of each one outside code closes that gap
-    whatever the dialect: the entity shows as `!` everywhere except in code, which is left
-    alone (code spans and blocks are the one construct both parsers read alike)."""
+    whatever the dialect: the entity shows as `!` everywhere except in code spans and fenced
+    code, which are left alone (the constructs both parsers read alike)."""
     if "![" not in text:
         return text
+    # Math (`$…$`, `$$` blocks) and directives (`:name[…]`, `:::name`) are drawn by the
+    # browser, not known to markdown-it: they change which backticks pair up and where a fence
+    # ends. With either in the text, code is not trusted to be code (the fuzzer's finds).
+    trust_code = _MATH_OR_DIRECTIVE.search(text) is None
     tokens, spans = _parse(text)
     lines = text.splitlines(keepends=True)
     starts = [0]
@@ -210,13 +215,15 @@ def _escape_stray_images(text: str, allowed: frozenset[str]) -> str:
         starts.append(starts[-1] + len(line))
     keep: list[tuple[int, int]] = []  # [start, end) ranges of `text` left as they are
     for i, block in enumerate(tokens):
-        if block.type in ("code_block", "fence") and block.map:
+        # An indented code block is not kept: Streamlit dedents and strips the text it is
+        # given (clean_text), which can turn one into a paragraph the browser parses.
+        if block.type == "fence" and block.map and trust_code:
             keep.append((starts[block.map[0]], starts[min(block.map[1], len(lines))]))
         if block.type != "inline" or not block.map or not block.children:
             continue
         ranges = [(span.start, span.end, "") for t in block.children
                   if (span := spans.get(id(t))) is not None
-                  and (t.type == "code_inline"
+                  and ((t.type == "code_inline" and trust_code)
                        or (t.type == "image" and _host(str(t.attrGet("src") or "")) in allowed))]
         if not ranges:
             continue
