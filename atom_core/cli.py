@@ -25,7 +25,7 @@ from .metrics import format_seconds, format_size
 from .server.client import LMStudioClient
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
-from .settings.store import initial_server_url, open_settings, server_token
+from .settings.store import initial_server_url, open_settings, server_token, stream_limits
 from .types import ChatMessage, ModelInfo, SamplingOptions
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     # else localhost:1234; with that server's own token.
     server = normalize_base_url(args.server or initial_server_url(settings, saved.load()))
     token = server_token(saved, settings, server)
-    limits = settings.limits
+    limits = stream_limits(settings, saved.load())  # the environment, else Settings
     if getattr(args, "stall_timeout", None):
         limits = dataclasses.replace(limits, stall_timeout_s=args.stall_timeout)
     if getattr(args, "request_deadline", None):

@@ -10,7 +10,7 @@ from typing import Literal
 
 import streamlit as st
 
-from atom_core.config import host_allowed, normalize_base_url, settings_from_env
+from atom_core.config import StreamLimits, host_allowed, normalize_base_url, settings_from_env
 from atom_core.errors import AtomError, DemoEngineNotReady
 from atom_core.history import HistoryStore, open_store
 from atom_core.launch import demo
@@ -23,6 +23,7 @@ from atom_core.settings.store import (
     initial_server_url,
     open_settings,
     server_token,
+    stream_limits,
 )
 from atom_core.types import ModelInfo, SamplingOptions
 
@@ -33,10 +34,10 @@ NOT_LOADED = "○"
 
 
 @st.cache_resource(show_spinner=False, on_release=LMStudioClient.close)  # release: sockets too
-def _client(base_url: str, token: str | None) -> LMStudioClient:
-    # One client per server for the whole process: httpx.Client is thread-safe and pools
-    # connections, which the arena's parallel streams share.
-    return LMStudioClient(base_url, token=token)
+def _client(base_url: str, token: str | None, limits: StreamLimits) -> LMStudioClient:
+    # One client per server (and token and limits) for the whole process: httpx.Client is
+    # thread-safe and pools connections, which the arena's parallel streams share.
+    return LMStudioClient(base_url, token=token, limits=limits)
 
 
 @st.cache_resource(show_spinner=False)
@@ -122,7 +123,8 @@ def servers() -> list[ServerChoice]:
 
 def client_for(url: str) -> LMStudioClient:
     """The shared client for a server (its token from Settings, else from the environment)."""
-    return _client(normalize_base_url(url), token_for(url))
+    return _client(normalize_base_url(url), token_for(url),
+                   stream_limits(settings_from_env(), settings_store().load()))
 
 
 def set_server_url(url: str) -> None:
