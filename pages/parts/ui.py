@@ -14,6 +14,7 @@ from atom_core.config import StreamLimits, host_allowed, normalize_base_url, set
 from atom_core.errors import AtomError, DemoEngineNotReady
 from atom_core.history import HistoryStore, open_store
 from atom_core.launch import demo
+from atom_core.launch.host_guard import refusal_sentence
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
@@ -170,11 +171,7 @@ def refuse_foreign_host() -> None:
         return
     # One hidden page, so Streamlit does not fall back to listing the pages/ folder either.
     st.navigation([st.Page(_refused, title="ATOM", url_path="refused")], position="hidden")
-    port = (host or "").rpartition(":")[2]
-    local = "http://localhost" + (f":{port}" if port.isdigit() else "")
-    st.error(f"ATOM does not answer to the name “{plain_label(host or '')}”. Open it as "
-             f"{local} (or add the name to ATOM_ALLOWED_HOSTS to use it over your network).",
-             icon=":material/block:")
+    st.error(plain_label(refusal_sentence(host or "")), icon=":material/block:")
     st.stop()
 
 
