@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from . import images
 from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
-from .chat import measured, reply_run, reply_text
+from .chat import BLANK_PROMPT, blank_prompt, measured, reply_run, reply_text
 from .config import normalize_base_url, settings_from_env
 from .errors import AtomError
 from .measure import hardware
@@ -205,6 +205,9 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     pictures = _images_for_chat(client, args, err)
     if pictures is None:
         return 2
+    if blank_prompt(args.prompt, pictures):
+        print(f"error: {BLANK_PROMPT}", file=err)
+        return 2
     reply = ReplyBuffer()
     error: AtomError | None = None
     stream = client.stream_route(
@@ -301,6 +304,9 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         print("error: --concurrency must be 1 or more", file=err)
         return 2
     try:
+        if args.prompt is not None and blank_prompt(args.prompt):
+            print(f"error: {BLANK_PROMPT}", file=err)
+            return 2
         items = [PromptItem(prompt=args.prompt)] if args.prompt else list(
             load_prompt_file(args.prompts).items)
     except PromptSetError as e:

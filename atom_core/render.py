@@ -46,6 +46,7 @@ _MAX_PASSES = 4
 _LABEL_SPECIALS = re.compile(r"([\\`*\[\]!|<>~$&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _LABEL_LEADING = re.compile(r"^(\d*)([#+\-=.)])")
 _MATH_OR_DIRECTIVE = re.compile(r"\$|:[A-Za-z]")
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
 # -- public ----------------------------------------------------------------------------------------
@@ -68,8 +69,9 @@ def safe_markdown(text: str, *, show_images_from: Collection[str] = ()) -> str:
 
 def plain_label(text: str) -> str:
     """`text` shown literally where Streamlit renders Markdown (labels, captions, titles,
-    tooltips): Markdown syntax escaped, line breaks as spaces."""
-    one_line = " ".join(text.split())
+    tooltips): Markdown syntax escaped, line breaks as spaces, and no bidirectional override,
+    embedding or isolate (U+202A-E, U+2066-9): one in a title reversed it on screen."""
+    one_line = " ".join(text.translate(_BIDI_CONTROLS).split())
     return _LABEL_LEADING.sub(r"\1\\\2", _LABEL_SPECIALS.sub(r"\\\1", one_line), count=1)
 
 

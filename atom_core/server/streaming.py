@@ -431,11 +431,17 @@ class SSEStream:
                     watch.token(t_ns)
                 yield event
             if self._done:
-                return
-        if self._stalled is not None:
-            raise self._stalled
-        if not self.finished:
-            raise self._ended_early()
+                break
+        else:
+            if self._stalled is not None:
+                raise self._stalled
+            if not self.finished:
+                raise self._ended_early()
+        if not self.tokens and self.malformed_lines:
+            # e.g. every `delta` a string: saved as a fine reply of 0 tokens before
+            raise ServerError(
+                f"The server's reply could not be read: {self.malformed_lines} of its chunks "
+                "were not in a shape ATOM reads, and no token came.", url=self._base_url)
 
     def _ended_early(self) -> AtomError:
         """What a stream that closed before its route's last frame raises."""

@@ -215,3 +215,15 @@ def test_keepalives_and_no_token_end_at_the_stall_timeout_in_chat_and_bench(
                                "--no-record", "--stall-timeout", "1")
     (record,) = [x for x in map(json.loads, out.splitlines()) if x["type"] == "record"]
     assert record["ok"] is False and "no new token for 1 s" in record["error"], record
+
+
+def test_a_blank_prompt_is_one_sentence_and_nothing_is_sent(
+    double: DoubleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: `chat ''` (and a prompt of spaces) was sent to the model."""
+    monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+    for command in (("chat", "--model", "test/alpha", ""), ("chat", "--model", "test/alpha", "  "),
+                    ("bench", "--models", "test/alpha", "--prompt", " \n", "--no-record")):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "Type a message first" in err, (command, err)
+    assert [r for r in double.log(wait=1) if r["path"].endswith("/chat/completions")] == []

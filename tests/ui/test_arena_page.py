@@ -483,3 +483,13 @@ def test_widget_keys_do_not_grow_with_the_rounds(mock: respx.MockRouter,
     assert {"vote-0", "vote-tie", "vote-bad", "judge-model", "judge-go"} <= first
     assert keys() == first
     assert not any(r.id in k for r in rounds for k in first)
+
+
+def test_a_blank_prompt_starts_no_race(mock: respx.MockRouter) -> None:
+    """Issue 23: a prompt of only whitespace was raced across every slot."""
+    chats = chat_route(mock)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value(" \n ").run()
+    assert not at.exception
+    assert chats.call_count == 0
+    assert "Type a message first" in " ".join(str(t.value) for t in at.toast)

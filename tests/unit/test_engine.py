@@ -14,7 +14,13 @@ import pytest
 import respx
 
 from atom_core.config import StreamLimits
-from atom_core.errors import ClientPoolTimeout, NotSupported, StreamInterrupted, StreamStalled
+from atom_core.errors import (
+    ClientPoolTimeout,
+    NotSupported,
+    ServerError,
+    StreamInterrupted,
+    StreamStalled,
+)
 from atom_core.measure import engine
 from atom_core.measure.loadrun import LoadJob, run_load
 from atom_core.runs import RunRecord
@@ -302,3 +308,22 @@ def test_streams_start_in_batches_and_every_job_still_runs(k: int) -> None:
         records = list(run_load(jobs, client=client, concurrency=k))
     assert sorted(r.job.tags["i"] for r in records) == list(range(k + 5))
     assert all(r.ok and r.content == "ab" for r in records)
+
+
+def test_a_reply_of_only_unreadable_chunks_is_an_error_not_a_fine_empty_reply() -> None:
+    """Issue 23: a reply whose every `delta` is a string was saved as a successful run with 0
+    tokens. One with some unreadable chunks among real tokens still reads as fine."""
+    bad = 'data: {"choices": [{"index": 0, "delta": "Hello", "finish_reason": null}]}\n\n'
+    done = ('data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+            "data: [DONE]\n\n")
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        route = mock.post("/v1/chat/completions")
+        route.mock(return_value=httpx.Response(200, headers=SSE_HEADERS,
+                                               content=(bad * 3 + done).encode()))
+        with pytest.raises(ServerError) as caught:
+            list(client.stream_chat("m", [ChatMessage("user", "q")]))
+        assert "3 of its chunks were not in a shape ATOM reads" in caught.value.sentence
+        route.mock(return_value=httpx.Response(
+            200, headers=SSE_HEADERS, content=(bad + chunk("Hi") + done).encode()))
+        events = list(client.stream_chat("m", [ChatMessage("user", "q")]))
+    assert [e.text for e in events if e.kind == "content"] == ["Hi"]

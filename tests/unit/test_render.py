@@ -194,3 +194,10 @@ def test_no_image_syntax_survives_outside_code(text: str) -> None:
 def test_image_syntax_inside_code_is_left_alone_next_to_an_escaped_one() -> None:
     text = "`![a](u)` then ![b]\n\n```\n![c](u)\n```\n"
     assert safe_markdown(text) == "`![a](u)` then &#33;[b]\n\n```\n![c](u)\n```\n"
+
+
+def test_plain_label_drops_bidi_overrides_that_reverse_a_title() -> None:
+    """Issue 23: 'Invoice \u202egpj.exe' showed as 'Invoice exe.jpg' in the chat list."""
+    label = plain_label("Invoice \u202egpj.exe \u2067isolated\u2069 \u202bembedded\u202c")
+    assert not set(label) & {chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+    assert label == "Invoice gpj.exe isolated embedded"
