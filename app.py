@@ -11,15 +11,31 @@ from pathlib import Path
 import streamlit as st
 
 from atom_core.launch import allocator, demo
+from atom_core.launch.host_guard import HostGuard
 from atom_core.measure import hardware
 from atom_core.render import safe_markdown
 from pages.parts import ui
 
 allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
-ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
 # The favicon ships with ATOM: a ":material/..." page icon is fetched from a font CDN.
 FAVICON = Path(__file__).parent / "atom_core" / "assets" / "favicon.svg"
-st.set_page_config(page_title="ATOM", page_icon=str(FAVICON), layout="wide")
+SCRIPT_RUN = __name__ == "__main__"  # Streamlit runs this file as __main__ for each session
+if not SCRIPT_RUN:
+    # `streamlit run app.py` (and `make run`) finds this st.App, Streamlit's supported way to
+    # put middleware in front of its routes, imports this file for it and serves it over
+    # uvicorn: HostGuard refuses a foreign Host (HTTP and websocket) and a foreign Origin (the
+    # websocket) before Streamlit answers at all (DNS rebinding; atom_core/launch/host_guard.py).
+    import logging
+
+    from starlette.middleware import Middleware
+
+    app = st.App(__file__, middleware=[Middleware(HostGuard)])
+    # Importing it builds st.Page objects outside a session: Streamlit would warn six times.
+    QUIET = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    QUIET_LEVEL, QUIET.level = QUIET.level, logging.ERROR
+else:
+    ui.refuse_foreign_host()  # the same rule inside, for a run without the guard (AppTest)
+    st.set_page_config(page_title="ATOM", page_icon=str(FAVICON), layout="wide")
 
 CHAT = st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat")
 
@@ -147,13 +163,20 @@ def store_notices(box: st.delta_generator.DeltaGenerator, shown: set[str]) -> No
             box.warning(warning, icon=":material/warning:")
 
 
-if "_atom_machine_id" not in st.session_state:  # once per browser session, not per rerun
-    st.session_state["_atom_machine_id"] = hardware.start_session(ui.store()).id
-sidebar()
-notices, shown = st.container(), set[str]()
-store_notices(notices, shown)
-navigation = st.navigation(PAGES)
-if return_to := st.session_state.pop("_atom_return_to", None):
-    st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
-navigation.run()
-store_notices(notices, shown)  # a file found damaged while the page ran
+def main() -> None:
+    if "_atom_machine_id" not in st.session_state:  # once per browser session, not per rerun
+        st.session_state["_atom_machine_id"] = hardware.start_session(ui.store()).id
+    sidebar()
+    notices, shown = st.container(), set[str]()
+    store_notices(notices, shown)
+    navigation = st.navigation(PAGES)
+    if return_to := st.session_state.pop("_atom_return_to", None):
+        st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
+    navigation.run()
+    store_notices(notices, shown)  # a file found damaged while the page ran
+
+
+if SCRIPT_RUN:
+    main()
+else:
+    QUIET.setLevel(QUIET_LEVEL)

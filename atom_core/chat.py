@@ -56,6 +56,15 @@ def reply_run(*, reply: ReplyBuffer, error: AtomError | None, cancelled: bool = 
     return record.to_record()
 
 
+BLANK_PROMPT = "Type a message first: one of only spaces or line breaks is not sent."
+
+
+def blank_prompt(prompt: str | None, images: Sequence[object] = ()) -> bool:
+    """A message with no words and no picture: nothing to send (models were asked to answer
+    whitespace before, and a chat was made for it)."""
+    return prompt is not None and not prompt.strip() and not images
+
+
 def auto_title(first_prompt: str) -> str:
     """A conversation title from its first message: first line, cut at a word boundary."""
     line = " ".join(first_prompt.strip().split())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from . import images
 from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
-from .chat import measured, reply_run, reply_text
+from .chat import BLANK_PROMPT, blank_prompt, measured, reply_run, reply_text
 from .config import normalize_base_url, settings_from_env
 from .errors import AtomError
 from .measure import hardware
@@ -25,7 +25,7 @@ from .metrics import format_seconds, format_size
 from .server.client import LMStudioClient
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
-from .settings.store import initial_server_url, open_settings, server_token
+from .settings.store import initial_server_url, open_settings, server_token, stream_limits
 from .types import ChatMessage, ModelInfo, SamplingOptions
 from .words import plural
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     # else localhost:1234; with that server's own token.
     server = normalize_base_url(args.server or initial_server_url(settings, saved.load()))
     token = server_token(saved, settings, server)
-    limits = settings.limits
+    limits = stream_limits(settings, saved.load())  # the environment, else Settings
     if getattr(args, "stall_timeout", None):
         limits = dataclasses.replace(limits, stall_timeout_s=args.stall_timeout)
     if getattr(args, "request_deadline", None):
@@ -206,6 +206,9 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     pictures = _images_for_chat(client, args, err)
     if pictures is None:
         return 2
+    if blank_prompt(args.prompt, pictures):
+        print(f"error: {BLANK_PROMPT}", file=err)
+        return 2
     reply = ReplyBuffer()
     error: AtomError | None = None
     stream = client.stream_route(
@@ -302,6 +305,9 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         print("error: --concurrency must be 1 or more", file=err)
         return 2
     try:
+        if args.prompt is not None and blank_prompt(args.prompt):
+            print(f"error: {BLANK_PROMPT}", file=err)
+            return 2
         items = [PromptItem(prompt=args.prompt)] if args.prompt else list(
             load_prompt_file(args.prompts).items)
     except PromptSetError as e:

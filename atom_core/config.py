@@ -71,6 +71,8 @@ class Settings:
         return self.api_token if normalize_base_url(url) == self.server_url else None
     # ATOM_STALL_TIMEOUT_S, ATOM_FIRST_TOKEN_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S
     limits: StreamLimits = DEFAULT_LIMITS
+    # which of the limits' fields the environment set (they win over Settings)
+    limits_set: frozenset[str] = frozenset()
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,7 +106,15 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             request_deadline_s=_seconds(env, "ATOM_REQUEST_DEADLINE_S",
                                         DEFAULT_LIMITS.request_deadline_s),
         ),
+        limits_set=frozenset(field for field, name in LIMIT_VARIABLES.items()
+                             if _seconds(env, name, 0.0) > 0),
     )
+
+
+# The stream limits' fields and the variables that set them.
+LIMIT_VARIABLES = {"stall_timeout_s": "ATOM_STALL_TIMEOUT_S",
+                   "first_token_timeout_s": "ATOM_FIRST_TOKEN_TIMEOUT_S",
+                   "request_deadline_s": "ATOM_REQUEST_DEADLINE_S"}
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -119,14 +119,22 @@ class StreamStalled(StreamInterrupted):
     def no_token(cls, url: str, waited_s: float) -> StreamStalled:
         return cls(
             f"The reply stalled: no new token for {waited_s:.0f} s, so ATOM ended it. What "
-            "arrived so far is kept. (Raise the stall timeout in Settings if this model is "
-            "just slow.)", url=url, waited_s=waited_s)
+            "arrived so far is kept. (Raise the stall timeout in Settings, Chat defaults, if "
+            "this model is just slow.)", url=url, waited_s=waited_s)
+
+    @classmethod
+    def no_first_token(cls, url: str, waited_s: float) -> StreamStalled:
+        return cls(
+            f"The reply never began: no token in {waited_s:.0f} s, so ATOM ended it. (Raise "
+            "the first-token limit in Settings, Chat defaults, if this model takes long to "
+            "load or to read a long prompt.)", url=url, waited_s=waited_s)
 
     @classmethod
     def deadline(cls, url: str, deadline_s: float) -> StreamStalled:
         return cls(
             f"The reply ran past the {deadline_s:.0f} s limit for one request, so ATOM ended "
-            "it. What arrived so far is kept.", url=url, waited_s=deadline_s)
+            "it. What arrived so far is kept. (Raise the whole-request limit in Settings, Chat "
+            "defaults, for longer replies.)", url=url, waited_s=deadline_s)
 
 
 class ClientPoolTimeout(AtomError):

@@ -6,12 +6,16 @@ alerts, captions, button labels, radio options, tooltips), and an image loads th
 drawn: a prompt-injected model can put the conversation into an image URL and exfiltrate it.
 
 `safe_markdown` is the one function that turns untrusted Markdown into Markdown that loads
-nothing: it parses with markdown-it-py (CommonMark, as Streamlit's own parser is) and rewrites
+nothing: it parses with markdown-it-py (CommonMark plus what GFM adds, as Streamlit's
+react-markdown + remark-gfm reads it: tables, strikethrough, footnotes) and rewrites
 every image — inline `![a](u)`, reference-style `![a][r]`, raw HTML `<img src=u>` — into a plain
 link that shows the host, so nothing loads until the user clicks it. Other raw HTML is escaped so
 it shows as text. Code spans and code blocks are never touched. The result is parsed again until
 it holds no image and no raw HTML (a rewrite can expose new Markdown, e.g. the inside of an HTML
-block); if that does not settle, every `![` and `<` is escaped outright.
+block); if that does not settle, every `![` and `<` is escaped outright. Last, every `![` left
+outside code becomes `&#33;[`: two parsers can disagree on a construct (a footnote definition is a
+link definition to CommonMark), but no image in any dialect starts without `![`. The differential
+fuzzer (tests/unit/test_render_fuzz.py, bench/fuzz_render.py) checks this against the browser.
 
 `plain_label` is for places that should show text literally (conversation titles, names in
 labels and captions): every character that could make Markdown of one line is backslash-escaped
@@ -34,12 +38,15 @@ from urllib.parse import urlsplit
 from markdown_it import MarkdownIt, rules_inline
 from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
+from mdit_py_plugins.footnote import footnote_plugin
 
 IMAGE_MARK = "🖼"
 _MAX_PASSES = 4
 # What can make Markdown out of one line of text: inline syntax anywhere, block syntax at the start.
 _LABEL_SPECIALS = re.compile(r"([\\`*\[\]!|<>~$&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _LABEL_LEADING = re.compile(r"^(\d*)([#+\-=.)])")
+_MATH_OR_DIRECTIVE = re.compile(r"\$|:[A-Za-z]")
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
 # -- public ----------------------------------------------------------------------------------------
@@ -54,15 +61,17 @@ def safe_markdown(text: str, *, show_images_from: Collection[str] = ()) -> str:
     out = text
     for _ in range(_MAX_PASSES):
         if not _find_problems(out, allowed):
-            return out
+            return _escape_stray_images(out, allowed)
         out = _rewrite_once(out, allowed) or _escape_everything(out)
-    return out if not _find_problems(out, allowed) else _escape_everything(out)
+    return (_escape_stray_images(out, allowed) if not _find_problems(out, allowed)
+            else _escape_everything(out))
 
 
 def plain_label(text: str) -> str:
     """`text` shown literally where Streamlit renders Markdown (labels, captions, titles,
-    tooltips): Markdown syntax escaped, line breaks as spaces."""
-    one_line = " ".join(text.split())
+    tooltips): Markdown syntax escaped, line breaks as spaces, and no bidirectional override,
+    embedding or isolate (U+202A-E, U+2066-9): one in a title reversed it on screen."""
+    one_line = " ".join(text.translate(_BIDI_CONTROLS).split())
     return _LABEL_LEADING.sub(r"\1\\\2", _LABEL_SPECIALS.sub(r"\\\1", one_line), count=1)
 
 
@@ -91,9 +100,9 @@ class _Span:
 def _recording(rule: Callable[[StateInline, bool], bool]
                ) -> Callable[[StateInline, bool], bool]:
     def wrapped(state: StateInline, silent: bool) -> bool:
-        start = state.pos
+        start, count = state.pos, len(state.tokens)
         found = rule(state, silent)
-        if found and not silent:
+        if found and not silent and len(state.tokens) > count:  # a lone backtick run is text
             token = state.tokens[-1]
             state.env.setdefault("atom_spans", {})[id(token)] = _Span(token, start, state.pos)
         return found
@@ -102,9 +111,13 @@ def _recording(rule: Callable[[StateInline, bool], bool]
 
 @cache
 def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    # GFM as Streamlit's renderer (react-markdown + remark-gfm) reads it: tables, strikethrough
+    # and footnotes, whose definitions (`[^1]: ![f](u)`) CommonMark reads as link definitions.
+    md = (MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+          .use(footnote_plugin))
     md.inline.ruler.at("image", _recording(rules_inline.image))
     md.inline.ruler.at("html_inline", _recording(rules_inline.html_inline))
+    md.inline.ruler.at("backticks", _recording(rules_inline.backtick))
     return md
 
 
@@ -180,6 +193,52 @@ def _rewrite_once(text: str, allowed: frozenset[str]) -> str | None:
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+def _escape_stray_images(text: str, allowed: frozenset[str]) -> str:
+    """Every `![` left that is not code nor an image the user allowed becomes `&#33;[`.
+
+    The token walk above sees what markdown-it sees; where the browser's parser (micromark,
+    with GFM, math and directives) reads a construct differently, a `![` that markdown-it took
+    for text could still start an image there. Every image in any Markdown dialect Streamlit
+    draws starts with `![`, so escaping the `!` of each one outside code closes that gap
+    whatever the dialect: the entity shows as `!` everywhere except in code spans and fenced
+    code, which are left alone (the constructs both parsers read alike)."""
+    if "![" not in text:
+        return text
+    # Math (`$…$`, `$$` blocks) and directives (`:name[…]`, `:::name`) are drawn by the
+    # browser, not known to markdown-it: they change which backticks pair up and where a fence
+    # ends. With either in the text, code is not trusted to be code (the fuzzer's finds).
+    trust_code = _MATH_OR_DIRECTIVE.search(text) is None
+    tokens, spans = _parse(text)
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    keep: list[tuple[int, int]] = []  # [start, end) ranges of `text` left as they are
+    for i, block in enumerate(tokens):
+        # An indented code block is not kept: Streamlit dedents and strips the text it is
+        # given (clean_text), which can turn one into a paragraph the browser parses.
+        if block.type == "fence" and block.map and trust_code:
+            keep.append((starts[block.map[0]], starts[min(block.map[1], len(lines))]))
+        if block.type != "inline" or not block.map or not block.children:
+            continue
+        ranges = [(span.start, span.end, "") for t in block.children
+                  if (span := spans.get(id(t))) is not None
+                  and ((t.type == "code_inline" and trust_code)
+                       or (t.type == "image" and _host(str(t.attrGet("src") or "")) in allowed))]
+        if not ranges:
+            continue
+        cell = tokens[i - 1].type in ("th_open", "td_open")
+        row = (block.map[0], block.map[0] + 1) if cell else (block.map[0], block.map[1])
+        mapped = _to_source(block.content, lines, starts, row, ranges, cell=cell)
+        keep.extend((a, b) for a, b, _ in mapped or [])
+
+    def escaped(m: re.Match[str]) -> str:
+        at = m.start()
+        return m.group(0) if any(a <= at < b for a, b in keep) else "&#33;["
+
+    return re.sub(r"!\[", escaped, text)
 
 
 def _inline_edits(block: Token, by_token: dict[int, _Span], allowed: frozenset[str]

@@ -12,6 +12,7 @@ import streamlit as st
 from atom_core import arena, images
 from atom_core.arena.race import ArenaRace
 from atom_core.arena.setup import SlotSetup
+from atom_core.chat import BLANK_PROMPT, blank_prompt
 from atom_core.images import ImageAttachment
 from atom_core.measure.runner import Slot
 from atom_core.render import plain_label, safe_markdown
@@ -156,6 +157,9 @@ else:
     prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
                            disabled=not setups)
     pictures = chat_images.picker("arena")
+    if blank_prompt(prompt, pictures):
+        st.toast(BLANK_PROMPT, icon=":material/edit_note:")
+        prompt = None
     if prompt and setups:
         with live.container():
             run_race(prompt, system, setups, models, blind, pictures)

@@ -6,7 +6,14 @@ import time
 
 import streamlit as st
 
-from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
+from atom_core.chat import (
+    BLANK_PROMPT,
+    ChatTurn,
+    auto_title,
+    blank_prompt,
+    history_for_request,
+    metrics_line,
+)
 from atom_core.errors import DemoEngineNotReady
 from atom_core.history import Conversation, Message
 from atom_core.render import image_hosts, plain_label, safe_markdown
@@ -138,6 +145,9 @@ def live_line(turn: ChatTurn) -> str:
 # creates its conversation before the header and the list are drawn.
 prompt = st.chat_input("Message the model", submit_mode="stop")
 pictures = chat_images.picker("chat")
+if blank_prompt(prompt, pictures):
+    st.toast(BLANK_PROMPT, icon=":material/edit_note:")
+    prompt = None
 conv = conversations.current_conversation()
 model = ui.selected_model() or (conv.model if conv else None)
 if prompt and conv is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from atom_core.config import LIMIT_VARIABLES, settings_from_env
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
@@ -107,6 +108,32 @@ def profile_form(saved: ss.AppSettings) -> None:
 
 # -- chat defaults -------------------------------------------------------------------------------
 
+LIMIT_INPUTS = (  # (saved field, label, help)
+    ("stall_timeout_s", "Stall timeout (s)",
+     "A reply with no new token for this long is ended (keep-alives are not tokens), before "
+     "its first token too once the server has begun answering."),
+    ("first_token_timeout_s", "First-token limit (s)",
+     "The longest wait for a reply's first token: a model loading, a long prompt."),
+    ("request_deadline_s", "Whole-request limit (s)", "The longest one reply may take."),
+)
+
+
+def stream_limits(saved: ss.AppSettings) -> None:
+    """When a streamed reply is given up; a variable set in the environment wins (said)."""
+    env = settings_from_env()
+    now = ss.stream_limits(env, saved)
+    for column, (key, label, help_text) in zip(st.columns(3), LIMIT_INPUTS, strict=True):
+        low, high, _ = ss.LIMIT_BOUNDS[key]
+        value = column.number_input(label, low, high, value=float(getattr(now, key)), step=10.0,
+                                    format="%g", help=help_text, key=f"limit-{key}",
+                                    disabled=key in env.limits_set)
+        if key in env.limits_set:
+            column.caption(f"Set by {LIMIT_VARIABLES[key]} for this run of ATOM.")
+        elif value != getattr(now, key) and act(
+                lambda k=key, v=value: settings.set_stream_limits(**{k: v}),
+                f"Saved the {ss.LIMIT_BOUNDS[key][2]}."):
+            st.rerun()
+
 def defaults_tab(saved: ss.AppSettings) -> None:
     ttl = st.number_input("Idle TTL (seconds)", 1, 7 * 24 * 3600, value=saved.ttl_seconds,
                           step=60, placeholder="server default (60 minutes)")
@@ -118,6 +145,7 @@ def defaults_tab(saved: ss.AppSettings) -> None:
                "stays in memory: asking for another unloads the previous one, whatever its TTL.")
     if ttl != saved.ttl_seconds and act(lambda: settings.set_ttl(ttl), "Saved the idle TTL."):
         st.rerun()
+    stream_limits(saved)
     on = st.toggle("Unload the previous model when the chat model changes", saved.auto_unload)
     anyone = st.toggle("…even models ATOM did not load itself", saved.auto_unload_any,
                        disabled=not on, help="Off: only instances loaded from the Models page.")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import queue
@@ -34,6 +35,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+import re2
 
 from ..errors import AtomError
 from ..measure import hardware
@@ -93,7 +96,8 @@ class Check:
         if self.kind == "contains":
             return str(self.value).casefold() in content.casefold()
         if self.kind == "regex":
-            return re.search(str(self.value), content) is not None
+            found = reply_pattern(str(self.value))
+            return found is not None and found.search(content) is not None
         if self.kind == "json":
             return _is_json(content)
         return e2e_s is not None and e2e_s <= float(self.value)
@@ -104,6 +108,22 @@ class Check:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Check:
         return cls(kind=d["kind"], value=d.get("value", True))
+
+
+@functools.lru_cache(maxsize=256)
+def reply_pattern(pattern: str) -> Any:
+    """`pattern` compiled by RE2 (linear time in the reply), or None if RE2 cannot take it.
+
+    A prompt set's regex is written by someone else and runs on every reply: with Python's
+    backtracking `re`, `^(\\w+\\s?)*;$` on a 60-word reply never finished and froze the app
+    (issue 23; bench/bench_regex.py). RE2 never backtracks, so it has no backreferences or
+    lookaround, and its `\\w`, `\\d` and `\\b` are ASCII."""
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is our sentence, not a line on stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error:
+        return None
 
 
 def _is_json(text: str) -> bool:
@@ -300,6 +320,12 @@ def _regex(pattern: str, label: str, where: int) -> str:
     except re.error as e:
         raise PromptSetError(f"{label}, prompt {where}: the regex /{pattern}/ is not valid "
                              f"({e}).") from e
+    if reply_pattern(pattern) is None:
+        raise PromptSetError(
+            f"{label}, prompt {where}: ATOM cannot run the regex /{pattern}/: checks use a "
+            "regex engine that cannot freeze on a long reply (RE2), and it has no "
+            "backreferences (\\1), lookarounds ((?=…), (?<!…)) or patterns this large; "
+            "rewrite it without them.")
     return pattern
 
 

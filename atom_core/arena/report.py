@@ -22,6 +22,7 @@ from ..history.export import csv_cell
 from ..measure.card import machine_facts
 from ..measure.hardware import MachineInfo
 from ..metrics import format_seconds, format_size
+from ..render import plain_label, safe_markdown
 from ..words import plural
 from .promptsets import PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
@@ -47,7 +48,8 @@ def _kv(d: Mapping[str, Any]) -> str:
 
 
 def _md_cell(v: Any) -> str:
-    return str(v if v is not None else "").replace("|", "\\|").replace("\n", " ")
+    # a cell may hold a model name: no image loads from it (bold best values stay bold)
+    return safe_markdown(str(v if v is not None else "")).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -58,7 +60,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]
 
 
 def _quote(text: str) -> list[str]:
-    return ["> " + line if line else ">" for line in (text or "(no text)").splitlines()]
+    """Untrusted text (replies, reasoning, prompts) as a Markdown quote that loads nothing in a
+    previewer: images become links, raw HTML shows as text (render.safe_markdown)."""
+    safe = safe_markdown(text or "(no text)")
+    return ["> " + line if line else ">" for line in safe.splitlines()]
 
 
 # -- the machine ----------------------------------------------------------------------------------
@@ -236,9 +241,9 @@ def round_markdown(rnd: ArenaRound, machines: Machines | None = None) -> str:
     lines += ["", *_machine_markdown(round_machine_ids(rnd), machines or {},
                                      (s.server for s in rnd.slots))]
     for s in rnd.slots:
-        lines += ["", f"## Model {s.label}: {s.model}", ""]
+        lines += ["", f"## Model {s.label}: {plain_label(s.model)}", ""]
         if s.contestant != s.model:
-            lines += [f"Contestant: {s.contestant}", ""]
+            lines += [f"Contestant: {plain_label(s.contestant)}", ""]
         if s.state != "complete":
             lines += [f"*{_state_note(s)}*", ""]
         if s.reasoning:
@@ -465,7 +470,8 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
             if int(r["prompt_index"]) != p:
                 continue
             m = r.get("metrics") or {}
-            head = f"**Model {r['label']}** ({r['model']}), repeat {int(r['repeat']) + 1}"
+            head = (f"**Model {r['label']}** ({plain_label(r['model'])}), "
+                    f"repeat {int(r['repeat']) + 1}")
             if r["ok"]:
                 head += f" · TTFT {_fmt(m.get('ttft_s'))} · {_fmt(m.get('e2e_s'))} total"
             else:

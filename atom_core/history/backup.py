@@ -55,6 +55,9 @@ EXPORT_FORMAT = "atom-export"
 EXPORT_VERSION = 1
 # Record tables that describe this machine's live state, not history: not exported or imported.
 LOCAL_TABLES = frozenset({"downloads"})
+# Fields an export leaves out: this machine's own name (hardware.MACHINES_TABLE's "hostname"),
+# which benchmark cards and reports leave out too; the export may travel further than they do.
+PRIVATE_FIELDS: dict[str, frozenset[str]] = {"machines": frozenset({"hostname"})}
 
 
 class SettingsPart(Protocol):
@@ -133,10 +136,18 @@ def export_everything(store: HistoryStore, settings: SettingsPart | None = None)
         "version": EXPORT_VERSION,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "conversations": conversations,
-        "tables": {t: store.records(t) for t in store.tables() if t not in LOCAL_TABLES},
+        "tables": {t: _without_private(t, store.records(t)) for t in store.tables()
+                   if t not in LOCAL_TABLES},
         "settings": settings.export_dict() if settings is not None else {},
         "images": others,
     }
+
+
+def _without_private(table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    private = PRIVATE_FIELDS.get(table)
+    if not private:
+        return rows
+    return [{k: v for k, v in row.items() if k not in private} for row in rows]
 
 
 def _data_urls(store: HistoryStore, owner_id: str, message_id: str) -> list[str]:

@@ -434,6 +434,7 @@ class AsyncChatStream:
             self.t_end_ns = time.perf_counter_ns()
             raise from_transport(e, url=base) from e
         watch = StallWatch(self._limits, self.t_request_ns)
+        watch.answering(time.perf_counter_ns())  # the headers: the stall clock runs from here
         try:
             await self._read(response, reply, watch)
         except TimeoutError as e:  # asyncio.timeout: a stall or the deadline
@@ -498,6 +499,7 @@ class AsyncChatStream:
                     if not payload:
                         continue
                     t_ns = time.perf_counter_ns()
+                    watch.answering(t_ns)  # an event, not a keep-alive: the server is working
                     if payload == b"[DONE]":
                         self.finished = True
                         return

@@ -6,11 +6,12 @@ Nothing here draws; pages/models.py and app.py call it and show the results.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -520,12 +521,27 @@ def poll_downloads(
             job = client_for(view.server).download_status(str(view.job.job_id))
         except AtomError as e:
             # Unknown job: its status code is UNCONFIRMED, so look at the type in the body too.
-            if "no download job" in e.sentence or "job_not_found" in e.detail:
+            # An error body that says the job failed is an answer, not a failed check: polling
+            # it again every second would go on for as long as the page is open.
+            failed = ("no download job" in e.sentence or "job_not_found" in e.detail
+                      or _says_failed(e.detail))
+            if failed:
                 store.update_record(DOWNLOADS_TABLE, view.record_id, {"status": "failed"})
             out.append(DownloadView(record_id=view.record_id, server=view.server,
-                                    model=view.model, job=view.job, error=e.sentence))
+                                    model=view.model, error=e.sentence,
+                                    job=replace(view.job, status="failed") if failed
+                                    else view.job))
             continue
         store.update_record(DOWNLOADS_TABLE, view.record_id, _job_fields(job))
         out.append(DownloadView(record_id=view.record_id, server=view.server, model=view.model,
                                 job=job))
     return out
+
+
+def _says_failed(detail: str) -> bool:
+    """Whether an error body (as kept in AtomError.detail) is a download status of "failed"."""
+    try:
+        body = json.loads(detail)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and str(body.get("status", "")).lower() == "failed"

@@ -525,7 +525,7 @@ def stream_timeout(limits: StreamLimits) -> httpx.Timeout:
 
 def _download_job(data: dict[str, Any]) -> DownloadJob:
     return DownloadJob(
-        status=str(data.get("status") or "unknown"),
+        status=str(data.get("status") or "unknown").lower(),  # "FAILED" is still failed
         job_id=data.get("job_id"),
         total_bytes=to_int(data.get("total_size_bytes")),
         downloaded_bytes=to_int(data.get("downloaded_bytes")),

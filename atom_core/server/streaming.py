@@ -173,29 +173,40 @@ class SSEParser:
 
 class StallWatch:
     """Decides when a stream has stalled: no token for `stall_timeout_s` once tokens have
-    begun, no first token within `first_token_timeout_s`, or past `request_deadline_s`.
-    Keep-alive comments do not count as progress. Times are perf_counter_ns values."""
+    begun; before the first token, nothing but keep-alives for `stall_timeout_s` once the
+    server has begun answering (its headers, or its last non-comment event such as LM Studio's
+    load and prompt progress), or no first token within `first_token_timeout_s`; or past
+    `request_deadline_s`. Keep-alive comments are never progress. Times are perf_counter_ns."""
 
-    __slots__ = ("deadline_ns", "first_ns", "last_token_ns", "limits", "started_ns")
+    __slots__ = ("answering_ns", "deadline_ns", "last_token_ns", "limits", "started_ns")
 
     def __init__(self, limits: StreamLimits, started_ns: int) -> None:
         self.limits = limits
         self.started_ns = started_ns
+        self.answering_ns = 0  # the server's last sign of work before the first token
         self.last_token_ns = 0
         self.deadline_ns = started_ns + int(limits.request_deadline_s * 1e9)
 
     def token(self, t_ns: int) -> None:
         self.last_token_ns = t_ns
 
+    def answering(self, t_ns: int) -> None:
+        """The server began answering, or sent an event that is not a token (progress)."""
+        if not self.last_token_ns:
+            self.answering_ns = t_ns
+
     def stalled(self, now_ns: int, url: str) -> StreamStalled | None:
         """The error to end the stream with, or None while it is making progress."""
         if now_ns >= self.deadline_ns:
             return StreamStalled.deadline(url, self.limits.request_deadline_s)
+        stall_ns = self.limits.stall_timeout_s * 1e9
         if self.last_token_ns:
-            if now_ns - self.last_token_ns >= self.limits.stall_timeout_s * 1e9:
+            if now_ns - self.last_token_ns >= stall_ns:
                 return StreamStalled.no_token(url, (now_ns - self.last_token_ns) / 1e9)
         elif now_ns - self.started_ns >= self.limits.first_token_timeout_s * 1e9:
-            return StreamStalled.no_token(url, (now_ns - self.started_ns) / 1e9)
+            return StreamStalled.no_first_token(url, (now_ns - self.started_ns) / 1e9)
+        elif self.answering_ns and now_ns - self.answering_ns >= stall_ns:
+            return StreamStalled.no_token(url, (now_ns - self.answering_ns) / 1e9)
         return None
 
 
@@ -370,6 +381,7 @@ class SSEStream:
         self._response = response
         if self.t_sent_ns:
             watch.started_ns = self.t_sent_ns
+        watch.answering(time.perf_counter_ns())  # the headers: the stall clock runs from here
         try:
             yield from self._read(response)
         except (httpx.TransportError, SSEError) as e:
@@ -412,17 +424,24 @@ class SSEStream:
             sse = parser.feed(line.rstrip("\r"))
             if sse is None:
                 continue
+            watch.answering(t_ns)  # an event (not a keep-alive comment): the server is working
             for event in self._on_sse(sse, t_ns):
                 if event.kind in ("content", "reasoning"):
                     self.tokens += 1
                     watch.token(t_ns)
                 yield event
             if self._done:
-                return
-        if self._stalled is not None:
-            raise self._stalled
-        if not self.finished:
-            raise self._ended_early()
+                break
+        else:
+            if self._stalled is not None:
+                raise self._stalled
+            if not self.finished:
+                raise self._ended_early()
+        if not self.tokens and self.malformed_lines:
+            # e.g. every `delta` a string: saved as a fine reply of 0 tokens before
+            raise ServerError(
+                f"The server's reply could not be read: {self.malformed_lines} of its chunks "
+                "were not in a shape ATOM reads, and no token came.", url=self._base_url)
 
     def _ended_early(self) -> AtomError:
         """What a stream that closed before its route's last frame raises."""

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from ..config import Settings, normalize_base_url
+from ..config import Settings, StreamLimits, normalize_base_url
 from ..history.backup import validation_sentences
 from ..history.files import atomic_write_json, private_dir, process_lock, remove_temp_files
 from ..server.client import ServerStatus
@@ -136,6 +136,10 @@ class AppSettings:
     model_presets: Mapping[str, str] = field(default_factory=dict)  # model key -> preset name
     templates: tuple[PromptTemplate, ...] = ()
     loaded_by_atom: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # url -> ids
+    # When a streamed reply is given up (seconds; None: the environment's or the default).
+    stall_timeout_s: float | None = None
+    first_token_timeout_s: float | None = None
+    request_deadline_s: float | None = None
 
     def profile(self, name: str | None) -> ServerProfile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -393,6 +397,7 @@ class SettingsStore:
             ttl = None
         elif ttl > MAX_TTL_SECONDS:  # clamped on read too: the page's input cannot show more
             ttl = MAX_TTL_SECONDS
+        limits = {k: _limit(raw.get(k), k) for k in LIMIT_BOUNDS}
         loaded = raw.get("loaded_by_atom") if isinstance(raw.get("loaded_by_atom"), dict) else {}
         model_presets = raw.get("model_presets")
         return AppSettings(
@@ -409,6 +414,7 @@ class SettingsStore:
             templates=templates,
             loaded_by_atom={str(k): tuple(map(str, v)) for k, v in (loaded or {}).items()
                             if isinstance(v, list)},
+            **limits,
         )
 
     def token(self, profile_name: str) -> str | None:
@@ -499,6 +505,19 @@ class SettingsStore:
             raise ValueError("The idle TTL must be between 1 second and 7 days.")
         with self._editing() as raw:
             raw["ttl_seconds"] = int(seconds) if seconds else None
+
+    def set_stream_limits(self, **seconds: float | None) -> None:
+        """Saves any of stall_timeout_s, first_token_timeout_s and request_deadline_s (None
+        forgets it). Raises ValueError with a sentence for a value out of bounds."""
+        for key, value in seconds.items():
+            if key not in LIMIT_BOUNDS:
+                raise TypeError(f"not a stream limit: {key}")
+            low, high, what = LIMIT_BOUNDS[key]
+            if value is not None and not low <= float(value) <= high:
+                raise ValueError(f"The {what} must be between {low:g} and {high:g} seconds.")
+        with self._editing() as raw:
+            for key, value in seconds.items():
+                raw[key] = float(value) if value is not None else None
 
     def set_auto_unload(self, on: bool, *, any_instance: bool = False) -> None:
         with self._editing() as raw:
@@ -600,6 +619,7 @@ class SettingsStore:
             "default_preset": s.default_preset,
             "model_presets": dict(s.model_presets),
             "templates": [asdict(t) for t in s.templates],
+            **{k: getattr(s, k) for k in LIMIT_BOUNDS},
         }
 
     def check_import(self, doc: object) -> list[str]:
@@ -628,6 +648,11 @@ class SettingsStore:
             check(f"Template {i}", _name, t.name, "template")
         if parsed.ttl_seconds is not None and not 1 <= parsed.ttl_seconds <= MAX_TTL_SECONDS:
             problems.append("The settings' idle TTL must be between 1 second and 7 days.")
+        for key, (low, high, what) in LIMIT_BOUNDS.items():
+            value = getattr(parsed, key)
+            if value is not None and not low <= value <= high:
+                problems.append(f"The settings' {what} must be between {low:g} and {high:g} "
+                                "seconds.")
         return problems
 
     def merge(self, doc: Mapping[str, Any]) -> int:
@@ -661,7 +686,8 @@ class SettingsStore:
             # Never the default server: that choice sends every new chat (and its token) there,
             # so an imported file doesn't get to make it; the user picks it in Settings.
             for key, value in (("ttl_seconds", incoming.ttl_seconds),
-                               ("default_preset", incoming.default_preset)):
+                               ("default_preset", incoming.default_preset),
+                               *((k, getattr(incoming, k)) for k in LIMIT_BOUNDS)):
                 if value and not raw.get(key):
                     raw[key] = value
         return added
@@ -690,9 +716,35 @@ class SettingsDoc:
     default_preset: str | None = None
     model_presets: dict[str, str] = field(default_factory=dict)
     templates: tuple[PromptTemplate, ...] = ()
+    stall_timeout_s: float | None = None
+    first_token_timeout_s: float | None = None
+    request_deadline_s: float | None = None
 
 
 _SETTINGS_DOC = TypeAdapter(SettingsDoc)
+
+# Each saved stream limit: (lowest, highest, what the sentence calls it).
+LIMIT_BOUNDS: dict[str, tuple[float, float, str]] = {
+    "stall_timeout_s": (1.0, 3600.0, "stall timeout"),
+    "first_token_timeout_s": (1.0, 86400.0, "first-token limit"),
+    "request_deadline_s": (1.0, 86400.0, "whole-request limit"),
+}
+
+
+def _limit(value: object, key: str) -> float | None:
+    """A saved limit as read from the file: a number in bounds, else None (hand-edited junk)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    low, high, _ = LIMIT_BOUNDS[key]
+    return float(value) if low <= value <= high else None
+
+
+def stream_limits(env: Settings, saved: AppSettings) -> StreamLimits:
+    """When streamed replies are given up: a variable set in the environment wins, then what
+    Settings saved, then the default."""
+    chosen = {k: getattr(saved, k) for k in LIMIT_BOUNDS
+              if getattr(saved, k) is not None and k not in env.limits_set}
+    return replace(env.limits, **chosen)
 
 
 def server_token(settings: SettingsStore, env: Settings, url: str) -> str | None:

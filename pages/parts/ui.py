@@ -10,10 +10,11 @@ from typing import Literal
 
 import streamlit as st
 
-from atom_core.config import host_allowed, normalize_base_url, settings_from_env
+from atom_core.config import StreamLimits, host_allowed, normalize_base_url, settings_from_env
 from atom_core.errors import AtomError, DemoEngineNotReady
 from atom_core.history import HistoryStore, open_store
 from atom_core.launch import demo
+from atom_core.launch.host_guard import refusal_sentence
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
@@ -23,6 +24,7 @@ from atom_core.settings.store import (
     initial_server_url,
     open_settings,
     server_token,
+    stream_limits,
 )
 from atom_core.types import ModelInfo, SamplingOptions
 
@@ -33,10 +35,10 @@ NOT_LOADED = "○"
 
 
 @st.cache_resource(show_spinner=False, on_release=LMStudioClient.close)  # release: sockets too
-def _client(base_url: str, token: str | None) -> LMStudioClient:
-    # One client per server for the whole process: httpx.Client is thread-safe and pools
-    # connections, which the arena's parallel streams share.
-    return LMStudioClient(base_url, token=token)
+def _client(base_url: str, token: str | None, limits: StreamLimits) -> LMStudioClient:
+    # One client per server (and token and limits) for the whole process: httpx.Client is
+    # thread-safe and pools connections, which the arena's parallel streams share.
+    return LMStudioClient(base_url, token=token, limits=limits)
 
 
 @st.cache_resource(show_spinner=False)
@@ -122,7 +124,8 @@ def servers() -> list[ServerChoice]:
 
 def client_for(url: str) -> LMStudioClient:
     """The shared client for a server (its token from Settings, else from the environment)."""
-    return _client(normalize_base_url(url), token_for(url))
+    return _client(normalize_base_url(url), token_for(url),
+                   stream_limits(settings_from_env(), settings_store().load()))
 
 
 def set_server_url(url: str) -> None:
@@ -163,11 +166,7 @@ def refuse_foreign_host() -> None:
         return
     # One hidden page, so Streamlit does not fall back to listing the pages/ folder either.
     st.navigation([st.Page(_refused, title="ATOM", url_path="refused")], position="hidden")
-    port = (host or "").rpartition(":")[2]
-    local = "http://localhost" + (f":{port}" if port.isdigit() else "")
-    st.error(f"ATOM does not answer to the name “{plain_label(host or '')}”. Open it as "
-             f"{local} (or add the name to ATOM_ALLOWED_HOSTS to use it over your network).",
-             icon=":material/block:")
+    st.error(plain_label(refusal_sentence(host or "")), icon=":material/block:")
     st.stop()
 
 

@@ -11,18 +11,21 @@ fetch."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.fixtures.beacon import Beacon, serve_beacon
+from tests.fixtures.beacon import Beacon, serve_beacon, serve_hostile
 from tests.fixtures.browser import (
     CHROMIUM,
     CHROMIUM_FLAGS,
     OUTPUT,
+    ROOT,
     Double,
     ask,
     open_app,
@@ -139,9 +142,73 @@ def test_no_page_fetches_what_untrusted_text_points_at(
             time.sleep(0.2)
         assert beacon.hits, "the beacon saw nothing even when asked to: the test would be blind"
         # Only that message's images (the first message: the user's prompt), only from Markdown.
-        assert sorted(beacon.hits) == ["/prompt-inline.gif", "/prompt-ref.gif"], beacon.hits
+        assert sorted(beacon.hits) == ["/prompt-footnote.gif", "/prompt-inline.gif",
+                                       "/prompt-ref.gif"], beacon.hits
     finally:
         stop(app.process)
+
+
+def noted(b: Beacon, tag: str) -> str:
+    """Text with a GFM footnote whose definition holds an image pointing at the beacon."""
+    return f"Words about {tag}[^{tag}] and more.\n\n{b.footnote(tag)}"
+
+
+def imported_conversation(b: Beacon) -> dict[str, Any]:
+    """An ATOM export holding one conversation whose every untrusted field has a footnote."""
+    return {"format": "atom-export", "version": 1, "conversations": [{
+        "title": "Footnotes", "messages": [
+            {"role": "user", "content": noted(b, "imp-user")},
+            {"role": "assistant", "content": noted(b, "imp-reply"),
+             "reasoning": noted(b, "imp-reasoning")},
+            {"role": "assistant", "content": "Half", "state": "interrupted",
+             "error": noted(b, "imp-interrupted")},
+            {"role": "assistant", "content": "", "state": "error",
+             "error": noted(b, "imp-error")},
+        ]}]}
+
+
+def test_footnote_images_in_server_errors_and_imports_fetch_nothing(
+    beacon: Beacon, page: Any, tmp_path: Path
+) -> None:
+    """Issue 23 §1: a footnote definition holding an image, in a server's error body (the
+    sidebar's status line on every page, no click) and in an imported conversation (message
+    text, error fields, reasoning in a collapsed expander)."""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(imported_conversation(beacon)))
+    with serve_hostile(noted(beacon, "status")) as server:
+        app = start_app(server, tmp_path / "data", tmp_path)
+        try:
+            pg = page
+            status = "[data-testid=stSidebar] [data-testid=stAlert]"
+            open_app(pg, app.url, status)
+            no_fetch(beacon, "the sidebar's status line, Chat", pg)
+            assert "image from 127.0.0.1" in pg.inner_text(status)
+            for name in ("Arena", "Stats", "Models"):
+                go(pg, name, status)
+                no_fetch(beacon, f"the sidebar's status line, {name}", pg)
+            go(pg, "Settings", "[data-testid=stTabs]")
+            pg.get_by_role("tab", name="Data").click()
+            pg.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(export))
+            pg.get_by_role("button", name="Import", exact=True).click()
+            pg.wait_for_selector("text=Imported 1 conversation", timeout=30_000)
+            settle(pg)
+            go(pg, "Chat", "[data-testid=stSidebar] >> text=Footnotes")
+            pg.locator("[data-testid=stSidebar]").get_by_role("button", name="Footnotes").click()
+            pg.wait_for_selector("[data-testid=stExpander]", timeout=30_000)
+            settle(pg)
+            main = pg.inner_text("#stMain")
+            assert main.count("image from 127.0.0.1") >= 3, main  # user, reply, two errors
+            no_fetch(beacon, "an imported conversation", pg)
+
+            # Not blind: asked to, the page loads the user's footnote image from the beacon.
+            pg.get_by_role("button", name="Show images from 127.0.0.1").first.click()
+            settle(pg)
+            deadline = time.monotonic() + 10
+            while not beacon.hits and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert beacon.hits == ["/imp-user-footnote.gif"], beacon.hits
+        finally:
+            stop(app.process)
 
 
 def test_a_foreign_host_name_is_refused_and_localhost_works(
@@ -154,20 +221,17 @@ def test_a_foreign_host_name_is_refused_and_localhost_works(
         args=[*CHROMIUM_FLAGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"])
     try:
         pg = other.new_page()
-        pg.goto(f"http://evil.example:{port}/")
-        pg.wait_for_selector("text=ATOM does not answer to the name", timeout=30_000)
-        wait_idle(pg)
-        body = pg.locator("[data-testid=stApp]").inner_text()
-        assert "evil.example" in body
+        answer = pg.goto(f"http://evil.example:{port}/")
+        assert answer is not None and answer.status == 403  # Streamlit never answered
+        body = pg.inner_text("body")
+        assert "ATOM does not answer to the name “evil.example" in body
+        assert f"http://localhost:{port}" in body
         pg.screenshot(path=str(OUTPUT / "refused-host.png"))
-        assert pg.get_by_label("Server").count() == 0  # no sidebar of ATOM's
-        assert pg.locator(".st-key-atom_nav").count() == 0  # nor a list of pages
-        assert pg.locator("[data-testid=stChatInputTextArea]").count() == 0
-        pg.goto(f"http://evil.example:{port}/settings")  # a page's own URL: refused too
-        pg.wait_for_selector("text=ATOM does not answer to the name", timeout=30_000)
-        wait_idle(pg)
-        assert pg.locator("[data-testid=stChatInputTextArea]").count() == 0
-        assert "Servers" not in pg.inner_text("#stMain")
+        assert pg.locator("[data-testid=stApp]").count() == 0  # no app, no sidebar, no pages
+        for path in ("/settings", "/_stcore/health", "/_stcore/host-config"):
+            answer = pg.goto(f"http://evil.example:{port}{path}")
+            assert answer is not None and answer.status == 403, path
+            assert "does not answer" in pg.inner_text("body")
         assert not [r for r in double.log() if not r["path"].startswith("/__")], \
             "a refused page made ATOM talk to the model server"
 
@@ -177,4 +241,53 @@ def test_a_foreign_host_name_is_refused_and_localhost_works(
         assert "does not answer" not in pg.locator("[data-testid=stApp]").inner_text()
     finally:
         other.close()
+        stop(app.process)
+
+
+def ws_handshake(port: int, host: str, origin: str | None = None) -> int | str:
+    """Opens Streamlit's websocket on 127.0.0.1:`port` naming `host` (and `origin`): the HTTP
+    status a refusal answers with, or "accepted"."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    headers = {"Origin": origin} if origin else {}
+    try:
+        with connect(f"ws://{host}/_stcore/stream", additional_headers=headers,
+                     sock=socket.create_connection(("127.0.0.1", port)), open_timeout=30):
+            return "accepted"
+    except InvalidStatus as e:
+        return int(e.response.status_code)
+
+
+def test_a_foreign_host_or_origin_is_refused_before_streamlit_answers(
+    double: Double, tmp_path: Path
+) -> None:
+    """Issue 23 §4, at the HTTP level and with a websocket client against `streamlit run
+    app.py`: every route and the websocket answer a foreign Host with 403 (they answered 200
+    and accepted it, and the socket's first message told the app's path and versions); a
+    foreign Origin on the websocket is refused too. ATOM_ALLOWED_HOSTS still opens the door."""
+    app = start_app(double.url, tmp_path / "data", tmp_path,
+                    extra_env={"ATOM_ALLOWED_HOSTS": "atom-box.lan"})
+    port = int(app.url.rsplit(":", 1)[1])
+    try:
+        for path in ("/", "/chat", "/_stcore/health", "/_stcore/host-config",
+                     "/_stcore/stream", "/static/favicon.png"):
+            r = httpx.get(f"{app.url}{path}", headers={"Host": f"evil.example:{port}"})
+            assert r.status_code == 403, (path, r.status_code)
+            assert r.text.startswith("ATOM does not answer to the name “evil.example"), r.text
+            assert "streamlit" not in r.text.lower() and str(ROOT) not in r.text
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            raw.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n"
+                        "Connection: close\r\n\r\n".encode())
+            status = raw.makefile("rb").readline().split()[1]
+        assert status in (b"400", b"403")  # two Host headers: refused, whoever says so
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"atom-box.lan:{port}"):
+            assert httpx.get(f"{app.url}/_stcore/health", headers={"Host": host}).status_code \
+                == 200, host
+        assert ws_handshake(port, f"evil.example:{port}") == 403
+        assert ws_handshake(port, f"127.0.0.1:{port}", "http://evil.example") == 403
+        assert ws_handshake(port, f"127.0.0.1:{port}", "null") == 403
+        assert ws_handshake(port, f"127.0.0.1:{port}", f"http://localhost:{port}") == "accepted"
+        assert ws_handshake(port, f"127.0.0.1:{port}") == "accepted"  # not a browser
+    finally:
         stop(app.process)

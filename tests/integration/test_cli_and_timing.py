@@ -195,3 +195,35 @@ def test_without_server_or_env_the_cli_uses_the_default_server_saved_in_settings
     assert code == 0, err
     assert out.startswith("Reply from test/alpha")
     assert open_store(isolated_env).runs()[0]["server"] == saved.url
+
+
+def test_keepalives_and_no_token_end_at_the_stall_timeout_in_chat_and_bench(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 23 §3: a server that answers and then sends only keep-alive comments is ended by
+    ATOM_STALL_TIMEOUT_S (chat) and `bench --stall-timeout` (the load engine) before any
+    token, not by the 300 s first-token limit (both ran on before: the double's 60 s of
+    keep-alives ended first and the reply was taken as fine)."""
+    config = {"models": [{"key": "t/idle", "fail_mode": "stall:0:60000", "ttft_ms": 5}]}
+    with serve(config) as server:
+        monkeypatch.setenv("ATOM_SERVER_URL", server.url)
+        monkeypatch.setenv("ATOM_STALL_TIMEOUT_S", "1")
+        code, _, err = run_cli("chat", "--model", "t/idle", "--no-record", "Hi")
+        assert code != 0 and "no new token for 1 s" in err, err
+        monkeypatch.delenv("ATOM_STALL_TIMEOUT_S")
+        code, out, _ = run_cli("bench", "--models", "t/idle", "--prompt", "Hi", "--json",
+                               "--no-record", "--stall-timeout", "1")
+    (record,) = [x for x in map(json.loads, out.splitlines()) if x["type"] == "record"]
+    assert record["ok"] is False and "no new token for 1 s" in record["error"], record
+
+
+def test_a_blank_prompt_is_one_sentence_and_nothing_is_sent(
+    double: DoubleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: `chat ''` (and a prompt of spaces) was sent to the model."""
+    monkeypatch.setenv("ATOM_SERVER_URL", double.url)
+    for command in (("chat", "--model", "test/alpha", ""), ("chat", "--model", "test/alpha", "  "),
+                    ("bench", "--models", "test/alpha", "--prompt", " \n", "--no-record")):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "Type a message first" in err, (command, err)
+    assert [r for r in double.log(wait=1) if r["path"].endswith("/chat/completions")] == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,3 +182,37 @@ def test_each_slot_sends_its_reasoning_setting_and_the_thinking_is_reported(
     assert on["first_answer_p50_s"] > on["ttft_p50_s"]  # the answer began after the thinking
     settings = sorted((r["reasoning_setting"], r["route"]) for r in store.runs())
     assert settings == [("off", "native")] * 3 + [("on", "native")] * 3
+
+
+HOSTILE_REGEX = r"^(\w+\s?)*;$"  # Python's re tries every way to split each word (issue 23 §2)
+
+
+def test_bench_with_a_backtracking_regex_ends_and_a_refused_one_is_one_sentence(
+        tmp_path: Path) -> None:
+    """`bench --prompts` with a regex that makes `re` backtrack for ever on an ordinary reply
+    finishes (a subprocess, so a hang is a timeout, not a frozen test run); a regex RE2 cannot
+    run is refused with one sentence before anything is sent."""
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps([{"prompt": "Q", "regex": HOSTILE_REGEX}]))
+    refused = tmp_path / "refused.json"
+    refused.write_text(json.dumps([{"prompt": "Q", "regex": r"(\w+) \1"}]))
+    sixty = {"models": [{"key": "a", "loaded": True, "ttft_ms": 5, "token_gap_ms": 1,
+                         "reply": " ".join(["lorem", "ipsum", "dolor"] * 20)}]}
+    root = Path(__file__).resolve().parents[2]
+    with serve(sixty) as double:
+        env = {**os.environ, "ATOM_SERVER_URL": double.url}
+        cli = [sys.executable, "-m", "atom_core", "bench", "--models", "a", "--no-record",
+               "--prompts"]
+        try:
+            done = subprocess.run([*cli, str(hostile)], env=env, cwd=root, capture_output=True,
+                                  text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bench --prompts with a backtracking regex did not finish in 120 s")
+        no = subprocess.run([*cli, str(refused)], env=env, cwd=root, capture_output=True,
+                            text=True, timeout=120)
+        sent = [x for x in double.log(wait=2) if x["path"] == "/v1/chat/completions"]
+    assert done.returncode == 0, done.stderr
+    assert f"checks a: 0/1 passed (matches /{HOSTILE_REGEX}/ 0/1)" in done.stdout
+    assert no.returncode != 0 and "cannot run the regex" in no.stderr
+    assert no.stderr.strip().count("\n") == 0  # one sentence, no traceback or engine log
+    assert len(sent) == 1  # the refused set sent nothing

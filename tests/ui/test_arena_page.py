@@ -583,3 +583,13 @@ def test_a_vote_is_only_the_session_that_cast_it(mock: respx.MockRouter,
     second.run()
     assert "Other browsers: Model" in captions(second)
     assert "Your vote: Model" in successes(second)
+
+
+def test_a_blank_prompt_starts_no_race(mock: respx.MockRouter) -> None:
+    """Issue 23: a prompt of only whitespace was raced across every slot."""
+    chats = chat_route(mock)
+    at = open_arena(mock)
+    at.chat_input(key="arena_prompt").set_value(" \n ").run()
+    assert not at.exception
+    assert chats.call_count == 0
+    assert "Type a message first" in " ".join(str(t.value) for t in at.toast)

@@ -316,3 +316,18 @@ def test_labels_follow_a_model_the_server_just_loaded_for_a_chat(mock: respx.Moc
     assert not at.exception
     assert texts(at.sidebar.success) == ["LM Studio 0.4+ (native API) · 2 models, 2 loaded"]
     assert "● Loaded" in texts(at.sidebar.caption)
+
+
+def test_a_blank_message_is_not_sent_and_makes_no_chat(
+    mock: respx.MockRouter, isolated_env: Path
+) -> None:
+    """Issue 23: a message of only spaces and line breaks went to the model (and made a chat)."""
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    at = new_app().run()
+    at.chat_input[0].set_value("  \n\t ").run()
+    assert not at.exception
+    assert chat.call_count == 0 and not at.chat_message
+    assert "Type a message first" in " ".join(str(t.value) for t in at.toast)
+    assert open_store(isolated_env).list_conversations() == []

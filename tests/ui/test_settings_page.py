@@ -240,3 +240,42 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     assert store.list_conversations() == [] and store.runs() == []
     # the session goes on: its machine is recorded again, so the next runs can name it
     assert [r["id"] for r in store.records("machines")] == [hardware.this_machine().id]
+
+
+def _keepalives_only() -> Any:
+    import time
+
+    for _ in range(400):  # 20 s of keep-alives and no token
+        time.sleep(0.05)
+        yield b": keep-alive\n\n"
+
+
+def test_stream_limits_are_settings_and_chat_ends_a_keepalive_stream_by_them(
+        mock: respx.MockRouter, isolated_env: Path) -> None:
+    """Issue 23 §3: the stall sentence says to raise the stall timeout in Settings: it is there
+    (with the first-token and whole-request limits), saved, and Chat's requests keep to it,
+    before the first token too."""
+    mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
+        200, headers=SSE_HEADERS, content=_keepalives_only()))
+    at = settings_page(mock)
+    for label in ("Stall timeout (s)", "First-token limit (s)", "Whole-request limit (s)"):
+        by_label(at.number_input, label)
+    by_label(at.number_input, "Stall timeout (s)").set_value(1.0).run()
+    assert "Saved the stall timeout." in texts(at.success)
+    by_label(at.number_input, "Whole-request limit (s)").set_value(600.0).run()
+    saved = open_settings(isolated_env).load()
+    assert (saved.stall_timeout_s, saved.request_deadline_s) == (1.0, 600.0)
+    at.switch_page("pages/chat.py").run()
+    at.chat_input[0].set_value("hi").run(timeout=30)
+    assert not at.exception, at.exception
+    said = " ".join(texts(at.warning) + texts(at.error))
+    assert "no new token for 1 s" in said and "Settings, Chat defaults" in said, said
+
+
+def test_a_limit_set_in_the_environment_wins_and_says_so(
+        mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATOM_STALL_TIMEOUT_S", "5")
+    at = settings_page(mock)
+    stall = by_label(at.number_input, "Stall timeout (s)")
+    assert stall.disabled and stall.value == 5.0
+    assert "Set by ATOM_STALL_TIMEOUT_S for this run of ATOM." in texts(at.caption)

@@ -246,3 +246,17 @@ def test_images_travel_with_the_export_and_come_back_on_import(backend: str,
     text = " ".join(refused.value.problems)
     assert "not a PNG, JPEG or WebP" in text and "ids are not usable" in text
     assert "etc" not in text  # the file's text is never repeated
+
+
+def test_the_export_leaves_out_this_machines_name(store: TinyDBHistoryStore) -> None:
+    """Issue 23: "Export everything" carried the machine's host name (cards and reports leave
+    it out); the machine's other facts stay, so runs still say what they ran on."""
+    from atom_core.measure.hardware import MACHINES_TABLE, MachineInfo
+
+    machine = MachineInfo(cpu_model="Test CPU", cpu_cores=4, cpu_threads=8, ram_total_mb=8192,
+                          os="Linux", hostname="alices-laptop.corp.example")
+    store.append(MACHINES_TABLE, machine.to_record())
+    text = export_json(store)
+    assert "alices-laptop" not in text
+    (row,) = json.loads(text)["tables"][MACHINES_TABLE]
+    assert row["cpu_model"] == "Test CPU" and row["id"] == machine.id

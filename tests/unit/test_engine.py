@@ -14,7 +14,13 @@ import pytest
 import respx
 
 from atom_core.config import StreamLimits
-from atom_core.errors import ClientPoolTimeout, NotSupported, StreamInterrupted, StreamStalled
+from atom_core.errors import (
+    ClientPoolTimeout,
+    NotSupported,
+    ServerError,
+    StreamInterrupted,
+    StreamStalled,
+)
 from atom_core.measure import engine
 from atom_core.measure.loadrun import LoadJob, run_load
 from atom_core.runs import RunRecord
@@ -137,6 +143,71 @@ def test_engine_ends_a_stalled_stream_and_keeps_what_arrived() -> None:
     assert record.metrics.e2e_s < 30
 
 
+# -- keep-alives and no token at all (issue 23 §3) ---------------------------------------------
+
+
+def test_stall_watch_before_the_first_token_on_pinned_times() -> None:
+    w = StallWatch(StreamLimits(stall_timeout_s=5, first_token_timeout_s=300,
+                                request_deadline_s=1000), started_ns=0)
+    assert w.stalled(100 * S, "u") is None  # no answer yet (a JIT load): the first-token rule
+    w.answering(100 * S)  # the server's headers
+    assert w.stalled(104 * S, "u") is None
+    w.answering(103 * S)  # a progress event (LM Studio's prompt processing): work, not a stall
+    assert w.stalled(107 * S, "u") is None
+    stalled = w.stalled(108 * S, "u")
+    assert isinstance(stalled, StreamStalled) and stalled.waited_s == 5
+    assert "no new token for 5 s" in stalled.sentence and "Settings" in stalled.sentence
+    late = StallWatch(StreamLimits(stall_timeout_s=60, first_token_timeout_s=30,
+                                   request_deadline_s=1000), started_ns=0)
+    late.answering(1 * S)
+    never = late.stalled(30 * S, "u")
+    assert never is not None and "never began" in never.sentence  # the first-token limit
+    w.token(110 * S)
+    w.answering(112 * S)  # after the first token only tokens count
+    assert w.stalled(115 * S, "u") is not None
+
+
+def _only_keepalives() -> Iterator[bytes]:
+    for _ in range(10_000):
+        yield b": keep-alive\n\n"
+
+
+def test_sync_stream_of_keepalives_and_no_token_stalls_on_a_fake_clock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATOM_STALL_TIMEOUT_S=5 and a server that sends nothing but keep-alives: ended at the
+    stall timeout, not at the 300 s first-token limit (it ran on before)."""
+    ticks = itertools.count(0, S)  # each look at the clock moves it one second on
+    monkeypatch.setattr("atom_core.server.streaming.time.perf_counter_ns", lambda: next(ticks))
+    limits = StreamLimits(stall_timeout_s=5, first_token_timeout_s=300, request_deadline_s=900)
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE, limits=limits) as client:
+        mock.post("/v1/chat/completions").mock(return_value=httpx.Response(
+            200, headers=SSE_HEADERS, content=_only_keepalives()))
+        stream = client.stream_chat("m", [ChatMessage("user", "q")])
+        with pytest.raises(StreamStalled) as caught:
+            list(stream)
+    assert "no new token for" in caught.value.sentence
+    assert 5 <= caught.value.waited_s < 300
+    assert stream.tokens == 0
+
+
+async def _async_only_keepalives() -> AsyncIterator[bytes]:
+    for _ in range(10_000):
+        await asyncio.sleep(0.05)
+        yield b": keep-alive\n\n"
+
+
+def test_engine_ends_a_stream_of_keepalives_before_its_first_token() -> None:
+    """The load engine (bench --stall-timeout): the same rule through its watcher."""
+    limits = StreamLimits(stall_timeout_s=0.4, first_token_timeout_s=60, request_deadline_s=90)
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE, limits=limits) as client:
+        mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
+            200, headers=SSE_HEADERS, content=_async_only_keepalives()))
+        (record,) = list(run_load([LoadJob(model="m", prompt="q")], client=client))
+    assert isinstance(record.error, StreamStalled)
+    assert "never began" not in record.error.sentence  # the stall rule, not the 60 s limit
+    assert record.error.waited_s < limits.first_token_timeout_s
+
+
 def test_a_pool_timeout_goes_through_the_one_error_seam() -> None:
     from atom_core.server.http_errors import from_transport
 
@@ -237,3 +308,22 @@ def test_streams_start_in_batches_and_every_job_still_runs(k: int) -> None:
         records = list(run_load(jobs, client=client, concurrency=k))
     assert sorted(r.job.tags["i"] for r in records) == list(range(k + 5))
     assert all(r.ok and r.content == "ab" for r in records)
+
+
+def test_a_reply_of_only_unreadable_chunks_is_an_error_not_a_fine_empty_reply() -> None:
+    """Issue 23: a reply whose every `delta` is a string was saved as a successful run with 0
+    tokens. One with some unreadable chunks among real tokens still reads as fine."""
+    bad = 'data: {"choices": [{"index": 0, "delta": "Hello", "finish_reason": null}]}\n\n'
+    done = ('data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+            "data: [DONE]\n\n")
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        route = mock.post("/v1/chat/completions")
+        route.mock(return_value=httpx.Response(200, headers=SSE_HEADERS,
+                                               content=(bad * 3 + done).encode()))
+        with pytest.raises(ServerError) as caught:
+            list(client.stream_chat("m", [ChatMessage("user", "q")]))
+        assert "3 of its chunks were not in a shape ATOM reads" in caught.value.sentence
+        route.mock(return_value=httpx.Response(
+            200, headers=SSE_HEADERS, content=(bad + chunk("Hi") + done).encode()))
+        events = list(client.stream_chat("m", [ChatMessage("user", "q")]))
+    assert [e.text for e in events if e.kind == "content"] == ["Hi"]

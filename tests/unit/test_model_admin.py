@@ -293,3 +293,21 @@ def test_display_table_drops_empty_columns_and_blanks_missing_text() -> None:
     assert list(shown.columns) == ["Name", "Params", "Size (GB)"]
     assert list(shown["Params"]) == ["1B", ""]
     assert pd.isna(shown["Size (GB)"].iloc[1])  # numbers stay numbers (and sortable)
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (200, {"job_id": "j0", "status": "failed", "error": "disk full"}),
+    (500, {"job_id": "j0", "status": "failed", "error": {"message": "disk full"}}),
+    (200, {"job_id": "j0", "status": "FAILED"}),
+])
+def test_a_status_that_says_failed_ends_the_polling(tmp_path: Path, status: int,
+                                                    body: dict[str, object]) -> None:
+    """Issue 23: a status answer saying failed alongside an error (or in capitals) was taken
+    for a failed check, so the page asked again every second for as long as it stayed open."""
+    store = TinyDBHistoryStore(tmp_path, durable=False)
+    ma.record_download(store, BASE, "x/y", None, DownloadJob(status="downloading", job_id="j0"))
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.get("/api/v1/models/download/status/j0").respond(status, json=body)
+        (view,) = ma.poll_downloads(store, lambda url: client)
+    assert view.job.status == "failed"
+    assert ma.active_downloads(store) == []

@@ -53,6 +53,9 @@ OWN_TEXT = {
     ("pages/parts/stats_machine.py", "here.label"),  # this machine, read locally
     ("pages/parts/stats_sweep.py", "problem"),  # client.route_problem
     ("pages/parts/ui.py", "label"),  # the caller's fixed label
+    ("pages/settings.py", "label"),  # LIMIT_INPUTS: fixed labels
+    ("pages/settings.py", "help_text"),  # LIMIT_INPUTS: fixed help
+    ("pages/settings.py", "LIMIT_VARIABLES[key]"),  # a variable's name
     ("pages/arena.py", "blind_line(slot)"),  # fixed words
     ("pages/arena.py", "arena.live_line(slot)"),  # numbers; a server stage via plain_label
     ("pages/arena.py", "len(reply.reasoning.split())"),  # a count

@@ -62,6 +62,8 @@ def test_json_forms() -> None:
     ("{not json", "a.json", "not valid JSON"),
     ('[{"name": "x"}]', None, "needs a “prompt”"),
     ('[{"prompt": "x", "regex": "("}]', None, "regex /(/ is not valid"),
+    ('[{"prompt": "x", "regex": "(a)\\\\1"}]', None, "cannot run the regex /(a)\\1/"),
+    ('[{"prompt": "x", "regex": "(?<!a)b"}]', None, "cannot run the regex /(?<!a)b/"),
     ('[{"prompt": "x", "max_latency_s": "soon"}]', None, "not a number"),
 ])
 def test_bad_sets_give_one_sentence(text: str, filename: str | None, words: str) -> None:
@@ -74,6 +76,7 @@ def test_checks() -> None:
     assert Check("contains", "paris").passes("It is Paris.", 1.0, True)
     assert not Check("contains", "paris").passes("It is Paris.", 1.0, False)  # failed request
     assert Check("regex", r"^\d+$").passes("42", None, True)
+    assert not Check("regex", r"(a)\1").passes("aa", None, True)  # RE2 can't: never passes
     assert Check("json").passes('```json\n{"a": 1}\n```', None, True)
     assert not Check("json").passes("{a: 1}", None, True)
     assert Check("max_latency", 2.0).passes("", 1.9, True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 from markdown_it import MarkdownIt
 
@@ -98,8 +100,17 @@ def test_an_image_inside_a_link_becomes_words_and_the_link_stays() -> None:
 
 def test_code_spans_and_blocks_are_left_alone() -> None:
     text = (f"code `![x]({EVIL}/c.png)` and `<img src=x>`\n\n```\n![x]({EVIL}/f.png)\n"
-            f"<img src={EVIL}/f2.png>\n```\n\n    ![indented]({EVIL}/i.png)\n")
+            f"<img src={EVIL}/f2.png>\n```\n\n    <img src={EVIL}/i.png>\n")
     assert safe_markdown(text) == text
+
+
+def test_an_image_in_indented_code_is_escaped_since_streamlit_dedents() -> None:
+    """Streamlit dedents and strips what it is given (clean_text): `    ![x](u)` first in a
+    text is an indented code block to markdown-it and an image in the browser (the fuzzer's
+    find). Indented code shows `&#33;[` literally: a small price, fenced code is untouched."""
+    text = f"    ![n]({EVIL}/i.png)\n"
+    out = safe_markdown(text)
+    assert gfm_images(textwrap.dedent(out).strip()) == [], out
 
 
 def test_plain_markdown_is_unchanged() -> None:
@@ -133,3 +144,60 @@ def test_plain_label_shows_text_literally() -> None:
     rendered = MarkdownIt().renderInline(label)
     assert rendered == ("My ![x](http://evil.example/t.png) &lt;b&gt;*chat*&lt;/b&gt; "
                         "second line")
+
+
+def gfm_images(text: str) -> list[str]:
+    """The src of every image GFM (with footnotes, as the browser reads it) would draw."""
+    from mdit_py_plugins.footnote import footnote_plugin
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_plugin)
+    out: list[str] = []
+
+    def walk(tokens: list) -> None:  # type: ignore[type-arg]
+        for t in tokens:
+            if t.type == "image":
+                out.append(str(t.attrGet("src")))
+            walk(t.children or [])
+
+    walk(md.parse(text))
+    return out
+
+
+@pytest.mark.parametrize("text", [
+    f"x[^1]\n\n[^1]: ![f]({EVIL}/fn.png)\n",
+    f"x[^n]\n\n[^n]: words\n    ![second line]({EVIL}/fn2.png)\n",
+    f"x[^n]\n\n[^n]: first paragraph\n\n    ![later paragraph]({EVIL}/fn3.png)\n",
+    f"> x[^q]\n>\n> [^q]: ![in a quote]({EVIL}/fn4.png)\n",
+    f"x[^1]\n\n[^1]: ![r][ref]\n\n[ref]: {EVIL}/fn5.png\n",
+])
+def test_footnote_definitions_holding_images_become_links(text: str) -> None:
+    """Issue 23 §1: CommonMark reads `[^1]: ![f](u)` as a link reference definition (no image);
+    the browser's GFM draws a footnote holding a real image."""
+    assert gfm_images(text), "the case must hold an image as GFM reads it"
+    out = safe_markdown(text)
+    assert gfm_images(out) == [], out
+    assert "image from evil.example" in out
+
+
+@pytest.mark.parametrize("text", [
+    "an unclosed ![image (never a link",
+    "![x]",
+    "![a][b] with no definition",
+    f"$![math]({EVIL}/m.png)$ and :red[![c]({EVIL}/c.png)]",
+])
+def test_no_image_syntax_survives_outside_code(text: str) -> None:
+    """Whatever one parser makes of a `![` that another might read as an image, none is left
+    outside code; the text still reads the same (`&#33;` draws as `!`)."""
+    out = safe_markdown(text)
+    assert "![" not in out, out
+
+
+def test_image_syntax_inside_code_is_left_alone_next_to_an_escaped_one() -> None:
+    text = "`![a](u)` then ![b]\n\n```\n![c](u)\n```\n"
+    assert safe_markdown(text) == "`![a](u)` then &#33;[b]\n\n```\n![c](u)\n```\n"
+
+
+def test_plain_label_drops_bidi_overrides_that_reverse_a_title() -> None:
+    """Issue 23: 'Invoice \u202egpj.exe' showed as 'Invoice exe.jpg' in the chat list."""
+    label = plain_label("Invoice \u202egpj.exe \u2067isolated\u2069 \u202bembedded\u202c")
+    assert not set(label) & {chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+    assert label == "Invoice gpj.exe isolated embedded"

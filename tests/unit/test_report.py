@@ -48,7 +48,7 @@ def a_round() -> ArenaRound:
 def test_round_markdown_has_everything() -> None:
     md = report.round_markdown(a_round())
     for needle in ("# ATOM Arena round, 2023-11-14 22:13 UTC", "Model B (m/slow) wins (cast blind)",
-                   "Response 1 = Model B", "> Compare <b>these</b> | please", "> Be brief.",
+                   "Response 1 = Model B", "> Compare &lt;b>these&lt;/b> | please", "> Be brief.",
                    "| TTFT | **100 ms** | 400 ms | 200 ms |",  # C failed: not a contender
                    "| Decode tok/s | **50.0** | 20.0 | 90.0 |",
                    "| Load (before the race) | – | 2.50 s | – |",
@@ -108,7 +108,7 @@ def test_run_report() -> None:
     md = report.run_markdown(run, records)
     assert "# ATOM prompt-set run: Geo" in md and "seed 42" in md
     assert "| Model A | a | 2 | 1 | 1 | 200 ms | 30.0 | 1.00 s | 1/1 |" in md
-    assert "| Capital <of> France? | contains “Paris” | 1/1 |" in md
+    assert "| Capital &lt;of> France? | contains “Paris” | 1/1 |" in md
     assert "failed: Boom." in md
     page = report.run_html(run, records)
     assert "Capital &lt;of&gt; France?" in page and "✔ contains “Paris”" in page
@@ -320,3 +320,23 @@ def test_a_prompt_set_run_keeps_what_was_loaded_and_its_reports_print_it(
                           listings={url: listing})
     assert [s.model_info.get("quantization") for s in resumed.slots] == ["Q4_K_M", "Q8_0"]
     assert ps.get_run(store, old.id) == resumed
+
+
+def test_markdown_reports_load_nothing_a_previewer_would_fetch() -> None:
+    """Issue 23: the Markdown round and run reports copied reply text verbatim, so a Markdown
+    previewer fetched its images (the HTML report escapes everything already)."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.footnote import footnote_plugin
+
+    evil = ("Look ![x](http://evil.example/r.png) <img src=http://evil.example/h.png> "
+            "note[^1]\n\n[^1]: ![f](http://evil.example/fn.png)\n")
+    rnd = a_round()
+    rnd = replace(rnd, slots=(replace(rnd.slots[0], content=evil, reasoning=evil,
+                                      model="m/![n](http://evil.example/name.png)"),
+                              *rnd.slots[1:]))
+    run = report.run_markdown(a_run(), [{**r, "content": evil} for r in a_run_records()])
+    md = MarkdownIt("commonmark", {"html": True}).use(footnote_plugin)
+    for text in (report.round_markdown(rnd), run):
+        tokens = [t for block in md.parse(text) for t in [block, *(block.children or [])]]
+        assert not [t for t in tokens if t.type in ("image", "html_inline", "html_block")]
+        assert "image from evil.example" in text

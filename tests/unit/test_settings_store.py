@@ -3,6 +3,7 @@ presets, templates, per-model presets; two processes editing at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -241,3 +242,32 @@ def test_settings_temp_files_of_killed_writes_are_removed(tmp_path: Path) -> Non
     again.save_template("U", "text")
     assert not left.exists() and history_temp.exists()
     assert {t.name for t in again.load().templates} == {"T", "U"}
+
+
+def test_stream_limits_are_saved_checked_exported_and_the_environment_wins(
+        tmp_path: Path) -> None:
+    from atom_core.settings.store import stream_limits
+
+    s = open_settings(tmp_path)
+    s.set_stream_limits(stall_timeout_s=7, first_token_timeout_s=120.5)
+    saved = s.load()
+    assert (saved.stall_timeout_s, saved.first_token_timeout_s, saved.request_deadline_s) == (
+        7.0, 120.5, None)
+    with pytest.raises(ValueError, match="stall timeout must be between 1 and 3600 seconds"):
+        s.set_stream_limits(stall_timeout_s=0)
+    plain = stream_limits(settings_from_env({}), saved)
+    assert (plain.stall_timeout_s, plain.first_token_timeout_s, plain.request_deadline_s) == (
+        7.0, 120.5, 1800.0)  # saved, saved, the default
+    env = stream_limits(settings_from_env({"ATOM_STALL_TIMEOUT_S": "5"}), saved)
+    assert (env.stall_timeout_s, env.first_token_timeout_s) == (5.0, 120.5)
+    doc = s.export_dict()
+    assert doc["stall_timeout_s"] == 7.0 and doc["request_deadline_s"] is None
+    other = open_settings(tmp_path / "other")
+    assert other.check_import({**doc, "stall_timeout_s": 0}) == [
+        "The settings' stall timeout must be between 1 and 3600 seconds."]
+    other.merge(doc)
+    assert other.load().stall_timeout_s == 7.0
+    (tmp_path / "settings.json").write_text(json.dumps({"stall_timeout_s": "soon",
+                                                        "request_deadline_s": True}))
+    junk = open_settings(tmp_path).load()  # a hand-edited file: ignored, never a crash
+    assert (junk.stall_timeout_s, junk.request_deadline_s) == (None, None)
