@@ -181,7 +181,7 @@ def test_blind_vote_reveals_moves_the_leaderboard_and_exports(
     settle(page)
     main = page.inner_text("#stMain")
     assert "1 vote over 1 round." in main
-    assert page.locator("[data-testid=stDataFrame]").count() == 1
+    expect(page.locator("[data-testid=stDataFrame]")).to_have_count(1, timeout=30_000)
     page.screenshot(path=str(OUTPUT / "arena-leaderboard.png"))
 
     page.locator("[data-testid=stButtonGroup] button", has_text="Race").click()

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.fixtures.browser import OUTPUT, App, Double, ask, open_app, wait_idle
 
@@ -63,7 +64,7 @@ def test_a_round_judged_blind_in_both_orders(app: App, double: Double, page: Any
     # blind: the pairs are named by position; both orders' verdicts are shown
     assert "Response 1 vs Response 2: order 1 → " in main and ", order 2 → " in main
     assert "disagreed on 0 of 1 pair" in main and ": agreed, " in main
-    assert page.locator("[data-testid=stDataFrame]").count() == 1  # scores per order
+    expect(page.locator("[data-testid=stDataFrame]")).to_have_count(1, timeout=30_000)  # scores
 
     run_judge(page, "judge/biased")
     main = page.inner_text("#stMain")
@@ -81,6 +82,7 @@ def test_a_round_judged_blind_in_both_orders(app: App, double: Double, page: Any
     board = page.inner_text("#stMain")
     # two judges, biased first by name: its tie (orders disagreed) never matches a people's win
     assert "Agreement with people: 0% of 1 round with" in board
-    assert page.locator("[data-testid=stDataFrame]").count() == 2  # judges, ratings
+    # the judges board and the ratings
+    expect(page.locator("[data-testid=stDataFrame]")).to_have_count(2, timeout=30_000)
     assert page.locator("[data-testid=stException]").count() == 0
     page.screenshot(path=str(OUTPUT / "arena-judge-board.png"), full_page=True)

@@ -26,9 +26,14 @@ WORDS = re.compile(r"[A-Za-z]{2,}")
 def test_models_come_from_the_openai_fallback_route(client_a: LMStudioClient) -> None:
     listing = client_a.list_models()
     assert listing.dialect is Dialect.OPENAI and listing.route == "/v1/models"
-    assert listing.loaded_only  # /v1/models says nothing about load state
+    # /v1/models says nothing about load state or the model; ATOM knows what its own demo
+    # engine serves (launch/demo_model.py) and says it, the same in every page and the CLI.
+    assert not listing.loaded_only
     assert [m.key for m in listing.llms] == [MODEL_A]
-    assert not listing.models[0].load_state_known
+    (m,) = listing.models
+    assert m.load_state_known and m.is_loaded and m.quantization == "Q4_K_M"
+    bare = httpx.get(f"{client_a.base_url}/v1/models", timeout=10).json()["data"]
+    assert set(bare[0]) <= {"id", "object", "owned_by", "permissions", "created"}  # ids only
     # The richer routes were tried first and are really absent on this server.
     assert httpx.get(f"{client_a.base_url}/api/v1/models", timeout=10).status_code == 404
     assert client_a.status().sentence == "OpenAI-compatible server · 1 model"
@@ -112,7 +117,7 @@ def test_a_two_slot_arena_race_completes_on_both_engines(
               arena.SlotSetup(server=client_b.base_url, model=MODEL_B, options=SHORT)]
     listings = {url: c.list_models() for url, c in clients.items()}
     plan = arena.plan_loads(setups, listings)
-    assert not plan.steps and plan.notes  # an OpenAI-compatible server cannot load: it says so
+    assert not plan.steps and not plan.notes  # both models are loaded: nothing to do or say
     race = arena.ArenaRace(store=store, client_for=clients.__getitem__,
                            prompt="Write one sentence about the sea.", system_prompt="",
                            setups=setups, prepared=arena.load_all(plan, clients.__getitem__),
