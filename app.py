@@ -13,7 +13,7 @@ import streamlit as st
 from atom_core.launch import allocator, demo
 from atom_core.measure import hardware
 from atom_core.render import safe_markdown
-from pages.parts import ui
+from pages.parts import class_mode, ui
 
 allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
 ui.refuse_foreign_host()  # DNS rebinding: nothing runs for a foreign Host header
@@ -42,6 +42,9 @@ PAGES = [
     st.Page("pages/settings.py", title="Settings", icon=":material/settings:",
             url_path="settings"),
 ]
+
+
+class_mode.admit([p.url_path or "home" for p in PAGES])  # class mode: phones get /vote only
 
 
 def page_links() -> None:
@@ -152,7 +155,7 @@ if "_atom_machine_id" not in st.session_state:  # once per browser session, not 
 sidebar()
 notices, shown = st.container(), set[str]()
 store_notices(notices, shown)
-navigation = st.navigation(PAGES)
+navigation = st.navigation([*PAGES, class_mode.vote_page()])
 if return_to := st.session_state.pop("_atom_return_to", None):
     st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
 navigation.run()

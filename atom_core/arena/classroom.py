@@ -122,6 +122,22 @@ def set_live(store: HistoryStore, session: ClassSession, live: bool) -> ClassSes
     return replace(session, live=live)
 
 
+def join_link(address: str, session: ClassSession) -> str:
+    """The QR code's link: the phones' address with the code, so a scan joins without typing."""
+    return f"{address}?code={session.code}"
+
+
+def qr_png(text: str, scale: int = 10) -> bytes:
+    """A QR code of `text` as PNG bytes, drawn here (segno: pure Python, no web service)."""
+    import io
+
+    import segno  # here: only a class's join panel draws one
+
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="png", scale=scale, border=2)
+    return out.getvalue()
+
+
 # -- students -------------------------------------------------------------------------------------
 
 

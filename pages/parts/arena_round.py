@@ -15,7 +15,7 @@ from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
 from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
-from pages.parts import arena_judge, chat_images, ui
+from pages.parts import arena_class, arena_judge, chat_images, ui
 
 # -- a round, as this browser may see it ----------------------------------------------------------
 
@@ -76,7 +76,10 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
                     st.markdown(safe_markdown(s.reasoning))
             if s.content:
                 st.markdown(safe_markdown(s.content))
-    _vote_bar(store, rnd, view, presenter)
+    if rnd.class_id:  # the phones vote: the teacher sees their tally
+        arena_class.tally(store, rnd)
+    else:
+        _vote_bar(store, rnd, view, presenter)
     arena_judge.judge_panel(store, view)  # a model as judge, kept apart from the vote
 
 
