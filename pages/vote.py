@@ -104,6 +104,7 @@ def results(rnd: ArenaRound, student: str) -> None:
     st.caption(" · ".join(f"{label}: {n}" for label, n in counts))
     if (mine := rnd.vote_of(student)) is not None:
         st.caption(f"Your vote: {classroom.choice_label(rnd, mine.outcome, mine.winner)}.")
+    say()  # a vote that arrived after the close
 
 
 def the_round(session: classroom.ClassSession, student: str) -> ArenaRound | None:

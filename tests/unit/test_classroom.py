@@ -371,3 +371,27 @@ def test_lan_addresses_leave_out_loopback_and_put_the_classroom_first(
         assert network.lan_addresses() == ("192.168.1.20", "2001:db8::5", "172.17.0.1")
     finally:
         network.lan_addresses.cache_clear()
+
+
+def test_class_mode_start_listens_on_the_network_and_prints_the_two_links(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from atom_core.launch import class_mode
+
+    monkeypatch.setattr(network, "lan_addresses", lambda: ("192.168.1.20",))
+    said: list[str] = []
+    args, env = class_mode.prepare(["--server.headless=true"], {"PATH": "/bin"}, said.append,
+                                   port_is_free=lambda port: port != 8501)
+    assert "--server.address=0.0.0.0" in args and "--server.port=8502" in args
+    assert "--runner.postScriptGC=false" in args and "--server.fileWatcherType=none" in args
+    key = env["ATOM_TEACHER_KEY"]
+    assert len(key) >= 16 and env["PATH"] == "/bin"
+    assert said == [f"Class mode. Teacher (keep this link to yourself): "
+                    f"http://192.168.1.20:8502/?teacher={key}",
+                    "Students open: http://192.168.1.20:8502/vote"]
+    # What ARGS and the environment set wins; a new key only when none is given.
+    args, env = class_mode.prepare(["--server.port", "9000", "--server.address=127.0.0.1"],
+                                   {"ATOM_TEACHER_KEY": "mine"}, said.append)
+    assert args.count("--server.address=0.0.0.0") == 0 and "--server.port=9000" not in args
+    assert env["ATOM_TEACHER_KEY"] == "mine" and said[-2].endswith(":9000/?teacher=mine")
+    assert class_mode.prepare([], {}, said.append, port_is_free=lambda port: True)[1][
+        "ATOM_TEACHER_KEY"] != key
