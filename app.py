@@ -157,6 +157,7 @@ notices, shown = st.container(), set[str]()
 store_notices(notices, shown)
 navigation = st.navigation([*PAGES, class_mode.vote_page()])
 if return_to := st.session_state.pop("_atom_return_to", None):
-    st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
+    # a page's own URL opened before app.py ever ran: see ui.py
+    st.switch_page(return_to, query_params=st.session_state.pop("_atom_return_query", None))
 navigation.run()
 store_notices(notices, shown)  # a file found damaged while the page ran

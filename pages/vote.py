@@ -17,7 +17,7 @@ from atom_core.arena.rounds import ArenaRound, get_round
 from atom_core.render import plain_label, safe_markdown
 from pages.parts import class_mode, ui
 
-WATCH_S = 1.5  # how often a phone looks for the teacher's next step (bench/bench_class.py)
+WATCH_S = 2.0  # how often a phone looks for the teacher's next step (bench/bench_class.py)
 SAID = "phone_said"  # the last sentence for this phone (a wrong code, a refused vote)
 PHONE_CSS = """<style>
 [data-testid="stMainBlockContainer"] { max-width: 40rem; padding-top: 1.5rem; }
@@ -130,22 +130,23 @@ def the_round(session: classroom.ClassSession, student: str) -> ArenaRound | Non
 
 
 @st.fragment(run_every=WATCH_S)
-def watch(shown: str) -> None:
-    """Redraws the page when the teacher moves on (a class starts or ends, a round starts, its
-    replies are in, voting closes) or this phone's own vote changed: a couple of record reads a
-    tick, no redraw otherwise."""
-    if looks() != shown:
+def watch(shown: str | None) -> None:
+    """Redraws the page when the teacher moves on (a class starts or ends, a round's replies
+    are in, voting closes) or this phone's own vote changed: two unparsed record reads a tick,
+    no redraw otherwise (see classroom.phone_key for what is left out and why)."""
+    now = looks()
+    if now is not None and now != shown:
         st.rerun(scope="app")
 
 
-def looks() -> str:
-    """What this phone shows, as a key: see classroom.phone_key."""
+def looks() -> str | None:
+    """What this phone shows, as a key (None: nothing to redraw while a race runs)."""
     session = classroom.active_class(store)
     student = class_mode.student(session)
     if session is None or student is None:
         return f"{session.id if session else ''}|{bool(student)}"
-    rnd = classroom.class_round(store, session)
-    return f"{session.id}|True|{classroom.phone_key(rnd, student, session.live)}"
+    key = classroom.phone_key(classroom.newest_record(store, session), student, session.live)
+    return None if key is None else f"{session.id}|True|{key}"
 
 
 st.html(PHONE_CSS)

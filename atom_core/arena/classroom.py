@@ -259,17 +259,36 @@ def stage(rnd: ArenaRound | None) -> Stage:
     return "racing" if rnd.state == "running" else "voting"
 
 
-def phone_key(rnd: ArenaRound | None, student: str, live: bool) -> str:
+def newest_record(store: HistoryStore, session: ClassSession | None) -> Mapping[str, Any] | None:
+    """The newest round's stored record if it is this class's, unparsed: what a phone's watcher
+    reads every tick (no validation; `class_round` reads it as a round to draw)."""
+    if session is None:
+        return None
+    d = store.last_record(ROUNDS_TABLE)
+    return d if d is not None and d.get("class_id") == session.id else None
+
+
+def phone_key(record: Mapping[str, Any] | None, student: str, live: bool) -> str | None:
     """Changes whenever what one phone shows changes: the round, its stage, this student's own
-    vote, the replies so far when the class sees them live. Other students' votes are left out:
-    a phone never shows them before the reveal, and redrawing sixty phones per vote would cost
-    the race its machine."""
-    if rnd is None:
+    vote, the replies so far when the class sees them live; from the stored record, unparsed.
+
+    None while a race runs and the class does not see it live: nothing to redraw until its
+    replies are in. Sixty phones redrawing as a race starts would take the machine from the
+    models just when their time to first token is measured. Other students' votes are left out
+    too: a phone never shows them before the reveal."""
+    if record is None:
         return ""
-    mine = rnd.vote_of(student)
-    shown = [rnd.id, stage(rnd), f"{mine.outcome}:{mine.winner}:{mine.ts}" if mine else ""]
-    if live and rnd.state == "running":
-        shown += [f"{len(s.content)}:{s.state}" for s in rnd.slots]
+    running = record.get("state") == "running" and not record.get("revealed")
+    if running and not live:
+        return None
+    mine = next((f"{v.get('outcome')}:{v.get('winner')}:{v.get('ts')}"
+                 for v in record.get("votes") or () if isinstance(v, Mapping)
+                 and v.get("voter") == student), "")
+    shown = [str(record.get("id")), "closed" if record.get("revealed") else
+             str(record.get("state")), mine]
+    if running:
+        shown += [f"{len(s.get('content') or '')}:{s.get('state')}"
+                  for s in record.get("slots") or () if isinstance(s, Mapping)]
     return "|".join(shown)
 
 

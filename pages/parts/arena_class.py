@@ -24,9 +24,13 @@ CLASS_CSS = """<style>
 
 
 def _switch(store: ui.HistoryStore) -> None:
+    # Idempotent: a teacher's browser reconnecting to a restarted app sends the switch as it
+    # was, which Streamlit reports as a change; a new class then would drop every phone.
+    running = classroom.active_class(store)
     if st.session_state.get("arena_class"):
-        classroom.start_class(store)
-    elif (running := classroom.active_class(store)) is not None:
+        if running is None:
+            classroom.start_class(store)
+    elif running is not None:
         classroom.end_class(store, running)
 
 

@@ -103,7 +103,8 @@ def admit(page_paths: Sequence[str]) -> None:
     vote = vote_page()
     page = st.navigation([*locked, vote], position="hidden")
     if st.session_state.pop("_atom_return_to", None) == "pages/vote.py":
-        st.switch_page(vote)  # a phone opened /vote before app.py ever ran: see ui.py
+        # a phone opened /vote before app.py ever ran (an app restart): see ui.py
+        st.switch_page(vote, query_params=st.session_state.pop("_atom_return_query", None))
     page.run()
     st.stop()
 

@@ -182,6 +182,8 @@ def require_app_shell(page: str) -> None:
 
     if PagesManager.uses_pages_directory:
         st.session_state["_atom_return_to"] = page
+        # and its query (a phone's student id in /vote?s=…, after an app restart)
+        st.session_state["_atom_return_query"] = st.query_params.to_dict()
         st.switch_page("app.py")
 
 
