@@ -271,6 +271,9 @@ def main() -> None:
 
             # -- the race, with the students connected and with none ---------------------------
             runs: dict[str, list[tuple[float, float]]] = {"none": [], "with": []}
+            # CPU per second of race: the app's, and this benchmark's own (the light clients,
+            # which on a real class run on the phones, not on the laptop)
+            cpu: dict[str, list[tuple[float, float]]] = {"none": [], "with": []}
             connected = True
             for trial in range(args.trials):
                 for cond in ("with", "none") if trial % 2 == 0 else ("none", "with"):
@@ -281,14 +284,19 @@ def main() -> None:
                         sessions = loop.run(reconnect(sessions))
                         connected = True
                     time.sleep(3)  # every phone has drawn what it shows
+                    app0, own0, t0 = cpu_s(pid), time.process_time(), time.monotonic()
                     rnd = race(teacher, store, session, f"Trial {trial} ({cond}): why is the "
                                "sky blue? Answer in three sentences.")
+                    wall = time.monotonic() - t0
+                    cpu[cond].append(((cpu_s(pid) - app0) / wall,
+                                      (time.process_time() - own0) / wall))
                     runs[cond].append(figures(rnd))
                     print(f"race {trial} {cond}: TTFT {runs[cond][-1][0]:.3f} s, "
                           f"{runs[cond][-1][1]:.1f} tok/s", flush=True)
                     time.sleep(3)
             if connected:
                 loop.run(close_all(sessions))
+            loop.close()
             browser.close()
     finally:
         stop(app.process)
@@ -320,6 +328,18 @@ def main() -> None:
         print(f"{label:<34} {med(cond, 0):>9.3f} {med(cond, 1):>9.1f}")
     print(f"{'with ÷ none':<34} {med('with', 0) / med('none', 0):>9.3f} "
           f"{med('with', 1) / med('none', 1):>9.3f}")
+    spread = {c: (min(r[1] for r in runs[c]), max(r[1] for r in runs[c])) for c in runs}
+    print(f"tok/s range over the trials: none {spread['none'][0]:.1f}-{spread['none'][1]:.1f}, "
+          f"with {spread['with'][0]:.1f}-{spread['with'][1]:.1f}")
+
+    def cpu_med(cond: str, k: int) -> float:
+        return 100 * statistics.median(c[k] for c in cpu[cond])
+
+    print(f"app CPU during a race (% of one core): none {cpu_med('none', 0):.1f}, with "
+          f"{cpu_med('with', 0):.1f}; the students' extra: "
+          f"{(cpu_med('with', 0) - cpu_med('none', 0)) / 2:.1f} % of this {os.cpu_count()}-core "
+          f"machine (the benchmark's own clients: {cpu_med('with', 1):.1f} % of one core, "
+          "which on a real class the phones spend)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -35,20 +35,17 @@ def say() -> None:
         st.warning(said, icon=":material/info:")
 
 
-def joining(session: classroom.ClassSession | None) -> None:
-    if (code := st.query_params.get("code")) and not st.session_state.get("phone_tried_link"):
-        st.session_state["phone_tried_link"] = True  # the QR code's link: join without typing
-        if not (sentence := class_mode.join(session, code)):
-            st.rerun()
-        st.session_state[SAID] = sentence
+def joining(session: classroom.ClassSession | None) -> bool:
+    """The join form. True when the phone just joined (the round is drawn in the same run)."""
     st.markdown("Type the code shown on your teacher's screen.")
     with st.form("join", border=False):
         typed = st.text_input("Join code", max_chars=12, placeholder="4 digits")
         if st.form_submit_button("Join", type="primary", width="stretch"):
             if not (sentence := class_mode.join(session, typed)):
-                st.rerun()
+                return True
             st.session_state[SAID] = sentence
     say()
+    return False
 
 
 def vote(round_id: str, outcome: Outcome, winner: int | None) -> None:
@@ -153,11 +150,22 @@ st.html(PHONE_CSS)
 st.markdown("#### :material/how_to_vote: Class vote")
 session = classroom.active_class(store)
 student = class_mode.student(session)
+link = st.query_params.get("code")  # the QR code's link brings the code: join without typing
+if session is not None and student is None and link and not st.session_state.get("phone_link"):
+    st.session_state["phone_link"] = True  # once: a wrong code in a link is typed over
+    if sentence := class_mode.join(session, link):
+        st.session_state[SAID] = sentence
+    student = class_mode.student(session)
 if session is None:
     st.info("No class vote is running now. Keep this page open: it starts by itself when your "
             "teacher turns on Class.", icon=":material/schedule:")
 elif student is None:
-    joining(session)
+    form = st.empty()
+    with form.container():
+        joined = joining(session)
+    if joined:  # one run, not two: sixty phones join at once
+        form.empty()
+        the_round(session, str(class_mode.student(session)))
 else:
     the_round(session, student)
 watch(looks())
