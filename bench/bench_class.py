@@ -18,6 +18,11 @@ Printed:
   ATOM measured them, median over alternating trials; goal within 5 %).
 
     python bench/bench_class.py [--students 60] [--browsers 3] [--trials 4] [--double]
+    python bench/bench_class.py --why [--students 20]
+
+--why measures what one phone's look for the teacher's next step costs the app with Streamlit's
+defaults and with the options class mode sets (atom_core/launch/class_mode.py), students
+connected and idle, no race: the reason class mode sets them.
 """
 
 from __future__ import annotations
@@ -151,6 +156,50 @@ def idle_cpu(pid: int, seconds: float) -> float:
     return 100 * (cpu_s(pid) - c0) / (time.monotonic() - t0)
 
 
+async def idle_students(url: str, code: str, n: int) -> list[LightSession]:
+    sessions = [LightSession(url, page="vote", query=f"code={code}") for _ in range(n)]
+    await asyncio.gather(*(s.connect() for s in sessions))
+    await asyncio.gather(*(s.wait_for_text("You're in", timeout=300) for s in sessions))
+    return sessions
+
+
+def why(n: int, idle_s: float) -> None:
+    """App CPU per phone look, Streamlit's defaults vs class mode's options."""
+    from tests.fixtures.browser import free_port
+
+    double = start_double()
+    loop = Loop()
+    print(f"{n} students connected and idle, {idle_s:.0f} s; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'Streamlit options':<44} {'looks/s':>8} {'CPU %core':>10} {'ms/look':>8}")
+    try:
+        for label, options in (("defaults (GC after each run, file watcher)", []),
+                               ("class mode's", [f"--{k}={v}" for k, v in CLASS_OPTIONS.items()
+                                                 if k != "server.address"])):
+            tmp = Path(tempfile.mkdtemp(prefix="atom-bench-why-"))
+            store = open_store(tmp / "data")
+            session = classroom.start_class(store)
+            app = start_app(double.url, tmp / "data", tmp, {"ATOM_CLASS": "1"}, options,
+                            port=free_port())
+            try:
+                sessions = loop.run(idle_students(app.url, session.code, n), timeout=900)
+                time.sleep(2)
+                ticks0 = sum(x.fragment_runs for x in sessions)
+                c0, t0 = cpu_s(app.process.pid), time.monotonic()
+                time.sleep(idle_s)
+                wall = time.monotonic() - t0
+                used = cpu_s(app.process.pid) - c0
+                looks = sum(x.fragment_runs for x in sessions) - ticks0
+                print(f"{label:<44} {looks / wall:>8.1f} {100 * used / wall:>10.1f} "
+                      f"{1000 * used / max(1, looks):>8.1f}")
+                loop.run(close_all(sessions))
+            finally:
+                stop(app.process)
+    finally:
+        loop.close()
+        stop(double.process)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--students", type=int, default=60)
@@ -158,7 +207,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4, help="races per condition")
     ap.add_argument("--double", action="store_true", help="the LM Studio double, not the engine")
     ap.add_argument("--idle-s", type=float, default=15.0)
+    ap.add_argument("--why", action="store_true", help="Streamlit's defaults vs class mode's")
     args = ap.parse_args()
+    if args.why:
+        why(args.students, args.idle_s)
+        return
     if not Path(CHROMIUM).exists():
         print(f"no chromium at {CHROMIUM}: the class benchmark needs it (make browser)")
         return
