@@ -85,9 +85,9 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
 
 def _results_grid(rnd: ArenaRound) -> None:
     if rnd.hidden:  # speed gives a 1B away from an 8B as surely as its name does
-        st.caption(":material/visibility_off: Blind: names, speeds, sizes and any model's "
-                   "reasoning show after your vote (or Reveal), so the answers are judged on "
-                   "what they say.")
+        when = "when you close voting" if rnd.class_id else "after your vote (or Reveal)"
+        st.caption(f":material/visibility_off: Blind: names, speeds, sizes and any model's "
+                   f"reasoning show {when}, so the answers are judged on what they say.")
         return
     rows = arena.stat_rows(rnd) + arena.fact_rows(rnd)
     spec = [1.2] + [1.0] * len(rnd.slots)
