@@ -14,7 +14,7 @@ from atom_core.launch import allocator, demo
 from atom_core.launch.host_guard import HostGuard
 from atom_core.measure import hardware
 from atom_core.render import safe_markdown
-from pages.parts import ui
+from pages.parts import class_mode, ui
 
 allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
 # The favicon ships with ATOM: a ":material/..." page icon is fetched from a font CDN.
@@ -164,14 +164,16 @@ def store_notices(box: st.delta_generator.DeltaGenerator, shown: set[str]) -> No
 
 
 def main() -> None:
+    class_mode.admit([p.url_path or "home" for p in PAGES])  # class mode: phones get /vote only
     if "_atom_machine_id" not in st.session_state:  # once per browser session, not per rerun
         st.session_state["_atom_machine_id"] = hardware.start_session(ui.store()).id
     sidebar()
     notices, shown = st.container(), set[str]()
     store_notices(notices, shown)
-    navigation = st.navigation(PAGES)
+    navigation = st.navigation([*PAGES, class_mode.vote_page()])
     if return_to := st.session_state.pop("_atom_return_to", None):
-        st.switch_page(return_to)  # a page's own URL opened before app.py ever ran: see ui.py
+        # a page's own URL opened before app.py ever ran: see ui.py
+        st.switch_page(return_to, query_params=st.session_state.pop("_atom_return_query", None))
     navigation.run()
     store_notices(notices, shown)  # a file found damaged while the page ran
 

@@ -15,6 +15,9 @@ Variables:
 - ATOM_DEMO_VENV, ATOM_WHEEL_CACHE, ATOM_CACHE_DIR, XDG_CACHE_HOME   where the engine lives
 - ATOM_DEMO_STATUS       the launcher's progress file while it builds or starts the engine
 - ATOM_ALLOWED_HOSTS     names besides localhost/127.0.0.1/::1 the app answers to (LAN use)
+- ATOM_CLASS             1: class mode (`ATOM_CLASS=1 make run`): phones vote at /vote, every
+                         other page needs the teacher key (see atom_core/arena/classroom.py)
+- ATOM_TEACHER_KEY       the teacher key in class mode (else a new random one per start)
 - ATOM_STALL_TIMEOUT_S, ATOM_FIRST_TOKEN_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S   when a streamed
                          reply is given up (seconds; a bad or non-positive value is ignored)
 """
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SERVER_URL = "http://localhost:1234"
 _OFF = ("0", "false", "no", "off")
+_ON = ("1", "true", "yes", "on")
 # Names a browser on this machine uses to reach ATOM. Any other Host header is refused (see
 # host_allowed): a web page whose own name is made to resolve to 127.0.0.1 (DNS rebinding) would
 # otherwise talk to ATOM as if it were the user.
@@ -65,6 +69,8 @@ class Settings:
     # Extra names ATOM answers to (ATOM_ALLOWED_HOSTS, comma-separated) for use over a LAN;
     # "*" answers to any name. Loopback names are always allowed.
     allowed_hosts: frozenset[str] = frozenset()
+    class_mode: bool = False  # ATOM_CLASS: phones vote at /vote; other pages need the key
+    teacher_key: str | None = field(default=None, repr=False)  # ATOM_TEACHER_KEY; never logged
 
     def token_for(self, url: str) -> str | None:
         """The environment's token, for ATOM_SERVER_URL only: no other server ever gets it."""
@@ -99,6 +105,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         demo_status=Path(status) if (status := env.get("ATOM_DEMO_STATUS", "").strip()) else None,
         allowed_hosts=frozenset(
             h for h in (_host_name(x) for x in env.get("ATOM_ALLOWED_HOSTS", "").split(",")) if h),
+        class_mode=env.get("ATOM_CLASS", "").strip().lower() in _ON,
+        teacher_key=env.get("ATOM_TEACHER_KEY", "").strip() or None,
         limits=StreamLimits(
             stall_timeout_s=_seconds(env, "ATOM_STALL_TIMEOUT_S", DEFAULT_LIMITS.stall_timeout_s),
             first_token_timeout_s=_seconds(env, "ATOM_FIRST_TOKEN_TIMEOUT_S",

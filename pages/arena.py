@@ -19,6 +19,7 @@ from atom_core.render import plain_label, safe_markdown
 from atom_core.types import ModelInfo
 from pages.parts import (
     arena_board,
+    arena_class,
     arena_machine,
     arena_round,
     arena_sets,
@@ -76,7 +77,7 @@ def blind_line(slot: Slot) -> str:
 
 def run_race(prompt: str, system: str, setups: list[SlotSetup],
              models: dict[int, ModelInfo | None], blind: bool,
-             pictures: list[ImageAttachment]) -> None:
+             pictures: list[ImageAttachment], class_id: str | None = None) -> None:
     listings = {s.server: ui.status_for(s.server, refresh=True).models for s in setups}
     prepared = arena_setup.prepare(setups, listings)
     if pictures:  # a slot whose model can't read images ends with that sentence, unsent
@@ -85,7 +86,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
             prepared.errors[i] = prepared.errors[i] or refusal
     race = ArenaRace(store=store, client_for=ui.client_for, prompt=prompt, system_prompt=system,
                      setups=setups, prepared=prepared, models=models, blind=blind,
-                     images=[a.data_url for a in pictures])
+                     images=[a.data_url for a in pictures], class_id=class_id)
     with st.chat_message("user"):
         st.markdown(safe_markdown(prompt))
         if pictures:
@@ -132,8 +133,11 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
 
 
 view, presenter, blind = header()
+klass = None  # the class whose phones vote on this presenter's rounds (class mode)
 if presenter:
     arena_setup.presenter_style()
+    if view == "Race":
+        klass = arena_class.class_panel(store)
 
 if view == "Leaderboard":
     arena_board.leaderboard(store)
@@ -162,7 +166,8 @@ else:
         prompt = None
     if prompt and setups:
         with live.container():
-            run_race(prompt, system, setups, models, blind, pictures)
+            run_race(prompt, system, setups, models, blind, pictures,
+                     class_id=klass.id if klass else None)
     else:
         with last.container() if sent else last:  # sent, yet no race: no model to race
             if (shown := arena_round.current_round(store)) is not None:

@@ -63,7 +63,7 @@ class ArenaRace:
                  system_prompt: str, setups: Sequence[SlotSetup], prepared: Prepared,
                  models: Mapping[int, ModelInfo | None] | None = None, blind: bool = False,
                  order: Sequence[int] | None = None, save_every_s: float = 1.0,
-                 images: Sequence[str] = ()) -> None:
+                 images: Sequence[str] = (), class_id: str | None = None) -> None:
         if not MIN_SLOTS <= len(setups) <= MAX_SLOTS:
             raise ValueError(f"a race needs {MIN_SLOTS} to {MAX_SLOTS} slots")
         self.store = store
@@ -75,6 +75,7 @@ class ArenaRace:
         self._models = models or {}
         self.blind = blind
         self.images = tuple(images)  # data URLs sent with the prompt (vision models)
+        self.class_id = class_id  # a class round: the phones of this class vote on it
         self.order = tuple(order) if order else (blind_order(len(setups)) if blind
                                                  else tuple(range(len(setups))))
         self._save_every_ns = int(save_every_s * 1e9)
@@ -162,7 +163,7 @@ class ArenaRace:
                           system_prompt=self.system_prompt, slots=tuple(results),
                           blind=self.blind, order=self.order,
                           notes=tuple(self.prepared.notes), state=state,
-                          machine_id=hardware.session_machine_id())
+                          machine_id=hardware.session_machine_id(), class_id=self.class_id)
 
     def finish(self) -> ArenaRound | None:
         """Ends the race (cancelling what still runs) and saves it. Idempotent."""

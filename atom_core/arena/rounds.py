@@ -27,7 +27,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -100,6 +100,9 @@ class ArenaRound:
     # the "machines" table's id of the machine ATOM raced on (reports name it); None: not
     # recorded (rounds from before machines were recorded per session)
     machine_id: str | None = None
+    # the class session whose phones vote on it (atom_core/arena/classroom.py); None: a round
+    # of the browsers in front of ATOM, as before classes
+    class_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.vote is not None and not self.votes:  # saved before each session's vote was kept
@@ -178,6 +181,7 @@ class ArenaRound:
             notes=tuple(d.get("notes") or ()), state=d.get("state") or "done",
             vote=counted, votes=votes, revealed=bool(d.get("revealed")),
             machine_id=d["machine_id"] if isinstance(d.get("machine_id"), str) else None,
+            class_id=d["class_id"] if isinstance(d.get("class_id"), str) else None,
         )
 
     @property
@@ -309,16 +313,27 @@ def racing(round_id: str, running: bool) -> None:
         _RACING.discard(round_id)
 
 
+class VotingClosed(Exception):
+    """A class round's voting was closed (Close voting & reveal) before this vote landed."""
+
+
 def record_vote(store: HistoryStore, rnd: ArenaRound, outcome: Outcome,
-                winner: int | None = None, voter: str = "") -> ArenaRound:
+                winner: int | None = None, voter: str = "", *,
+                counts: bool = True) -> ArenaRound:
     """Saves one browser session's vote on a round (replacing that session's earlier vote) and
     returns the round as that session now sees it (`seen_by`: its vote, names shown). It is the
     round's counted vote if no other session voted first. Reads the stored round afresh, so a
-    vote from another browser meanwhile is kept, never overwritten."""
+    vote from another browser meanwhile is kept, never overwritten.
+
+    `counts=False` is a student's vote on a class round: kept with the others, never the
+    round's counted vote (the class's verdict is, at close: `close_voting`); it raises
+    VotingClosed once the stored round is closed."""
     if outcome == "win" and (winner is None or not 0 <= winner < len(rnd.slots)):
         raise ValueError("a win needs the winning slot's index")
     with _VOTING:
         now = get_round(store, rnd.id) or rnd
+        if not counts and now.revealed:
+            raise VotingClosed
         vote = Vote(outcome=outcome, winner=winner if outcome == "win" else None,
                     blind=now.seen_by(voter).hidden, ts=time.time(), voter=voter)
         votes = list(now.votes)
@@ -327,10 +342,26 @@ def record_vote(store: HistoryStore, rnd: ArenaRound, outcome: Outcome,
             votes.append(vote)
         else:
             votes[mine] = vote
+        if not counts:
+            store.update_record(ROUNDS_TABLE, rnd.id, {"votes": [asdict(v) for v in votes]})
+            return replace(now, votes=tuple(votes)).seen_by(voter)
         counted = vote if now.vote is None or now.counts(voter) else now.vote
         store.update_record(ROUNDS_TABLE, rnd.id, {
             "vote": asdict(counted), "votes": [asdict(v) for v in votes]})
     return replace(now, vote=counted, votes=tuple(votes)).seen_by(voter)
+
+
+def close_voting(store: HistoryStore, rnd: ArenaRound,
+                 decide: Callable[[ArenaRound], Vote | None]) -> ArenaRound:
+    """Closes a class round: reveals it to every browser and stores `decide(round)` (the class's
+    verdict) as its counted vote, in one step under the vote lock, so every vote saved before
+    is in the verdict and none lands after. Returns the round as stored."""
+    with _VOTING:
+        now = get_round(store, rnd.id) or rnd
+        counted = decide(now)
+        store.update_record(ROUNDS_TABLE, rnd.id, {
+            "revealed": True, "vote": asdict(counted) if counted is not None else None})
+    return replace(now, revealed=True, vote=counted)
 
 
 def reveal(store: HistoryStore, rnd: ArenaRound) -> ArenaRound:
@@ -348,7 +379,10 @@ def state_key(rnd: ArenaRound | None) -> str:
     if rnd is None:
         return ""
     shown = [rnd.id, rnd.state, str(rnd.revealed)]
-    shown += [f"{v.voter}:{v.outcome}:{v.winner}:{v.ts}" for v in (rnd.vote, *rnd.votes) if v]
+    # A class round's votes come from the phones, many a second: the teacher's tally follows
+    # them by itself (pages/parts/arena_class.py), so the page is not redrawn for each.
+    votes = (rnd.vote,) if rnd.class_id else (rnd.vote, *rnd.votes)
+    shown += [f"{v.voter}:{v.outcome}:{v.winner}:{v.ts}" for v in votes if v]
     return "|".join(shown)
 
 

@@ -54,7 +54,9 @@ __all__ = [
 EXPORT_FORMAT = "atom-export"
 EXPORT_VERSION = 1
 # Record tables that describe this machine's live state, not history: not exported or imported.
-LOCAL_TABLES = frozenset({"downloads"})
+# A class session ("arena_classes": its join code and the secret that signs student ids) belongs
+# to the lesson on this machine; its rounds are history and carry its id.
+LOCAL_TABLES = frozenset({"downloads", "arena_classes"})
 # Fields an export leaves out: this machine's own name (hardware.MACHINES_TABLE's "hostname"),
 # which benchmark cards and reports leave out too; the export may travel further than they do.
 PRIVATE_FIELDS: dict[str, frozenset[str]] = {"machines": frozenset({"hostname"})}

@@ -491,6 +491,10 @@ def run_app(
     saved = open_settings(settings.data_dir)
     url = initial_server_url(settings, saved.load())
     token = server_token(saved, settings, url)
+    if settings.class_mode:  # ATOM_CLASS=1: on the classroom's network, pages locked
+        from . import class_mode
+
+        streamlit_args, env = class_mode.prepare(streamlit_args, env, say)
     with _terminate_raises(), _foreground_group():
         return _run_app(streamlit_args, env, url, token, say)
 

@@ -10,7 +10,8 @@ an ASGI middleware that answers such a request itself, before any of Streamlit's
 - the websocket: refused at the handshake (403), also when its Origin names another site (a
   page elsewhere opening a socket to 127.0.0.1 sends the right Host and its own Origin).
 
-Allowed names are localhost, 127.0.0.1 and ::1 plus ATOM_ALLOWED_HOSTS (config.host_allowed).
+Allowed names are localhost, 127.0.0.1 and ::1 plus ATOM_ALLOWED_HOSTS, and in class mode this
+machine's own LAN names and addresses (network.admitted_hosts: the in-app check's list too).
 app.py installs it the way Streamlit 1.67 supports middleware: an `st.App(..., middleware=...)`
 that `streamlit run app.py` finds and serves over uvicorn. The in-app check
 (pages/parts/ui.refuse_foreign_host) stays for anything that runs the script without it.
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import host_allowed, settings_from_env
+from ..network import admitted_hosts
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,7 +55,7 @@ class HostGuard:
 
     def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str] | None = None) -> None:
         self.app = app
-        self.allowed = (settings_from_env().allowed_hosts if allowed_hosts is None
+        self.allowed = (admitted_hosts(settings_from_env()) if allowed_hosts is None
                         else allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

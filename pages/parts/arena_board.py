@@ -9,7 +9,7 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
-from atom_core.arena import judge, ratings
+from atom_core.arena import classroom, judge, ratings
 from atom_core.arena.leaderboard import contestant_speeds
 from atom_core.arena.ratings import Rating
 from atom_core.arena.results import HELP
@@ -36,6 +36,7 @@ def leaderboard(store: ui.HistoryStore) -> None:
             help="People: your votes. Judge: a model's blind verdicts, kept apart.") == "Judge":
         judge_board(rounds, verdicts)
         return
+    rounds = _which_rounds(rounds)
     votes = sum(1 for r in rounds if r.vote is not None)
     if not votes:
         st.info("No votes yet. Race two or more models, read the answers (Blind makes it fair) "
@@ -52,6 +53,22 @@ def leaderboard(store: ui.HistoryStore) -> None:
                "draw between every pair; “all bad” is left out of the ratings. Two slots with "
                "the same model and settings never play each other. A model with different "
                "settings is its own contestant.")
+
+
+ROUND_KINDS: dict[classroom.RoundKind, str] = {
+    "all": "All rounds", "single": "Single-user rounds", "class": "Class rounds"}
+
+
+def _which_rounds(rounds: list[ArenaRound]) -> list[ArenaRound]:
+    """A class's rounds apart from single-user rounds, once there are any."""
+    if not any(r.class_id for r in rounds):
+        return rounds
+    kind = st.segmented_control(
+        "Rounds", list(ROUND_KINDS), format_func=ROUND_KINDS.__getitem__, default="all",
+        required=True, key="board_rounds",
+        help="A class round counts once: the class's result (the choice with the most votes; "
+        "a tie when several share the most), not each student's vote.")
+    return classroom.rounds_of_kind(rounds, kind or "all")
 
 
 def board_table(board: Sequence[Rating], key: str) -> None:

@@ -15,7 +15,7 @@ from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
 from atom_core.measure import hardware
 from atom_core.render import plain_label, safe_markdown
-from pages.parts import arena_judge, chat_images, ui
+from pages.parts import arena_class, arena_judge, chat_images, ui
 
 # -- a round, as this browser may see it ----------------------------------------------------------
 
@@ -76,15 +76,18 @@ def draw_round(store: ui.HistoryStore, rnd: ArenaRound, presenter: bool) -> None
                     st.markdown(safe_markdown(s.reasoning))
             if s.content:
                 st.markdown(safe_markdown(s.content))
-    _vote_bar(store, rnd, view, presenter)
+    if rnd.class_id:  # the phones vote: the teacher sees their tally
+        arena_class.tally(store, rnd)
+    else:
+        _vote_bar(store, rnd, view, presenter)
     arena_judge.judge_panel(store, view)  # a model as judge, kept apart from the vote
 
 
 def _results_grid(rnd: ArenaRound) -> None:
     if rnd.hidden:  # speed gives a 1B away from an 8B as surely as its name does
-        st.caption(":material/visibility_off: Blind: names, speeds, sizes and any model's "
-                   "reasoning show after your vote (or Reveal), so the answers are judged on "
-                   "what they say.")
+        when = "when you close voting" if rnd.class_id else "after your vote (or Reveal)"
+        st.caption(f":material/visibility_off: Blind: names, speeds, sizes and any model's "
+                   f"reasoning show {when}, so the answers are judged on what they say.")
         return
     rows = arena.stat_rows(rnd) + arena.fact_rows(rnd)
     spec = [1.2] + [1.0] * len(rnd.slots)

@@ -10,11 +10,12 @@ from typing import Literal
 
 import streamlit as st
 
-from atom_core.config import StreamLimits, host_allowed, normalize_base_url, settings_from_env
+from atom_core.config import StreamLimits, normalize_base_url, settings_from_env
 from atom_core.errors import AtomError, DemoEngineNotReady
 from atom_core.history import HistoryStore, open_store
 from atom_core.launch import demo
 from atom_core.launch.host_guard import refusal_sentence
+from atom_core.network import host_admitted
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
@@ -162,7 +163,7 @@ def refuse_foreign_host() -> None:
     to (a web page that rebound its own name to 127.0.0.1) gets one sentence and nothing else:
     no sidebar, no page, no widget whose action it could trigger."""
     host = st.context.headers.get("Host")
-    if host_allowed(host, settings_from_env().allowed_hosts):
+    if host_admitted(host, settings_from_env()):  # class mode adds this machine's LAN names
         return
     # One hidden page, so Streamlit does not fall back to listing the pages/ folder either.
     st.navigation([st.Page(_refused, title="ATOM", url_path="refused")], position="hidden")
@@ -180,6 +181,8 @@ def require_app_shell(page: str) -> None:
 
     if PagesManager.uses_pages_directory:
         st.session_state["_atom_return_to"] = page
+        # and its query (a phone's student id in /vote?s=…, after an app restart)
+        st.session_state["_atom_return_query"] = st.query_params.to_dict()
         st.switch_page("app.py")
 
 

@@ -593,3 +593,50 @@ def test_a_blank_prompt_starts_no_race(mock: respx.MockRouter) -> None:
     assert not at.exception
     assert chats.call_count == 0
     assert "Type a message first" in " ".join(str(t.value) for t in at.toast)
+
+
+def test_the_leaderboard_shows_a_class_s_rounds_apart(mock: respx.MockRouter,
+                                                      isolated_env: Path) -> None:
+    from atom_core.arena import classroom
+    from atom_core.arena.rounds import ArenaRound, SlotResult, Vote
+
+    store = open_store(isolated_env)
+
+    def slot(label: str, model: str) -> SlotResult:
+        return SlotResult(label=label, server="s", model=model, target=model, contestant=model,
+                          content="hi", state="complete")
+
+    solo = ArenaRound(id="x", ts=1000.0, prompt="p", system_prompt="",
+                      slots=(slot("A", "solo/a"), slot("B", "solo/b")),
+                      vote=Vote(outcome="win", winner=0, ts=1000.0, voter="me")).to_record()
+    del solo["id"]
+    store.append(arena.ROUNDS_TABLE, solo)
+    session = classroom.start_class(store)
+    rec = ArenaRound(id="x", ts=2000.0, prompt="q", system_prompt="", blind=True, order=(0, 1),
+                     slots=(slot("A", "class/a"), slot("B", "class/b")),
+                     class_id=session.id).to_record()
+    del rec["id"]
+    rnd = arena.rounds.get_round(store, store.append(arena.ROUNDS_TABLE, rec))
+    assert rnd is not None
+    limiter = classroom.VoteLimiter()
+    for winner in (1, 1, 0):  # three students: class/b wins the round, once
+        classroom.cast(store, session, rnd, classroom.new_student(session), "win", winner,
+                       limiter)
+    classroom.close(store, rnd)
+
+    at = open_arena(mock)
+    at.segmented_control(key="arena_view").set_value("Leaderboard").run()
+    assert not at.exception
+
+    def board() -> tuple[str, set[str]]:
+        captions = " ".join(str(c.value) for c in at.caption)
+        return captions, set(at.dataframe[0].value["Model"])
+
+    captions, models = board()
+    assert "2 votes over 2 rounds." in captions
+    assert models == {"solo/a", "solo/b", "class/a", "class/b"}
+    at.segmented_control(key="board_rounds").set_value("class").run()
+    captions, models = board()
+    assert "1 vote over 1 round." in captions and models == {"class/a", "class/b"}
+    at.segmented_control(key="board_rounds").set_value("single").run()
+    assert board()[1] == {"solo/a", "solo/b"}

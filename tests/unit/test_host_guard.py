@@ -77,3 +77,34 @@ def test_allowed_hosts_open_the_door() -> None:
                lan)[1] == ["websocket"]
     assert run(scope("http", ("host", "evil.example")), frozenset({"*"}))[1] == ["http"]
     assert not origin_allowed("evil.example", lan)  # not a URL
+
+
+def test_class_mode_admits_this_machines_lan_names_at_the_door(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phones open the teacher's machine by its LAN address: the guard in front of Streamlit
+    admits what the in-app check admits (network.admitted_hosts), or no phone gets in."""
+    from atom_core import network
+
+    monkeypatch.setattr(network, "class_hosts", lambda: frozenset({"192.168.1.20", "atom-box"}))
+
+    def reached(host: str) -> list[str]:
+        sent: list[dict[str, Any]] = []
+        got: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            got.append(scope["type"])
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        asyncio.run(HostGuard(app)(scope("http", ("host", host)), receive, send))
+        return got
+
+    monkeypatch.setenv("ATOM_CLASS", "1")
+    assert reached("192.168.1.20:8501") == ["http"] and reached("atom-box:8501") == ["http"]
+    assert reached("evil.example") == []  # a name another machine controls: still refused
+    monkeypatch.delenv("ATOM_CLASS")
+    assert reached("192.168.1.20:8501") == []  # outside class mode: loopback only

@@ -27,6 +27,8 @@ RISKY = re.compile(r"error|sentence|model|name|title|url|label|content|reply|rea
 # already went through safe_markdown / plain_label where they were built.
 OWN_TEXT = {
     ("app.py", "sentence"),  # safe_markdown(status.sentence) just above
+    ("pages/parts/arena_class.py", "label"),  # this machine's address, the digits of the code;
+    # and the tally's "Response 2: 12"
     ("pages/parts/arena_judge.py", "why"),  # a fixed word per status
     ("pages/parts/arena_machine.py", "line"),  # the hardware strip: numbers
     ("pages/parts/arena_round.py", "label"),  # fixed download labels
@@ -59,6 +61,9 @@ OWN_TEXT = {
     ("pages/arena.py", "blind_line(slot)"),  # fixed words
     ("pages/arena.py", "arena.live_line(slot)"),  # numbers; a server stage via plain_label
     ("pages/arena.py", "len(reply.reasoning.split())"),  # a count
+    ("pages/vote.py", "label"),  # "Response 2", "Tie", "All bad"
+    ("pages/vote.py", "classroom.choice_label(rnd, mine.outcome, mine.winner)"),  # the same
+    ("pages/vote.py", "' · '.join((f'{label}: {n}' for label, n in counts))"),  # and counts
     ("pages/chat.py", "turn.note"),  # ATOM's notes about how a turn was sent
     ("pages/chat.py", "' · '.join((x for x in (plain_label(m.model), line) if x))"),
     ("pages/chat.py", "text"),  # fixed words + safe_markdown(m.error)
