@@ -13,7 +13,7 @@ import respx
 from atom_core.history import open_store
 from tests.fixtures.payloads import AUTH_BODY, NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
-from tests.ui.conftest import new_app, press_stop
+from tests.ui.conftest import BASE, new_app, press_stop
 
 LOADED_MODEL = "google/gemma-4-26b-a4b"
 
@@ -316,3 +316,35 @@ def test_labels_follow_a_model_the_server_just_loaded_for_a_chat(mock: respx.Moc
     assert not at.exception
     assert texts(at.sidebar.success) == ["LM Studio 0.4+ (native API) · 2 models, 2 loaded"]
     assert "● Loaded" in texts(at.sidebar.caption)
+
+
+def test_a_message_sent_with_a_pick_that_auto_unloads_is_sent(mock: respx.MockRouter,
+                                                              isolated_env: Path) -> None:
+    """Auto-unload on (Settings): a pick and a message that reach the app in one run (the user
+    picked and sent while the machine was busy). The pick unloads the previous model and the
+    message still goes to the new pick: the run that unloads does not restart itself and drop
+    the message (issue 18)."""
+    import copy
+
+    from atom_core.settings.store import open_settings
+
+    listing = copy.deepcopy(NATIVE_MODELS)
+    qwen = next(m for m in listing["models"] if m["key"] == "qwen/qwen3-4b")
+    qwen["loaded_instances"] = [{"id": "qwen/qwen3-4b", "config": {}}]
+    mock.get("/api/v1/models").respond(json=listing)
+    unload = mock.post("/api/v1/models/unload").respond(json={"instance_id": "qwen/qwen3-4b"})
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    settings = open_settings(isolated_env)
+    settings.set_auto_unload(True)
+    settings.note_loaded(BASE, "qwen/qwen3-4b")
+    at = new_app().run()
+    at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
+    at.sidebar.selectbox(key="model").set_value(LOADED_MODEL)
+    at.chat_input[0].set_value("still there?").run()
+    assert not at.exception
+    assert [json.loads(c.request.content) for c in unload.calls] == [
+        {"instance_id": "qwen/qwen3-4b"}]
+    assert chat.call_count == 1, "the message was dropped"
+    assert json.loads(chat.calls.last.request.content)["model"] == LOADED_MODEL
+    assert texts(at.chat_message[1].markdown) == ["ok"]
