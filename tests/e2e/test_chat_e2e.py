@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.fixtures.browser import OUTPUT, App, Double, open_app, save_shot, wait_idle
 
@@ -193,10 +194,31 @@ PICKABLE = {
 }
 
 
+def reply_to(pg: Any, question: str, timeout_ms: int = 30_000) -> str:
+    """The saved reply to `question` (the assistant message right after it), once it is drawn
+    from the store: no cursor, and the script idle. A fresh session reopens the latest chat, so
+    an older "Reply from ..." may already be on the page; only the reply after this question
+    counts."""
+    pg.wait_for_function(
+        """(q) => {
+            const app = document.querySelector('[data-testid=stApp]');
+            if (!app || app.dataset.testScriptState !== 'notRunning') return false;
+            const m = Array.from(document.querySelectorAll('[data-testid=stChatMessage]'));
+            const i = m.findIndex(e => e.innerText.trim().endsWith(q));
+            const r = i >= 0 ? m[i + 1] : undefined;
+            return !!r && r.innerText.includes('Reply from') && !r.innerText.includes('\u258c')
+                && !!r.querySelector('[data-testid=stCaptionContainer]');
+        }""", arg=question, timeout=timeout_ms)
+    messages = pg.locator("[data-testid=stChatMessage]")
+    texts = [messages.nth(n).inner_text() for n in range(messages.count())]
+    at = max(n for n, t in enumerate(texts) if t.strip().endswith(question))
+    return texts[at + 1]
+
+
 def test_a_model_picked_right_after_opening_sticks(app: App, double: Double, browser: Any
                                                    ) -> None:
     """Fresh sessions, each: one pick typed into the filter as soon as the picker shows, then
-    one message. Every request names the model that was picked."""
+    one message at once. Every request names the model that was picked."""
     double.set_config(PICKABLE)
     wanted = ["test/gamma", "test/beta", "test/gamma", "test/beta"]
     names = {"test/beta": "Test Beta 4B", "test/gamma": "Test Gamma 3B"}
@@ -210,16 +232,13 @@ def test_a_model_picked_right_after_opening_sticks(app: App, double: Double, bro
             box.click()
             pg.keyboard.type(key.split("/")[1][:3], delay=40)
             pg.get_by_role("option", name=names[key]).first.click()
-            wait_idle(pg)
-            pg.wait_for_timeout(400)
             send(pg, f"question {i}")
-            pg.get_by_text(f"Reply from {key}").first.wait_for(timeout=20_000)
-            wait_idle(pg)
+            reply = reply_to(pg, f"question {i}")
         finally:
             ctx.close()
         models = [r["model"] for r in double.chat_requests()]
-        assert models[-1] == key, f"try {i}: picked {key}, the request named {models}"
-        assert pg is not None
+        assert models[-1:] == [key], f"try {i}: picked {key}, the requests named {models}"
+        assert f"Reply from {key}:" in reply, f"try {i}: picked {key}, shown {reply!r}"
     assert [r["model"] for r in double.chat_requests()] == wanted
 
 
@@ -274,3 +293,48 @@ def test_a_bookmark_of_chat_opens_chat_on_every_visit(app: App, browser: Any) ->
             pg.get_by_text("Reply from").first.wait_for(timeout=20_000)
         finally:
             ctx.close()
+
+
+def test_a_message_sent_as_the_server_changes_is_answered(app: App, double: Double,
+                                                          page: Any) -> None:
+    """The sidebar follows what the server has loaded (LM Studio's own TTL, another app). A
+    message sent just after that changed is sent, never dropped by a run that restarts itself
+    to redraw the sidebar (the run that read the message is the one that must send it)."""
+    double.set_config(PICKABLE)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    for i in range(3):
+        other = {"key": "test/delta", "display_name": "Test Delta", "loaded": i % 2 == 0}
+        double.set_config({"models": [*PICKABLE["models"], other]})  # loaded count changes
+        send(page, f"question {i}")
+        try:
+            reply = reply_to(page, f"question {i}")
+        except PlaywrightTimeout:
+            models = [r["model"] for r in double.chat_requests()]
+            raise AssertionError(f"question {i} got no reply; the requests: {models}") from None
+        assert "Reply from test/alpha:" in reply
+    assert [r["model"] for r in double.chat_requests()] == ["test/alpha"] * 3
+
+
+def test_a_pick_made_while_a_reply_streams_is_used_by_the_next_message(
+        app: App, double: Double, page: Any) -> None:
+    """Picking another model mid-reply ends that reply (the run that streamed it is replaced);
+    the next message goes to the new pick and is answered."""
+    double.set_config({"models": [
+        {"key": "test/alpha", "display_name": "Test Alpha 1B", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 80, "reply_tokens": 200},
+        {"key": "test/beta", "display_name": "Test Beta 4B", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 5, "reply_tokens": 8}]})
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    send(page, "a long one")
+    page.get_by_text("Reply from test/alpha: one two").wait_for(timeout=20_000)
+    page.get_by_role("combobox", name="Model", exact=True).click()
+    page.get_by_role("option", name="Test Beta 4B").first.click()
+    send(page, "and now you")
+    try:
+        reply = reply_to(page, "and now you")
+    except PlaywrightTimeout:
+        models = [r["model"] for r in double.chat_requests()]
+        raise AssertionError(f"the second message got no reply; the requests: {models}") from None
+    assert "Reply from test/beta:" in reply
+    assert [r["model"] for r in double.chat_requests()] == ["test/alpha", "test/beta"]
+
