@@ -229,11 +229,13 @@ def default_ttl() -> int | None:
     return settings_store().load().ttl_seconds
 
 
-def pick_preset(key: str, *, model: str | None = None, label: str = "Preset"
+def pick_preset(key: str, *, model: str | None = None, label: str = "Preset",
+                persist_state: Literal["page", "session"] | None = None
                 ) -> SamplingPreset | None:
     """A picker of the sampling presets saved in Settings (nothing is drawn when there are
     none). It starts on the model's own preset, else the default preset; when `model` changes to
-    one with its own preset, it switches to that."""
+    one with its own preset, it switches to that. `persist_state` goes to the selectbox (a
+    picker in a popover needs it: see chat_header.IN_POPOVER)."""
     saved = settings_store().load()
     if not saved.presets:
         return None
@@ -247,7 +249,8 @@ def pick_preset(key: str, *, model: str | None = None, label: str = "Preset"
     if st.session_state[key] not in options:
         st.session_state[key] = ""
     name = st.selectbox(label, options, key=key, format_func=lambda n: n or "None (defaults)",
-                        help="Sampling presets and per-model presets are kept in Settings.")
+                        help="Sampling presets and per-model presets are kept in Settings.",
+                        persist_state=persist_state)
     return saved.preset(name)
 
 

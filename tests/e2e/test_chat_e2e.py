@@ -338,3 +338,77 @@ def test_a_pick_made_while_a_reply_streams_is_used_by_the_next_message(
     assert "Reply from test/beta:" in reply
     assert [r["model"] for r in double.chat_requests()] == ["test/alpha", "test/beta"]
 
+
+def open_chat_settings(pg: Any) -> Any:
+    """Opens the chat's Settings popover; returns its Idle TTL field."""
+    pg.locator("[data-testid=stMainBlockContainer]").get_by_role(
+        "button", name="Settings").click()
+    field = pg.get_by_role("spinbutton", name="Idle TTL (seconds)")
+    field.wait_for(timeout=10_000)
+    return field
+
+
+def test_the_default_idle_ttl_is_sent_after_new_chat_and_a_pick(app: App, double: Double,
+                                                                  browser: Any) -> None:
+    """Settings' idle TTL is the chat's default: the field shows it and the request sends it,
+    also when the chat's Settings popover is first opened after a rerun (New chat, a model
+    pick, a message sent). Each case in a fresh session."""
+    from atom_core.settings.store import open_settings
+
+    double.set_config(PICKABLE)
+    open_settings(app.data_dir).set_ttl(1200)
+
+    def new_chat(pg: Any) -> None:
+        pg.locator("[data-testid=stSidebar]").get_by_role("button", name="New chat").click()
+
+    def pick(pg: Any) -> None:
+        pg.get_by_role("combobox", name="Model", exact=True).click()
+        pg.get_by_role("option", name="Test Beta 4B").first.click()
+
+    def message(pg: Any) -> None:
+        send(pg, "before the popover")
+        reply_to(pg, "before the popover")
+
+    for i, (when, step) in enumerate([("after New chat", new_chat), ("after a pick", pick),
+                                      ("after a message", message)]):
+        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+        pg = ctx.new_page()
+        try:
+            open_app(pg, app.url, "[data-testid=stChatInputTextArea]")
+            step(pg)
+            wait_idle(pg)
+            shown = open_chat_settings(pg).input_value()
+            pg.keyboard.press("Escape")
+            send(pg, f"question {i}")
+            reply_to(pg, f"question {i}")
+        finally:
+            ctx.close()
+        body = double.chat_requests()[-1]["body"]
+        assert (shown, body.get("ttl")) == ("1200", 1200), f"{when}: field {shown!r}, sent {body}"
+
+
+def test_a_models_own_preset_picked_with_the_popover_closed_is_sent(app: App, double: Double,
+                                                                    page: Any) -> None:
+    """A model with its own preset (Settings) picked in the sidebar while the chat's Settings
+    popover is closed: after another rerun (New chat) the popover shows the preset's values and
+    the request sends them."""
+    from atom_core.settings.store import make_preset, open_settings
+
+    double.set_config(PICKABLE)
+    settings = open_settings(app.data_dir)
+    settings.save_preset(make_preset("Precise", temperature=0.2, top_k=20))
+    settings.set_model_preset("test/beta", "Precise")
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    page.get_by_role("combobox", name="Model", exact=True).click()
+    page.get_by_role("option", name="Test Beta 4B").first.click()
+    wait_idle(page)
+    page.locator("[data-testid=stSidebar]").get_by_role("button", name="New chat").click()
+    wait_idle(page)
+    open_chat_settings(page)
+    shown = [page.get_by_role("spinbutton", name=n, exact=True).input_value()
+             for n in ("Temperature", "Top K")]
+    page.keyboard.press("Escape")
+    send(page, "precise please")
+    reply_to(page, "precise please")
+    body = double.chat_requests()[-1]["body"]
+    assert (shown, body.get("temperature"), body.get("top_k")) == (["0.20", "20"], 0.2, 20), body
