@@ -148,7 +148,10 @@ def model_picker(status: ui.ServerStatus) -> None:
         st.session_state.model = (loaded or keys)[0]
     # The load state is in the caption, not the option label: the browser keeps showing a
     # selected option's old label when only its text changes ("○" would stay after a load).
-    st.selectbox("Model", keys, key="model", format_func=lambda k: ui.model_label(by_key[k]))
+    # KEEP: a run that cannot draw the picker (one failed listing on a busy server) must not
+    # forget the pick, or the next message goes to the first loaded model instead.
+    st.selectbox("Model", keys, key="model", format_func=lambda k: ui.model_label(by_key[k]),
+                 persist_state=ui.KEEP)
     ui.auto_unload_on_change(st.session_state.model)  # the status is drawn after this
     picked = by_key[st.session_state.model]
     if picked.load_state_known:

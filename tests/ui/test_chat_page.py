@@ -348,3 +348,27 @@ def test_a_message_sent_with_a_pick_that_auto_unloads_is_sent(mock: respx.MockRo
     assert chat.call_count == 1, "the message was dropped"
     assert json.loads(chat.calls.last.request.content)["model"] == LOADED_MODEL
     assert texts(at.chat_message[1].markdown) == ["ok"]
+
+
+def test_a_pick_outlives_one_failed_listing(mock: respx.MockRouter) -> None:
+    """A busy server fails one listing: the sidebar cannot draw the picker in that run. The pick
+    is not forgotten: the next message goes to it, not to the first loaded model."""
+    listing = mock.get("/api/v1/models")
+    listing.respond(json=NATIVE_MODELS)
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    at = new_app().run()
+    at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
+
+    def check_again() -> None:
+        next(b for b in at.sidebar.button if b.label == "Check again").click().run()
+
+    listing.respond(500, json={"error": "busy"})
+    check_again()
+    assert texts(at.sidebar.warning) == ["The server failed (HTTP 500): busy"]
+    assert not at.sidebar.selectbox
+    listing.respond(json=NATIVE_MODELS)
+    check_again()
+    assert at.sidebar.selectbox(key="model").value == "qwen/qwen3-4b"
+    at.chat_input[0].set_value("hello").run()
+    assert json.loads(chat.calls.last.request.content)["model"] == "qwen/qwen3-4b"
