@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.fixtures.browser import OUTPUT, App, Double, open_app, save_shot, wait_idle
+from tests.fixtures.browser import (
+    OUTPUT,
+    PAGE_WAIT_MS,
+    App,
+    Double,
+    open_app,
+    save_shot,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -194,7 +202,7 @@ PICKABLE = {
 }
 
 
-def reply_to(pg: Any, question: str, timeout_ms: int = 30_000) -> str:
+def reply_to(pg: Any, question: str, timeout_ms: int = PAGE_WAIT_MS) -> str:
     """The saved reply to `question` (the assistant message right after it), once it is drawn
     from the store: no cursor, and the script idle. A fresh session reopens the latest chat, so
     an older "Reply from ..." may already be on the page; only the reply after this question
@@ -228,7 +236,7 @@ def test_a_model_picked_right_after_opening_sticks(app: App, double: Double, bro
         try:
             pg.goto(app.url)
             box = pg.get_by_role("combobox", name="Model", exact=True)
-            box.wait_for(timeout=30_000)
+            box.wait_for(timeout=PAGE_WAIT_MS)
             box.click()
             pg.keyboard.type(key.split("/")[1][:3], delay=40)
             pg.get_by_role("option", name=names[key]).first.click()
@@ -253,9 +261,9 @@ def test_stop_shows_the_saved_reply_marked_stopped_at_once(app: App, double: Dou
         time.sleep(0.05)
     page.locator("[data-testid=stChatInput] button").click()
     # No reload: the page itself shows the saved reply, marked Stopped, with Regenerate.
-    page.get_by_role("button", name="Regenerate").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Regenerate").wait_for(timeout=PAGE_WAIT_MS)
     reply = page.locator("[data-testid=stChatMessage]").last
-    reply.get_by_text("Stopped").wait_for(timeout=5_000)
+    reply.get_by_text("Stopped").wait_for(timeout=PAGE_WAIT_MS)
     text = reply.inner_text()
     assert "▌" not in text and "Reply from test/alpha:" in text
     shown = reply.locator("[data-testid=stMarkdownContainer]").first.inner_text()
@@ -271,9 +279,9 @@ def test_stop_before_the_first_token(app: App, double: Double, page: Any) -> Non
                                    "token_gap_ms": 50, "reply_tokens": 20}]})
     open_app(page, app.url, "[data-testid=stChatInputTextArea]")
     send(page, "Anyone?")
-    page.get_by_text("waiting for the first token").wait_for(timeout=10_000)
+    page.get_by_text("waiting for the first token").wait_for(timeout=PAGE_WAIT_MS)
     page.locator("[data-testid=stChatInput] button").click()
-    page.get_by_role("button", name="Regenerate").wait_for(timeout=5_000)
+    page.get_by_role("button", name="Regenerate").wait_for(timeout=PAGE_WAIT_MS)
     wait_idle(page)
     main = page.locator("[data-testid=stMainBlockContainer]").inner_text()
     assert "waiting for the first token" not in main
@@ -290,7 +298,7 @@ def test_a_bookmark_of_chat_opens_chat_on_every_visit(app: App, browser: Any) ->
             assert pg.get_by_text("Page not found").count() == 0, f"visit {visit}"
             assert pg.locator("[role=dialog]").count() == 0, f"visit {visit}"
             send(pg, f"hello {visit}")
-            pg.get_by_text("Reply from").first.wait_for(timeout=20_000)
+            assert "Reply from test/alpha:" in reply_to(pg, f"hello {visit}"), f"visit {visit}"
         finally:
             ctx.close()
 
@@ -326,7 +334,7 @@ def test_a_pick_made_while_a_reply_streams_is_used_by_the_next_message(
          "token_gap_ms": 5, "reply_tokens": 8}]})
     open_app(page, app.url, "[data-testid=stChatInputTextArea]")
     send(page, "a long one")
-    page.get_by_text("Reply from test/alpha: one two").wait_for(timeout=20_000)
+    page.get_by_text("Reply from test/alpha: one two").wait_for(timeout=PAGE_WAIT_MS)
     page.get_by_role("combobox", name="Model", exact=True).click()
     page.get_by_role("option", name="Test Beta 4B").first.click()
     send(page, "and now you")
@@ -344,7 +352,7 @@ def open_chat_settings(pg: Any) -> Any:
     pg.locator("[data-testid=stMainBlockContainer]").get_by_role(
         "button", name="Settings").click()
     field = pg.get_by_role("spinbutton", name="Idle TTL (seconds)")
-    field.wait_for(timeout=10_000)
+    field.wait_for(timeout=PAGE_WAIT_MS)
     return field
 
 
