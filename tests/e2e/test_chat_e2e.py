@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -347,6 +348,28 @@ def test_a_pick_made_while_a_reply_streams_is_used_by_the_next_message(
     assert [r["model"] for r in double.chat_requests()] == ["test/alpha", "test/beta"]
 
 
+# Counts finished script runs (the app's script state going from running to notRunning), so a
+# test can wait for the run a click started to end: right after a click the state can still read
+# notRunning for most of a second on a busy machine, before that run has even begun.
+COUNT_RUNS = """
+window.__atomRuns = 0;
+new MutationObserver((records) => {
+  for (const r of records)
+    if (r.oldValue === 'running' && r.target.dataset.testScriptState === 'notRunning')
+      window.__atomRuns += 1;
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ['data-test-script-state']});
+"""
+
+
+def after_run(pg: Any, action: Callable[[], object]) -> None:
+    """Does `action` (a click that reruns the app) and waits for that run to end."""
+    before = pg.evaluate("() => window.__atomRuns")
+    action()
+    pg.wait_for_function("(n) => window.__atomRuns > n", arg=before, timeout=PAGE_WAIT_MS)
+    wait_idle(pg)
+
+
 def open_chat_settings(pg: Any) -> Any:
     """Opens the chat's Settings popover; returns its Idle TTL field."""
     pg.locator("[data-testid=stMainBlockContainer]").get_by_role(
@@ -367,11 +390,12 @@ def test_the_default_idle_ttl_is_sent_after_new_chat_and_a_pick(app: App, double
     open_settings(app.data_dir).set_ttl(1200)
 
     def new_chat(pg: Any) -> None:
-        pg.locator("[data-testid=stSidebar]").get_by_role("button", name="New chat").click()
+        after_run(pg, pg.locator("[data-testid=stSidebar]").get_by_role(
+            "button", name="New chat").click)
 
     def pick(pg: Any) -> None:
         pg.get_by_role("combobox", name="Model", exact=True).click()
-        pg.get_by_role("option", name="Test Beta 4B").first.click()
+        after_run(pg, pg.get_by_role("option", name="Test Beta 4B").first.click)
 
     def message(pg: Any) -> None:
         send(pg, "before the popover")
@@ -380,11 +404,11 @@ def test_the_default_idle_ttl_is_sent_after_new_chat_and_a_pick(app: App, double
     for i, (when, step) in enumerate([("after New chat", new_chat), ("after a pick", pick),
                                       ("after a message", message)]):
         ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+        ctx.add_init_script(COUNT_RUNS)
         pg = ctx.new_page()
         try:
             open_app(pg, app.url, "[data-testid=stChatInputTextArea]")
             step(pg)
-            wait_idle(pg)
             shown = open_chat_settings(pg).input_value()
             pg.keyboard.press("Escape")
             send(pg, f"question {i}")
@@ -406,12 +430,12 @@ def test_a_models_own_preset_picked_with_the_popover_closed_is_sent(app: App, do
     settings = open_settings(app.data_dir)
     settings.save_preset(make_preset("Precise", temperature=0.2, top_k=20))
     settings.set_model_preset("test/beta", "Precise")
+    page.add_init_script(COUNT_RUNS)
     open_app(page, app.url, "[data-testid=stChatInputTextArea]")
     page.get_by_role("combobox", name="Model", exact=True).click()
-    page.get_by_role("option", name="Test Beta 4B").first.click()
-    wait_idle(page)
-    page.locator("[data-testid=stSidebar]").get_by_role("button", name="New chat").click()
-    wait_idle(page)
+    after_run(page, page.get_by_role("option", name="Test Beta 4B").first.click)
+    after_run(page, page.locator("[data-testid=stSidebar]").get_by_role(
+        "button", name="New chat").click)
     open_chat_settings(page)
     shown = [page.get_by_role("spinbutton", name=n, exact=True).input_value()
              for n in ("Temperature", "Top K")]
