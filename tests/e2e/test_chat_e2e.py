@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -444,3 +445,28 @@ def test_a_models_own_preset_picked_with_the_popover_closed_is_sent(app: App, do
     reply_to(page, "precise please")
     body = double.chat_requests()[-1]["body"]
     assert (shown, body.get("temperature"), body.get("top_k")) == (["0.20", "20"], 0.2, 20), body
+
+
+def test_a_chats_route_is_kept_when_its_settings_are_opened_later(app: App, double: Double,
+                                                                  page: Any) -> None:
+    """A chat on LM Studio's native route, its Settings popover opened again after a few
+    replies: the route is still shown and used (it came up as the first route and the chat
+    switched to it, issue 18)."""
+    double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 50,
+                                   "token_gap_ms": 10, "reply_tokens": 12}]})
+    page.add_init_script(COUNT_RUNS)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    open_chat_settings(page)
+    page.get_by_role("combobox", name="Route", exact=True).click()
+    after_run(page, page.get_by_role("option", name=re.compile("LM Studio native")).first.click)
+    page.keyboard.press("Escape")
+    for question in ("one", "two"):
+        send(page, question)
+        reply_to(page, question)
+    open_chat_settings(page)
+    shown = page.get_by_role("combobox", name="Route", exact=True).input_value()
+    page.keyboard.press("Escape")
+    send(page, "three")
+    reply_to(page, "three")
+    routes = [r["path"] for r in double.log() if "chat" in r["path"]]
+    assert "LM Studio native" in shown and routes == ["/api/v1/chat"] * 3, (shown, routes)
