@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run demo test unit lint bench browser screenshots clean
+.PHONY: run demo test test-busy unit lint bench browser screenshots clean
 
 $(VENV)/.app: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,17 @@ unit: $(VENV)/.dev
 
 test: $(VENV)/.dev browser lint
 	$(VENV)/bin/pytest -q
+
+# The browser tests on a busy CPU, as on a laptop that runs its models: BUSY busy-loop processes
+# (default one per core) for the whole session, RUNS times (`make test-busy RUNS=3`). Each run's
+# summary gives the load average seen. A test that fails only here is a bug in the page or the test.
+BUSY ?= $(shell nproc 2>/dev/null || echo 2)
+RUNS ?= 1
+test-busy: $(VENV)/.dev browser
+	@fail=0; for i in $$(seq $(RUNS)); do \
+	  echo "== tests/e2e with $(BUSY) busy processes, run $$i of $(RUNS)"; \
+	  ATOM_E2E_BUSY=$(BUSY) $(VENV)/bin/pytest -q tests/e2e || fail=1; \
+	done; exit $$fail
 
 # Refreshes docs/screenshots/ (the README's pictures) from the browser tests, the demo engine's
 # chat included (needs `make demo`); `make test` only writes test-output/e2e/.

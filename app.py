@@ -82,24 +82,30 @@ def sidebar() -> None:
         )
         if url and url != ui.server_url():
             ui.set_server_url(url)
-        status = ui.server_status()
-        sentence = safe_markdown(status.sentence)  # may quote the server's own words
-        if demo.is_demo_server(ui.server_url()) and demo.engine_progress() is not None:
-            demo_engine_progress()  # `make run` is still building or starting it
-        elif status.error is None:
-            st.success(sentence, icon=":material/check_circle:")
-        elif status.reachable:
-            st.warning(sentence, icon=":material/lock:")
-        else:
-            st.error(sentence, icon=":material/cloud_off:")
-        if demo.is_demo_server(ui.server_url()):
-            st.info(demo.NOTICE, icon=":material/science:")
-        if st.button("Check again", icon=":material/refresh:", type="tertiary",
-                     help="Ask the server again for its state and models"):
-            ui.server_status(refresh=True)
-            st.rerun()
-        model_picker(status)
+        # Drawn after the picker, whose auto-unload can change it, in the place it has here: a
+        # run never restarts itself to redraw the sidebar (see watch_server).
+        status_box = st.container()
+        st.button("Check again", icon=":material/refresh:", type="tertiary",
+                  help="Ask the server again for its state and models",
+                  on_click=ui.server_status, kwargs={"refresh": True})
+        model_picker(ui.server_status())
+        with status_box:
+            server_state(ui.server_status())
         watch_server()
+
+
+def server_state(status: ui.ServerStatus) -> None:
+    sentence = safe_markdown(status.sentence)  # may quote the server's own words
+    if demo.is_demo_server(ui.server_url()) and demo.engine_progress() is not None:
+        demo_engine_progress()  # `make run` is still building or starting it
+    elif status.error is None:
+        st.success(sentence, icon=":material/check_circle:")
+    elif status.reachable:
+        st.warning(sentence, icon=":material/lock:")
+    else:
+        st.error(sentence, icon=":material/cloud_off:")
+    if demo.is_demo_server(ui.server_url()):
+        st.info(demo.NOTICE, icon=":material/science:")
 
 
 @st.fragment(run_every=3)
@@ -116,12 +122,33 @@ def demo_engine_progress() -> None:
 @st.fragment(run_every=WATCH_S)
 def watch_server() -> None:
     """Asks the server again every few seconds; when what is loaded changed (LM Studio's own
-    TTL, another app, the CLI), the sidebar is redrawn from the new answer."""
+    TTL, another app, the CLI), the sidebar is redrawn from the new answer.
+
+    Only on its own timer: drawn in a full run, it does nothing. A full run that restarted
+    itself (st.rerun) would drop what that run was given: a message sent or a button pressed
+    just as the server changed was lost (issue 18)."""
     def seen(s: ui.ServerStatus) -> tuple[bool, int, int]:
         return s.reachable, s.model_count, s.loaded_count
 
+    if not on_own_timer("watch_server"):
+        return
     if seen(ui.server_status()) != seen(ui.server_status(refresh=True)):
         st.rerun(scope="app")
+
+
+def on_own_timer(fragment: str) -> bool:
+    """True when `fragment` runs on its own (its run_every timer), False when it is drawn as
+    part of a full run of the app (the first time it runs after count_full_run())."""
+    full_run = st.session_state.get("_atom_full_run", 0)
+    seen_key = f"_atom_full_run_seen_by_{fragment}"
+    if st.session_state.get(seen_key) == full_run:
+        return True
+    st.session_state[seen_key] = full_run
+    return False
+
+
+def count_full_run() -> None:
+    st.session_state["_atom_full_run"] = st.session_state.get("_atom_full_run", 0) + 1
 
 
 def model_picker(status: ui.ServerStatus) -> None:
@@ -141,9 +168,11 @@ def model_picker(status: ui.ServerStatus) -> None:
         st.session_state.model = (loaded or keys)[0]
     # The load state is in the caption, not the option label: the browser keeps showing a
     # selected option's old label when only its text changes ("○" would stay after a load).
-    st.selectbox("Model", keys, key="model", format_func=lambda k: ui.model_label(by_key[k]))
-    if ui.auto_unload_on_change(st.session_state.model):
-        st.rerun()  # the sidebar shows what was just unloaded
+    # KEEP: a run that cannot draw the picker (one failed listing on a busy server) must not
+    # forget the pick, or the next message goes to the first loaded model instead.
+    st.selectbox("Model", keys, key="model", format_func=lambda k: ui.model_label(by_key[k]),
+                 persist_state=ui.KEEP)
+    ui.auto_unload_on_change(st.session_state.model)  # the status is drawn after this
     picked = by_key[st.session_state.model]
     if picked.load_state_known:
         st.caption(f"{ui.LOADED} Loaded" if picked.is_loaded else
@@ -167,6 +196,7 @@ def main() -> None:
     class_mode.admit([p.url_path or "home" for p in PAGES])  # class mode: phones get /vote only
     if "_atom_machine_id" not in st.session_state:  # once per browser session, not per rerun
         st.session_state["_atom_machine_id"] = hardware.start_session(ui.store()).id
+    count_full_run()
     sidebar()
     notices, shown = st.container(), set[str]()
     store_notices(notices, shown)

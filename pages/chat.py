@@ -89,6 +89,9 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
     chosen = chat_route.chosen(conv)
     if ui.server_status().dialect not in (Dialect.LMSTUDIO_04, Dialect.LMSTUDIO_03):
         ttl = None  # LM Studio's JIT setting; other servers never asked for it
+    # A reply cut short by another widget (a model picked mid-reply) left the flag set: it must
+    # not make this run, which has a message to send, restart itself instead of sending it.
+    st.session_state.pop("_chat_streaming", None)
     redraw_after_stop()  # drawn first: its first run (this one) must find nothing to redraw
     st.session_state["_chat_streaming"] = True
     turn = ChatTurn(store=store, client=ui.client(), conversation_id=conv.id, model=model,

@@ -26,7 +26,7 @@ def header(conv: Conversation | None, model: str | None = None
         if conv and system != conv.system_prompt:
             store.update_conversation(conv.id, system_prompt=system)
         chat_route.picker(conv, model)
-        apply_preset(ui.pick_preset("chat-preset", model=model))
+        apply_preset(ui.pick_preset("chat-preset", model=model, persist_state=ui.IN_POPOVER))
         options, ttl = sampling_controls()
     if conv:
         with cols[2].popover("Export", icon=":material/download:", use_container_width=True):
@@ -74,28 +74,31 @@ def sampling_controls() -> tuple[SamplingOptions, int | None]:
     st.caption("Empty fields use the model's own defaults.")
     a, b = st.columns(2)
     temperature = a.number_input("Temperature", 0.0, 2.0, value=None, step=0.1, key="temperature",
-                                 placeholder="default")
+                                 placeholder="default", persist_state=ui.IN_POPOVER)
     top_p = b.number_input("Top P", 0.0, 1.0, value=None, step=0.05, key="top_p",
-                           placeholder="default")
+                           placeholder="default", persist_state=ui.IN_POPOVER)
     top_k = a.number_input("Top K", 0, 500, value=None, step=1, key="top_k",
-                           placeholder="default")
+                           placeholder="default", persist_state=ui.IN_POPOVER)
     max_tokens = b.number_input("Max tokens", 1, 131072, value=None, step=64, key="max_tokens",
-                                placeholder="no limit")
+                                placeholder="no limit", persist_state=ui.IN_POPOVER)
     repeat = a.number_input("Repeat penalty", 0.5, 2.0, value=None, step=0.05,
-                            key="repeat_penalty", placeholder="default")
+                            key="repeat_penalty", placeholder="default",
+                            persist_state=ui.IN_POPOVER)
     seed = b.number_input("Seed", 0, 2**31 - 1, value=None, step=1, key="seed",
-                          placeholder="random")
+                          placeholder="random", persist_state=ui.IN_POPOVER)
     presence = a.number_input("Presence penalty", -2.0, 2.0, value=None, step=0.1,
-                              key="presence_penalty", placeholder="default")
+                              key="presence_penalty", placeholder="default",
+                              persist_state=ui.IN_POPOVER)
     frequency = b.number_input("Frequency penalty", -2.0, 2.0, value=None, step=0.1,
-                               key="frequency_penalty", placeholder="default")
+                               key="frequency_penalty", placeholder="default",
+                               persist_state=ui.IN_POPOVER)
     stop = st.text_area("Stop sequences", key="stop", placeholder="One per line",
-                        height=68)
+                        height=68, persist_state=ui.IN_POPOVER)
     if "ttl" not in st.session_state:  # each visit starts from the Settings page's default
         st.session_state.ttl = ui.default_ttl()
     ttl = st.number_input(
         "Idle TTL (seconds)", 1, 7 * 24 * 3600, value=None, step=60, key="ttl",
-        placeholder="server default",
+        placeholder="server default", persist_state=ui.IN_POPOVER,
         help="If this request makes LM Studio load the model (just-in-time), unload it after "
         "this long unused. The default comes from Settings.",
     )

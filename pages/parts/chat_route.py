@@ -29,6 +29,7 @@ def picker(conv: Conversation | None, model: str | None) -> None:
                                       else "")
 
     route = st.selectbox("Route", ROUTES, key=key, format_func=label,
+                         persist_state=ui.IN_POPOVER,
                          help="Which of the server's chat routes this conversation talks over. "
                          "LM Studio native and Responses keep the conversation on the server: "
                          "each turn sends only the new message.")

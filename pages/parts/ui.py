@@ -31,6 +31,12 @@ from atom_core.types import ModelInfo, SamplingOptions
 
 STATUS_MAX_AGE_S = 15.0
 KEEP: Literal["session"] = "session"  # widget values survive view and page switches
+# For every field in a popover whose value the page sets. A closed popover does not draw its
+# fields, so the browser has no value for one it has not shown yet; after any rerun it came up
+# at its empty default and sent that back (Settings' idle TTL, a model's preset, a chat's route
+# were lost, issue 18). With persist_state, a field the browser has no value for gets the
+# page's value; "page" keeps the rule that each visit to a page starts from the saved defaults.
+IN_POPOVER: Literal["page"] = "page"
 LOADED = "●"
 NOT_LOADED = "○"
 
@@ -227,11 +233,13 @@ def default_ttl() -> int | None:
     return settings_store().load().ttl_seconds
 
 
-def pick_preset(key: str, *, model: str | None = None, label: str = "Preset"
+def pick_preset(key: str, *, model: str | None = None, label: str = "Preset",
+                persist_state: Literal["page", "session"] | None = None
                 ) -> SamplingPreset | None:
     """A picker of the sampling presets saved in Settings (nothing is drawn when there are
     none). It starts on the model's own preset, else the default preset; when `model` changes to
-    one with its own preset, it switches to that."""
+    one with its own preset, it switches to that. `persist_state` goes to the selectbox (a
+    picker in a popover needs IN_POPOVER)."""
     saved = settings_store().load()
     if not saved.presets:
         return None
@@ -245,7 +253,8 @@ def pick_preset(key: str, *, model: str | None = None, label: str = "Preset"
     if st.session_state[key] not in options:
         st.session_state[key] = ""
     name = st.selectbox(label, options, key=key, format_func=lambda n: n or "None (defaults)",
-                        help="Sampling presets and per-model presets are kept in Settings.")
+                        help="Sampling presets and per-model presets are kept in Settings.",
+                        persist_state=persist_state)
     return saved.preset(name)
 
 

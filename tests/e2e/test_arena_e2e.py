@@ -85,7 +85,9 @@ def chat_log(double: Double) -> list[dict[str, Any]]:
 
 
 def test_three_models_stream_in_all_columns_at_once(app: App, double: Double, page: Any) -> None:
-    double.set_config(three())
+    # Replies of several seconds: on a busy machine one redraw can take about a second, and
+    # 36 tokens (1.4-2.2 s) could end before the page ever showed all three mid-reply.
+    double.set_config(three(tokens=120))
     open_arena(page, app)
     ask(page, "Explain in two sentences why the sky is blue.")
     all_partial: list[str] | None = None

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.fixtures.browser import OUTPUT, App, Double, open_app, save_shot, wait_idle
+from tests.fixtures.browser import (
+    OUTPUT,
+    PAGE_WAIT_MS,
+    App,
+    Double,
+    open_app,
+    save_shot,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -193,10 +204,31 @@ PICKABLE = {
 }
 
 
+def reply_to(pg: Any, question: str, timeout_ms: int = PAGE_WAIT_MS) -> str:
+    """The saved reply to `question` (the assistant message right after it), once it is drawn
+    from the store: no cursor, and the script idle. A fresh session reopens the latest chat, so
+    an older "Reply from ..." may already be on the page; only the reply after this question
+    counts."""
+    pg.wait_for_function(
+        """(q) => {
+            const app = document.querySelector('[data-testid=stApp]');
+            if (!app || app.dataset.testScriptState !== 'notRunning') return false;
+            const m = Array.from(document.querySelectorAll('[data-testid=stChatMessage]'));
+            const i = m.findIndex(e => e.innerText.trim().endsWith(q));
+            const r = i >= 0 ? m[i + 1] : undefined;
+            return !!r && r.innerText.includes('Reply from') && !r.innerText.includes('\u258c')
+                && !!r.querySelector('[data-testid=stCaptionContainer]');
+        }""", arg=question, timeout=timeout_ms)
+    messages = pg.locator("[data-testid=stChatMessage]")
+    texts = [messages.nth(n).inner_text() for n in range(messages.count())]
+    at = max(n for n, t in enumerate(texts) if t.strip().endswith(question))
+    return texts[at + 1]
+
+
 def test_a_model_picked_right_after_opening_sticks(app: App, double: Double, browser: Any
                                                    ) -> None:
     """Fresh sessions, each: one pick typed into the filter as soon as the picker shows, then
-    one message. Every request names the model that was picked."""
+    one message at once. Every request names the model that was picked."""
     double.set_config(PICKABLE)
     wanted = ["test/gamma", "test/beta", "test/gamma", "test/beta"]
     names = {"test/beta": "Test Beta 4B", "test/gamma": "Test Gamma 3B"}
@@ -206,20 +238,17 @@ def test_a_model_picked_right_after_opening_sticks(app: App, double: Double, bro
         try:
             pg.goto(app.url)
             box = pg.get_by_role("combobox", name="Model", exact=True)
-            box.wait_for(timeout=30_000)
+            box.wait_for(timeout=PAGE_WAIT_MS)
             box.click()
             pg.keyboard.type(key.split("/")[1][:3], delay=40)
             pg.get_by_role("option", name=names[key]).first.click()
-            wait_idle(pg)
-            pg.wait_for_timeout(400)
             send(pg, f"question {i}")
-            pg.get_by_text(f"Reply from {key}").first.wait_for(timeout=20_000)
-            wait_idle(pg)
+            reply = reply_to(pg, f"question {i}")
         finally:
             ctx.close()
         models = [r["model"] for r in double.chat_requests()]
-        assert models[-1] == key, f"try {i}: picked {key}, the request named {models}"
-        assert pg is not None
+        assert models[-1:] == [key], f"try {i}: picked {key}, the requests named {models}"
+        assert f"Reply from {key}:" in reply, f"try {i}: picked {key}, shown {reply!r}"
     assert [r["model"] for r in double.chat_requests()] == wanted
 
 
@@ -234,9 +263,9 @@ def test_stop_shows_the_saved_reply_marked_stopped_at_once(app: App, double: Dou
         time.sleep(0.05)
     page.locator("[data-testid=stChatInput] button").click()
     # No reload: the page itself shows the saved reply, marked Stopped, with Regenerate.
-    page.get_by_role("button", name="Regenerate").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Regenerate").wait_for(timeout=PAGE_WAIT_MS)
     reply = page.locator("[data-testid=stChatMessage]").last
-    reply.get_by_text("Stopped").wait_for(timeout=5_000)
+    reply.get_by_text("Stopped").wait_for(timeout=PAGE_WAIT_MS)
     text = reply.inner_text()
     assert "▌" not in text and "Reply from test/alpha:" in text
     shown = reply.locator("[data-testid=stMarkdownContainer]").first.inner_text()
@@ -252,9 +281,9 @@ def test_stop_before_the_first_token(app: App, double: Double, page: Any) -> Non
                                    "token_gap_ms": 50, "reply_tokens": 20}]})
     open_app(page, app.url, "[data-testid=stChatInputTextArea]")
     send(page, "Anyone?")
-    page.get_by_text("waiting for the first token").wait_for(timeout=10_000)
+    page.get_by_text("waiting for the first token").wait_for(timeout=PAGE_WAIT_MS)
     page.locator("[data-testid=stChatInput] button").click()
-    page.get_by_role("button", name="Regenerate").wait_for(timeout=5_000)
+    page.get_by_role("button", name="Regenerate").wait_for(timeout=PAGE_WAIT_MS)
     wait_idle(page)
     main = page.locator("[data-testid=stMainBlockContainer]").inner_text()
     assert "waiting for the first token" not in main
@@ -271,6 +300,173 @@ def test_a_bookmark_of_chat_opens_chat_on_every_visit(app: App, browser: Any) ->
             assert pg.get_by_text("Page not found").count() == 0, f"visit {visit}"
             assert pg.locator("[role=dialog]").count() == 0, f"visit {visit}"
             send(pg, f"hello {visit}")
-            pg.get_by_text("Reply from").first.wait_for(timeout=20_000)
+            assert "Reply from test/alpha:" in reply_to(pg, f"hello {visit}"), f"visit {visit}"
         finally:
             ctx.close()
+
+
+def test_a_message_sent_as_the_server_changes_is_answered(app: App, double: Double,
+                                                          page: Any) -> None:
+    """The sidebar follows what the server has loaded (LM Studio's own TTL, another app). A
+    message sent just after that changed is sent, never dropped by a run that restarts itself
+    to redraw the sidebar (the run that read the message is the one that must send it)."""
+    double.set_config(PICKABLE)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    for i in range(3):
+        other = {"key": "test/delta", "display_name": "Test Delta", "loaded": i % 2 == 0}
+        double.set_config({"models": [*PICKABLE["models"], other]})  # loaded count changes
+        send(page, f"question {i}")
+        try:
+            reply = reply_to(page, f"question {i}")
+        except PlaywrightTimeout:
+            models = [r["model"] for r in double.chat_requests()]
+            raise AssertionError(f"question {i} got no reply; the requests: {models}") from None
+        assert "Reply from test/alpha:" in reply
+    assert [r["model"] for r in double.chat_requests()] == ["test/alpha"] * 3
+
+
+def test_a_pick_made_while_a_reply_streams_is_used_by_the_next_message(
+        app: App, double: Double, page: Any) -> None:
+    """Picking another model mid-reply ends that reply (the run that streamed it is replaced);
+    the next message goes to the new pick and is answered."""
+    double.set_config({"models": [
+        {"key": "test/alpha", "display_name": "Test Alpha 1B", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 80, "reply_tokens": 200},
+        {"key": "test/beta", "display_name": "Test Beta 4B", "loaded": True, "ttft_ms": 50,
+         "token_gap_ms": 5, "reply_tokens": 8}]})
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    send(page, "a long one")
+    page.get_by_text("Reply from test/alpha: one two").wait_for(timeout=PAGE_WAIT_MS)
+    page.get_by_role("combobox", name="Model", exact=True).click()
+    page.get_by_role("option", name="Test Beta 4B").first.click()
+    send(page, "and now you")
+    try:
+        reply = reply_to(page, "and now you")
+    except PlaywrightTimeout:
+        models = [r["model"] for r in double.chat_requests()]
+        raise AssertionError(f"the second message got no reply; the requests: {models}") from None
+    assert "Reply from test/beta:" in reply
+    assert [r["model"] for r in double.chat_requests()] == ["test/alpha", "test/beta"]
+
+
+# Counts finished script runs (the app's script state going from running to notRunning), so a
+# test can wait for the run a click started to end: right after a click the state can still read
+# notRunning for most of a second on a busy machine, before that run has even begun.
+COUNT_RUNS = """
+window.__atomRuns = 0;
+new MutationObserver((records) => {
+  for (const r of records)
+    if (r.oldValue === 'running' && r.target.dataset.testScriptState === 'notRunning')
+      window.__atomRuns += 1;
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ['data-test-script-state']});
+"""
+
+
+def after_run(pg: Any, action: Callable[[], object]) -> None:
+    """Does `action` (a click that reruns the app) and waits for that run to end."""
+    before = pg.evaluate("() => window.__atomRuns")
+    action()
+    pg.wait_for_function("(n) => window.__atomRuns > n", arg=before, timeout=PAGE_WAIT_MS)
+    wait_idle(pg)
+
+
+def open_chat_settings(pg: Any) -> Any:
+    """Opens the chat's Settings popover; returns its Idle TTL field."""
+    pg.locator("[data-testid=stMainBlockContainer]").get_by_role(
+        "button", name="Settings").click()
+    field = pg.get_by_role("spinbutton", name="Idle TTL (seconds)")
+    field.wait_for(timeout=PAGE_WAIT_MS)
+    return field
+
+
+def test_the_default_idle_ttl_is_sent_after_new_chat_and_a_pick(app: App, double: Double,
+                                                                  browser: Any) -> None:
+    """Settings' idle TTL is the chat's default: the field shows it and the request sends it,
+    also when the chat's Settings popover is first opened after a rerun (New chat, a model
+    pick, a message sent). Each case in a fresh session."""
+    from atom_core.settings.store import open_settings
+
+    double.set_config(PICKABLE)
+    open_settings(app.data_dir).set_ttl(1200)
+
+    def new_chat(pg: Any) -> None:
+        after_run(pg, pg.locator("[data-testid=stSidebar]").get_by_role(
+            "button", name="New chat").click)
+
+    def pick(pg: Any) -> None:
+        pg.get_by_role("combobox", name="Model", exact=True).click()
+        after_run(pg, pg.get_by_role("option", name="Test Beta 4B").first.click)
+
+    def message(pg: Any) -> None:
+        send(pg, "before the popover")
+        reply_to(pg, "before the popover")
+
+    for i, (when, step) in enumerate([("after New chat", new_chat), ("after a pick", pick),
+                                      ("after a message", message)]):
+        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+        ctx.add_init_script(COUNT_RUNS)
+        pg = ctx.new_page()
+        try:
+            open_app(pg, app.url, "[data-testid=stChatInputTextArea]")
+            step(pg)
+            shown = open_chat_settings(pg).input_value()
+            pg.keyboard.press("Escape")
+            send(pg, f"question {i}")
+            reply_to(pg, f"question {i}")
+        finally:
+            ctx.close()
+        body = double.chat_requests()[-1]["body"]
+        assert (shown, body.get("ttl")) == ("1200", 1200), f"{when}: field {shown!r}, sent {body}"
+
+
+def test_a_models_own_preset_picked_with_the_popover_closed_is_sent(app: App, double: Double,
+                                                                    page: Any) -> None:
+    """A model with its own preset (Settings) picked in the sidebar while the chat's Settings
+    popover is closed: after another rerun (New chat) the popover shows the preset's values and
+    the request sends them."""
+    from atom_core.settings.store import make_preset, open_settings
+
+    double.set_config(PICKABLE)
+    settings = open_settings(app.data_dir)
+    settings.save_preset(make_preset("Precise", temperature=0.2, top_k=20))
+    settings.set_model_preset("test/beta", "Precise")
+    page.add_init_script(COUNT_RUNS)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    page.get_by_role("combobox", name="Model", exact=True).click()
+    after_run(page, page.get_by_role("option", name="Test Beta 4B").first.click)
+    after_run(page, page.locator("[data-testid=stSidebar]").get_by_role(
+        "button", name="New chat").click)
+    open_chat_settings(page)
+    shown = [page.get_by_role("spinbutton", name=n, exact=True).input_value()
+             for n in ("Temperature", "Top K")]
+    page.keyboard.press("Escape")
+    send(page, "precise please")
+    reply_to(page, "precise please")
+    body = double.chat_requests()[-1]["body"]
+    assert (shown, body.get("temperature"), body.get("top_k")) == (["0.20", "20"], 0.2, 20), body
+
+
+def test_a_chats_route_is_kept_when_its_settings_are_opened_later(app: App, double: Double,
+                                                                  page: Any) -> None:
+    """A chat on LM Studio's native route, its Settings popover opened again after a few
+    replies: the route is still shown and used (it came up as the first route and the chat
+    switched to it, issue 18)."""
+    double.set_config({"models": [{"key": "test/alpha", "loaded": True, "ttft_ms": 50,
+                                   "token_gap_ms": 10, "reply_tokens": 12}]})
+    page.add_init_script(COUNT_RUNS)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    open_chat_settings(page)
+    page.get_by_role("combobox", name="Route", exact=True).click()
+    after_run(page, page.get_by_role("option", name=re.compile("LM Studio native")).first.click)
+    page.keyboard.press("Escape")
+    for question in ("one", "two"):
+        send(page, question)
+        reply_to(page, question)
+    open_chat_settings(page)
+    shown = page.get_by_role("combobox", name="Route", exact=True).input_value()
+    page.keyboard.press("Escape")
+    send(page, "three")
+    reply_to(page, "three")
+    routes = [r["path"] for r in double.log() if "chat" in r["path"]]
+    assert "LM Studio native" in shown and routes == ["/api/v1/chat"] * 3, (shown, routes)

@@ -14,6 +14,7 @@ from atom_core import stats
 from atom_core.history import open_store
 from tests.fixtures.browser import (
     OUTPUT,
+    PAGE_WAIT_MS,
     App,
     Double,
     open_app,
@@ -45,11 +46,11 @@ def stats_app(double: Double, tmp_path: Path) -> Iterator[App]:
 def open_stats(pg: Any, app: App) -> None:
     open_app(pg, app.url)  # the root first: app.py draws the shell and its navigation
     pg.get_by_role("link", name="Stats").click()
-    pg.wait_for_selector("[data-testid=stMetric]", timeout=30_000)
+    pg.wait_for_selector("[data-testid=stMetric]", timeout=PAGE_WAIT_MS)
     wait_idle(pg)
 
 
-def wait_for_charts(pg: Any, count: int, timeout_s: float = 30) -> None:
+def wait_for_charts(pg: Any, count: int, timeout_s: float = PAGE_WAIT_MS / 1000) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pg.locator(".js-plotly-plot .main-svg").count() >= count:
@@ -141,7 +142,7 @@ def test_filter_by_model_in_the_browser(stats_app: App, page: Any) -> None:
 def test_token_timeline_and_replay(stats_app: App, page: Any) -> None:
     page.set_viewport_size({"width": 1360, "height": 2000})
     open_stats(page, stats_app)
-    page.get_by_role("tab", name="Token timeline").click()
+    page.get_by_role("tab", name="Token timeline").click(timeout=PAGE_WAIT_MS)
     page.get_by_role("button", name="Replay the stream").wait_for(timeout=30_000)
     wait_idle(page)
     wait_for_charts(page, 1)
@@ -191,11 +192,11 @@ def test_live_panel_moves_while_runs_are_recorded(stats_app: App, page: Any) -> 
            "output_tokens": 120, "prompt_tokens": 50, "tokens_source": "usage"}
     for _ in range(3):
         store.add_run(dict(row, ts=time.time()))
-    page.wait_for_selector("text=3 runs in the last 5 min", timeout=15_000)
+    page.wait_for_selector("text=3 runs in the last 5 min", timeout=PAGE_WAIT_MS)
     store.add_run(dict(row, ts=time.time(), decode_tps=44.0))
-    page.wait_for_selector("text=4 runs in the last 5 min", timeout=15_000)
+    page.wait_for_selector("text=4 runs in the last 5 min", timeout=PAGE_WAIT_MS)
     page.get_by_role("button", name="Show the new runs in the charts").click()
-    page.wait_for_selector("text=20,004", timeout=15_000)
+    page.wait_for_selector("text=20,004", timeout=PAGE_WAIT_MS)
     assert_no_errors(page)
 
 

@@ -13,7 +13,7 @@ import respx
 from atom_core.history import open_store
 from tests.fixtures.payloads import AUTH_BODY, NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
-from tests.ui.conftest import new_app, press_stop
+from tests.ui.conftest import BASE, new_app, press_stop
 
 LOADED_MODEL = "google/gemma-4-26b-a4b"
 
@@ -331,3 +331,59 @@ def test_a_blank_message_is_not_sent_and_makes_no_chat(
     assert chat.call_count == 0 and not at.chat_message
     assert "Type a message first" in " ".join(str(t.value) for t in at.toast)
     assert open_store(isolated_env).list_conversations() == []
+
+
+def test_a_message_sent_with_a_pick_that_auto_unloads_is_sent(mock: respx.MockRouter,
+                                                              isolated_env: Path) -> None:
+    """Auto-unload on (Settings): a pick and a message that reach the app in one run (the user
+    picked and sent while the machine was busy). The pick unloads the previous model and the
+    message still goes to the new pick: the run that unloads does not restart itself and drop
+    the message (issue 18)."""
+    import copy
+
+    from atom_core.settings.store import open_settings
+
+    listing = copy.deepcopy(NATIVE_MODELS)
+    qwen = next(m for m in listing["models"] if m["key"] == "qwen/qwen3-4b")
+    qwen["loaded_instances"] = [{"id": "qwen/qwen3-4b", "config": {}}]
+    mock.get("/api/v1/models").respond(json=listing)
+    unload = mock.post("/api/v1/models/unload").respond(json={"instance_id": "qwen/qwen3-4b"})
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    settings = open_settings(isolated_env)
+    settings.set_auto_unload(True)
+    settings.note_loaded(BASE, "qwen/qwen3-4b")
+    at = new_app().run()
+    at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
+    at.sidebar.selectbox(key="model").set_value(LOADED_MODEL)
+    at.chat_input[0].set_value("still there?").run()
+    assert not at.exception
+    assert [json.loads(c.request.content) for c in unload.calls] == [
+        {"instance_id": "qwen/qwen3-4b"}]
+    assert chat.call_count == 1, "the message was dropped"
+    assert json.loads(chat.calls.last.request.content)["model"] == LOADED_MODEL
+    assert texts(at.chat_message[1].markdown) == ["ok"]
+
+
+def test_a_pick_outlives_one_failed_listing(mock: respx.MockRouter) -> None:
+    """A busy server fails one listing: the sidebar cannot draw the picker in that run. The pick
+    is not forgotten: the next message goes to it, not to the first loaded model."""
+    listing = mock.get("/api/v1/models")
+    listing.respond(json=NATIVE_MODELS)
+    chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                     content=sse_body("ok"))
+    at = new_app().run()
+    at.sidebar.selectbox(key="model").set_value("qwen/qwen3-4b").run()
+
+    def check_again() -> None:
+        next(b for b in at.sidebar.button if b.label == "Check again").click().run()
+
+    listing.respond(500, json={"error": "busy"})
+    check_again()
+    assert texts(at.sidebar.warning) == ["The server failed (HTTP 500): busy"]
+    assert not at.sidebar.selectbox
+    listing.respond(json=NATIVE_MODELS)
+    check_again()
+    assert at.sidebar.selectbox(key="model").value == "qwen/qwen3-4b"
+    at.chat_input[0].set_value("hello").run()
+    assert json.loads(chat.calls.last.request.content)["model"] == "qwen/qwen3-4b"
