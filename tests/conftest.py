@@ -16,6 +16,23 @@ from atom_core.launch.demo import demo_paths
 USER_DEMO_PATHS = demo_paths()
 
 
+# The fast suites first, the browser suites last: Playwright's sync API keeps an event loop
+# running in the main thread (on greenlets) until its session-scoped browser closes, and a unit
+# test run after it met "asyncio.run() cannot be called from a running event loop" and a
+# CPython AST recursion-depth error (CI, a fresh clone). Failures also show sooner this way.
+SUITE_ORDER = ("unit", "ui", "integration", "e2e", "engine")
+
+
+def suite_rank(item: pytest.Item) -> int:
+    parts = Path(str(item.path)).parts
+    suite = parts[parts.index("tests") + 1] if "tests" in parts else ""
+    return SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=suite_rank)  # stable: each suite keeps its own order
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Points ATOM_DATA_DIR, HOME and the cache folders at a fresh temp folder and clears

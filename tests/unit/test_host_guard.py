@@ -4,6 +4,7 @@ guard sees the request (issue 23 §4). Plain ASGI, driven without sockets."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,7 +27,10 @@ def run(scope: dict[str, Any], allowed: frozenset[str] = frozenset()
     async def send(message: Any) -> None:
         sent.append(dict(message))
 
-    asyncio.run(HostGuard(app, allowed)(scope, receive, send))
+    # A thread of its own: the test must not depend on whether the thread that runs it already
+    # has an event loop running (Playwright's sync API leaves one in pytest's main thread).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, HostGuard(app, allowed)(scope, receive, send)).result()
     return sent, reached
 
 
