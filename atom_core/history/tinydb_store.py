@@ -50,15 +50,16 @@ from typing import Any, TypeGuard
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from ..types import MessageState
-from ..words import plural
-from .files import (
+from ..files import (
+    FolderLock,
     atomic_write_bytes,
     atomic_write_json,
     private_dir,
     process_lock,
     remove_temp_files,
 )
+from ..types import MessageState
+from ..words import plural
 from .migrations import META_FILE as _META_FILE
 from .migrations import (
     MIGRATIONS,
@@ -414,8 +415,10 @@ class TinyDBHistoryStore:
             MIGRATIONS if migrations is None else migrations
         )
         self.schema_version = 1 + len(self._migrations)  # the version this instance writes
-        self._lock = threading.RLock()
-        self._write_depth = 0
+        # every write holds it (schema checked once the locks are taken); reads hold its thread
+        # lock only
+        self._write_lock = FolderLock(self.data_dir, _LOCK_FILE, on_enter=self._check_schema)
+        self._lock = self._write_lock.thread
         self._lock_fd: int | None = None
         self._meta_checked: _StatKey | None = None
         self._index_dir = self.data_dir / _INDEX_DIR
@@ -458,25 +461,9 @@ class TinyDBHistoryStore:
 
     # -- locking, schema ----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
         """The thread lock, the folder, the inter-process lock and a current schema."""
-        with self._lock:
-            if self._write_depth:
-                self._write_depth += 1
-                try:
-                    yield
-                finally:
-                    self._write_depth -= 1
-                return
-            private_dir(self.data_dir)
-            with process_lock(self.data_dir / _LOCK_FILE):
-                self._write_depth = 1
-                try:
-                    self._check_schema()
-                    yield
-                finally:
-                    self._write_depth = 0
+        return self._write_lock.held()
 
     def remove_temp_files(self) -> int:
         """Deletes temp files that interrupted writes left in the folder (by this or another
@@ -576,7 +563,7 @@ class TinyDBHistoryStore:
                 "folder was written by a newer version of ATOM."
             )
             return None
-        inside_write = self._write_depth > 0
+        inside_write = self._write_lock.writing
         try:
             return self._quarantine(path, reason)
         except OSError as exc:

@@ -13,7 +13,7 @@ Both files are written atomically (temp file, fsync, os.replace), mode 0600, in 
 folder. A damaged settings file is moved aside with a warning, never silently emptied.
 
 Every change is a read-modify-write of the current file under a thread lock and the
-cross-process lock of atom_core.history.files (held on ``settings.lock``), so two app processes
+cross-process lock (atom_core.files.FolderLock, held on ``settings.lock``), so two app processes
 (or the app and the command line) editing at once keep every edit.
 
 Whole-history export, import and delete live in atom_core.history.backup; this module gives them
@@ -37,8 +37,8 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from ..config import Settings, StreamLimits, normalize_base_url
+from ..files import FolderLock, atomic_write_json, private_dir, remove_temp_files
 from ..history.backup import validation_sentences
-from ..history.files import atomic_write_json, private_dir, process_lock, remove_temp_files
 from ..server.client import ServerStatus
 from ..types import SamplingOptions
 
@@ -263,9 +263,9 @@ class SettingsStore:
         self.settings_path = self.data_dir / SETTINGS_FILE
         self.tokens_path = self.data_dir / TOKENS_FILE
         self.warnings: list[str] = []
-        self._lock = threading.RLock()
+        self._write_lock = FolderLock(self.data_dir, LOCK_FILE, on_enter=self._clean_once)
+        self._lock = self._write_lock.thread
         self._cleaned = False
-        self._depth = 0
         # (files' stat keys, settings, tokens): re-read only when a file changed on disk
         self._cache: tuple[tuple[tuple[int, int, int], ...], AppSettings, dict[str, str]] | None \
             = None
@@ -294,25 +294,16 @@ class SettingsStore:
                 self.warnings.append(sentence)
             return {}
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """The thread lock and the cross-process lock, for one read-modify-write. The first
-        write of this instance also removes temp files that killed writes left behind."""
-        with self._lock:
-            if self._depth:  # nested in this thread: the lock is held already (and is not
-                yield  # re-entrant: a second one would wait for itself)
-                return
-            private_dir(self.data_dir)
-            with process_lock(self.data_dir / LOCK_FILE):
-                if not self._cleaned:
-                    remove_temp_files(self.data_dir, recursive=False,
-                                      targets=frozenset({SETTINGS_FILE, TOKENS_FILE}))
-                    self._cleaned = True
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """The thread lock and the cross-process lock, for one read-modify-write."""
+        return self._write_lock.held()
+
+    def _clean_once(self) -> None:
+        """The first write of this instance removes temp files that killed writes left."""
+        if not self._cleaned:
+            remove_temp_files(self.data_dir, recursive=False,
+                              targets=frozenset({SETTINGS_FILE, TOKENS_FILE}))
+            self._cleaned = True
 
     @contextlib.contextmanager
     def _editing(self) -> Iterator[dict[str, Any]]:
