@@ -10,13 +10,16 @@ not know (links such as ``round_id``, ``sweep_id`` or a prompt set's ``prompt_in
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import AtomError, StreamInterrupted
 from .metrics import GenerationMetrics
+from .records import stored_record
 from .types import MessageState, to_float, to_int
 
 RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli", "judge")
@@ -45,12 +48,15 @@ def reply_state(error: AtomError | None, cancelled: bool) -> MessageState:
     return "complete"
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """One generation, as the runs table keeps it. Seconds and tokens; None where unknown.
 
     Token timelines stay with the message (or the arena round), not here, so the runs table
     stays small enough to read 100,000 rows quickly."""
+
+    TABLE: ClassVar[str] = "runs"
 
     ts: float  # when the request was sent (epoch seconds)
     source: str  # chat, arena, promptset, sweep, cli, ... (RUN_SOURCES, open-ended)
@@ -185,6 +191,15 @@ class RunRecord:
     def replace(self, **changes: Any) -> RunRecord:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row's known fields do not have their types
+        (strict, as JSON); unknown keys are tags and pass."""
+        known = {k: row[k] for k in _FIELDS if k in row}
+        for name in ("source", "server", "model"):  # rows may lack these (read as "")
+            known.setdefault(name, "")
+        _run_type().validate_json(json.dumps(known), strict=True)
+
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name != "tags")
 _FIELD_KINDS: dict[str, str] = {
@@ -192,6 +207,13 @@ _FIELD_KINDS: dict[str, str] = {
              else "bool" if "bool" in str(f.type) else "str")
     for f in dataclasses.fields(RunRecord) if f.name != "tags"
 }
+
+
+@functools.cache
+def _run_type() -> Any:
+    from pydantic import TypeAdapter  # here: only an import needs it
+
+    return TypeAdapter(RunRecord)
 
 
 def _coerce(value: Any, kind: str) -> Any:
