@@ -51,6 +51,6 @@ def test_settings_and_history_share_the_base_lock_and_borrow_nothing_of_each_oth
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.module:
                     assert not node.module.endswith(f"{other}.files"), path
-    for name in ("history/tinydb_store.py", "settings/store.py"):
+    for name in ("history/tinydb_core.py", "settings/store.py"):
         source = (ROOT / "atom_core" / name).read_text()
         assert "FolderLock(" in source and "RLock()" not in source, name

@@ -15,7 +15,7 @@ from atom_core.history import (
     NewConversation,
     NewMessage,
     memory_store,
-    tinydb_store,
+    tinydb_core,
 )
 from atom_core.history.memory_store import MemoryHistoryStore
 from atom_core.history.tinydb_store import TinyDBHistoryStore
@@ -34,7 +34,7 @@ class FakeClock:
 def store(request: pytest.FixtureRequest, tmp_path: Path,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[HistoryStore]:
     clock = FakeClock()
-    monkeypatch.setattr(tinydb_store, "time", clock)
+    monkeypatch.setattr(tinydb_core, "time", clock)
     monkeypatch.setattr(memory_store, "time", clock)
     if request.param == "tinydb":
         yield TinyDBHistoryStore(tmp_path / "data", shard_rows=3, index_shard_rows=2,
