@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 
 from .protocol import (
     RunsDelta,
+    TypedRecords,
     copy_json,
     require_jsonable,
 )
@@ -36,7 +37,7 @@ def is_runs_token(token: object) -> TypeGuard[tuple[tuple[int, StatKey, int], ..
         isinstance(t, tuple) and len(t) == 3 for t in token)
 
 
-class RecordsPart(StoreCore):
+class RecordsPart(StoreCore, TypedRecords):
     """Records of any table, the runs among them."""
 
     # -- records ------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ proof that callers need nothing beyond the protocol."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -274,3 +275,39 @@ def test_images_are_kept_per_message_replaced_listed_and_deleted(store: HistoryS
     store.save_images("round-2", "prompt", [png])
     store.delete_all()
     assert store.image_keys() == [] and store.load_images("round-2", "prompt") == []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Note:
+    """A record type as atom_core.records describes one."""
+
+    TABLE: ClassVar[str] = "test_notes"
+    text: str
+    id: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"text": self.text}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> _Note:
+        if not isinstance(row["text"], str):
+            raise TypeError("text is not text")
+        return cls(text=row["text"], id=str(row["id"]))
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        cls.from_record(row)
+
+
+def test_the_store_takes_and_returns_typed_records(store: HistoryStore) -> None:
+    first = store.add(_Note(text="hello"))
+    store.append(_Note.TABLE, {"text": 3})  # junk: skipped and counted
+    store.append(_Note.TABLE, {"nothing": True})
+    second = store.add(_Note(text="again"))
+    notes = store.read(_Note)
+    assert list(notes) == [_Note(text="hello", id=first), _Note(text="again", id=second)]
+    assert notes.skipped == 2
+    assert store.get(_Note, second) == _Note(text="again", id=second)
+    assert store.get(_Note, "no-such-id") is None
+    assert store.records(_Note.TABLE)[0] == {"text": "hello", "id": first,
+                                             "ts": store.records(_Note.TABLE)[0]["ts"]}
