@@ -14,6 +14,7 @@ import pytest
 
 import atom_core.arena  # noqa: F401  (registers ArenaRound, as the app does)
 from atom_core import records
+from atom_core.arena.promptsets import PromptSetRecord
 from atom_core.arena.rounds import ROUNDS_TABLE, ArenaRound
 from atom_core.history.backup import ImportRefused, plan_import
 from atom_core.runs import RunRecord
@@ -22,9 +23,19 @@ from tests.fixtures.bad_imports import export_doc
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_runs_and_rounds_declare_their_tables() -> None:
+def test_runs_rounds_and_prompt_set_records_declare_their_tables() -> None:
     types = records.record_types()
     assert types["runs"] is RunRecord and types[ROUNDS_TABLE] is ArenaRound
+    assert types[PromptSetRecord.TABLE] is PromptSetRecord
+
+
+def test_an_imported_prompt_set_record_is_checked_by_its_type() -> None:
+    row = {"run_id": "r", "prompt_index": 0, "slot": 1, "repeat": 0, "ok": True,
+           "ts": 1_700_000_000.0}
+    plan_import(json.dumps(export_doc(tables={PromptSetRecord.TABLE: [row]})), None)
+    with pytest.raises(ImportRefused):
+        plan_import(json.dumps(export_doc(tables={PromptSetRecord.TABLE: [
+            {**row, "slot": "B"}]})), None)
 
 
 def test_backup_imports_nothing_above_the_history_layer() -> None:
