@@ -311,3 +311,14 @@ def test_the_store_takes_and_returns_typed_records(store: HistoryStore) -> None:
     assert store.get(_Note, "no-such-id") is None
     assert store.records(_Note.TABLE)[0] == {"text": "hello", "id": first,
                                              "ts": store.records(_Note.TABLE)[0]["ts"]}
+
+
+def test_a_run_goes_in_and_comes_out_as_a_run_record(store: HistoryStore) -> None:
+    from atom_core.runs import RunRecord
+
+    run = RunRecord(ts=1_700_000_000.0, source="chat", server="http://a:1", model="m",
+                    ttft_s=0.25, output_tokens=12, tags={"round_id": "r1"})
+    run_id = store.add(run)
+    assert store.runs()[-1]["id"] == run_id and store.runs()[-1]["round_id"] == "r1"
+    (back,) = store.read(RunRecord)
+    assert back == run.replace(id=run_id)
