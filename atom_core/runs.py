@@ -10,13 +10,17 @@ not know (links such as ``round_id``, ``sweep_id`` or a prompt set's ``prompt_in
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import time
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import AtomError, StreamInterrupted
 from .metrics import GenerationMetrics
+from .records import stored_record
 from .types import MessageState, to_float, to_int
 
 RUN_SOURCES = ("chat", "arena", "promptset", "sweep", "cli", "judge")
@@ -45,12 +49,15 @@ def reply_state(error: AtomError | None, cancelled: bool) -> MessageState:
     return "complete"
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """One generation, as the runs table keeps it. Seconds and tokens; None where unknown.
 
     Token timelines stay with the message (or the arena round), not here, so the runs table
     stays small enough to read 100,000 rows quickly."""
+
+    TABLE: ClassVar[str] = "runs"
 
     ts: float  # when the request was sent (epoch seconds)
     source: str  # chat, arena, promptset, sweep, cli, ... (RUN_SOURCES, open-ended)
@@ -166,10 +173,9 @@ class RunRecord:
         """Reads a stored row leniently: missing fields are None, wrong types become None,
         unknown keys become tags. Never raises for a dict."""
         values: dict[str, Any] = {}
-        for name, kind in _FIELD_KINDS.items():
-            if name not in row:
-                continue
-            values[name] = _coerce(row[name], kind)
+        for name, read in _FIELD_READERS.items():
+            if name in row:
+                values[name] = read(row[name])
         tags = {k: v for k, v in row.items() if k not in _FIELDS and isinstance(v, TAG_TYPES)}
         values.setdefault("ts", 0.0)
         values["ts"] = values["ts"] if values["ts"] is not None else 0.0
@@ -185,23 +191,46 @@ class RunRecord:
     def replace(self, **changes: Any) -> RunRecord:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row's known fields do not have their types
+        (strict, as JSON); unknown keys are tags and pass."""
+        known = {k: row[k] for k in _FIELDS if k in row}
+        for name in ("source", "server", "model"):  # rows may lack these (read as "")
+            known.setdefault(name, "")
+        _run_type().validate_json(json.dumps(known), strict=True)
+
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name != "tags")
-_FIELD_KINDS: dict[str, str] = {
-    f.name: ("float" if "float" in str(f.type) else "int" if "int" in str(f.type)
-             else "bool" if "bool" in str(f.type) else "str")
-    for f in dataclasses.fields(RunRecord) if f.name != "tags"
-}
 
 
-def _coerce(value: Any, kind: str) -> Any:
-    if kind == "float":
-        return to_float(value)
-    if kind == "int":
-        return to_int(value)
-    if kind == "bool":
-        return value if isinstance(value, bool) else None
-    return value if isinstance(value, str) else None
+def _keep(kind: type) -> Callable[[Any], Any]:
+    return lambda v: v if isinstance(v, kind) else None
+
+
+# How a stored value is read for each field, chosen by the field's declared type (resolved, not
+# its text): numbers leniently (a string "0.5" reads as 0.5), bools and strings only as such.
+_READ_AS: dict[type, Callable[[Any], Any]] = {
+    float: to_float, int: to_int, bool: _keep(bool), str: _keep(str)}
+
+
+def _reader(hint: Any) -> Callable[[Any], Any]:
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if len(kinds) != 1 or kinds[0] not in _READ_AS:
+        raise TypeError(f"RunRecord cannot read a field of type {hint!r}")
+    return _READ_AS[kinds[0]]
+
+
+_FIELD_READERS: dict[str, Callable[[Any], Any]] = {
+    name: _reader(hint) for name, hint in typing.get_type_hints(RunRecord).items()
+    if name in _FIELDS}
+
+
+@functools.cache
+def _run_type() -> Any:
+    from pydantic import TypeAdapter  # here: only an import needs it
+
+    return TypeAdapter(RunRecord)
 
 
 def run_record(

@@ -3,9 +3,11 @@
 Rooms: ``setup`` (slots, load plan), ``race`` (ArenaRace: every slot at once), ``rounds`` (the
 stored round, votes, reveal), ``results`` (the results grid), ``leaderboard``, ``ratings``,
 ``promptsets``, ``report``, ``charts``. This package re-exports what the page uses
-(``from atom_core import arena; arena.ArenaRace(...)``)."""
+(``from atom_core import arena; arena.ArenaRace(...)``). Importing it registers the Arena's
+record types (ArenaRound, PromptSetRecord) for backup's import checks (atom_core.records)."""
 
 from .leaderboard import leaderboard, vote_signature
+from .promptset_store import PromptSetRecord
 from .race import ArenaRace
 from .results import HELP, fact_rows, live_line, stat_rows
 from .rounds import (
@@ -35,6 +37,7 @@ __all__ = [
     "ArenaRace",
     "ArenaRound",
     "HELP",
+    "PromptSetRecord",
     "Prepared",
     "ROUNDS_TABLE",
     "SLOT_LABELS",

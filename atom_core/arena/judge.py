@@ -42,7 +42,7 @@ from .ratings import VotedRound
 if TYPE_CHECKING:
     from ..history import HistoryStore
     from ..server.client import LMStudioClient
-    from .promptsets import PromptSetRunSpec
+    from .promptsets import PromptSetRecord, PromptSetRunSpec
     from .rounds import ArenaRound
 
 VERDICTS_TABLE = "judge_verdicts"
@@ -625,7 +625,7 @@ def promptset_round_id(run_id: str, prompt_index: int, repeat: int) -> str:
 
 
 def judge_promptset_run(store: HistoryStore, client: LMStudioClient, judge_model: str,
-                        run: PromptSetRunSpec, records: Sequence[Mapping[str, Any]], *,
+                        run: PromptSetRunSpec, records: Sequence[PromptSetRecord], *,
                         rubric: str | None = None, rng: random.Random | None = None
                         ) -> list[JudgeVerdict]:
     """Judges every (prompt, repeat) of a prompt set run that has two or more complete
@@ -636,10 +636,8 @@ def judge_promptset_run(store: HistoryStore, client: LMStudioClient, judge_model
     slots = run.slots
     groups: dict[tuple[int, int], dict[int, str]] = {}
     for r in records:
-        content = str(r.get("content") or "")
-        if r.get("ok") and content.strip():
-            key = (int(r["prompt_index"]), int(r["repeat"]))
-            groups.setdefault(key, {})[int(r["slot"])] = content
+        if r.ok and r.content.strip():
+            groups.setdefault((r.prompt_index, r.repeat), {})[r.slot] = r.content
     out = []
     for (p, rep), answers in sorted(groups.items()):
         if len(answers) < 2 or p >= len(items):

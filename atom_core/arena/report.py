@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 from ..history.export import csv_cell
 from ..measure.card import machine_facts
 from ..measure.hardware import MachineInfo
-from ..metrics import format_seconds, format_size
+from ..metrics import GenerationMetrics, format_seconds, format_size
 from ..render import plain_label, safe_markdown
 from ..words import plural
-from .promptsets import PromptSetRunSpec, check_rows, summary_rows
+from .promptsets import PromptSetRecord, PromptSetRunSpec, check_rows, summary_rows
 from .results import HELP, stat_rows
 from .rounds import ArenaRound, SlotResult
 
@@ -153,11 +153,10 @@ def round_machine_ids(rnd: ArenaRound) -> list[str]:
     return [rnd.machine_id] if rnd.machine_id else []
 
 
-def run_machine_ids(run: PromptSetRunSpec, records: Sequence[Mapping[str, Any]]) -> list[str]:
+def run_machine_ids(run: PromptSetRunSpec, records: Sequence[PromptSetRecord]) -> list[str]:
     """The machines a prompt-set run's records came from (a resume may be elsewhere), in
     order; the run's own when its records name none."""
-    ids = [str(r["machine_id"]) for r in records if isinstance(r.get("machine_id"), str)
-           and r["machine_id"]]
+    ids = [r.machine_id for r in records if r.machine_id]
     return list(dict.fromkeys(ids)) or ([run.machine_id] if run.machine_id else [])
 
 
@@ -395,7 +394,7 @@ def round_json(rnd: ArenaRound, machines: Machines | None = None) -> str:
 # -- a prompt-set run -----------------------------------------------------------------------------
 
 
-def _run_tables(run: PromptSetRunSpec, records: Sequence[dict[str, Any]]
+def _run_tables(run: PromptSetRunSpec, records: Sequence[PromptSetRecord]
                 ) -> tuple[list[str], list[list[Any]], list[dict[str, Any]]]:
     summary = summary_rows(run, records)
     reasoned = any(s["thinking_p50_s"] is not None for s in summary)
@@ -448,7 +447,7 @@ def _settings_line(run: PromptSetRunSpec) -> str:
             f"order {'shuffled' if st.shuffle else 'as listed'}")
 
 
-def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+def run_markdown(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],
                  machines: Machines | None = None) -> str:
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
@@ -467,16 +466,14 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
         lines += ["", f"## Prompt {p + 1}" + (f": {item.name}" if item.name else ""), "",
                   *_quote(item.prompt)]
         for r in records:
-            if int(r["prompt_index"]) != p:
+            if r.prompt_index != p:
                 continue
-            m = r.get("metrics") or {}
-            head = (f"**Model {r['label']}** ({plain_label(r['model'])}), "
-                    f"repeat {int(r['repeat']) + 1}")
-            if r["ok"]:
-                head += f" · TTFT {_fmt(m.get('ttft_s'))} · {_fmt(m.get('e2e_s'))} total"
+            head = f"**Model {r.label}** ({plain_label(r.model)}), repeat {r.repeat + 1}"
+            if r.ok:
+                head += f" · {_times(r.metrics)}"
             else:
-                head += f" · failed: {r['error'] or 'cancelled'}"
-            lines += ["", head, "", *_quote(r["content"])]
+                head += f" · failed: {r.error or 'cancelled'}"
+            lines += ["", head, "", *_quote(r.content)]
     return "\n".join(lines) + "\n"
 
 
@@ -484,7 +481,11 @@ def _fmt(v: Any) -> str:
     return format_seconds(float(v)) if isinstance(v, int | float) else "–"
 
 
-def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+def _times(m: GenerationMetrics | None) -> str:
+    return f"TTFT {_fmt(m.ttft_s if m else None)} · {_fmt(m.e2e_s if m else None)} total"
+
+
+def run_html(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],
              machines: Machines | None = None) -> str:
     pset = run.prompt_set
     header, rows, checks = _run_tables(run, records)
@@ -501,17 +502,14 @@ def run_html(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
         parts.append(f"<h2>Prompt {p + 1}{': ' + _h(item.name) if item.name else ''}</h2>"
                      f"<div class=prompt>{_h(item.prompt)}</div><div class=replies>")
         for r in records:
-            if int(r["prompt_index"]) != p:
+            if r.prompt_index != p:
                 continue
-            m = r.get("metrics") or {}
-            status = (f"TTFT {_fmt(m.get('ttft_s'))} · {_fmt(m.get('e2e_s'))} total" if r["ok"]
-                      else f"failed: {r['error'] or 'cancelled'}")
-            marks = " ".join(("✔ " if c["passed"] else "✘ ") + c["check"]
-                             for c in r.get("checks") or [])
-            parts.append(f"<div class=reply><h3>Model {_h(r['label'])} · repeat "
-                         f"{int(r['repeat']) + 1}</h3><p class=muted>{_h(r['model'])} · "
+            status = _times(r.metrics) if r.ok else f"failed: {r.error or 'cancelled'}"
+            marks = " ".join(("✔ " if c["passed"] else "✘ ") + c["check"] for c in r.checks)
+            parts.append(f"<div class=reply><h3>Model {_h(r.label)} · repeat "
+                         f"{r.repeat + 1}</h3><p class=muted>{_h(r.model)} · "
                          f"{_h(status)}</p><p class=muted>{_h(marks)}</p>"
-                         f"<pre>{_h(r['content'] or '(no text)')}</pre></div>")
+                         f"<pre>{_h(r.content or '(no text)')}</pre></div>")
         parts.append("</div>")
     return _page(f"ATOM prompt-set run {pset.name}", "".join(parts))
 
@@ -523,44 +521,46 @@ RUN_COLUMNS = ["run_id", "prompt_index", "prompt", "slot", "label", "model", "co
                "machine", "reasoning", "content"]
 
 
-def run_rows(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+_MEASURED = ("ttft_s", "first_answer_s", "thinking_s", "decode_tps", "output_tokens", "e2e_s",
+             "finish_reason")  # a record's metrics, as columns (RUN_COLUMNS)
+
+
+def run_rows(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],
              machines: Machines | None = None) -> list[dict[str, Any]]:
     items = run.prompt_set.items
     out = []
     for r in records:
-        m = r.get("metrics") or {}
-        mid = r.get("machine_id") if isinstance(r.get("machine_id"), str) else run.machine_id
-        slot = run.slots[int(r["slot"])] if 0 <= int(r["slot"]) < len(run.slots) else None
-        checks = r.get("checks") or []
+        m = r.metrics
+        mid = r.machine_id if r.machine_id is not None else run.machine_id
+        slot = run.slots[r.slot] if 0 <= r.slot < len(run.slots) else None
+        checks = r.checks
         out.append({
-            "run_id": r["run_id"], "prompt_index": r["prompt_index"],
-            "prompt": items[int(r["prompt_index"])].prompt, "slot": r["slot"],
-            "label": r["label"], "model": r["model"], "contestant": r["contestant"],
+            "run_id": r.run_id, "prompt_index": r.prompt_index,
+            "prompt": items[r.prompt_index].prompt, "slot": r.slot,
+            "label": r.label, "model": r.model, "contestant": r.contestant,
             "route": slot.route if slot else None,
-            "reasoning_setting": slot.reasoning if slot else None, "repeat": r["repeat"],
-            "ok": r["ok"], "error": r["error"],
-            "ttft_s": m.get("ttft_s"), "first_answer_s": m.get("first_answer_s"),
-            "thinking_s": m.get("thinking_s"), "decode_tps": m.get("decode_tps"),
-            "output_tokens": m.get("output_tokens"), "e2e_s": m.get("e2e_s"),
-            "finish_reason": m.get("finish_reason"),
+            "reasoning_setting": slot.reasoning if slot else None, "repeat": r.repeat,
+            "ok": r.ok, "error": r.error,
+            **{k: getattr(m, k) if m else None for k in _MEASURED},
             "checks_passed": sum(1 for c in checks if c["passed"]), "checks_total": len(checks),
             "checks": "; ".join(("pass " if c["passed"] else "FAIL ") + c["check"]
                                 for c in checks),
             "machine_id": mid, "machine": _machine_label(mid, machines or {}),
-            "reasoning": r.get("reasoning") or "", "content": r["content"],
+            "reasoning": r.reasoning, "content": r.content,
         })
     return out
 
 
-def run_csv(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+def run_csv(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],
             machines: Machines | None = None) -> str:
     return _csv(run_rows(run, records, machines), RUN_COLUMNS)
 
 
-def run_json(run: PromptSetRunSpec, records: Sequence[dict[str, Any]],
+def run_json(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],
              machines: Machines | None = None) -> str:
     """The run, its records and the machines they came from (the card's facts and label)."""
     found = machine_json(run_machine_ids(run, records), machines or {},
                          (s.server for s in run.slots))
-    return json.dumps({"run": run.to_record(), "records": list(records), "machines": found},
+    return json.dumps({"run": run.to_record(), "records": [r.to_record() for r in records],
+                       "machines": found},
                       indent=2, ensure_ascii=False)

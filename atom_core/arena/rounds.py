@@ -29,9 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..metrics import GenerationMetrics
+from ..records import stored_record
 from ..types import (
     ModelInfo,
 )
@@ -79,9 +80,12 @@ class Vote:
     voter: str = ""
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArenaRound:
     """One prompt raced by 2-4 slots, as stored in the "arena_rounds" table."""
+
+    TABLE: ClassVar[str] = ROUNDS_TABLE
 
     id: str
     ts: float
@@ -183,6 +187,11 @@ class ArenaRound:
             machine_id=d["machine_id"] if isinstance(d.get("machine_id"), str) else None,
             class_id=d["class_id"] if isinstance(d.get("class_id"), str) else None,
         )
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row does not read as a round (strict)."""
+        check_round_record(row, strict=True)
 
     @property
     def vote_sentence(self) -> str:

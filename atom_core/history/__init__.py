@@ -3,10 +3,10 @@
     from atom_core.history import open_store
     store = open_store()          # the process-wide store for $ATOM_DATA_DIR (or ~/.atom)
 
-Inside: protocol (the HistoryStore protocol and its value types), files (atomic writes, private
-folders, the cross-process lock), tinydb_store (the on-disk backend), migrations (schema
-versions), memory_store (an in-memory backend for tests), backup (export, import, delete all)
-and export (one conversation as Markdown/JSON). Nothing outside this package knows a file name,
+Inside: protocol (the HistoryStore protocol and its value types), tinydb_store (the on-disk
+backend, over atom_core.files' atomic writes and FolderLock), migrations (schema versions),
+memory_store (an in-memory backend for tests), backup (export, import, delete all) and export
+(one conversation as Markdown/JSON). Nothing outside this package knows a file name,
 a shard or a lock.
 """
 

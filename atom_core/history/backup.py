@@ -8,6 +8,8 @@ Images sent to vision models go along as data URLs: a conversation message's und
 the same file twice adds nothing; `delete_history()` empties the store. Only the HistoryStore
 protocol is used, so any backend can be backed up; the settings part goes through a small
 protocol too (SettingsStore provides it), so this module does not depend on the settings room.
+An imported table whose record type is registered (atom_core.records: runs, arena rounds) is
+checked by that type's own `check_import`; this module knows no room above history.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
+from ..records import StoredRecord, record_types
 from ..words import plural
 from .protocol import (
     IMAGE_MIMES,
@@ -239,28 +242,15 @@ def _plain(msg: str) -> str:
     return msg[len("input "):] if msg.startswith("input ") else msg
 
 
-# The record types of tables that have one: what a stored record must read as.
+# The record types of tables that have one (atom_core.records): what a stored record must read as.
 def _record_checks() -> dict[str, Callable[[dict[str, Any]], None]]:
-    # Imported here, not at the top: the arena room sits above history in the layers, and only
-    # an import needs to know its record type.
-    from ..arena.rounds import ROUNDS_TABLE, check_round_record
-    from ..runs import RunRecord
+    def checker(kind: type[StoredRecord]) -> Callable[[dict[str, Any]], None]:
+        def check(record: dict[str, Any]) -> None:
+            kind.check_import(record)
+            _finite_time(record.get("ts"))
+        return check
 
-    run_fields = tuple(f for f in RunRecord.__dataclass_fields__ if f != "tags")
-    runs = TypeAdapter(RunRecord)
-
-    def check_run(record: dict[str, Any]) -> None:
-        known = {k: record[k] for k in run_fields if k in record}
-        for name in ("source", "server", "model"):  # rows may lack these (RunRecord reads "")
-            known.setdefault(name, "")
-        runs.validate_json(json.dumps(known), strict=True)
-        _finite_time(record.get("ts"))
-
-    def check_round(record: dict[str, Any]) -> None:
-        check_round_record(record, strict=True)
-        _finite_time(record.get("ts"))
-
-    return {"runs": check_run, ROUNDS_TABLE: check_round}
+    return {table: checker(kind) for table, kind in record_types().items()}
 
 
 def _finite_time(value: object) -> None:

@@ -25,6 +25,7 @@ from .protocol import (
     NewConversation,
     RunsDelta,
     StoredImage,
+    TypedRecords,
     check_image_ids,
     check_images,
     check_message_fields,
@@ -41,7 +42,7 @@ __all__ = ["MemoryHistoryStore"]
 _numbers = itertools.count(1)
 
 
-class MemoryHistoryStore:
+class MemoryHistoryStore(TypedRecords):
     """HistoryStore in a few dicts under one lock."""
 
     def __init__(self, name: str = "") -> None:

@@ -13,9 +13,10 @@ import re
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, get_args, runtime_checkable
+from typing import Any, Protocol, TypeVar, get_args, runtime_checkable
 
 from ..errors import AtomError
+from ..records import StoredRecord
 from ..types import MessageState
 
 __all__ = [
@@ -27,10 +28,12 @@ __all__ = [
     "Message",
     "NewConversation",
     "NewMessage",
+    "ReadRecords",
     "RunsDelta",
     "SchemaTooNewError",
     "StoreError",
     "StoredImage",
+    "TypedRecords",
     "check_image_ids",
     "check_message_fields",
     "check_table_name",
@@ -144,6 +147,20 @@ def check_images(images: Sequence[StoredImage]) -> None:
         if not isinstance(image, StoredImage) or image.mime not in IMAGE_MIMES \
                 or not isinstance(image.data, bytes):
             raise ValueError("images must be StoredImage(mime PNG/JPEG/WebP, bytes)")
+
+
+R = TypeVar("R", bound=StoredRecord)
+
+
+class ReadRecords(list[R]):
+    """The rows of a table that read as their record type, oldest first; `skipped` counts the
+    rows that did not (junk, or written by a newer ATOM): skipped, never a crash."""
+
+    skipped: int = 0
+
+
+# What a row of a record type may raise when it is not one (see StoredRecord.from_record).
+_UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, AtomError)
 
 
 @runtime_checkable
@@ -273,6 +290,20 @@ class HistoryStore(Protocol):
         """The names of the record tables written so far ("runs" among them once used)."""
         ...
 
+    # -- typed records (atom_core.records): written once below, in TypedRecords ---------------
+
+    def add(self, record: StoredRecord) -> str:
+        """Appends a typed record to its type's table (its `to_record()` row); returns the id."""
+        ...
+
+    def read(self, kind: type[R]) -> ReadRecords[R]:
+        """Every row of `kind.TABLE` as a `kind` (its `from_record`), oldest first."""
+        ...
+
+    def get(self, kind: type[R], record_id: str) -> R | None:
+        """One row of `kind.TABLE` by id as a `kind`; None if there is none or it does not read."""
+        ...
+
     # -- images ------------------------------------------------------------------------------------
 
     def save_images(self, owner_id: str, message_id: str, images: Sequence[StoredImage]) -> None:
@@ -306,6 +337,38 @@ class HistoryStore(Protocol):
 
 
 # -- checks every backend shares ---------------------------------------------------------------
+
+
+class TypedRecords:
+    """HistoryStore's typed methods, over its row methods: every backend inherits them."""
+
+    def append(self, table: str, record: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def records(self, table: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def add(self, record: StoredRecord) -> str:
+        return self.append(record.TABLE, record.to_record())
+
+    def read(self, kind: type[R]) -> ReadRecords[R]:
+        out: ReadRecords[R] = ReadRecords()
+        for row in self.records(kind.TABLE):
+            try:
+                out.append(kind.from_record(row))
+            except _UNREADABLE:
+                out.skipped += 1
+        return out
+
+    def get(self, kind: type[R], record_id: str) -> R | None:
+        row = self.record(kind.TABLE, record_id)
+        try:
+            return kind.from_record(row) if row is not None else None
+        except _UNREADABLE:
+            return None
 
 
 def check_table_name(table: object) -> str:

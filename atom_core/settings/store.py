@@ -4,6 +4,10 @@
                                presets, system prompt templates, per-model presets   (mode 0600)
     <data_dir>/tokens.json     {"tokens": {server URL: API token}}                  (mode 0600)
 
+What settings.json holds is one pydantic model, AppSettings (model.py): read leniently from the
+file, dumped for an export, checked strictly on import; `SettingsStore.update()` saves any of its
+Saved settings. Lists (profiles, presets, templates) are edited here, entry by entry.
+
 Tokens live in their own file so that nothing that reads, shows, logs or exports settings ever
 holds one; `SettingsStore.token()` is the only way out, and `mask_token()` is how a page shows
 one. A token belongs to a server's URL, not to a profile's name: a profile whose URL changes (or
@@ -13,7 +17,7 @@ Both files are written atomically (temp file, fsync, os.replace), mode 0600, in 
 folder. A damaged settings file is moved aside with a warning, never silently emptied.
 
 Every change is a read-modify-write of the current file under a thread lock and the
-cross-process lock of atom_core.history.files (held on ``settings.lock``), so two app processes
+cross-process lock (atom_core.files.FolderLock, held on ``settings.lock``), so two app processes
 (or the app and the command line) editing at once keep every edit.
 
 Whole-history export, import and delete live in atom_core.history.backup; this module gives them
@@ -29,20 +33,29 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from ..config import Settings, StreamLimits, normalize_base_url
-from ..history.backup import validation_sentences
-from ..history.files import atomic_write_json, private_dir, process_lock, remove_temp_files
+from ..files import FolderLock, atomic_write_json, private_dir, remove_temp_files
 from ..server.client import ServerStatus
-from ..types import SamplingOptions
+from .model import (
+    MAX_TTL_SECONDS,
+    PRESET_BOUNDS,
+    AppSettings,
+    PromptTemplate,
+    SamplingPreset,
+    ServerProfile,
+    check_name,
+    make_preset,
+    saved_field,
+)
 
 __all__ = [
+    "LIMIT_BOUNDS",
+    "MAX_TTL_SECONDS",
     "PRESET_BOUNDS",
     "AppSettings",
     "PromptTemplate",
@@ -52,6 +65,7 @@ __all__ = [
     "check_server_url",
     "connection_report",
     "initial_server_url",
+    "make_preset",
     "mask_token",
     "open_settings",
     "server_token",
@@ -62,106 +76,6 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
 TOKENS_FILE = "tokens.json"
 LOCK_FILE = "settings.lock"
-MAX_TTL_SECONDS = 7 * 24 * 3600  # the Settings and Chat pages' TTL inputs stop here
-NAME_CHARS = 60
-
-# (min, max) for each preset field: the same bounds as the Chat page's inputs, so a preset can
-# always be put into them.
-PRESET_BOUNDS: dict[str, tuple[float, float]] = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "top_k": (0, 500),
-    "max_tokens": (1, 131072),
-    "repeat_penalty": (0.5, 2.0),
-    "seed": (0, 2**31 - 1),
-}
-_INT_FIELDS = frozenset({"top_k", "max_tokens", "seed"})
-
-
-# -- values ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerProfile:
-    """A named server. Its token, if any, is kept apart (see SettingsStore.token)."""
-
-    name: str
-    url: str  # normalized base URL
-    has_token: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SamplingPreset:
-    """Named sampling settings. None leaves a setting to the model's default."""
-
-    name: str
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_tokens: int | None = None
-    repeat_penalty: float | None = None
-    seed: int | None = None
-
-    def options(self) -> SamplingOptions:
-        return SamplingOptions(**{k: v for k, v in self.values().items()})
-
-    def values(self) -> dict[str, Any]:
-        """The sampling fields, by name (None included)."""
-        return {k: getattr(self, k) for k in PRESET_BOUNDS}
-
-    def summary(self) -> str:
-        labels = {"temperature": "temperature", "top_p": "top P", "top_k": "top K",
-                  "max_tokens": "max tokens", "repeat_penalty": "repeat penalty", "seed": "seed"}
-        parts = [f"{labels[k]} {v:g}" for k, v in self.values().items() if v is not None]
-        return " · ".join(parts) or "model defaults"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PromptTemplate:
-    name: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AppSettings:
-    """Everything settings.json holds (never a token)."""
-
-    profiles: tuple[ServerProfile, ...] = ()
-    default_profile: str | None = None
-    ttl_seconds: int | None = None  # sent as `ttl` on chat requests (JIT loads only)
-    auto_unload: bool = False  # unload the previous chat model when the picked model changes
-    auto_unload_any: bool = False  # ... even instances ATOM did not load itself
-    presets: tuple[SamplingPreset, ...] = ()
-    default_preset: str | None = None
-    model_presets: Mapping[str, str] = field(default_factory=dict)  # model key -> preset name
-    templates: tuple[PromptTemplate, ...] = ()
-    loaded_by_atom: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # url -> ids
-    # When a streamed reply is given up (seconds; None: the environment's or the default).
-    stall_timeout_s: float | None = None
-    first_token_timeout_s: float | None = None
-    request_deadline_s: float | None = None
-
-    def profile(self, name: str | None) -> ServerProfile | None:
-        return next((p for p in self.profiles if p.name == name), None)
-
-    def default(self) -> ServerProfile | None:
-        return self.profile(self.default_profile)
-
-    def preset(self, name: str | None) -> SamplingPreset | None:
-        return next((p for p in self.presets if p.name == name), None)
-
-    def template(self, name: str | None) -> PromptTemplate | None:
-        return next((t for t in self.templates if t.name == name), None)
-
-    def preset_uses(self, name: str) -> str:
-        """Where a preset applies: "every model (default), test/alpha" or ""."""
-        uses = ["every model (default)"] if name == self.default_preset else []
-        return ", ".join(uses + [m for m, p in self.model_presets.items() if p == name])
-
-    def preset_for(self, model: str | None) -> SamplingPreset | None:
-        """The model's own preset if it has one, else the default preset, else None."""
-        own = self.preset(self.model_presets.get(model or ""))
-        return own or self.preset(self.default_preset)
 
 
 def mask_token(token: str | None) -> str:
@@ -199,15 +113,6 @@ def connection_report(status: ServerStatus, *, token_sent: bool) -> tuple[bool, 
 # -- validation --------------------------------------------------------------------------------
 
 
-def _name(value: str, what: str) -> str:
-    name = " ".join(str(value or "").split())
-    if not name:
-        raise ValueError(f"Give the {what} a name.")
-    if len(name) > NAME_CHARS:
-        raise ValueError(f"A {what} name can be at most {NAME_CHARS} characters.")
-    return name
-
-
 def check_server_url(url: str) -> str:
     """The normalized URL of a server ATOM may talk to (http or https, a host, maybe a port),
     or ValueError with a sentence. The Settings form and imports both use it."""
@@ -218,29 +123,6 @@ def check_server_url(url: str) -> str:
     if not re.match(r"^https?://[^/\s:]+(:\d{1,5})?(/\S*)?$", normalized):
         raise ValueError(f"“{raw}” is not a server URL. Use one like http://localhost:1234.")
     return normalized
-
-
-def make_preset(name: str, **values: Any) -> SamplingPreset:
-    """A checked preset: each value None or within PRESET_BOUNDS (ValueError otherwise)."""
-    clean: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in PRESET_BOUNDS:
-            raise ValueError(f"Unknown preset setting {key!r}.")
-        if value is None or value == "":
-            clean[key] = None
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key} must be a number.")
-        low, high = PRESET_BOUNDS[key]
-        if not low <= value <= high:
-            raise ValueError(f"{key} must be between {low:g} and {high:g}.")
-        if key in _INT_FIELDS:
-            if value != int(value):
-                raise ValueError(f"{key} must be a whole number.")
-            clean[key] = int(value)
-        else:
-            clean[key] = float(value)
-    return SamplingPreset(name=_name(name, "preset"), **clean)
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -263,9 +145,9 @@ class SettingsStore:
         self.settings_path = self.data_dir / SETTINGS_FILE
         self.tokens_path = self.data_dir / TOKENS_FILE
         self.warnings: list[str] = []
-        self._lock = threading.RLock()
+        self._write_lock = FolderLock(self.data_dir, LOCK_FILE, on_enter=self._clean_once)
+        self._lock = self._write_lock.thread
         self._cleaned = False
-        self._depth = 0
         # (files' stat keys, settings, tokens): re-read only when a file changed on disk
         self._cache: tuple[tuple[tuple[int, int, int], ...], AppSettings, dict[str, str]] | None \
             = None
@@ -294,25 +176,16 @@ class SettingsStore:
                 self.warnings.append(sentence)
             return {}
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """The thread lock and the cross-process lock, for one read-modify-write. The first
-        write of this instance also removes temp files that killed writes left behind."""
-        with self._lock:
-            if self._depth:  # nested in this thread: the lock is held already (and is not
-                yield  # re-entrant: a second one would wait for itself)
-                return
-            private_dir(self.data_dir)
-            with process_lock(self.data_dir / LOCK_FILE):
-                if not self._cleaned:
-                    remove_temp_files(self.data_dir, recursive=False,
-                                      targets=frozenset({SETTINGS_FILE, TOKENS_FILE}))
-                    self._cleaned = True
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """The thread lock and the cross-process lock, for one read-modify-write."""
+        return self._write_lock.held()
+
+    def _clean_once(self) -> None:
+        """The first write of this instance removes temp files that killed writes left."""
+        if not self._cleaned:
+            remove_temp_files(self.data_dir, recursive=False,
+                              targets=frozenset({SETTINGS_FILE, TOKENS_FILE}))
+            self._cleaned = True
 
     @contextlib.contextmanager
     def _editing(self) -> Iterator[dict[str, Any]]:
@@ -355,7 +228,7 @@ class SettingsStore:
                 return self._cache[1], self._cache[2]
             raw = self._read(self.settings_path)
             tokens = _tokens_by_url(self._read(self.tokens_path).get("tokens"), raw)
-            settings = self._parse(raw, set(tokens))
+            settings = AppSettings.read(raw, set(tokens))
             self._cache = (self._stat_key(), settings, tokens)
             return settings, tokens
 
@@ -368,54 +241,6 @@ class SettingsStore:
             except FileNotFoundError:
                 out.append((0, 0, 0))
         return tuple(out)
-
-    @staticmethod
-    def _parse(raw: Mapping[str, Any], with_tokens: set[str]) -> AppSettings:
-        def items(key: str) -> list[dict[str, Any]]:
-            value = raw.get(key)
-            return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
-
-        def text(value: object) -> str | None:
-            return value if isinstance(value, str) and value else None
-
-        # Read defensively: a value of the wrong type (a hand-edited or older file) is left out,
-        # never a crash on every visit.
-        profiles = tuple(
-            ServerProfile(name=p["name"], url=p["url"],
-                          has_token=normalize_base_url(p["url"]) in with_tokens)
-            for p in items("profiles") if text(p.get("name")) and text(p.get("url"))
-        )
-        presets = []
-        for p in items("presets"):
-            with contextlib.suppress(ValueError, TypeError):
-                presets.append(make_preset(str(p.get("name", "")),
-                                           **{k: p.get(k) for k in PRESET_BOUNDS}))
-        templates = tuple(PromptTemplate(name=t["name"], text=str(t.get("text", "")))
-                          for t in items("templates") if text(t.get("name")))
-        ttl = raw.get("ttl_seconds")
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
-            ttl = None
-        elif ttl > MAX_TTL_SECONDS:  # clamped on read too: the page's input cannot show more
-            ttl = MAX_TTL_SECONDS
-        limits = {k: _limit(raw.get(k), k) for k in LIMIT_BOUNDS}
-        loaded = raw.get("loaded_by_atom") if isinstance(raw.get("loaded_by_atom"), dict) else {}
-        model_presets = raw.get("model_presets")
-        return AppSettings(
-            profiles=profiles,
-            default_profile=text(raw.get("default_profile")),
-            ttl_seconds=ttl,
-            auto_unload=bool(raw.get("auto_unload")),
-            auto_unload_any=bool(raw.get("auto_unload_any")),
-            presets=tuple(presets),
-            default_preset=text(raw.get("default_preset")),
-            model_presets={str(k): v for k, v in (model_presets or {}).items()
-                           if isinstance(v, str) and v}
-            if isinstance(model_presets, dict) else {},
-            templates=templates,
-            loaded_by_atom={str(k): tuple(map(str, v)) for k, v in (loaded or {}).items()
-                            if isinstance(v, list)},
-            **limits,
-        )
 
     def token(self, profile_name: str) -> str | None:
         """The token saved for the profile's server URL, or None. Never log or show it."""
@@ -439,7 +264,7 @@ class SettingsStore:
     ) -> ServerProfile:
         """Adds or changes a profile. `token` None keeps the saved one; `clear_token` removes
         it. `replaces` renames an existing profile (its token and default flag move along)."""
-        name = _name(name, "server")
+        name = check_name(name, "server")
         url = check_server_url(url)
         self._bind_tokens_to_urls()
         old = replaces or name
@@ -500,29 +325,39 @@ class SettingsStore:
 
     # -- chat defaults ---------------------------------------------------------------------------
 
-    def set_ttl(self, seconds: int | None) -> None:
-        if seconds is not None and not 1 <= int(seconds) <= MAX_TTL_SECONDS:
-            raise ValueError("The idle TTL must be between 1 second and 7 days.")
+    def update(self, **values: Any) -> None:
+        """Saves any of AppSettings' Saved settings (None forgets one). Raises ValueError with a
+        sentence for a value of the wrong type or out of bounds, TypeError for a name that is
+        not a Saved setting; nothing is saved then."""
+        clean = {}
+        for key, value in values.items():
+            try:
+                adapter, saved = saved_field(key)
+            except KeyError:
+                raise TypeError(f"not a saved setting: {key}") from None
+            try:
+                value = adapter.validate_python(value)
+            except ValueError:
+                raise ValueError(f"The {saved.what} is not a value it can have.") from None
+            if (sentence := saved.problem(value)) is not None:
+                raise ValueError(sentence)
+            clean[key] = adapter.dump_python(value, mode="json")
         with self._editing() as raw:
-            raw["ttl_seconds"] = int(seconds) if seconds else None
+            raw.update(clean)
+
+    def set_ttl(self, seconds: int | None) -> None:
+        self.update(ttl_seconds=None if seconds is None else int(seconds))
 
     def set_stream_limits(self, **seconds: float | None) -> None:
         """Saves any of stall_timeout_s, first_token_timeout_s and request_deadline_s (None
         forgets it). Raises ValueError with a sentence for a value out of bounds."""
-        for key, value in seconds.items():
+        for key in seconds:
             if key not in LIMIT_BOUNDS:
                 raise TypeError(f"not a stream limit: {key}")
-            low, high, what = LIMIT_BOUNDS[key]
-            if value is not None and not low <= float(value) <= high:
-                raise ValueError(f"The {what} must be between {low:g} and {high:g} seconds.")
-        with self._editing() as raw:
-            for key, value in seconds.items():
-                raw[key] = float(value) if value is not None else None
+        self.update(**{k: float(v) if v is not None else None for k, v in seconds.items()})
 
     def set_auto_unload(self, on: bool, *, any_instance: bool = False) -> None:
-        with self._editing() as raw:
-            raw["auto_unload"] = bool(on)
-            raw["auto_unload_any"] = bool(on and any_instance)
+        self.update(auto_unload=bool(on), auto_unload_any=bool(on and any_instance))
 
     def save_preset(self, preset: SamplingPreset, *, replaces: str | None = None) -> None:
         preset = make_preset(preset.name, **preset.values())  # checked again: callers vary
@@ -531,7 +366,7 @@ class SettingsStore:
             presets = [p for p in raw.get("presets") or [] if isinstance(p, dict)]
             if preset.name != old and any(p.get("name") == preset.name for p in presets):
                 raise ValueError(f"There is already a preset called “{preset.name}”.")
-            entry = asdict(preset)
+            entry = preset.entry()
             at = next((i for i, p in enumerate(presets) if p.get("name") == old), None)
             if at is None:
                 presets.append(entry)
@@ -562,7 +397,7 @@ class SettingsStore:
             raw["model_presets"] = mapping
 
     def save_template(self, name: str, text: str, *, replaces: str | None = None) -> None:
-        name = _name(name, "template")
+        name = check_name(name, "template")
         if not str(text or "").strip():
             raise ValueError("A system prompt template needs some text.")
         old = replaces or name
@@ -608,89 +443,27 @@ class SettingsStore:
 
     def export_dict(self) -> dict[str, Any]:
         """Settings for an export: no token, nothing about this machine's live state."""
-        s = self.load()
-        return {
-            "profiles": [{"name": p.name, "url": p.url} for p in s.profiles],
-            "default_profile": s.default_profile,
-            "ttl_seconds": s.ttl_seconds,
-            "auto_unload": s.auto_unload,
-            "auto_unload_any": s.auto_unload_any,
-            "presets": [asdict(p) for p in s.presets],
-            "default_preset": s.default_preset,
-            "model_presets": dict(s.model_presets),
-            "templates": [asdict(t) for t in s.templates],
-            **{k: getattr(s, k) for k in LIMIT_BOUNDS},
-        }
+        return self.load().export_dict()
 
     def check_import(self, doc: object) -> list[str]:
         """The problems of an export's settings part, one sentence each ([] if it can be
-        merged). The shape is checked against the stored types (ServerProfile,
-        SamplingPreset, PromptTemplate) with pydantic; names, URLs and bounds as the forms
-        check them."""
-        try:
-            parsed = _SETTINGS_DOC.validate_json(json.dumps(doc), strict=True)
-        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            return validation_sentences(exc, "The settings")
-        problems: list[str] = []
-
-        def check(where: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-            try:
-                action(*args, **kwargs)
-            except ValueError as e:
-                problems.append(f"{where}: {e}")
-
-        for i, p in enumerate(parsed.profiles, 1):
-            check(f"Server profile {i}", _name, p.name, "server")
-            check(f"Server profile {i}", check_server_url, p.url)
-        for i, preset in enumerate(parsed.presets, 1):
-            check(f"Preset {i}", make_preset, preset.name, **preset.values())
-        for i, t in enumerate(parsed.templates, 1):
-            check(f"Template {i}", _name, t.name, "template")
-        if parsed.ttl_seconds is not None and not 1 <= parsed.ttl_seconds <= MAX_TTL_SECONDS:
-            problems.append("The settings' idle TTL must be between 1 second and 7 days.")
-        for key, (low, high, what) in LIMIT_BOUNDS.items():
-            value = getattr(parsed, key)
-            if value is not None and not low <= value <= high:
-                problems.append(f"The settings' {what} must be between {low:g} and {high:g} "
-                                "seconds.")
-        return problems
+        merged): AppSettings.check_import, URLs as the Settings form checks them."""
+        return AppSettings.check_import(doc, check_url=check_server_url)
 
     def merge(self, doc: Mapping[str, Any]) -> int:
         """Adds the profiles, presets, templates and per-model presets of an export that are not
         here yet (by name); scalar settings only where none is set. Returns how many were added.
-        Any token in `doc` is ignored."""
+        Any token in `doc` is ignored. Never the default server: that choice sends every new
+        chat (and its token) there, so an imported file doesn't get to make it."""
         self._bind_tokens_to_urls()  # before a profile of a reused name exists
-        incoming = self._parse(doc, set())
+        incoming = AppSettings.read(doc)
         checked = []
         for p in incoming.profiles:
             with contextlib.suppress(ValueError):  # not http(s): skipped like a bad record
                 checked.append(ServerProfile(name=p.name, url=check_server_url(p.url)))
-        incoming = replace(incoming, profiles=tuple(checked))
-        added = 0
+        incoming = incoming.model_copy(update={"profiles": tuple(checked)})
         with self._editing() as raw:
-            for key, values in (("profiles", [{"name": p.name, "url": p.url}
-                                              for p in incoming.profiles]),
-                                ("presets", [asdict(p) for p in incoming.presets]),
-                                ("templates", [asdict(t) for t in incoming.templates])):
-                have = [x for x in raw.get(key) or [] if isinstance(x, dict)]
-                names = {x.get("name") for x in have}
-                new = [v for v in values if v["name"] not in names]
-                raw[key] = have + new
-                added += len(new)
-            mapping = dict(raw.get("model_presets") or {})
-            for model, preset in incoming.model_presets.items():
-                if model not in mapping:
-                    mapping[model] = preset
-                    added += 1
-            raw["model_presets"] = mapping
-            # Never the default server: that choice sends every new chat (and its token) there,
-            # so an imported file doesn't get to make it; the user picks it in Settings.
-            for key, value in (("ttl_seconds", incoming.ttl_seconds),
-                               ("default_preset", incoming.default_preset),
-                               *((k, getattr(incoming, k)) for k in LIMIT_BOUNDS)):
-                if value and not raw.get(key):
-                    raw[key] = value
-        return added
+            return incoming.merged_into(raw)
 
     def forget_everything(self) -> None:
         """Deletes settings.json and tokens.json."""
@@ -703,40 +476,12 @@ class SettingsStore:
             self._cache = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SettingsDoc:
-    """The settings part of an export, as pydantic checks it (unknown keys are ignored)."""
-
-    profiles: tuple[ServerProfile, ...] = ()
-    default_profile: str | None = None
-    ttl_seconds: int | None = None
-    auto_unload: bool = False
-    auto_unload_any: bool = False
-    presets: tuple[SamplingPreset, ...] = ()
-    default_preset: str | None = None
-    model_presets: dict[str, str] = field(default_factory=dict)
-    templates: tuple[PromptTemplate, ...] = ()
-    stall_timeout_s: float | None = None
-    first_token_timeout_s: float | None = None
-    request_deadline_s: float | None = None
-
-
-_SETTINGS_DOC = TypeAdapter(SettingsDoc)
-
-# Each saved stream limit: (lowest, highest, what the sentence calls it).
+# Each saved stream limit: (lowest, highest, what the sentence calls it), from AppSettings.
 LIMIT_BOUNDS: dict[str, tuple[float, float, str]] = {
-    "stall_timeout_s": (1.0, 3600.0, "stall timeout"),
-    "first_token_timeout_s": (1.0, 86400.0, "first-token limit"),
-    "request_deadline_s": (1.0, 86400.0, "whole-request limit"),
+    key: (float(saved.low or 0), float(saved.high or 0), saved.what)
+    for key in ("stall_timeout_s", "first_token_timeout_s", "request_deadline_s")
+    for saved in [saved_field(key)[1]]
 }
-
-
-def _limit(value: object, key: str) -> float | None:
-    """A saved limit as read from the file: a number in bounds, else None (hand-edited junk)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    low, high, _ = LIMIT_BOUNDS[key]
-    return float(value) if low <= value <= high else None
 
 
 def stream_limits(env: Settings, saved: AppSettings) -> StreamLimits:

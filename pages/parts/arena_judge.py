@@ -2,7 +2,6 @@
 Drawing only; the judging is in atom_core.arena.judge. Judge reasons and replies are model text:
 shown as plain text (st.text / st.code), never as Markdown."""
 
-from typing import Any
 
 import streamlit as st
 
@@ -121,7 +120,7 @@ def draw_verdict(rnd: ArenaRound, v: judge.JudgeVerdict) -> None:
 
 
 def promptset_panel(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec,
-                    records: list[dict[str, Any]]) -> None:
+                    records: list[promptsets.PromptSetRecord]) -> None:
     """Under a prompt set run: judge every prompt's answers (blind, both orders) and show the
     judge's scores per model and the set's judge checks."""
     run_id = run.id

@@ -123,8 +123,8 @@ def _execute(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
                          + p.sentence)
             if runner.new_records:
                 r = runner.new_records[-1]
-                latest.caption(f"Last: Model {r['label']} · prompt {r['prompt_index'] + 1} · "
-                               + ("ok" if r["ok"] else f"failed: {plain_label(r['error'])}"))
+                latest.caption(f"Last: Model {r.label} · prompt {r.prompt_index + 1} · "
+                               + ("ok" if r.ok else f"failed: {plain_label(r.error)}"))
     finally:
         runner.stop()
     st.rerun()
@@ -133,7 +133,7 @@ def _execute(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
 def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
     records = promptsets.run_records(store, run.id)
     runner_total = run.total
-    ok = sum(1 for r in records if r["ok"])
+    ok = sum(1 for r in records if r.ok)
     cols = st.columns([3, 1, 1], vertical_alignment="center")
     cols[0].progress(ok / runner_total if runner_total else 1.0,
                      text=f"{ok} of {runner_total} succeeded"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from atom_core import arena  # noqa: F401  (registers the arena's record types: an import checks rounds)
 from atom_core.history import HistoryStore, backup
 from atom_core.render import safe_markdown
 from atom_core.server.admin import human_bytes

@@ -32,11 +32,11 @@ def test_a_run_saves_records_with_checks_and_summaries(isolated_env: Path) -> No
     assert runner.progress.fraction == 1.0
     assert len(log) == 12 + 2  # one warm-up per model
     records = ps.run_records(store, run.id)
-    assert len(records) == 12 and all(r["ok"] for r in records)
-    first_b = next(r for r in records if r["prompt_index"] == 0 and r["label"] == "B")
-    assert first_b["checks"] == [{"check": "contains “Paris”", "passed": True}]
-    first_a = next(r for r in records if r["prompt_index"] == 0 and r["label"] == "A")
-    assert first_a["checks"] == [{"check": "contains “Paris”", "passed": False}]
+    assert len(records) == 12 and all(r.ok for r in records)
+    first_b = next(r for r in records if r.prompt_index == 0 and r.label == "B")
+    assert first_b.checks == ({"check": "contains “Paris”", "passed": True},)
+    first_a = next(r for r in records if r.prompt_index == 0 and r.label == "A")
+    assert first_a.checks == ({"check": "contains “Paris”", "passed": False},)
     summary = {s["slot"]: s for s in ps.summary_rows(run, records)}
     assert summary["Model A"]["checks_passed"] == 2 and summary["Model A"]["checks_total"] == 4
     assert summary["Model B"]["checks_passed"] == 4 and summary["Model B"]["ok"] == 6
@@ -61,7 +61,7 @@ def test_stop_keeps_finished_records_and_resume_runs_only_the_rest(isolated_env:
         runner.join(5)
         runner.poll(0)
         kept = ps.run_records(store, run.id)
-        assert 3 <= len(kept) < 12 and all(r["ok"] for r in kept)
+        assert 3 <= len(kept) < 12 and all(r.ok for r in kept)
         cut = [x for x in double.log(wait=3) if x["closed_early"]]
         assert cut  # the requests in flight were ended, not left running
 
@@ -72,7 +72,7 @@ def test_stop_keeps_finished_records_and_resume_runs_only_the_rest(isolated_env:
         drain(again)
         resent = [x for x in double.log(wait=2) if x["path"] == "/v1/chat/completions"]
     records = ps.run_records(store, run.id)
-    assert len(records) == 12 and all(r["ok"] for r in records)
+    assert len(records) == 12 and all(r.ok for r in records)
     assert len(resent) == 12 - len(kept)  # finished triples were not sent again
     assert again.progress.done == 12
 
@@ -85,8 +85,8 @@ def test_failed_requests_are_retried_on_resume(isolated_env: Path) -> None:
         runner = ps.PromptSetRun(store, run, lambda _u: client).start()
         drain(runner)
         records = ps.run_records(store, run.id)
-        assert sum(not r["ok"] for r in records) == 3
-        assert "no model called “b”" in next(r for r in records if not r["ok"])["error"]
+        assert sum(not r.ok for r in records) == 3
+        assert "no model called “b”" in next(r for r in records if not r.ok).error
         assert len(ps.PromptSetRun(store, run, lambda _u: client).jobs) == 3
 
 
@@ -174,9 +174,9 @@ def test_each_slot_sends_its_reasoning_setting_and_the_thinking_is_reported(
                 if x["path"] == "/api/v1/chat"]
     assert sorted(sent) == ["off"] * 3 + ["on"] * 3  # each slot's own setting, every request
     records = ps.run_records(store, run.id)
-    assert len(records) == 6 and all(r["ok"] for r in records)
-    assert {r["reasoning"] for r in records if r["label"] == "A"} == {""}
-    assert {r["reasoning"] for r in records if r["label"] == "B"} == {"France has a capital"}
+    assert len(records) == 6 and all(r.ok for r in records)
+    assert {r.reasoning for r in records if r.label == "A"} == {""}
+    assert {r.reasoning for r in records if r.label == "B"} == {"France has a capital"}
     off, on = ps.summary_rows(run, records)
     assert off["thinking_p50_s"] is None and on["thinking_p50_s"] is not None
     assert on["first_answer_p50_s"] > on["ttft_p50_s"]  # the answer began after the thinking

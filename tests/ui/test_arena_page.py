@@ -216,7 +216,7 @@ def test_prompt_set_runs_and_reports_checks(mock: respx.MockRouter, isolated_env
     store = open_store(isolated_env)
     (run,) = promptsets.list_runs(store)
     records = promptsets.run_records(store, run.id)
-    assert len(records) == 4 and all(r["ok"] for r in records)
+    assert len(records) == 4 and all(r.ok for r in records)
     summary, checks = at.dataframe[0].value, at.dataframe[1].value
     assert list(summary["slot"]) == ["Model A", "Model B"]
     assert "thinking_p50_s" not in summary.columns  # no model reasoned: no thinking columns
@@ -363,7 +363,7 @@ def test_a_stopped_prompt_set_resumes_where_it_left_off(mock: respx.MockRouter,
     assert not at.exception
     assert len(chats.calls) == 3  # only the three missing requests
     records = promptsets.run_records(store, run.id)
-    assert len(records) == 4 and records[0]["content"] == "Done before."
+    assert len(records) == 4 and records[0].content == "Done before."
     assert "4 of 4 succeeded" in [str(p.text) for p in at.get("progress")][0]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import atom_core.arena  # noqa: F401  (registers ArenaRound's import check, as the app does)
 from atom_core.history.backup import (
     ImportRefused,
     delete_history,

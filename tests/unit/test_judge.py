@@ -270,3 +270,27 @@ def test_prompt_sets_read_a_reference_answer_and_a_judge_check() -> None:
     assert check_results(item, "x", 1.0, True) == []  # unjudged: the judge check is left out
     with pytest.raises(PromptSetError):
         parse_prompt_set("prompt,judge\nQ,eleven\n")
+
+
+def test_a_prompt_set_run_is_judged_from_its_typed_records() -> None:
+    from atom_core.arena import promptsets as ps
+
+    store = open_store()
+    pset = parse_prompt_set('["Capital of France?"]', name="Geo")
+    slots = tuple(ps.RunSlot(label=label, server=BASE, model=m, target=m, contestant=m)
+                  for label, m in (("A", "a"), ("B", "b")))
+    run = ps.PromptSetRunSpec(id="run-1", run_key="k", prompt_set=pset, slots=slots,
+                              settings=ps.RunSettings(), created=0.0)
+    records = [ps.PromptSetRecord(run_id="run-1", prompt_index=0, slot=s, repeat=0, ok=True,
+                                  content=ANSWERS[s]) for s in (0, 1)]
+    records.append(ps.PromptSetRecord(run_id="run-1", prompt_index=0, slot=1, repeat=1,
+                                      ok=True, content="alone"))  # one answer: not judged
+    with respx.mock(base_url=BASE) as mock:
+        mock.post("/v1/chat/completions").side_effect = [
+            httpx.Response(200, headers=SSE_HEADERS, content=verdict_sse(s))
+            for s in ([9, 4], [4, 9])]
+        with LMStudioClient(BASE) as client:
+            (verdict,) = judge.judge_promptset_run(store, client, "judge-m", run, records,
+                                                   rng=random.Random(1))
+    assert verdict.round_id == judge.promptset_round_id("run-1", 0, 0)
+    assert verdict.contestants == ("a", "b")

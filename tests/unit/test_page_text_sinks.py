@@ -37,7 +37,7 @@ OWN_TEXT = {
     ("pages/parts/arena_round.py", "name"),  # rnd.short_label: "Model A" / "Response 1"
     ("pages/parts/arena_sets.py", "runner.progress.sentence"),  # "3 of 10 done · about 2 min left"
     ("pages/parts/arena_sets.py", "p.sentence"),
-    ("pages/parts/arena_sets.py", "r['label']"),  # slot letter
+    ("pages/parts/arena_sets.py", "r.label"),  # slot letter
     ("pages/parts/arena_setup.py", "label"),  # slot letter
     ("pages/parts/arena_setup.py", "HELP['reasoning']"),
     ("pages/parts/arena_setup.py", "HELP['context']"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from atom_core.history.files import private_dir
+from atom_core.files import private_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKERS = {"mkdir", "makedirs", "mkdtemp"}
@@ -25,7 +25,7 @@ def mode(path: Path) -> int:
 
 def test_every_folder_atom_core_makes_goes_through_private_dir() -> None:
     """A plain mkdir gives the umask's 0755 (ATOM_DATA_DIR/images/ was made that way)."""
-    helper = ROOT / "atom_core" / "history" / "files.py"
+    helper = ROOT / "atom_core" / "files.py"
     found = []
     for path in sorted((ROOT / "atom_core").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

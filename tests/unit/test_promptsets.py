@@ -175,11 +175,13 @@ def test_summary_rows_give_first_answer_and_thinking_medians() -> None:
                   {"label": "B", "server": "s", "model": "plain"}]})
 
     def record(slot: int, ttft: float, answer: float | None, thinking: float | None
-               ) -> dict[str, object]:
-        return {"slot": slot, "ok": True, "checks": [], "metrics": {
+               ) -> ps.PromptSetRecord:
+        return ps.PromptSetRecord.from_record({
+            "run_id": "r", "prompt_index": 0, "repeat": 0,
+            "slot": slot, "ok": True, "checks": [], "metrics": {
             "ttft_s": ttft, "first_answer_s": answer, "thinking_s": thinking, "e2e_s": 2.0,
             "decode_tps": 30.0, "itl_p50_s": None, "itl_p95_s": None, "output_tokens": 10,
-            "tokens_source": "usage"}}
+            "tokens_source": "usage"}})
 
     records = [record(0, 0.1, 0.5, 0.4), record(0, 0.2, 0.9, 0.7), record(0, 0.1, 0.7, 0.6),
                record(1, 0.3, 0.3, None)]

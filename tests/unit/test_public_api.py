@@ -17,7 +17,7 @@ import atom_core
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "atom_core"
-BASE_LAYER = {"errors", "types", "config", "metrics", "runs"}
+BASE_LAYER = {"errors", "types", "config", "metrics", "runs", "files", "records"}
 
 PINNED = [
     "ArenaRace", "ArenaRound", "AtomError", "AuthError", "BadRequest", "ChatMessage", "ChatStream",

@@ -11,7 +11,7 @@ from typing import Any
 
 from atom_core.arena import promptsets as ps
 from atom_core.arena import report
-from atom_core.arena.promptsets import PromptSetRunSpec, parse_prompt_set
+from atom_core.arena.promptsets import PromptSetRecord, PromptSetRunSpec, parse_prompt_set
 from atom_core.arena.rounds import ArenaRound, SlotResult, Vote
 from atom_core.arena.setup import Prepared, SlotSetup
 from atom_core.history import open_store
@@ -89,6 +89,11 @@ def a_run() -> PromptSetRunSpec:
                       "contestant": "a", "options": {"seed": 42}}]})
 
 
+def typed(rows: list[dict[str, Any]]) -> list[PromptSetRecord]:
+    """Rows as the store keeps them, read as the reports get them (run_records)."""
+    return [PromptSetRecord.from_record(r) for r in rows]
+
+
 def a_run_records() -> list[dict[str, Any]]:
     metrics = {"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 30.0, "output_tokens": 20,
                "tokens_source": "usage", "finish_reason": "stop", "itl_p50_s": None,
@@ -105,16 +110,16 @@ def a_run_records() -> list[dict[str, Any]]:
 
 def test_run_report() -> None:
     run, records = a_run(), a_run_records()
-    md = report.run_markdown(run, records)
+    md = report.run_markdown(run, typed(records))
     assert "# ATOM prompt-set run: Geo" in md and "seed 42" in md
     assert "| Model A | a | 2 | 1 | 1 | 200 ms | 30.0 | 1.00 s | 1/1 |" in md
     assert "| Capital &lt;of> France? | contains “Paris” | 1/1 |" in md
     assert "failed: Boom." in md
-    page = report.run_html(run, records)
+    page = report.run_html(run, typed(records))
     assert "Capital &lt;of&gt; France?" in page and "✔ contains “Paris”" in page
-    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, typed(records)))))
     assert rows[0]["checks"] == "pass contains “Paris”" and rows[1]["ok"] == "False"
-    assert json.loads(report.run_json(run, records))["records"][0]["content"] == "Paris."
+    assert json.loads(report.run_json(run, typed(records)))["records"][0]["content"] == "Paris."
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
@@ -178,17 +183,17 @@ def test_run_reports_name_each_machine_their_records_came_from() -> None:
     records = [{**r, "machine_id": mid}
                for r, mid in zip(a_run_records(), (BOX.id, other.id), strict=True)]
     machines = {BOX.id: BOX, other.id: other}
-    md = report.run_markdown(run, records, machines)
+    md = report.run_markdown(run, typed(records), machines)
     assert ROW in md and f"| {other.id} | Apple M3 Max |" in md
     assert "more than one machine" in md
-    assert "Apple M3 Max" in report.run_html(run, records, machines)
-    doc = json.loads(report.run_json(run, records, machines))
+    assert "Apple M3 Max" in report.run_html(run, typed(records), machines)
+    doc = json.loads(report.run_json(run, typed(records), machines))
     assert [m["id"] for m in doc["machines"]] == [BOX.id, other.id]
     assert doc["run"]["machine_id"] == BOX.id
-    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records, machines))))
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, typed(records), machines))))
     assert [r["machine"] for r in rows] == [BOX.label, other.label]
     # records from before machines were recorded: the run's own machine stands for them
-    plain = report.run_markdown(run, a_run_records(), machines)
+    plain = report.run_markdown(run, typed(a_run_records()), machines)
     assert ROW in plain and "more than one machine" not in plain
     assert PromptSetRunSpec.from_record(run.to_record()).machine_id == BOX.id
 
@@ -224,16 +229,16 @@ def test_run_reports_show_first_answer_thinking_and_each_slots_reasoning() -> No
     records.append({**records[0], "slot": 1, "label": "B", "model": "b", "contestant": "b",
                     "reasoning": "", "metrics": {**records[0]["metrics"],
                                                  "first_answer_s": 0.2, "thinking_s": None}})
-    md = report.run_markdown(run, records)
+    md = report.run_markdown(run, typed(records))
     assert ("| Slot | Contestant | Requests | OK | Failed | TTFT p50 | First answer p50 | "
             "Thinking p50 | tok/s p50 | End-to-end p50 | Checks passed |") in md
     assert "| Model A | a | 2 | 1 | 1 | 200 ms | 700 ms | 500 ms | 30.0 | 1.00 s | 1/1 |" in md
     assert "| Model B | b | 1 | 1 | 0 | 200 ms | 200 ms | – |" in md
     assert "| Model A | a | http://s | a | native | on | seed=42 |" in md
     assert "| Model B | b | http://s | b | completions | model default |" in md
-    page = report.run_html(run, records)
+    page = report.run_html(run, typed(records))
     assert "<th>Thinking p50</th>" in page and "<td>model default</td>" in page
-    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, records))))
+    rows = list(csv.DictReader(io.StringIO(report.run_csv(run, typed(records)))))
     assert [(r["route"], r["reasoning_setting"]) for r in rows] == [
         ("native", "on"), ("native", "on"), ("completions", "")]
     assert rows[0]["reasoning"] == "Hmm, France." and rows[0]["thinking_s"] == "0.5"
@@ -334,7 +339,7 @@ def test_markdown_reports_load_nothing_a_previewer_would_fetch() -> None:
     rnd = replace(rnd, slots=(replace(rnd.slots[0], content=evil, reasoning=evil,
                                       model="m/![n](http://evil.example/name.png)"),
                               *rnd.slots[1:]))
-    run = report.run_markdown(a_run(), [{**r, "content": evil} for r in a_run_records()])
+    run = report.run_markdown(a_run(), typed([{**r, "content": evil} for r in a_run_records()]))
     md = MarkdownIt("commonmark", {"html": True}).use(footnote_plugin)
     for text in (report.round_markdown(rnd), run):
         tokens = [t for block in md.parse(text) for t in [block, *(block.children or [])]]

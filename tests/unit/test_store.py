@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
+from atom_core.history import tinydb_core
 from atom_core.history import tinydb_store as store_mod
 from atom_core.history.tinydb_store import (
     SCHEMA_VERSION,
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:
-    """Stands in for `time` inside atom_core.history.tinydb_store: each call is a second later."""
+    """Stands in for `time` inside atom_core.history.tinydb_core: each call is a second later."""
 
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
@@ -45,7 +46,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(store_mod, "time", fake)
+    monkeypatch.setattr(tinydb_core, "time", fake)
     return fake
 
 
