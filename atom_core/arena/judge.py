@@ -378,15 +378,13 @@ def ask_judge(client: LMStudioClient, model: str, messages: Sequence[ChatMessage
     except BadRequest as e:
         if schema:
             return ask_judge(client, model, messages, schema=False, options=opts)
-        return _timed(reply, stream), e, schema
+        error: AtomError | None = e
     except AtomError as e:
-        return _timed(reply, stream), e, schema
-    return _timed(reply, stream), None, schema
-
-
-def _timed(reply: ReplyBuffer, stream: Any) -> ReplyBuffer:
-    reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
-    return reply
+        error = e
+    else:
+        error = None
+    reply.timed_by(stream)  # the request's clock, its wait for a connection too
+    return reply, error, schema
 
 
 def judge_answers(

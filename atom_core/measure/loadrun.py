@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,25 +24,8 @@ from ..errors import AtomError
 from ..metrics import POOL_WAIT_NOTICE_S, GenerationMetrics, percentile
 from ..runs import run_record
 from ..server.client import LMStudioClient
-from ..types import SamplingOptions
 from .engine import LoadEngine, Outcome
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoadJob:
-    """One request to make."""
-
-    model: str
-    prompt: str
-    system_prompt: str | None = None
-    options: SamplingOptions | None = None
-    server: str = ""  # base URL; "" means the runner's default client
-    route: str = "completions"  # chat route (server.routes.ROUTES)
-    # the reasoning setting sent on a route that takes one (off/on/low/medium/high; None: the
-    # model's default)
-    reasoning: str | None = None
-    # Anything the caller wants back on the record: prompt index, repeat, slot label, ...
-    tags: dict[str, Any] = field(default_factory=dict)
+from .jobs import LoadJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

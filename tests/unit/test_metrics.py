@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from atom_core.metrics import GenerationMetrics, compute_metrics, format_seconds, percentile
-from atom_core.server.streaming import ThinkSplitter
+from atom_core.server.sse import ThinkSplitter
 
 MS = 1_000_000
 
