@@ -21,7 +21,7 @@ from .errors import AtomError
 from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
-from .metrics import format_seconds, format_size
+from .metrics import NO_VALUE, TTFT_P50, format_seconds, format_size
 from .server.client import LMStudioClient
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
@@ -272,17 +272,16 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
 
 
 def _metrics_block(m: dict[str, object]) -> str:
-    def sec(v: object) -> str:
-        return format_seconds(float(v)) if isinstance(v, int | float) else "-"
-
+    sec = {k: format_seconds(m.get(k)) for k in ("ttft_s", "first_answer_s", "thinking_s",
+                                                 "itl_p50_s", "itl_p95_s", "e2e_s")}
     tps = m.get("decode_tps")
-    answer = (f" · first answer {sec(m.get('first_answer_s'))} (thinking "
-              f"{sec(m.get('thinking_s'))})" if m.get("thinking_s") is not None else "")
+    answer = (f" · first answer {sec['first_answer_s']} (thinking {sec['thinking_s']})"
+              if m.get("thinking_s") is not None else "")
     return (
-        f"--\nTTFT {sec(m['ttft_s'])}{answer} · decode "
-        f"{f'{tps:.1f}' if isinstance(tps, float) else '-'} tok/s · "
-        f"{m['output_tokens']} tokens ({m['tokens_source']}) · ITL p50 {sec(m['itl_p50_s'])} "
-        f"p95 {sec(m['itl_p95_s'])} · end-to-end {sec(m['e2e_s'])} · "
+        f"--\nTTFT {sec['ttft_s']}{answer} · decode "
+        f"{f'{tps:.1f}' if isinstance(tps, float) else NO_VALUE} tok/s · "
+        f"{m['output_tokens']} tokens ({m['tokens_source']}) · ITL p50 {sec['itl_p50_s']} "
+        f"p95 {sec['itl_p95_s']} · end-to-end {sec['e2e_s']} · "
         f"finish {m['finish_reason'] or '-'}"
     )
 
@@ -419,12 +418,13 @@ def _print_record(record: LoadRecord, as_json: bool, out: TextIO,
         print(f"{row['model']:<28} FAILED  {row['error'] or 'cancelled'}", file=out)
         return
     marks = "".join(f"  {'pass' if c['passed'] else 'FAIL'} {c['check']}" for c in checks or [])
-    answer = (f"  answer {_fmt(row['first_answer_s'])}" if row.get("thinking_s") is not None
-              else "")
+    sec = {k: format_seconds(row[k]) for k in ("ttft_s", "first_answer_s", "e2e_s", "itl_p50_s",
+                                               "itl_p95_s")}
+    answer = f"  answer {sec['first_answer_s']}" if row.get("thinking_s") is not None else ""
     print(
-        f"{row['model']:<28} ttft {_fmt(row['ttft_s'])}{answer}  e2e {_fmt(row['e2e_s'])}  "
+        f"{row['model']:<28} ttft {sec['ttft_s']}{answer}  e2e {sec['e2e_s']}  "
         f"{row['output_tokens']:>5} tok  {row['tokens_per_s'] or 0:>7.1f} tok/s  "
-        f"itl p50 {_fmt(row['itl_p50_s'])} p95 {_fmt(row['itl_p95_s'])}{marks}",
+        f"itl p50 {sec['itl_p50_s']} p95 {sec['itl_p95_s']}{marks}",
         file=out,
     )
 
@@ -434,27 +434,24 @@ def _print_summary(s: LoadSummary, level: int, wall: float, as_json: bool, out: 
         print(json.dumps({"type": "summary", "concurrency": level, "wall_s": round(wall, 3),
                           **s.row()}), file=out)
         return
-    tps = f"{s.tokens_per_s_p50:.1f}" if s.tokens_per_s_p50 is not None else "-"
-    agg = f"{s.aggregate_tokens_per_s:.1f}" if s.aggregate_tokens_per_s is not None else "-"
-    answer = (f" · first answer p50 {_fmt(s.first_answer_p50_s)}"
+    tps = f"{s.tokens_per_s_p50:.1f}" if s.tokens_per_s_p50 is not None else NO_VALUE
+    agg = f"{s.aggregate_tokens_per_s:.1f}" if s.aggregate_tokens_per_s is not None else NO_VALUE
+    answer = (f" · first answer p50 {format_seconds(s.first_answer_p50_s)}"
               if s.thinking_p50_s is not None else "")
     active = f"{s.active_s:.1f}" if s.active_s is not None else f"{wall:.1f}"
     empty = (f" ({s.empty} {'reply' if s.empty == 1 else 'replies'} without a single token)"
              if s.empty else "")
     print(
-        f"-- {s.model}: {s.ok}/{s.requests} ok{empty} · TTFT p50 {_fmt(s.ttft_p50_s)} "
-        f"p90 {_fmt(s.ttft_p90_s)}{answer} · {tps} tok/s per request · {agg} tok/s aggregate "
-        f"over its {active} s (concurrency {level})",
+        f"-- {s.model}: {s.ok}/{s.requests} ok{empty} · {TTFT_P50.label} "
+        f"{format_seconds(s.ttft_p50_s)} p90 {format_seconds(s.ttft_p90_s)}{answer} · "
+        f"{tps} tok/s per request · {agg} tok/s aggregate over its {active} s "
+        f"(concurrency {level})",
         file=out,
     )
     if s.pool_waited:
         print(f"   note: {plural(s.pool_waited, 'request')} waited on ATOM's side before "
               f"being sent (for a connection, or a busy client; up to "
-              f"{_fmt(s.pool_wait_max_s)}); that wait is not in TTFT", file=out)
-
-
-def _fmt(v: object) -> str:
-    return format_seconds(float(v)) if isinstance(v, int | float) else "-"
+              f"{format_seconds(s.pool_wait_max_s)}); that wait is not in TTFT", file=out)
 
 
 def _judge_level(client: LMStudioClient, judge_model: str | None,

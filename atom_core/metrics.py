@@ -19,7 +19,7 @@ Definitions (also in the README, "How ATOM measures"):
 - Inter-token latency (ITL): gaps between consecutive token arrivals; median and p95.
 - End-to-end: request sent -> stream closed.
 - Pool wait (`pool_wait_s`): time between ATOM deciding to send a request and the request
-  being sent (httpcore starts writing its body: server.streaming.request_sent): a wait for a
+  being sent (httpcore starts writing its body: server.sse.request_sent): a wait for a
   free connection, connecting, or a client too busy to send at once. Its own field, never
   folded into TTFT, which starts where it ends; None when it could not be observed (a mocked
   transport).
@@ -32,12 +32,19 @@ that is when a person sees the reply begin; for a model that does not reason it 
 
 All times come from time.perf_counter_ns() stamps taken when the bytes arrived, never from
 drawing code.
+
+The catalogue (MEASURES, STATS): each measure once, with its label, unit and meaning, and each
+figure over many runs (a percentile or a mean) once, with its one key and label, so Stats,
+sweeps, the load run, cards, prompt sets, the leaderboard, reports and the CLI name, compute
+and format it alike: `stat("ttft_s", "p50")` is "TTFT p50", key `ttft_p50_s`, computed by
+`percentile` (the one method; pandas' linear quantile where a frame is summarised) and shown
+by `format_value`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -151,10 +158,157 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def format_seconds(s: float) -> str:
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    return f"{s:.2f} s"
+# What a figure with no value shows, in every page, report and the command line.
+NO_VALUE = "–"
+
+
+def _number(value: object) -> float | None:
+    """A finite number, or None (None, NaN, text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def format_seconds(s: object) -> str:
+    """'420 ms', '1.25 s'; NO_VALUE for no value (None, NaN)."""
+    v = _number(s)
+    if v is None:
+        return NO_VALUE
+    if v < 1:
+        return f"{v * 1000:.0f} ms"
+    return f"{v:.2f} s"
+
+
+# -- the catalogue of measures ----------------------------------------------------------------
+
+Unit = Literal["s", "tok/s", "tokens"]
+
+
+def format_value(value: object, unit: Unit) -> str:
+    """One value of a measure as people read it: '420 ms', '31.2 tok/s', '128 tokens'."""
+    v = _number(value)
+    if v is None:
+        return NO_VALUE
+    if unit == "s":
+        return format_seconds(v)
+    if unit == "tok/s":
+        return f"{v:.1f} tok/s"
+    return f"{v:,.0f} tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One figure of a run: its field (GenerationMetrics, RunRecord), what people call it
+    (`short` where a table's header must be brief), its unit and what it means."""
+
+    name: str
+    label: str
+    unit: Unit
+    help: str = ""
+    short: str = ""
+
+    def format(self, value: object) -> str:
+        return format_value(value, self.unit)
+
+
+Aggregate = Literal["p50", "p90", "p95", "p99", "mean"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """A measure over many runs: a percentile or the mean, with its one key (`ttft_p50_s`,
+    `decode_tps_p50`, `output_tokens_mean`: the aggregate before a seconds unit) and label."""
+
+    measure: Measure
+    how: Aggregate
+
+    @property
+    def key(self) -> str:
+        name = self.measure.name
+        return f"{name[:-2]}_{self.how}_s" if name.endswith("_s") else f"{name}_{self.how}"
+
+    @property
+    def q(self) -> float | None:
+        """The percentile (0-100); None for the mean."""
+        return None if self.how == "mean" else float(self.how[1:])
+
+    @property
+    def label(self) -> str:
+        """'TTFT p50'; a mean is the measure's own label ('Tokens')."""
+        return self.measure.label if self.how == "mean" else f"{self.measure.label} {self.how}"
+
+    @property
+    def short(self) -> str:
+        """The label for a narrow table header whose cells carry the unit ('Decode p50')."""
+        base = self.measure.short or self.measure.label
+        return base if self.how == "mean" else f"{base} {self.how}"
+
+    @property
+    def header(self) -> str:
+        """The label with its unit, for tables of bare numbers: 'TTFT p50 (s)'."""
+        unit = self.measure.unit
+        return self.label if unit in self.label else f"{self.label} ({unit})"
+
+    def of(self, values: Iterable[float | None]) -> float | None:
+        """This figure over `values` (None and NaN left out); None when none is left."""
+        kept = [v for v in map(_number, values) if v is not None]
+        if not kept:
+            return None
+        if self.q is None:
+            return sum(kept) / len(kept)
+        return percentile(kept, self.q)
+
+    def over(self, runs: Iterable[object]) -> float | None:
+        """This figure over runs that carry the measure as an attribute (GenerationMetrics,
+        RunRecord)."""
+        return self.of(getattr(r, self.measure.name, None) for r in runs)
+
+    def format(self, value: object) -> str:
+        return format_value(value, self.measure.unit)
+
+
+MEASURES: dict[str, Measure] = {m.name: m for m in (
+    Measure("ttft_s", "TTFT", "s", "Time to first token: from sending the prompt to the first "
+            "token of any kind (thinking included)."),
+    Measure("first_answer_s", "First answer", "s", "First answer token: when the reply visibly "
+            "begins, after any thinking (the TTFT for a model that does not reason).",
+            short="Answer"),
+    Measure("thinking_s", "Thinking", "s", "Thinking time: first reasoning token to first "
+            "answer token."),
+    Measure("decode_tps", "tok/s", "tok/s", "Decode speed: tokens per second once the reply "
+            "has started.", short="Decode"),
+    Measure("e2e_s", "End-to-end", "s", "End-to-end: from sending the prompt to the last byte "
+            "of the reply."),
+    Measure("output_tokens", "Tokens", "tokens", "Output tokens per reply (thinking "
+            "included)."),
+    Measure("pool_wait_s", "Pool wait", "s", "Time a request waited on ATOM's side for a "
+            "connection before it was sent (never part of TTFT)."),
+    Measure("server_tps", "Server tok/s", "tok/s", "The server's own decode speed.",
+            short="Server decode"),
+    Measure("server_ttft_s", "Server TTFT", "s", "The server's own time to first token."),
+    Measure("server_prompt_s", "Server prompt time", "s", "The part of TTFT the server spent "
+            "on the prompt."),
+)}
+
+
+def stat(measure: str, how: Aggregate) -> Stat:
+    """The figure `how` of the measure named `measure`: stat("ttft_s", "p50")."""
+    return Stat(MEASURES[measure], how)
+
+
+# The figures every summary of runs reports (the Stats table, the load run, sweeps, prompt
+# sets, cards, the leaderboard, reports, the CLI), each defined once here.
+TTFT_P50 = stat("ttft_s", "p50")
+TTFT_P90 = stat("ttft_s", "p90")
+TTFT_P99 = stat("ttft_s", "p99")
+FIRST_ANSWER_P50 = stat("first_answer_s", "p50")
+THINKING_P50 = stat("thinking_s", "p50")
+DECODE_P50 = stat("decode_tps", "p50")
+E2E_P50 = stat("e2e_s", "p50")
+TOKENS_MEAN = stat("output_tokens", "mean")
+SERVER_TPS_P50 = stat("server_tps", "p50")
+SERVER_TTFT_P50 = stat("server_ttft_s", "p50")
+SERVER_PROMPT_P50 = stat("server_prompt_s", "p50")
 
 
 def format_size(n_bytes: object) -> str:

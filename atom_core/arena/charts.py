@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..metrics import DECODE_P50, TTFT_P50
 from .ratings import Rating
 
 COLUMNS = ["Model", "BT", "BT 95% CI", "Elo", "Elo 95% CI", "Win rate", "Battles", "W/T/L",
-           "All bad", "TTFT p50 (s)", "tok/s p50"]
+           "All bad", TTFT_P50.header, DECODE_P50.header]
 MIN_ROUNDS_FOR_CI = 3  # fewer voted rounds: every resample is nearly the same, so say so
 
 
@@ -38,8 +39,8 @@ def leaderboard_frame(board: Sequence[Rating]) -> pd.DataFrame:
             "Battles": rec.battles,
             "W/T/L": f"{rec.wins}/{rec.ties}/{rec.losses}",
             "All bad": rec.all_bad,
-            "TTFT p50 (s)": r.ttft_p50_s,
-            "tok/s p50": r.tps_p50,
+            TTFT_P50.header: r.ttft_p50_s,
+            DECODE_P50.header: r.tps_p50,
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -23,10 +23,8 @@ How a round is judged (`judge_round`):
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +35,7 @@ from ..runs import run_record
 from ..server.streaming import ReplyBuffer
 from ..types import ChatMessage, SamplingOptions
 from ..words import plural
+from .judge_reply import CallStatus, parse_verdict
 from .ratings import VotedRound
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 VERDICTS_TABLE = "judge_verdicts"
 JUDGE_SOURCE = "judge"
-MAX_REASON = 400  # characters kept of each reason
 MAX_RAW = 4000  # characters kept of a reply that could not be read
 
 DEFAULT_RUBRIC = ("Judge each response on helpfulness (does it do what was asked), correctness "
@@ -82,7 +80,6 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-CallStatus = Literal["ok", "unparseable", "refused", "error"]
 PairOutcome = Literal["a", "b", "tie"]
 
 
@@ -113,98 +110,6 @@ def judge_messages(prompt: str, answers: Sequence[str], order: Sequence[int], *,
         parts += ["", f"[Response {position}]", answers[i].strip(), f"[End of response {position}]"]
     parts += ["", f"Score all {len(order)} responses. JSON only."]
     return [ChatMessage("user", "\n".join(parts))]
-
-
-# -- reading a verdict ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParsedVerdict:
-    status: CallStatus
-    scores: dict[int, int] = field(default_factory=dict)  # position (1-based) -> 1..10
-    reasons: dict[int, str] = field(default_factory=dict)
-
-
-_REFUSAL = re.compile(r"\b(I can(?:'|no)t|I cannot|I won't|I will not|I'm (?:not able|unable)|"
-                      r"I am (?:not able|unable)|as an AI)\b", re.IGNORECASE)
-_LINE_SCORE = re.compile(r"Response\s*(\d+)\D{0,40}?\b(10|[1-9])\s*(?:/\s*10|out of 10)",
-                         re.IGNORECASE)
-
-
-def _json_objects(text: str) -> list[Any]:
-    """Every top-level JSON value that starts with { in the text (prose around it ignored)."""
-    decoder = json.JSONDecoder()
-    found = []
-    i = text.find("{")
-    while i != -1:
-        try:
-            value, end = decoder.raw_decode(text, i)
-        except ValueError:
-            i = text.find("{", i + 1)
-            continue
-        found.append(value)
-        i = text.find("{", end)
-    return found
-
-
-def _entries(doc: Any) -> list[Any] | None:
-    if isinstance(doc, dict):
-        for key in ("scores", "responses", "verdicts", "results"):
-            if isinstance(doc.get(key), list):
-                return list(doc[key])
-    if isinstance(doc, list):
-        return doc
-    return None
-
-
-def _int_score(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float) and math.isfinite(v):
-        return min(10, max(1, round(v)))
-    if isinstance(v, str):
-        m = re.match(r"\s*(\d+(?:\.\d+)?)", v)
-        return min(10, max(1, round(float(m.group(1))))) if m else None
-    return None
-
-
-def parse_verdict(text: str, n: int) -> ParsedVerdict:
-    """Reads a judge's reply for n responses. A verdict needs a score for every response;
-    anything less is "unparseable" ("refused" when it reads like a refusal)."""
-    body = re.sub(r"```(?:json)?", "", text or "")
-    scores: dict[int, int] = {}
-    reasons: dict[int, str] = {}
-    for doc in ([json.loads(body)] if _is_plain_json(body) else []) + _json_objects(body):
-        entries = _entries(doc)
-        if entries is None:
-            continue
-        for k, e in enumerate(entries, start=1):
-            if not isinstance(e, dict):
-                continue
-            pos = e.get("response", e.get("id", k))
-            pos = _int_score(pos) if not isinstance(pos, int) else pos
-            score = _int_score(e.get("score"))
-            if isinstance(pos, int) and 1 <= pos <= n and score is not None:
-                scores[pos] = score
-                reasons[pos] = str(e.get("reason") or e.get("explanation") or "")[:MAX_REASON]
-        if len(scores) == n:
-            break
-    if len(scores) < n:  # no usable JSON: "Response 2: 7/10" lines
-        for m in _LINE_SCORE.finditer(body):
-            pos = int(m.group(1))
-            if 1 <= pos <= n and pos not in scores:
-                scores[pos], reasons[pos] = int(m.group(2)), ""
-    if len(scores) == n:
-        return ParsedVerdict(status="ok", scores=scores, reasons=reasons)
-    return ParsedVerdict(status="refused" if _REFUSAL.search(body) else "unparseable")
-
-
-def _is_plain_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- verdicts -------------------------------------------------------------------------------------
@@ -378,15 +283,13 @@ def ask_judge(client: LMStudioClient, model: str, messages: Sequence[ChatMessage
     except BadRequest as e:
         if schema:
             return ask_judge(client, model, messages, schema=False, options=opts)
-        return _timed(reply, stream), e, schema
+        error: AtomError | None = e
     except AtomError as e:
-        return _timed(reply, stream), e, schema
-    return _timed(reply, stream), None, schema
-
-
-def _timed(reply: ReplyBuffer, stream: Any) -> ReplyBuffer:
-    reply.t_request_ns, reply.t_end_ns = stream.t_request_ns, stream.t_end_ns
-    return reply
+        error = e
+    else:
+        error = None
+    reply.timed_by(stream)  # the request's clock, its wait for a connection too
+    return reply, error, schema
 
 
 def judge_answers(

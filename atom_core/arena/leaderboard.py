@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..metrics import percentile
+from ..metrics import DECODE_P50, TTFT_P50
 from .ratings import Rating, VotedRound
 from .ratings import leaderboard as rate
 from .rounds import ArenaRound
@@ -34,7 +34,7 @@ def contestant_speeds(rounds: Sequence[ArenaRound]) -> dict[str, tuple[float | N
             if m.decode_tps is not None:
                 tps.setdefault(s.contestant, []).append(m.decode_tps)
     names = set(ttft) | set(tps)
-    return {n: (percentile(ttft.get(n, []), 50), percentile(tps.get(n, []), 50)) for n in names}
+    return {n: (TTFT_P50.of(ttft.get(n, [])), DECODE_P50.of(tps.get(n, []))) for n in names}
 
 
 def leaderboard(rounds: Sequence[ArenaRound], *, n_boot: int = 500,

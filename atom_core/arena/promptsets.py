@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AtomError
 from ..measure.loadrun import run_load
-from ..metrics import format_duration, percentile
+from ..metrics import (
+    DECODE_P50,
+    E2E_P50,
+    FIRST_ANSWER_P50,
+    THINKING_P50,
+    TTFT_P50,
+    format_duration,
+)
 from ..types import ChatMessage, SamplingOptions
 
 if TYPE_CHECKING:
@@ -212,14 +219,11 @@ def summary_rows(run: PromptSetRunSpec,
         out.append({
             "slot": f"Model {slot.label}", "contestant": slot.contestant,
             "requests": len(rs), "ok": len(good), "failed": len(rs) - len(good),
-            "ttft_p50_s": percentile([m.ttft_s for m in good if m.ttft_s is not None], 50),
-            "tps_p50": percentile([m.decode_tps for m in good if m.decode_tps is not None], 50),
-            "e2e_p50_s": percentile([m.e2e_s for m in good], 50),
+            "ttft_p50_s": TTFT_P50.over(good), "tps_p50": DECODE_P50.over(good),
+            "e2e_p50_s": E2E_P50.over(good),
             # reasoning models: when the answer began, and how long they thought first
-            "first_answer_p50_s": percentile([m.first_answer_s for m in good
-                                              if m.first_answer_s is not None], 50),
-            "thinking_p50_s": percentile([m.thinking_s for m in good
-                                          if m.thinking_s is not None], 50),
+            "first_answer_p50_s": FIRST_ANSWER_P50.over(good),
+            "thinking_p50_s": THINKING_P50.over(good),
             "checks_passed": sum(1 for c in checks if c["passed"]),
             "checks_total": len(checks),
         })

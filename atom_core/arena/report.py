@@ -21,7 +21,17 @@ from urllib.parse import urlsplit
 from ..history.export import csv_cell
 from ..measure.card import machine_facts
 from ..measure.hardware import MachineInfo
-from ..metrics import GenerationMetrics, format_seconds, format_size
+from ..metrics import (
+    DECODE_P50,
+    E2E_P50,
+    FIRST_ANSWER_P50,
+    NO_VALUE,
+    THINKING_P50,
+    TTFT_P50,
+    GenerationMetrics,
+    format_seconds,
+    format_size,
+)
 from ..render import plain_label, safe_markdown
 from ..words import plural
 from .promptsets import PromptSetRecord, PromptSetRunSpec, check_rows, summary_rows
@@ -398,14 +408,15 @@ def _run_tables(run: PromptSetRunSpec, records: Sequence[PromptSetRecord]
                 ) -> tuple[list[str], list[list[Any]], list[dict[str, Any]]]:
     summary = summary_rows(run, records)
     reasoned = any(s["thinking_p50_s"] is not None for s in summary)
-    header = ["Slot", "Contestant", "Requests", "OK", "Failed", "TTFT p50",
-              *(["First answer p50", "Thinking p50"] if reasoned else []), "tok/s p50",
-              "End-to-end p50", "Checks passed"]
+    header = ["Slot", "Contestant", "Requests", "OK", "Failed", TTFT_P50.label,
+              *([FIRST_ANSWER_P50.label, THINKING_P50.label] if reasoned else []),
+              DECODE_P50.label, E2E_P50.label, "Checks passed"]
     rows = [[s["slot"], s["contestant"], s["requests"], s["ok"], s["failed"],
-             _fmt(s["ttft_p50_s"]),
-             *([_fmt(s["first_answer_p50_s"]), _fmt(s["thinking_p50_s"])] if reasoned else []),
-             f"{s['tps_p50']:.1f}" if s["tps_p50"] is not None else "–",
-             _fmt(s["e2e_p50_s"]),
+             format_seconds(s["ttft_p50_s"]),
+             *([format_seconds(s["first_answer_p50_s"]), format_seconds(s["thinking_p50_s"])]
+               if reasoned else []),
+             f"{s['tps_p50']:.1f}" if s["tps_p50"] is not None else NO_VALUE,
+             format_seconds(s["e2e_p50_s"]),
              f"{s['checks_passed']}/{s['checks_total']}" if s["checks_total"] else "–"]
             for s in summary]
     return header, rows, check_rows(run, records)
@@ -477,12 +488,10 @@ def run_markdown(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],
     return "\n".join(lines) + "\n"
 
 
-def _fmt(v: Any) -> str:
-    return format_seconds(float(v)) if isinstance(v, int | float) else "–"
-
-
 def _times(m: GenerationMetrics | None) -> str:
-    return f"TTFT {_fmt(m.ttft_s if m else None)} · {_fmt(m.e2e_s if m else None)} total"
+    """'TTFT 420 ms · 2.10 s total' (a stored run's metrics)."""
+    return (f"TTFT {format_seconds(m.ttft_s if m else None)} · "
+            f"{format_seconds(m.e2e_s if m else None)} total")
 
 
 def run_html(run: PromptSetRunSpec, records: Sequence[PromptSetRecord],

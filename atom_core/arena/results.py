@@ -141,7 +141,7 @@ def fact_rows(rnd: ArenaRound) -> list[StatRow]:
 
 
 def _sec(v: float | None) -> str:
-    return format_seconds(v) if v is not None else "–"
+    return format_seconds(v)
 
 
 def live_line(slot: Slot, now_ns: int | None = None) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import percentile
+from ..metrics import DECODE_P50, TTFT_P50
 from .hardware import MachineInfo
 
 CARD_FORMAT = "atom-benchmark-card"
@@ -26,8 +26,8 @@ MAX_CARD_MODELS = 500
 # (key, label) of a machine-table row's figures, in the order a table shows them
 RESULT_FIELDS = (
     ("runs", "Runs"),
-    ("decode_tps_p50", "Decode tok/s (median)"),
-    ("ttft_s_p50", "TTFT s (median)"),
+    ("decode_tps_p50", DECODE_P50.header),
+    ("ttft_s_p50", TTFT_P50.header),  # the key cards were saved with (TTFT_P50.key elsewhere)
     ("cpu_percent_mean", "CPU % (mean)"),
     ("ram_used_mb_peak", "RAM used MB (peak)"),
     ("gpu_util_mean", "GPU % (mean)"),
@@ -74,8 +74,8 @@ def machine_table(runs: Sequence[Mapping[str, Any]],
         vram = _nums(rows, "vram_used_mb_peak")
         out.append({
             "machine_id": mid, "model": model, "runs": len(rows),
-            "decode_tps_p50": _round(percentile(_nums(rows, "decode_tps"), 50)),
-            "ttft_s_p50": _round(percentile(_nums(rows, "ttft_s"), 50), 3),
+            "decode_tps_p50": _round(DECODE_P50.of(_nums(rows, "decode_tps"))),
+            "ttft_s_p50": _round(TTFT_P50.of(_nums(rows, "ttft_s")), 3),
             "cpu_percent_mean": _round(_mean(_nums(rows, "cpu_percent_mean")), 1),
             "ram_used_mb_peak": _round(max(_nums(rows, "ram_used_mb_peak"), default=None), 1),
             "gpu_util_mean": _round(_mean(_nums(rows, "gpu_util_mean")), 1),

@@ -10,14 +10,15 @@ Rules that keep the figures honest:
   so no request waits on the client for a connection; they are spread over AsyncClients of at
   most SHARD connections (ShardedPool), because httpcore's pool work grows with its size.
 - TTFT starts when the request is sent: when httpcore has written its headers and starts on
-  its body (streaming.request_sent). Any wait before that, for a connection, for connecting,
+  its body (server.sse.StreamClock). Any wait before that, for a connection, for connecting,
   or for a loop busy with other streams, is recorded apart (`pool_wait_s`), never in TTFT.
 - A stream ends as stalled when no token arrives for the stall timeout, however many keep-alive
   comments the server sends; the whole request has a deadline too (config.StreamLimits).
 - A pool timeout is a client-side error (ClientPoolTimeout), never "the server did not answer".
 
-The events are the same typed StreamEvents the pages use (streaming.chunk_events), collected in
-a ReplyBuffer, so a record from here and one from Chat are measured by the same code.
+The streams are server.async_stream.AsyncChatStream: ChatStream's decoder, clock and frames on
+an AsyncClient, their events collected in a ReplyBuffer, so a record from here and one from
+Chat are measured by the same code.
 
 Routes: chat completions (the default, and what benches and sweeps use) run on the loop. A job
 on another chat route (LoadJob.route: native, responses, messages) runs that route's
@@ -33,42 +34,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
-from ..config import StreamLimits
-from ..errors import (
-    AtomError,
-    ServerError,
-    StreamInterrupted,
-    StreamStalled,
-)
-from ..server.client import stream_timeout
-from ..server.http_errors import cap, from_transport, is_error_body, stream_error
-from ..server.streaming import (
-    STALE_CONNECTION_ERRORS,
-    ReplyBuffer,
-    SSEStream,
-    StallWatch,
-    ThinkSplitter,
-    chunk_events,
-    request_sent,
-)
+from ..errors import AtomError, ServerError
+from ..server.async_stream import AsyncChatStream
+from ..server.streaming import ReplyBuffer, SSEStream
 from ..types import ChatMessage
+from .jobs import LoadJob
 
 if TYPE_CHECKING:
     from ..server.client import LMStudioClient
-    from .loadrun import LoadJob
 
-NS = 1_000_000_000
 # How often the loop looks at the caller's cancel flag.
 CANCEL_POLL_S = 0.05
 # Most connections one AsyncClient of the engine holds (ShardedPool).
@@ -346,14 +330,17 @@ async def run_one(job: LoadJob, client: LMStudioClient, http: httpx.AsyncClient,
     streams."""
     reply = ReplyBuffer()
     started = time.time()
-    stream = AsyncChatStream(http, client, job)
+    body = client.chat_body(job.model, [ChatMessage("user", job.prompt)], options=job.options,
+                            system_prompt=job.system_prompt)
+    stream = AsyncChatStream(http, body, base_url=client.base_url, model=job.model,
+                             limits=client.limits)
     stream.task = asyncio.current_task()
     error: AtomError | None = None
     cancelled = False
     if active is not None:
         active.add(stream)
     try:
-        await stream.read_into(reply)
+        await stream.read_into(reply.add)
     except asyncio.CancelledError:
         if stream.stalled is not None:
             error = stream.stalled
@@ -372,181 +359,7 @@ async def run_one(job: LoadJob, client: LMStudioClient, http: httpx.AsyncClient,
         cancelled = True
     if cancel is not None and cancel.is_set() and error is not None and not stream.finished:
         error, cancelled = None, True  # a stream cut by the cancel is the cancel
-    reply.t_request_ns = stream.t_request_ns
-    reply.t_end_ns = stream.t_end_ns or time.perf_counter_ns()
-    reply.pool_wait_ns = stream.pool_wait_ns
+    stream.end()  # a request cancelled before it was sent ends here
+    reply.timed_by(stream)
     return Outcome(job=job, server=client.base_url, reply=reply, error=error,
                    cancelled=cancelled, started_at=started, t_call_ns=stream.t_call_ns)
-
-
-class AsyncChatStream:
-    """`POST /v1/chat/completions` streamed on an AsyncClient: the async twin of ChatStream,
-    producing the same StreamEvents, with the same stall rules and pool-wait timing."""
-
-    def __init__(self, http: httpx.AsyncClient, client: LMStudioClient, job: LoadJob) -> None:
-        self._http = http
-        self._client = client
-        self._job = job
-        self._limits: StreamLimits = client.limits
-        self.t_call_ns = 0
-        self.t_sent_ns = 0
-        self.t_request_ns = 0
-        self.t_end_ns = 0
-        self.finished = False
-        self.watch: StallWatch | None = None  # set once the response has begun
-        self.task: asyncio.Task[Any] | None = None
-        self.stalled: StreamStalled | None = None  # set by the watcher before it cancels
-
-    @property
-    def pool_wait_ns(self) -> int | None:
-        return self.t_sent_ns - self.t_call_ns if self.t_sent_ns else None
-
-    @property
-    def base_url(self) -> str:
-        return self._client.base_url
-
-    async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
-        if not self.t_sent_ns and request_sent(name):
-            self.t_sent_ns = self.t_request_ns = time.perf_counter_ns()
-
-    def _request(self) -> httpx.Request:
-        job = self._job
-        body = self._client.chat_body(job.model, [ChatMessage("user", job.prompt)],
-                                      options=job.options, system_prompt=job.system_prompt)
-        return self._http.build_request(
-            "POST", "/v1/chat/completions", json=body, timeout=stream_timeout(self._limits),
-            extensions={"trace": self._on_trace})
-
-    async def read_into(self, reply: ReplyBuffer) -> None:
-        """Sends the request and adds every event to `reply`. Raises the AtomErrors of
-        ChatStream, plus StreamStalled and ClientPoolTimeout."""
-        base = self._client.base_url
-        self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
-        try:
-            try:
-                response = await self._http.send(self._request(), stream=True)
-            except STALE_CONNECTION_ERRORS:
-                # the server closed a kept-alive connection before answering: once more, fresh
-                self.t_call_ns = self.t_request_ns = time.perf_counter_ns()
-                self.t_sent_ns = 0
-                response = await self._http.send(self._request(), stream=True)
-        except httpx.TransportError as e:  # a pool timeout is ClientPoolTimeout (ATOM's own)
-            self.t_end_ns = time.perf_counter_ns()
-            raise from_transport(e, url=base) from e
-        watch = StallWatch(self._limits, self.t_request_ns)
-        watch.answering(time.perf_counter_ns())  # the headers: the stall clock runs from here
-        try:
-            await self._read(response, reply, watch)
-        except TimeoutError as e:  # asyncio.timeout: a stall or the deadline
-            now = time.perf_counter_ns()
-            raise watch.stalled(now, base) or StreamStalled.no_token(
-                base, (now - (watch.last_token_ns or watch.started_ns)) / NS) from e
-        except httpx.TimeoutException as e:
-            raise StreamStalled.no_token(base, self._limits.first_token_timeout_s) from e
-        except httpx.TransportError as e:
-            raise from_transport(e, url=base, midstream=True,
-                                 tokens_arrived=bool(watch.last_token_ns)) from e
-        finally:
-            self.t_end_ns = time.perf_counter_ns()
-            await response.aclose()
-
-    async def _read(self, response: httpx.Response, reply: ReplyBuffer,
-                    watch: StallWatch) -> None:
-        base = self._client.base_url
-        if response.status_code >= 400:
-            await response.aread()
-            raise self._client.error_for(response, model=self._job.model)
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            await response.aread()
-            self._whole_body(response, reply)
-            return
-        loop = asyncio.get_running_loop()
-        limits = self._limits
-        to_loop_s = loop.time() - time.perf_counter_ns() / NS  # perf_counter -> loop clock
-        deadline = watch.deadline_ns / NS + to_loop_s
-        splitter = ThinkSplitter()
-        add = reply.add
-        self.watch = watch
-        # Until the first token: the first-token limit. After it, the whole-request deadline;
-        # stalls between tokens are the engine's watcher's job (one check for every stream, so
-        # a token costs no timer).
-        async with asyncio.timeout_at(
-                min(deadline, loop.time() + limits.first_token_timeout_s)) as clock:
-            buffer = b""
-            data: list[bytes] = []
-            # The body as it comes off the connection: httpx's own iterators add two generator
-            # layers and a context manager per read, a third of the client's time per token at
-            # hundreds of streams. Only a compressed body needs them (to be decoded).
-            body: AsyncIterator[bytes] = (
-                response.aiter_bytes() if response.headers.get("content-encoding")
-                else response.stream)  # type: ignore[assignment]
-            async for raw in body:
-                buffer += raw
-                if b"\n" not in raw:
-                    continue
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.endswith(b"\r"):
-                        line = line[:-1]
-                    if line:
-                        if line.startswith(b"data:"):
-                            data.append(line[5:])
-                        continue  # a comment (keep-alive), `event:` or `id:`: not progress
-                    if not data:
-                        continue
-                    payload = b"\n".join(data).strip()
-                    data = []
-                    if not payload:
-                        continue
-                    t_ns = time.perf_counter_ns()
-                    watch.answering(t_ns)  # an event, not a keep-alive: the server is working
-                    if payload == b"[DONE]":
-                        self.finished = True
-                        return
-                    try:
-                        chunk = json.loads(payload)
-                    except ValueError:
-                        continue
-                    if not isinstance(chunk, dict):
-                        continue
-                    if chunk.get("error"):
-                        raise stream_error(chunk, url=base)
-                    for event in chunk_events(chunk, t_ns, splitter):
-                        kind = event.kind
-                        if kind == "finish":
-                            self.finished = True
-                        elif kind == "content" or kind == "reasoning":
-                            if not watch.last_token_ns:
-                                clock.reschedule(deadline)
-                            watch.last_token_ns = t_ns
-                        add(event)
-        if not self.finished:
-            raise StreamInterrupted(
-                "The reply ended before the server finished it. What arrived so far is kept.",
-                url=base)
-
-    def _whole_body(self, response: httpx.Response, reply: ReplyBuffer) -> None:
-        """A JSON answer where a stream was asked for: an error, or the whole reply at once."""
-        base = self._client.base_url
-        try:
-            body = response.json()
-        except ValueError:
-            raise ServerError(
-                f"The server answered with something that is not a chat reply "
-                f"(HTTP {response.status_code}).", url=base, detail=cap(response.text)
-            ) from None
-        if is_error_body(body):
-            raise self._client.error_for(response, model=self._job.model)
-        choices = body.get("choices") if isinstance(body, dict) else None
-        if not choices or not isinstance(choices[0], dict):
-            raise ServerError("The server's reply had no message in it.", url=base,
-                              detail=cap(response.text))
-        message = choices[0].get("message") or {}
-        delta = {k: message.get(k) for k in ("content", "reasoning_content", "reasoning")}
-        chunk = {"choices": [{"delta": delta,
-                              "finish_reason": choices[0].get("finish_reason") or "stop"}],
-                 "usage": body.get("usage")}
-        for event in chunk_events(chunk, time.perf_counter_ns(), ThinkSplitter()):
-            if event.kind == "finish":
-                self.finished = True
-            reply.add(event)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import runs
+from ..server import streaming
 
 if TYPE_CHECKING:
     from ..history import HistoryStore
@@ -444,6 +445,11 @@ def session_machine_id() -> str | None:
 def in_flight() -> contextlib.AbstractContextManager[None]:
     """`with in_flight():` around a request: the sampler runs while any request is in flight."""
     return sampler().in_flight()
+
+
+# Every chat stream enters in_flight() while its request is out: the server room's hook, set as
+# this module loads (as runs.set_hardware_probe), so that the server room imports no measuring.
+streaming.set_in_flight(in_flight)
 
 
 def window_fields(t0_ns: int, t1_ns: int) -> dict[str, Any]:

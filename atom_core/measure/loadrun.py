@@ -15,34 +15,27 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ..errors import AtomError
-from ..metrics import POOL_WAIT_NOTICE_S, GenerationMetrics, percentile
+from ..metrics import (
+    DECODE_P50,
+    E2E_P50,
+    FIRST_ANSWER_P50,
+    POOL_WAIT_NOTICE_S,
+    THINKING_P50,
+    TOKENS_MEAN,
+    TTFT_P50,
+    TTFT_P90,
+    GenerationMetrics,
+)
 from ..runs import run_record
 from ..server.client import LMStudioClient
-from ..types import SamplingOptions
 from .engine import LoadEngine, Outcome
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoadJob:
-    """One request to make."""
-
-    model: str
-    prompt: str
-    system_prompt: str | None = None
-    options: SamplingOptions | None = None
-    server: str = ""  # base URL; "" means the runner's default client
-    route: str = "completions"  # chat route (server.routes.ROUTES)
-    # the reasoning setting sent on a route that takes one (off/on/low/medium/high; None: the
-    # model's default)
-    reasoning: str | None = None
-    # Anything the caller wants back on the record: prompt index, repeat, slot label, ...
-    tags: dict[str, Any] = field(default_factory=dict)
+from .jobs import LoadJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +165,8 @@ class LoadSummary:
     requests: int
     ok: int
     errors: int  # every request that is not ok, `empty` ones included
+    # figures of metrics' catalogue (the keys of `row()`, the CLI's JSON, stay as they were:
+    # tokens_per_s_p50 is DECODE_P50)
     ttft_p50_s: float | None
     ttft_p90_s: float | None
     tokens_per_s_p50: float | None  # per request decode speed, median
@@ -212,23 +207,16 @@ def summarize(records: Sequence[LoadRecord], *, wall_s: float | None = None,
     for model, rs in by_model.items():
         if not rs:
             continue
-        good = [r for r in rs if r.ok]
-        ttfts = [r.metrics.ttft_s for r in good if r.metrics.ttft_s is not None]
-        tps = [r.metrics.decode_tps for r in good if r.metrics.decode_tps is not None]
-        tokens = [r.metrics.output_tokens for r in good]
-        e2e = [r.metrics.e2e_s for r in good]
+        good = [r.metrics for r in rs if r.ok]
         window = active_window_s(rs) or wall_s
-        agg = sum(tokens) / window if good and window else None
+        agg = sum(m.output_tokens for m in good) / window if good and window else None
         waits = [r.metrics.pool_wait_s for r in rs if r.metrics.pool_wait_s is not None]
-        first = [r.metrics.first_answer_s for r in good if r.metrics.first_answer_s is not None]
-        thinking = [r.metrics.thinking_s for r in good if r.metrics.thinking_s is not None]
         out.append(LoadSummary(
             model=model, requests=len(rs), ok=len(good), errors=len(rs) - len(good),
-            ttft_p50_s=percentile(ttfts, 50), ttft_p90_s=percentile(ttfts, 90),
-            tokens_per_s_p50=percentile(tps, 50), e2e_p50_s=percentile(e2e, 50),
-            output_tokens_mean=sum(tokens) / len(tokens) if tokens else None,
-            aggregate_tokens_per_s=agg,
-            first_answer_p50_s=percentile(first, 50), thinking_p50_s=percentile(thinking, 50),
+            ttft_p50_s=TTFT_P50.over(good), ttft_p90_s=TTFT_P90.over(good),
+            tokens_per_s_p50=DECODE_P50.over(good), e2e_p50_s=E2E_P50.over(good),
+            output_tokens_mean=TOKENS_MEAN.over(good), aggregate_tokens_per_s=agg,
+            first_answer_p50_s=FIRST_ANSWER_P50.over(good), thinking_p50_s=THINKING_P50.over(good),
             active_s=window,
             pool_waited=sum(1 for w in waits if w > POOL_WAIT_NOTICE_S),
             pool_wait_max_s=max(waits) if waits else None,

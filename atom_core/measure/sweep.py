@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..metrics import format_seconds
+from ..metrics import E2E_P50, FIRST_ANSWER_P50, TTFT_P50, TTFT_P90, format_seconds
 from ..types import ModelInfo, SamplingOptions
 from .loadrun import (
     POOL_WAIT_NOTICE_S,
@@ -58,7 +58,7 @@ class SweepTarget:
     max_ttft_p90_s: float = 2.0  # 9 in 10 people see a first token within this
 
     def describe(self) -> str:
-        return (f"≥ {self.min_tps_per_user:g} tok/s per user and TTFT p90 ≤ "
+        return (f"≥ {self.min_tps_per_user:g} tok/s per user and {TTFT_P90.label} ≤ "
                 f"{format_seconds(self.max_ttft_p90_s)}")
 
 
@@ -100,7 +100,7 @@ class LevelResult:
             why.append(f"{got} (< {target.min_tps_per_user:g})")
         if self.ttft_p90_s is None or self.ttft_p90_s > target.max_ttft_p90_s:
             got = "no first token" if self.ttft_p90_s is None else (
-                f"TTFT p90 {format_seconds(self.ttft_p90_s)}")
+                f"{TTFT_P90.label} {format_seconds(self.ttft_p90_s)}")
             why.append(f"{got} (> {format_seconds(target.max_ttft_p90_s)})")
         return why
 
@@ -171,7 +171,7 @@ def _verdict(ordered: Sequence[LevelResult], target: SweepTarget) -> Verdict:
     speed = f"{best.tps_per_user_p50:.1f}" if best.tps_per_user_p50 is not None else "?"
     ttft = format_seconds(best.ttft_p90_s) if best.ttft_p90_s is not None else "?"
     sentence = (f"Serves {people} at once: at {best.concurrency} in flight each still gets "
-                f"{speed} tok/s and TTFT p90 is {ttft} ({goal}).")
+                f"{speed} tok/s and {TTFT_P90.label} is {ttft} ({goal}).")
     if first_miss is not None:
         sentence += (f" At {first_miss.concurrency} it misses: "
                      f"{'; '.join(first_miss.failures(target))}.")
@@ -289,7 +289,7 @@ def levels_from_runs(df: pd.DataFrame) -> list[LevelResult]:
 
     Aggregate tok/s is the level's completed output tokens over its wall time: from the first
     request's start (`ts`) to the last request's end (`ts + e2e_s`)."""
-    from ..metrics import percentile
+    from ..metrics import DECODE_P50, E2E_P50, FIRST_ANSWER_P50, TTFT_P50, TTFT_P90, Stat
 
     out = []
     rows = df[df["concurrency"].notna()]
@@ -300,17 +300,17 @@ def levels_from_runs(df: pd.DataFrame) -> list[LevelResult]:
         wall = float(ends.max() - part["ts"].min()) if len(part) else None
         tokens = float(done["output_tokens"].fillna(0).sum())
 
-        def pct(col: str, q: float, frame: pd.DataFrame = done) -> float | None:
-            return percentile(frame[col].dropna().tolist(), q)
+        def of(stat: Stat, frame: pd.DataFrame = done) -> float | None:
+            return stat.of(frame[stat.measure.name].tolist())
 
         out.append(LevelResult(
             concurrency=int(level), requests=len(part), ok=len(done),
             errors=len(part) - len(done),
-            tps_per_user_p50=pct("decode_tps", 50),
+            tps_per_user_p50=of(DECODE_P50),
             aggregate_tps=tokens / wall if wall and len(done) else None,
-            ttft_p50_s=pct("ttft_s", 50), ttft_p90_s=pct("ttft_s", 90),
-            e2e_p50_s=pct("e2e_s", 50), wall_s=wall,
-            first_answer_p50_s=pct("first_answer_s", 50),
+            ttft_p50_s=of(TTFT_P50), ttft_p90_s=of(TTFT_P90),
+            e2e_p50_s=of(E2E_P50), wall_s=wall,
+            first_answer_p50_s=of(FIRST_ANSWER_P50),
             pool_waited=int((part["pool_wait_s"].fillna(0) > POOL_WAIT_NOTICE_S).sum()),
             pool_wait_max_s=(float(part["pool_wait_s"].max())
                              if part["pool_wait_s"].notna().any() else None),
@@ -324,10 +324,7 @@ LEVEL_COLUMNS: dict[str, tuple[str, str]] = {
     "errors": ("Failed", "int"),
     "tps_per_user_p50": ("Per-user tok/s p50", "tps"),
     "aggregate_tps": ("Aggregate tok/s", "tps"),
-    "ttft_p50_s": ("TTFT p50 (s)", "seconds"),
-    "ttft_p90_s": ("TTFT p90 (s)", "seconds"),
-    "first_answer_p50_s": ("First answer p50 (s)", "seconds"),
-    "e2e_p50_s": ("End-to-end p50 (s)", "seconds"),
+    **{s.key: (s.header, "seconds") for s in (TTFT_P50, TTFT_P90, FIRST_ANSWER_P50, E2E_P50)},
     "pool_waited": ("Waited for a connection", "int"),
     "wall_s": ("Wall time (s)", "seconds"),
 }

@@ -39,7 +39,7 @@ from ..types import (
 from . import routes
 from .http_errors import cap, error_for_response, from_transport, is_error_body
 from .listing import list_models
-from .streaming import ChatStream, ReplyBuffer, SSEStream, send_retrying_stale
+from .streaming import ChatStream, ReplyBuffer, SSEStream, send_retrying_stale, stream_timeout
 
 S = TypeVar("S", bound=SSEStream)
 
@@ -171,7 +171,8 @@ class LMStudioClient:
         ttl: int | None = None,
     ) -> dict[str, Any]:
         """The JSON body `stream_chat` sends (for the load engine, which sends it itself)."""
-        return self._chat_body(model, messages, options, system_prompt, self._ttl(ttl))
+        return routes.completions_body(model, messages, options=options,
+                                       system_prompt=system_prompt, ttl=self._ttl(ttl))
 
     def error_for(self, response: httpx.Response, *, model: str = "") -> AtomError:
         """The AtomError for an error response (its body already read)."""
@@ -244,12 +245,12 @@ class LMStudioClient:
         just-in-time after that long idle. `response_format` is sent as given (the judge asks
         for a JSON schema).
         """
-        body = self._chat_body(model, messages, options, system_prompt, self._ttl(ttl))
+        body = self.chat_body(model, messages, options=options, system_prompt=system_prompt,
+                              ttl=ttl)
         if response_format is not None:
             body["response_format"] = dict(response_format)
-        request = self.build_request(
-            "POST", "/v1/chat/completions", json=body, timeout=stream_timeout(self.limits)
-        )
+        request = self.build_request("POST", routes.ROUTE_TABLE["completions"].path, json=body,
+                                     timeout=stream_timeout(self.limits))
         return self.open_stream(ChatStream, request, model=model)
 
     def stream_route(
@@ -273,37 +274,16 @@ class LMStudioClient:
         is passed where the route takes it; `ttl` only where it is documented (completions).
         A route the server lacks raises NotSupported while iterating, and is remembered
         (`route_problem`). Nothing is sent until the stream is iterated."""
-        if route == "completions":
-            return self.stream_chat(model, messages, options=options,
-                                    system_prompt=system_prompt, ttl=ttl)
-        headers: dict[str, str] = {}
-        stream_class: type[SSEStream]
-        if route == "native":
-            body = routes.native_body(model, messages, options=options,
-                                      system_prompt=system_prompt,
-                                      previous_response_id=previous_response_id,
-                                      reasoning=reasoning)
-            stream_class = routes.NativeChatStream
-        elif route == "responses":
-            body = routes.responses_body(model, messages, options=options,
-                                         system_prompt=system_prompt,
-                                         previous_response_id=previous_response_id,
-                                         reasoning=reasoning)
-            stream_class = routes.ResponsesStream
-        elif route == "messages":
-            body = routes.messages_body(model, messages, options=options,
-                                        system_prompt=system_prompt)
-            stream_class = routes.MessagesStream
-            headers["anthropic-version"] = routes.ANTHROPIC_VERSION
-            if self.token:  # Anthropic clients authenticate with x-api-key (Bearer is sent too)
-                headers["x-api-key"] = self.token
-        else:
+        spec = routes.ROUTE_TABLE.get(route)
+        if spec is None:
             raise ValueError(f"unknown chat route {route!r}; one of {', '.join(routes.ROUTES)}")
-        path = routes.ROUTE_PATHS[route]
-        request = self.build_request("POST", path, json=body,
-                                     timeout=stream_timeout(self.limits), headers=headers)
-        return stream_class(self._http, request, base_url=self.base_url, model=model,
-                            error_for=self._route_error_mapper(route, model), limits=self.limits)
+        body = spec.body(model, messages, options=options, system_prompt=system_prompt,
+                         previous_response_id=previous_response_id, reasoning=reasoning,
+                         ttl=self._ttl(ttl))
+        request = self.build_request("POST", spec.path, json=body, headers=spec.headers(self.token),
+                                     timeout=stream_timeout(self.limits))
+        return spec.stream(self._http, request, base_url=self.base_url, model=model,
+                           error_for=self._route_error_mapper(route, model), limits=self.limits)
 
     def route_problem(self, route: str) -> str | None:
         """Why this server cannot serve `route`, once a request found out; None when it can
@@ -360,28 +340,6 @@ class LMStudioClient:
         """`ttl` is LM Studio's just-in-time setting: a server known to be a plain
         OpenAI-compatible one never asked for it, so it is not sent there."""
         return None if self.dialect is Dialect.OPENAI else ttl
-
-    @staticmethod
-    def _chat_body(
-        model: str,
-        messages: Sequence[ChatMessage],
-        options: SamplingOptions | None,
-        system_prompt: str | None,
-        ttl: int | None,
-    ) -> dict[str, Any]:
-        wire = [m.to_request() for m in messages]
-        if system_prompt and system_prompt.strip():
-            wire = [{"role": "system", "content": system_prompt}, *wire]
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": wire,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        body.update((options or SamplingOptions()).to_request())
-        if ttl:
-            body["ttl"] = int(ttl)
-        return body
 
     # -- model management (LM Studio 0.4 native routes) ----------------------------------------
 
@@ -513,15 +471,6 @@ class LMStudioClient:
             # LM Studio answers unknown routes with HTTP 200 and an error body.
             raise error_for_response(response, url=self.base_url, model=model)
         return data
-
-def stream_timeout(limits: StreamLimits) -> httpx.Timeout:
-    """httpx timeouts for a streamed reply: a read may wait as long as a first token may (a
-    long prompt, a model loading); the stall rules in StallWatch end it sooner once tokens
-    have begun."""
-    read = max(limits.first_token_timeout_s, limits.stall_timeout_s)
-    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=limits.pool_timeout_s)
-
-
 
 def _download_job(data: dict[str, Any]) -> DownloadJob:
     return DownloadJob(

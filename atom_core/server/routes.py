@@ -1,6 +1,8 @@
-"""The chat routes beside /v1/chat/completions, each a stream with ChatStream's shape
-(iterate / `with` / `abort()`, closes in `finally`), all yielding the same StreamEvents, and
-the request body each route takes.
+"""The chat routes: ROUTE_TABLE, one row per route (path, label, stateful or not, body
+builder, stream class, extra headers), which LMStudioClient.stream_route reads; and the
+streams beside /v1/chat/completions, each with ChatStream's shape (iterate / `with` /
+`abort()`, closes in `finally`), all yielding the same StreamEvents, with the body each
+route takes. A new route is its stream class, its body builder and one row of the table.
 
     completions        POST /v1/chat/completions (ChatStream, streaming.py): the default
     native             LM Studio's POST /api/v1/chat: named events, chat.end last (even after
@@ -17,8 +19,9 @@ each reader takes what it knows and skips the rest (unknown event names, missing
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -27,24 +30,8 @@ from ..config import DEFAULT_LIMITS, StreamLimits
 from ..errors import AtomError, ServerError
 from ..types import ChatMessage, EventKind, SamplingOptions, StreamEvent, to_float, to_int
 from .http_errors import cap, stream_error
-from .streaming import ErrorMapper, SSEStream
+from .streaming import ChatStream, ErrorMapper, SSEStream
 
-Route = Literal["completions", "native", "responses", "messages"]
-ROUTES: tuple[Route, ...] = ("completions", "native", "responses", "messages")
-ROUTE_PATHS: dict[str, str] = {
-    "completions": "/v1/chat/completions",
-    "native": "/api/v1/chat",
-    "responses": "/v1/responses",
-    "messages": "/v1/messages",
-}
-ROUTE_LABELS: dict[str, str] = {
-    "completions": "Chat completions (OpenAI)",
-    "native": "LM Studio native",
-    "responses": "Responses (OpenAI)",
-    "messages": "Messages (Anthropic)",
-}
-# Routes where the server keeps the conversation: the next turn sends `previous_response_id`.
-STATEFUL_ROUTES = frozenset({"native", "responses"})
 REASONING_LEVELS = ("off", "on", "low", "medium", "high")
 ANTHROPIC_VERSION = "2023-06-01"
 MESSAGES_DEFAULT_MAX_TOKENS = 4096  # Anthropic's route requires max_tokens
@@ -204,6 +191,32 @@ def _system(messages: Sequence[ChatMessage], system_prompt: str | None) -> str |
     return text or None
 
 
+def completions_body(
+    model: str,
+    messages: Sequence[ChatMessage],
+    *,
+    options: SamplingOptions | None = None,
+    system_prompt: str | None = None,
+    ttl: int | None = None,
+    **_unused: object,
+) -> dict[str, Any]:
+    """`POST /v1/chat/completions`: the whole history every turn, usage asked for; `ttl` (LM
+    Studio's just-in-time unload, seconds) when given."""
+    wire = [m.to_request() for m in messages]
+    if system_prompt and system_prompt.strip():
+        wire = [{"role": "system", "content": system_prompt}, *wire]
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": wire,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    body.update((options or SamplingOptions()).to_request())
+    if ttl:
+        body["ttl"] = int(ttl)
+    return body
+
+
 def native_body(
     model: str,
     messages: Sequence[ChatMessage],
@@ -213,6 +226,7 @@ def native_body(
     previous_response_id: str | None = None,
     reasoning: str | None = None,
     store: bool = True,
+    **_unused: object,
 ) -> dict[str, Any]:
     """`POST /api/v1/chat`: with `previous_response_id`, only the new message goes; without
     it, the whole history as one transcript (the route takes no assistant messages)."""
@@ -244,6 +258,7 @@ def responses_body(
     system_prompt: str | None = None,
     previous_response_id: str | None = None,
     reasoning: str | None = None,
+    **_unused: object,
 ) -> dict[str, Any]:
     """`POST /v1/responses`: `instructions` for the system prompt; with `previous_response_id`
     only the new message goes."""
@@ -275,6 +290,7 @@ def messages_body(
     *,
     options: SamplingOptions | None = None,
     system_prompt: str | None = None,
+    **_unused: object,
 ) -> dict[str, Any]:
     """`POST /v1/messages`: `system` is a top-level field, `max_tokens` is required."""
     o = options or SamplingOptions()
@@ -473,3 +489,51 @@ def server_stat_fields(stats: Any) -> dict[str, Any]:
         "server_ttft_s": to_float(s.get("time_to_first_token_seconds")),
         "server_load_s": to_float(s.get("model_load_time_seconds")),
     }
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+# A route's body: (model, messages, *, options, system_prompt, previous_response_id, reasoning,
+# ttl) -> the JSON body; each takes the keywords it knows and leaves the rest.
+BodyBuilder = Callable[..., dict[str, Any]]
+
+
+def no_headers(token: str | None) -> dict[str, str]:
+    return {}
+
+
+def anthropic_headers(token: str | None) -> dict[str, str]:
+    """Anthropic clients authenticate with x-api-key (Bearer is sent too) and name a version."""
+    return {"anthropic-version": ANTHROPIC_VERSION, **({"x-api-key": token} if token else {})}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRoute:
+    """One chat route: where it is, what people call it, whether the server keeps the
+    conversation (the next turn sends `previous_response_id`), how its body is built, which
+    stream reads its reply, and the headers it adds (given the client's token)."""
+
+    path: str
+    label: str
+    stateful: bool
+    body: BodyBuilder
+    stream: type[SSEStream]
+    headers: Callable[[str | None], dict[str, str]] = no_headers
+
+
+ROUTE_TABLE: dict[str, ChatRoute] = {
+    "completions": ChatRoute(path="/v1/chat/completions", label="Chat completions (OpenAI)",
+                             stateful=False, body=completions_body, stream=ChatStream),
+    "native": ChatRoute(path="/api/v1/chat", label="LM Studio native",
+                        stateful=True, body=native_body, stream=NativeChatStream),
+    "responses": ChatRoute(path="/v1/responses", label="Responses (OpenAI)",
+                           stateful=True, body=responses_body, stream=ResponsesStream),
+    "messages": ChatRoute(path="/v1/messages", label="Messages (Anthropic)",
+                          stateful=False, body=messages_body, stream=MessagesStream,
+                          headers=anthropic_headers),
+}
+# What pages, the CLI and the stores read, drawn from the table.
+ROUTES: tuple[str, ...] = tuple(ROUTE_TABLE)
+ROUTE_PATHS: dict[str, str] = {name: r.path for name, r in ROUTE_TABLE.items()}
+ROUTE_LABELS: dict[str, str] = {name: r.label for name, r in ROUTE_TABLE.items()}
+STATEFUL_ROUTES = frozenset(name for name, r in ROUTE_TABLE.items() if r.stateful)

@@ -19,8 +19,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..measure.sweep import SweepTarget
+from ..metrics import TTFT_P50, TTFT_P90
 from ..words import plural
-from .frame import MIN_TREND_RUNS, Overview
+from .frame import MIN_TREND_RUNS
+from .summary import Overview
 
 FALLBACK_COLOR = "#6a6a6a"
 HEIGHT = 480  # tall enough for a legend of twenty models
@@ -353,8 +355,8 @@ def sweep_chart(levels: pd.DataFrame, target: SweepTarget | None = None,
     series: Sequence[tuple[str, str, str, int]] = (
         ("aggregate_tps", "aggregate (all requests together)", "aggregate", 1),
         ("tps_per_user_p50", "per user (median request)", "per_user", 1),
-        ("ttft_p50_s", "TTFT p50", "p50", 2),
-        ("ttft_p90_s", "TTFT p90", "p90", 2),
+        (TTFT_P50.key, TTFT_P50.label, "p50", 2),
+        (TTFT_P90.key, TTFT_P90.label, "p90", 2),
     )
     for col, name, key, pos in series:
         unit = "s" if pos == 2 else "tok/s"

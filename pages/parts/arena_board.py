@@ -14,6 +14,7 @@ from atom_core.arena.leaderboard import contestant_speeds
 from atom_core.arena.ratings import Rating
 from atom_core.arena.results import HELP
 from atom_core.arena.rounds import ArenaRound
+from atom_core.metrics import DECODE_P50, TTFT_P50
 from atom_core.words import EMPTY_CELL, plural
 from pages.parts import ui
 
@@ -93,8 +94,8 @@ def board_table(board: Sequence[Rating], key: str) -> None:
         "W/T/L": cc.TextColumn(width="small", help="Pairwise wins / ties / losses."),
         "All bad": cc.NumberColumn(width="small", help="Rounds voted “all bad”: left out of the "
                                    "ratings."),
-        "TTFT p50 (s)": cc.NumberColumn(format="%.2f", help=HELP["ttft"]),
-        "tok/s p50": cc.NumberColumn(format="%.1f", help=HELP["tps"]),
+        TTFT_P50.header: cc.NumberColumn(format="%.2f", help=HELP["ttft"]),
+        DECODE_P50.header: cc.NumberColumn(format="%.1f", help=HELP["tps"]),
     })
 
 

@@ -11,6 +11,7 @@ from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
 from atom_core.errors import AtomError
 from atom_core.measure import hardware
+from atom_core.metrics import DECODE_P50, E2E_P50, FIRST_ANSWER_P50, THINKING_P50, TTFT_P50
 from atom_core.render import plain_label, safe_markdown
 from atom_core.words import EMPTY_CELL, plural
 from pages.parts import arena_judge, ui
@@ -175,16 +176,16 @@ def _show_run(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec) -> None:
                      "failed": cc.NumberColumn("Failed", width="small"),
                      "checks_passed": cc.NumberColumn("Checks passed", width="small"),
                      "checks_total": cc.NumberColumn("Checks run", width="small"),
-                     "ttft_p50_s": st.column_config.NumberColumn("TTFT p50 (s)", format="%.3f",
-                                                                 help=HELP["ttft"]),
+                     "ttft_p50_s": cc.NumberColumn(TTFT_P50.header, format="%.3f",
+                                                   help=HELP["ttft"]),
                      "first_answer_p50_s": cc.NumberColumn(
-                         "First answer p50 (s)", format="%.3f", help=HELP["first_answer"]),
-                     "thinking_p50_s": cc.NumberColumn("Thinking p50 (s)", format="%.2f",
+                         FIRST_ANSWER_P50.header, format="%.3f", help=HELP["first_answer"]),
+                     "thinking_p50_s": cc.NumberColumn(THINKING_P50.header, format="%.2f",
                                                        help=HELP["thinking"]),
-                     "tps_p50": st.column_config.NumberColumn("tok/s p50", format="%.1f",
-                                                              help=HELP["tps"]),
-                     "e2e_p50_s": st.column_config.NumberColumn("End-to-end p50 (s)",
-                                                                format="%.2f", help=HELP["e2e"]),
+                     "tps_p50": cc.NumberColumn(DECODE_P50.header, format="%.1f",
+                                                help=HELP["tps"]),
+                     "e2e_p50_s": cc.NumberColumn(E2E_P50.header, format="%.2f",
+                                                  help=HELP["e2e"]),
                  })
     checks = promptsets.check_rows(run, records)
     if checks:

@@ -25,7 +25,8 @@ from atom_core.measure import engine
 from atom_core.measure.loadrun import LoadJob, run_load
 from atom_core.runs import RunRecord
 from atom_core.server.client import LMStudioClient, pool_limits
-from atom_core.server.streaming import ReplyBuffer, SSEParser, StallWatch, request_sent
+from atom_core.server.sse import SSEDecoder, StallWatch, request_sent
+from atom_core.server.streaming import ReplyBuffer
 from atom_core.types import ChatMessage
 from tests.fixtures.payloads import BASE
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
@@ -63,16 +64,23 @@ def test_pool_holds_k_connections_for_every_k_up_to_1024(k: int) -> None:
     assert limits.max_keepalive_connections == limits.max_connections
 
 
-def test_sse_parser_sees_comments_but_dispatches_only_events() -> None:
-    p = SSEParser()
-    assert p.feed(": keep-alive") is None and p.feed("") is None
-    assert p.feed("event: chat.end") is None and p.feed("data: {\"a\":") is None
-    assert p.feed("data: 1}") is None
-    sse = p.feed("")
-    assert sse is not None and (sse.event, sse.data) == ("chat.end", "{\"a\":\n1}")
-    assert p.feed("id: r1") is None and p.feed("data:[DONE]") is None
-    sse = p.feed("")
-    assert sse is not None and (sse.event, sse.data, sse.id) == ("message", "[DONE]", "r1")
+def test_sse_decoder_sees_comments_but_dispatches_only_events() -> None:
+    d = SSEDecoder()
+    assert d.feed(b": keep-alive\n\n") == []
+    assert d.feed(b"event: chat.end\ndata: {\"a\":\n") == [] and d.feed(b"data: 1}\n") == []
+    (sse,) = d.feed(b"\n")
+    assert (sse.event, sse.data) == ("chat.end", "{\"a\":\n1}")
+    (sse,) = d.feed(b"id: r1\ndata:[DONE]\n\n")
+    assert (sse.event, sse.data, sse.id) == ("message", "[DONE]", "r1")
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_sse_decoder_reads_lines_ending_in_lf_crlf_or_cr_cut_anywhere(cut: int) -> None:
+    """Sync and async streams share this decoder: however the reads fall, the same events."""
+    raw = "data: {\"a\": \"é\"}\r\n\r\n: ping\rdata: x\rdata: y\r\rdata: [DONE]\n\n".encode()
+    d = SSEDecoder()
+    got = d.feed(raw[:cut]) + d.feed(raw[cut:])
+    assert [s.data for s in got] == ['{"a": "é"}', "x\ny", "[DONE]"]
 
 
 def test_stall_watch_on_pinned_times() -> None:
@@ -327,3 +335,67 @@ def test_a_reply_of_only_unreadable_chunks_is_an_error_not_a_fine_empty_reply() 
             200, headers=SSE_HEADERS, content=(bad + chunk("Hi") + done).encode()))
         events = list(client.stream_chat("m", [ChatMessage("user", "q")]))
     assert [e.text for e in events if e.kind == "content"] == ["Hi"]
+
+
+# -- one decoder, one clock for the sync and async streams (issue 19) ----------------------------
+
+_TOKENS = (chunk("", role=True) + chunk("Hel") + chunk("lo") + chunk(finish="stop")
+           + "data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(("body", "outcome"), [
+    (_TOKENS, "Hello"),
+    (_TOKENS.replace("\n", "\r\n"), "Hello"),
+    (_TOKENS.replace("\n", "\r"), "Hello"),  # lines may end in a lone CR too (WHATWG)
+    ('data: {"choices": [{"delta": "x"}]}\n\n' * 2 + "data: [DONE]\n\n", ServerError),
+])
+def test_sync_and_async_streams_read_the_same_bytes_the_same_way(
+        body: str, outcome: str | type[Exception]) -> None:
+    """Chat's ChatStream and the load engine's AsyncChatStream share one SSE decoder and one
+    completions reader: the same bytes make the same reply, or the same error."""
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
+            200, headers=SSE_HEADERS, content=body.encode()))
+        (record,) = list(run_load([LoadJob(model="m", prompt="q")], client=client))
+        try:
+            sync: object = client.chat("m", [ChatMessage("user", "q")]).content
+        except ServerError as e:
+            sync = e
+    if isinstance(outcome, str):
+        assert sync == record.content == outcome and record.ok
+    else:
+        assert isinstance(sync, outcome) and isinstance(record.error, outcome)
+
+
+class TracedTransport(httpx.MockTransport):
+    """A mock that calls the request's httpcore trace as a real connection does (sync or
+    async), so a stream sees its request go out."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions["trace"]("http11.send_request_body.started", {})
+        return super().handle_request(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.extensions["trace"]("http11.send_request_body.started", {})
+        return await super().handle_async_request(request)
+
+
+def test_sync_and_async_streams_are_stamped_by_one_clock() -> None:
+    from atom_core.server.async_stream import AsyncChatStream
+    from atom_core.server.routes import MessagesStream, NativeChatStream, ResponsesStream
+    from atom_core.server.sse import StreamClock
+    from atom_core.server.streaming import ChatStream
+
+    for cls in (ChatStream, NativeChatStream, ResponsesStream, MessagesStream, AsyncChatStream):
+        assert issubclass(cls, StreamClock)
+        stampers = [k for k in cls.__mro__ if k is not StreamClock
+                    and {"on_trace", "_on_trace", "start", "end"} & set(vars(k))]
+        assert not stampers, f"{cls.__name__}: {stampers} stamp the request themselves"
+    transport = TracedTransport(lambda request: httpx.Response(
+        200, headers=SSE_HEADERS, content=sse_body("a", "b")))
+    with LMStudioClient(BASE, transport=transport) as client:
+        sync = client.chat("m", [ChatMessage("user", "q")]).metrics()
+        (record,) = list(run_load([LoadJob(model="m", prompt="q")], client=client,
+                                  transport_for=lambda _url: transport))
+    for m in (sync, record.metrics):
+        assert m.pool_wait_s is not None and m.ttft_s is not None and m.ttft_s >= 0

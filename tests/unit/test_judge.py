@@ -108,6 +108,28 @@ def test_a_server_that_rejects_the_schema_is_asked_again_without_it() -> None:
     assert all(c.status == "ok" for c in calls)
 
 
+class TracedTransport(httpx.MockTransport):
+    """A mock that calls the request's httpcore trace as a real connection does, so the
+    stream sees its request go out (the moment TTFT starts; before it, the pool wait)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions["trace"]("http11.send_request_body.started", {})
+        return super().handle_request(request)
+
+
+def test_judge_runs_keep_the_wait_for_a_connection() -> None:
+    """The judge takes its request's clock the way every stream does (ReplyBuffer.timed_by),
+    pool wait included; its hand copy left it out."""
+    transport = TracedTransport(lambda request: httpx.Response(
+        200, headers=SSE_HEADERS, content=verdict_sse([7, 3])))
+    with LMStudioClient(BASE, transport=transport) as client:
+        store = open_store()
+        judge_answers(client=client, judge_model="j", prompt="Q", answers=ANSWERS[:2],
+                      store=store)
+    runs = store.runs()
+    assert len(runs) == 2 and all(r["pool_wait_s"] is not None for r in runs)
+
+
 def test_judging_needs_two_answers() -> None:
     with pytest.raises(judge.JudgeError):
         judge_answers(client=None, judge_model="j", prompt="Q",  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from atom_core.metrics import GenerationMetrics, compute_metrics, format_seconds, percentile
-from atom_core.server.streaming import ThinkSplitter
+from atom_core.server.sse import ThinkSplitter
 
 MS = 1_000_000
 
@@ -200,3 +200,56 @@ def test_summary_shows_first_answer_for_reasoning_reply() -> None:
     m = compute_metrics(t_request_ns=0, token_times_ns=[35 * MS, 435 * MS], t_end_ns=500 * MS,
                         first_answer_ns=435 * MS, reasoning_chunks=1)
     assert m.summary().startswith("TTFT 35 ms · first answer 435 ms (thought 400 ms) · ")
+
+
+# -- the catalogue of measures (issue 19) --------------------------------------------------------
+
+
+def test_each_figure_is_named_computed_and_formatted_once() -> None:
+    import math
+
+    import pandas as pd
+
+    from atom_core.metrics import (
+        DECODE_P50,
+        NO_VALUE,
+        TOKENS_MEAN,
+        TTFT_P50,
+        TTFT_P90,
+        format_value,
+        stat,
+    )
+
+    assert (TTFT_P50.key, TTFT_P50.label, TTFT_P50.header) == ("ttft_p50_s", "TTFT p50",
+                                                                "TTFT p50 (s)")
+    assert (DECODE_P50.key, DECODE_P50.header, DECODE_P50.short) == ("decode_tps_p50",
+                                                                     "tok/s p50", "Decode p50")
+    assert (TOKENS_MEAN.key, TOKENS_MEAN.label) == ("output_tokens_mean", "Tokens")
+    assert stat("ttft_s", "p90") == TTFT_P90
+    values = [0.3, None, 0.1, math.nan, 0.9, 0.5]
+    kept = [0.3, 0.1, 0.9, 0.5]
+    assert TTFT_P90.of(values) == percentile(kept, 90) == pytest.approx(
+        pd.Series(kept).quantile(0.9))
+    assert TOKENS_MEAN.of([10, None, 20]) == 15 and TTFT_P50.of([None]) is None
+    # one formatter, one dash for a figure with none (the CLI said "-", reports "–" or "nan ms")
+    assert format_seconds(None) == format_seconds(math.nan) == format_value(None, "tok/s") \
+        == NO_VALUE
+    assert (TTFT_P50.format(0.42), DECODE_P50.format(31.25)) == ("420 ms", "31.2 tok/s")
+
+
+def test_every_table_of_figures_takes_its_keys_and_labels_from_the_catalogue() -> None:
+    from atom_core.arena import charts as arena_charts
+    from atom_core.measure import card, sweep
+    from atom_core.measure.loadrun import LoadSummary
+    from atom_core.metrics import DECODE_P50, E2E_P50, FIRST_ANSWER_P50, TTFT_P50, TTFT_P90
+    from atom_core.stats import SUMMARY_COLUMNS
+    from atom_core.stats.summary import SUMMARY_STATS
+
+    for s in SUMMARY_STATS:
+        assert SUMMARY_COLUMNS[s.key][0] == s.short
+    for s in (TTFT_P50, TTFT_P90, FIRST_ANSWER_P50, E2E_P50):
+        assert sweep.LEVEL_COLUMNS[s.key][0] == s.header
+        assert s.key in LoadSummary.__dataclass_fields__
+    assert {TTFT_P50.header, DECODE_P50.header} <= set(arena_charts.COLUMNS)
+    # a saved card keeps its key (ttft_s_p50); its label is the catalogue's
+    assert dict(card.RESULT_FIELDS)["ttft_s_p50"] == TTFT_P50.header

@@ -18,7 +18,7 @@ from atom_core.server.routes import ROUTE_PATHS, ROUTES
 from atom_core.server.streaming import ReplyBuffer
 from atom_core.types import ChatMessage, SamplingOptions
 from tests.fixtures.payloads import BASE, UNEXPECTED
-from tests.fixtures.sse import SSE_HEADERS, named
+from tests.fixtures.sse import SSE_HEADERS, named, sse_body
 
 HISTORY = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!"),
            ChatMessage("user", "And now?")]
@@ -338,6 +338,38 @@ def test_missing_fields_and_junk_frames_are_skipped(
 def test_every_route_is_named_once() -> None:
     assert ROUTES == ("completions", "native", "responses", "messages")
     assert set(ROUTE_PATHS) == set(ROUTES)
+
+
+def test_a_route_is_one_row_of_the_table_that_stream_route_reads(
+        client: LMStudioClient, mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stream_route has no branch per route: each row's path, body, headers and stream class is
+    what it sends and reads, and a row added to the table is a route it serves."""
+    from atom_core.server import routes
+    from atom_core.server.streaming import ChatStream
+
+    for name, spec in routes.ROUTE_TABLE.items():
+        called = mock.post(spec.path).respond(200, headers=SSE_HEADERS, content=": nothing\n\n")
+        stream = client.stream_route(name, "m", HISTORY)
+        assert type(stream) is spec.stream
+        with pytest.raises(StreamInterrupted):
+            list(stream)
+        assert called.call_count == 1
+        assert sent(called) == spec.body("m", HISTORY)
+        headers = called.calls.last.request.headers
+        assert {k: headers.get(k) for k in spec.headers(client.token)} == spec.headers(
+            client.token)
+    assert routes.anthropic_headers("t")["x-api-key"] == "t"
+    echo = routes.ChatRoute(path="/v1/echo", label="Echo", stateful=False,
+                            body=lambda model, messages, **_: {"model": model, "stream": True},
+                            stream=ChatStream, headers=lambda token: {"x-echo": "1"})
+    monkeypatch.setitem(routes.ROUTE_TABLE, "echo", echo)
+    route = mock.post("/v1/echo").respond(200, headers=SSE_HEADERS, content=sse_body("Hi"))
+    reply, _ = run(client, "echo")
+    assert reply.content == "Hi"
+    assert json.loads(route.calls[0].request.content) == {"model": "m", "stream": True}
+    assert route.calls[0].request.headers["x-echo"] == "1"
+    assert routes.ROUTE_LABELS == {n: r.label for n, r in routes.ROUTE_TABLE.items()
+                                   if n != "echo"}
 
 
 def test_a_run_records_its_route_ids_and_the_servers_figures() -> None:
