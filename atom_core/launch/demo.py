@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ..config import normalize_base_url, process_environ, settings_from_env
+from ..config import process_environ, settings_from_env
 from ..errors import DemoEngineNotReady
 from ..history.files import private_dir
 from ..settings.store import initial_server_url, open_settings, server_token
+from ..url import ServerURL
 from .demo_model import MODEL_ALIASES, N_CTX
 
 if TYPE_CHECKING:
@@ -444,14 +445,14 @@ def app_env(urls: Sequence[str], environ: Mapping[str, str] | None = None) -> di
     return env
 
 
-def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[ServerURL, ...]:
     """The servers that are the bundled demo engine, from ATOM_DEMO_ENGINE (the URLs the launcher
     started, or "1": then ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)."""
     return settings_from_env(environ).demo_engine
 
 
-def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
-    return normalize_base_url(url) in demo_servers(environ)
+def is_demo_server(url: ServerURL, environ: Mapping[str, str] | None = None) -> bool:
+    return ServerURL(url) in demo_servers(environ)
 
 
 def explain_status(status: ServerStatus, environ: Mapping[str, str] | None = None
