@@ -42,9 +42,9 @@ import httpx
 from ..config import process_environ, settings_from_env
 from ..errors import DemoEngineNotReady
 from ..history.files import private_dir
+from ..server.demo_model import MODEL_ALIASES, N_CTX
 from ..settings.store import initial_server_url, open_settings, server_token
 from ..url import ServerURL
-from .demo_model import MODEL_ALIASES, N_CTX
 
 if TYPE_CHECKING:
     from ..server.client import ServerStatus

@@ -24,7 +24,6 @@ from ..errors import (
     ServerError,
     ServerUnreachable,
 )
-from ..launch.demo_model import describe_models
 from ..types import (
     ChatMessage,
     Dialect,
@@ -38,6 +37,7 @@ from ..types import (
 )
 from ..url import ServerURL
 from . import routes
+from .demo_model import describe_models
 from .http_errors import cap, error_for_response, from_transport, is_error_body
 from .listing import list_models
 from .streaming import ChatStream, ReplyBuffer, SSEStream, send_retrying_stale

@@ -27,7 +27,7 @@ def test_models_come_from_the_openai_fallback_route(client_a: LMStudioClient) ->
     listing = client_a.list_models()
     assert listing.dialect is Dialect.OPENAI and listing.route == "/v1/models"
     # /v1/models says nothing about load state or the model; ATOM knows what its own demo
-    # engine serves (launch/demo_model.py) and says it, the same in every page and the CLI.
+    # engine serves (server/demo_model.py) and says it, the same in every page and the CLI.
     assert not listing.loaded_only
     assert [m.key for m in listing.llms] == [MODEL_A]
     (m,) = listing.models
