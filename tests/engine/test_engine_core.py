@@ -15,7 +15,7 @@ from atom_core.history import open_store
 from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, SamplingOptions
-from tests.engine.conftest import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
+from tests.fixtures.engine import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
 
 pytestmark = pytest.mark.engine
 

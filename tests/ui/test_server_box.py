@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import respx
 
-from tests.ui.conftest import BASE, new_app
+from tests.fixtures.apptest import BASE, new_app
 
 MODELS = {"models": [{"type": "llm", "key": "m1", "display_name": "M1", "loaded_instances": []}]}
 
