@@ -132,3 +132,23 @@ def test_a_token_saved_under_an_older_spelling_is_still_found(tmp_path: Path) ->
     settings.tokens_path.write_text(json.dumps({"tokens": {"http://box.test:80": "sk-old"}}))
     assert settings.token_for_url("http://box.test") == "sk-old"
     assert settings.token_for_url("box.test:80/v1") == "sk-old"
+
+
+def test_a_lookup_never_normalises_a_server_url_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's client lookup (token saved in Settings, the environment's token, the client)
+    once normalised the same URL four times; a ServerURL is made once and passed on."""
+    from atom_core import url as url_module
+    from atom_core.config import StreamLimits
+    from atom_core.server.client import LMStudioClient
+
+    url = ServerURL("localhost:1234/v1")
+    settings, env = SettingsStore(tmp_path / "data"), settings_from_env({})
+    made: list[str] = []
+    real = url_module._normalise
+    monkeypatch.setattr(url_module, "_normalise", lambda text: made.append(text) or real(text))
+    assert server_token(settings, env, url) is None
+    with LMStudioClient(url, limits=StreamLimits()) as client:
+        assert client.base_url is url
+    assert made == []
