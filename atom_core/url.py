@@ -16,6 +16,8 @@ A ``ServerURL`` is a ``str``, so rows and settings on disk keep their shape (pla
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 
 DEFAULT_SERVER_URL = "http://localhost:1234"
@@ -64,6 +66,7 @@ class ServerURL(str):
         return httpx.URL(str(self))
 
 
+@functools.lru_cache(maxsize=1024)  # the environment is read again on every page run
 def _normalise(text: str) -> str:
     text = text.strip() or DEFAULT_SERVER_URL
     scheme, sep, rest = text.partition("://")
