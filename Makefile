@@ -39,9 +39,11 @@ browser:
 	    echo "NOTE: chromium is missing and cannot be installed here: browser tests will be SKIPPED."; \
 	  fi; }
 
+# lint-imports: the import contracts in pyproject.toml (which room may import which)
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 unit: $(VENV)/.dev
 	$(VENV)/bin/pytest tests/unit -q

@@ -14,7 +14,8 @@ from atom_core.errors import DemoEngineNotReady
 from atom_core.launch import allocator, demo
 from atom_core.launch.host_guard import HostGuard
 from atom_core.measure import hardware
-from atom_core.render import safe_markdown
+from atom_core.render import plain_label, safe_markdown
+from atom_core.url import ServerURL
 from pages.parts import class_mode, ui
 
 allocator.fix_mmap_threshold()  # RSS stays flat over a long session (docs/BENCHMARKS.md)
@@ -81,8 +82,11 @@ def sidebar() -> None:
             "ATOM_SERVER_URL if set, else the default server in Settings, else "
             "http://localhost:1234.",
         )
-        if url and url != ui.server_url():
-            ui.set_server_url(url)
+        if url and ServerURL(url) != ui.server_url():
+            try:  # where a typed URL enters: checked as the Settings form checks it
+                ui.set_server_url(ServerURL.checked(url))
+            except ValueError as e:
+                st.error(plain_label(str(e)), icon=":material/error:")
         # Drawn after the picker, whose auto-unload can change it, in the place it has here: a
         # run never restarts itself to redraw the sidebar (see watch_server).
         status_box = st.container()

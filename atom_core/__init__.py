@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "StreamEvent": "atom_core.types",
     "Settings": "atom_core.config",
     "normalize_base_url": "atom_core.config",
+    "ServerURL": "atom_core.url",
     "settings_from_env": "atom_core.config",
     "GenerationMetrics": "atom_core.metrics",
     "compute_metrics": "atom_core.metrics",

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AtomError, BadRequest
 from .measure.runner import FanOut, Slot
-from .metrics import GenerationMetrics
 from .runs import RunRecord, reply_state
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .types import ChatMessage, SamplingOptions
@@ -350,10 +349,3 @@ class ChatTurn:
             set_conversation_route(self.store, self.conversation_id,
                                    request_bytes=self.request_bytes)
         return message
-
-
-def metrics_line(metrics: dict[str, Any] | None) -> str:
-    """The stats caption under a stored reply."""
-    if not metrics:
-        return ""
-    return GenerationMetrics.from_dict(metrics).summary()

@@ -16,7 +16,7 @@ from . import images
 from .arena import judge
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .chat import BLANK_PROMPT, blank_prompt, measured, reply_run, reply_text
-from .config import normalize_base_url, settings_from_env
+from .config import settings_from_env
 from .errors import AtomError
 from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
@@ -27,6 +27,7 @@ from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
 from .settings.store import initial_server_url, open_settings, server_token, stream_limits
 from .types import ChatMessage, ModelInfo, SamplingOptions
+from .url import ServerURL
 from .words import plural
 
 if TYPE_CHECKING:
@@ -43,7 +44,14 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     saved = open_settings(settings.data_dir)
     # The app's rule: --server, else ATOM_SERVER_URL, else the default server saved in Settings,
     # else localhost:1234; with that server's own token.
-    server = normalize_base_url(args.server or initial_server_url(settings, saved.load()))
+    try:  # where a URL enters: checked as the Settings form checks it
+        server = (ServerURL.checked(args.server) if args.server
+                  else initial_server_url(settings, saved.load()))
+        judge_url = ServerURL.checked(args.judge_server) if getattr(
+            args, "judge_server", None) else None
+    except ValueError as e:
+        print(f"error: {e}", file=err)
+        return 2
     token = server_token(saved, settings, server)
     limits = stream_limits(settings, saved.load())  # the environment, else Settings
     if getattr(args, "stall_timeout", None):
@@ -59,9 +67,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
                 return _chat(client, args, out, err)
             if args.command == "bench":
                 judge_client = client
-                if getattr(args, "judge_server", None):
+                if judge_url is not None:
                     # the judge's own server, with the token saved for THAT server only
-                    judge_url = normalize_base_url(args.judge_server)
                     if judge_url != server:
                         judge_token = server_token(saved, settings, judge_url)
                         judge_client = clients.enter_context(

@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_SERVER_URL = "http://localhost:1234"
+from .url import ServerURL
+
 _OFF = ("0", "false", "no", "off")
 _ON = ("1", "true", "yes", "on")
 # Names a browser on this machine uses to reach ATOM. Any other Host header is refused (see
@@ -55,13 +56,13 @@ DEFAULT_LIMITS = StreamLimits()
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    server_url: str  # normalized base URL, no trailing /v1
+    server_url: ServerURL  # ATOM_SERVER_URL, else the default
     server_url_set: bool = False  # ATOM_SERVER_URL was given: it wins over a saved default
     api_token: str | None  # never logged or exported
     data_dir: Path
-    extra_servers: tuple[str, ...] = ()  # normalized, in the order given, no repeats
+    extra_servers: tuple[ServerURL, ...] = ()  # in the order given, no repeats
     demo_enabled: bool = True  # ATOM_DEMO
-    demo_engine: tuple[str, ...] = ()  # the URLs that are the bundled demo engine
+    demo_engine: tuple[ServerURL, ...] = ()  # the URLs that are the bundled demo engine
     demo_venv: Path | None = None  # None: .venv-demo beside the code
     wheel_cache: Path = Path.home() / ".cache" / "atom-wheels"
     cache_dir: Path = Path.home() / ".cache" / "atom"
@@ -72,9 +73,9 @@ class Settings:
     class_mode: bool = False  # ATOM_CLASS: phones vote at /vote; other pages need the key
     teacher_key: str | None = field(default=None, repr=False)  # ATOM_TEACHER_KEY; never logged
 
-    def token_for(self, url: str) -> str | None:
+    def token_for(self, url: ServerURL) -> str | None:
         """The environment's token, for ATOM_SERVER_URL only: no other server ever gets it."""
-        return self.api_token if normalize_base_url(url) == self.server_url else None
+        return self.api_token if ServerURL(url) == self.server_url else None
     # ATOM_STALL_TIMEOUT_S, ATOM_FIRST_TOKEN_TIMEOUT_S, ATOM_REQUEST_DEADLINE_S
     limits: StreamLimits = DEFAULT_LIMITS
     # which of the limits' fields the environment set (they win over Settings)
@@ -87,7 +88,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     token = (env.get("ATOM_API_TOKEN") or env.get("LM_API_TOKEN") or "").strip() or None
     data_dir = env.get("ATOM_DATA_DIR", "").strip()
     server_set = bool(env.get("ATOM_SERVER_URL", "").strip())
-    server_url = normalize_base_url(env.get("ATOM_SERVER_URL", "") or DEFAULT_SERVER_URL)
+    server_url = ServerURL(env.get("ATOM_SERVER_URL", ""))
     extra = url_list(env.get("ATOM_EXTRA_SERVERS", ""))
     xdg = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
     venv = env.get("ATOM_DEMO_VENV", "").strip()
@@ -138,7 +139,8 @@ def process_environ() -> dict[str, str]:
     return dict(os.environ)
 
 
-def _demo_engine(value: str, server_url: str, extra: tuple[str, ...]) -> tuple[str, ...]:
+def _demo_engine(value: str, server_url: ServerURL,
+                 extra: tuple[ServerURL, ...]) -> tuple[ServerURL, ...]:
     value = value.strip()
     if not value or value.lower() in _OFF:
         return ()
@@ -147,9 +149,9 @@ def _demo_engine(value: str, server_url: str, extra: tuple[str, ...]) -> tuple[s
     return url_list(value)
 
 
-def url_list(value: str) -> tuple[str, ...]:
+def url_list(value: str) -> tuple[ServerURL, ...]:
     """'a:1, http://b:2/v1,' -> ('http://a:1', 'http://b:2'): normalized, no repeats."""
-    return tuple(dict.fromkeys(normalize_base_url(u) for u in value.split(",") if u.strip()))
+    return tuple(dict.fromkeys(ServerURL(u) for u in value.split(",") if u.strip()))
 
 
 def host_allowed(host_header: str | None, allowed: frozenset[str] = frozenset()) -> bool:
@@ -172,15 +174,7 @@ def _host_name(host: str) -> str:
     return host.rstrip(".")
 
 
-def normalize_base_url(url: str) -> str:
-    """'localhost:1234/v1/' -> 'http://localhost:1234'. People paste URLs with the OpenAI
-    suffix; ATOM adds route prefixes itself."""
-    url = url.strip() or DEFAULT_SERVER_URL
-    if "://" not in url:
-        url = "http://" + url
-    url = url.rstrip("/")
-    for suffix in ("/api/v1", "/api/v0", "/v1"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-            break
-    return url.rstrip("/")
+def normalize_base_url(url: str) -> ServerURL:
+    """'localhost:1234/v1/' -> 'http://localhost:1234' (see atom_core/url.py: where a URL enters
+    ATOM, make a ServerURL and pass that on)."""
+    return ServerURL(url)

@@ -148,6 +148,13 @@ class GenerationMetrics:
         return " · ".join(parts)
 
 
+def metrics_line(metrics: dict[str, Any] | None) -> str:
+    """The stats caption under a stored reply (the chat page, conversation exports)."""
+    if not metrics:
+        return ""
+    return GenerationMetrics.from_dict(metrics).summary()
+
+
 def format_duration(seconds: float) -> str:
     """A wait people read at a glance: '25 s', '3 min 5 s', '2 h 10 min' (progress ETAs)."""
     seconds = round(seconds)

@@ -12,10 +12,10 @@ from atom_core.chat import (
     auto_title,
     blank_prompt,
     history_for_request,
-    metrics_line,
 )
 from atom_core.errors import DemoEngineNotReady
 from atom_core.history import Conversation, Message
+from atom_core.metrics import metrics_line
 from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.types import Dialect, SamplingOptions
 from pages.parts import chat_conversations as conversations

@@ -12,6 +12,7 @@ from atom_core.config import LIMIT_VARIABLES, settings_from_env
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.client import LMStudioClient
 from atom_core.settings import store as ss
+from atom_core.url import ServerURL
 from pages.parts import ui
 from pages.parts.settings_data import data_tab
 
@@ -61,7 +62,7 @@ def servers_tab(saved: ss.AppSettings) -> None:
             if cols[0].button("Test", key=f"test-{p.name}", icon=":material/network_check:"):
                 test_connection(p)
             cols[1].button("Use now", key=f"use-{p.name}", on_click=ui.set_server_url,
-                           args=(p.url,), disabled=p.url == ui.server_url())
+                           args=(p.url,), disabled=ServerURL(p.url) == ui.server_url())
             cols[2].button("Make default", key=f"def-{p.name}",
                            disabled=p.name == saved.default_profile,
                            on_click=settings.set_default_profile, args=(p.name,))

@@ -9,13 +9,6 @@ from typing import Any
 
 import pytest
 
-from atom_core.launch.demo import demo_paths
-
-# The demo engine this machine has installed (`make demo`), read before any test moves HOME: the
-# real-engine tests start it from here, read-only. Everything else a test sees is under tmp_path.
-USER_DEMO_PATHS = demo_paths()
-
-
 # The fast suites first, the browser suites last: Playwright's sync API keeps an event loop
 # running in the main thread (on greenlets) until its session-scoped browser closes, and a unit
 # test run after it met "asyncio.run() cannot be called from a running event loop" and a

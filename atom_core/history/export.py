@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..chat import metrics_line
+from ..metrics import metrics_line
 
 if TYPE_CHECKING:
     from .protocol import Conversation, Message

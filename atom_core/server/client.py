@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..config import StreamLimits, normalize_base_url, settings_from_env
+from ..config import StreamLimits, settings_from_env
 from ..errors import (
     AtomError,
     BadRequest,
@@ -24,7 +24,6 @@ from ..errors import (
     ServerError,
     ServerUnreachable,
 )
-from ..launch.demo_model import describe_models
 from ..types import (
     ChatMessage,
     Dialect,
@@ -36,7 +35,9 @@ from ..types import (
     to_float,
     to_int,
 )
+from ..url import ServerURL
 from . import routes
+from .demo_model import describe_models
 from .http_errors import cap, error_for_response, from_transport, is_error_body
 from .listing import list_models
 from .streaming import ChatStream, ReplyBuffer, SSEStream, send_retrying_stale, stream_timeout
@@ -73,7 +74,7 @@ def pool_limits(max_connections: int) -> httpx.Limits:
 class ServerStatus:
     """What the sidebar shows: can we talk to the server, what is it, what has it got."""
 
-    base_url: str
+    base_url: ServerURL
     reachable: bool
     dialect: Dialect | None = None
     model_count: int = 0
@@ -109,7 +110,7 @@ class LMStudioClient:
         if base_url is None:
             assert settings is not None
             base_url, token = settings.server_url, token or settings.api_token
-        self.base_url = normalize_base_url(base_url)
+        self.base_url = ServerURL(base_url)  # the same object when given a ServerURL
         self.token = token or None
         self.dialect: Dialect | None = None
         self.limits = limits or (settings.limits if settings else StreamLimits())

@@ -258,6 +258,9 @@ class AppSettings(BaseModel):
         for name, field in _fields().items():
             if name in raw and (value := field.read(raw[name])) is not None:
                 values[name] = value
+        if "loaded_by_atom" in values:  # keyed as ServerURL spells a URL (older files: as typed)
+            values["loaded_by_atom"] = {normalize_base_url(k): v
+                                        for k, v in values["loaded_by_atom"].items()}
         settings = cls(**values)
         if with_tokens:
             settings = settings.model_copy(update={"profiles": tuple(

@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -41,6 +40,7 @@ from typing import Any
 from ..config import Settings, StreamLimits, normalize_base_url
 from ..files import FolderLock, atomic_write_json, private_dir, remove_temp_files
 from ..server.client import ServerStatus
+from ..url import ServerURL
 from .model import (
     MAX_TTL_SECONDS,
     PRESET_BOUNDS,
@@ -88,13 +88,13 @@ def mask_token(token: str | None) -> str:
     return f"{prefix}{'•' * 8}{tail}"
 
 
-def initial_server_url(config: Settings, saved: AppSettings) -> str:
+def initial_server_url(config: Settings, saved: AppSettings) -> ServerURL:
     """The server a new session starts on: ATOM_SERVER_URL if set, else the default profile's,
     else the configured default. (The sidebar's box still switches it for the session.)"""
     if config.server_url_set:
         return config.server_url
     default = saved.default()
-    return default.url if default else config.server_url
+    return ServerURL(default.url) if default else config.server_url
 
 
 def connection_report(status: ServerStatus, *, token_sent: bool) -> tuple[bool, str]:
@@ -113,16 +113,10 @@ def connection_report(status: ServerStatus, *, token_sent: bool) -> tuple[bool, 
 # -- validation --------------------------------------------------------------------------------
 
 
-def check_server_url(url: str) -> str:
-    """The normalized URL of a server ATOM may talk to (http or https, a host, maybe a port),
-    or ValueError with a sentence. The Settings form and imports both use it."""
-    raw = str(url or "").strip()
-    if not raw:
-        raise ValueError("Enter the server's URL, for example http://localhost:1234.")
-    normalized = normalize_base_url(raw)
-    if not re.match(r"^https?://[^/\s:]+(:\d{1,5})?(/\S*)?$", normalized):
-        raise ValueError(f"“{raw}” is not a server URL. Use one like http://localhost:1234.")
-    return normalized
+def check_server_url(url: str) -> ServerURL:
+    """The URL of a server ATOM may talk to (http or https, a host, maybe a port), or
+    ValueError with a sentence. The Settings form and imports both use it."""
+    return ServerURL.checked(url)
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -492,7 +486,7 @@ def stream_limits(env: Settings, saved: AppSettings) -> StreamLimits:
     return replace(env.limits, **chosen)
 
 
-def server_token(settings: SettingsStore, env: Settings, url: str) -> str | None:
+def server_token(settings: SettingsStore, env: Settings, url: ServerURL) -> str | None:
     """The token to send to a server: the one saved in Settings for exactly its URL, else the
     environment's (ATOM_API_TOKEN / LM_API_TOKEN) when this is ATOM_SERVER_URL; else none.
     An extra server (ATOM_EXTRA_SERVERS) or a saved server without a token gets no token."""
@@ -503,7 +497,9 @@ def _tokens_by_url(raw_tokens: object, raw_settings: Mapping[str, Any]) -> dict[
     """tokens.json's tokens keyed by server URL (older files keyed them by profile name)."""
     if not isinstance(raw_tokens, dict):
         return {}
-    tokens = {str(k): str(v) for k, v in raw_tokens.items() if isinstance(v, str) and v}
+    # keyed as ServerURL spells a URL (older files: as they were typed, or by profile name)
+    tokens = {(ServerURL(k) if "://" in str(k) else str(k)): str(v)
+              for k, v in raw_tokens.items() if isinstance(v, str) and v}
     _rekey_by_url(tokens, raw_settings)
     return tokens
 

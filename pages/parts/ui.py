@@ -3,14 +3,13 @@ status and the model picker. Drawing and session state only; logic lives in atom
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import streamlit as st
 
-from atom_core.config import StreamLimits, normalize_base_url, settings_from_env
+from atom_core.config import StreamLimits, settings_from_env
 from atom_core.errors import AtomError, DemoEngineNotReady
 from atom_core.history import HistoryStore, open_store
 from atom_core.launch import demo
@@ -19,6 +18,7 @@ from atom_core.network import host_admitted
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.admin import auto_unload_targets
 from atom_core.server.client import LMStudioClient, ServerStatus
+from atom_core.server.status_cache import StatusCache
 from atom_core.settings.store import (
     SamplingPreset,
     SettingsStore,
@@ -28,6 +28,7 @@ from atom_core.settings.store import (
     stream_limits,
 )
 from atom_core.types import ModelInfo, SamplingOptions
+from atom_core.url import ServerURL
 
 STATUS_MAX_AGE_S = 15.0
 KEEP: Literal["session"] = "session"  # widget values survive view and page switches
@@ -42,7 +43,7 @@ NOT_LOADED = "○"
 
 
 @st.cache_resource(show_spinner=False, on_release=LMStudioClient.close)  # release: sockets too
-def _client(base_url: str, token: str | None, limits: StreamLimits) -> LMStudioClient:
+def _client(base_url: ServerURL, token: str | None, limits: StreamLimits) -> LMStudioClient:
     # One client per server (and token and limits) for the whole process: httpx.Client is
     # thread-safe and pools connections, which the arena's parallel streams share.
     return LMStudioClient(base_url, token=token, limits=limits)
@@ -53,13 +54,13 @@ def _store(data_dir: str) -> HistoryStore:
     return open_store(data_dir)
 
 
-def server_url() -> str:
+def server_url() -> ServerURL:
     """This session's server: ATOM_SERVER_URL if set, else the default profile from Settings,
     else http://localhost:1234; the sidebar's box switches it for the session."""
     if "server_url" not in st.session_state:
         st.session_state.server_url = initial_server_url(settings_from_env(),
                                                          settings_store().load())
-    return str(st.session_state.server_url)
+    return ServerURL(st.session_state.server_url)
 
 
 def client() -> LMStudioClient:
@@ -75,9 +76,9 @@ def settings_store() -> SettingsStore:
     return open_settings(settings_from_env().data_dir)
 
 
-def token_for(url: str) -> str | None:
+def token_for(url: ServerURL) -> str | None:
     """The token saved in Settings for this URL, else ATOM_API_TOKEN for ATOM_SERVER_URL only."""
-    return server_token(settings_store(), settings_from_env(), url)
+    return server_token(settings_store(), settings_from_env(), ServerURL(url))
 
 
 def server_status(*, refresh: bool = False) -> ServerStatus:
@@ -85,20 +86,21 @@ def server_status(*, refresh: bool = False) -> ServerStatus:
     return status_for(server_url(), refresh=refresh)
 
 
+def _statuses() -> StatusCache[ServerStatus]:
+    cache: StatusCache[ServerStatus] = st.session_state.setdefault(
+        "_statuses", StatusCache(STATUS_MAX_AGE_S))
+    return cache
+
+
 def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
     """Any known server's status (models included), cached per session for a few seconds."""
-    cache: dict[str, tuple[float, ServerStatus]] = st.session_state.setdefault("_statuses", {})
-    hit = cache.get(url)
-    if not refresh and hit is not None and time.monotonic() - hit[0] < STATUS_MAX_AGE_S:
-        return hit[1]
-    status = demo.explain_status(client_for(url).status())
-    cache[url] = (time.monotonic(), status)
-    return status
+    return _statuses().get(url, lambda u: demo.explain_status(client_for(u).status()),
+                           refresh=refresh)
 
 
 def forget_status(url: str) -> None:
     """Drops a server's cached status (its token or profile changed): the next look asks it."""
-    st.session_state.get("_statuses", {}).pop(normalize_base_url(url), None)
+    _statuses().forget(url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ class ServerChoice:
     """A server the user can pick models from."""
 
     name: str
-    url: str
+    url: ServerURL
     token: str | None = field(default=None, repr=False)  # never shown
 
 
@@ -115,7 +117,7 @@ def servers() -> list[ServerChoice]:
     (ATOM_EXTRA_SERVERS, comma-separated URLs, e.g. the second demo engine), then the server
     profiles saved in Settings."""
     profiles = settings_store().load().profiles
-    names = {p.url: p.name for p in reversed(profiles)}
+    names = {ServerURL(p.url): p.name for p in reversed(profiles)}
     current = server_url()
     out = [ServerChoice(name=names.get(current, "Current server"), url=current,
                         token=token_for(current))]
@@ -124,19 +126,21 @@ def servers() -> list[ServerChoice]:
             out.append(ServerChoice(name=names.get(url, f"Server {i + 2}"), url=url,
                                     token=token_for(url)))
     for p in profiles:
-        if all(c.url != p.url for c in out):
-            out.append(ServerChoice(name=p.name, url=p.url, token=token_for(p.url)))
+        url = ServerURL(p.url)
+        if all(c.url != url for c in out):
+            out.append(ServerChoice(name=p.name, url=url, token=token_for(url)))
     return out
 
 
 def client_for(url: str) -> LMStudioClient:
     """The shared client for a server (its token from Settings, else from the environment)."""
-    return _client(normalize_base_url(url), token_for(url),
-                   stream_limits(settings_from_env(), settings_store().load()))
+    url = ServerURL(url)  # a no-op for a ServerURL: pages pass the ones ui gave them
+    return _client(url, token_for(url), stream_limits(settings_from_env(), settings_store().load()))
 
 
-def set_server_url(url: str) -> None:
-    st.session_state.server_url = normalize_base_url(url)
+def set_server_url(url: ServerURL) -> None:
+    """This session's server from now on (the sidebar's box checks what was typed)."""
+    st.session_state.server_url = ServerURL(url)
 
 
 def notes_to_show(notes: Sequence[str], shown_with: str) -> list[str]:

@@ -120,7 +120,7 @@ def test_three_models_stream_in_all_columns_at_once(app: App, double: Double, pa
     for measure in ("TTFT", "Decode tok/s", "End-to-end", "Stop reason", "Load (before the race)",
                     "Quantization", "Which answer is better?"):
         assert measure in body
-    assert page.locator("[data-testid=stException]").count() == 0
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
     page.set_viewport_size({"width": 1360, "height": 1600})  # the whole page, no scrolling
     page.evaluate("() => document.querySelector('#stMain').scrollTo(0, 0)")

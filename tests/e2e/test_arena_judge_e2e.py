@@ -84,5 +84,5 @@ def test_a_round_judged_blind_in_both_orders(app: App, double: Double, page: Any
     assert "Agreement with people: 0% of 1 round with" in board
     # the judges board and the ratings
     expect(page.locator("[data-testid=stDataFrame]")).to_have_count(2, timeout=30_000)
-    assert page.locator("[data-testid=stException]").count() == 0
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
     page.screenshot(path=str(OUTPUT / "arena-judge-board.png"), full_page=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 from tests.fixtures.browser import (
     OUTPUT,
@@ -34,8 +35,7 @@ SLOW_ALPHA = {
 
 def last_reply_text(pg: Any) -> str:
     messages = pg.locator("[data-testid=stChatMessage]")
-    if messages.count() < 2:
-        return ""
+    expect(messages.nth(1)).to_be_attached(timeout=PAGE_WAIT_MS)  # the first reply is drawn
     return str(messages.last.locator("[data-testid=stMarkdownContainer]").last.inner_text())
 
 
@@ -121,7 +121,7 @@ def test_server_down_shows_one_sentence_and_keeps_the_message(
         messages = page.locator("[data-testid=stChatMessage]")
         assert "Is anyone there?" in messages.first.inner_text()
         assert "lms server start" in messages.last.inner_text()
-        assert page.locator("[data-testid=stException]").count() == 0  # no traceback
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)  # no traceback
         page.screenshot(path=str(OUTPUT / "chat-server-down.png"))
     finally:
         stop(app.process)
@@ -180,7 +180,7 @@ def test_closed_tab_and_killed_app_lose_nothing(double: Double, browser: Any,
         tab = ctx.new_page()
         open_app(tab, app.url, "[data-testid=stChatMessage]")
         replies = tab.locator("[data-testid=stChatMessage]")
-        assert replies.count() == 4
+        expect(replies).to_have_count(4)
         assert "Reply from test/alpha: one two three" in replies.nth(1).inner_text()
         last = replies.nth(3).inner_text()
         assert "Reply from test/alpha:" in last and "Interrupted" in last
@@ -220,7 +220,7 @@ def reply_to(pg: Any, question: str, timeout_ms: int = PAGE_WAIT_MS) -> str:
                 && !!r.querySelector('[data-testid=stCaptionContainer]');
         }""", arg=question, timeout=timeout_ms)
     messages = pg.locator("[data-testid=stChatMessage]")
-    texts = [messages.nth(n).inner_text() for n in range(messages.count())]
+    texts = messages.all_inner_texts()
     at = max(n for n, t in enumerate(texts) if t.strip().endswith(question))
     return texts[at + 1]
 
@@ -297,8 +297,8 @@ def test_a_bookmark_of_chat_opens_chat_on_every_visit(app: App, browser: Any) ->
         try:
             open_app(pg, app.url + "/chat", "[data-testid=stChatInputTextArea]")
             pg.wait_for_timeout(500)
-            assert pg.get_by_text("Page not found").count() == 0, f"visit {visit}"
-            assert pg.locator("[role=dialog]").count() == 0, f"visit {visit}"
+            expect(pg.get_by_text("Page not found"), f"visit {visit}").to_have_count(0)
+            expect(pg.locator("[role=dialog]"), f"visit {visit}").to_have_count(0)
             send(pg, f"hello {visit}")
             assert "Reply from test/alpha:" in reply_to(pg, f"hello {visit}"), f"visit {visit}"
         finally:

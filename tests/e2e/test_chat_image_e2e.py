@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from atom_core import images
 from tests.fixtures.browser import App, Double, open_app, save_shot, wait_idle
@@ -49,10 +50,10 @@ def test_an_image_sent_over_the_responses_route_reaches_the_vision_model(
     page.locator("[data-testid=stChatMessage]").filter(has_text=want).wait_for(timeout=30_000)
     wait_idle(page)
     messages = page.locator("[data-testid=stChatMessage]")
-    assert messages.count() == 2
+    expect(messages).to_have_count(2)
     assert want in messages.nth(1).inner_text()
-    assert messages.nth(0).locator("img").count() == 1  # the thumbnail beside the question
-    assert page.locator("[data-testid=stException]").count() == 0
+    expect(messages.nth(0).locator("img")).to_have_count(1)  # the thumbnail beside the question
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
     (request,) = [r for r in double.log() if r["path"] == "/v1/responses"]
     parts = request["body"]["input"][-1]["content"]

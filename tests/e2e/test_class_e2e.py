@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from atom_core.arena import classroom
 from atom_core.history import open_store
@@ -147,7 +148,7 @@ def test_a_class_votes_from_eight_phones_and_follows_the_teacher(
             assert all(n in main_text(pg) for n in NAMES)
             assert "Which answer is better?" not in main_text(pg)
         save_shot(phones[0], "class-phone-result.png", full_page=True)
-        assert phones[0].locator("text=Your vote: Response 2.").count() == 1
+        expect(phones[0].locator("text=Your vote: Response 2.")).to_have_count(1)
 
         double.set_config(models(reply="A second answer, also anonymous."))
         ask(teacher, "And why are sunsets red?")
@@ -192,9 +193,9 @@ def test_without_the_teacher_key_a_page_shows_one_sentence_and_nothing_else(
     for secret in (*NAMES, *DISPLAY, "Secret history title", "sk-secret", "•••", port,
                    "Lab box", "Server", "Chat", "Stats", "Models", "Settings"):
         assert secret not in text and secret not in values, (secret, text)
-    assert page.locator(".st-key-atom_nav").count() == 0
-    assert page.locator("[data-testid=stSidebar]").count() == 0
-    assert page.locator("input, textarea, button[kind]").count() == 0
+    expect(page.locator(".st-key-atom_nav")).to_have_count(0)
+    expect(page.locator("[data-testid=stSidebar]")).to_have_count(0)
+    expect(page.locator("input, textarea, button[kind]")).to_have_count(0)
     assert "students vote at" in text.lower()
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.fixtures.browser import App, Double, open_app, wait_idle
 
@@ -76,7 +77,7 @@ def test_a_first_visit_never_shows_the_page_parts_as_pages(
     assert nav == ["Chat", "Arena", "Stats", "Models", "Settings"], nav
     parts = {"ui", "app", "arena board", "arena judge", "chat route", "stats sweep"}
     assert not {s.lower() for s in seen} & parts, sorted(seen)
-    assert page.locator("[data-testid=stSidebarNav]").count() == 0
+    expect(page.locator("[data-testid=stSidebarNav]")).to_have_count(0)
 
 
 def test_the_app_fetches_nothing_from_any_other_host(app: App, page: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.fixtures.browser import (
     App,
@@ -51,7 +52,7 @@ def test_load_a_model_from_the_models_page(app: App, double: Double, page: Any) 
     go(page, app, "Models", "[data-testid=stDataFrame]")
     main = page.locator("[data-testid=stMain]")
     assert "4 of 4 models" in main.inner_text()
-    assert page.locator("[data-testid=stException]").count() == 0
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
     choose(page, "Model to load", "Test Gamma 270M")
     # The form follows the pick: gamma's own context field, bounded by its maximum.
     ctx = page.get_by_placeholder("server default (model max 8,192)")

@@ -5,10 +5,10 @@ Settings, talk two turns, and check on the double that the second request carrie
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.fixtures.browser import App, Double, ask, open_app, save_shot, wait_idle
 
@@ -22,12 +22,7 @@ def send_and_wait(pg: Any, text: str, replies: int) -> None:
     box = pg.locator("[data-testid=stChatInputTextArea]")
     box.fill(text)
     box.press("Enter")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        wait_idle(pg)
-        if pg.locator("[data-testid=stChatMessage]").count() >= replies * 2:
-            break
-        time.sleep(0.1)
+    expect(pg.locator("[data-testid=stChatMessage]")).to_have_count(replies * 2, timeout=20_000)
     wait_idle(pg)
 
 
@@ -45,7 +40,7 @@ def test_a_native_chat_continues_from_the_stored_response(app: App, double: Doub
     send_and_wait(page, "What did I say?", 2)
     texts = page.locator("[data-testid=stChatMessage]").all_inner_texts()
     assert len(texts) == 4 and all("Reply from test/alpha" in t for t in texts[1::2])
-    assert page.locator("[data-testid=stException]").count() == 0
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
 
     first, second = [r for r in double.log() if r["path"] == "/api/v1/chat"]
     assert "previous_response_id" not in first["body"]
@@ -74,7 +69,7 @@ def test_an_arena_race_of_one_model_over_two_routes_shows_the_route_row(
     page.wait_for_selector("text=Which answer is better?", timeout=30_000)
     wait_idle(page)
     body = main.inner_text()
-    assert page.locator("[data-testid=stException]").count() == 0
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
     # the results grid: a Route row naming each slot's route, in slot order
     route_line = next(line for line in body.splitlines() if line.startswith("Route"))
     rest = body[body.index(route_line):]

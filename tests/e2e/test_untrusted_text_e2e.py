@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.fixtures.beacon import Beacon, serve_beacon, serve_hostile
 from tests.fixtures.browser import (
@@ -227,7 +228,7 @@ def test_a_foreign_host_name_is_refused_and_localhost_works(
         assert "ATOM does not answer to the name “evil.example" in body
         assert f"http://localhost:{port}" in body
         pg.screenshot(path=str(OUTPUT / "refused-host.png"))
-        assert pg.locator("[data-testid=stApp]").count() == 0  # no app, no sidebar, no pages
+        expect(pg.locator("[data-testid=stApp]")).to_have_count(0)  # no app, no sidebar, no pages
         for path in ("/settings", "/_stcore/health", "/_stcore/host-config"):
             answer = pg.goto(f"http://evil.example:{port}{path}")
             assert answer is not None and answer.status == 403, path

@@ -4,15 +4,15 @@ on a machine with no LM Studio."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from atom_core.launch import demo
-from tests.engine.conftest import MODEL_A
 from tests.fixtures.browser import CHROMIUM, ROOT, open_app, start_app, stop, wait_idle
+from tests.fixtures.engine import MODEL_A
 
 pytestmark = [
     pytest.mark.engine,
@@ -42,15 +42,8 @@ def test_chat_with_the_demo_engine_in_the_browser(
         box.press("Enter")
         reply = page.locator("[data-testid=stChatMessage]").nth(1)
         # Real text arrives while the engine is still generating (the cursor is still there).
-        deadline = time.monotonic() + 120
-        seen = ""
-        while time.monotonic() < deadline:
-            if reply.count():
-                seen = reply.locator("[data-testid=stMarkdownContainer]").last.inner_text()
-                if re.search(r"[A-Za-z]{2,}", seen.rstrip("▌")):
-                    break
-            time.sleep(0.1)
-        assert re.search(r"[A-Za-z]{2,}", seen), f"no text arrived: {seen!r}"
+        expect(reply.locator("[data-testid=stMarkdownContainer]").last).to_have_text(
+            re.compile(r"[A-Za-z]{2,}"), timeout=120_000)
         # The reply is drawn again from the history when it ends (with a Regenerate button
         # under it); the moment between the two runs also looks idle, so wait for that.
         page.get_by_role("button", name="Regenerate").wait_for(timeout=180_000)
@@ -60,7 +53,7 @@ def test_chat_with_the_demo_engine_in_the_browser(
         caption = reply.locator("[data-testid=stCaptionContainer]").inner_text()
         assert re.search(r"[A-Za-z]{2,}", text) and "▌" not in text
         assert MODEL_A in caption and "tok/s" in caption and "tokens" in caption, caption
-        assert page.locator("[data-testid=stException]").count() == 0
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
         OUTPUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(OUTPUT / "demo-chat.png"))
     finally:
@@ -109,7 +102,7 @@ def test_a_two_engine_arena_race_and_vote_in_the_browser(
 
         board = arena.leaderboard(arena.load_rounds(open_store(tmp_path / "data")), n_boot=10)
         assert [r.contestant for r in board][0] == MODEL_A
-        assert page.locator("[data-testid=stException]").count() == 0
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
         OUTPUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(OUTPUT / "demo-arena.png"), full_page=True)
     finally:

@@ -15,7 +15,7 @@ from atom_core.history import open_store
 from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, Dialect, SamplingOptions
-from tests.engine.conftest import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
+from tests.fixtures.engine import MODEL_A, MODEL_B, SHORT, engine_cpu_seconds
 
 pytestmark = pytest.mark.engine
 
@@ -27,7 +27,7 @@ def test_models_come_from_the_openai_fallback_route(client_a: LMStudioClient) ->
     listing = client_a.list_models()
     assert listing.dialect is Dialect.OPENAI and listing.route == "/v1/models"
     # /v1/models says nothing about load state or the model; ATOM knows what its own demo
-    # engine serves (launch/demo_model.py) and says it, the same in every page and the CLI.
+    # engine serves (server/demo_model.py) and says it, the same in every page and the CLI.
     assert not listing.loaded_only
     assert [m.key for m in listing.llms] == [MODEL_A]
     (m,) = listing.models

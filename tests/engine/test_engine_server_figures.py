@@ -24,7 +24,7 @@ import pytest
 from atom_core.launch import demo
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage, SamplingOptions
-from tests.engine.conftest import installed_engine
+from tests.fixtures.engine import installed_engine
 
 pytestmark = pytest.mark.engine
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from atom_core.launch import demo
-from tests.engine.conftest import installed_engine
 from tests.fixtures.browser import CHROMIUM, ROOT, free_port, save_shot, wait_idle
+from tests.fixtures.engine import installed_engine
 
 pytestmark = [
     pytest.mark.engine,

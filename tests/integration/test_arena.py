@@ -91,15 +91,15 @@ def test_three_slots_stream_at_the_same_time(double: DoubleServer, client: LMStu
                                              store: HistoryStore) -> None:
     setups = [SlotSetup(server=double.url, model=m) for m in ("m/a", "m/b", "m/c")]
     r = race(client, store, setups)
-    started = time.perf_counter()
     rnd = run_to_end(r)
-    wall = time.perf_counter() - started
     log = chats(double)
     assert len(log) == 3
-    # All three were in flight together: each started before any ended.
+    # All three were in flight together: each started before any ended (no wall-clock bound,
+    # issue 10: the overlap is the proof of parallelism).
     assert max(x["received_at"] for x in log) < min(x["ended_at"] for x in log)
-    # (no wall-clock bound here, issue 10: the overlap above is the proof of parallelism)
-    assert wall > 0
+    # and each was read to its end: the server wrote every token (none cut off by the others)
+    assert sorted((x["model"], x["completed"], x["closed_early"]) for x in log) == [
+        ("m/a", True, False), ("m/b", True, False), ("m/c", True, False)]
     assert [s.content.split(":")[0] for s in rnd.slots] == [
         "Reply from m/a", "Reply from m/b", "Reply from m/c"]
     assert all(s.state == "complete" for s in rnd.slots)

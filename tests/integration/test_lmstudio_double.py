@@ -564,7 +564,10 @@ def test_load_clamps_and_adds_instances_then_unload(client: httpx.Client) -> Non
 
 def test_loads_of_different_models_run_in_parallel(make_double: Factory) -> None:
     models = [fast_model(f"t/{n}", loaded=False, load_time_ms=300) for n in "abc"]
-    d = make_double({"models": models})
+    # Each load waits until all three have begun (the event), so the threads may connect as
+    # late as a busy machine makes them; a server that loaded one model at a time would hold
+    # the first load at the gate alone, and the three would not overlap.
+    d = make_double({"models": models, "load_gate": 3})
     codes: list[int] = []
 
     def load(key: str) -> None:

@@ -14,8 +14,8 @@ from PIL import Image
 
 from atom_core import arena, images
 from atom_core.history import open_store
+from tests.fixtures.apptest import new_app
 from tests.fixtures.sse import SSE_HEADERS, sse_body
-from tests.ui.conftest import new_app
 
 
 def model(key: str, vision: bool) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from atom_core import arena
 from atom_core.arena import judge, promptsets
 from atom_core.history import open_store
 from atom_core.words import EMPTY_CELL
+from tests.fixtures.apptest import BASE, new_app
 from tests.fixtures.sse import SSE_HEADERS, sse_body
-from tests.ui.conftest import BASE, new_app
 
 
 def model(key: str) -> dict[str, Any]:

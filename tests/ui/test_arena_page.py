@@ -18,8 +18,8 @@ from atom_core import arena
 from atom_core.arena import promptsets
 from atom_core.history import open_store
 from atom_core.words import EMPTY_CELL
+from tests.fixtures.apptest import new_app, press_stop
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
-from tests.ui.conftest import new_app, press_stop
 
 
 def model(key: str, name: str, loaded: bool = True, quant: str = "Q4_K_M") -> dict[str, Any]:

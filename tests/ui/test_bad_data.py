@@ -15,9 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from atom_core.history import open_store
 from atom_core.settings.store import MAX_TTL_SECONDS
+from tests.fixtures.apptest import new_app
 from tests.fixtures.bad_imports import REFUSED, ROUND, RUN
 from tests.fixtures.payloads import NATIVE_MODELS
-from tests.ui.conftest import new_app
 
 
 def texts(elements: Any) -> list[str]:

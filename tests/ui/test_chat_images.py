@@ -12,9 +12,9 @@ from PIL import Image
 
 from atom_core import images
 from atom_core.history import open_store
+from tests.fixtures.apptest import new_app
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
-from tests.ui.conftest import new_app
 
 VISION_MODEL = "google/gemma-4-26b-a4b"  # capabilities.vision in the payload
 TEXT_MODEL = "qwen/qwen3-4b"

@@ -11,9 +11,9 @@ import httpx
 import respx
 
 from atom_core.history import open_store
+from tests.fixtures.apptest import BASE, new_app, press_stop
 from tests.fixtures.payloads import AUTH_BODY, NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
-from tests.ui.conftest import BASE, new_app, press_stop
 
 LOADED_MODEL = "google/gemma-4-26b-a4b"
 

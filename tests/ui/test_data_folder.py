@@ -18,9 +18,9 @@ from atom_core import arena
 from atom_core.history import open_store
 from atom_core.history.backup import export_json
 from atom_core.settings.store import open_settings
+from tests.fixtures.apptest import new_app
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
-from tests.ui.conftest import new_app
 
 
 def png() -> bytes:

@@ -9,7 +9,7 @@ import pytest
 import respx
 from streamlit.testing.v1 import AppTest
 
-from tests.ui.conftest import BASE, new_app
+from tests.fixtures.apptest import BASE, new_app
 
 OPENAI_LIST = {"object": "list", "data": [
     {"id": "gemma-3-270m-a", "object": "model", "owned_by": "me", "permissions": []}]}

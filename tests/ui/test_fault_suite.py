@@ -19,8 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from atom_core import arena
 from atom_core.history.tinydb_store import open_store
+from tests.fixtures.apptest import new_app, press_stop
 from tests.fixtures.lmstudio_double import DoubleServer, serve
-from tests.ui.conftest import new_app, press_stop
 
 pytestmark = pytest.mark.integration
 

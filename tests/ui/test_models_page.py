@@ -12,8 +12,8 @@ import respx
 from streamlit.testing.v1 import AppTest
 
 from atom_core.settings.store import open_settings
+from tests.fixtures.apptest import BASE, new_app
 from tests.fixtures.payloads import AUTH_BODY, NATIVE_MODELS, UNEXPECTED
-from tests.ui.conftest import BASE, new_app
 
 GEMMA = "google/gemma-4-26b-a4b"
 

@@ -14,9 +14,9 @@ from atom_core import arena
 from atom_core.arena import report
 from atom_core.history import HistoryStore, open_store
 from atom_core.measure import hardware
+from tests.fixtures.apptest import new_app
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
-from tests.ui.conftest import new_app
 
 
 @pytest.fixture(autouse=True)

@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest
 from atom_core.history import open_store
 from atom_core.measure import hardware
 from atom_core.settings.store import make_preset, open_settings
+from tests.fixtures.apptest import BASE, new_app
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
-from tests.ui.conftest import BASE, new_app
 
 TOKEN = "sk-lm-AbCd1234:ZyXwVuTsRqPoNmLkJiHg"
 OTHER = "http://other.test:1234"

@@ -11,8 +11,8 @@ import respx
 from atom_core.history import open_store
 from atom_core.measure import card, hardware
 from atom_core.words import EMPTY_CELL
+from tests.fixtures.apptest import new_app
 from tests.fixtures.payloads import NATIVE_MODELS
-from tests.ui.conftest import new_app
 
 
 def open_machine_tab() -> Any:

@@ -19,11 +19,11 @@ from atom_core.metrics import compute_metrics
 from atom_core.runs import run_record
 from atom_core.server.client import LMStudioClient
 from atom_core.server.routes import ROUTE_LABELS
+from tests.fixtures.apptest import new_app
 from tests.fixtures.lmstudio_double import DoubleServer, serve
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.plotly_data import decode
 from tests.fixtures.realistic_runs import LONG_MODEL_NAMES, laptop_runs, realistic_runs
-from tests.ui.conftest import new_app
 
 CHARTS = ["speed_map", "ttft_box", "tps_over_time", "e2e_vs_tokens", "ttft_vs_prompt",
           "tokens_histogram"]

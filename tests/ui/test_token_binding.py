@@ -9,8 +9,8 @@ import httpx
 import pytest
 import respx
 
+from tests.fixtures.apptest import new_app
 from tests.fixtures.payloads import NATIVE_MODELS
-from tests.ui.conftest import new_app
 
 ENV_TOKEN = "sk-lm-FromEnv99:ZyXwVuTsRqPoNmLk"
 OTHER = "http://other.test:1234"

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import respx
 
-from atom_core.chat import ChatTurn, auto_title, history_for_request, metrics_line
+from atom_core.chat import ChatTurn, auto_title, history_for_request
 from atom_core.history import HistoryStore, Message, export, open_store
-from atom_core.metrics import compute_metrics
+from atom_core.metrics import compute_metrics, metrics_line
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
 from tests.fixtures.payloads import UNEXPECTED
@@ -161,7 +161,6 @@ def test_exports(isolated_env: Path) -> None:
 
 
 def test_stats_line_shows_first_answer_and_thinking_for_a_reasoning_reply() -> None:
-    from atom_core.chat import metrics_line
     from atom_core.metrics import compute_metrics
 
     ms = 1_000_000

@@ -259,7 +259,7 @@ def real_child(tmp_path: Path, alias: str = "m") -> demo.EngineProcess:
     """A real child process started the way the launcher starts an engine (its parent-death
     signal set), sleeping until it is stopped."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                            start_new_session=True, preexec_fn=demo._die_with_parent)
+                            start_new_session=True, preexec_fn=demo.die_with_parent)
     return demo.EngineProcess(alias=alias, url="http://127.0.0.1:9", process=proc,
                               log=tmp_path / f"{alias}.log")
 

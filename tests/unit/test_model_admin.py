@@ -172,7 +172,7 @@ def test_missing_features_per_dialect() -> None:
 def test_the_demo_engine_is_not_said_to_hide_what_atom_knows_of_it() -> None:
     """Models said "/v1/models does not say which are loaded" above a table showing the demo
     model loaded, with its size and context (issue 18)."""
-    from atom_core.launch.demo_model import describe_models
+    from atom_core.server.demo_model import describe_models
 
     bare = ModelList(models=(ModelInfo(key="gemma-3-270m-a"),), dialect=Dialect.OPENAI,
                      route="/v1/models", loaded_only=True)

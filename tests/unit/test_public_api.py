@@ -17,7 +17,7 @@ import atom_core
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "atom_core"
-BASE_LAYER = {"errors", "types", "config", "metrics", "runs", "files", "records"}
+BASE_LAYER = {"errors", "types", "config", "metrics", "runs", "files", "records", "url"}
 
 PINNED = [
     "ArenaRace", "ArenaRound", "AtomError", "AuthError", "BadRequest", "ChatMessage", "ChatStream",
@@ -29,6 +29,8 @@ PINNED = [
     "settings_from_env",
     # measuring under load (issue 10)
     "ClientPoolTimeout", "StreamStalled",
+    # a server's URL, made once where it enters (issue 19)
+    "ServerURL",
 ]
 
 
