@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .types import to_float, to_int
@@ -116,7 +116,8 @@ class GenerationMetrics:
         return self.first_answer_s if self.first_answer_s is not None else self.ttft_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The JSON-able dict a store row and an export keep (field by field; no nesting)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
         d["token_offsets_ms"] = list(self.token_offsets_ms)
         return d
 
@@ -134,10 +135,7 @@ class GenerationMetrics:
                     known[name] = value
             elif name in _REQUIRED:
                 known[name] = None
-        offsets = d.get("token_offsets_ms")
-        known["token_offsets_ms"] = tuple(
-            float(v) for v in offsets if isinstance(v, int | float) and not isinstance(v, bool)
-        ) if isinstance(offsets, list | tuple) else ()
+        known["token_offsets_ms"] = _offsets(d.get("token_offsets_ms"))
         if "first_answer_s" not in d and not d.get("reasoning_tokens"):
             known["first_answer_s"] = known.get("ttft_s")
         return cls(**known)
@@ -168,6 +166,17 @@ class GenerationMetrics:
         if self.finish_reason:
             parts.append(self.finish_reason)
         return " · ".join(parts)
+
+
+def _offsets(value: object) -> tuple[float, ...]:
+    """A stored token timeline: its numbers, in order (a message read back has thousands)."""
+    if not isinstance(value, list | tuple):
+        return ()
+    try:
+        return tuple(map(float, value))  # the usual case, at C speed
+    except (TypeError, ValueError):
+        return tuple(float(v) for v in value
+                     if isinstance(v, int | float) and not isinstance(v, bool))
 
 
 def _keep_str(v: object) -> str | None:
