@@ -44,7 +44,7 @@ def measured(reply: ReplyBuffer, error: AtomError | None) -> bool:
 
 
 def reply_run(*, reply: ReplyBuffer, error: AtomError | None, cancelled: bool = False,
-              source: str, server: str, model: str, **fields: Any) -> dict[str, Any]:
+              source: str, server: str, model: str, **fields: Any) -> RunRecord:
     """The runs-table row of one reply: measured, or (failed before any token) a failed run
     with its error and no figures, so that Stats counts the failure and measures nothing."""
     record = RunRecord.measured(source=source, server=server, model=model,
@@ -52,7 +52,7 @@ def reply_run(*, reply: ReplyBuffer, error: AtomError | None, cancelled: bool = 
                                 **fields, **server_stat_fields(reply.server_stats))
     if not measured(reply, error):
         record = record.replace(**_NOT_MEASURED)
-    return record.to_record()
+    return record
 
 
 BLANK_PROMPT = "Type a message first: one of only spaces or line breaks is not sent."
@@ -317,7 +317,7 @@ class ChatTurn:
             self.message_id,
             content=reply_text(reply.content),
             reasoning=reply_text(reply.reasoning),
-            metrics=reply.metrics().to_dict() if shows_figures else None,
+            metrics=reply.metrics() if shows_figures else None,
             state=state,
             error=slot.error.sentence if slot.error else "",
         )

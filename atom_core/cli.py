@@ -21,7 +21,14 @@ from .errors import AtomError
 from .measure import hardware
 from .measure.loadrun import LoadJob, LoadRecord, LoadSummary, run_load, summarize
 from .measure.sweep import LevelResult, SweepTarget, new_sweep_id, verdict
-from .metrics import NO_VALUE, TTFT_P50, format_seconds, format_size
+from .metrics import (
+    NO_VALUE,
+    TTFT_P50,
+    GenerationMetrics,
+    format_seconds,
+    format_size,
+    metrics_dict,
+)
 from .server.client import LMStudioClient
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from .server.streaming import ReplyBuffer
@@ -251,7 +258,7 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
         error = e
     finally:
         reply.timed_by(stream)
-    figures = reply.metrics().to_dict() if measured(reply, error) else None
+    figures = reply.metrics() if measured(reply, error) else None
     if not args.no_record and reply.t_request_ns:
         from .history import open_store  # only when recording: keeps `models` free of I/O
 
@@ -264,7 +271,7 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     if args.json:
         doc = {"model": args.model, "route": args.route, "content": reply_text(reply.content),
                "reasoning": reply_text(reply.reasoning), "response_id": reply.response_id,
-               "error": error.sentence if error else None, "metrics": figures}
+               "error": error.sentence if error else None, "metrics": metrics_dict(figures)}
         print(json.dumps(doc, indent=2), file=out)
     else:
         if shown["content"]:
@@ -278,18 +285,15 @@ def _chat(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: Te
     return 1 if error else 0
 
 
-def _metrics_block(m: dict[str, object]) -> str:
-    sec = {k: format_seconds(m.get(k)) for k in ("ttft_s", "first_answer_s", "thinking_s",
-                                                 "itl_p50_s", "itl_p95_s", "e2e_s")}
-    tps = m.get("decode_tps")
-    answer = (f" · first answer {sec['first_answer_s']} (thinking {sec['thinking_s']})"
-              if m.get("thinking_s") is not None else "")
+def _metrics_block(m: GenerationMetrics) -> str:
+    answer = (f" · first answer {format_seconds(m.first_answer_s)} "
+              f"(thinking {format_seconds(m.thinking_s)})" if m.thinking_s is not None else "")
+    tps = f"{m.decode_tps:.1f}" if m.decode_tps is not None else NO_VALUE
     return (
-        f"--\nTTFT {sec['ttft_s']}{answer} · decode "
-        f"{f'{tps:.1f}' if isinstance(tps, float) else NO_VALUE} tok/s · "
-        f"{m['output_tokens']} tokens ({m['tokens_source']}) · ITL p50 {sec['itl_p50_s']} "
-        f"p95 {sec['itl_p95_s']} · end-to-end {sec['e2e_s']} · "
-        f"finish {m['finish_reason'] or '-'}"
+        f"--\nTTFT {format_seconds(m.ttft_s)}{answer} · decode {tps} tok/s · "
+        f"{m.output_tokens} tokens ({m.tokens_source}) · ITL p50 {format_seconds(m.itl_p50_s)} "
+        f"p95 {format_seconds(m.itl_p95_s)} · end-to-end {format_seconds(m.e2e_s)} · "
+        f"finish {m.finish_reason or '-'}"
     )
 
 
@@ -357,9 +361,10 @@ def _bench(client: LMStudioClient, args: argparse.Namespace, out: TextIO, err: T
         for record in run_load(jobs, client=client, concurrency=level, shared=args.shared):
             records.append(record)
             failures += not record.ok
-            run_row = record.run_row("sweep" if len(levels) > 1 else "cli")
+            run = record.as_run("sweep" if len(levels) > 1 else "cli")
+            run_row = run.to_record()
             if store is not None:
-                store.add_run(run_row)
+                store.add_run(run)
             if args.judge:  # printed once the judge has read every answer to its prompt
                 pending.append((record, hardware.json_fields(run_row)))
                 continue

@@ -43,9 +43,10 @@ by `format_value`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .types import to_float, to_int
@@ -83,13 +84,15 @@ TokensSource = Literal["usage", "chunks"]
 class GenerationMetrics:
     """What one generation measured. Seconds, tokens; None where it cannot be known."""
 
+    # A measured generation has every field below; a stored dict read leniently (an import
+    # from another tool, an old row) may lack any of them: None then.
     ttft_s: float | None  # None when no token arrived
-    e2e_s: float
+    e2e_s: float | None
     decode_tps: float | None  # None with fewer than 2 tokens
     itl_p50_s: float | None
     itl_p95_s: float | None
-    output_tokens: int  # reasoning + answer
-    tokens_source: TokensSource
+    output_tokens: int | None  # reasoning + answer
+    tokens_source: TokensSource | None
     prompt_tokens: int | None = None
     reasoning_tokens: int | None = None  # usage's count, else the reasoning chunks counted
     chunks: int = 0  # token-carrying chunks received
@@ -113,19 +116,34 @@ class GenerationMetrics:
         return self.first_answer_s if self.first_answer_s is not None else self.ttft_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The JSON-able dict a store row and an export keep (field by field; no nesting)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
         d["token_offsets_ms"] = list(self.token_offsets_ms)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GenerationMetrics:
-        """Reads a stored dict; fields added later (first_answer_s, ...) are None when missing.
+    def from_dict(cls, d: Mapping[str, Any]) -> GenerationMetrics:
+        """Reads a stored dict leniently (the one place a metrics dict becomes this type, at the
+        store and import boundary): a field missing or of the wrong type is None (fields added
+        later, such as first_answer_s, or a dict from another tool); unknown keys are dropped.
         An older record of a reply without reasoning gets first_answer_s = ttft_s."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["token_offsets_ms"] = tuple(known.get("token_offsets_ms") or ())
+        known: dict[str, Any] = {}
+        for name, read in _READERS.items():
+            if name in d:
+                value = read(d[name])
+                if value is not None or name != "chunks":  # chunks: an int, 0 by default
+                    known[name] = value
+            elif name in _REQUIRED:
+                known[name] = None
+        known["token_offsets_ms"] = _offsets(d.get("token_offsets_ms"))
         if "first_answer_s" not in d and not d.get("reasoning_tokens"):
             known["first_answer_s"] = known.get("ttft_s")
         return cls(**known)
+
+    @classmethod
+    def read(cls, value: object) -> GenerationMetrics | None:
+        """A stored metrics value as this type: a dict read leniently (from_dict), else None."""
+        return cls.from_dict(value) if isinstance(value, Mapping) else None
 
     def summary(self) -> str:
         """One line for a stats caption:
@@ -138,9 +156,11 @@ class GenerationMetrics:
                          f"(thought {format_seconds(self.thinking_s)})")
         if self.decode_tps is not None:
             parts.append(f"{self.decode_tps:.1f} tok/s")
-        counted = "" if self.tokens_source == "usage" else " (counted)"
-        parts.append(f"{self.output_tokens} tokens{counted}")
-        parts.append(f"{format_seconds(self.e2e_s)} total")
+        counted = " (counted)" if self.tokens_source == "chunks" else ""
+        if self.output_tokens is not None:
+            parts.append(f"{self.output_tokens} tokens{counted}")
+        if self.e2e_s is not None:
+            parts.append(f"{format_seconds(self.e2e_s)} total")
         if self.pool_wait_s and self.pool_wait_s > POOL_WAIT_NOTICE_S:  # not a few ms of loop
             parts.append(f"waited {format_seconds(self.pool_wait_s)} for a connection")
         if self.finish_reason:
@@ -148,11 +168,44 @@ class GenerationMetrics:
         return " · ".join(parts)
 
 
-def metrics_line(metrics: dict[str, Any] | None) -> str:
+def _offsets(value: object) -> tuple[float, ...]:
+    """A stored token timeline: its numbers, in order (a message read back has thousands)."""
+    if not isinstance(value, list | tuple):
+        return ()
+    try:
+        return tuple(map(float, value))  # the usual case, at C speed
+    except (TypeError, ValueError):
+        return tuple(float(v) for v in value
+                     if isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _keep_str(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _read_source(v: object) -> TokensSource | None:
+    return "usage" if v == "usage" else "chunks" if v == "chunks" else None
+
+
+_INTS = {"output_tokens", "prompt_tokens", "reasoning_tokens", "chunks", "server_output_tokens"}
+# How from_dict reads each stored field (not token_offsets_ms: a tuple, read on its own).
+_READERS: dict[str, Callable[[Any], Any]] = {
+    f: (to_int if f in _INTS else _read_source if f == "tokens_source"
+        else _keep_str if f == "finish_reason" else to_float)
+    for f in GenerationMetrics.__dataclass_fields__ if f != "token_offsets_ms"}
+_REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(GenerationMetrics)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+
+
+def metrics_dict(metrics: GenerationMetrics | None) -> dict[str, Any] | None:
+    """The JSON-able dict a stored or exported reply keeps (to_dict), or None."""
+    return metrics.to_dict() if metrics is not None else None
+
+
+def metrics_line(metrics: GenerationMetrics | None) -> str:
     """The stats caption under a stored reply (the chat page, conversation exports)."""
-    if not metrics:
-        return ""
-    return GenerationMetrics.from_dict(metrics).summary()
+    return metrics.summary() if metrics is not None else ""
 
 
 def format_duration(seconds: float) -> str:

@@ -88,7 +88,7 @@ def race(client: LMStudioClient, store: Any) -> tuple[float, float, list[float]]
     rnd = r.finish()
     saving = time.perf_counter() - started - wall
     assert rnd is not None and all(s.state == "complete" for s in rnd.slots), rnd
-    return wall, saving, [s.metric.ttft_s for s in rnd.slots]  # type: ignore[union-attr,misc]
+    return wall, saving, [s.metrics.ttft_s for s in rnd.slots]  # type: ignore[union-attr,misc]
 
 
 def main() -> int:

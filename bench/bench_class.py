@@ -143,7 +143,7 @@ def race(teacher: Any, store: Any, session: classroom.ClassSession, prompt: str)
 
 def figures(rnd: ArenaRound) -> tuple[float, float]:
     """(median TTFT s, median decode tok/s) over the round's slots."""
-    ms = [s.metric for s in rnd.slots if s.metric is not None]
+    ms = [s.metrics for s in rnd.slots if s.metrics is not None]
     ttft = [m.ttft_s for m in ms if m.ttft_s is not None]
     tps = [m.decode_tps for m in ms if m.decode_tps is not None]
     return statistics.median(ttft), statistics.median(tps)

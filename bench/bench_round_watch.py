@@ -24,13 +24,15 @@ sys.path.insert(0, str(ROOT))
 from atom_core import arena  # noqa: E402
 from atom_core.arena.rounds import SlotResult  # noqa: E402
 from atom_core.history.tinydb_store import TinyDBHistoryStore  # noqa: E402
+from atom_core.metrics import GenerationMetrics  # noqa: E402
 
 REPLY = " ".join(f"word{i}" for i in range(256))
 
 
 def a_round(i: int) -> dict[str, object]:
-    metrics = {"ttft_s": 0.2, "decode_tps": 40.0, "e2e_s": 6.6, "output_tokens": 256,
-               "tokens_source": "usage", "token_offsets_ms": [200.0 + 25 * t for t in range(256)]}
+    metrics = GenerationMetrics.from_dict({
+        "ttft_s": 0.2, "decode_tps": 40.0, "e2e_s": 6.6, "output_tokens": 256,
+        "tokens_source": "usage", "token_offsets_ms": [200.0 + 25 * t for t in range(256)]})
     slots = tuple(SlotResult(label=label, server="http://127.0.0.1:1234", model=f"m/{label}",
                              target=f"m/{label}", contestant=f"m/{label}", content=REPLY,
                              metrics=metrics, state="complete") for label in "ABCD")

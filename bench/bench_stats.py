@@ -7,7 +7,7 @@ the charts have something to tell) and CONVERSATIONS conversations whose replies
 timelines, then times, in this process:
 
 - the baseline: json.load of every runs shard (the least any reader of the history must do),
-- store.runs() on a fresh store (cold parse cache),
+- store.run_rows() on a fresh store (cold parse cache),
 - the runs frame (atom_core.stats.runs_frame), the per-model summary from that frame, and
   the whole overview (summary plus every chart frame and plotly figure),
 - the page's runs cache: its first build, its refresh after one new run (what the live panel
@@ -96,6 +96,7 @@ def main() -> None:
 
     from atom_core import stats
     from atom_core.history.tinydb_store import TinyDBHistoryStore
+    from atom_core.runs import RunRecord
     from atom_core.stats import charts
 
     with tempfile.TemporaryDirectory(prefix="atom-bench-stats-") as tmp:
@@ -108,7 +109,7 @@ def main() -> None:
 
         shards = sorted((data / "tables" / "runs").glob("*.json"))
         raw = median_s(lambda: [json.loads(p.read_bytes()) for p in shards], args.reps)
-        cold, rows = timed(TinyDBHistoryStore(data).runs)
+        cold, rows = timed(TinyDBHistoryStore(data).run_rows)
         assert isinstance(rows, list) and len(rows) == args.runs
         frame_s = median_s(lambda: stats.runs_frame(rows), args.reps)
         df = stats.runs_frame(rows)
@@ -119,13 +120,13 @@ def main() -> None:
         overview_s = median_s(lambda: charts.overview_figures(stats.overview(df), colors),
                               args.reps)
         end_to_end = median_s(lambda: stats.model_summary(
-            stats.runs_frame(TinyDBHistoryStore(data).runs())), args.reps)
+            stats.runs_frame(TinyDBHistoryStore(data).run_rows())), args.reps)
         cache = stats.RunsCache()
         cache_first, _ = timed(lambda: cache.snapshot(TinyDBHistoryStore(data)))
         live_store = TinyDBHistoryStore(data)
         refresh = []
         for row in realistic_runs(args.reps, seed=99, days=0.002):  # arriving while it is open
-            live_store.add_run(row)
+            live_store.add_run(RunRecord.from_record(row))
             refresh.append(timed(lambda: cache.snapshot(live_store))[0])
         refresh_s = statistics.median(refresh)
         live_s = median_s(lambda: stats.live_summary(cache.frame(live_store), now=time.time()),
@@ -138,7 +139,7 @@ def main() -> None:
         print(f"{'Step (median of ' + str(args.reps) + ')':<58}{'seconds':>9}{'x baseline':>12}")
         for label, secs in (
             (f"baseline: json.loads of {len(shards)} runs shards", raw),
-            ("store.runs() on a fresh store (cold parse cache)", cold),
+            ("store.run_rows() on a fresh store (cold parse cache)", cold),
             (f"runs frame from {args.runs:,} rows", frame_s),
             ("summary per model from the frame", summary_s),
             ("summary, source=chat filter applied first", filtered_s),

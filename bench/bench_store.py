@@ -33,6 +33,8 @@ from atom_core.history.tinydb_store import (  # noqa: E402
     DEFAULT_SHARD_ROWS,
     TinyDBHistoryStore,
 )
+from atom_core.metrics import GenerationMetrics  # noqa: E402
+from atom_core.runs import RunRecord
 
 MODELS = [
     f"{family}-{size}"
@@ -88,10 +90,12 @@ def build_conversations(store: TinyDBHistoryStore, count: int, rng: random.Rando
             content = text(rng, 12 if role == "user" else 80)
             if role == "user" and rng.random() < 0.01:
                 content += " zeppelin"  # a rare word for the content search
-            arrivals = [round(0.3 + k * 0.02, 4) for k in range(120)] if role == "assistant" else []
+            offsets = tuple(round(300 + k * 20.0, 1) for k in range(120)) \
+                if role == "assistant" else ()
             messages.append(NewMessage(
                 role=role, content=content, model=model if role == "assistant" else "",
-                metrics={"ttft_s": 0.3, "arrivals_s": arrivals} if arrivals else None,
+                metrics=GenerationMetrics.from_dict({"ttft_s": 0.3, "token_offsets_ms": offsets})
+                if offsets else None,
                 created=created + j * 10))
         batch.append(NewConversation(
             title=text(rng, 5).capitalize(), model=model,
@@ -157,7 +161,7 @@ def main() -> None:
             return lambda: s.add_message(conv_of[s], role="user", content=text(rng, 20))
 
         def add_run(s: TinyDBHistoryStore) -> Callable[[], object]:
-            return lambda: s.add_run(fake_run(rng, time.time()))
+            return lambda: s.add_run(RunRecord.from_record(fake_run(rng, time.time())))
 
         def update_conversation(s: TinyDBHistoryStore) -> Callable[[], object]:
             return lambda: s.update_conversation(conv_of[s], title=text(rng, 4))
@@ -179,8 +183,8 @@ def main() -> None:
 
         # Bulk reads: a fresh instance has an empty parse cache ("cold"; the OS cache is warm).
         fresh = TinyDBHistoryStore(big.data_dir)
-        runs_cold, runs = once_ms(fresh.runs)
-        runs_warm = median_ms(fresh.runs, 5)
+        runs_cold, runs = once_ms(fresh.run_rows)
+        runs_warm = median_ms(fresh.run_rows, 5)
         list_cold, listed = once_ms(fresh.list_conversations)
         list_warm = median_ms(fresh.list_conversations, 5)
         sidebar = median_ms(lambda: fresh.list_conversations(limit=50), 5)

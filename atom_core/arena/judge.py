@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import AtomError, BadRequest
-from ..runs import run_record
+from ..runs import RunRecord
 from ..server.streaming import ReplyBuffer
 from ..types import ChatMessage, SamplingOptions
 from ..words import plural
@@ -308,7 +308,7 @@ def judge_answers(
         reply, error, _ = ask_judge(client, judge_model, messages)
         run_id = ""
         if store is not None and reply.t_request_ns:
-            run_id = store.add_run(run_record(
+            run_id = store.add_run(RunRecord.measured(
                 source=JUDGE_SOURCE, server=client.base_url, model=judge_model,
                 metrics=reply.metrics(), error=error, **dict(tags or {})))
         if error is not None:

@@ -26,7 +26,7 @@ def contestant_speeds(rounds: Sequence[ArenaRound]) -> dict[str, tuple[float | N
     tps: dict[str, list[float]] = {}
     for r in rounds:
         for s in r.slots:
-            m = s.metric
+            m = s.metrics
             if s.state != "complete" or m is None:
                 continue
             if m.ttft_s is not None:

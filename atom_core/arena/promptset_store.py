@@ -361,7 +361,7 @@ class PromptSetRecord:
             server=str(row.get("server") or ""), content=str(row.get("content") or ""),
             reasoning=str(row.get("reasoning") or ""), ok=row.get("ok") is True,
             error=str(row.get("error") or ""),
-            metrics=GenerationMetrics.from_dict(m) if isinstance(m, dict) else None,
+            metrics=GenerationMetrics.read(m),
             checks=tuple(c for c in checks if isinstance(c, Mapping))
             if isinstance(checks, list) else (),
             ts=float(row.get("ts") or 0.0),

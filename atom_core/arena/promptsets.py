@@ -148,7 +148,7 @@ class PromptSetRun:
                     continue  # cut by Stop: not a result; a resume runs it again
                 done = PromptSetRecord.measured(self.run, record)
                 done = dataclasses.replace(done, id=self.store.add(done))
-                self.store.add_run(record.run_row("promptset", promptset_run=self.run.id,
+                self.store.add_run(record.as_run("promptset", promptset_run=self.run.id,
                                                   contestant=done.contestant))
                 self._queue.put(done)
         finally:

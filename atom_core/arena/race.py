@@ -10,6 +10,7 @@ table and one row per slot to the runs table (source "arena"). Votes update the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..measure import hardware
 from ..measure.runner import FanOut, Slot
 from ..metrics import GenerationMetrics
-from ..runs import reply_state, run_record
+from ..runs import RunRecord, reply_state
 from ..server.routes import server_stat_fields
 from ..types import (
     ChatMessage,
@@ -43,12 +44,10 @@ MIN_SLOTS, MAX_SLOTS = 2, 4
 # -- the race -----------------------------------------------------------------------------------
 
 
-def _metrics_record(m: GenerationMetrics) -> dict[str, Any]:
-    d = m.to_dict()
+def _metrics_record(m: GenerationMetrics) -> GenerationMetrics:
     # Kept for the Stats page's token timeline; 0.1 ms is finer than any token gap and keeps a
     # 4-slot round of 256-token replies near 10 KB.
-    d["token_offsets_ms"] = [round(t, 1) for t in m.token_offsets_ms]
-    return d
+    return dataclasses.replace(m, token_offsets_ms=tuple(round(t, 1) for t in m.token_offsets_ms))
 
 
 class ArenaRace:
@@ -185,7 +184,7 @@ class ArenaRace:
             if not reply.t_request_ns:  # no request went out (load failed): not a run
                 run_ids.append("")
                 continue
-            run_ids.append(self.store.add_run(run_record(
+            run_ids.append(self.store.add_run(RunRecord.measured(
                 source="arena", server=self.setups[i].server, model=self.setups[i].model,
                 metrics=reply.metrics(), error=slot.error, cancelled=slot.cancelled,
                 round_id=self.round_id, slot=SLOT_LABELS[i],

@@ -353,22 +353,24 @@ ROUND_COLUMNS = ["round_id", "ts", "prompt", "system_prompt", "blind", "vote", "
                  "machine_id", "machine", "reasoning", "content"]
 
 
+# A slot's figures in a round's rows, in column order (GenerationMetrics' attributes).
+_ROUND_MEASURED = ("ttft_s", "first_answer_s", "thinking_s", "decode_tps", "output_tokens",
+                   "tokens_source", "e2e_s", "finish_reason")
+
+
 def round_rows(rnd: ArenaRound, machines: Machines | None = None) -> list[dict[str, Any]]:
     _refuse_hidden(rnd)
     machine = _machine_label(rnd.machine_id, machines or {})
     rows = []
     for s in rnd.slots:
-        m = s.metrics or {}
+        m = s.metrics
         rows.append({
             "round_id": rnd.id, "ts": rnd.ts, "prompt": rnd.prompt,
             "system_prompt": rnd.system_prompt, "blind": rnd.blind, "vote": rnd.vote_sentence,
             "slot": s.label, "model": s.model, "contestant": s.contestant, "server": s.server,
             "route": s.route, "reasoning_setting": s.reasoning_setting,
-            "state": s.state, "error": s.error, "ttft_s": m.get("ttft_s"),
-            "first_answer_s": m.get("first_answer_s"), "thinking_s": m.get("thinking_s"),
-            "decode_tps": m.get("decode_tps"), "output_tokens": m.get("output_tokens"),
-            "tokens_source": m.get("tokens_source"), "e2e_s": m.get("e2e_s"),
-            "finish_reason": m.get("finish_reason"), "load_s": s.load_s,
+            "state": s.state, "error": s.error,
+            **{k: getattr(m, k) if m else None for k in _ROUND_MEASURED}, "load_s": s.load_s,
             "quantization": s.model_info.get("quantization"),
             "params": s.model_info.get("params"), "size_bytes": s.model_info.get("size_bytes"),
             "load_config": json.dumps(s.instance_config), "options": json.dumps(s.options),

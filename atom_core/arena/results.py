@@ -61,7 +61,7 @@ def stat_rows(rnd: ArenaRound) -> list[StatRow]:
     when a person sees the reply begin, and a model that thinks first should not win it with
     its first reasoning token (metrics.GenerationMetrics.first_visible_s). Without reasoning the
     two are the same and the mark stays on TTFT."""
-    ms = [s.metric for s in rnd.slots]
+    ms = [s.metrics for s in rnd.slots]
     finished = [i for i, s in enumerate(rnd.slots) if s.state == "complete" and ms[i]]
 
     def best(values: Sequence[float | None], lowest: bool) -> frozenset[int]:

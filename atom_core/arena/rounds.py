@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..metrics import GenerationMetrics
+from ..metrics import GenerationMetrics, metrics_dict
 from ..records import stored_record
 from ..types import (
     ModelInfo,
@@ -59,14 +59,21 @@ class SlotResult:
     reasoning_setting: str | None = None  # the reasoning setting asked for (None: default)
     content: str = ""
     reasoning: str = ""
-    metrics: dict[str, Any] | None = None  # GenerationMetrics.to_dict(), without the timeline
+    # stored as GenerationMetrics.to_dict() (with the token timeline at 0.1 ms), read back
+    # leniently (GenerationMetrics.read)
+    metrics: GenerationMetrics | None = None
     state: SlotState = "running"
     error: str = ""
     run_id: str = ""
 
-    @property
-    def metric(self) -> GenerationMetrics | None:
-        return GenerationMetrics.from_dict(self.metrics) if self.metrics else None
+    def to_record(self) -> dict[str, Any]:
+        return {**asdict(replace(self, metrics=None)), "metrics": metrics_dict(self.metrics)}
+
+    @classmethod
+    def from_record(cls, s: Mapping[str, Any]) -> SlotResult:
+        known = {k: v for k, v in s.items() if k in cls.__dataclass_fields__}
+        known["metrics"] = GenerationMetrics.read(s.get("metrics"))
+        return cls(**known)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +170,7 @@ class ArenaRound:
 
     def to_record(self) -> dict[str, Any]:
         d = asdict(self)
-        d["slots"] = [asdict(s) for s in self.slots]
+        d["slots"] = [s.to_record() for s in self.slots]
         d["order"] = list(self.order)
         d["notes"] = list(self.notes)
         d["vote"] = asdict(self.vote) if self.vote else None
@@ -172,9 +179,21 @@ class ArenaRound:
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> ArenaRound:
-        slots = tuple(SlotResult(**{k: v for k, v in s.items()
-                                    if k in SlotResult.__dataclass_fields__})
-                      for s in d.get("slots") or [])
+        """The round a stored row holds, checked (check_round_record) and settled: a round
+        left "running" by a process that died reads as done, its unfinished slots as
+        interrupted. Raises ValueError for a row that does not read as a round, so
+        `store.read(ArenaRound)` skips and counts it and `store.get` gives None."""
+        r = check_round_record(d)
+        if r.state == "running" and r.id not in _RACING:
+            r = replace(r, state="done", slots=tuple(
+                replace(s, state="interrupted") if s.state == "running" else s
+                for s in r.slots))
+        return r
+
+    @classmethod
+    def build(cls, d: Mapping[str, Any]) -> ArenaRound:
+        """The round a row holds, field by field, unchecked (check_round_record checks it)."""
+        slots = tuple(SlotResult.from_record(s) for s in d.get("slots") or [])
         vote = d.get("vote")
         counted = Vote(**vote) if isinstance(vote, dict) else None
         votes = tuple(Vote(**v) for v in d.get("votes") or () if isinstance(v, dict))
@@ -239,11 +258,19 @@ def check_round_record(d: Mapping[str, Any], *, strict: bool = False) -> ArenaRo
     ValueError (pydantic's ValidationError is one) when the record does not read as a round."""
     if not isinstance(d, Mapping):
         raise ValueError("an arena round must be a record")
+    # A slot's metrics are checked as an object and read leniently (GenerationMetrics.read:
+    # missing or odd fields None), on import too: the typed field is not what pydantic checks.
+    checked = dict(d)
+    slots = d.get("slots")
+    if isinstance(slots, list | tuple) and all(isinstance(s, Mapping) for s in slots):
+        if any(not isinstance(s.get("metrics"), Mapping | None) for s in slots):
+            raise ValueError("a slot's metrics are not an object")
+        checked["slots"] = [{**s, "metrics": None} for s in slots]
     if strict:
-        _round_type().validate_json(json.dumps(d), strict=True)
+        _round_type().validate_json(json.dumps(checked), strict=True)
     else:
-        _round_type().validate_python(dict(d))
-    r = ArenaRound.from_record(d)
+        _round_type().validate_python(checked)
+    r = ArenaRound.build(d)
     if r.order and sorted(r.order) != list(range(len(r.slots))):
         raise ValueError("its display order does not match its slots")
     for v in (r.vote, *r.votes):
@@ -253,32 +280,19 @@ def check_round_record(d: Mapping[str, Any], *, strict: bool = False) -> ArenaRo
 
 
 def read_rounds(store: HistoryStore) -> tuple[list[ArenaRound], int]:
-    """(every saved round that reads as one, oldest first; how many records did not). A
-    round left "running" by a process that died reads as done, its unfinished slots as
-    interrupted."""
-    out = []
-    unreadable = 0
-    for d in store.records(ROUNDS_TABLE):
-        r = _readable(d)
-        if r is None:
-            unreadable += 1
-            continue
-        out.append(r)
-    out.sort(key=lambda r: r.ts)
-    return out, unreadable
+    """(every saved round that reads as one, oldest first by its time; how many records did
+    not): `store.read(ArenaRound)`, settled as ArenaRound.from_record says."""
+    rounds = store.read(ArenaRound)
+    return sorted(rounds, key=lambda r: r.ts), rounds.skipped
 
 
-def _readable(d: Any) -> ArenaRound | None:
-    """The round a stored record holds, settled (see read_rounds), or None if it does not
-    read as one."""
+def _readable(d: Mapping[str, Any]) -> ArenaRound | None:
+    """The round a stored record holds (ArenaRound.from_record), or None if it does not read
+    as one."""
     try:
-        r = check_round_record(d)
+        return ArenaRound.from_record(d)
     except (ValueError, TypeError):
         return None
-    if r.state == "running" and r.id not in _RACING:
-        r = replace(r, state="done", slots=tuple(
-            replace(s, state="interrupted") if s.state == "running" else s for s in r.slots))
-    return r
 
 
 def load_rounds(store: HistoryStore) -> list[ArenaRound]:
@@ -289,8 +303,7 @@ def load_rounds(store: HistoryStore) -> list[ArenaRound]:
 def get_round(store: HistoryStore, round_id: str) -> ArenaRound | None:
     """The saved round with this id, or None (none saved, or its record does not read as a
     round). Reads one record."""
-    d = store.record(ROUNDS_TABLE, round_id)
-    return _readable(d) if d is not None else None
+    return store.get(ArenaRound, round_id)
 
 
 def current_round(store: HistoryStore, wanted: str | None) -> ArenaRound | None:

@@ -20,12 +20,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
+from ..metrics import GenerationMetrics, metrics_dict
 from ..records import StoredRecord, record_types
 from ..words import plural
 from .protocol import (
@@ -124,8 +125,8 @@ def export_everything(store: HistoryStore, settings: SettingsPart | None = None)
         for m in store.messages(c.id):
             entry: dict[str, Any] = {
                 "role": m.role, "content": m.content, "reasoning": m.reasoning,
-                "model": m.model, "metrics": m.metrics, "state": m.state, "error": m.error,
-                "created": m.created}
+                "model": m.model, "metrics": metrics_dict(m.metrics), "state": m.state,
+                "error": m.error, "created": m.created}
             if (c.id, m.id) in with_images:
                 entry["images"] = _data_urls(store, c.id, m.id)
             messages.append(entry)
@@ -275,7 +276,22 @@ _CONVERSATION = TypeAdapter(NewConversation)
 def _read_conversation(entry: object) -> NewConversation:
     if not isinstance(entry, Mapping):
         raise ValueError("is not a conversation")
+    # A message's metrics are checked as a JSON object and read leniently (missing or odd
+    # fields None, as GenerationMetrics.from_dict reads a stored row): an import is no stricter
+    # about them than the store; everything else is strict.
+    messages = entry.get("messages")
+    metrics: list[object] = []
+    if isinstance(messages, list) and all(isinstance(m, Mapping) for m in messages):
+        metrics = [m.get("metrics") for m in messages]
+        if any(v is not None and not isinstance(v, Mapping) for v in metrics):
+            raise ValueError("a message's metrics are not a JSON object")
+        entry = {**entry, "messages": [{k: v for k, v in m.items() if k != "metrics"}
+                                        for m in messages]}
     new = _CONVERSATION.validate_json(json.dumps(entry), strict=True)
+    if metrics:
+        new = replace(new, messages=tuple(
+            replace(m, metrics=GenerationMetrics.read(v))
+            for m, v in zip(new.messages, metrics, strict=True)))
     check_new_conversation(new)
     return new
 

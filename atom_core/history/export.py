@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..metrics import metrics_line
+from ..metrics import metrics_dict, metrics_line
 
 if TYPE_CHECKING:
     from .protocol import Conversation, Message
@@ -59,7 +59,7 @@ def to_markdown(conversation: Conversation, messages: Sequence[Message]) -> str:
         notes = []
         if m.state in STATE_NOTES:
             notes.append(STATE_NOTES[m.state] + (f": {m.error}" if m.error else ""))
-        if m.metrics:
+        if m.metrics is not None:
             notes.append(metrics_line(m.metrics))
         if notes:
             lines += ["_" + " · ".join(notes) + "_", ""]
@@ -94,7 +94,7 @@ def to_json(conversation: Conversation, messages: Sequence[Message]) -> str:
                 "model": m.model,
                 "state": m.state,
                 "error": m.error,
-                "metrics": m.metrics,
+                "metrics": metrics_dict(m.metrics),
                 "created": m.created,
             }
             for m in messages

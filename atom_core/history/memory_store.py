@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..metrics import GenerationMetrics
 from ..types import MessageState
 from .protocol import (
     ROLES,
@@ -144,7 +145,7 @@ class MemoryHistoryStore(TypedRecords):
         content: str,
         reasoning: str = "",
         model: str = "",
-        metrics: dict[str, Any] | None = None,
+        metrics: GenerationMetrics | None = None,
         state: MessageState = "complete",
         error: str = "",
     ) -> Message:
@@ -157,11 +158,11 @@ class MemoryHistoryStore(TypedRecords):
             self._require(conversation_id)
             message = Message(id=uuid.uuid4().hex[:16], conversation_id=conversation_id,
                               role=role, content=content, reasoning=reasoning, model=model,
-                              metrics=copy_json(metrics) if metrics is not None else None,
+                              metrics=metrics,
                               state=state, error=error, created=time.time())
             self._messages[conversation_id].append(message)
             self._messages_changed(conversation_id, message.created)
-            return _copy_message(message)
+            return message
 
     def _find_message(self, conversation_id: str, message_id: str) -> int:
         self._require(conversation_id)
@@ -177,7 +178,7 @@ class MemoryHistoryStore(TypedRecords):
         *,
         content: str | None = None,
         reasoning: str | None = None,
-        metrics: dict[str, Any] | None = None,
+        metrics: GenerationMetrics | None = None,
         state: MessageState | None = None,
         error: str | None = None,
     ) -> Message:
@@ -185,15 +186,13 @@ class MemoryHistoryStore(TypedRecords):
             ("content", content), ("reasoning", reasoning), ("metrics", metrics),
             ("state", state), ("error", error)) if v is not None}
         check_message_fields(**changes)
-        if "metrics" in changes:
-            changes["metrics"] = copy_json(changes["metrics"])
         with self._lock:
             at = self._find_message(conversation_id, message_id)
             msgs = self._messages[conversation_id]
             if changes:
                 msgs[at] = replace(msgs[at], **changes)
                 self._messages_changed(conversation_id)
-            return _copy_message(msgs[at])
+            return msgs[at]
 
     def delete_message(self, conversation_id: str, message_id: str) -> None:
         with self._lock:
@@ -204,7 +203,7 @@ class MemoryHistoryStore(TypedRecords):
     def messages(self, conversation_id: str) -> list[Message]:
         with self._lock:
             self._require(conversation_id)
-            return [_copy_message(m) for m in self._messages[conversation_id]]
+            return list(self._messages[conversation_id])
 
     def import_conversations(self, conversations: Sequence[NewConversation]) -> list[Conversation]:
         conversations = list(conversations)
@@ -220,7 +219,7 @@ class MemoryHistoryStore(TypedRecords):
                 created = now if new.created is None else float(new.created)
                 msgs = [Message(id=uuid.uuid4().hex[:16], conversation_id=conv_id, role=m.role,
                                 content=m.content, reasoning=m.reasoning, model=m.model,
-                                metrics=copy_json(m.metrics) if m.metrics is not None else None,
+                                metrics=m.metrics,
                                 state=m.state, error=m.error,
                                 created=now if m.created is None else float(m.created))
                         for m in new.messages]
@@ -304,12 +303,6 @@ class MemoryHistoryStore(TypedRecords):
         with self._lock:
             return sorted(t for t, rows in self._tables.items() if rows)
 
-    def add_run(self, run: dict[str, Any]) -> str:
-        return self.append("runs", run)
-
-    def runs(self) -> list[dict[str, Any]]:
-        return self.records("runs")
-
     def runs_since(self, token: Hashable | None) -> RunsDelta:
         """Token: (generation, row count). Appends keep the generation, so the delta is the
         new rows; anything else starts from 0."""
@@ -363,6 +356,3 @@ class MemoryHistoryStore(TypedRecords):
             pictures = sum(len(i.data) for kept in self._images.values() for i in kept)
             return len(json.dumps([convs, self._tables], ensure_ascii=False).encode()) + pictures
 
-
-def _copy_message(m: Message) -> Message:
-    return replace(m, metrics=copy_json(m.metrics)) if m.metrics is not None else m

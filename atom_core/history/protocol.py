@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args, runtime_checkable
 
 from ..errors import AtomError
+from ..metrics import GenerationMetrics
 from ..records import StoredRecord
+from ..runs import RunRecord
 from ..types import MessageState
 
 __all__ = [
@@ -76,7 +78,8 @@ class Message:
     content: str
     reasoning: str = ""
     model: str = ""  # the model that wrote it (assistant messages)
-    metrics: dict[str, Any] | None = None  # JSON-able, built by atom_core.metrics
+    # stored as GenerationMetrics.to_dict(), read back leniently (GenerationMetrics.read)
+    metrics: GenerationMetrics | None = None
     state: MessageState = "complete"
     error: str = ""  # the sentence shown for state "error"
     created: float  # epoch seconds
@@ -91,7 +94,7 @@ class NewMessage:
     content: str
     reasoning: str = ""
     model: str = ""
-    metrics: dict[str, Any] | None = None
+    metrics: GenerationMetrics | None = None
     state: MessageState = "complete"
     error: str = ""
     created: float | None = None
@@ -211,7 +214,7 @@ class HistoryStore(Protocol):
         content: str,
         reasoning: str = "",
         model: str = "",
-        metrics: dict[str, Any] | None = None,
+        metrics: GenerationMetrics | None = None,
         state: MessageState = "complete",
         error: str = "",
     ) -> Message: ...
@@ -223,7 +226,7 @@ class HistoryStore(Protocol):
         *,
         content: str | None = None,
         reasoning: str | None = None,
-        metrics: dict[str, Any] | None = None,
+        metrics: GenerationMetrics | None = None,
         state: MessageState | None = None,
         error: str | None = None,
     ) -> Message:
@@ -243,12 +246,16 @@ class HistoryStore(Protocol):
 
     # -- runs and other records ------------------------------------------------------------------
 
-    def add_run(self, run: dict[str, Any]) -> str:
-        """Appends one generation to the "runs" table; adds `id` and `ts` if absent."""
+    def add_run(self, run: RunRecord) -> str:
+        """Appends one generation to the "runs" table (its `to_record()` row; `id` and `ts`
+        added if absent); returns the id. Raises TypeError for anything but a RunRecord."""
         ...
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run, oldest first. Each row is a fresh dict (nested values may be shared with
+    def run_rows(self) -> list[dict[str, Any]]:
+        """Every run as its raw stored row, oldest first: the columnar feed of the runs frame
+        (stats.runs_frame), which turns 100,000 rows into columns at once. Typed readers use
+        `read(RunRecord)`; a RunRecord per row would cost the Stats page a pass in Python
+        over every row and field. Each row is a fresh dict (nested values may be shared with
         the store's cache: do not mutate them)."""
         ...
 
@@ -354,6 +361,14 @@ class TypedRecords:
     def add(self, record: StoredRecord) -> str:
         return self.append(record.TABLE, record.to_record())
 
+    def add_run(self, run: RunRecord) -> str:
+        if not isinstance(run, RunRecord):
+            raise TypeError(f"add_run takes a RunRecord, not {type(run).__name__}")
+        return self.add(run)
+
+    def run_rows(self) -> list[dict[str, Any]]:
+        return self.records(RunRecord.TABLE)
+
     def read(self, kind: type[R]) -> ReadRecords[R]:
         out: ReadRecords[R] = ReadRecords()
         for row in self.records(kind.TABLE):
@@ -413,10 +428,9 @@ def check_message_fields(
     check_str_fields(content=content, reasoning=reasoning, error=error)
     if state not in MESSAGE_STATES:
         raise ValueError(f"state must be one of {sorted(MESSAGE_STATES)}, not {state!r}")
-    if metrics is not None:
-        if not isinstance(metrics, dict):
-            raise TypeError(f"metrics must be a dict or None, not {type(metrics).__name__}")
-        require_jsonable(metrics, "metrics")
+    if metrics is not None and not isinstance(metrics, GenerationMetrics):
+        raise TypeError(
+            f"metrics must be GenerationMetrics or None, not {type(metrics).__name__}")
 
 
 def check_new_message(m: NewMessage) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..metrics import GenerationMetrics
 from ..types import MessageState
 from .protocol import (
     MESSAGE_STATES,
@@ -21,7 +22,6 @@ from .protocol import (
     NewConversation,
     check_message_fields,
     check_new_conversation,
-    copy_json,
     message_preview,
 )
 from .tinydb_core import (
@@ -85,7 +85,7 @@ def message_doc(m: Message) -> dict[str, Any]:
         "content": m.content,
         "reasoning": m.reasoning,
         "model": m.model,
-        "metrics": m.metrics,
+        "metrics": m.metrics.to_dict() if m.metrics is not None else None,
         "state": m.state,
         "error": m.error,
         "created": m.created,
@@ -94,7 +94,6 @@ def message_doc(m: Message) -> dict[str, Any]:
 
 def message_from_doc(conversation_id: str, doc: dict[str, Any]) -> Message:
     state = doc.get("state", "complete")
-    metrics = doc.get("metrics")
     return Message(
         id=str(doc.get("id", "")),
         conversation_id=conversation_id,
@@ -102,7 +101,7 @@ def message_from_doc(conversation_id: str, doc: dict[str, Any]) -> Message:
         content=str(doc.get("content", "")),
         reasoning=str(doc.get("reasoning", "")),
         model=str(doc.get("model", "")),
-        metrics=copy_json(metrics) if isinstance(metrics, dict) else None,
+        metrics=GenerationMetrics.read(doc.get("metrics")),
         state=state if state in MESSAGE_STATES else "complete",
         error=str(doc.get("error", "")),
         created=float(doc.get("created", 0.0)),
@@ -295,7 +294,7 @@ class ConversationsPart(ImagesPart):
         content: str,
         reasoning: str = "",
         model: str = "",
-        metrics: dict[str, Any] | None = None,
+        metrics: GenerationMetrics | None = None,
         state: MessageState = "complete",
         error: str = "",
     ) -> Message:
@@ -315,7 +314,7 @@ class ConversationsPart(ImagesPart):
                 content=content,
                 reasoning=reasoning,
                 model=model,
-                metrics=copy_json(metrics) if metrics is not None else None,
+                metrics=metrics,
                 state=state,
                 error=error,
                 created=self._now(),
@@ -345,7 +344,7 @@ class ConversationsPart(ImagesPart):
         *,
         content: str | None = None,
         reasoning: str | None = None,
-        metrics: dict[str, Any] | None = None,
+        metrics: GenerationMetrics | None = None,
         state: MessageState | None = None,
         error: str | None = None,
     ) -> Message:
@@ -362,7 +361,7 @@ class ConversationsPart(ImagesPart):
         }
         check_message_fields(**changes)
         if "metrics" in changes:
-            changes["metrics"] = copy_json(changes["metrics"])
+            changes["metrics"] = changes["metrics"].to_dict()
         with self._writing():
             doc_id, doc = self._require_message(conversation_id, message_id)
             if changes:
@@ -411,7 +410,7 @@ class ConversationsPart(ImagesPart):
                 messages = [
                     Message(id=uuid.uuid4().hex[:16], conversation_id=conv_id, role=m.role,
                             content=m.content, reasoning=m.reasoning, model=m.model,
-                            metrics=copy_json(m.metrics) if m.metrics is not None else None,
+                            metrics=m.metrics,
                             state=m.state, error=m.error,
                             created=now if m.created is None else float(m.created))
                     for m in new.messages

@@ -148,12 +148,6 @@ class RecordsPart(StoreCore, TypedRecords):
             data = self._files.load(path) or {}
             return dict(data[RECORDS_TABLE][str(doc_id)])
 
-    def add_run(self, run: dict[str, Any]) -> str:
-        return self.append("runs", run)
-
-    def runs(self) -> list[dict[str, Any]]:
-        return self.records("runs")
-
     def runs_since(self, token: Hashable | None) -> RunsDelta:
         """The token is each runs shard's (number, file version, rows): shards whose file is
         unchanged since the token are skipped, the first changed one and everything after it

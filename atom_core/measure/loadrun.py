@@ -32,7 +32,7 @@ from ..metrics import (
     TTFT_P90,
     GenerationMetrics,
 )
-from ..runs import run_record
+from ..runs import RunRecord
 from ..server.client import LMStudioClient
 from .engine import LoadEngine, Outcome
 from .jobs import LoadJob
@@ -97,15 +97,19 @@ class LoadRecord:
             **self.job.tags,
         }
 
-    def run_row(self, source: str, **extra: Any) -> dict[str, Any]:
-        """The row for the store's runs table."""
-        row = run_record(source=source, server=self.server, model=self.job.model,
-                         metrics=self.metrics, error=self.error, cancelled=self.cancelled,
-                         **self.job.tags, **extra)
-        row["ts"] = self.started_at or row["ts"]
+    def as_run(self, source: str, **extra: Any) -> RunRecord:
+        """The run the store's runs table keeps (store.add_run)."""
+        run = RunRecord.measured(source=source, server=self.server, model=self.job.model,
+                                 metrics=self.metrics, error=self.error,
+                                 cancelled=self.cancelled, **self.job.tags, **extra)
+        run = run.replace(ts=self.started_at or run.ts)
         if self.empty:  # a failed run: Stats counts it, and measures nothing from it
-            row.update(ok=False, state="error", error=NO_TOKENS)
-        return row
+            run = run.replace(ok=False, state="error", error=NO_TOKENS)
+        return run
+
+    def run_row(self, source: str, **extra: Any) -> dict[str, Any]:
+        """That run as a stored row: for a runs frame of records not (yet) stored."""
+        return self.as_run(source, **extra).to_record()
 
 
 ClientFor = Callable[[str], LMStudioClient]
@@ -209,7 +213,7 @@ def summarize(records: Sequence[LoadRecord], *, wall_s: float | None = None,
             continue
         good = [r.metrics for r in rs if r.ok]
         window = active_window_s(rs) or wall_s
-        agg = sum(m.output_tokens for m in good) / window if good and window else None
+        agg = sum(m.output_tokens or 0 for m in good) / window if good and window else None
         waits = [r.metrics.pool_wait_s for r in rs if r.metrics.pool_wait_s is not None]
         out.append(LoadSummary(
             model=model, requests=len(rs), ok=len(good), errors=len(rs) - len(good),

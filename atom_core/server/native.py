@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..metrics import GenerationMetrics
-from ..runs import run_record
+from ..runs import RunRecord
 from ..types import to_float, to_int
 from .routes import NativeChatStream
 from .streaming import ReplyBuffer
@@ -66,13 +66,18 @@ class NativeChatResult:
     metrics: GenerationMetrics  # ATOM's own measurement of this stream
     server_stats: ServerStats | None  # None when the server sent no stats
 
-    def run_row(self) -> dict[str, Any]:
-        """The runs-table row, with the server's figures beside ATOM's."""
+    def as_run(self) -> RunRecord:
+        """The run the runs table keeps, with the server's figures beside ATOM's."""
         s = self.server_stats or ServerStats()
-        return run_record(source=SERVER_CHECK_SOURCE, server=self.server, model=self.model,
-                          metrics=self.metrics, server_tps=s.tokens_per_second,
-                          server_ttft_s=s.time_to_first_token_s,
-                          server_load_s=s.model_load_time_s)
+        return RunRecord.measured(source=SERVER_CHECK_SOURCE, server=self.server,
+                                  model=self.model, metrics=self.metrics,
+                                  server_tps=s.tokens_per_second,
+                                  server_ttft_s=s.time_to_first_token_s,
+                                  server_load_s=s.model_load_time_s)
+
+    def run_row(self) -> dict[str, Any]:
+        """That run as its stored row."""
+        return self.as_run().to_record()
 
 
 def native_chat(

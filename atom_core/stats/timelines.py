@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from ..metrics import GenerationMetrics
 
 if TYPE_CHECKING:
     from ..history import HistoryStore
@@ -39,7 +41,7 @@ class Timeline:
     offsets_ms: tuple[float, ...]  # arrival of each token chunk after the request was sent
     content: str = ""
     reasoning: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: GenerationMetrics | None = None
 
 
 def timeline_frame(timelines: Sequence[Timeline]) -> pd.DataFrame:
@@ -77,12 +79,12 @@ def timeline_table(timelines: Sequence[Timeline]) -> list[dict[str, Any]]:
     for t in timelines:
         row: dict[str, Any] = {"label": t.label, **timeline_stats(t.offsets_ms)}
         m = t.metrics
-        if isinstance(m.get("output_tokens"), int) and m["output_tokens"] > 0:
-            row["tokens"] = m["output_tokens"]
-        if isinstance(m.get("decode_tps"), int | float):
-            row["decode_tps"] = float(m["decode_tps"])
-        if isinstance(m.get("ttft_s"), int | float):
-            row["ttft_ms"] = float(m["ttft_s"]) * 1000
+        if m is not None and m.output_tokens is not None and m.output_tokens > 0:
+            row["tokens"] = m.output_tokens
+        if m is not None and m.decode_tps is not None:
+            row["decode_tps"] = m.decode_tps
+        if m is not None and m.ttft_s is not None:
+            row["ttft_ms"] = m.ttft_s * 1000
         rows.append(row)
     return rows
 
@@ -135,11 +137,11 @@ def load_message_timeline(store: HistoryStore, conversation_id: str,
         return None
     for m in messages:
         if m.id == message_id:
-            offsets = tuple((m.metrics or {}).get("token_offsets_ms") or ())
-            if not offsets:
+            if m.metrics is None or not m.metrics.token_offsets_ms:
                 return None
-            return Timeline(label=m.model or "reply", model=m.model, offsets_ms=offsets,
-                            content=m.content, reasoning=m.reasoning, metrics=m.metrics or {})
+            return Timeline(label=m.model or "reply", model=m.model,
+                            offsets_ms=m.metrics.token_offsets_ms, content=m.content,
+                            reasoning=m.reasoning, metrics=m.metrics)
     return None
 
 
@@ -159,12 +161,12 @@ def arena_timelines(store: HistoryStore, limit: int = 100) -> list[tuple[str, li
         slots = record.get("slots")
         timelines = []
         for i, slot in enumerate(slots if isinstance(slots, list) else []):
-            metrics = slot.get("metrics") if isinstance(slot, dict) else None
-            offsets = tuple(metrics.get("token_offsets_ms") or ()) if isinstance(
-                metrics, dict) else ()
+            if not isinstance(slot, dict):
+                continue
+            metrics = GenerationMetrics.read(slot.get("metrics"))  # the raw row's boundary
+            offsets = metrics.token_offsets_ms if metrics is not None else ()
             if not offsets:
                 continue
-            assert isinstance(slot, dict) and isinstance(metrics, dict)
             model = str(slot.get("model") or "")
             label = f"{slot.get('label') or chr(65 + i)}: {model}"
             timelines.append(Timeline(label=label, model=model, offsets_ms=offsets,

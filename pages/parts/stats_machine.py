@@ -33,7 +33,7 @@ def machine_tab(store: ui.HistoryStore) -> None:
     st.markdown(f"**This machine:** {here.label}", help="Recorded once; every run names the "
                 "machine it ran on, so numbers from different machines are never mixed.")
     known = hardware.machines(store)
-    runs = store.runs()
+    runs = store.run_rows()
     rows = card.machine_table(runs)
     if not rows:
         st.info("No run has hardware figures yet. Every reply from now on records what the "

@@ -62,7 +62,7 @@ def server_tab(df: Any, store: ui.HistoryStore) -> None:
         try:
             with st.spinner(f"Asking {plain_label(model)}…"):
                 result = native_chat(ui.client(), model, prompt, max_output_tokens=256)
-            store.add_run(result.run_row())
+            store.add_run(result.as_run())
             st.session_state.server_check = (model, comparison_rows(result))
         except AtomError as e:
             ui.show_error(e)

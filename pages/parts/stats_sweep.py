@@ -93,8 +93,9 @@ def run_sweep(models: list[str], prompt: str, levels: list[int], per_level: int,
                               options=SamplingOptions(max_tokens=max_tokens), shared=shared)
     try:  # a click anywhere stops the script here; `finally` ends the requests in flight
         for record in records:
-            rows.append(record.run_row("sweep"))
-            ui.store().add_run(rows[-1])
+            run = record.as_run("sweep")
+            rows.append(run.to_record())
+            ui.store().add_run(run)
             progress.progress(len(rows) / total, f"{len(rows)} of {total} requests · "
                                                  f"{record.job.tags['concurrency']} in flight")
             frame = stats.runs_frame(rows)

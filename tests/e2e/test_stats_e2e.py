@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from atom_core import stats
 from atom_core.history import open_store
+from atom_core.runs import RunRecord
 from tests.fixtures.browser import (
     OUTPUT,
     PAGE_WAIT_MS,
@@ -87,7 +88,7 @@ def test_overview_draws_every_chart_with_each_models_colour(stats_app: App, page
         expect_at_least(marks, 1)
     text = page.locator("[data-testid=stMain]").inner_text()
     assert "20,000" in text and "Speed map" in text
-    rows = open_store(stats_app.data_dir).runs()
+    rows = open_store(stats_app.data_dir).run_rows()
     summary = stats.model_summary(stats.runs_frame(rows))
     fastest = str(summary["model"].iloc[0])
     assert fastest in page.locator(".st-key-card_fastest").inner_text()  # the full name
@@ -188,9 +189,9 @@ def test_live_panel_moves_while_runs_are_recorded(stats_app: App, page: Any) -> 
            "ok": True, "state": "complete", "ttft_s": 0.2, "decode_tps": 42.0, "e2e_s": 3.0,
            "output_tokens": 120, "prompt_tokens": 50, "tokens_source": "usage"}
     for _ in range(3):
-        store.add_run(dict(row, ts=time.time()))
+        store.add_run(RunRecord.from_record(dict(row, ts=time.time())))
     page.wait_for_selector("text=3 runs in the last 5 min", timeout=PAGE_WAIT_MS)
-    store.add_run(dict(row, ts=time.time(), decode_tps=44.0))
+    store.add_run(RunRecord.from_record(dict(row, ts=time.time(), decode_tps=44.0)))
     page.wait_for_selector("text=4 runs in the last 5 min", timeout=PAGE_WAIT_MS)
     page.get_by_role("button", name="Show the new runs in the charts").click()
     page.wait_for_selector("text=20,004", timeout=PAGE_WAIT_MS)
@@ -277,7 +278,7 @@ def test_three_models_compared_on_a_laptop(double: Double, tmp_path: Path, page:
         shot = tmp_path / "histogram.png"
         area = histogram.locator(".nsewdrag").first.bounding_box()  # the plot, not its legend
         page.screenshot(path=str(shot), clip=area)
-        colors = stats.model_colors(stats.runs_frame(store.runs()))
+        colors = stats.model_colors(stats.runs_frame(store.run_rows()))
         lines = model_pixels(shot, list(colors.values()))
         assert all(lines[c] >= 30 for c in colors.values()), lines  # each line shows
         save_shot(page, "stats-laptop-six-runs.png", full_page=True)

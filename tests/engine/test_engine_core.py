@@ -70,10 +70,10 @@ def test_a_chat_turn_is_saved_with_its_metrics(client_a: LMStudioClient) -> None
     message = turn.finish()
     assert message is not None and message.state == "complete", message
     assert WORDS.search(message.content)
-    assert message.metrics and message.metrics["output_tokens"] > 0
-    (run,) = store.runs()
+    assert message.metrics and (message.metrics.output_tokens or 0) > 0
+    (run,) = store.run_rows()
     assert run["ok"] and run["model"] == MODEL_A and run["server"] == client_a.base_url
-    assert run["source"] == "chat" and run["output_tokens"] == message.metrics["output_tokens"]
+    assert run["source"] == "chat" and run["output_tokens"] == message.metrics.output_tokens
 
 
 def test_the_command_line_chats_and_records(demo_engine: demo.DemoEngine) -> None:
@@ -84,7 +84,7 @@ def test_the_command_line_chats_and_records(demo_engine: demo.DemoEngine) -> Non
     assert code == 0, err.getvalue()
     assert WORDS.search(out.getvalue())
     assert "tok/s" in err.getvalue() and "(chunks)" in err.getvalue()
-    (run,) = open_store().runs()
+    (run,) = open_store().run_rows()
     assert run["source"] == "cli" and run["model"] == MODEL_B and run["ok"]
 
 
@@ -133,8 +133,8 @@ def test_a_two_slot_arena_race_completes_on_both_engines(
     assert a.state == "complete" and b.state == "complete", (a.error, b.error)
     assert WORDS.search(a.content) and WORDS.search(b.content)
     for slot in (a, b):
-        assert slot.metrics["ttft_s"] > 0 and 0 < slot.metrics["output_tokens"] <= 24
-    runs = store.runs()
+        assert slot.metrics and slot.metrics.ttft_s and 0 < (slot.metrics.output_tokens or 0) <= 24
+    runs = store.run_rows()
     assert sorted(r["model"] for r in runs) == [MODEL_A, MODEL_B]
     assert {r["source"] for r in runs} == {"arena"}
     voted = arena.record_vote(store, rnd, "win", winner=0)

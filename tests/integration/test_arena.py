@@ -80,7 +80,7 @@ def test_unloaded_models_are_loaded_first_and_load_time_stays_out_of_ttft(
     c = rnd.slots[2]
     # the double sleeps 0.5 s to load (a floor, and a ceiling load cannot reach)
     assert c.state == "complete" and c.load_s is not None and 0.5 <= c.load_s < 5
-    assert c.metric is not None and c.metric.ttft_s is not None
+    assert c.metrics is not None and c.metrics.ttft_s is not None
     # the load is not in TTFT: the chat request went out only after the load had ended
     (chat_c,) = [x for x in chats(double) if x["model"] == "m/c"]
     assert chat_c["received_at"] >= loads[0]["ended_at"]
@@ -143,7 +143,7 @@ def test_a_failed_load_fails_its_slot_only(double: DoubleServer, store: HistoryS
     assert rnd.slots[0].state == "complete"
     assert rnd.slots[1].state == "error" and rnd.slots[1].error
     assert rnd.slots[1].metrics is None and rnd.slots[1].run_id == ""  # never sent
-    assert len(store.runs()) == 1
+    assert len(store.run_rows()) == 1
 
 
 def test_config_arena_same_model_two_load_configs(double: DoubleServer, client: LMStudioClient,
@@ -203,7 +203,7 @@ def test_stop_ends_every_upstream_request(store: HistoryStore) -> None:
     assert all(s.content.startswith("Reply from") for s in rnd.slots)
     assert len(log) == 3 and all(x["closed_early"] and not x["completed"] for x in log)
     assert all(x["tokens_sent"] < 50 for x in log)
-    assert {run["state"] for run in store.runs()} == {"stopped"}
+    assert {run["state"] for run in store.run_rows()} == {"stopped"}
 
 
 def test_the_round_is_saved_with_runs_votes_and_reveal(double: DoubleServer,
@@ -218,7 +218,7 @@ def test_the_round_is_saved_with_runs_votes_and_reveal(double: DoubleServer,
     assert saved == rnd
     assert saved.prompt == "Which?" and saved.system_prompt == "Be brief."
     assert saved.slots[0].model_info["quantization"] == "Q4_K_M"
-    runs = store.runs()
+    runs = store.run_rows()
     assert sorted(r["slot"] for r in runs) == ["A", "B"]
     assert {r["source"] for r in runs} == {"arena"} and {r["round_id"] for r in runs} == {rnd.id}
     assert [s.run_id for s in saved.slots] == [r["id"] for r in sorted(runs,
@@ -320,7 +320,8 @@ def test_a_finished_round_keeps_token_timelines_for_the_stats_page(
     assert [t.label for t in timelines] == ["A: m/a", "B: m/b"]
     for t, slot in zip(timelines, rnd.slots, strict=True):
         assert len(t.offsets_ms) == 20  # one arrival per token
-        assert t.offsets_ms[0] == pytest.approx(slot.metrics["ttft_s"] * 1000, abs=0.1)
+        assert slot.metrics is not None and slot.metrics.ttft_s is not None
+        assert t.offsets_ms[0] == pytest.approx(slot.metrics.ttft_s * 1000, abs=0.1)
 
 
 def test_default_picks_spread_slots_over_servers_before_repeating() -> None:
@@ -347,7 +348,7 @@ def test_results_grid_gives_the_quickest_start_to_the_first_answer_when_a_model_
     plain = compute_metrics(t_request_ns=0, token_times_ns=[200 * ms, 300 * ms],
                             t_end_ns=350 * ms)
     slots = tuple(SlotResult(label=label, server="s", model=label, target=label,
-                             contestant=label, metrics=m.to_dict(), state="complete")
+                             contestant=label, metrics=m, state="complete")
                   for label, m in (("A", thinker), ("B", plain)))
     rnd = ArenaRound(id="r", ts=0.0, prompt="p", system_prompt="", slots=slots)
     rows = {row.key: row for row in arena.stat_rows(rnd)}

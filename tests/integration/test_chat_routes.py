@@ -169,7 +169,7 @@ def test_cli_chat_prints_the_response_id_and_continues_from_it(
     assert code == 0 and out.strip() == "one two three four"
     body = [r for r in double.log() if r["path"] == PATHS[route]][-1]["body"]
     assert body["previous_response_id"] == rid
-    runs = open_store(isolated_env).runs()
+    runs = open_store(isolated_env).run_rows()
     assert [r["route"] for r in runs] == [route, route]
     assert runs[0]["response_id"] == rid and runs[1]["previous_response_id"] == rid
     if route == "native":  # the server's own figures are saved beside ATOM's
@@ -201,7 +201,7 @@ def test_bench_takes_a_route(double: DoubleServer, monkeypatch: pytest.MonkeyPat
     records = [json.loads(x) for x in out.splitlines() if '"record"' in x]
     assert len(records) == 2 and all(r["ok"] for r in records)
     assert {r["path"] for r in double.log()[before:]} == {"/v1/responses"}
-    assert [r["route"] for r in open_store(isolated_env).runs()] == ["responses", "responses"]
+    assert [r["route"] for r in open_store(isolated_env).run_rows()] == ["responses", "responses"]
 
 
 # -- a stored conversation over a stateful route (ChatTurn) ---------------------------------------
@@ -239,7 +239,7 @@ def test_a_conversation_continues_from_the_stored_response(
     assert body["previous_response_id"] == first and "Hello" not in str(body["input"])
     now = conversation_route(store, conv.id)
     assert now.response_id not in (None, first) and now.continues_from == now.response_id
-    runs = store.runs()
+    runs = store.run_rows()
     assert [(r["route"], r["previous_response_id"]) for r in runs] == [(route, None),
                                                                         (route, first)]
     assert runs[1]["conversation_id"] == conv.id
@@ -250,7 +250,7 @@ def test_a_conversation_continues_from_the_stored_response(
     body = [r for r in double.log() if r["path"] == PATHS[route]][-1]["body"]
     assert "previous_response_id" not in body and "Hello there" in str(body["input"])
     # The request size is kept: a stateful turn stays small, the full history grows.
-    sizes = [r["request_bytes"] for r in store.runs()]
+    sizes = [r["request_bytes"] for r in store.run_rows()]
     assert all(isinstance(n, int) and n > 0 for n in sizes)
     assert sizes[1] < sizes[2] and conversation_route(store, conv.id).request_bytes == sizes[2]
 

@@ -56,7 +56,7 @@ def test_chat_streams_to_stdout_prints_metrics_and_records_a_run(
     assert code == 0
     assert out.strip() == "Reply from test/alpha: one two"
     assert "TTFT" in err and "5 tokens (usage)" in err and "finish length" in err
-    (run,) = open_store(isolated_env).runs()
+    (run,) = open_store(isolated_env).run_rows()
     assert run["source"] == "cli" and run["model"] == "test/alpha" and run["output_tokens"] == 5
 
 
@@ -131,7 +131,7 @@ def test_a_route_the_server_lacks_is_its_sentence_with_no_figures(
                                "--no-record", "Hi")
     doc = json.loads(out)
     assert code == 1 and doc["metrics"] is None and "does not offer" in doc["error"]
-    (run,) = open_store(isolated_env).runs()
+    (run,) = open_store(isolated_env).run_rows()
     assert run["ok"] is False and "does not offer" in run["error"]
     assert run["e2e_s"] is None and run["output_tokens"] is None and run["ttft_s"] is None
 
@@ -148,7 +148,7 @@ def test_a_reply_is_printed_from_its_first_non_space_character(
     doc = json.loads(out)
     assert doc["content"] == "Rome, the capital." and doc["metrics"]["output_tokens"] == 3
     assert len(doc["metrics"]["token_offsets_ms"]) == 3
-    (run,) = open_store(isolated_env).runs()
+    (run,) = open_store(isolated_env).run_rows()
     assert run["output_tokens"] == 3
 
 
@@ -175,7 +175,7 @@ def test_bench_does_not_count_a_reply_without_tokens_as_ok(
     (summary,) = [x for x in lines if x["type"] == "summary"]
     assert record["ok"] is False and "without generating a single token" in record["error"]
     assert summary["ok"] == 0 and summary["errors"] == 1 and summary["empty"] == 1
-    empty_runs = [r for r in open_store(isolated_env).runs() if r["model"] == "t/empty"]
+    empty_runs = [r for r in open_store(isolated_env).run_rows() if r["model"] == "t/empty"]
     assert len(empty_runs) == 2 and not any(r["ok"] for r in empty_runs)
 
 
@@ -194,7 +194,7 @@ def test_without_server_or_env_the_cli_uses_the_default_server_saved_in_settings
         code, out, err = run_cli("chat", "--model", "test/alpha", "--max-tokens", "3", "Hi")
     assert code == 0, err
     assert out.startswith("Reply from test/alpha")
-    assert open_store(isolated_env).runs()[0]["server"] == saved.url
+    assert open_store(isolated_env).run_rows()[0]["server"] == saved.url
 
 
 def test_keepalives_and_no_token_end_at_the_stall_timeout_in_chat_and_bench(

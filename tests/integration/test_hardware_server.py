@@ -46,5 +46,5 @@ def test_bench_json_records_carry_the_hardware_fields(monkeypatch: pytest.Monkey
             assert "gpu_util_mean" not in r and "vram_used_mb_peak" not in r
         else:
             assert r["gpu_util_mean"] == 33.0 and r["vram_used_mb_peak"] == 1234.0
-    stored = open_store().runs()
+    stored = open_store().run_rows()
     assert all(row["hw_samples"] >= 1 for row in stored)

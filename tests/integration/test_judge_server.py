@@ -50,7 +50,7 @@ def test_bench_judge_adds_a_judge_object_per_record_and_a_summary(
     judge_requests = [e for e in log if e["model"] == "fair-judge"]
     assert len(judge_requests) == 4  # 2 prompts (repeats) x 2 orders
     assert all(e["body"]["response_format"]["type"] == "json_schema" for e in judge_requests)
-    sources = [r["source"] for r in open_store().runs()]
+    sources = [r["source"] for r in open_store().run_rows()]
     assert sources.count("judge") == 4 and sources.count("cli") == 4
 
 
@@ -88,5 +88,5 @@ def test_the_judge_on_a_second_server_with_its_own_token(
     assert sorted(e["model"] for e in contest_log) == ["a", "b"]
     assert [e["model"] for e in judge_log] == ["fair-judge", "fair-judge"]
     assert {e["status"] for e in contest_log + judge_log} == {200}
-    judge_runs = [r for r in open_store().runs() if r["source"] == "judge"]
+    judge_runs = [r for r in open_store().run_rows() if r["source"] == "judge"]
     assert {r["server"] for r in judge_runs} == {j.url}

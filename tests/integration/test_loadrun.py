@@ -77,7 +77,7 @@ def test_bench_command_json_records_and_summary(monkeypatch: pytest.MonkeyPatch,
                 "ok", "error"):
         assert key in records[0]
     assert [s["model"] for s in summaries] == ["a", "b"] and summaries[0]["ok"] == 2
-    runs = open_store(isolated_env).runs()
+    runs = open_store(isolated_env).run_rows()
     assert len(runs) == 4 and {r["source"] for r in runs} == {"cli"}
 
 

@@ -44,7 +44,7 @@ def test_a_run_saves_records_with_checks_and_summaries(isolated_env: Path) -> No
     rows = ps.check_rows(run, records)
     assert rows[0] == {"prompt": "Capital of France?", "check": "contains “Paris”",
                        "Model A": "0/2", "Model B": "2/2"}
-    assert {r["source"] for r in store.runs()} == {"promptset"} and len(store.runs()) == 12
+    assert {r["source"] for r in store.run_rows()} == {"promptset"} and len(store.run_rows()) == 12
 
 
 def test_stop_keeps_finished_records_and_resume_runs_only_the_rest(isolated_env: Path) -> None:
@@ -180,7 +180,7 @@ def test_each_slot_sends_its_reasoning_setting_and_the_thinking_is_reported(
     off, on = ps.summary_rows(run, records)
     assert off["thinking_p50_s"] is None and on["thinking_p50_s"] is not None
     assert on["first_answer_p50_s"] > on["ttft_p50_s"]  # the answer began after the thinking
-    settings = sorted((r["reasoning_setting"], r["route"]) for r in store.runs())
+    settings = sorted((r["reasoning_setting"], r["route"]) for r in store.run_rows())
     assert settings == [("off", "native")] * 3 + [("on", "native")] * 3
 
 

@@ -43,7 +43,7 @@ def test_bench_sweep_prints_a_verdict_and_tags_its_runs(monkeypatch: pytest.Monk
     (v,) = [x for x in lines if x["type"] == "verdict"]
     assert v["model"] == "m" and v["max_concurrency"] == 2
     assert v["target"] == {"min_tps_per_user": 5.0, "max_ttft_p90_s": 3.0}
-    runs = open_store(isolated_env).runs()
+    runs = open_store(isolated_env).run_rows()
     assert len({r["sweep_id"] for r in runs}) == 1 and {r["source"] for r in runs} == {"sweep"}
     found = sweep.sweeps_in_history(stats.runs_frame(runs))
     assert len(found) == 1 and found["levels"][0] == (1, 2)
@@ -60,8 +60,8 @@ def test_a_real_sweep_against_the_double_records_levels_and_agrees_with_the_cli_
     assert {r.job.tags["sweep_id"] for r in records} == {"abc"}
     store = open_store(isolated_env)
     for r in records:
-        store.add_run(r.run_row("sweep"))
-    df = stats.runs_frame(store.runs())
+        store.add_run(r.as_run("sweep"))
+    df = stats.runs_frame(store.run_rows())
     levels = sweep.levels_from_runs(sweep.sweep_runs(df, "abc"))
     assert [lv.concurrency for lv in levels] == [1, 3]
     assert all(lv.ok == 6 for lv in levels)

@@ -87,7 +87,7 @@ def test_a_judged_blind_round_in_both_orders_then_the_judge_board(
     assert set(table["Agreed"]) == {"yes"} and sorted(table["Mean"]) == [3, 6, 9]
     assert "**The first answer.**" in set(table["Reason"])  # kept as text, not Markdown
     assert rnd.vote is None and arena.load_rounds(store)[0].vote is None  # not a vote
-    sources = [r["source"] for r in store.runs()]
+    sources = [r["source"] for r in store.run_rows()]
     assert sources.count("judge") == 2 and sources.count("arena") == 3
 
     # People vote for the judge's winner: agreement 1 of 1.

@@ -86,7 +86,7 @@ def test_a_three_slot_race_puts_each_reply_in_its_own_column(mock: respx.MockRou
         "Say something"}
     (rnd,) = arena.load_rounds(open_store(isolated_env))
     assert rnd.prompt == "Say something" and [s.state for s in rnd.slots] == ["complete"] * 3
-    assert {r["source"] for r in open_store(isolated_env).runs()} == {"arena"}
+    assert {r["source"] for r in open_store(isolated_env).run_rows()} == {"arena"}
     # The results grid names every measure, with hover help, and the vote bar waits.
     names = [str(m.value) for m in at.markdown]
     for measure in ("TTFT", "Decode tok/s", "Tokens", "End-to-end", "Stop reason",

@@ -65,7 +65,7 @@ def test_a_vision_model_sees_the_image_sent_over_each_route(
     assert request["status"] == 200
     assert request["images"] == [{"media_type": "image/png", "format": "png", "width": 1024,
                                   "height": 512, "bytes": len(sent.data)}]
-    (run,) = open_store(isolated_env).runs()
+    (run,) = open_store(isolated_env).run_rows()
     assert run["route"] == route and run["ok"] is True
 
 

@@ -69,7 +69,7 @@ def test_send_see_streamed_reply_then_reload_and_see_it_again(
     assert conv.title == "What is the capital of France?"
     msgs = store.messages(conv.id)
     assert msgs[1].state == "complete" and msgs[1].metrics is not None
-    runs = store.runs()
+    runs = store.run_rows()
     assert len(runs) == 1 and runs[0]["source"] == "chat" and runs[0]["output_tokens"] == 4
 
 
@@ -134,7 +134,7 @@ def test_stop_ends_the_request_and_keeps_the_partial_reply(
     user, reply = store.messages(conv.id)
     assert user.content == "Tell me a long story"
     assert reply.state == "stopped" and reply.content.startswith("w0 w1 w2")
-    assert store.runs()[0]["state"] == "stopped"
+    assert store.run_rows()[0]["state"] == "stopped"
 
     shown = new_app().run()
     assert texts(shown.chat_message[1].warning) == ["Stopped"]

@@ -110,7 +110,7 @@ def test_chat_survives(name: str, app: AppTest, isolated_env: Path) -> None:
     (conv,) = store.list_conversations()
     saved = store.messages(conv.id)[1]
     assert saved.state == case.state and saved.content == case.content
-    assert (store.runs()[-1]["state"]) == case.state
+    assert (store.run_rows()[-1]["state"]) == case.state
 
     # The app keeps working: the same conversation goes on with a healthy model.
     app.sidebar.selectbox(key="model").set_value(GOOD).run()

@@ -62,7 +62,7 @@ def test_a_stateful_chat_sends_only_the_new_message_on_its_second_turn(
     assert "previous_response_id" not in bodies[-2]
     assert bodies[-1]["previous_response_id"] == first.response_id
     assert "Hello there" not in str(bodies[-1]["input"])
-    assert [r["route"] for r in store.runs()] == [route, route]
+    assert [r["route"] for r in store.run_rows()] == [route, route]
 
 
 def test_a_route_the_server_lacks_is_a_sentence_then_marked(
@@ -100,7 +100,7 @@ def test_a_failed_native_reply_shows_its_sentence_and_no_figures(
     assert "does not offer POST /api/v1/chat" in error
     captions = texts(app.chat_message[1].caption)
     assert captions and not any("token" in c or "total" in c for c in captions), captions
-    (run,) = open_store(isolated_env).runs()
+    (run,) = open_store(isolated_env).run_rows()
     assert run["ok"] is False and run["e2e_s"] is None and run["output_tokens"] is None
 
 
@@ -131,7 +131,7 @@ def test_the_same_model_races_itself_over_two_routes(
     assert rnd.slots[1].contestant == "r/plain (via native)"
     names = texts(app.markdown)
     assert "Route" in names and "LM Studio native" in names
-    runs = {r["slot"]: r for r in store.runs()}
+    runs = {r["slot"]: r for r in store.run_rows()}
     assert [runs[x]["route"] for x in "ABC"] == ["completions", "native", "messages"]
     assert runs["B"]["server_tps"] is not None and runs["A"]["server_tps"] is None
     paths = [r["path"] for r in double.log() if r["method"] == "POST"]
@@ -236,7 +236,7 @@ def test_each_arena_slot_sets_its_own_reasoning_and_it_is_sent_and_recorded(
     assert [s.reasoning_setting for s in rnd.slots] == ["off", "high", None]
     assert [s.state for s in rnd.slots] == ["complete"] * 3
     assert rnd.slots[0].contestant == "r/effort (via native · reasoning off)"
-    runs = {r["slot"]: r for r in store.runs()}
+    runs = {r["slot"]: r for r in store.run_rows()}
     assert [runs[x].get("reasoning_setting") for x in "ABC"] == ["off", "high", None]
     log = [r for r in double.log() if r["method"] == "POST"][-3:]
     native = {r["body"]["model"]: r["body"] for r in log if r["path"] == "/api/v1/chat"}

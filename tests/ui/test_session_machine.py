@@ -67,7 +67,7 @@ def test_a_chat_reply_saved_in_the_session_names_the_machine(
     at.chat_input[0].set_value("Hello").run()
     assert not at.exception
     store = open_store(isolated_env)
-    (run,) = store.runs()
+    (run,) = store.run_rows()
     assert run["source"] == "chat" and run["machine_id"] == hardware.this_machine().id
     assert run["machine_id"] in hardware.machines(store)
 
@@ -86,7 +86,7 @@ def test_an_arena_race_saves_runs_and_a_round_that_name_the_machine(
     assert not at.exception
     store = open_store(isolated_env)
     here = hardware.this_machine().id
-    runs = store.runs()
+    runs = store.run_rows()
     assert len(runs) == 2 and {r["source"] for r in runs} == {"arena"}
     assert {r["machine_id"] for r in runs} == {here}
     (rnd,) = arena.load_rounds(store)

@@ -237,7 +237,7 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     assert any("can't be undone" in w for w in texts(at.warning))
     by_label(at.button, "Yes, delete").click().run()
     assert "Deleted everything." in texts(at.success)
-    assert store.list_conversations() == [] and store.runs() == []
+    assert store.list_conversations() == [] and store.run_rows() == []
     # the session goes on: its machine is recorded again, so the next runs can name it
     assert [r["id"] for r in store.records("machines")] == [hardware.this_machine().id]
 

@@ -10,6 +10,7 @@ import respx
 
 from atom_core.history import open_store
 from atom_core.measure import card, hardware
+from atom_core.runs import RunRecord
 from atom_core.words import EMPTY_CELL
 from tests.fixtures.apptest import new_app
 from tests.fixtures.payloads import NATIVE_MODELS
@@ -30,9 +31,9 @@ def test_machine_view_shows_speed_per_model_and_exports_a_card(mock: respx.MockR
     here = hardware.this_machine()
     store = open_store(isolated_env)
     for tps, cpu in ((30.0, 40.0), (50.0, 60.0)):
-        store.add_run({"ts": 1.0, "source": "chat", "server": "s", "model": "qwen3-4b",
-                       "ok": True, "decode_tps": tps, "ttft_s": 0.3, "cpu_percent_mean": cpu,
-                       "ram_used_mb_peak": 5000.0, "machine_id": here.id})
+        store.add_run(RunRecord(ts=1.0, source="chat", server="s", model="qwen3-4b",
+                                decode_tps=tps, ttft_s=0.3, cpu_percent_mean=cpu,
+                                ram_used_mb_peak=5000.0, machine_id=here.id))
     at = open_machine_tab()
     (table,) = [d.value for d in at.dataframe if "decode_tps_p50" in d.value.columns]
     assert list(table["model"]) == ["qwen3-4b"] and table["decode_tps_p50"][0] == 40.0
@@ -58,13 +59,13 @@ def test_missing_figures_are_blank_cells_not_none(mock: respx.MockRouter,
     mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
     here = hardware.this_machine()
     store = open_store(isolated_env)
-    store.add_run({"ts": 1.0, "source": "chat", "server": "s", "model": "some-model",
-                   "ok": True, "decode_tps": 30.0, "ttft_s": 0.3, "cpu_percent_mean": 40.0,
-                   "machine_id": here.id})
+    store.add_run(RunRecord(ts=1.0, source="chat", server="s", model="some-model",
+                            decode_tps=30.0, ttft_s=0.3, cpu_percent_mean=40.0,
+                            machine_id=here.id))
     at = open_machine_tab()
     (machine,) = [d for d in at.dataframe if "gpu_util_mean" in d.value.columns]
     assert machine.value["gpu_util_mean"].isna().all()
-    theirs = card.benchmark_card(here, store.runs())  # no quantization known for the model
+    theirs = card.benchmark_card(here, store.run_rows())  # no quantization known for the model
     at.file_uploader(key="card_upload").set_value(
         ("card.json", json.dumps(theirs).encode(), "application/json")).run()
     assert not at.exception, at.exception

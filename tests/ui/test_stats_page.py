@@ -16,7 +16,7 @@ import respx
 from atom_core import stats
 from atom_core.history import open_store
 from atom_core.metrics import compute_metrics
-from atom_core.runs import run_record
+from atom_core.runs import RunRecord, run_record
 from atom_core.server.client import LMStudioClient
 from atom_core.server.routes import ROUTE_LABELS
 from tests.fixtures.apptest import new_app
@@ -44,12 +44,12 @@ def seed(data_dir: Path, n: int = 3000, *, recent: bool = False) -> list[dict[st
                                         for i in range(12)],
                         t_end_ns=600 * MS, usage=None, finish_reason="stop")
     reply = store.add_message(conv.id, role="assistant", content="one two three four five six",
-                              model="qwen3-4b", metrics=m.to_dict())
+                              model="qwen3-4b", metrics=m)
     row = run_record(source="chat", server="http://lms.test:1234", model="qwen3-4b", metrics=m,
                      conversation_id=conv.id, message_id=reply.id)
     row["ts"] = end
-    store.add_run(row)
-    return store.runs()
+    store.add_run(RunRecord.from_record(row))
+    return store.run_rows()
 
 
 def open_stats(tab: str | None = None) -> Any:
@@ -262,7 +262,7 @@ def test_concurrency_sweep_runs_records_and_states_a_verdict(double: DoubleServe
     (submit,) = [b for b in at.button if b.label == "Run sweep"]
     submit.click().run()
     assert not at.exception, at.exception
-    runs = open_store(isolated_env).runs()
+    runs = open_store(isolated_env).run_rows()
     assert len(runs) == 4 and {r["source"] for r in runs} == {"sweep"}
     assert sorted(r["concurrency"] for r in runs) == [1, 1, 2, 2]
     assert at.success and at.success[0].value.startswith("Serves 2 people at once")
@@ -283,7 +283,7 @@ def test_a_sweep_of_two_models_gives_each_its_own_k_unless_shared(
     [n for n in at.number_input if n.label == "Requests per level"][0].set_value(2)
     [b for b in at.button if b.label == "Run sweep"][0].click().run()
     assert not at.exception, at.exception
-    runs = open_store(isolated_env).runs()
+    runs = open_store(isolated_env).run_rows()
     assert len(runs) == 8 and all(r["ok"] for r in runs)
     assert sorted((r["model"], r["concurrency"]) for r in runs) == sorted(
         [(m, k) for m in ("fast/one", "fast/two") for k in (1, 2)] * 2)
@@ -320,7 +320,7 @@ def test_server_stats_beside_atoms_measurement(double: DoubleServer, isolated_en
     assert ttft["difference"] == pytest.approx(ttft["atom"] - ttft["server"])
     server_tps = rows.loc["Decode speed (tok/s)", "server"]
     assert 20 < server_tps < 2000  # scheduled at 200 tok/s; a bound load cannot break
-    (run,) = open_store(isolated_env).runs()
+    (run,) = open_store(isolated_env).run_rows()
     assert run["source"] == "server-check" and run["server_tps"] == pytest.approx(server_tps)
     # ...and the summary then shows the server's figure beside ATOM's.
     at.session_state["stats_tab"] = "Overview"
@@ -431,7 +431,7 @@ def test_a_sweep_over_a_picked_route_records_it(double: DoubleServer,
     [n for n in at.number_input if n.label == "Requests per level"][0].set_value(2)
     [b for b in at.button if b.label == "Run sweep"][0].click().run()
     assert not at.exception, at.exception
-    runs = open_store(isolated_env).runs()
+    runs = open_store(isolated_env).run_rows()
     assert len(runs) == 4 and {r["route"] for r in runs} == {"responses"}
     assert all(r["ok"] for r in runs)
     paths = [r["path"] for r in double.log(wait=2) if r["method"] == "POST"]
@@ -446,7 +446,7 @@ def test_llama_cpp_timings_show_beside_atoms_figures(double: DoubleServer,
                         server_timings={"prompt_ms": 120.0, "predicted_n": 11,
                                         "predicted_per_second": 52.0})
     for _ in range(3):
-        store.add_run(run_record(source="cli", server="http://llama:8080", model="gemma",
+        store.add_run(RunRecord.measured(source="cli", server="http://llama:8080", model="gemma",
                                  metrics=m))
     at = open_stats("Server vs ATOM")
     found = table_with(at, "server_prompt_p50_s").set_index("model")
@@ -483,7 +483,7 @@ def test_little_data_reads_right(mock: respx.MockRouter, isolated_env: Path) -> 
                             finish_reason="length")
         row = run_record(source="arena", server="http://127.0.0.1:9", model=model, metrics=m)
         row["ts"] = now + i
-        store.add_run(row)
+        store.add_run(RunRecord.from_record(row))
     from atom_core.errors import ServerError
     failed = run_record(source="chat", server="http://127.0.0.1:9", model="gemma-3-270m-a",
                         metrics=compute_metrics(t_request_ns=0, token_times_ns=[],
@@ -491,7 +491,7 @@ def test_little_data_reads_right(mock: respx.MockRouter, isolated_env: Path) -> 
                                                 finish_reason=None),
                         error=ServerError("boom"))
     failed["ts"] = now + 7
-    store.add_run(failed)
+    store.add_run(RunRecord.from_record(failed))
     at = open_stats()
     assert card(at, "fastest") == "gemma-3-270m-a"  # not cut to "gemma-3-27…"
     shown, captions = chart_tabs(at)  # each chart tab says what its chart needs

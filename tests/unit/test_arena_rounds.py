@@ -78,6 +78,27 @@ def test_an_unreadable_row_never_crashes_the_race_view(store: HistoryStore) -> N
     assert arena.current_round(only_bad, None) is None
 
 
+def test_the_store_reads_rounds_as_the_board_does(store: HistoryStore) -> None:
+    """store.read(ArenaRound) / store.get are the readers (read_rounds is a sort over them):
+    a row that fails the round's checks is skipped and counted, a round left running is
+    settled, and a slot's metrics come back typed, partial ones leniently."""
+    late = store.append(arena.ROUNDS_TABLE, round_record("late", 2000.0, state="running"))
+    rec = round_record("early", 1000.0)
+    rec["slots"][0]["metrics"] = {"ttft_s": 0.3, "token_offsets_ms": [300.0, 320.0]}
+    early = store.append(arena.ROUNDS_TABLE, rec)
+    bad = store.append(arena.ROUNDS_TABLE, {**round_record("bad", 1500.0), "order": [5, 6]})
+    rounds = store.read(arena.ArenaRound)
+    assert [r.prompt for r in rounds] == ["late", "early"] and rounds.skipped == 1
+    settled = store.get(arena.ArenaRound, late)
+    assert settled is not None and settled.state == "done"
+    assert [s.state for s in settled.slots] == ["interrupted"]
+    assert store.get(arena.ArenaRound, bad) is None
+    got = store.get(arena.ArenaRound, early)
+    m = got.slots[0].metrics if got is not None else None
+    assert m is not None and (m.ttft_s, m.e2e_s, m.token_offsets_ms) == (0.3, None, (300.0, 320.0))
+    assert arena.read_rounds(store) == ([got, settled], 1)  # oldest first
+
+
 # -- several browsers on one round (issue 18) ----------------------------------------------------
 
 def blind_round(store: HistoryStore) -> arena.ArenaRound:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import atom_core.arena  # noqa: F401  (registers ArenaRound's import check, as the app does)
+from atom_core.arena.rounds import ArenaRound
 from atom_core.history.backup import (
     ImportRefused,
     delete_history,
@@ -19,6 +20,7 @@ from atom_core.history.backup import (
 )
 from atom_core.history.memory_store import MemoryHistoryStore
 from atom_core.history.tinydb_store import TinyDBHistoryStore
+from atom_core.metrics import GenerationMetrics
 from atom_core.settings.store import MAX_TTL_SECONDS, AppSettings, SettingsStore, make_preset
 from tests.fixtures.bad_imports import REFUSED, ROUND, RUN, export_doc
 
@@ -39,7 +41,7 @@ def fill(store: TinyDBHistoryStore) -> None:
     c = store.create_conversation(title="Sky", model="m", system_prompt="Be brief.")
     store.add_message(c.id, role="user", content="Why is the sky blue?")
     store.add_message(c.id, role="assistant", content="Rayleigh.", model="m",
-                      metrics={"ttft_s": 0.1}, state="stopped")
+                      metrics=GenerationMetrics.from_dict({"ttft_s": 0.1}), state="stopped")
     store.append("runs", {"model": "m", "ttft_s": 0.1})
     store.append("votes", {"winner": "m"})
     store.append("downloads", {"job_id": "job_1", "status": "downloading"})
@@ -78,14 +80,14 @@ def test_import_into_an_empty_folder_then_again_adds_nothing(
     (conv,) = other.list_conversations()
     assert conv.system_prompt == "Be brief."
     msgs = other.messages(conv.id)
-    assert [m.state for m in msgs] == ["complete", "stopped"] and msgs[1].metrics == {
-        "ttft_s": 0.1}
+    assert [m.state for m in msgs] == ["complete", "stopped"] and msgs[1].metrics == (
+        GenerationMetrics.from_dict({"ttft_s": 0.1}))
     assert other_settings.token("Studio") is None  # tokens never travel
     again = import_everything(other, other_settings, doc)
     assert (again.conversations_added, again.records_added, again.settings_added) == (0, 0, 0)
     assert again.conversations_skipped == 1 and again.records_skipped == 2
     assert "Skipped 3 already here" in again.sentence
-    assert len(other.list_conversations()) == 1 and len(other.runs()) == 1
+    assert len(other.list_conversations()) == 1 and len(other.run_rows()) == 1
 
     # Merging: a new chat at home, exported again, adds just that one.
     c = store.create_conversation(title="New")
@@ -126,13 +128,13 @@ def test_delete_history_leaves_settings_and_the_store_keeps_working(
     fill(store)
     settings.save_profile("Studio", "http://a:1", token=TOKEN)
     delete_history(store)
-    assert store.list_conversations() == [] and store.runs() == []
+    assert store.list_conversations() == [] and store.run_rows() == []
     assert store.records("votes") == []
     assert settings.token("Studio") == TOKEN
     c = store.create_conversation(title="After")  # the store carries on
     store.add_message(c.id, role="user", content="still works")
     store.append("runs", {"model": "m"})
-    assert len(store.list_conversations()) == 1 and len(store.runs()) == 1
+    assert len(store.list_conversations()) == 1 and len(store.run_rows()) == 1
     settings.forget_everything()
     assert settings.load() == AppSettings() and settings.token("Studio") is None
 
@@ -189,6 +191,29 @@ def test_a_clean_file_imports_with_times_kept(store: TinyDBHistoryStore,
     (conv,) = store.list_conversations()
     assert (conv.created, conv.updated) == (1000.0, 1001.0)
     assert settings.load().ttl_seconds == MAX_TTL_SECONDS
+
+
+def test_an_import_reads_partial_metrics_leniently(store: TinyDBHistoryStore) -> None:
+    """Metrics that lack fields (another tool's export, an old ATOM) import as before issue
+    19's typed metrics: missing fields None, odd ones None, never a refusal; same for a slot
+    of an imported arena round. Only metrics that are not an object are refused."""
+    partial = {"ttft_s": 0.25, "output_tokens": "12", "decode_tps": "fast"}
+    doc = export_doc(conversations=[{"title": "Old", "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "metrics": partial}]}],
+        tables={"arena_rounds": [{**ROUND, "slots": [{**s, "metrics": partial}
+                                                     for s in ROUND["slots"]]}]})
+    report = import_everything(store, None, doc)
+    assert (report.conversations_added, report.records_added) == (1, 1) and not report.problems
+    (conv,) = store.list_conversations()
+    m = store.messages(conv.id)[1].metrics
+    assert m is not None and (m.ttft_s, m.output_tokens, m.decode_tps, m.e2e_s) == (
+        0.25, 12, None, None)
+    (rnd,) = store.read(ArenaRound)
+    assert [s.metrics.ttft_s if s.metrics else None for s in rnd.slots] == [0.25, 0.25]
+    with pytest.raises(ImportRefused, match="metrics"):
+        import_everything(store, None, export_doc(conversations=[{"messages": [
+            {"role": "assistant", "content": "a", "metrics": [0.25]}]}]))
 
 
 def test_settings_read_defensively(settings: SettingsStore) -> None:

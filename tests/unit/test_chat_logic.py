@@ -10,7 +10,7 @@ import respx
 
 from atom_core.chat import ChatTurn, auto_title, history_for_request
 from atom_core.history import HistoryStore, Message, export, open_store
-from atom_core.metrics import compute_metrics, metrics_line
+from atom_core.metrics import GenerationMetrics, compute_metrics, metrics_line
 from atom_core.server.client import LMStudioClient
 from atom_core.types import ChatMessage
 from tests.fixtures.payloads import UNEXPECTED
@@ -57,9 +57,9 @@ def test_a_turn_saves_message_metrics_and_run(isolated_env: Path) -> None:
             turn.poll(0.05)
         message = turn.finish()
     assert message is not None and message.content == "Hello" and message.state == "complete"
-    assert message.metrics is not None and message.metrics["output_tokens"] == 2
-    assert len(message.metrics["token_offsets_ms"]) == 2
-    (run,) = store.runs()
+    assert message.metrics is not None and message.metrics.output_tokens == 2
+    assert len(message.metrics.token_offsets_ms) == 2
+    (run,) = store.run_rows()
     assert run["model"] == "m" and run["ok"] and run["message_id"] == message.id
     assert run["server"] == BASE and run["source"] == "chat"
     assert turn.finish() is None  # idempotent
@@ -77,7 +77,7 @@ def test_a_turn_against_a_dead_server_ends_in_error_state(isolated_env: Path) ->
         message = turn.finish()
     assert message is not None and message.state == "error"
     assert "Can't reach a model server" in message.error
-    assert store.runs()[0]["ok"] is False
+    assert store.run_rows()[0]["ok"] is False
 
 
 def run_turn(store: HistoryStore, conv_id: str, client: LMStudioClient,
@@ -101,7 +101,7 @@ def test_a_reply_that_fails_before_its_first_token_measures_nothing(isolated_env
     assert message is not None and message.state == "error"
     assert "does not offer POST /api/v1/chat" in message.error
     assert message.metrics is None and metrics_line(message.metrics) == ""
-    (run,) = store.runs()
+    (run,) = store.run_rows()
     assert run["ok"] is False and run["state"] == "error" and run["route"] == "native"
     assert "does not offer" in run["error"]
     assert [run[k] for k in ("e2e_s", "output_tokens", "ttft_s", "tokens_source")] == [None] * 4
@@ -112,8 +112,8 @@ def test_a_reply_that_fails_before_its_first_token_measures_nothing(isolated_env
         mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS, content=body)
         message = run_turn(store, conv.id, client)
     assert message is not None and message.state == "error" and message.content == "Hello"
-    assert message.metrics is not None and message.metrics["output_tokens"] == 2
-    assert store.runs()[-1]["output_tokens"] == 2
+    assert message.metrics is not None and message.metrics.output_tokens == 2
+    assert store.run_rows()[-1]["output_tokens"] == 2
 
 
 def test_a_reply_is_kept_from_its_first_non_space_character(isolated_env: Path) -> None:
@@ -126,8 +126,8 @@ def test_a_reply_is_kept_from_its_first_non_space_character(isolated_env: Path) 
             200, headers=SSE_HEADERS, content=sse_body(" Rome", ", the capital."))
         message = run_turn(store, conv.id, client)
     assert message is not None and message.content == "Rome, the capital."
-    assert message.metrics is not None and message.metrics["output_tokens"] == 2
-    assert store.runs()[0]["output_tokens"] == 2
+    assert message.metrics is not None and message.metrics.output_tokens == 2
+    assert store.run_rows()[0]["output_tokens"] == 2
 
 
 def test_exports(isolated_env: Path) -> None:
@@ -136,7 +136,7 @@ def test_exports(isolated_env: Path) -> None:
                                      system_prompt="Be brief.")
     store.add_message(conv.id, role="user", content="Capital of France?")
     metrics = compute_metrics(t_request_ns=0, token_times_ns=[100_000_000, 200_000_000],
-                              t_end_ns=300_000_000, finish_reason="stop").to_dict()
+                              t_end_ns=300_000_000, finish_reason="stop")
     store.add_message(conv.id, role="assistant", content="Paris.", reasoning="Easy.", model="m",
                       metrics=metrics)
     store.add_message(conv.id, role="assistant", content="Lyon", state="stopped", model="m")
@@ -166,9 +166,12 @@ def test_stats_line_shows_first_answer_and_thinking_for_a_reasoning_reply() -> N
     ms = 1_000_000
     m = compute_metrics(t_request_ns=0, token_times_ns=[35 * ms, 435 * ms, 535 * ms],
                         t_end_ns=600 * ms, first_answer_ns=435 * ms, reasoning_chunks=1)
-    line = metrics_line(m.to_dict())
+    line = metrics_line(m)
     assert line.startswith("TTFT 35 ms · first answer 435 ms (thought 400 ms) · ")
     # an older stored reply without the new fields still reads
-    assert metrics_line({"ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 10.0, "itl_p50_s": None,
-                         "itl_p95_s": None, "output_tokens": 9, "tokens_source": "usage"}
-                        ).startswith("TTFT 200 ms · 10.0 tok/s")
+    old = GenerationMetrics.from_dict({
+        "ttft_s": 0.2, "e2e_s": 1.0, "decode_tps": 10.0, "itl_p50_s": None, "itl_p95_s": None,
+        "output_tokens": 9, "tokens_source": "usage"})
+    assert metrics_line(old).startswith("TTFT 200 ms · 10.0 tok/s")
+    # a partial one (imported from elsewhere) says what it has, and nothing it lacks
+    assert metrics_line(GenerationMetrics.from_dict({"ttft_s": 0.2})) == "TTFT 200 ms"

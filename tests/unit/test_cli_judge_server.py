@@ -72,7 +72,7 @@ def test_the_judge_runs_on_its_own_server_with_its_own_token(
     assert records["a"]["judge"]["agreed"] is True
     (summary,) = [r for r in lines if r["type"] == "judge"]
     assert summary["judge_server"] == JUDGE and summary["verdicts"] == 1
-    judge_runs = [r for r in open_store().runs() if r["source"] == "judge"]
+    judge_runs = [r for r in open_store().run_rows() if r["source"] == "judge"]
     assert len(judge_runs) == 2 and {r["server"] for r in judge_runs} == {JUDGE}
 
 

@@ -20,6 +20,7 @@ from atom_core.history import (
 )
 from atom_core.history.memory_store import MemoryHistoryStore
 from atom_core.history.tinydb_store import TinyDBHistoryStore
+from atom_core.metrics import GenerationMetrics
 
 
 class FakeClock:
@@ -71,19 +72,20 @@ def test_conversations(store: HistoryStore) -> None:
         store.create_conversation(title=5)  # type: ignore[arg-type]
 
 
+TTFT_ONLY = GenerationMetrics.from_dict({"ttft_s": 0.1})  # a partial dict, read leniently
+
+
 def test_messages(store: HistoryStore) -> None:
     c = store.create_conversation(title="Chat")
     q = store.add_message(c.id, role="user", content="Why is the sky blue?")
     r = store.add_message(c.id, role="assistant", content="", model="m",
-                          metrics={"ttft_s": 0.1}, state="interrupted")
+                          metrics=TTFT_ONLY, state="interrupted")
     assert [m.id for m in store.messages(c.id)] == [q.id, r.id]
     done = store.update_message(c.id, r.id, content="Rayleigh  scattering.", state="complete")
-    assert done.content == "Rayleigh  scattering." and done.metrics == {"ttft_s": 0.1}
+    assert done.content == "Rayleigh  scattering." and done.metrics == TTFT_ONLY
     conv = store.get_conversation(c.id)
     assert conv is not None and conv.message_count == 2
     assert conv.preview == "Rayleigh scattering."
-    store.messages(c.id)[1].metrics["ttft_s"] = 99  # type: ignore[index]
-    assert store.messages(c.id)[1].metrics == {"ttft_s": 0.1}  # handed-out values are copies
     store.delete_message(c.id, q.id)
     assert [m.id for m in store.messages(c.id)] == [r.id]
     with pytest.raises(KeyError):
@@ -95,7 +97,8 @@ def test_messages(store: HistoryStore) -> None:
     with pytest.raises(ValueError):
         store.update_message(c.id, r.id, state="done")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        store.add_message(c.id, role="user", content="x", metrics={"t": object()})
+        store.add_message(c.id, role="user", content="x",
+                          metrics={"t": 1})  # type: ignore[arg-type]
 
 
 def test_search_by_title_and_content(store: HistoryStore) -> None:
@@ -112,7 +115,7 @@ def test_import_conversations_keeps_times_and_checks_everything_first(
     new = [NewConversation(title=f"Old {i}", model="m", system_prompt="s", created=1000.0 + i,
                            messages=(NewMessage(role="user", content=f"q{i}", created=1001.0 + i),
                                      NewMessage(role="assistant", content=f"a{i}", model="m",
-                                                metrics={"ttft_s": 0.2}, state="stopped",
+                                                metrics=TTFT_ONLY, state="stopped",
                                                 created=1002.0 + i)))
            for i in range(5)]
     made = store.import_conversations(new)
@@ -125,7 +128,7 @@ def test_import_conversations_keeps_times_and_checks_everything_first(
     msgs = store.messages(made[0].id)
     assert [(m.role, m.content, m.state, m.created) for m in msgs] == [
         ("user", "q0", "complete", 1001.0), ("assistant", "a0", "stopped", 1002.0)]
-    assert msgs[1].metrics == {"ttft_s": 0.2}
+    assert msgs[1].metrics == TTFT_ONLY
     bad = [NewConversation(title="fine"),
            NewConversation(title="bad", messages=(NewMessage(role="wizard", content="x"),))]
     with pytest.raises(ValueError):
@@ -190,7 +193,7 @@ def _replay(store: HistoryStore, token: Any, held: list[dict[str, Any]]) -> tupl
     delta = store.runs_since(token)
     assert 0 <= delta.start <= len(held)
     held[delta.start:] = delta.rows
-    assert [r["id"] for r in held] == [r["id"] for r in store.runs()]
+    assert [r["id"] for r in held] == [r["id"] for r in store.run_rows()]
     return delta.token, len(delta.rows)
 
 
@@ -199,12 +202,12 @@ def test_runs_since_follows_appends_updates_and_deletes(store: HistoryStore) -> 
     token, read = _replay(store, None, held)
     assert read == 0
     for i in range(7):
-        store.add_run({"model": "m", "n": i})
+        store.append("runs", {"model": "m", "n": i})
     token, read = _replay(store, token, held)
     assert read == 7
     token, read = _replay(store, token, held)
     assert read == 0  # nothing changed: nothing read
-    store.add_run({"model": "m", "n": 7})
+    store.append("runs", {"model": "m", "n": 7})
     token, read = _replay(store, token, held)
     assert 1 <= read <= 3  # the new run, and at most the rest of its shard
     store.update_record("runs", held[1]["id"], {"model": "changed"})
@@ -213,7 +216,7 @@ def test_runs_since_follows_appends_updates_and_deletes(store: HistoryStore) -> 
     store.delete_all()
     token, _ = _replay(store, token, held)
     assert held == []
-    store.add_run({"model": "after"})
+    store.append("runs", {"model": "after"})
     token, _ = _replay(store, token, held)
     assert [r["model"] for r in held] == ["after"]
     assert _replay(store, ("a token", "from elsewhere"), held)[1] == 1  # unknown: from 0
@@ -222,16 +225,16 @@ def test_runs_since_follows_appends_updates_and_deletes(store: HistoryStore) -> 
 def test_delete_all_then_the_store_carries_on(store: HistoryStore) -> None:
     c = store.create_conversation(title="Gone")
     store.add_message(c.id, role="user", content="bye")
-    store.add_run({"model": "m"})
+    store.append("runs", {"model": "m"})
     store.append("votes", {"winner": "a"})
     assert store.size_bytes() > 0
     store.delete_all()
-    assert store.list_conversations() == [] and store.runs() == [] and store.tables() == []
+    assert store.list_conversations() == [] and store.run_rows() == [] and store.tables() == []
     assert store.get_conversation(c.id) is None
     c2 = store.create_conversation(title="After")
     store.add_message(c2.id, role="user", content="still works")
-    store.add_run({"model": "m"})
-    assert len(store.list_conversations()) == 1 and len(store.runs()) == 1
+    store.append("runs", {"model": "m"})
+    assert len(store.list_conversations()) == 1 and len(store.run_rows()) == 1
 
 
 def test_nothing_outside_history_knows_its_files_shards_or_locks() -> None:
@@ -319,6 +322,19 @@ def test_a_run_goes_in_and_comes_out_as_a_run_record(store: HistoryStore) -> Non
     run = RunRecord(ts=1_700_000_000.0, source="chat", server="http://a:1", model="m",
                     ttft_s=0.25, output_tokens=12, tags={"round_id": "r1"})
     run_id = store.add(run)
-    assert store.runs()[-1]["id"] == run_id and store.runs()[-1]["round_id"] == "r1"
+    assert store.run_rows()[-1]["id"] == run_id and store.run_rows()[-1]["round_id"] == "r1"
     (back,) = store.read(RunRecord)
     assert back == run.replace(id=run_id)
+
+
+def test_add_run_takes_a_run_record_and_nothing_else(store: HistoryStore) -> None:
+    from atom_core.runs import RunRecord
+
+    run = RunRecord(ts=1_700_000_000.0, source="cli", server="http://a:1", model="m",
+                    decode_tps=31.5, tags={"sweep_id": "s1"})
+    run_id = store.add_run(run)
+    assert store.get(RunRecord, run_id) == run.replace(id=run_id)
+    assert store.run_rows()[-1] == {**run.to_record(), "id": run_id}  # the row keeps its shape
+    with pytest.raises(TypeError, match="RunRecord"):
+        store.add_run({"model": "m"})  # type: ignore[arg-type]
+    assert len(store.run_rows()) == 1

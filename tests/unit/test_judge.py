@@ -86,7 +86,7 @@ def test_judge_answers_asks_twice_with_a_schema_and_maps_positions_back() -> Non
     # position 1 got 9 each time, so each answer got 9 once and 4 once
     assert sorted([a.scores[0], b.scores[0]]) == [4, 9]
     assert a.scores[a.order[0]] == 9 and a.reasons[a.order[0]] == "r1"
-    runs = store.runs()
+    runs = store.run_rows()
     assert [r["source"] for r in runs] == ["judge", "judge"]
     assert {r["round_id"] for r in runs} == {"r1"} and all(r["model"] == "judge-m" for r in runs)
     assert [c.run_id for c in calls] == [r["id"] for r in runs]
@@ -126,7 +126,7 @@ def test_judge_runs_keep_the_wait_for_a_connection() -> None:
         store = open_store()
         judge_answers(client=client, judge_model="j", prompt="Q", answers=ANSWERS[:2],
                       store=store)
-    runs = store.runs()
+    runs = store.run_rows()
     assert len(runs) == 2 and all(r["pool_wait_s"] is not None for r in runs)
 
 

@@ -253,3 +253,21 @@ def test_every_table_of_figures_takes_its_keys_and_labels_from_the_catalogue() -
     assert {TTFT_P50.header, DECODE_P50.header} <= set(arena_charts.COLUMNS)
     # a saved card keeps its key (ttft_s_p50); its label is the catalogue's
     assert dict(card.RESULT_FIELDS)["ttft_s_p50"] == TTFT_P50.header
+
+
+def test_a_stored_metrics_dict_reads_leniently_and_writes_back_the_same() -> None:
+    """GenerationMetrics.read is the one door from a stored or imported dict: what is there
+    reads, a field missing or of the wrong type is None, junk in a timeline is dropped; a
+    full dict comes back from to_dict() unchanged (rows and exports keep their shape)."""
+    full = compute_metrics(t_request_ns=0, token_times_ns=[100_000_000, 150_000_000],
+                           t_end_ns=200_000_000, finish_reason="stop").to_dict()
+    back = GenerationMetrics.read(full)
+    assert back is not None and back.to_dict() == full
+    odd = GenerationMetrics.read({"ttft_s": "0.5", "e2e_s": "slow", "chunks": "x",
+                                  "tokens_source": "guess", "finish_reason": 3,
+                                  "token_offsets_ms": [1, "two", True, 3.5], "extra": 1})
+    assert odd is not None
+    assert (odd.ttft_s, odd.e2e_s, odd.chunks, odd.tokens_source, odd.finish_reason) == (
+        0.5, None, 0, None, None)
+    assert odd.token_offsets_ms == (1.0, 3.5) and odd.output_tokens is None
+    assert GenerationMetrics.read(None) is None and GenerationMetrics.read([1]) is None

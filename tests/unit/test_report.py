@@ -17,6 +17,7 @@ from atom_core.arena.setup import Prepared, SlotSetup
 from atom_core.history import open_store
 from atom_core.measure import card
 from atom_core.measure.hardware import GpuInfo, MachineInfo
+from atom_core.metrics import GenerationMetrics
 from atom_core.types import Dialect, LoadConfig, ModelInfo, ModelList
 
 
@@ -27,7 +28,8 @@ def a_round() -> ArenaRound:
                    "itl_p95_s": 0.03, "output_tokens": 40, "tokens_source": "usage",
                    "finish_reason": "stop"}
         return SlotResult(label=label, server="http://lms:1234", model=model, target=model,
-                          contestant=model, content=content, metrics=metrics,
+                          contestant=model, content=content,
+                          metrics=GenerationMetrics.from_dict(metrics),
                           state=state,  # type: ignore[arg-type]
                           model_info={"quantization": "Q4_K_M", "params": "4B",
                                       "size_bytes": 2_500_000_000, "format": "gguf",
@@ -205,8 +207,8 @@ def test_round_exports_carry_the_reasoning_setting_and_the_thinking() -> None:
     rnd = a_round()
     thinker = replace(rnd.slots[0], route="native", reasoning_setting="high",
                       reasoning="Let me think | carefully.",
-                      metrics={**(rnd.slots[0].metrics or {}), "first_answer_s": 0.9,
-                               "thinking_s": 0.8})
+                      metrics=replace(rnd.slots[0].metrics, first_answer_s=0.9,  # type: ignore[arg-type]
+                                      thinking_s=0.8))
     rnd = replace(rnd, slots=(thinker, *rnd.slots[1:]))
     rows = list(csv.DictReader(io.StringIO(report.round_csv(rnd))))
     assert [r["reasoning_setting"] for r in rows] == ["high", "", ""]

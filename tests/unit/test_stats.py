@@ -15,8 +15,8 @@ import pytest
 
 from atom_core import stats
 from atom_core.history import open_store
-from atom_core.metrics import compute_metrics, percentile
-from atom_core.runs import run_record
+from atom_core.metrics import GenerationMetrics, compute_metrics, percentile
+from atom_core.runs import RunRecord, run_record
 from tests.fixtures.records import T0, arena_record
 
 
@@ -311,11 +311,11 @@ def test_message_timelines_come_from_the_store(isolated_env: Path) -> None:
     m = compute_metrics(t_request_ns=0, token_times_ns=[(100 + 10 * i) * ms for i in range(5)],
                         t_end_ns=200 * ms, usage=None, finish_reason="stop")
     reply = store.add_message(conv.id, role="assistant", content="a b c d e", model="m",
-                              metrics=m.to_dict())
-    store.add_run(run_record(source="chat", server="s", model="m", metrics=m,
+                              metrics=m)
+    store.add_run(RunRecord.measured(source="chat", server="s", model="m", metrics=m,
                              conversation_id=conv.id, message_id=reply.id))
-    store.add_run(run_record(source="cli", server="s", model="m", metrics=m))  # no message
-    choices = stats.message_choices(stats.runs_frame(store.runs()))
+    store.add_run(RunRecord.measured(source="cli", server="s", model="m", metrics=m))  # no message
+    choices = stats.message_choices(stats.runs_frame(store.run_rows()))
     assert len(choices) == 1 and choices.message_id[0] == reply.id
     assert "m · 5 tokens · 100.0 tok/s" in choices.label[0]
     t = stats.load_message_timeline(store, conv.id, reply.id)
@@ -367,12 +367,12 @@ def test_runs_cache_rebuilds_only_when_runs_change(isolated_env: Path) -> None:
     cache = stats.RunsCache()
     v0, empty = cache.snapshot(store)
     assert empty.empty
-    store.add_run(run("a"))
+    store.add_run(RunRecord.from_record(run("a")))
     v1, one = cache.snapshot(store)
     assert v1 != v0 and len(one) == 1
     v2, again = cache.snapshot(store)
     assert v2 == v1 and again is one  # nothing changed: the same frame, no re-read
-    store.add_run(run("b"))
+    store.add_run(RunRecord.from_record(run("b")))
     v3, two = cache.snapshot(store)
     assert v3 > v1 and list(two["model"]) == ["a", "b"]
     cache.clear()
@@ -403,7 +403,8 @@ def test_timeline_table_takes_tokens_and_speed_from_the_stored_metrics() -> None
     """A chunk may carry several tokens: the table uses the server's count, like the chat
     caption, and keeps the chunk gaps from the timeline."""
     t = stats.Timeline(label="x", model="m", offsets_ms=(100.0, 200.0, 300.0),
-                       metrics={"output_tokens": 6, "decode_tps": 25.0, "ttft_s": 0.1})
+                       metrics=GenerationMetrics.from_dict(
+                           {"output_tokens": 6, "decode_tps": 25.0, "ttft_s": 0.1}))
     row = stats.timeline_table([t])[0]
     assert (row["tokens"], row["decode_tps"], row["ttft_ms"]) == (6, 25.0, 100.0)
     assert row["gap_p50_ms"] == 100.0
@@ -430,14 +431,14 @@ def test_runs_cache_reads_only_new_shards_while_runs_arrive(
 
     monkeypatch.setattr(store, "runs_since", spy)
     for i in range(35, 47):  # the open shard fills up and a new one starts
-        store.add_run(run(f"m{i % 3}", ts=T0 + i))
+        store.add_run(RunRecord.from_record(run(f"m{i % 3}", ts=T0 + i)))
         _, df = cache.snapshot(store)
         assert len(df) == i + 1 and list(df["ts"]) == sorted(df["ts"])
     # never the three older shards: each look keeps their 30 rows and reads at most the rest
     assert all(start >= 30 and rows <= 20 for start, rows in deltas), deltas
     assert cache.full_builds == 1
     assert str(df["model"].dtype) == "category" and df["model"].nunique() == 3
-    full = stats.runs_frame(store.runs())
+    full = stats.runs_frame(store.run_rows())
     pd.testing.assert_frame_equal(df.drop(columns="id"), full.drop(columns="id"))
     assert stats.model_summary(df).equals(stats.model_summary(full))
     version, same = cache.snapshot(store)  # nothing new: the same frame, the same version
@@ -489,7 +490,7 @@ def test_runs_cache_keeps_positions_past_an_unreadable_row() -> None:
     store.append_many("runs", [run(ts=T0), run(ts=T0 + 1, ok="maybe"), run(ts=T0 + 2)])
     cache = stats.RunsCache()
     assert list(cache.frame(store)["ts"]) == [T0, T0 + 2]
-    store.add_run(run(ts=T0 + 3))
+    store.add_run(RunRecord.from_record(run(ts=T0 + 3)))
     df = cache.frame(store)
     assert list(df["ts"]) == [T0, T0 + 2, T0 + 3] and df.attrs["unreadable"] == 1
     assert cache.full_builds == 1

@@ -28,6 +28,7 @@ from atom_core.history.tinydb_store import (
     default_data_dir,
     open_store,
 )
+from atom_core.metrics import GenerationMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,14 +161,14 @@ def test_messages_in_order_with_count_and_preview(
         content="4",
         reasoning="Adding.",
         model="qwen3-4b",
-        metrics={"ttft_s": 0.2, "arrivals_s": [0.2, 0.25, 0.3]},
+        metrics=GenerationMetrics.from_dict({"ttft_s": 0.2}),
     )
     assert isinstance(user, Message)
     assert user.conversation_id == conv.id
     assert user.state == "complete" and user.error == ""
     got = store.messages(conv.id)
     assert got == [user, reply]
-    assert got[1].metrics == {"ttft_s": 0.2, "arrivals_s": [0.2, 0.25, 0.3]}
+    assert got[1].metrics == GenerationMetrics.from_dict({"ttft_s": 0.2})
     after = store.get_conversation(conv.id)
     assert after is not None
     assert after.message_count == 2
@@ -184,16 +185,17 @@ def test_preview_is_short_and_single_line(store: TinyDBHistoryStore) -> None:
     assert len(found.preview) <= 120
 
 
-def test_returned_metrics_are_copies(store: TinyDBHistoryStore) -> None:
+def test_metrics_come_back_typed_and_are_kept_as_a_dict(store: TinyDBHistoryStore) -> None:
     conv = store.create_conversation()
-    metrics: dict[str, Any] = {"arrivals_s": [0.1]}
+    metrics = GenerationMetrics.from_dict(
+        {"ttft_s": 0.1, "output_tokens": 3, "token_offsets_ms": [100, 120.5]})
     msg = store.add_message(conv.id, role="assistant", content="hi", metrics=metrics)
-    metrics["arrivals_s"].append(9.9)
-    assert msg.metrics == {"arrivals_s": [0.1]}
-    loaded = store.messages(conv.id)[0]
-    assert loaded.metrics is not None
-    loaded.metrics["arrivals_s"].append(7.7)
-    assert store.messages(conv.id)[0].metrics == {"arrivals_s": [0.1]}
+    assert msg.metrics == metrics
+    loaded = store.messages(conv.id)[0].metrics
+    assert loaded == metrics and loaded.token_offsets_ms == (100.0, 120.5)
+    docs = [json.loads(p.read_text()) for p in store.data_dir.rglob("*.json")]
+    rows = [m for d in docs for m in d.get("messages", {}).values()]
+    assert rows[0]["metrics"] == metrics.to_dict() | {"token_offsets_ms": [100.0, 120.5]}
 
 
 def test_update_message_states(store: TinyDBHistoryStore) -> None:
@@ -205,9 +207,11 @@ def test_update_message_states(store: TinyDBHistoryStore) -> None:
     assert partial.content == "Once upon"
     assert store.get_conversation(conv.id).preview == "Once upon"  # type: ignore[union-attr]
     done = store.update_message(
-        conv.id, draft.id, content="Once upon a time.", state="stopped", metrics={"e2e_s": 1.5}
+        conv.id, draft.id, content="Once upon a time.", state="stopped",
+        metrics=GenerationMetrics.from_dict({"e2e_s": 1.5})
     )
-    assert (done.state, done.metrics, done.created) == ("stopped", {"e2e_s": 1.5}, draft.created)
+    assert (done.state, done.created) == ("stopped", draft.created) and done.metrics
+    assert done.metrics.e2e_s == 1.5 and done.metrics.output_tokens is None
     failed = store.update_message(conv.id, draft.id, state="error", error="Server went away.")
     assert failed.error == "Server went away."
     assert failed.content == "Once upon a time."  # fields not given stay as they were
@@ -236,8 +240,9 @@ def test_bad_message_arguments(store: TinyDBHistoryStore) -> None:
     conv = store.create_conversation()
     with pytest.raises(ValueError, match="role"):
         store.add_message(conv.id, role="robot", content="x")
-    with pytest.raises(TypeError, match="JSON"):
-        store.add_message(conv.id, role="assistant", content="x", metrics={"t": object()})
+    with pytest.raises(TypeError, match="GenerationMetrics"):
+        store.add_message(conv.id, role="assistant", content="x",
+                          metrics={"ttft_s": 0.1})  # type: ignore[arg-type]
     with pytest.raises(KeyError):
         store.add_message("000000-0123456789abcdef", role="user", content="x")
     assert store.messages(conv.id) == []
@@ -263,23 +268,23 @@ def test_search_by_title_and_content(store: TinyDBHistoryStore, clock: FakeClock
 
 def test_runs_across_shards(tmp_path: Path, clock: FakeClock) -> None:
     s = small_store(tmp_path / "data")
-    ids = [s.add_run({"model": f"m{i % 2}", "ok": True, "n": i}) for i in range(10)]
+    ids = [s.append("runs", {"model": f"m{i % 2}", "ok": True, "n": i}) for i in range(10)]
     shards = sorted(p.name for p in (s.data_dir / "tables" / "runs").iterdir())
     assert shards == ["000000.json", "000001.json", "000002.json", "000003.json"]
     assert [i[:6] for i in ids] == ["000000"] * 3 + ["000001"] * 3 + ["000002"] * 3 + ["000003"]
-    runs = s.runs()
+    runs = s.run_rows()
     assert [r["n"] for r in runs] == list(range(10))
     assert [r["id"] for r in runs] == ids
     assert all(isinstance(r["ts"], float) for r in runs)
-    own = s.add_run({"id": "my-run", "ts": 5.0})
+    own = s.append("runs", {"id": "my-run", "ts": 5.0})
     assert own == "my-run"
-    assert s.runs()[-1] == {"id": "my-run", "ts": 5.0}
+    assert s.run_rows()[-1] == {"id": "my-run", "ts": 5.0}
 
 
 def test_runs_rows_are_copies(store: TinyDBHistoryStore) -> None:
-    store.add_run({"model": "a"})
-    store.runs()[0]["model"] = "changed"
-    assert store.runs()[0]["model"] == "a"
+    store.append("runs", {"model": "a"})
+    store.run_rows()[0]["model"] = "changed"
+    assert store.run_rows()[0]["model"] == "a"
 
 
 def test_generic_tables(tmp_path: Path) -> None:
@@ -337,17 +342,17 @@ def test_record_and_last_record_read_one_shard(
 
 def test_append_many_fills_the_open_shard_first(tmp_path: Path) -> None:
     s = small_store(tmp_path / "data")
-    s.add_run({"n": 0})
+    s.append("runs", {"n": 0})
     ids = s.append_many("runs", ({"n": i} for i in range(1, 8)))
     assert [i[:6] for i in ids] == ["000000"] * 2 + ["000001"] * 3 + ["000002"] * 2
-    assert [r["n"] for r in s.runs()] == list(range(8))
-    s.add_run({"n": 8})
-    assert s.runs()[-1]["id"].startswith("000002-")
+    assert [r["n"] for r in s.run_rows()] == list(range(8))
+    s.append("runs", {"n": 8})
+    assert s.run_rows()[-1]["id"].startswith("000002-")
 
 
 def test_shard_closes_at_byte_limit(tmp_path: Path) -> None:
     s = TinyDBHistoryStore(tmp_path / "data", shard_rows=1000, shard_bytes=200)
-    ids = [s.add_run({"text": "x" * 150}) for _ in range(3)]
+    ids = [s.append("runs", {"text": "x" * 150}) for _ in range(3)]
     assert [i[:6] for i in ids] == ["000000", "000001", "000002"]
 
 
@@ -355,14 +360,14 @@ def test_cache_returns_fresh_data_after_writes(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     a = small_store(folder)
     b = small_store(folder)  # stands in for another process: its own cache, same files
-    rid = a.add_run({"model": "aaaa"})
-    assert [r["model"] for r in a.runs()] == ["aaaa"]
-    a.add_run({"model": "bbbb"})
-    assert [r["model"] for r in a.runs()] == ["aaaa", "bbbb"]
+    rid = a.append("runs", {"model": "aaaa"})
+    assert [r["model"] for r in a.run_rows()] == ["aaaa"]
+    a.append("runs", {"model": "bbbb"})
+    assert [r["model"] for r in a.run_rows()] == ["aaaa", "bbbb"]
     b.update_record("runs", rid, {"model": "cccc"})  # same size, maybe the same mtime tick
-    assert [r["model"] for r in a.runs()] == ["cccc", "bbbb"]
-    b.add_run({"model": "dddd"})
-    assert [r["model"] for r in a.runs()] == ["cccc", "bbbb", "dddd"]
+    assert [r["model"] for r in a.run_rows()] == ["cccc", "bbbb"]
+    b.append("runs", {"model": "dddd"})
+    assert [r["model"] for r in a.run_rows()] == ["cccc", "bbbb", "dddd"]
     conv = a.create_conversation(title="from a")
     b.update_conversation(conv.id, title="from b")
     assert [c.title for c in a.list_conversations()] == ["from b"]
@@ -374,9 +379,9 @@ def test_cache_returns_fresh_data_after_writes(tmp_path: Path) -> None:
 def test_folder_created_private_on_first_write_only(tmp_path: Path) -> None:
     folder = tmp_path / "nested" / "data"
     s = TinyDBHistoryStore(folder)
-    assert s.list_conversations() == [] and s.runs() == [] and s.size_bytes() == 0
+    assert s.list_conversations() == [] and s.run_rows() == [] and s.size_bytes() == 0
     assert not folder.exists()
-    s.add_run({"ok": True})
+    s.append("runs", {"ok": True})
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert s.size_bytes() > 0
 
@@ -386,7 +391,7 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     conv = s.create_conversation()
     for i in range(5):
         s.add_message(conv.id, role="user", content=str(i))
-        s.add_run({"i": i})
+        s.append("runs", {"i": i})
     assert files_named(s.data_dir, "*.tmp") == []
     assert files_named(s.data_dir, ".*") == []
 
@@ -397,7 +402,7 @@ def test_every_folder_is_private_whatever_the_umask(tmp_path: Path) -> None:
         s = TinyDBHistoryStore(tmp_path / "deep" / "data")
         conv = s.create_conversation()
         s.add_message(conv.id, role="user", content="hi")
-        s.add_run({"ok": True})
+        s.append("runs", {"ok": True})
         s.append("votes", {"winner": "a"})
     finally:
         os.umask(old)
@@ -412,7 +417,7 @@ def test_temp_files_of_killed_writes_are_removed_when_the_folder_opens(tmp_path:
     s = small_store(tmp_path / "data")
     conv = s.create_conversation()
     s.add_message(conv.id, role="user", content="kept")
-    s.add_run({"n": 1})
+    s.append("runs", {"n": 1})
     # What a kill -9 between mkstemp and os.replace leaves, up to 300 KB each in the audit.
     left = [s.data_dir / "tables" / "runs" / ".000000.json.k3j_x9a1.tmp",
             s.data_dir / "conversations" / f".{conv.id}.json.abcd1234.tmp",
@@ -429,13 +434,13 @@ def test_temp_files_of_killed_writes_are_removed_when_the_folder_opens(tmp_path:
     assert [p for p in left if p.exists()] == []
     assert all(p.exists() for p in others)
     assert [m.content for m in opened.messages(conv.id)] == ["kept"]
-    assert [r["n"] for r in opened.runs()] == [1]
+    assert [r["n"] for r in opened.run_rows()] == [1]
     store_mod.reset_for_tests()
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = TinyDBHistoryStore(tmp_path / "data")
-    s.add_run({"n": 1})
+    s.append("runs", {"n": 1})
     shard = s.data_dir / "tables" / "runs" / "000000.json"
     before = shard.read_bytes()
 
@@ -444,13 +449,13 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(store_mod.os, "replace", failing_replace)
     with pytest.raises(OSError, match="No space"):
-        s.add_run({"n": 2})
+        s.append("runs", {"n": 2})
     monkeypatch.undo()
     assert shard.read_bytes() == before
     assert files_named(s.data_dir, "*.tmp") == []
-    assert [r["n"] for r in s.runs()] == [1]  # the cache did not keep the failed write
-    s.add_run({"n": 3})
-    assert [r["n"] for r in s.runs()] == [1, 3]
+    assert [r["n"] for r in s.run_rows()] == [1]  # the cache did not keep the failed write
+    s.append("runs", {"n": 3})
+    assert [r["n"] for r in s.run_rows()] == [1, 3]
 
 
 def test_atomic_storage_works_as_a_plain_tinydb_storage(tmp_path: Path) -> None:
@@ -470,18 +475,18 @@ def test_atomic_storage_works_as_a_plain_tinydb_storage(tmp_path: Path) -> None:
 def test_damaged_run_shard_is_moved_aside(tmp_path: Path) -> None:
     s = small_store(tmp_path / "data")
     for i in range(9):
-        s.add_run({"n": i})
+        s.append("runs", {"n": i})
     damaged = s.data_dir / "tables" / "runs" / "000001.json"
     original = damaged.read_bytes()
     damaged.write_bytes(original[: len(original) // 2])  # truncated
     fresh = small_store(s.data_dir)  # e.g. the next start of the app
-    assert [r["n"] for r in fresh.runs()] == [0, 1, 2, 6, 7, 8]
+    assert [r["n"] for r in fresh.run_rows()] == [0, 1, 2, 6, 7, 8]
     (aside,) = damaged.parent.glob("000001.json.corrupt-*")
     assert aside.read_bytes() == original[: len(original) // 2]
     (warning,) = fresh.warnings
     assert str(damaged) in warning and str(aside) in warning
-    fresh.add_run({"n": 9})
-    assert [r["n"] for r in fresh.runs()] == [0, 1, 2, 6, 7, 8, 9]
+    fresh.append("runs", {"n": 9})
+    assert [r["n"] for r in fresh.run_rows()] == [0, 1, 2, 6, 7, 8, 9]
     assert len(fresh.warnings) == 1
 
 
@@ -526,7 +531,7 @@ def test_damaged_file_that_cannot_be_moved_aside(
 ) -> None:
     s = small_store(tmp_path / "data")
     for i in range(4):
-        s.add_run({"n": i})
+        s.append("runs", {"n": i})
     shards = s.data_dir / "tables" / "runs"
     (shards / "000000.json").write_text("[1, 2")
     (shards / "000001.json").write_text("{")
@@ -536,20 +541,20 @@ def test_damaged_file_that_cannot_be_moved_aside(
 
     monkeypatch.setattr(TinyDBHistoryStore, "_move_aside", staticmethod(cannot_move))
     fresh = small_store(s.data_dir)
-    assert fresh.runs() == []  # a read carries on without the files, and says so
+    assert fresh.run_rows() == []  # a read carries on without the files, and says so
     assert len(fresh.warnings) == 2 and "by hand" in fresh.warnings[0]
     with pytest.raises(StoreError, match="by hand"):  # a write must not overwrite them
-        fresh.add_run({"n": 4})
+        fresh.append("runs", {"n": 4})
     assert (shards / "000001.json").read_text() == "{"
 
 
 def test_damaged_meta_is_moved_aside(tmp_path: Path) -> None:
     s = TinyDBHistoryStore(tmp_path / "data")
-    s.add_run({"n": 1})
+    s.append("runs", {"n": 1})
     (s.data_dir / "meta.json").write_text("{not json")
     fresh = TinyDBHistoryStore(s.data_dir)
-    fresh.add_run({"n": 2})
-    assert [r["n"] for r in fresh.runs()] == [1, 2]
+    fresh.append("runs", {"n": 2})
+    assert [r["n"] for r in fresh.run_rows()] == [1, 2]
     assert len(list(s.data_dir.glob("meta.json.corrupt-*"))) == 1
     assert "meta.json" in fresh.warnings[0]
     assert json.loads((s.data_dir / "meta.json").read_text())["schema_version"] == SCHEMA_VERSION
@@ -567,7 +572,7 @@ def test_meta_written_on_first_write(store: TinyDBHistoryStore) -> None:
 def test_migrations_run_once_in_order(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     v1 = TinyDBHistoryStore(folder)
-    v1.add_run({"model": "Old-Name"})
+    v1.append("runs", {"model": "Old-Name"})
     calls: list[str] = []
 
     def to_v2(data_dir: Path) -> None:
@@ -582,27 +587,27 @@ def test_migrations_run_once_in_order(tmp_path: Path) -> None:
         calls.append("to_v3")
 
     v3 = TinyDBHistoryStore(folder, migrations=[to_v2, to_v3])
-    assert v3.runs()[0]["model"] == "Old-Name"  # reads do not migrate
-    v3.add_run({"model": "new"})
+    assert v3.run_rows()[0]["model"] == "Old-Name"  # reads do not migrate
+    v3.append("runs", {"model": "new"})
     assert calls == ["to_v2", "to_v3"]
-    assert [r["model"] for r in v3.runs()] == ["old-name", "new"]
+    assert [r["model"] for r in v3.run_rows()] == ["old-name", "new"]
     assert json.loads((folder / "meta.json").read_text())["schema_version"] == 3
-    TinyDBHistoryStore(folder, migrations=[to_v2, to_v3]).add_run({"model": "again"})
+    TinyDBHistoryStore(folder, migrations=[to_v2, to_v3]).append("runs", {"model": "again"})
     assert calls == ["to_v2", "to_v3"]
 
 
 def test_newer_schema_is_read_but_never_written(tmp_path: Path) -> None:
     folder = tmp_path / "data"
-    TinyDBHistoryStore(folder).add_run({"n": 1})
+    TinyDBHistoryStore(folder).append("runs", {"n": 1})
     (folder / "meta.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
     old = TinyDBHistoryStore(folder)
-    assert [r["n"] for r in old.runs()] == [1]
+    assert [r["n"] for r in old.run_rows()] == [1]
     with pytest.raises(SchemaTooNewError, match="newer version of ATOM") as err:
-        old.add_run({"n": 2})
+        old.append("runs", {"n": 2})
     assert str(folder) in err.value.sentence
     with pytest.raises(SchemaTooNewError):
         old.create_conversation()
-    assert [r["n"] for r in old.runs()] == [1]
+    assert [r["n"] for r in old.run_rows()] == [1]
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -619,7 +624,7 @@ def test_four_threads_lose_nothing(tmp_path: Path) -> None:
                 if i % 3 == 0:
                     s.add_message(convs[t].id, role="user", content=f"{t}:{i}")
                 else:
-                    s.add_run({"thread": t, "i": i})
+                    s.append("runs", {"thread": t, "i": i})
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -629,14 +634,14 @@ def test_four_threads_lose_nothing(tmp_path: Path) -> None:
     for th in threads:
         th.join()
     assert errors == []
-    runs = s.runs()
+    runs = s.run_rows()
     assert len(runs) == 4 * 100
     assert len({r["id"] for r in runs}) == 400
     for t in range(4):
         assert [r["i"] for r in runs if r["thread"] == t] == [i for i in range(150) if i % 3]
         assert len(s.messages(convs[t].id)) == 50
     reread = TinyDBHistoryStore(s.data_dir)
-    assert len(reread.runs()) == 400
+    assert len(reread.run_rows()) == 400
 
 
 def test_two_processes_lose_nothing(tmp_path: Path) -> None:
@@ -644,14 +649,14 @@ def test_two_processes_lose_nothing(tmp_path: Path) -> None:
     script = (
         "import sys; from atom_core.history.tinydb_store import TinyDBHistoryStore\n"
         "s = TinyDBHistoryStore(sys.argv[1], shard_rows=25)\n"
-        "for i in range(100): s.add_run({'who': 'child', 'i': i})\n"
+        "for i in range(100): s.append('runs', {'who': 'child', 'i': i})\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script, str(folder)], cwd=REPO)
     s = TinyDBHistoryStore(folder, shard_rows=25)
     for i in range(100):
-        s.add_run({"who": "parent", "i": i})
+        s.append("runs", {"who": "parent", "i": i})
     assert child.wait(timeout=60) == 0
-    runs = s.runs()
+    runs = s.run_rows()
     assert len(runs) == 200
     for who in ("child", "parent"):
         assert [r["i"] for r in runs if r["who"] == who] == list(range(100))
