@@ -27,26 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
-from tests.fixtures.markdown_fuzz import documents  # noqa: E402
+from tests.fixtures.markdown_fuzz import generate  # noqa: E402
 from tests.fixtures.render_fuzz import Escape, chromium, render_fuzz  # noqa: E402
-
-
-def generate(count: int, base_seed: int) -> list[str]:
-    """`count` documents, the same ones for the same seed (hypothesis, generation phase only)."""
-    docs: list[str] = []
-
-    @seed(base_seed)
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(documents())
-    def collect(doc: str) -> None:
-        docs.append(doc)
-
-    collect()
-    return docs
 
 
 def main() -> int:
