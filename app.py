@@ -10,7 +10,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from atom_core.errors import DemoEngineNotReady
 from atom_core.launch import allocator, demo
 from atom_core.launch.host_guard import HostGuard
 from atom_core.measure import hardware
@@ -93,11 +92,6 @@ def sidebar() -> None:
         st.button("Check again", icon=":material/refresh:", type="tertiary",
                   help="Ask the server again for its state and models",
                   on_click=ui.server_status, kwargs={"refresh": True})
-        if isinstance(ui.server_status().error, DemoEngineNotReady) \
-                and demo.engine_progress() is None:
-            # The engine got ready since that answer was kept: a full run (a message sent just
-            # then) asks again here rather than waiting for watch_server's timer.
-            ui.server_status(refresh=True)
         model_picker(ui.server_status())
         with status_box:
             server_state(ui.server_status())

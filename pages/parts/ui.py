@@ -94,8 +94,15 @@ def _statuses() -> StatusCache[ServerStatus]:
 
 def status_for(url: str, *, refresh: bool = False) -> ServerStatus:
     """Any known server's status (models included), cached per session for a few seconds."""
-    return _statuses().get(url, lambda u: demo.explain_status(client_for(u).status()),
-                           refresh=refresh)
+    def ask(u: ServerURL) -> ServerStatus:
+        return demo.explain_status(client_for(u).status())
+
+    status = _statuses().get(url, ask, refresh=refresh)
+    if isinstance(status.error, DemoEngineNotReady) and demo.engine_progress() is None:
+        # The demo engine got ready since that answer was kept: ask now, not when it expires (a
+        # message sent as the build ended waited for the "not ready" answer).
+        status = _statuses().get(url, ask, refresh=True)
+    return status
 
 
 def forget_status(url: str) -> None:
