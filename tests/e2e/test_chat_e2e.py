@@ -325,6 +325,14 @@ def test_a_message_sent_as_the_server_changes_is_answered(app: App, double: Doub
     assert [r["model"] for r in double.chat_requests()] == ["test/alpha"] * 3
 
 
+# KNOWN PAGE BUG, said in issue 18's note: now and then (4 of ~45 runs of this test) Streamlit
+# 1.67's chat box in "stop" mode stays disabled after the run its message started is replaced by
+# the pick's rerun, while the server is idle (py-spy: no script thread), so the next message cannot
+# be typed (a timeout in send()). Only that timeout is expected; the message going to the wrong
+# model, or no reply, still fails the test.
+@pytest.mark.xfail(raises=PlaywrightTimeout, strict=False,
+                   reason="Streamlit chat_input(submit_mode='stop') stays disabled after its "
+                          "run is replaced by a widget's rerun (issue 18 note)")
 def test_a_pick_made_while_a_reply_streams_is_used_by_the_next_message(
         app: App, double: Double, page: Any) -> None:
     """Picking another model mid-reply ends that reply (the run that streamed it is replaced);
