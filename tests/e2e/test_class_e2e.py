@@ -26,6 +26,7 @@ from tests.fixtures.browser import (
     start_app,
     stop,
     wait_idle,
+    wait_text,
 )
 from tests.fixtures.st_client import LightSession, Loop
 
@@ -235,11 +236,11 @@ def test_wrong_code_reconnect_restart_and_a_vote_after_close(
         port = int(app.url.rsplit(":", 1)[1])
         stop(app.process)
         app = class_app(double, tmp_path, port=port)
-        phone_pg.wait_for_selector("text=Your vote: Response 1.", timeout=SLOW)
+        wait_text(phone_pg, "Your vote: Response 1.", SLOW)
         wait_idle(phone_pg, SLOW)
         assert "Which is the largest planet?" in main_text(phone_pg)
         teacher.reload()  # the same key: the session cookie still opens the teacher's pages
-        teacher.wait_for_selector("text=1 vote in", timeout=SLOW)
+        wait_text(teacher, "1 vote in", SLOW)
 
         # A phone that still shows the buttons when voting closes: its vote is refused.
         late = light(app, query=f"code={code}", follow_auto_rerun=False)
