@@ -29,8 +29,15 @@ if not SCRIPT_RUN:
     import logging
 
     from starlette.middleware import Middleware
+    from streamlit.runtime.pages_manager import PagesManager
 
     app = st.App(__file__, middleware=[Middleware(HostGuard)])
+    # app.py calls st.navigation on every run. With a `pages/` folder beside it, Streamlit
+    # starts in its legacy folder mode until some session's app.py has run, so the first
+    # sessions after a (re)start ran a page alone and bounced through app.py
+    # (ui.require_app_shell); a teacher's reload of /arena just after a restart landed on Chat
+    # (tests/e2e/test_class_e2e.py). Said before the first session: never that mode.
+    PagesManager.uses_pages_directory = False
     # Importing it builds st.Page objects outside a session: Streamlit would warn six times.
     QUIET = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
     QUIET_LEVEL, QUIET.level = QUIET.level, logging.ERROR

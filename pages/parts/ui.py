@@ -192,7 +192,9 @@ def require_app_shell(page: str) -> None:
     """Call first in a page script. Opening a page's own URL (a bookmark of /arena) on a server
     that has not run app.py yet runs that page alone: Streamlit starts in its legacy mode for a
     `pages/` folder until app.py calls st.navigation, so there is no sidebar, no wide layout,
-    and a second page list. This sends the session through app.py, which comes back to `page`."""
+    and a second page list. This sends the session through app.py, which comes back to `page`.
+    `streamlit run app.py` imports app.py for its st.App before any session, and app.py turns
+    that mode off there, so on ATOM's server this is only a fallback."""
     refuse_foreign_host()
     from streamlit.runtime.pages_manager import PagesManager
 
