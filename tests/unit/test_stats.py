@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atom_core import stats
+from atom_core import arena, stats
 from atom_core.history import open_store
 from atom_core.metrics import GenerationMetrics, compute_metrics, percentile
 from atom_core.runs import RunRecord, run_record
@@ -333,14 +333,18 @@ def test_arena_rounds_give_one_timeline_per_slot(isolated_env: Path) -> None:
     store.append("arena_rounds", arena_record())
     store.append("arena_rounds", arena_record(blind=True))  # names still hidden: skipped
     store.append("arena_rounds", arena_record(blind=True, vote={"outcome": "tie"}))
-    store.append("arena_rounds", arena_record(state="running"))
-    rounds = stats.arena_timelines(store)
+    racing = store.append("arena_rounds", arena_record(state="running"))
+    arena.rounds.racing(racing, True)  # raced in this process now: skipped
+    try:
+        rounds = stats.arena_timelines(arena.load_rounds(store))
+    finally:
+        arena.rounds.racing(racing, False)
     assert len(rounds) == 2
     label, timelines = rounds[0]
     assert "Why is the sky blue?" in label
     assert [t.label for t in timelines] == ["A: m1", "B: m2"]  # C kept no timeline
     assert timelines[1].offsets_ms == (300.0, 310.0)
-    assert stats.arena_timelines(open_store(isolated_env / "empty")) == []
+    assert stats.arena_timelines(arena.load_rounds(open_store(isolated_env / "empty"))) == []
 
 
 def test_replay_frames_follow_the_recorded_times() -> None:
