@@ -136,6 +136,34 @@ def test_server_figures_join_the_summary_when_present() -> None:
     assert math.isnan(s.loc["n", "server_tps_p50"])
 
 
+def test_the_server_figures_medians_are_the_catalogues_percentile() -> None:
+    """Per (model, server): each p50 is metrics.percentile of that group (the catalogue's one
+    percentile, through its Stat), with runs lacking the figure left out; and the module asks
+    the catalogue rather than calling pandas' own median."""
+    import ast
+    from pathlib import Path
+
+    from atom_core.stats import server_figures as sf
+
+    rng = random.Random(7)
+    rows = [run(m, server=srv, tps=rng.uniform(5, 50), ttft=rng.uniform(0.1, 2),
+                server_tps=rng.choice([None, rng.uniform(5, 50)]),
+                server_ttft_s=rng.uniform(0.1, 2), server_prompt_s=rng.uniform(0.01, 1))
+            for m in "ab" for srv in ("http://a", "http://b") for _ in range(rng.randint(2, 9))]
+    table = sf.server_figures(stats.runs_frame(rows)).set_index(["model", "server"])
+    assert len(table) == 4
+    for (model, srv), got in table.iterrows():
+        mine = [r for r in rows if r["model"] == model and r["server"] == srv]
+        for col, field in (("atom_tps_p50", "decode_tps"), ("server_tps_p50", "server_tps"),
+                           ("atom_ttft_p50_s", "ttft_s"), ("server_prompt_p50_s",
+                                                           "server_prompt_s")):
+            want = percentile([r[field] for r in mine if r[field] is not None], 50)
+            assert got[col] == pytest.approx(want, rel=1e-12)
+    source = ast.parse(Path(sf.__file__).read_text())
+    assert not [n.lineno for n in ast.walk(source) if isinstance(n, ast.Attribute)
+                and n.attr in ("median", "quantile")]
+
+
 def test_a_model_with_only_failures_still_shows_with_its_error_rate() -> None:
     rows = [run("ok", tps=9.0), run("broken", ok=False, ttft=None, tps=None)]
     s = stats.model_summary(stats.runs_frame(rows)).set_index("model")
