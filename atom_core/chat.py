@@ -4,12 +4,13 @@ saves itself as it goes, and always ends in a recorded state."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import AtomError, BadRequest
 from .measure.runner import FanOut, Slot
+from .records import stored_record
 from .runs import RunRecord, reply_state
 from .server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES, server_stat_fields
 from .types import ChatMessage, SamplingOptions
@@ -100,15 +101,20 @@ STATE_LOST_NOTE = ("The server no longer had this conversation's stored state, s
                    "history was sent instead.")
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConversationRoute:
-    """The chat route a conversation talks over, and where a stateful route left off."""
+    """The chat route a conversation talks over, and where a stateful route left off, as the
+    "chat_routes" table keeps it (one row per conversation, under the conversation's id)."""
+
+    TABLE: ClassVar[str] = ROUTE_TABLE
 
     route: str = "completions"
     response_id: str | None = None  # the last stored reply's id (native / responses)
     full_history: bool = False  # send the whole history even on a stateful route
     request_bytes: int | None = None  # the last turn's request body size
     reasoning: str | None = None  # off/on/low/medium/high on routes that take it; None: default
+    id: str = field(default="", compare=False)  # the conversation's id ("" before it is saved)
 
     @property
     def continues_from(self) -> str | None:
@@ -117,22 +123,41 @@ class ConversationRoute:
             return self.response_id
         return None
 
+    def to_record(self) -> dict[str, Any]:
+        return {"id": self.id, "route": self.route, "response_id": self.response_id,
+                "full_history": self.full_history, "request_bytes": self.request_bytes,
+                "reasoning": self.reasoning}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> ConversationRoute:
+        """Reads a stored row leniently: an unknown route reads as chat completions, a response
+        id that is not one as none, odd fields as their defaults."""
+        route, rid, size = row.get("route"), row.get("response_id"), row.get("request_bytes")
+        return cls(id=str(row.get("id") or ""),
+                   route=route if route in ROUTES else "completions",
+                   response_id=rid if isinstance(rid, str) and rid.startswith("resp_") else None,
+                   full_history=row.get("full_history") is True,
+                   request_bytes=size if isinstance(size, int) and not isinstance(size, bool)
+                   else None,
+                   reasoning=row.get("reasoning") if row.get("reasoning") in REASONING_LEVELS
+                   else None)
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row does not read as a conversation's route
+        (strict: a route ATOM knows, a reasoning setting it knows, each field of its type)."""
+        size = row.get("request_bytes")
+        if not (isinstance(row.get("id"), str) and row.get("route", "completions") in ROUTES
+                and isinstance(row.get("response_id"), str | None)
+                and isinstance(row.get("full_history", False), bool)
+                and (size is None or (isinstance(size, int) and not isinstance(size, bool)))
+                and row.get("reasoning") in (None, *REASONING_LEVELS)):
+            raise ValueError("a conversation's route is not one ATOM knows")
+
 
 def conversation_route(store: HistoryStore, conversation_id: str) -> ConversationRoute:
     """The conversation's route (chat completions unless one was chosen)."""
-    for r in store.records(ROUTE_TABLE):
-        if r.get("id") == conversation_id:
-            route = r.get("route")
-            rid = r.get("response_id")
-            return ConversationRoute(
-                route=route if route in ROUTES else "completions",
-                response_id=rid if isinstance(rid, str) and rid.startswith("resp_") else None,
-                full_history=r.get("full_history") is True,
-                request_bytes=r.get("request_bytes") if isinstance(r.get("request_bytes"), int)
-                else None,
-                reasoning=r.get("reasoning") if r.get("reasoning") in REASONING_LEVELS else None,
-            )
-    return ConversationRoute()
+    return store.get(ConversationRoute, conversation_id) or ConversationRoute()
 
 
 def set_conversation_route(store: HistoryStore, conversation_id: str, *,
@@ -164,12 +189,10 @@ def set_conversation_route(store: HistoryStore, conversation_id: str, *,
         changes["reasoning"] = None
     if not changes:
         return current
-    if any(r.get("id") == conversation_id for r in store.records(ROUTE_TABLE)):
-        store.update_record(ROUTE_TABLE, conversation_id, changes)
+    if current.id:
+        store.update(ConversationRoute, conversation_id, **changes)
     else:
-        row = {"route": current.route, "response_id": current.response_id,
-               "full_history": current.full_history, **changes}
-        store.append(ROUTE_TABLE, {"id": conversation_id, **row})
+        store.add(replace(current, id=conversation_id, **changes))
     return conversation_route(store, conversation_id)
 
 

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from atom_core.arena import classroom  # noqa: E402
-from atom_core.arena.rounds import ROUNDS_TABLE, ArenaRound  # noqa: E402
+from atom_core.arena.rounds import ArenaRound  # noqa: E402
 from atom_core.history import open_store  # noqa: E402
 from atom_core.launch import demo  # noqa: E402
 from atom_core.launch.class_mode import CLASS_OPTIONS  # noqa: E402
@@ -122,10 +122,10 @@ def wait_round(store: Any, session: classroom.ClassSession, after: str | None,
                timeout: float = 600) -> ArenaRound:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # The raw record: this process races nothing, so it reads any running round as one
-        # left behind by a process that died (rounds.read_rounds).
-        d = store.last_record(ROUNDS_TABLE)
-        if d is not None and d.get("id") != after and d.get("state") == "done":
+        # The stored state, unsettled (RoundWatch): this process races nothing, so an
+        # ArenaRound would read any running round as one left behind by a process that died.
+        w = store.last(classroom.RoundWatch)
+        if w is not None and w.id != after and w.state == "done":
             rnd = classroom.class_round(store, session)
             assert rnd is not None
             return rnd

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from atom_core import stats
+from atom_core import arena, stats
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS
 from atom_core.stats import charts
@@ -152,7 +152,7 @@ def overview_chart(name: str, figs: dict[str, Any], gaps: dict[str, str]) -> Non
 
 
 def timeline_tab(df: Any, colors: dict) -> None:
-    rounds = stats.arena_timelines(store)
+    rounds = stats.arena_timelines(arena.load_rounds(store))
     if rounds and st.segmented_control("Show", ["Chat reply", "Arena round"],
                                        default="Chat reply", key="tl_kind") == "Arena round":
         i = st.selectbox("Arena round", range(len(rounds)), format_func=lambda i: rounds[i][0])

@@ -142,7 +142,7 @@ def looks() -> str | None:
     student = class_mode.student(session)
     if session is None or student is None:
         return f"{session.id if session else ''}|{bool(student)}"
-    key = classroom.phone_key(classroom.newest_record(store, session), student, session.live)
+    key = classroom.phone_key(classroom.newest_watch(store, session), student, session.live)
     return None if key is None else f"{session.id}|True|{key}"
 
 

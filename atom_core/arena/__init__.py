@@ -4,10 +4,13 @@ Rooms: ``setup`` (slots, load plan), ``race`` (ArenaRace: every slot at once), `
 stored round, votes, reveal), ``results`` (the results grid), ``leaderboard``, ``ratings``,
 ``promptsets``, ``report``, ``charts``. This package re-exports what the page uses
 (``from atom_core import arena; arena.ArenaRace(...)``). Importing it registers the Arena's
-record types (ArenaRound, PromptSetRecord) for backup's import checks (atom_core.records)."""
+record types (ArenaRound, PromptSetRunSpec, PromptSetRecord, SavedPromptSet, JudgeVerdict,
+ClassSession) for backup's import checks (atom_core.records)."""
 
+from .classroom import ClassSession
+from .judge import JudgeVerdict
 from .leaderboard import leaderboard, vote_signature
-from .promptset_store import PromptSetRecord
+from .promptset_store import PromptSetRecord, PromptSetRunSpec, SavedPromptSet
 from .race import ArenaRace
 from .results import HELP, fact_rows, live_line, stat_rows
 from .rounds import (
@@ -36,11 +39,15 @@ from .setup import (
 __all__ = [
     "ArenaRace",
     "ArenaRound",
+    "ClassSession",
     "HELP",
-    "PromptSetRecord",
+    "JudgeVerdict",
     "Prepared",
+    "PromptSetRecord",
+    "PromptSetRunSpec",
     "ROUNDS_TABLE",
     "SLOT_LABELS",
+    "SavedPromptSet",
     "SlotSetup",
     "contestant_name",
     "current_round",

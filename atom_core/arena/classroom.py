@@ -36,8 +36,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ..records import stored_record
 from .ratings import Outcome
 from .rounds import (
     ROUNDS_TABLE,
@@ -45,7 +46,6 @@ from .rounds import (
     Vote,
     VotingClosed,
     close_voting,
-    get_round,
     record_vote,
 )
 
@@ -66,9 +66,12 @@ Stage = Literal["waiting", "racing", "voting", "closed"]
 # -- the class session ----------------------------------------------------------------------------
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClassSession:
     """One class, from Class on to Class off, as stored in the "arena_classes" table."""
+
+    TABLE: ClassVar[str] = CLASSES_TABLE
 
     id: str
     code: str  # the join code on the projector
@@ -81,14 +84,19 @@ class ClassSession:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, d: Mapping[str, Any]) -> ClassSession | None:
-        try:
-            return cls(id=str(d["id"]), code=str(d["code"]), secret=str(d["secret"]),
-                       started=float(d.get("started") or 0.0),
-                       ended=float(d["ended"]) if d.get("ended") is not None else None,
-                       live=bool(d.get("live")))
-        except (KeyError, TypeError, ValueError):
-            return None
+    def from_record(cls, d: Mapping[str, Any]) -> ClassSession:
+        """Raises KeyError, TypeError or ValueError for a row that is not a class session."""
+        return cls(id=str(d["id"]), code=str(d["code"]), secret=str(d["secret"]),
+                   started=float(d.get("started") or 0.0),
+                   ended=float(d["ended"]) if d.get("ended") is not None else None,
+                   live=bool(d.get("live")))
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """An imported session needs its id, code and secret as text (strict)."""
+        if not all(isinstance(row.get(k), str) and row[k] for k in ("id", "code", "secret")):
+            raise ValueError("a class session needs its id, code and secret")
+        cls.from_record(row)
 
 
 def start_class(store: HistoryStore, *, now: float | None = None) -> ClassSession:
@@ -98,28 +106,23 @@ def start_class(store: HistoryStore, *, now: float | None = None) -> ClassSessio
     session = ClassSession(
         id="", code="".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS)),
         secret=secrets.token_hex(16), started=time.time() if now is None else now)
-    record = session.to_record()
-    del record["id"]  # the store assigns it
-    return replace(session, id=store.append(CLASSES_TABLE, record))
+    return replace(session, id=store.add(session))  # the store assigns the id
 
 
 def active_class(store: HistoryStore) -> ClassSession | None:
     """The class session running now (the newest one, if it has not ended), else None."""
-    d = store.last_record(CLASSES_TABLE)
-    session = ClassSession.from_record(d) if d is not None else None
+    session = store.last(ClassSession)
     return session if session is not None and session.ended is None else None
 
 
 def end_class(store: HistoryStore, session: ClassSession, *, now: float | None = None) -> None:
     """Class off: phones are told the class has ended; its rounds stay, marked as its."""
-    store.update_record(CLASSES_TABLE, session.id,
-                        {"ended": time.time() if now is None else now})
+    store.update(ClassSession, session.id, ended=time.time() if now is None else now)
 
 
 def set_live(store: HistoryStore, session: ClassSession, live: bool) -> ClassSession:
     """Whether the phones show the replies while the models write them (else once done)."""
-    store.update_record(CLASSES_TABLE, session.id, {"live": live})
-    return replace(session, live=live)
+    return store.update(ClassSession, session.id, live=live)
 
 
 def join_link(address: str, session: ClassSession) -> str:
@@ -245,10 +248,8 @@ def class_round(store: HistoryStore, session: ClassSession | None) -> ArenaRound
     """The round the phones show: the newest round, if it is this class's (one record read)."""
     if session is None:
         return None
-    d = store.last_record(ROUNDS_TABLE)
-    if d is None or d.get("class_id") != session.id:
-        return None
-    return get_round(store, str(d.get("id")))
+    rnd = store.last(ArenaRound)
+    return rnd if rnd is not None and rnd.class_id == session.id else None
 
 
 def stage(rnd: ArenaRound | None) -> Stage:
@@ -259,36 +260,58 @@ def stage(rnd: ArenaRound | None) -> Stage:
     return "racing" if rnd.state == "running" else "voting"
 
 
-def newest_record(store: HistoryStore, session: ClassSession | None) -> Mapping[str, Any] | None:
-    """The newest round's stored record if it is this class's, unparsed: what a phone's watcher
-    reads every tick (no validation; `class_round` reads it as a round to draw)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundWatch:
+    """What a phone's watcher reads of the newest round every tick: a view of part of the
+    stored row (store.last(RoundWatch)), read without ArenaRound's checks, which cost more
+    than sixty phones ticking every second should (bench/bench_class.py)."""
+
+    TABLE: ClassVar[str] = ROUNDS_TABLE
+
+    id: str
+    class_id: str | None
+    state: str
+    revealed: bool
+    votes: tuple[Mapping[str, Any], ...]  # every session's vote, as stored
+    slots: tuple[tuple[int, str], ...]  # per slot: characters of its reply so far, its state
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> RoundWatch:
+        class_id = d.get("class_id")
+        return cls(id=str(d.get("id")), class_id=class_id if isinstance(class_id, str) else None,
+                   state=str(d.get("state")), revealed=bool(d.get("revealed")),
+                   votes=tuple(v for v in d.get("votes") or () if isinstance(v, Mapping)),
+                   slots=tuple((len(s.get("content") or ""), str(s.get("state")))
+                               for s in d.get("slots") or () if isinstance(s, Mapping)))
+
+
+def newest_watch(store: HistoryStore, session: ClassSession | None) -> RoundWatch | None:
+    """The newest round (RoundWatch: what a phone's watcher reads every tick) if it is this
+    class's; `class_round` reads it as a round to draw."""
     if session is None:
         return None
-    d = store.last_record(ROUNDS_TABLE)
-    return d if d is not None and d.get("class_id") == session.id else None
+    watch = store.last(RoundWatch)
+    return watch if watch is not None and watch.class_id == session.id else None
 
 
-def phone_key(record: Mapping[str, Any] | None, student: str, live: bool) -> str | None:
+def phone_key(watch: RoundWatch | None, student: str, live: bool) -> str | None:
     """Changes whenever what one phone shows changes: the round, its stage, this student's own
-    vote, the replies so far when the class sees them live; from the stored record, unparsed.
+    vote, the replies so far when the class sees them live; from the stored row, unchecked.
 
     None while a race runs and the class does not see it live: nothing to redraw until its
     replies are in. Sixty phones redrawing as a race starts would take the machine from the
     models just when their time to first token is measured. Other students' votes are left out
     too: a phone never shows them before the reveal."""
-    if record is None:
+    if watch is None:
         return ""
-    running = record.get("state") == "running" and not record.get("revealed")
+    running = watch.state == "running" and not watch.revealed
     if running and not live:
         return None
     mine = next((f"{v.get('outcome')}:{v.get('winner')}:{v.get('ts')}"
-                 for v in record.get("votes") or () if isinstance(v, Mapping)
-                 and v.get("voter") == student), "")
-    shown = [str(record.get("id")), "closed" if record.get("revealed") else
-             str(record.get("state")), mine]
+                 for v in watch.votes if v.get("voter") == student), "")
+    shown = [watch.id, "closed" if watch.revealed else watch.state, mine]
     if running:
-        shown += [f"{len(s.get('content') or '')}:{s.get('state')}"
-                  for s in record.get("slots") or () if isinstance(s, Mapping)]
+        shown += [f"{chars}:{state}" for chars, state in watch.slots]
     return "|".join(shown)
 
 

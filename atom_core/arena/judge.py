@@ -28,9 +28,10 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import AtomError, BadRequest
+from ..records import stored_record
 from ..runs import RunRecord
 from ..server.streaming import ReplyBuffer
 from ..types import ChatMessage, SamplingOptions
@@ -174,9 +175,13 @@ class PairVerdict:
         return self.first if self.agreed else "tie"
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JudgeVerdict:
-    """A judge's verdict on one round (or one set of answers to a prompt)."""
+    """A judge's verdict on one round (or one set of answers to a prompt), as the
+    "judge_verdicts" table keeps it."""
+
+    TABLE: ClassVar[str] = VERDICTS_TABLE
 
     id: str
     ts: float
@@ -198,6 +203,10 @@ class JudgeVerdict:
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> JudgeVerdict:
+        """Reads a stored row leniently; raises ValueError (or TypeError) for one that is not
+        a verdict (no round named, slots that are not numbers)."""
+        if not isinstance(d.get("round_id"), str) or not d["round_id"]:
+            raise ValueError("a verdict names the round it judged")
         return cls(id=str(d.get("id") or ""), ts=float(d.get("ts") or 0.0),
                    round_id=str(d.get("round_id") or ""),
                    judge_server=str(d.get("judge_server") or ""),
@@ -207,6 +216,20 @@ class JudgeVerdict:
                    contestants=tuple(str(c) for c in d.get("contestants") or ()),
                    calls=tuple(JudgeCall.from_record(c) for c in d.get("calls") or ()
                                if isinstance(c, Mapping)))
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row does not read as a verdict (strict: its
+        slots whole numbers, its contestants text, its calls objects)."""
+        slots, names, calls = row.get("slots"), row.get("contestants"), row.get("calls")
+        if not (isinstance(slots, list) and all(type(i) is int for i in slots)
+                and isinstance(names, list) and all(isinstance(n, str) for n in names)
+                and isinstance(calls, list) and all(isinstance(c, Mapping) for c in calls)):
+            raise ValueError("a verdict's slots, contestants or calls are not as saved")
+        try:
+            cls.from_record(row)
+        except TypeError as e:
+            raise ValueError(str(e)) from e
 
     @property
     def ok(self) -> bool:
@@ -338,16 +361,12 @@ def judge_round(store: HistoryStore, client: LMStudioClient, judge_model: str,
                            reference=reference, slots=tuple(judged),
                            contestants=tuple(rnd.slots[i].contestant for i in judged),
                            calls=tuple(calls))
-    record = verdict.to_record()
-    record.pop("id")
-    return replace(verdict, id=store.append(VERDICTS_TABLE, record))
+    return replace(verdict, id=store.add(verdict))
 
 
 def load_verdicts(store: HistoryStore) -> list[JudgeVerdict]:
-    """Every saved verdict, oldest first."""
-    out = [JudgeVerdict.from_record(d) for d in store.records(VERDICTS_TABLE)]
-    out.sort(key=lambda v: v.ts)
-    return out
+    """Every saved verdict that reads as one, oldest first."""
+    return sorted(store.read(JudgeVerdict), key=lambda v: v.ts)
 
 
 def verdicts_for(store: HistoryStore, round_id: str) -> list[JudgeVerdict]:
@@ -559,9 +578,7 @@ def judge_promptset_run(store: HistoryStore, client: LMStudioClient, judge_model
                                rubric=chosen, reference=reference, slots=tuple(judged),
                                contestants=tuple(slots[s].contestant for s in judged),
                                calls=tuple(calls))
-        record = verdict.to_record()
-        record.pop("id")
-        out.append(replace(verdict, id=store.append(VERDICTS_TABLE, record)))
+        out.append(replace(verdict, id=store.add(verdict)))
     return out
 
 

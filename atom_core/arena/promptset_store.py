@@ -39,14 +39,46 @@ SLOT_LABELS = "ABCD"
 # -- saved sets -----------------------------------------------------------------------------------
 
 
+@stored_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SavedPromptSet:
+    """A prompt set saved for later, as the "prompt_sets" table keeps it: the set's own JSON
+    (PromptSet.to_dict) with the row's id and time."""
+
+    TABLE: ClassVar[str] = SETS_TABLE
+
+    prompt_set: PromptSet
+    ts: float = field(default_factory=time.time)
+    id: str = ""  # the store's; "" before it is saved
+
+    def to_record(self) -> dict[str, Any]:
+        return {**self.prompt_set.to_dict(), "ts": self.ts, "id": self.id}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> SavedPromptSet:
+        """Raises KeyError, TypeError or ValueError for a row that is not a set (an item
+        without a prompt, items or checks that are not lists of objects)."""
+        if not isinstance(row.get("items"), list) or not all(
+                isinstance(i, Mapping) and isinstance(i.get("checks") or [], list)
+                for i in row["items"]):
+            raise ValueError("a saved prompt set's items are not a list of prompts")
+        ts = row.get("ts")
+        return cls(prompt_set=PromptSet.from_dict(dict(row)), id=str(row.get("id") or ""),
+                   ts=float(ts) if isinstance(ts, int | float) else 0.0)
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        cls.from_record(row)
+
+
 def save_set(store: HistoryStore, prompt_set: PromptSet) -> str:
-    return store.append(SETS_TABLE, prompt_set.to_dict())
+    return store.add(SavedPromptSet(prompt_set=prompt_set))
 
 
 def saved_sets(store: HistoryStore) -> list[tuple[str, PromptSet]]:
-    """(id, set) for every saved set, newest first."""
-    rows = sorted(store.records(SETS_TABLE), key=lambda r: r.get("ts", 0), reverse=True)
-    return [(str(r["id"]), PromptSet.from_dict(r)) for r in rows]
+    """(id, set) for every saved set that reads as one, newest first."""
+    saved = sorted(store.read(SavedPromptSet), key=lambda s: s.ts, reverse=True)
+    return [(s.id, s.prompt_set) for s in saved]
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -114,10 +146,13 @@ def _mapping(v: Any) -> dict[str, Any]:
     return dict(v) if isinstance(v, Mapping) else {}
 
 
+@stored_record
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PromptSetRunSpec:
     """A saved prompt-set run: the set, the slots it races and its settings, as stored in the
     "promptset_runs" table (``to_record()`` keeps the row's shape; ``from_record()`` reads it)."""
+
+    TABLE: ClassVar[str] = RUNS_TABLE
 
     id: str
     run_key: str
@@ -156,6 +191,19 @@ class PromptSetRunSpec:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise PromptSetError(f"A saved prompt-set run could not be read ({e!r}).") from e
 
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row does not read as a run (strict: its set,
+        slots and settings as JSON objects and lists)."""
+        if not (isinstance(row.get("set"), Mapping) and isinstance(row.get("slots"), list)
+                and isinstance(row.get("settings") or {}, Mapping)):
+            raise ValueError("a prompt-set run needs its set, slots and settings")
+        SavedPromptSet.from_record(row["set"])
+        try:
+            cls.from_record(row)
+        except PromptSetError as e:
+            raise ValueError(e.sentence) from e
+
 
 def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSetup],
             targets: Sequence[str], settings: RunSettings, *, prepared: Prepared | None = None,
@@ -174,9 +222,7 @@ def new_run(store: HistoryStore, prompt_set: PromptSet, setups: Sequence[SlotSet
     spec = PromptSetRunSpec(id="", run_key=uuid.uuid4().hex[:12], prompt_set=prompt_set,
                             slots=slots, settings=settings, created=time.time(),
                             machine_id=hardware.session_machine_id())
-    record = spec.to_record()
-    record.pop("id")
-    return dataclasses.replace(spec, id=store.append(RUNS_TABLE, record))
+    return dataclasses.replace(spec, id=store.add(spec))
 
 
 def loaded_slots(setups: Sequence[SlotSetup], prepared: Prepared | None,
@@ -227,7 +273,7 @@ def retarget(store: HistoryStore, run: PromptSetRunSpec, targets: Sequence[str],
     slots = tuple(dataclasses.replace(slot, target=t, **({} if slot.model_info else new))
                   for slot, t, new in zip(run.slots, targets, loaded, strict=True))
     if slots != run.slots:
-        store.update_record(RUNS_TABLE, run.id, {"slots": [s.to_record() for s in slots]})
+        store.update(PromptSetRunSpec, run.id, slots=slots)
     return dataclasses.replace(run, slots=slots)
 
 
@@ -237,13 +283,7 @@ def get_run(store: HistoryStore, run_id: str) -> PromptSetRunSpec | None:
 
 def list_runs(store: HistoryStore) -> list[PromptSetRunSpec]:
     """Every saved run that can be read, newest first (an unreadable row is skipped)."""
-    runs = []
-    for row in store.records(RUNS_TABLE):
-        try:
-            runs.append(PromptSetRunSpec.from_record(row))
-        except PromptSetError:
-            continue
-    return sorted(runs, key=lambda r: r.created, reverse=True)
+    return sorted(store.read(PromptSetRunSpec), key=lambda r: r.created, reverse=True)
 
 
 def run_records(store: HistoryStore, run_id: str) -> list[PromptSetRecord]:

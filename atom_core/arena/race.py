@@ -25,7 +25,6 @@ from ..types import (
     ModelInfo,
 )
 from .rounds import (
-    ROUNDS_TABLE,
     ArenaRound,
     SlotResult,
     SlotState,
@@ -109,9 +108,7 @@ class ArenaRace:
         return make
 
     def start(self) -> ArenaRace:
-        record = self.snapshot("running").to_record()
-        record.pop("id")  # the store assigns it
-        self.round_id = self.store.append(ROUNDS_TABLE, record)
+        self.round_id = self.store.add(self.snapshot("running"))  # the store assigns the id
         racing(self.round_id, True)  # other browsers show it as running, not as died
         self._last_save_ns = time.perf_counter_ns()
         self._run = FanOut([self._factory(i) for i in range(len(self.setups))]).start()
@@ -123,8 +120,7 @@ class ArenaRace:
         changed = self._run.poll(timeout)
         now = time.perf_counter_ns()
         if changed and now - self._last_save_ns >= self._save_every_ns:
-            self.store.update_record(ROUNDS_TABLE, self.round_id,
-                                     {"slots": self.snapshot("running").to_record()["slots"]})
+            self.store.update(ArenaRound, self.round_id, slots=self.snapshot("running").slots)
             self._last_save_ns = now
         return changed
 
@@ -194,9 +190,8 @@ class ArenaRace:
                 # its own window: a slot that ended early is recorded when the last one ends
                 **hardware.window_fields(reply.t_request_ns, reply.t_end_ns))))
         final = self.snapshot("done", run_ids)
-        record = final.to_record()
-        for kept in ("id", "vote", "votes", "revealed"):  # a Reveal from another browser stays
-            record.pop(kept)
-        saved = self.store.update_record(ROUNDS_TABLE, self.round_id, record)
-        self.result = ArenaRound.from_record({**saved, "id": self.round_id})
+        kept = ("id", "vote", "votes", "revealed")  # a Reveal from another browser stays
+        self.result = self.store.update(ArenaRound, self.round_id, **{
+            f.name: getattr(final, f.name) for f in dataclasses.fields(final)
+            if f.name not in kept})
         return self.result

@@ -286,15 +286,6 @@ def read_rounds(store: HistoryStore) -> tuple[list[ArenaRound], int]:
     return sorted(rounds, key=lambda r: r.ts), rounds.skipped
 
 
-def _readable(d: Mapping[str, Any]) -> ArenaRound | None:
-    """The round a stored record holds (ArenaRound.from_record), or None if it does not read
-    as one."""
-    try:
-        return ArenaRound.from_record(d)
-    except (ValueError, TypeError):
-        return None
-
-
 def load_rounds(store: HistoryStore) -> list[ArenaRound]:
     """Every saved round that reads as one, oldest first (see read_rounds)."""
     return read_rounds(store)[0]
@@ -313,12 +304,9 @@ def current_round(store: HistoryStore, wanted: str | None) -> ArenaRound | None:
     the newest readable round (read_rounds, which skips and counts such rows)."""
     if wanted is not None:
         return get_round(store, wanted)
-    d = store.last_record(ROUNDS_TABLE)
-    if d is None:
-        return None
-    if (r := _readable(d)) is not None:
+    if (r := store.last(ArenaRound)) is not None:
         return r
-    rounds = load_rounds(store)
+    rounds = load_rounds(store)  # none saved, or the newest does not read: every round read
     return rounds[-1] if rounds else None
 
 
@@ -365,11 +353,10 @@ def record_vote(store: HistoryStore, rnd: ArenaRound, outcome: Outcome,
         else:
             votes[mine] = vote
         if not counts:
-            store.update_record(ROUNDS_TABLE, rnd.id, {"votes": [asdict(v) for v in votes]})
+            store.update(ArenaRound, rnd.id, votes=tuple(votes))
             return replace(now, votes=tuple(votes)).seen_by(voter)
         counted = vote if now.vote is None or now.counts(voter) else now.vote
-        store.update_record(ROUNDS_TABLE, rnd.id, {
-            "vote": asdict(counted), "votes": [asdict(v) for v in votes]})
+        store.update(ArenaRound, rnd.id, vote=counted, votes=tuple(votes))
     return replace(now, vote=counted, votes=tuple(votes)).seen_by(voter)
 
 
@@ -381,14 +368,13 @@ def close_voting(store: HistoryStore, rnd: ArenaRound,
     with _VOTING:
         now = get_round(store, rnd.id) or rnd
         counted = decide(now)
-        store.update_record(ROUNDS_TABLE, rnd.id, {
-            "revealed": True, "vote": asdict(counted) if counted is not None else None})
+        store.update(ArenaRound, rnd.id, revealed=True, vote=counted)
     return replace(now, revealed=True, vote=counted)
 
 
 def reveal(store: HistoryStore, rnd: ArenaRound) -> ArenaRound:
     """Shows a blind round's names to every browser."""
-    store.update_record(ROUNDS_TABLE, rnd.id, {"revealed": True})
+    store.update(ArenaRound, rnd.id, revealed=True)
     return replace(rnd, revealed=True)
 
 

@@ -38,6 +38,7 @@ from .protocol import (
     check_image_ids,
     check_new_conversation,
     require_jsonable,
+    row_tables,
 )
 
 __all__ = [
@@ -117,6 +118,7 @@ def export_everything(store: HistoryStore, settings: SettingsPart | None = None)
     """Every conversation with its messages, every record table (runs, votes, ...) and the
     settings (never a token) as one JSON-able document."""
     conversations = []
+    rows = row_tables(store)
     with_images = store.image_keys()
     conversation_ids = set()
     for c in reversed(store.list_conversations()):  # oldest first: an import keeps the order
@@ -142,7 +144,7 @@ def export_everything(store: HistoryStore, settings: SettingsPart | None = None)
         "version": EXPORT_VERSION,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "conversations": conversations,
-        "tables": {t: _without_private(t, store.records(t)) for t in store.tables()
+        "tables": {t: _without_private(t, rows.records(t)) for t in rows.tables()
                    if t not in LOCAL_TABLES},
         "settings": settings.export_dict() if settings is not None else {},
         "images": others,
@@ -434,7 +436,7 @@ def import_everything(
             images_added += len(kept)
     rec_added = rec_skipped = 0
     for table, records in plan.tables.items():
-        have = {r.get("id") for r in store.records(table)}
+        have = {r.get("id") for r in row_tables(store).records(table)}
         fresh = []
         for record in records:
             record.setdefault("id", "imp-" + hashlib.sha256(json.dumps(
@@ -444,7 +446,7 @@ def import_everything(
                 continue
             have.add(record["id"])
             fresh.append(record)
-        store.append_many(table, fresh)
+        row_tables(store).append_many(table, fresh)
         rec_added += len(fresh)
     settings_added = 0
     if settings is not None and plan.settings:

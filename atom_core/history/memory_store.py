@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Hashable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class MemoryHistoryStore(TypedRecords):
 
     def __repr__(self) -> str:
         return f"MemoryHistoryStore({str(self.data_dir)!r})"
+
+    def _writing(self) -> AbstractContextManager[Any]:
+        return self._lock
 
     # -- conversations ----------------------------------------------------------------------------
 

@@ -8,16 +8,18 @@ the same way (so both raise the same errors for the same bad call).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Hashable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, get_args, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, get_args, runtime_checkable
 
 from ..errors import AtomError
 from ..metrics import GenerationMetrics
-from ..records import StoredRecord
+from ..records import RecordView, StoredRecord
 from ..runs import RunRecord
 from ..types import MessageState
 
@@ -31,6 +33,7 @@ __all__ = [
     "NewConversation",
     "NewMessage",
     "ReadRecords",
+    "RowTables",
     "RunsDelta",
     "SchemaTooNewError",
     "StoreError",
@@ -42,6 +45,7 @@ __all__ = [
     "copy_json",
     "message_preview",
     "require_jsonable",
+    "row_tables",
 ]
 
 MESSAGE_STATES: frozenset[str] = frozenset(get_args(MessageState))
@@ -153,9 +157,10 @@ def check_images(images: Sequence[StoredImage]) -> None:
 
 
 R = TypeVar("R", bound=StoredRecord)
+V = TypeVar("V", bound=RecordView)
 
 
-class ReadRecords(list[R]):
+class ReadRecords(list[V]):
     """The rows of a table that read as their record type, oldest first; `skipped` counts the
     rows that did not (junk, or written by a newer ATOM): skipped, never a crash."""
 
@@ -264,51 +269,32 @@ class HistoryStore(Protocol):
         Cheap when little changed, whatever the history's size: what the Stats cache polls."""
         ...
 
-    def append(self, table: str, record: dict[str, Any]) -> str:
-        """Appends a JSON-able record to `table` (created on first use); adds `id` and `ts` if
-        absent and returns the id. A caller-chosen `id` must be a unique, non-empty str."""
-        ...
-
-    def append_many(self, table: str, records: Iterable[dict[str, Any]]) -> list[str]:
-        """Appends many records at once (imports, bulk builders). Every record is checked
-        before anything is written."""
-        ...
-
-    def records(self, table: str) -> list[dict[str, Any]]:
-        """Every record of `table`, oldest first ([] for a table never written)."""
-        ...
-
-    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
-        """One record of `table` by its id, or None (an unknown id, a table never written).
-        Costs about one record, not the table: for a page that shows one of many (the Arena's
-        Race view, on every rerun)."""
-        ...
-
-    def last_record(self, table: str) -> dict[str, Any] | None:
-        """The record appended to `table` last (what `records(table)[-1]` would be), or None
-        for an empty table. Costs about one record, not the table."""
-        ...
-
-    def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Merges `changes` into the record and returns the updated record."""
-        ...
-
-    def tables(self) -> list[str]:
-        """The names of the record tables written so far ("runs" among them once used)."""
-        ...
-
     # -- typed records (atom_core.records): written once below, in TypedRecords ---------------
 
     def add(self, record: StoredRecord) -> str:
         """Appends a typed record to its type's table (its `to_record()` row); returns the id."""
         ...
 
-    def read(self, kind: type[R]) -> ReadRecords[R]:
+    def read(self, kind: type[V]) -> ReadRecords[V]:
         """Every row of `kind.TABLE` as a `kind` (its `from_record`), oldest first."""
         ...
 
-    def get(self, kind: type[R], record_id: str) -> R | None:
-        """One row of `kind.TABLE` by id as a `kind`; None if there is none or it does not read."""
+    def get(self, kind: type[V], record_id: str) -> V | None:
+        """One row of `kind.TABLE` by id as a `kind`; None if there is none or it does not read.
+        Costs about one row, not the table (the Arena's Race view reads one on every rerun)."""
+        ...
+
+    def last(self, kind: type[V]) -> V | None:
+        """The row appended to `kind.TABLE` last, as a `kind`; None for an empty table or a
+        last row that does not read. Costs about one row, not the table."""
+        ...
+
+    def update(self, kind: type[R], record_id: str, **fields: Any) -> R:
+        """Changes the named fields of one stored `kind` and returns it as now stored. Only the
+        row's columns whose stored form changed are written (`to_record()` before and after),
+        so a field another writer changed meanwhile and this call does not name is kept; the
+        read and the write are one step under the store's write lock. Raises KeyError when no
+        row with that id reads as a `kind`, TypeError for a field `kind` does not have."""
         ...
 
     # -- images ------------------------------------------------------------------------------------
@@ -343,6 +329,54 @@ class HistoryStore(Protocol):
         ...
 
 
+@runtime_checkable
+class RowTables(Protocol):
+    """The row API under the typed one: JSON rows of any table. History's own (backup exports
+    and imports every table, known or not; TypedRecords is written over it); nothing outside
+    atom_core/history calls it (tests/unit/test_record_api.py scans for it): the rest of ATOM
+    speaks in record types (HistoryStore.add / read / get / last / update)."""
+
+    def append(self, table: str, record: dict[str, Any]) -> str:
+        """Appends a JSON-able record to `table` (created on first use); adds `id` and `ts` if
+        absent and returns the id. A caller-chosen `id` must be a unique, non-empty str."""
+        ...
+
+    def append_many(self, table: str, records: Iterable[dict[str, Any]]) -> list[str]:
+        """Appends many records at once (imports, bulk builders). Every record is checked
+        before anything is written."""
+        ...
+
+    def records(self, table: str) -> list[dict[str, Any]]:
+        """Every record of `table`, oldest first ([] for a table never written)."""
+        ...
+
+    def record(self, table: str, record_id: str) -> dict[str, Any] | None:
+        """One record of `table` by its id, or None (an unknown id, a table never written).
+        Costs about one record, not the table: for a page that shows one of many (the Arena's
+        Race view, on every rerun)."""
+        ...
+
+    def last_record(self, table: str) -> dict[str, Any] | None:
+        """The record appended to `table` last (what `records(table)[-1]` would be), or None
+        for an empty table. Costs about one record, not the table."""
+        ...
+
+    def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merges `changes` into the record and returns the updated record."""
+        ...
+
+    def tables(self) -> list[str]:
+        """The names of the record tables written so far ("runs" among them once used)."""
+        ...
+
+
+def row_tables(store: HistoryStore) -> RowTables:
+    """The store's row API (see RowTables): for history's own modules only."""
+    if not isinstance(store, RowTables):
+        raise TypeError(f"{type(store).__name__} has no row tables")
+    return store
+
+
 # -- checks every backend shares ---------------------------------------------------------------
 
 
@@ -358,8 +392,21 @@ class TypedRecords:
     def record(self, table: str, record_id: str) -> dict[str, Any] | None:
         raise NotImplementedError
 
+    def last_record(self, table: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def update_record(self, table: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _writing(self) -> AbstractContextManager[Any]:
+        """The backend's write lock (re-entrant): an update's read and write are one step."""
+        raise NotImplementedError
+
     def add(self, record: StoredRecord) -> str:
-        return self.append(record.TABLE, record.to_record())
+        row = record.to_record()
+        if "id" in row and not row["id"]:  # not saved yet: the store picks the id
+            del row["id"]
+        return self.append(record.TABLE, row)
 
     def add_run(self, run: RunRecord) -> str:
         if not isinstance(run, RunRecord):
@@ -369,8 +416,8 @@ class TypedRecords:
     def run_rows(self) -> list[dict[str, Any]]:
         return self.records(RunRecord.TABLE)
 
-    def read(self, kind: type[R]) -> ReadRecords[R]:
-        out: ReadRecords[R] = ReadRecords()
+    def read(self, kind: type[V]) -> ReadRecords[V]:
+        out: ReadRecords[V] = ReadRecords()
         for row in self.records(kind.TABLE):
             try:
                 out.append(kind.from_record(row))
@@ -378,12 +425,31 @@ class TypedRecords:
                 out.skipped += 1
         return out
 
-    def get(self, kind: type[R], record_id: str) -> R | None:
-        row = self.record(kind.TABLE, record_id)
-        try:
-            return kind.from_record(row) if row is not None else None
-        except _UNREADABLE:
-            return None
+    def get(self, kind: type[V], record_id: str) -> V | None:
+        return _read_one(kind, self.record(kind.TABLE, record_id))
+
+    def last(self, kind: type[V]) -> V | None:
+        return _read_one(kind, self.last_record(kind.TABLE))
+
+    def update(self, kind: type[R], record_id: str, **fields: Any) -> R:
+        with self._writing():
+            now = self.get(kind, record_id)
+            if now is None:
+                raise KeyError(f"No {kind.__name__} with id {record_id!r}")
+            new = cast(R, dataclasses.replace(cast(Any, now), **fields))
+            before, after = now.to_record(), new.to_record()
+            changes = {k: v for k, v in after.items()
+                       if k != "id" and (k not in before or before[k] != v)}
+            if changes:
+                self.update_record(kind.TABLE, record_id, changes)
+        return new
+
+
+def _read_one(kind: type[V], row: dict[str, Any] | None) -> V | None:
+    try:
+        return kind.from_record(row) if row is not None else None
+    except _UNREADABLE:
+        return None
 
 
 def check_table_name(table: object) -> str:

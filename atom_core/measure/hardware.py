@@ -24,9 +24,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .. import runs
+from ..records import stored_record
 from ..server import streaming
 
 if TYPE_CHECKING:
@@ -378,16 +379,53 @@ def describe_machine(gpu: GpuReader | None = None) -> MachineInfo:
     )
 
 
+@stored_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredMachine:
+    """A machine as the "machines" table keeps it: its facts under the id it was saved with
+    (MachineInfo.id when ATOM saved it; an import's own otherwise): rounds and runs name it."""
+
+    TABLE: ClassVar[str] = MACHINES_TABLE
+
+    id: str
+    machine: MachineInfo
+
+    def to_record(self) -> dict[str, Any]:
+        return {**self.machine.to_record(), "id": self.id}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> StoredMachine:
+        """Reads a stored or imported machine leniently (MachineInfo.from_record); raises
+        ValueError for a row without an id."""
+        if not isinstance(row.get("id"), str) or not row["id"]:
+            raise ValueError("a machine is saved under its id")
+        return cls(id=row["id"], machine=MachineInfo.from_record(row))
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when an imported row does not read as a machine (strict: its
+        facts text, numbers or nothing, its GPUs a list of objects)."""
+        cls.from_record(row)
+        texts = ("cpu_model", "os", "hostname")
+        numbers = ("cpu_cores", "cpu_threads", "ram_total_mb")
+        gpus = row.get("gpus", [])
+        if (any(not isinstance(row.get(k, ""), str) for k in texts)
+                or any(isinstance(row.get(k), bool)
+                       or not isinstance(row.get(k), int | float | None) for k in numbers)
+                or not isinstance(gpus, list) or not all(isinstance(g, Mapping) for g in gpus)):
+            raise ValueError("a machine's facts are not as saved")
+
+
 def record_machine(store: HistoryStore, machine: MachineInfo) -> str:
     """Keeps the machine in the "machines" table once (by id); returns its id."""
-    if not any(r.get("id") == machine.id for r in store.records(MACHINES_TABLE)):
-        store.append(MACHINES_TABLE, machine.to_record())
+    if store.get(StoredMachine, machine.id) is None:
+        store.add(StoredMachine(id=machine.id, machine=machine))
     return machine.id
 
 
 def machines(store: HistoryStore) -> dict[str, MachineInfo]:
     """Every machine ATOM has recorded, by id."""
-    return {str(r.get("id")): MachineInfo.from_record(r) for r in store.records(MACHINES_TABLE)}
+    return {m.id: m.machine for m in store.read(StoredMachine)}
 
 
 # -- the process-wide sampler ---------------------------------------------------------------------

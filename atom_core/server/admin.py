@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from ..errors import AtomError
 from ..metrics import format_duration
+from ..records import stored_record
 from ..types import Dialect, DownloadJob, LoadConfig, LoadResult, ModelInfo, ModelList
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DOWNLOADS_TABLE",
+    "DownloadRecord",
     "LOAD_FIELDS",
     "AppliedRow",
     "DownloadView",
@@ -451,34 +453,72 @@ class DownloadView:
         return self.job.done
 
 
-def _job_fields(job: DownloadJob) -> dict[str, Any]:
-    return {
-        "status": job.status,
-        "total_bytes": job.total_bytes,
-        "downloaded_bytes": job.downloaded_bytes,
-        "bytes_per_second": job.bytes_per_second,
-        "estimated_completion": job.estimated_completion,
-        "started_at": job.started_at,
-        "completed_at": job.completed_at,
-    }
+_JOB_TEXT = ("job_id", "estimated_completion", "started_at", "completed_at")
+_JOB_NUMBERS = ("total_bytes", "downloaded_bytes", "bytes_per_second")
 
 
-def _job_from(record: Mapping[str, Any]) -> DownloadJob:
-    return DownloadJob(
-        status=str(record.get("status") or "unknown"),
-        job_id=record.get("job_id"),
-        total_bytes=record.get("total_bytes"),
-        downloaded_bytes=record.get("downloaded_bytes"),
-        bytes_per_second=record.get("bytes_per_second"),
-        estimated_completion=record.get("estimated_completion"),
-        started_at=record.get("started_at"),
-        completed_at=record.get("completed_at"),
-    )
+@stored_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadRecord:
+    """A started download as the "downloads" table keeps it (so a page switch or a reload loses
+    nothing): the server, the model, and the job's last known state, flat in the row."""
+
+    TABLE: ClassVar[str] = DOWNLOADS_TABLE
+
+    id: str = ""  # the store's; "" before it is saved
+    server: str
+    model: str
+    quantization: str | None = None
+    job: DownloadJob
+
+    def to_record(self) -> dict[str, Any]:
+        j = self.job
+        return {"id": self.id, "server": self.server, "model": self.model,
+                "quantization": self.quantization, "job_id": j.job_id, "status": j.status,
+                "total_bytes": j.total_bytes, "downloaded_bytes": j.downloaded_bytes,
+                "bytes_per_second": j.bytes_per_second,
+                "estimated_completion": j.estimated_completion, "started_at": j.started_at,
+                "completed_at": j.completed_at}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> DownloadRecord:
+        """Reads a stored row leniently (a field of the wrong type reads as unknown); raises
+        ValueError for a row without an id."""
+        if not isinstance(row.get("id"), str) or not row["id"]:
+            raise ValueError("a download is saved under its id")
+
+        def text(k: str) -> str | None:
+            return row[k] if isinstance(row.get(k), str) else None
+
+        def number(k: str) -> Any:
+            v = row.get(k)
+            return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+        job = DownloadJob(status=str(row.get("status") or "unknown"), job_id=text("job_id"),
+                          total_bytes=number("total_bytes"),
+                          downloaded_bytes=number("downloaded_bytes"),
+                          bytes_per_second=number("bytes_per_second"),
+                          estimated_completion=text("estimated_completion"),
+                          started_at=text("started_at"), completed_at=text("completed_at"))
+        return cls(id=row["id"], server=str(row.get("server") or ""),
+                   model=str(row.get("model") or ""), quantization=text("quantization"),
+                   job=job)
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        """Raises ValueError when a row does not read as a download (strict: every field of
+        its type or missing)."""
+        cls.from_record(row)
+        texts = ("server", "model", "status", "quantization", *_JOB_TEXT)
+        if (any(not isinstance(row.get(k), str | None) for k in texts)
+                or any(isinstance(row.get(k), bool)
+                       or not isinstance(row.get(k), int | float | None) for k in _JOB_NUMBERS)):
+            raise ValueError("a download's fields are not as saved")
 
 
-def _view(record: Mapping[str, Any], error: str = "") -> DownloadView:
-    return DownloadView(record_id=str(record["id"]), server=str(record.get("server") or ""),
-                        model=str(record.get("model") or ""), job=_job_from(record), error=error)
+def _view(record: DownloadRecord, error: str = "") -> DownloadView:
+    return DownloadView(record_id=record.id, server=record.server, model=record.model,
+                        job=record.job, error=error)
 
 
 def record_download(
@@ -486,26 +526,22 @@ def record_download(
 ) -> DownloadView:
     """Keeps a started download in the store, so its progress survives a page switch or a
     reload."""
-    record = {"server": server, "model": model, "quantization": quantization,
-              "job_id": job.job_id, **_job_fields(job)}
-    record_id = store.append(DOWNLOADS_TABLE, record)
-    return _view({**record, "id": record_id})
+    record = DownloadRecord(server=server, model=model, quantization=quantization, job=job)
+    return _view(replace(record, id=store.add(record)))
 
 
 def active_downloads(store: HistoryStore, server: str | None = None) -> list[DownloadView]:
     """Downloads not finished when last checked (optionally on one server), oldest first."""
     return [
-        _view(r) for r in store.records(DOWNLOADS_TABLE)
-        if not _job_from(r).done and r.get("job_id")
-        and (server is None or r.get("server") == server)
+        _view(r) for r in store.read(DownloadRecord)
+        if not r.job.done and r.job.job_id and (server is None or r.server == server)
     ]
 
 
 def recent_downloads(store: HistoryStore, server: str | None = None, limit: int = 5
                      ) -> list[DownloadView]:
     """The latest downloads, finished or not, newest first."""
-    rows = [r for r in store.records(DOWNLOADS_TABLE)
-            if server is None or r.get("server") == server]
+    rows = [r for r in store.read(DownloadRecord) if server is None or r.server == server]
     return [_view(r) for r in reversed(rows[-limit:])]
 
 
@@ -526,13 +562,15 @@ def poll_downloads(
             failed = ("no download job" in e.sentence or "job_not_found" in e.detail
                       or _says_failed(e.detail))
             if failed:
-                store.update_record(DOWNLOADS_TABLE, view.record_id, {"status": "failed"})
+                store.update(DownloadRecord, view.record_id,
+                             job=replace(view.job, status="failed"))
             out.append(DownloadView(record_id=view.record_id, server=view.server,
                                     model=view.model, error=e.sentence,
                                     job=replace(view.job, status="failed") if failed
                                     else view.job))
             continue
-        store.update_record(DOWNLOADS_TABLE, view.record_id, _job_fields(job))
+        # the job keeps the id it was started under (a status answer may not repeat it)
+        store.update(DownloadRecord, view.record_id, job=replace(job, job_id=view.job.job_id))
         out.append(DownloadView(record_id=view.record_id, server=view.server, model=view.model,
                                 job=job))
     return out

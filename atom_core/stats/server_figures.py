@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..metrics import DECODE_P50, SERVER_PROMPT_P50, SERVER_TPS_P50, SERVER_TTFT_P50, TTFT_P50
+from ..metrics import (
+    DECODE_P50,
+    SERVER_PROMPT_P50,
+    SERVER_TPS_P50,
+    SERVER_TTFT_P50,
+    TTFT_P50,
+    Stat,
+)
+from .summary import grouped
 
 # (the exported column names stay as they were: ATOM's figures prefixed atom_)
 SERVER_FIGURE_COLUMNS: dict[str, tuple[str, str]] = {
@@ -40,13 +48,17 @@ def server_figures(df: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=cols)
     g = runs.groupby([runs["model"].astype(str), runs["server"].astype(str)], sort=True)
+
+    def of(stat: Stat) -> pd.Series:  # the catalogue's percentile, per group (summary.grouped)
+        return grouped(g[stat.measure.name], [stat])[0]
+
     out = pd.DataFrame({
         "runs": g.size(),
-        "atom_tps_p50": g["decode_tps"].median(),
-        "server_tps_p50": g["server_tps"].median(),
-        "atom_ttft_p50_s": g["ttft_s"].median(),
-        "server_ttft_p50_s": g["server_ttft_s"].median(),
-        "server_prompt_p50_s": g["server_prompt_s"].median(),
+        "atom_tps_p50": of(DECODE_P50),
+        SERVER_TPS_P50.key: of(SERVER_TPS_P50),
+        "atom_ttft_p50_s": of(TTFT_P50),
+        SERVER_TTFT_P50.key: of(SERVER_TTFT_P50),
+        SERVER_PROMPT_P50.key: of(SERVER_PROMPT_P50),
         "atom_tokens_mean": g["output_tokens"].mean(),
         "server_tokens_mean": g["server_output_tokens"].mean(),
     })

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -145,41 +145,65 @@ def load_message_timeline(store: HistoryStore, conversation_id: str,
     return None
 
 
-def arena_timelines(store: HistoryStore, limit: int = 100) -> list[tuple[str, list[Timeline]]]:
+class RacedSlot(Protocol):
+    """What a timeline needs of an arena round's slot (atom_core.arena.SlotResult)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def reasoning(self) -> str: ...
+    @property
+    def metrics(self) -> GenerationMetrics | None: ...
+
+
+class RacedRound(Protocol):
+    """What the timelines need of an arena round (atom_core.arena.ArenaRound): the caller
+    reads the rounds (arena.load_rounds), so stats never imports the Arena (a sibling room)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def hidden(self) -> bool: ...
+    @property
+    def slots(self) -> Sequence[RacedSlot]: ...
+
+
+def arena_timelines(rounds: Sequence[RacedRound], limit: int = 100
+                    ) -> list[tuple[str, list[Timeline]]]:
     """Arena rounds with per-slot token timelines, newest first: (round label, slots).
 
-    Reads the "arena_rounds" records (atom_core.arena.ArenaRound.to_record): each slot has a
-    label ("A"), a model and metrics; a slot counts when its metrics carry token_offsets_ms,
-    as chat messages do. Rounds still running, rounds whose names are still hidden (blind, not
-    voted on, not revealed) and rounds without any timeline are skipped.
+    `rounds` oldest first, as arena.load_rounds reads them; a slot counts when its metrics
+    carry token_offsets_ms, as chat messages do. Rounds still running, rounds whose names are
+    still hidden (blind, not voted on, not revealed) and rounds without any timeline are
+    skipped.
     """
     out: list[tuple[str, list[Timeline]]] = []
-    for record in reversed(store.records("arena_rounds")):
-        hidden = record.get("blind") and not record.get("vote") and not record.get("revealed")
-        if hidden or record.get("state") == "running":
+    for rnd in reversed(rounds):
+        if rnd.hidden or rnd.state == "running":
             continue
-        slots = record.get("slots")
         timelines = []
-        for i, slot in enumerate(slots if isinstance(slots, list) else []):
-            if not isinstance(slot, dict):
-                continue
-            metrics = GenerationMetrics.read(slot.get("metrics"))  # the raw row's boundary
-            offsets = metrics.token_offsets_ms if metrics is not None else ()
+        for i, slot in enumerate(rnd.slots):
+            offsets = slot.metrics.token_offsets_ms if slot.metrics is not None else ()
             if not offsets:
                 continue
-            model = str(slot.get("model") or "")
-            label = f"{slot.get('label') or chr(65 + i)}: {model}"
-            timelines.append(Timeline(label=label, model=model, offsets_ms=offsets,
-                                      content=str(slot.get("content") or ""),
-                                      reasoning=str(slot.get("reasoning") or ""),
-                                      metrics=metrics))
+            label = f"{slot.label or chr(65 + i)}: {slot.model}"
+            timelines.append(Timeline(label=label, model=slot.model, offsets_ms=offsets,
+                                      content=slot.content, reasoning=slot.reasoning,
+                                      metrics=slot.metrics))
         if timelines:
-            ts = record.get("ts")
-            when = (f"{datetime.fromtimestamp(ts):%Y-%m-%d %H:%M}"
-                    if isinstance(ts, int | float) else "")
-            prompt = " ".join(str(record.get("prompt") or "").split())[:60]
-            out.append((" · ".join(x for x in (when, prompt) if x) or str(record.get("id")),
-                        timelines))
+            when = f"{datetime.fromtimestamp(rnd.ts):%Y-%m-%d %H:%M}" if rnd.ts else ""
+            prompt = " ".join(rnd.prompt.split())[:60]
+            out.append((" · ".join(x for x in (when, prompt) if x) or rnd.id, timelines))
             if len(out) >= limit:
                 break
     return out

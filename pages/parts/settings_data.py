@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from atom_core import arena  # noqa: F401  (registers the arena's record types: an import checks rounds)
+# imported for their record types, which an import checks (atom_core.records)
+from atom_core import arena, chat  # noqa: F401
 from atom_core.history import HistoryStore, backup
 from atom_core.render import safe_markdown
 from atom_core.server.admin import human_bytes

@@ -315,7 +315,7 @@ def test_a_finished_round_keeps_token_timelines_for_the_stats_page(
 
     setups = [SlotSetup(server=double.url, model=m) for m in ("m/a", "m/b")]
     rnd = run_to_end(race(client, store, setups, prompt="Timeline?"))
-    ((label, timelines),) = stats.arena_timelines(store)
+    ((label, timelines),) = stats.arena_timelines(arena.load_rounds(store))
     assert "Timeline?" in label
     assert [t.label for t in timelines] == ["A: m/a", "B: m/b"]
     for t, slot in zip(timelines, rnd.slots, strict=True):

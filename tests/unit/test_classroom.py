@@ -228,7 +228,7 @@ def test_student_votes_redraw_no_page_but_the_phone_that_cast_them(store: Histor
     page = arena.state_key(rnd)
 
     def phone() -> str | None:
-        return classroom.phone_key(classroom.newest_record(store, session), me, live=False)
+        return classroom.phone_key(classroom.newest_watch(store, session), me, live=False)
 
     before = phone()
     classroom.cast(store, session, rnd, other, "tie", None, VoteLimiter())
@@ -247,15 +247,15 @@ def test_a_race_starting_redraws_no_phone_unless_the_class_sees_it_live(
     session = classroom.start_class(store)
     me = classroom.new_student(session)
     rnd = class_round(store, session, state="running")
-    record = classroom.newest_record(store, session)
+    record = classroom.newest_watch(store, session)
     assert classroom.phone_key(record, me, live=False) is None  # until its replies are in
     live = classroom.phone_key(record, me, live=True)
     store.update_record(arena.ROUNDS_TABLE, rnd.id, {"slots": [  # the race saved progress
         {**s, "content": s["content"] + " more"} for s in rnd.to_record()["slots"]]})
-    grown = classroom.newest_record(store, session)
+    grown = classroom.newest_watch(store, session)
     assert classroom.phone_key(grown, me, live=True) not in (live, None)
     store.update_record(arena.ROUNDS_TABLE, rnd.id, {"state": "done"})
-    done = classroom.phone_key(classroom.newest_record(store, session), me, live=False)
+    done = classroom.phone_key(classroom.newest_watch(store, session), me, live=False)
     assert done is not None and done.endswith("|done|")
 
 

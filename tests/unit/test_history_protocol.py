@@ -316,6 +316,58 @@ def test_the_store_takes_and_returns_typed_records(store: HistoryStore) -> None:
                                              "ts": store.records(_Note.TABLE)[0]["ts"]}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Card:
+    """A record type with several fields, every one in its row (as atom_core.records asks)."""
+
+    TABLE: ClassVar[str] = "test_cards"
+    title: str
+    votes: tuple[str, ...] = ()
+    note: str | None = None
+    id: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "votes": list(self.votes), "note": self.note}
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> _Card:
+        return cls(id=str(row["id"]), title=str(row["title"]), votes=tuple(row.get("votes") or ()),
+                   note=row.get("note"))
+
+    @classmethod
+    def check_import(cls, row: Mapping[str, Any]) -> None:
+        cls.from_record(row)
+
+
+def test_a_typed_update_writes_only_the_columns_it_changes(store: HistoryStore) -> None:
+    card_id = store.add(_Card(title="first", note="kept"))
+    held = store.get(_Card, card_id)  # a page holds the card...
+    store.update_record(_Card.TABLE, card_id, {"extra": "a newer ATOM's"})
+    store.update(_Card, card_id, title="renamed")  # ...another browser renames it meanwhile
+    assert held is not None
+    now = store.update(_Card, card_id, votes=(*held.votes, "mine"))  # the page votes
+    assert now == _Card(id=card_id, title="renamed", votes=("mine",), note="kept")
+    assert store.get(_Card, card_id) == now
+    row = store.record(_Card.TABLE, card_id)
+    assert row is not None and row["extra"] == "a newer ATOM's"  # a column it does not know stays
+    assert store.update(_Card, card_id, note=None).note is None  # a field set back to None
+    assert store.get(_Card, card_id) == _Card(id=card_id, title="renamed", votes=("mine",))
+    with pytest.raises(KeyError):
+        store.update(_Card, "no-such-id", title="x")
+    with pytest.raises(TypeError):
+        store.update(_Card, card_id, colour="red")
+    assert store.record(_Card.TABLE, card_id) == row | {"note": None}
+
+
+def test_the_last_record_reads_typed(store: HistoryStore) -> None:
+    assert store.last(_Card) is None
+    store.add(_Card(title="old"))
+    newest = store.add(_Card(title="new"))
+    assert store.last(_Card) == _Card(id=newest, title="new")
+    store.append(_Card.TABLE, {"no": "title"})  # the newest does not read: None, never a crash
+    assert store.last(_Card) is None
+
+
 def test_a_run_goes_in_and_comes_out_as_a_run_record(store: HistoryStore) -> None:
     from atom_core.runs import RunRecord
 

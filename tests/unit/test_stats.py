@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atom_core import stats
+from atom_core import arena, stats
 from atom_core.history import open_store
 from atom_core.metrics import GenerationMetrics, compute_metrics, percentile
 from atom_core.runs import RunRecord, run_record
@@ -134,6 +134,34 @@ def test_server_figures_join_the_summary_when_present() -> None:
     s = stats.model_summary(stats.runs_frame(rows)).set_index("model")
     assert s.loc["m", "server_tps_p50"] == 21.0 and s.loc["m", "server_ttft_p50_s"] == 0.4
     assert math.isnan(s.loc["n", "server_tps_p50"])
+
+
+def test_the_server_figures_medians_are_the_catalogues_percentile() -> None:
+    """Per (model, server): each p50 is metrics.percentile of that group (the catalogue's one
+    percentile, through its Stat), with runs lacking the figure left out; and the module asks
+    the catalogue rather than calling pandas' own median."""
+    import ast
+    from pathlib import Path
+
+    from atom_core.stats import server_figures as sf
+
+    rng = random.Random(7)
+    rows = [run(m, server=srv, tps=rng.uniform(5, 50), ttft=rng.uniform(0.1, 2),
+                server_tps=rng.choice([None, rng.uniform(5, 50)]),
+                server_ttft_s=rng.uniform(0.1, 2), server_prompt_s=rng.uniform(0.01, 1))
+            for m in "ab" for srv in ("http://a", "http://b") for _ in range(rng.randint(2, 9))]
+    table = sf.server_figures(stats.runs_frame(rows)).set_index(["model", "server"])
+    assert len(table) == 4
+    for (model, srv), got in table.iterrows():
+        mine = [r for r in rows if r["model"] == model and r["server"] == srv]
+        for col, field in (("atom_tps_p50", "decode_tps"), ("server_tps_p50", "server_tps"),
+                           ("atom_ttft_p50_s", "ttft_s"), ("server_prompt_p50_s",
+                                                           "server_prompt_s")):
+            want = percentile([r[field] for r in mine if r[field] is not None], 50)
+            assert got[col] == pytest.approx(want, rel=1e-12)
+    source = ast.parse(Path(sf.__file__).read_text())
+    assert not [n.lineno for n in ast.walk(source) if isinstance(n, ast.Attribute)
+                and n.attr in ("median", "quantile")]
 
 
 def test_a_model_with_only_failures_still_shows_with_its_error_rate() -> None:
@@ -333,14 +361,18 @@ def test_arena_rounds_give_one_timeline_per_slot(isolated_env: Path) -> None:
     store.append("arena_rounds", arena_record())
     store.append("arena_rounds", arena_record(blind=True))  # names still hidden: skipped
     store.append("arena_rounds", arena_record(blind=True, vote={"outcome": "tie"}))
-    store.append("arena_rounds", arena_record(state="running"))
-    rounds = stats.arena_timelines(store)
+    racing = store.append("arena_rounds", arena_record(state="running"))
+    arena.rounds.racing(racing, True)  # raced in this process now: skipped
+    try:
+        rounds = stats.arena_timelines(arena.load_rounds(store))
+    finally:
+        arena.rounds.racing(racing, False)
     assert len(rounds) == 2
     label, timelines = rounds[0]
     assert "Why is the sky blue?" in label
     assert [t.label for t in timelines] == ["A: m1", "B: m2"]  # C kept no timeline
     assert timelines[1].offsets_ms == (300.0, 310.0)
-    assert stats.arena_timelines(open_store(isolated_env / "empty")) == []
+    assert stats.arena_timelines(arena.load_rounds(open_store(isolated_env / "empty"))) == []
 
 
 def test_replay_frames_follow_the_recorded_times() -> None:
