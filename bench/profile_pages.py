@@ -217,6 +217,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "runs": full, "fragments": len(runs) - len(full),
                 })
                 visited.add(page)
+                if args.shots and n == args.rounds - 1:
+                    Path(args.shots).mkdir(parents=True, exist_ok=True)
+                    pg.screenshot(path=str(Path(args.shots) / f"{page.lower()}.png"))
             print(f"  round {n + 1}/{args.rounds} done", flush=True)
     for page, profiles in cpu.items():
         cpu_report(page, profiles)
@@ -310,6 +313,7 @@ def main() -> int:
     ap.add_argument("--cpu-profile", nargs="*", default=[], metavar="PAGE",
                     help="also take a JS CPU profile of these pages' warm switches")
     ap.add_argument("--json", help="also write every switch's figures to this file")
+    ap.add_argument("--shots", help="a screenshot of each page's last switch in this folder")
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         print(f"NOTE: no chromium at {CHROMIUM}: NOT run.")

@@ -21,8 +21,10 @@ from .rounds import (
     state_key,
 )
 from .setup import (
+    FLASH_CHOICES,
     SLOT_LABELS,
     Prepared,
+    SlotFields,
     SlotSetup,
     contestant_name,
     default_models,
@@ -34,6 +36,7 @@ from .setup import (
 )
 
 __all__ = [
+    "FLASH_CHOICES",
     "ArenaRace",
     "ArenaRound",
     "HELP",
@@ -41,6 +44,7 @@ __all__ = [
     "Prepared",
     "ROUNDS_TABLE",
     "SLOT_LABELS",
+    "SlotFields",
     "SlotSetup",
     "contestant_name",
     "current_round",
