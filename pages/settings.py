@@ -239,13 +239,13 @@ if text := st.session_state.pop("settings-notice", None):
 for warning in settings.warnings:
     notices.warning(safe_markdown(warning), icon=":material/warning:")
 current = settings.load()
-servers, defaults, presets, data = st.tabs(["Servers", "Chat defaults", "Presets", "Data"],
-                                           key="settings_tab")
-with servers:
-    servers_tab(current)
-with defaults:
-    defaults_tab(current)
-with presets:
-    presets_tab(current)
-with data:
-    data_tab(store, settings)
+TABS: dict[str, Callable[[], None]] = {
+    "Servers": lambda: servers_tab(current), "Chat defaults": lambda: defaults_tab(current),
+    "Presets": lambda: presets_tab(current), "Data": lambda: data_tab(store, settings)}
+# Only the open tab is drawn (each tab opened reruns the page): the four at once were half of a
+# Settings switch, in the browser and on the server (docs/BENCHMARKS.md, page switches).
+for tab, draw in zip(st.tabs(list(TABS), key="settings_tab", on_change="rerun"), TABS.values(),
+                     strict=True):
+    if tab.open:
+        with tab:
+            draw()

@@ -24,8 +24,10 @@ from .rounds import (
     state_key,
 )
 from .setup import (
+    FLASH_CHOICES,
     SLOT_LABELS,
     Prepared,
+    SlotFields,
     SlotSetup,
     contestant_name,
     default_models,
@@ -37,6 +39,7 @@ from .setup import (
 )
 
 __all__ = [
+    "FLASH_CHOICES",
     "ArenaRace",
     "ArenaRound",
     "ClassSession",
@@ -48,6 +51,7 @@ __all__ = [
     "ROUNDS_TABLE",
     "SLOT_LABELS",
     "SavedPromptSet",
+    "SlotFields",
     "SlotSetup",
     "contestant_name",
     "current_round",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AtomError, ServerError
-from ..server.routes import REASONING_LEVELS, STATEFUL_ROUTES
+from ..server.routes import REASONING_LEVELS, ROUTES, STATEFUL_ROUTES
 from ..types import (
     Dialect,
     LoadConfig,
@@ -95,6 +95,41 @@ def _short(v: object) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+FLASH_CHOICES = ("as loaded", "on", "off")  # a slot's flash attention field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotFields:
+    """What a slot's Settings fields hold (None: the field was never set). The page reads them
+    the same way whether it drew the fields in this run or kept them folded away."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    context_length: int | None = None
+    flash: str | None = None  # FLASH_CHOICES
+    route: str | None = None  # server.routes.ROUTES
+    reasoning: str | None = None  # "default" or one of the model's reasoning options
+
+    def choices(self, *, can_manage_models: bool, reasoning_options: Sequence[str] = ()
+                ) -> tuple[SamplingOptions, LoadConfig, str, str | None]:
+        """(sampling, load config, route, reasoning) as the fields' own defaults give them: the
+        first route, no load config on a server that cannot load models, and reasoning only on
+        a route that carries it for a model that lists that level."""
+        options = SamplingOptions(temperature=self.temperature, top_p=self.top_p,
+                                  max_tokens=self.max_tokens, seed=self.seed)
+        load = LoadConfig()
+        if can_manage_models:
+            flash = self.flash if self.flash in FLASH_CHOICES else FLASH_CHOICES[0]
+            load = LoadConfig(context_length=self.context_length,
+                              flash_attention=None if flash == "as loaded" else flash == "on")
+        route = self.route if self.route in ROUTES else ROUTES[0]
+        reasoning = self.reasoning if (route in STATEFUL_ROUTES
+                                       and self.reasoning in reasoning_options) else None
+        return options, load, route, reasoning
 
 
 def default_models(llms: Sequence[ModelInfo], n: int) -> list[str]:

@@ -11,7 +11,7 @@ from atom_core.arena.results import HELP
 from atom_core.arena.setup import SlotSetup
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS, ROUTES, STATEFUL_ROUTES
-from atom_core.types import LoadConfig, ModelInfo, ModelList, SamplingOptions
+from atom_core.types import ModelInfo, ModelList
 from pages.parts import ui
 
 PRESENTER_CSS = """<style>
@@ -109,16 +109,34 @@ def _slot(i: int, known: Sequence[ui.ServerChoice]) -> tuple[SlotSetup, ModelInf
     # when only its text changes, so the state goes in the caption below.
     model = st.selectbox(f"Model {label}", list(by_key), key=key, label_visibility="collapsed",
                          format_func=lambda k: _model_name(by_key[k]), persist_state=ui.KEEP)
-    with st.popover("Settings", icon=":material/tune:", width="stretch"):
-        options, load_config = _slot_settings(i, listing)
-        route = _slot_route(i, url)
-        reasoning = _slot_reasoning(i, route, by_key[model])
+    # Its fields are drawn only while it is open (opening it reruns the page): three slots'
+    # dozen fields each were a third of an Arena switch's elements. Open or folded, the slot's
+    # settings are read from what the fields hold (their keys keep them for the session).
+    settings = st.popover("Settings", icon=":material/tune:", width="stretch",
+                          key=f"arena_settings_{i}", on_change="rerun")
+    if settings.open:
+        with settings:
+            _slot_settings(i, listing)
+            route = _slot_route(i, url)
+            _slot_reasoning(i, route, by_key[model])
+    options, load_config, route, reasoning = _slot_fields(i).choices(
+        can_manage_models=listing.dialect.can_manage_models,
+        reasoning_options=by_key[model].reasoning_options)
     setup = SlotSetup(server=url, model=model, options=options, load_config=load_config,
                       route=route, reasoning=reasoning)
     st.caption(safe_markdown(_slot_state(by_key[model], listing)), help=HELP["load"])
     if setup.contestant != model:
         st.caption(plain_label(setup.contestant.removeprefix(model).strip(" ()")))
     return setup, by_key.get(model)
+
+
+def _slot_fields(i: int) -> arena.SlotFields:
+    kept = st.session_state
+    return arena.SlotFields(
+        temperature=kept.get(f"arena_temp_{i}"), top_p=kept.get(f"arena_top_p_{i}"),
+        max_tokens=kept.get(f"arena_max_{i}"), seed=kept.get(f"arena_seed_{i}"),
+        context_length=kept.get(f"arena_ctx_{i}"), flash=kept.get(f"arena_flash_{i}"),
+        route=kept.get(f"arena_route_{i}"), reasoning=kept.get(f"arena_reason_{i}"))
 
 
 def _model_name(m: ModelInfo) -> str:
@@ -147,42 +165,34 @@ def _slot_route(i: int, url: str) -> str:
     return str(route)
 
 
-def _slot_reasoning(i: int, route: str, model: ModelInfo) -> str | None:
+def _slot_reasoning(i: int, route: str, model: ModelInfo) -> None:
     """Off/on/low/medium/high, where the route carries it and the model lists the options."""
     if route not in STATEFUL_ROUTES or not model.reasoning_options:
-        return None
-    level = st.selectbox("Reasoning", ["default", *model.reasoning_options],
-                         key=f"arena_reason_{i}", persist_state=ui.KEEP, help=HELP["reasoning"])
-    return None if level in (None, "default") else str(level)
+        return
+    st.selectbox("Reasoning", ["default", *model.reasoning_options], key=f"arena_reason_{i}",
+                 persist_state=ui.KEEP, help=HELP["reasoning"])
 
 
-def _slot_settings(i: int, listing: ModelList) -> tuple[SamplingOptions, LoadConfig]:
+def _slot_settings(i: int, listing: ModelList) -> None:
     st.caption("Empty fields use the model's defaults. Give the same model two slots with "
                "different settings to compare configurations.")
     a, b = st.columns(2)
-    temperature = a.number_input("Temperature", 0.0, 2.0, value=None, step=0.1,
-                                 key=f"arena_temp_{i}", placeholder="default",
-                                 persist_state=ui.KEEP)
-    top_p = b.number_input("Top P", 0.0, 1.0, value=None, step=0.05, key=f"arena_top_p_{i}",
-                           placeholder="default", persist_state=ui.KEEP)
-    max_tokens = a.number_input("Max tokens", 1, 131072, value=None, step=64,
-                                key=f"arena_max_{i}", placeholder="no limit", persist_state=ui.KEEP)
-    seed = b.number_input("Seed", 0, 2**31 - 1, value=None, step=1, key=f"arena_seed_{i}",
-                          placeholder="random", persist_state=ui.KEEP)
-    load = LoadConfig()
+    a.number_input("Temperature", 0.0, 2.0, value=None, step=0.1, key=f"arena_temp_{i}",
+                   placeholder="default", persist_state=ui.KEEP)
+    b.number_input("Top P", 0.0, 1.0, value=None, step=0.05, key=f"arena_top_p_{i}",
+                   placeholder="default", persist_state=ui.KEEP)
+    a.number_input("Max tokens", 1, 131072, value=None, step=64, key=f"arena_max_{i}",
+                   placeholder="no limit", persist_state=ui.KEEP)
+    b.number_input("Seed", 0, 2**31 - 1, value=None, step=1, key=f"arena_seed_{i}",
+                   placeholder="random", persist_state=ui.KEEP)
     if listing.dialect.can_manage_models:
         st.markdown("**Load config**", help="Used when the Arena loads this model: a slot "
                     "with its own load config gets its own loaded instance.")
-        ctx = a.number_input("Context length", 256, 1_048_576, value=None, step=1024,
-                             key=f"arena_ctx_{i}", placeholder="as loaded",
-                             help=HELP["context"], persist_state=ui.KEEP)
-        flash = b.selectbox("Flash attention", ["as loaded", "on", "off"],
-                            key=f"arena_flash_{i}", persist_state=ui.KEEP)
-        load = LoadConfig(context_length=ctx,
-                          flash_attention=None if flash == "as loaded" else flash == "on")
-    options = SamplingOptions(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                              seed=seed)
-    return options, load
+        a.number_input("Context length", 256, 1_048_576, value=None, step=1024,
+                       key=f"arena_ctx_{i}", placeholder="as loaded", help=HELP["context"],
+                       persist_state=ui.KEEP)
+        b.selectbox("Flash attention", arena.FLASH_CHOICES, key=f"arena_flash_{i}",
+                    persist_state=ui.KEEP)
 
 
 def system_prompt(presenter: bool) -> str:

@@ -3,13 +3,17 @@ idle TTL), Export and Edit (rename, delete)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from functools import partial
+
 import streamlit as st
 
-from atom_core.history import Conversation, export
+from atom_core import images
+from atom_core.history import Conversation, HistoryStore, Message, export
 from atom_core.render import plain_label
 from atom_core.settings.store import SamplingPreset
 from atom_core.types import SamplingOptions
-from pages.parts import chat_conversations, chat_images, chat_route, ui
+from pages.parts import chat_conversations, chat_route, ui
 
 
 def header(conv: Conversation | None, model: str | None = None
@@ -30,13 +34,12 @@ def header(conv: Conversation | None, model: str | None = None
         options, ttl = sampling_controls()
     if conv:
         with cols[2].popover("Export", icon=":material/download:", use_container_width=True):
-            messages = store.messages(conv.id)
             for label, ext, mime, render in (
                 ("Markdown", "md", "text/markdown", export.to_markdown),
-                ("JSON", "json", "application/json", chat_images.to_json),
+                ("JSON", "json", "application/json", partial(images.json_export, store=store)),
                 ("Plain text", "txt", "text/plain", export.to_text),
             ):
-                st.download_button(label, render(conv, messages),
+                st.download_button(label, on_click_file(render, conv, store),
                                    file_name=export.export_filename(conv, ext), mime=mime,
                                    on_click="ignore", use_container_width=True)
         with cols[3].popover("Edit", icon=":material/edit:", use_container_width=True):
@@ -53,6 +56,15 @@ def header(conv: Conversation | None, model: str | None = None
                 st.button("Delete chat", icon=":material/delete:",
                           on_click=st.session_state.__setitem__, args=("confirm_delete", conv.id))
     return options, system, ttl
+
+
+def on_click_file(render: Callable[[Conversation, Sequence[Message]], str],
+                  conv: Conversation, store: HistoryStore) -> Callable[[], str]:
+    """An export made when its button is clicked, from the chat as it is then: made on every
+    run, the three files (the JSON with every image of the chat) were most of a Chat switch's
+    own work. Streamlit calls it outside any script run, so it uses no st.* (the store is
+    passed in)."""
+    return lambda: render(conv, store.messages(conv.id))
 
 
 def conv_key(conv: Conversation | None) -> str:

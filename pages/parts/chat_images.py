@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import streamlit as st
 
 from atom_core import images
-from atom_core.history import Conversation, Message
+from atom_core.history import Message
 from atom_core.images import ImageAttachment
 from atom_core.render import safe_markdown
 from atom_core.types import ChatMessage
@@ -72,10 +72,6 @@ def thumbnails(m: Message) -> None:
 
 def loader(conversation_id: str) -> Callable[[Message], tuple[str, ...]]:
     return images.images_loader(ui.store(), conversation_id)
-
-
-def to_json(conv: Conversation, messages: Sequence[Message]) -> str:
-    return images.json_export(conv, messages, ui.store())
 
 
 def forget(conversation_id: str) -> None:

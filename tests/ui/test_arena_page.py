@@ -18,7 +18,7 @@ from atom_core import arena
 from atom_core.arena import promptsets
 from atom_core.history import open_store
 from atom_core.words import EMPTY_CELL
-from tests.fixtures.apptest import new_app, press_stop
+from tests.fixtures.apptest import new_app, press_stop, slot_settings
 from tests.fixtures.sse import SSE_HEADERS, chunk, sse_body
 
 
@@ -387,8 +387,13 @@ def test_config_arena_from_the_slot_settings(mock: respx.MockRouter, isolated_en
     at = open_arena(mock, one)
     assert at.segmented_control(key="arena_n").value == 2
     assert "Only one model here" in " ".join(str(c.value) for c in at.caption)
+    assert not [n for n in at.number_input if n.key.startswith("arena_")]  # folded away
+    slot_settings(at, 1)
     at.number_input(key="arena_ctx_1").set_value(8192).run()
     at.number_input(key="arena_temp_1").set_value(0.2).run()
+    assert "temp 0.2 · ctx 8192" in [str(c.value) for c in at.caption]
+    slot_settings(at, 1, open_=False)  # folded again: the slot keeps what was set
+    assert not [n for n in at.number_input if n.key.startswith("arena_")]
     assert "temp 0.2 · ctx 8192" in [str(c.value) for c in at.caption]
     at.chat_input(key="arena_prompt").set_value("Compare configs").run()
     assert not at.exception

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from atom_core.history import open_store
 from atom_core.settings.store import MAX_TTL_SECONDS
-from tests.fixtures.apptest import new_app
+from tests.fixtures.apptest import new_app, settings_tab
 from tests.fixtures.bad_imports import REFUSED, ROUND, RUN
 from tests.fixtures.payloads import NATIVE_MODELS
 
@@ -26,7 +26,9 @@ def texts(elements: Any) -> list[str]:
 
 def every_page_renders(at: AppTest) -> AppTest:
     at.switch_page("pages/settings.py").run()
-    assert not at.exception, at.exception
+    for tab in ("Chat defaults", "Presets", "Data", "Servers"):  # each tab is drawn alone
+        settings_tab(at, tab)
+        assert not at.exception, at.exception
     at.switch_page("pages/stats.py").run()
     assert not at.exception, at.exception
     at.switch_page("pages/arena.py").run()
@@ -43,6 +45,7 @@ def test_each_audit_import_is_refused_and_the_app_keeps_working(
     raw = doc.encode() if isinstance(doc, str) else json.dumps(doc).encode()
     at = new_app().run()
     at.switch_page("pages/settings.py").run()
+    settings_tab(at, "Data")
     at.file_uploader(key="import-file").set_value(("bad.json", raw, "application/json")).run()
     next(b for b in at.button if b.label == "Import").click().run()
     assert not at.exception, at.exception
@@ -86,6 +89,7 @@ def test_a_huge_ttl_in_the_settings_file_is_clamped(mock: respx.MockRouter,
         "ttl_seconds": 10**12, "profiles": [{"name": {"evil": 1}, "url": "http://a:1"}]}))
     at = every_page_renders(new_app().run())
     at.switch_page("pages/settings.py").run()
+    settings_tab(at, "Chat defaults")
     assert not at.exception, at.exception
     (ttl,) = [n for n in at.number_input if n.label == "Idle TTL (seconds)"]
     assert ttl.value == MAX_TTL_SECONDS  # clamped on read: the input cannot show more

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 import respx
 
 from atom_core.history import open_store
@@ -253,6 +254,42 @@ def test_export_buttons_offer_three_formats(mock: respx.MockRouter) -> None:
     at.chat_input[0].set_value("export me").run()
     labels = [e.proto.label for e in at.get("download_button")]
     assert labels == ["Markdown", "JSON", "Plain text"]
+
+
+def test_exports_are_made_on_the_click_from_the_chat_as_it_is_then(
+        mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Chat run builds no export file (the JSON carries every image of the chat): each is
+    made when its button is clicked, from the messages saved by then."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from atom_core.history import export
+
+    made: list[str] = []
+    real = export.to_markdown
+    monkeypatch.setattr(export, "to_markdown", lambda c, ms: made.append(c.id) or real(c, ms))
+    on_click: dict[str, object] = {}  # the file each download button makes when clicked
+    add = MediaFileManager.add_deferred
+
+    def keep(self: MediaFileManager, data: object, *args: object, **kw: object) -> str:
+        file_id = add(self, data, *args, **kw)  # type: ignore[arg-type]
+        on_click[file_id] = data
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS, content=sse_body("ok"))
+    at = new_app().run()
+    at.chat_input[0].set_value("export me").run()
+    at.chat_input[0].set_value("and me").run()
+    assert made == []  # the page ran three times (and twice more after each reply): no file
+    files = {b.proto.label: on_click[b.proto.deferred_file_id]
+             for b in at.get("download_button")}
+    assert list(files) == ["Markdown", "JSON", "Plain text"]
+    markdown = files["Markdown"]()  # type: ignore[operator]
+    assert len(made) == 1
+    assert "export me" in markdown and "and me" in markdown, markdown
+    doc = json.loads(files["JSON"]())  # type: ignore[operator]
+    assert [m["content"] for m in doc["messages"]] == ["export me", "ok", "and me", "ok"]
 
 
 def test_system_prompt_typed_before_the_first_message_is_kept(mock: respx.MockRouter) -> None:

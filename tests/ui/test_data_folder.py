@@ -18,7 +18,7 @@ from atom_core import arena
 from atom_core.history import open_store
 from atom_core.history.backup import export_json
 from atom_core.settings.store import open_settings
-from tests.fixtures.apptest import new_app
+from tests.fixtures.apptest import new_app, settings_tab
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 
@@ -68,6 +68,7 @@ def test_every_folder_atom_makes_is_0700_and_every_file_0600(
     # a backup: exported, everything deleted, then restored from it
     backup = export_json(store, open_settings(isolated_env)).encode()
     at.switch_page("pages/settings.py").run()
+    settings_tab(at, "Data")
     assert labelled(at.download_button, "Export everything (JSON)") is not None
     labelled(at.button, "Delete everything…").click().run()
     labelled(at.button, "Yes, delete").click().run()

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from atom_core import arena
 from atom_core.chat import conversation_route
 from atom_core.history.tinydb_store import open_store
-from tests.fixtures.apptest import new_app
+from tests.fixtures.apptest import new_app, slot_settings
 from tests.fixtures.lmstudio_double import DoubleServer, serve
 
 pytestmark = pytest.mark.integration
@@ -111,6 +111,7 @@ def race(app: AppTest, routes: list[str], prompt: str = "Race") -> None:
     app.switch_page("pages/arena.py").run()
     assert not app.exception
     app.segmented_control(key="arena_n").set_value(len(routes)).run()
+    slot_settings(app, *range(len(routes)))
     for i, route in enumerate(routes):
         app.selectbox(key=f"arena_model_{i}").set_value(MODEL["key"]).run()
         app.selectbox(key=f"arena_route_{i}").set_value(route).run()
@@ -216,6 +217,7 @@ def test_each_arena_slot_sets_its_own_reasoning_and_it_is_sent_and_recorded(
     app = new_app().run()
     app.switch_page("pages/arena.py").run()
     app.segmented_control(key="arena_n").set_value(3).run()
+    slot_settings(app, 0, 1, 2)
     for i, route in enumerate(["native", "responses", "completions"]):
         app.selectbox(key=f"arena_model_{i}").set_value(EFFORT["key"]).run()
         app.selectbox(key=f"arena_route_{i}").set_value(route).run()
@@ -229,6 +231,8 @@ def test_each_arena_slot_sets_its_own_reasoning_and_it_is_sent_and_recorded(
     app.selectbox(key="arena_model_2").set_value(MODEL["key"]).run()
     app.selectbox(key="arena_route_2").set_value("native").run()
     assert not [s for s in app.selectbox if s.key == "arena_reason_2"]
+    slot_settings(app, 0, 1, 2, open_=False)  # folded away: the slots keep their settings
+    assert not [s for s in app.selectbox if s.key.startswith("arena_reason_")]
     app.chat_input(key="arena_prompt").set_value("Think or not").run()
     assert not app.exception, app.exception
     store = open_store(isolated_env)

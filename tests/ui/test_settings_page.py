@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from atom_core.history import open_store
 from atom_core.measure import hardware
 from atom_core.settings.store import make_preset, open_settings
-from tests.fixtures.apptest import BASE, new_app
+from tests.fixtures.apptest import BASE, new_app, settings_tab
 from tests.fixtures.payloads import NATIVE_MODELS
 from tests.fixtures.sse import SSE_HEADERS, sse_body
 
@@ -51,11 +51,13 @@ def rendered(at: AppTest) -> str:
     return "\n".join(out)
 
 
-def settings_page(mock: respx.MockRouter | None = None) -> AppTest:
+def settings_page(mock: respx.MockRouter | None = None, tab: str | None = None) -> AppTest:
     if mock is not None:
         mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
     at = new_app().run()
     at.switch_page("pages/settings.py").run()
+    if tab is not None:
+        settings_tab(at, tab)
     assert not at.exception, at.exception
     return at
 
@@ -145,10 +147,26 @@ def test_profiles_reach_the_server_list_and_the_default_starts_new_sessions(
     assert fresh.sidebar.text_input[0].value == OTHER
 
 
+def test_only_the_open_tab_is_drawn_and_it_stays_open(mock: respx.MockRouter) -> None:
+    """A Settings switch draws one tab, not four (docs/BENCHMARKS.md, page switches); a save
+    in a tab reruns the page on that tab."""
+    at = settings_page(mock)
+    assert [t.label for t in at.tabs] == ["Servers", "Chat defaults", "Presets", "Data"]
+    assert by_label(at.selectbox, "Add or edit")  # Servers, the first tab
+    drawn = [e.label for e in (*at.number_input, *at.text_area, *at.form_submit_button)]
+    assert drawn == ["Save server"], drawn
+    settings_tab(at, "Chat defaults")
+    assert not [e for e in at.selectbox if e.label == "Add or edit"]
+    by_label(at.number_input, "Idle TTL (seconds)").set_value(900).run()
+    assert "Saved the idle TTL." in texts(at.success)
+    assert by_label(at.number_input, "Idle TTL (seconds)").value == 900  # still on that tab
+    assert not [e for e in at.form_submit_button if e.label == "Save preset"]
+
+
 def test_ttl_becomes_chats_default_and_is_sent(mock: respx.MockRouter) -> None:
     chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
                                                      content=sse_body("ok"))
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Chat defaults")
     by_label(at.number_input, "Idle TTL (seconds)").set_value(600).run()
     assert "Saved the idle TTL." in texts(at.success)
     assert any("just-in-time" in c and "Auto-Evict" in c for c in texts(at.caption))
@@ -161,7 +179,7 @@ def test_ttl_becomes_chats_default_and_is_sent(mock: respx.MockRouter) -> None:
 def test_a_preset_saved_here_is_picked_in_chat_and_sent(mock: respx.MockRouter) -> None:
     chat = mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
                                                      content=sse_body("ok"))
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Presets")
     by_label(at.text_input, "Preset name").set_value("Precise")
     by_label(at.number_input, "Temperature").set_value(0.2)
     by_label(at.number_input, "Top k").set_value(20)
@@ -184,7 +202,7 @@ def test_a_per_model_preset_is_where_chat_starts(mock: respx.MockRouter) -> None
     settings = open_settings(os.environ["ATOM_DATA_DIR"])
     settings.save_preset(make_preset("Creative", temperature=1.3))
     settings.save_preset(make_preset("Precise", temperature=0.1))
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Presets")
     at.selectbox(key="override-model").set_value("qwen/qwen3-4b").run()
     at.selectbox(key="override-qwen/qwen3-4b").set_value("Creative").run()
     assert settings.load().model_presets == {"qwen/qwen3-4b": "Creative"}
@@ -197,7 +215,7 @@ def test_a_per_model_preset_is_where_chat_starts(mock: respx.MockRouter) -> None
 
 
 def test_a_template_fills_chats_system_prompt(mock: respx.MockRouter) -> None:
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Presets")
     by_label(at.text_input, "Template name").set_value("Pirate")
     by_label(at.text_area, "System prompt").set_value("Talk like a pirate.")
     by_label(at.form_submit_button, "Save template").click().run()
@@ -215,7 +233,7 @@ def test_data_tab_exports_imports_without_duplicates_and_deletes(
     conv = store.create_conversation(title="Kept chat")
     store.add_message(conv.id, role="user", content="remember me")
     store.append("runs", {"model": "m"})
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Data")
     assert any(str(isolated_env) in m and "1 conversations" in m for m in texts(at.markdown))
     assert by_label(at.download_button, "Export everything (JSON)")
     from atom_core.history.backup import export_json
@@ -257,7 +275,7 @@ def test_stream_limits_are_settings_and_chat_ends_a_keepalive_stream_by_them(
     before the first token too."""
     mock.post("/v1/chat/completions").mock(side_effect=lambda request: httpx.Response(
         200, headers=SSE_HEADERS, content=_keepalives_only()))
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Chat defaults")
     for label in ("Stall timeout (s)", "First-token limit (s)", "Whole-request limit (s)"):
         by_label(at.number_input, label)
     by_label(at.number_input, "Stall timeout (s)").set_value(1.0).run()
@@ -275,7 +293,7 @@ def test_stream_limits_are_settings_and_chat_ends_a_keepalive_stream_by_them(
 def test_a_limit_set_in_the_environment_wins_and_says_so(
         mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATOM_STALL_TIMEOUT_S", "5")
-    at = settings_page(mock)
+    at = settings_page(mock, tab="Chat defaults")
     stall = by_label(at.number_input, "Stall timeout (s)")
     assert stall.disabled and stall.value == 5.0
     assert "Set by ATOM_STALL_TIMEOUT_S for this run of ATOM." in texts(at.caption)
