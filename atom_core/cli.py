@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import images
-from .arena import judge
+from .arena import judge, judge_totals
 from .arena.promptsets import PromptItem, PromptSetError, check_results, load_prompt_file
 from .chat import BLANK_PROMPT, blank_prompt, measured, reply_run, reply_text
 from .config import settings_from_env
@@ -496,8 +496,8 @@ def _judge_level(client: LMStudioClient, judge_model: str | None,
 
 def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out: TextIO,
                          judge_server: str) -> None:
-    summaries = judge.judge_summaries(verdicts)
-    scores = judge.model_scores(verdicts)
+    summaries = judge_totals.judge_summaries(verdicts)
+    scores = judge_totals.model_scores(verdicts)
     if as_json:
         for s in summaries:
             print(json.dumps({"type": "judge", "judge_model": s.judge_model,
@@ -513,7 +513,7 @@ def _print_judge_summary(verdicts: list[judge.JudgeVerdict], as_json: bool, out:
     if not summaries:
         print("== judge: nothing to judge (a prompt needs two complete answers)", file=out)
     for s in summaries:
-        print(f"== {judge.summary_line(s)} (judged on {judge_server})", file=out)
+        print(f"== {judge_totals.summary_line(s)} (judged on {judge_server})", file=out)
     for m in scores:
         score = f"{m['score_mean']:.1f}" if m["score_mean"] is not None else "-"
         print(f"-- {m['model']}: judge score {score} · agreed wins {m['wins']}, "

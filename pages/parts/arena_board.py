@@ -9,7 +9,7 @@ import streamlit as st
 
 from atom_core import arena
 from atom_core.arena import charts as arena_charts
-from atom_core.arena import classroom, judge, ratings
+from atom_core.arena import classroom, judge, judge_totals, ratings
 from atom_core.arena.leaderboard import contestant_speeds
 from atom_core.arena.ratings import Rating
 from atom_core.arena.results import HELP
@@ -105,7 +105,7 @@ def board_table(board: Sequence[Rating], key: str) -> None:
 def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) -> None:
     """Ratings from a judge's agreed verdicts, apart from the people's, with how often the
     judge agreed with people and how often its two orders disagreed."""
-    summaries = judge.judge_summaries(verdicts)
+    summaries = judge_totals.judge_summaries(verdicts)
     st.dataframe([{"Judge": s.judge_model, "Verdicts": s.verdicts, "Pairs": s.pairs,
                    "Orders disagreed": s.disagreement_rate,
                    "Unreadable replies": s.unreadable} for s in summaries],
@@ -116,7 +116,7 @@ def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) ->
                          "the answers were shown in (position bias). Those pairs count as ties.")})
     models = [s.judge_model for s in summaries]
     model = st.selectbox("Judge", models, key="board_judge") if len(models) > 1 else models[0]
-    agree = judge.agreement_with_people(rounds, verdicts, model)
+    agree = judge_totals.agreement_with_people(rounds, verdicts, model)
     ci = agree.interval
     if agree.rate is not None and ci is not None:
         st.markdown(f"**Agreement with people:** {agree.rate:.0%} of "
@@ -126,7 +126,7 @@ def judge_board(rounds: list[ArenaRound], verdicts: list[judge.JudgeVerdict]) ->
                     "out. The interval is Wilson's.")
     else:
         st.caption("No round has both a people's vote and this judge's verdict yet.")
-    votes = judge.judge_votes(verdicts, model)
+    votes = judge_totals.judge_votes(verdicts, model)
     if not votes:
         st.info("This judge has no verdict read in both orders yet.", icon=":material/gavel:")
         return

@@ -5,7 +5,7 @@ shown as plain text (st.text / st.code), never as Markdown."""
 
 import streamlit as st
 
-from atom_core.arena import judge, promptsets
+from atom_core.arena import judge, judge_totals, promptsets
 from atom_core.arena.rounds import ArenaRound
 from atom_core.errors import AtomError
 from atom_core.render import plain_label, safe_markdown
@@ -147,9 +147,10 @@ def promptset_panel(store: ui.HistoryStore, run: promptsets.PromptSetRunSpec,
                 st.rerun()
         if not verdicts:
             return
-        for s in judge.judge_summaries(verdicts):
-            st.text(judge.summary_line(s))  # names a model: plain text
-        st.dataframe(judge.model_scores(verdicts), hide_index=True, key=f"ps-scores-{run_id}",
+        for s in judge_totals.judge_summaries(verdicts):
+            st.text(judge_totals.summary_line(s))  # names a model: plain text
+        st.dataframe(judge_totals.model_scores(verdicts), hide_index=True,
+                     key=f"ps-scores-{run_id}",
                      placeholder=EMPTY_CELL,
                      column_config={"model": "Model", "score_mean": "Judge score (mean)",
                                     "wins": "Agreed wins", "ties": "Ties", "losses": "Losses"})

@@ -15,13 +15,15 @@ from atom_core.arena import judge
 from atom_core.arena.judge import (
     JudgeCall,
     JudgeVerdict,
-    agreement_with_people,
     judge_answers,
     judge_messages,
     judge_orders,
+    parse_verdict,
+)
+from atom_core.arena.judge_totals import (
+    agreement_with_people,
     judge_summaries,
     judge_votes,
-    parse_verdict,
     wilson_interval,
 )
 from atom_core.arena.promptsets import PromptItem, PromptSetError, check_results, parse_prompt_set
