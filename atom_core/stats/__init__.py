@@ -3,6 +3,16 @@
 ``from atom_core import stats; stats.runs_frame(...)`` reads as before the split; the figures
 are in ``atom_core.stats.charts``."""
 
+from .archive import (
+    DEFAULT_DAYS,
+    EXPORT_FORMATS,
+    HistoryFacts,
+    default_days,
+    export_runs,
+    history_facts,
+    recent_frame,
+    window_frame,
+)
 from .cache import RunsCache
 from .frame import (
     DEFAULT_ROUTE,
@@ -54,8 +64,11 @@ from .timelines import (
 )
 
 __all__ = [
+    "DEFAULT_DAYS",
     "DEFAULT_ROUTE",
+    "EXPORT_FORMATS",
     "GROUPINGS",
+    "HistoryFacts",
     "LIVE_COLUMNS",
     "MODEL_COLUMN_PX",
     "PROMPT_BANDS",
@@ -74,8 +87,11 @@ __all__ = [
     "box_stats",
     "bucket_seconds",
     "date_bounds",
+    "default_days",
+    "export_runs",
     "filter_options",
     "headline",
+    "history_facts",
     "live_summary",
     "load_message_timeline",
     "message_choices",
@@ -84,6 +100,7 @@ __all__ = [
     "name_row_height",
     "overview",
     "prompt_bands",
+    "recent_frame",
     "replay_frames",
     "route_series",
     "runs_frame",
@@ -97,4 +114,5 @@ __all__ = [
     "token_histogram",
     "tps_over_time",
     "trend_lines",
+    "window_frame",
 ]
