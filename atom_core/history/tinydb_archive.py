@@ -159,6 +159,19 @@ class ArchivePart(RecordsPart):
         token = hash((tuple(sorted(versions.items())), tuple(p.file for p in parts)))
         return _View(versions, parts, tail, token)
 
+    def _check_schema(self) -> None:
+        """A migration may rewrite runs shards in place, within the clock tick the archive
+        read them at and to the same size: after one, the archive is rebuilt from scratch."""
+        key = self._meta_key()
+        if key is not None and key == self._meta_checked:
+            return
+        before = self._read_schema_version(repair=False)
+        super()._check_schema()
+        if before is not None and before < self.schema_version:
+            with contextlib.suppress(FileNotFoundError):
+                (self._archive_dir / MANIFEST).unlink()
+            self._manifest_cache = None
+
     # -- writing parts ----------------------------------------------------------------------
 
     def _runs_in_shard(self, shard: int, *, cache: bool) -> list[dict[str, Any]]:
@@ -200,21 +213,30 @@ class ArchivePart(RecordsPart):
 
     def _commit(self, new: Sequence[Part], replaced: Sequence[Part] = ()) -> bool:
         """Adds `new` to the manifest in place of `replaced`, under the write lock, if the
-        history still has those shards as they were read and no other part holds them."""
+        history still has those shards as they were read and no other part holds them. Parts
+        whose shards changed since they were written leave the manifest here too."""
+        stale: list[Part] = []
         with self._writing():
             parts = self._parts()
             gone = {p.file for p in replaced}
             if not gone <= {p.file for p in parts}:
                 ok = False  # merged or dropped by someone else meanwhile
             else:
-                kept = [p for p in parts if p.file not in gone]
+                versions = self._runs_versions()
+                kept, stale = [], []
+                for p in parts:
+                    if p.file not in gone:
+                        fresh = all(versions.get(n) == key for n, key in p.shards)
+                        (kept if fresh else stale).append(p)
                 held = {n for p in kept for n, _ in p.shards}
-                now = self._runs_versions_of(n for p in new for n, _ in p.shards)
-                ok = all(now.get(n) == key and n not in held for p in new for n, key in p.shards)
+                ok = all(versions.get(n) == key and n not in held
+                         for p in new for n, key in p.shards)
                 ok = ok and all((self._archive_dir / p.file).is_file() for p in new)
                 if ok:
                     self._save_parts([*kept, *new])
-        for p in (replaced if ok else new):
+                else:
+                    stale = []
+        for p in (*(replaced if ok else new), *stale):
             with contextlib.suppress(FileNotFoundError):
                 (self._archive_dir / p.file).unlink()
         return ok
@@ -224,6 +246,8 @@ class ArchivePart(RecordsPart):
         part holds them already. Never raises: the runs are in the history whatever happens
         here, and the next reader or archive_runs() picks them up."""
         try:
+            # the manifest as it stands (a stat when unchanged): stale parts are for readers
+            # and archive_runs() to find, not for every append
             held = {n for p in self._parts() for n, _ in p.shards}
             wanted = sorted(n for n in set(shards) if n >= 0 and n not in held)
             if not wanted:

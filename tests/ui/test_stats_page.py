@@ -4,6 +4,7 @@ the tests read each chart's JSON spec and compare it with the frames that built 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -570,3 +571,28 @@ def test_a_run_or_two_per_model_with_long_names(mock: respx.MockRouter,
     assert summary.proto.HasField("placeholder") and summary.proto.placeholder == ""
     labels = [t["text"][0] for t in chart(at, "speed_map")["data"]]
     assert sorted(label.replace("<br>", "") for label in labels) == sorted(LONG_MODEL_NAMES)
+
+
+def test_a_history_from_before_the_archive_is_archived_when_stats_opens(
+        mock: respx.MockRouter, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first start on an existing history: Stats archives it (with a progress bar: the
+    callback is given and called) and shows every run; later runs need no catching up."""
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    store = open_store(isolated_env)
+    store.append_many("runs", list(realistic_runs(1500, seed=9, end=time.time(), days=20)))
+    shutil.rmtree(isolated_env / "archive")  # as an ATOM before the archive left it
+    calls: list[float] = []
+    real = type(store).archive_runs
+
+    def archive_runs(self: Any, progress: Any = None) -> int:
+        assert progress is not None  # the page passes its progress bar
+        return real(self, lambda share, n: (calls.append(share), progress(share, n)))
+
+    monkeypatch.setattr(type(store), "archive_runs", archive_runs)
+    at = open_stats()
+    assert calls and calls[-1] == 1.0
+    assert any(p.suffix == ".parquet" for p in (isolated_env / "archive" / "runs").iterdir())
+    assert summary_table(at)["runs"].sum() == 1500
+    calls.clear()
+    at.run()  # nothing new: no catching up, no bar
+    assert calls == []
