@@ -223,7 +223,8 @@ class ArchivePart(RecordsPart):
                 ok = False  # merged or dropped by someone else meanwhile
             else:
                 versions = self._runs_versions()
-                kept, stale = [], []
+                kept: list[Part] = []
+                stale = []
                 for p in parts:
                     if p.file not in gone:
                         fresh = all(versions.get(n) == key for n, key in p.shards)
