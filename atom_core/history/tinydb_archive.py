@@ -255,8 +255,11 @@ class ArchivePart(RecordsPart):
                 return
             versions = self._runs_versions_of(wanted)
             wanted = [n for n in wanted if n in versions]
-            if wanted and (part := self._archive_shards(wanted, versions)) is not None:
-                self._commit([part])
+            per_part = max(1, PART_ROWS // self._shard_rows)
+            for start in range(0, len(wanted), per_part):  # a huge import: parts of PART_ROWS
+                part = self._archive_shards(wanted[start:start + per_part], versions)
+                if part is not None:
+                    self._commit([part])
         except Exception as exc:  # noqa: BLE001 (derived data: log it, keep the run)
             log.warning("Could not archive runs shards %s: %s", list(shards), exc)
 

@@ -318,3 +318,28 @@ def test_export_parquet_and_csv(store: TinyDBHistoryStore) -> None:
                ) == {rows[5]["model"]}
     with pytest.raises(ValueError):
         stats.export_runs(store, flt, "xlsx")
+
+
+def test_a_sweep_writes_its_runs_in_batches(store: TinyDBHistoryStore,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from atom_core.history import batch as batch_module
+    from atom_core.history.batch import RunBatch
+
+    writes: list[int] = []
+    real = store.add_runs
+    monkeypatch.setattr(store, "add_runs", lambda rs: (writes.append(len(rs)), real(rs))[1])
+    clock = [0.0]
+    monkeypatch.setattr(batch_module.time, "monotonic", lambda: clock[0])
+    sweep = [RunRecord.from_record(r) for r in runs(1100)]
+    with pytest.raises(RuntimeError), RunBatch(store, max_runs=500, max_wait_s=1.0) as batch:
+        for i, run in enumerate(sweep):
+            if i == 1050:
+                clock[0] += 2.0  # a slow level: what waited a second goes out
+            batch.add(run)
+        raise RuntimeError("Stop pressed")  # what is left is written however the block ends
+    assert writes == [500, 500, 51, 49]
+    assert [r["id"] for r in store.run_rows()] == [r["id"] for r in read(store).to_dict(
+        "records")] and len(store.run_rows()) == 1100
+    assert_agree(store)
+    with pytest.raises(TypeError):
+        RunBatch(store).add({"model": "x"})  # type: ignore[arg-type]
