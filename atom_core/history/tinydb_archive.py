@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..files import atomic_write_bytes, atomic_write_json, private_dir, temp_file_pattern
 from ..runs import RunRecord
+from ..words import plural
 from .protocol import ArchiveProgress, RunsTable
 from .run_columns import UNREADABLE_COLUMN, check_columns, run_filter, runs_arrow
 from .tinydb_core import RECORDS_TABLE, shard_of
@@ -419,8 +420,8 @@ class ArchivePart(RecordsPart):
             bad = list(parts)
         if not bad:
             return
-        log.warning("The runs archive had %d unreadable part(s) (%s): they are read from the "
-                    "history until archived again.", len(bad), exc)
+        log.warning("The runs archive had %s (%s): their runs are read from the history until "
+                    "archived again.", plural(len(bad), "unreadable part"), exc)
         with self._writing():
             names = {p.file for p in bad}
             self._save_parts([p for p in self._parts() if p.file not in names])
