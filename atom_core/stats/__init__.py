@@ -10,6 +10,7 @@ from .archive import (
     default_days,
     export_runs,
     history_facts,
+    machine_runs,
     recent_frame,
     window_frame,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "headline",
     "history_facts",
     "live_summary",
+    "machine_runs",
     "load_message_timeline",
     "message_choices",
     "model_colors",

@@ -30,6 +30,7 @@ __all__ = [
     "default_days",
     "export_runs",
     "history_facts",
+    "machine_runs",
     "recent_frame",
     "window_frame",
 ]
@@ -138,6 +139,22 @@ def recent_frame(store: HistoryStore, since: float) -> pd.DataFrame:
     """The runs frame of the runs since `since` (the live panel: a few minutes of runs)."""
     view = store.runs_table(FRAME_COLUMNS, since=since)
     return _frame(view.table, view.unreadable)
+
+
+MACHINE_COLUMNS = ["machine_id", "model", "source", "ok", "decode_tps", "ttft_s",
+                   "cpu_percent_mean", "ram_used_mb_peak", "gpu_util_mean", "vram_used_mb_peak"]
+
+
+def machine_runs(store: HistoryStore) -> list[dict[str, Any]]:
+    """The runs the Machine tab and the benchmark card count (measure.card.machine_table):
+    completed runs that name their machine, judge requests left out; only the columns the
+    table reads, filtered in Arrow before any row becomes a dict (None where unknown)."""
+    import pyarrow.compute as pc
+
+    t = store.runs_table(MACHINE_COLUMNS).table
+    keep = pc.and_(pc.and_(pc.not_equal(t["machine_id"], ""), t["ok"]),
+                   pc.not_equal(t["source"], "judge"))
+    return t.filter(keep).to_pylist()
 
 
 def export_runs(store: HistoryStore, flt: RunFilter, fmt: str) -> bytes:

@@ -343,3 +343,21 @@ def test_a_sweep_writes_its_runs_in_batches(store: TinyDBHistoryStore,
     assert_agree(store)
     with pytest.raises(TypeError):
         RunBatch(store).add({"model": "x"})  # type: ignore[arg-type]
+
+
+def test_the_machine_tab_counts_the_same_runs_from_the_archive(
+        store: TinyDBHistoryStore) -> None:
+    from atom_core.measure import card
+
+    rows = runs(300)
+    for i, row in enumerate(rows):
+        if i % 3:
+            row.update(machine_id=f"m{i % 2}", cpu_percent_mean=10.0 + i % 7,
+                       ram_used_mb_peak=1000.0 + i)
+        if i % 10 == 0:
+            row["source"] = "judge"
+        if i % 11 == 0:
+            row.update(gpu_util_mean=50.0, vram_used_mb_peak=2048.0 + i)
+    store.append_many("runs", rows)
+    from_rows = card.machine_table(store.run_rows())
+    assert from_rows and from_rows == card.machine_table(stats.machine_runs(store))
