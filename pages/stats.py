@@ -39,11 +39,17 @@ def history_facts(folder: str, version: Any) -> stats.HistoryFacts:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def window(folder: str, version: Any, start: Any, end: Any, models: tuple[str, ...],
-           servers: tuple[str, ...]) -> Any:
-    """The runs of the time range, models and servers picked, from the runs archive."""
-    return stats.window_frame(store, stats.RunFilter(models=models, servers=servers,
-                                                     start=start, end=end))
+def window(folder: str, version: Any, flt: stats.RunFilter, lean: bool) -> Any:
+    """The runs of the time range, models and servers picked, from the runs archive; `lean`:
+    only the overview's columns (no per-run text)."""
+    return (stats.window_frame(store, flt, stats.OVERVIEW_COLUMNS) if lean
+            else stats.window_frame(store, flt))
+
+
+def runs_of(flt: stats.RunFilter, *, lean: bool = False) -> Any:
+    window_flt = stats.RunFilter(models=flt.models, servers=flt.servers, start=flt.start,
+                                 end=flt.end)  # the cache key: what the read depends on
+    return window(str(store.data_dir), version, window_flt, lean)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -209,14 +215,14 @@ if not facts.runs:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
 flt, group = filters(facts)
-runs = window(str(store.data_dir), version, flt.start, flt.end, flt.models, flt.servers)
 colors = facts.colors
 if facts.runs:
     stats_archive.range_caption(facts, (flt.start, flt.end) if flt.start and flt.end else None)
     stats_archive.export_buttons(store, flt)
-views = (lambda: overview_tab(version, runs, flt, group),
-         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
-         lambda: server_tab(flt.apply(runs), store),
+views = (lambda: overview_tab(version, runs_of(flt, lean=True), flt, group),
+         lambda: timeline_tab(flt.apply(runs_of(flt)), colors),
+         lambda: sweep_tab(runs_of(flt)),
+         lambda: server_tab(flt.apply(runs_of(flt)), store),
          lambda: stats_machine.machine_tab(store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:

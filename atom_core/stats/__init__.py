@@ -6,6 +6,7 @@ are in ``atom_core.stats.charts``."""
 from .archive import (
     DEFAULT_DAYS,
     EXPORT_FORMATS,
+    OVERVIEW_COLUMNS,
     HistoryFacts,
     default_days,
     export_runs,
@@ -72,6 +73,7 @@ __all__ = [
     "HistoryFacts",
     "LIVE_COLUMNS",
     "MODEL_COLUMN_PX",
+    "OVERVIEW_COLUMNS",
     "PROMPT_BANDS",
     "SOURCE_LABELS",
     "SUMMARY_COLUMNS",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..history.run_columns import FRAME_COLUMNS
+from ..history.run_columns import FRAME_COLUMNS, TEXT_COLUMNS
 from .frame import DEFAULT_ROUTE, RunFilter, assign_colors, finish_frame
 from .summary import ROUTE_SEPARATOR
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DAYS",
     "EXPORT_FORMATS",
+    "OVERVIEW_COLUMNS",
     "HistoryFacts",
     "default_days",
     "export_runs",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 DEFAULT_DAYS = 30  # what Stats shows until the time range is moved
+# What the overview (summary, charts) reads: the frame without its per-run text (ids, errors,
+# links), which only the timeline, sweep and server tabs need. Taking rows of 500,000 runs
+# copies every column: without the text columns the overview at 1M runs took half the time.
+OVERVIEW_COLUMNS = tuple(c for c in FRAME_COLUMNS if c not in TEXT_COLUMNS)
 EXPORT_FORMATS = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 _FACT_COLUMNS = ["model", "server", "source", "route", "ts"]
 
