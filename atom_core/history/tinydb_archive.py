@@ -212,10 +212,13 @@ class ArchivePart(RecordsPart):
                 out[n] = (st.st_mtime_ns, st.st_size)
         return out
 
-    def _commit(self, new: Sequence[Part], replaced: Sequence[Part] = ()) -> bool:
+    def _commit(self, new: Sequence[Part], replaced: Sequence[Part] = (), *,
+                drop_stale: bool = True) -> bool:
         """Adds `new` to the manifest in place of `replaced`, under the write lock, if the
         history still has those shards as they were read and no other part holds them. Parts
-        whose shards changed since they were written leave the manifest here too."""
+        whose shards changed since they were written leave the manifest here too, unless
+        `drop_stale` is false (the write path: a stat of every shard per batch is for
+        archive_runs() to pay; readers skip stale parts anyway)."""
         stale: list[Part] = []
         with self._writing():
             parts = self._parts()
@@ -223,7 +226,12 @@ class ArchivePart(RecordsPart):
             if not gone <= {p.file for p in parts}:
                 ok = False  # merged or dropped by someone else meanwhile
             else:
-                versions = self._runs_versions()
+                if drop_stale:
+                    versions = self._runs_versions()
+                else:
+                    versions = self._runs_versions_of(n for p in new for n, _ in p.shards)
+                    versions.update({n: key for p in parts for n, key in p.shards
+                                     if n not in versions})
                 kept: list[Part] = []
                 stale = []
                 for p in parts:
@@ -260,7 +268,7 @@ class ArchivePart(RecordsPart):
             for start in range(0, len(wanted), per_part):  # a huge import: parts of PART_ROWS
                 part = self._archive_shards(wanted[start:start + per_part], versions)
                 if part is not None:
-                    self._commit([part])
+                    self._commit([part], drop_stale=False)
         except Exception as exc:  # noqa: BLE001 (derived data: log it, keep the run)
             log.warning("Could not archive runs shards %s: %s", list(shards), exc)
 
@@ -269,7 +277,7 @@ class ArchivePart(RecordsPart):
             return super().append(table, record)
         with self._writing():
             run_id = super().append(table, record)
-            shard = shard_of(run_id)
+            shard = None if "id" in record else shard_of(run_id)
             if shard is None:  # a caller-chosen id: ask the folder
                 shard = max(self._shard_numbers(self._runs_dir), default=0)
             if shard > 0:
@@ -279,12 +287,19 @@ class ArchivePart(RecordsPart):
     def append_many(self, table: str, records: Iterable[dict[str, Any]]) -> list[str]:
         if table != RunRecord.TABLE:
             return super().append_many(table, records)
+        records = list(records)
+        own_ids = any(isinstance(r, dict) and "id" in r for r in records)
         with self._writing():
-            before = max(self._shard_numbers(self._runs_dir), default=0)
-            ids = super().append_many(table, records)
-            after = max(self._shard_numbers(self._runs_dir), default=0)
-            if after > before:
-                self._archive_closed(range(before, after))
+            if own_ids:  # an import keeps its ids: they need not name the shard they land in
+                before = max(self._shard_numbers(self._runs_dir), default=0)
+                ids = super().append_many(table, records)
+                after = max(self._shard_numbers(self._runs_dir), default=0)
+            else:  # the store's own ids name their shard: no directory listing per batch
+                ids = super().append_many(table, records)
+                after = shard_of(ids[-1]) or 0 if ids else 0
+                # if the shard before the first was full, this batch closed it too
+                before = max(0, (shard_of(ids[0]) or 0) - 1) if ids else 0
+            self._archive_closed(range(before, after))
         return ids
 
     # -- catching up, compacting ------------------------------------------------------------
