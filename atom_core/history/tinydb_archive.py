@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Hashable, Iterable, Sequence
@@ -63,6 +64,7 @@ MERGE_AT = 8  # ... once this many small parts sit side by side
 ROW_GROUP = 64 * 1024  # rows per Parquet row group: what a time filter skips by its min/max
 ORPHAN_AGE_S = 600  # an unnamed part younger than this may be another process's, mid-commit
 
+_ARCHIVING = threading.Lock()  # one catch-up at a time in a process (parts are written unlocked)
 ShardKey = tuple[int, int]  # (mtime_ns, size) of a runs shard when it was archived
 
 
@@ -307,6 +309,10 @@ class ArchivePart(RecordsPart):
     def archive_runs(self, progress: ArchiveProgress | None = None) -> int:
         if not self._runs_dir.is_dir() and not self._archive_dir.is_dir():
             return 0
+        with _ARCHIVING:  # two sessions opening Stats at once: the second finds it done
+            return self._archive_runs(progress)
+
+    def _archive_runs(self, progress: ArchiveProgress | None) -> int:
         with self._writing():  # migrations first; and no write is mid-commit while we clean
             self._remove_orphans()
             view = self._view()
@@ -365,7 +371,7 @@ class ArchivePart(RecordsPart):
                 if not (entry.name.endswith(".parquet") or temp.match(entry.name)):
                     continue
                 with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff or temp.match(entry.name):
+                    if entry.stat().st_mtime < cutoff:  # a young one may be mid-write
                         os.unlink(entry.path)
 
     def archive_files(self) -> list[Path]:

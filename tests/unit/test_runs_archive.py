@@ -257,10 +257,14 @@ def test_orphans_of_a_killed_write_are_removed(store: TinyDBHistoryStore) -> Non
     orphan.write_bytes(b"PAR1")
     temp = folder / ".part-000100-x.parquet.abc123.tmp"
     temp.write_bytes(b"half")
+    young = folder / ".part-000101-y.parquet.def456.tmp"  # another writer's, mid-write
+    young.write_bytes(b"half")
     old = time.time() - 3600
     os.utime(orphan, (old, old))
+    os.utime(temp, (old, old))
     store.archive_runs()
     assert not orphan.exists() and not temp.exists()
+    assert young.exists()
     assert_agree(store)
 
 
