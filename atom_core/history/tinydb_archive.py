@@ -178,7 +178,8 @@ class ArchivePart(RecordsPart):
     # -- writing parts ----------------------------------------------------------------------
 
     def _runs_in_shard(self, shard: int, *, cache: bool) -> list[dict[str, Any]]:
-        data = self._files.load(self._shard_path(self._runs_dir, shard), cache=cache)
+        with self._lock:  # the parse cache is not thread-safe; one shard at a time is short
+            data = self._files.load(self._shard_path(self._runs_dir, shard), cache=cache)
         return list((data or {}).get(RECORDS_TABLE, {}).values())
 
     def _write_part(self, table: pa.Table, first: int) -> str:

@@ -365,3 +365,38 @@ def test_the_machine_tab_counts_the_same_runs_from_the_archive(
     store.append_many("runs", rows)
     from_rows = card.machine_table(store.run_rows())
     assert from_rows and from_rows == card.machine_table(stats.machine_runs(store))
+
+
+def test_catching_up_while_another_thread_records_runs(tmp_path: Path) -> None:
+    """Parts are written outside the write lock: a catch-up and reads running while runs
+    arrive never lose, double or tear a run."""
+    import threading
+
+    store = TinyDBHistoryStore(tmp_path / "data", shard_rows=20, durable=False)
+    store.append_many("runs", runs(200, seed=3))
+    shutil.rmtree(store.data_dir / "archive")  # a backlog for the catch-up to work through
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            for i in range(30):
+                store.append_many("runs", runs(17, seed=100 + i))
+                store.add_run(RunRecord.from_record(runs(1, seed=200 + i)[0]))
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    while not done.is_set():
+        store.archive_runs()
+        ids = store.runs_table(["id"]).table["id"].to_pylist()
+        assert len(ids) == len(set(ids))  # never a run twice
+    writer.join()
+    assert not errors
+    store.archive_runs()
+    assert_agree(store)
+    assert len(store.run_rows()) == 200 + 30 * 18
+    assert sorted(archived_ids(store)) == sorted(closed_ids(store))
