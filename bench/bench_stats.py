@@ -17,7 +17,23 @@ timelines, then times, in this process:
 - the same first render in a fresh Python process, so that importing pandas and plotly is
   paid too (what the first visit after `make run` costs).
 
-Prints figures; asserts nothing. Goals: first render <= 2 s, summary <= 0.5 s.
+Then the runs archive (issue 24; history/tinydb_archive.py), each figure beside a baseline
+measured in the same run:
+
+- archiving the whole history on a first start (the archive removed, a fresh store),
+- a bare `pyarrow.parquet.read_table` of the columns Stats shows, over the last 30 days and
+  over all runs (the baseline), read before and after the page, median of both,
+- the Stats page's first render and a rerun in AppTest (it reads the archive),
+- adding one run at this size (median and max of many, fsync on, as the app writes),
+- a 10,000-run sweep's writes through RunBatch, and 500 runs one add_run at a time,
+- the peak memory (max RSS) of a fresh process that renders the Stats page.
+
+`--skip-rows` leaves out the row-path steps above (run_rows, frames; minutes at 1M runs);
+`--data DIR` builds the history there once and reuses it on the next run.
+
+Prints figures; asserts nothing. Goals: first render <= 2 s, summary <= 0.5 s; at 1M runs
+first render <= 2 s and <= 3 x the bare read, rerun <= 0.3 s, archiving <= 60 s, one run
+<= 2 ms, a 10,000-run sweep's writes <= 1 s.
 """
 
 from __future__ import annotations
@@ -82,6 +98,120 @@ def app_test_renders(data_dir: Path) -> tuple[float, float, int]:
     return first, second, len(at.get("plotly_chart"))
 
 
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bare_read_s(data: Path, since: float | None) -> float:
+    """pyarrow.parquet.read_table of the Stats frame's columns from the archive's parts."""
+    import pyarrow.parquet as pq
+
+    from atom_core.history.run_columns import FRAME_COLUMNS
+
+    parts = sorted(str(p) for p in (data / "archive" / "runs").glob("*.parquet"))
+    filters = [("ts", ">=", since)] if since is not None else None
+    t0 = time.perf_counter()
+    table = pq.read_table(parts, columns=list(FRAME_COLUMNS), filters=filters)
+    table.to_pandas()
+    return time.perf_counter() - t0
+
+
+def archive_bench(data: Path, runs: int, reps: int) -> None:
+    import shutil
+
+    from atom_core.history.batch import RunBatch
+    from atom_core.history.run_columns import FRAME_COLUMNS
+    from atom_core.history.tinydb_store import TinyDBHistoryStore
+    from atom_core.runs import RunRecord
+
+    load = os.getloadavg()[0]
+    shutil.rmtree(data / "archive", ignore_errors=True)  # a history from before the archive
+    ticks: list[float] = []
+    archived_s, archived = timed(lambda: TinyDBHistoryStore(data).archive_runs(
+        lambda share, n: ticks.append(share)))
+    parts = len(list((data / "archive" / "runs").glob("*.parquet")))
+    since = time.time() - 30 * 86400
+    before = [bare_read_s(data, since) for _ in range(reps)]
+    all_before = [bare_read_s(data, None) for _ in range(max(1, reps // 2))]
+    first, second, drawn = app_test_renders(data)
+    after = [bare_read_s(data, since) for _ in range(reps)]
+    all_after = [bare_read_s(data, None) for _ in range(max(1, reps // 2))]
+    bare = statistics.median(before + after)
+    bare_all = statistics.median(all_before + all_after)
+    window = TinyDBHistoryStore(data).runs_table(["ts"], since=since).table.num_rows
+    fresh = subprocess.run([sys.executable, __file__, "--render-only", str(data), "--rss"],
+                           capture_output=True, text=True, check=True)
+    fresh_first, rss = (float(x) for x in fresh.stdout.strip().splitlines()[-1].split())
+
+    from atom_core.files import atomic_write_bytes
+    from atom_core.history.tinydb_records import RecordsPart
+
+    store = TinyDBHistoryStore(data)  # fsync on, as the app
+    shard = max((data / "tables" / "runs").glob("*.json"))
+    blob = os.urandom(shard.stat().st_size)
+    scratch = data / "bench-scratch.bin"
+    one, bare_one, fsynced = [], [], []
+    rows_in = [RecordsPart.append, TinyDBHistoryStore.append]  # before the archive / now
+    for i, row in enumerate(realistic_runs(400, seed=123, days=0.01)):  # alternated
+        fsynced.append(timed(lambda: atomic_write_bytes(scratch, blob))[0])
+        write = rows_in[i % 2]
+        secs = timed(lambda write=write, row=row: write(store, "runs", dict(row)))[0]
+        (one if i % 2 else bare_one).append(secs)
+    scratch.unlink()
+    sweep = [RunRecord.from_record(r) for r in realistic_runs(10_000, seed=125, days=0.01)]
+
+    def write_sweep() -> None:
+        with RunBatch(store, max_wait_s=3600) as batch:  # batches of 500, as a fast sweep's
+            for run in sweep:
+                batch.add(run)
+
+    def bare_sweep() -> None:  # the same batches into the shards only, no archive
+        for k in range(0, len(sweep), 500):
+            RecordsPart.append_many(store, "runs", [r.to_record() for r in sweep[k:k + 500]])
+
+    sweep_s, bare_sweep_s = [], []
+    for _ in range(2):
+        bare_sweep_s.append(timed(bare_sweep)[0])
+        sweep_s.append(timed(write_sweep)[0])
+    nofsync = TinyDBHistoryStore(data, durable=False)
+    cpu_sweep_s = timed(lambda: [nofsync.add_runs(sweep[k:k + 500])
+                                 for k in range(0, len(sweep), 500)])[0]
+    load_after = os.getloadavg()[0]
+    print(f"\nRuns archive at {runs:,} runs ({parts} Parquet parts; {window:,} runs in the "
+          f"last 30 days), load average {load:.1f} -> {load_after:.1f}")
+    print(f"{'Step':<62}{'seconds':>9}{'ratio':>16}")
+    rows = (
+        (f"baseline: pq.read_table, Stats' {len(FRAME_COLUMNS)} columns, last 30 days", bare,
+         "1.0x"),
+        ("baseline: pq.read_table, the same columns, all runs", bare_all,
+         f"{bare_all / bare:.1f}x"),
+        (f"archiving the whole history on first start ({len(ticks)} progress ticks)",
+         archived_s, f"{archived:,} runs"),
+        (f"Stats first render, AppTest ({drawn} charts)", first, f"{first / bare:.1f}x bare"),
+        ("Stats rerun (caches warm)", second, f"{second / bare:.1f}x bare"),
+        ("Stats first render in a fresh process (imports too)", fresh_first,
+         f"{fresh_first / bare:.1f}x bare"),
+        ("baseline: one fsync'd atomic write of a shard-sized file", statistics.median(fsynced),
+         "1.0x"),
+        ("one run into the shards only (before the archive), median", statistics.median(
+            bare_one), f"{statistics.median(bare_one) / statistics.median(fsynced):.1f}x fsync"),
+        ("one run appended with the archive, median of 200 (fsync)", statistics.median(one),
+         f"{statistics.median(one) / statistics.median(bare_one):.2f}x before"),
+        ("one run appended with the archive, max of 200", max(one),
+         f"{max(one) / max(bare_one):.2f}x before's max"),
+        ("10,000-run sweep, 20 batches into the shards only", statistics.median(bare_sweep_s),
+         "1.0x"),
+        ("10,000-run sweep through RunBatch (shards + archive)", statistics.median(sweep_s),
+         f"{statistics.median(sweep_s) / statistics.median(bare_sweep_s):.2f}x shards only"),
+        ("the same sweep's writes without fsync (CPU: durable=False)", cpu_sweep_s, ""),
+    )
+    for label, secs, ratio in rows:
+        print(f"{label:<62}{secs:>9.3f}{ratio:>16}")
+    print(f"Peak memory (max RSS) of a fresh process rendering Stats: {rss:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -89,9 +219,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--render-only", metavar="DATA_DIR",
                         help="(internal) print the first render of DATA_DIR's Stats page, s")
+    parser.add_argument("--rss", action="store_true", help="(internal) and the peak RSS, MB")
+    parser.add_argument("--skip-rows", action="store_true",
+                        help="only the archive's figures (the row path takes minutes at 1M)")
+    parser.add_argument("--data", metavar="DIR", help="build the history here once, reuse it")
     args = parser.parse_args()
     if args.render_only:
-        print(app_test_renders(Path(args.render_only))[0])
+        first = app_test_renders(Path(args.render_only))[0]
+        print(f"{first} {peak_rss_mb()}" if args.rss else first)
         return
 
     from atom_core import stats
@@ -100,12 +235,16 @@ def main() -> None:
     from atom_core.stats import charts
 
     with tempfile.TemporaryDirectory(prefix="atom-bench-stats-") as tmp:
-        data = Path(tmp) / "data"
-        built, _ = timed(lambda: build_history(data, args.runs, args.conversations))
-        files = sum(1 for _ in data.rglob("*.json"))
-        size = sum(p.stat().st_size for p in data.rglob("*.json")) / 1e6
-        print(f"Built {args.runs:,} runs across 20 models and {args.conversations:,} "
-              f"conversations in {built:.1f} s: {size:.0f} MB in {files:,} files\n")
+        data = Path(args.data) if args.data else Path(tmp) / "data"
+        if not (data / "tables" / "runs").is_dir():
+            built, _ = timed(lambda: build_history(data, args.runs, args.conversations))
+            files = sum(1 for _ in data.rglob("*.json"))
+            size = sum(p.stat().st_size for p in data.rglob("*.json")) / 1e6
+            print(f"Built {args.runs:,} runs across 20 models and {args.conversations:,} "
+                  f"conversations in {built:.1f} s: {size:.0f} MB in {files:,} files\n")
+        if args.skip_rows:
+            archive_bench(data, args.runs, args.reps)
+            return
 
         shards = sorted((data / "tables" / "runs").glob("*.json"))
         raw = median_s(lambda: [json.loads(p.read_bytes()) for p in shards], args.reps)
@@ -156,6 +295,7 @@ def main() -> None:
         goal = "met" if first <= 2 and summary_s <= 0.5 else "NOT met"
         print(f"\nGoals (first render <= 2 s, summary <= 0.5 s): {goal}. "
               f"{math.ceil(args.runs / len(shards)):,} runs per shard.")
+        archive_bench(data, args.runs, args.reps)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from atom_core import arena, stats
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS
 from atom_core.stats import charts
+from atom_core.stats.frame import BAND_LABELS
 from atom_core.words import plural
-from pages.parts import stats_machine, ui
+from pages.parts import stats_archive, stats_machine, ui
 from pages.parts.stats_server import server_tab, table
 from pages.parts.stats_sweep import sweep_tab
 
@@ -24,63 +25,68 @@ CHART_TITLES = {"ttft_box": "Time to first token", "first_answer_box": "Time to 
 CHART_TABS = {"ttft_box": "First token", "tps_over_time": "Speed over time",
               "e2e_vs_tokens": "Time vs length", "ttft_vs_prompt": "First token vs prompt",
               "tokens_histogram": "Tokens per request"}  # the overview's charts, one per tab
+LIVE_WINDOW_S = 300.0  # the live panel's window
 TABS = ["Overview", "Token timeline", "Concurrency sweep", "Server vs ATOM", "Machine"]
 ui.require_app_shell("pages/stats.py")
 store = ui.store()
 
 
-@st.cache_resource(show_spinner=False)
-def runs_cache() -> stats.RunsCache:
-    return stats.RunsCache()
+@st.cache_resource(show_spinner=False, max_entries=4)
+def history_facts(folder: str, version: Any) -> stats.HistoryFacts:
+    """What the filters offer and each series' colour, over the whole history: a few columns
+    of the runs archive, once per history version (not on every rerun)."""
+    return stats.history_facts(store)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def window(folder: str, version: Any, flt: stats.RunFilter, lean: bool) -> Any:
+    """The runs of the time range, models and servers picked, from the runs archive; `lean`:
+    only the overview's columns (no per-run text)."""
+    return (stats.window_frame(store, flt, stats.OVERVIEW_COLUMNS) if lean
+            else stats.window_frame(store, flt))
+
+
+def runs_of(flt: stats.RunFilter, *, lean: bool = False) -> Any:
+    window_flt = stats.RunFilter(models=flt.models, servers=flt.servers, start=flt.start,
+                                 end=flt.end)  # the cache key: what the read depends on
+    return window(str(store.data_dir), version, window_flt, lean)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def overview(version: int, flt: stats.RunFilter, group: str, _df: Any) -> tuple:
+def overview(version: Any, flt: stats.RunFilter, group: str, _df: Any) -> tuple:
     ov = stats.overview(_df, flt, group=group)
-    return ov, charts.OverviewFigures(ov, series_colors(version, group, _df))  # built as drawn
+    colors = facts.route_colors if group == "model_route" else facts.colors
+    return ov, charts.OverviewFigures(ov, colors)  # built as drawn
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def series_colors(version: int, group: str, _df: Any) -> dict[str, str]:
-    """A colour per series over the whole history (so filtering never recolours one)."""
-    return stats.model_colors(stats.route_series(_df) if group == "model_route" else _df)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def history_facts(version: int, _df: Any) -> tuple[dict[str, list[str]], Any, dict[str, str]]:
-    """The filters' choices, the date range and the model colours of one history version:
-    computed once, not on every rerun (a live-panel tick, a filter change)."""
-    return stats.filter_options(_df), stats.date_bounds(_df), stats.model_colors(_df)
-
-
-def filters(df: Any) -> tuple[stats.RunFilter, str]:
-    opts, bounds, _ = history_facts(version, df)
+def filters(facts: stats.HistoryFacts) -> tuple[stats.RunFilter, str]:
     with st.sidebar:
         st.divider()
         st.markdown("**Filter runs**")
-        models = st.multiselect("Models", opts["models"], placeholder="All models")
-        sources = st.multiselect("Source", opts["sources"], format_func=stats.source_label,
+        days = stats_archive.time_range(facts)
+        models = st.multiselect("Models", facts.models, placeholder="All models")
+        sources = st.multiselect("Source", facts.sources, format_func=stats.source_label,
                                  placeholder="All sources")
-        servers = st.multiselect("Server", opts["servers"], placeholder="All servers")
-        days = st.date_input("Dates", bounds, *bounds) if bounds else ()
-        bands = st.multiselect("Prompt length", opts["bands"], placeholder="Any length")
-        routes = st.multiselect("Route", opts["routes"], placeholder="All routes",
+        servers = st.multiselect("Server", facts.servers, placeholder="All servers")
+        bands = st.multiselect("Prompt length", list(BAND_LABELS),
+                               placeholder="Any length")
+        routes = st.multiselect("Route", facts.routes, placeholder="All routes",
                                 format_func=lambda r: ROUTE_LABELS.get(r, r))
         group = st.segmented_control("Group by", list(stats.GROUPINGS), default="model",
                                      format_func=stats.GROUPINGS.__getitem__, required=True,
                                      key="stats_group", help="One row and one colour per "
                                      "model, or per model and the chat route it answered over.")
-    days = tuple(days) if isinstance(days, tuple | list) else (days,)
     return stats.RunFilter(models=tuple(models), sources=tuple(sources), servers=tuple(servers),
                            bands=tuple(bands), routes=tuple(routes),
                            start=days[0] if days else None,
-                           end=days[-1] if days else None), str(group or "model")
+                           end=days[1] if days else None), str(group or "model")
 
 
 @st.fragment(run_every=3)
-def live_panel(shown_version: int) -> None:
-    version, df = runs_cache().snapshot(store)  # cheap: only what changed is read
-    live = stats.live_summary(df, now=time.time())
+def live_panel(shown_version: Any) -> None:
+    now = time.time()  # cheap: a few minutes of runs, read by time from the archive
+    live = stats.live_summary(stats.recent_frame(store, now - LIVE_WINDOW_S), now=now,
+                              window_s=LIVE_WINDOW_S)
     if not live.active:
         st.caption(":material/radio_button_unchecked: Live: nothing running. This panel "
                    "updates itself while a chat, arena, prompt set or sweep records runs.")
@@ -89,16 +95,16 @@ def live_panel(shown_version: int) -> None:
                 f"in the last {live.window_s / 60:.0f} min, the latest "
                 f"{live.last_run_ago_s:.0f} s ago")
     table(live.per_model, {c: stats.SUMMARY_COLUMNS[c] for c in stats.LIVE_COLUMNS}, key="live")
-    if version != shown_version and st.button("Show the new runs in the charts",
+    if store.runs_version() != shown_version and st.button("Show the new runs in the charts",
                                               icon=":material/sync:"):
         st.rerun(scope="app")
 
 
-def overview_tab(version: int, df: Any, flt: stats.RunFilter, group: str) -> None:
+def overview_tab(version: Any, df: Any, flt: stats.RunFilter, group: str) -> None:
     live_panel(version)
     ov, figs = overview(version, flt, group, df)
     if not ov.runs:
-        if len(df):
+        if facts.runs:
             st.info("No runs match these filters.", icon=":material/filter_alt_off:")
         return
     best = stats.headline(ov.summary)
@@ -198,19 +204,25 @@ def replay(timelines: list[stats.Timeline]) -> None:
             st.markdown(safe_markdown(frame.content) + ("" if n == len(frames) - 1 else "▌"))
 
 
-version, runs = runs_cache().snapshot(store)
 st.subheader("Stats")
-if unreadable := runs.attrs.get("unreadable"):  # damaged or hand-edited rows: never a crash
-    st.warning(f"Left out: {plural(unreadable, 'stored run')} that could not be read.",
+stats_archive.catch_up(store)  # the first start on a long history: a progress bar
+version = store.runs_version()
+facts = history_facts(str(store.data_dir), version)
+if facts.unreadable:  # damaged or hand-edited rows: never a crash
+    st.warning(f"Left out: {plural(facts.unreadable, 'stored run')} that could not be read.",
                icon=":material/warning:")
-if runs.empty:
+if not facts.runs:
     st.info("No runs yet. Every reply in Chat, every arena race, prompt set and command-line "
             "bench adds one; come back after a few.", icon=":material/monitoring:")
-flt, group = filters(runs)
-colors = history_facts(version, runs)[2]
-views = (lambda: overview_tab(version, runs, flt, group),
-         lambda: timeline_tab(flt.apply(runs), colors), lambda: sweep_tab(runs),
-         lambda: server_tab(flt.apply(runs), store),
+flt, group = filters(facts)
+colors = facts.colors
+if facts.runs:
+    stats_archive.range_caption(facts, (flt.start, flt.end) if flt.start and flt.end else None)
+    stats_archive.export_buttons(store, flt)
+views = (lambda: overview_tab(version, runs_of(flt, lean=True), flt, group),
+         lambda: timeline_tab(flt.apply(runs_of(flt)), colors),
+         lambda: sweep_tab(runs_of(flt)),
+         lambda: server_tab(flt.apply(runs_of(flt)), store),
          lambda: stats_machine.machine_tab(store))
 for tab, draw in zip(st.tabs(TABS, key="stats_tab", on_change="rerun"), views, strict=True):
     if tab.open:

@@ -11,17 +11,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, get_args, runtime_checkable
 
 from ..errors import AtomError
 from ..metrics import GenerationMetrics
 from ..records import RecordView, StoredRecord
 from ..runs import RunRecord
 from ..types import MessageState
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "MESSAGE_STATES",
@@ -33,8 +36,10 @@ __all__ = [
     "NewConversation",
     "NewMessage",
     "ReadRecords",
+    "ArchiveProgress",
     "RowTables",
     "RunsDelta",
+    "RunsTable",
     "SchemaTooNewError",
     "StoreError",
     "StoredImage",
@@ -126,6 +131,19 @@ class RunsDelta:
     token: Hashable  # pass it to the next runs_since()
     start: int
     rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunsTable:
+    """Runs read by column (HistoryStore.runs_table): a pyarrow Table of the readable runs that
+    match, and how many stored runs in the whole history do not read as runs (left out)."""
+
+    table: pa.Table
+    unreadable: int
+
+
+# Called while the runs archive catches up: (share done 0..1, runs archived so far).
+ArchiveProgress = Callable[[float, int], None]
 
 
 IMAGE_MIMES: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp"})
@@ -267,6 +285,36 @@ class HistoryStore(Protocol):
     def runs_since(self, token: Hashable | None) -> RunsDelta:
         """The change to `runs()` since the call that returned `token` (None: since nothing).
         Cheap when little changed, whatever the history's size: what the Stats cache polls."""
+        ...
+
+    def add_runs(self, runs: Sequence[RunRecord]) -> list[str]:
+        """Appends many runs in one write (a sweep's batch); returns their ids. Raises TypeError
+        if any is not a RunRecord, before anything is written."""
+        ...
+
+    def runs_table(
+        self,
+        columns: Sequence[str] | None = None,
+        *,
+        models: Sequence[str] = (),
+        servers: Sequence[str] = (),
+        since: float | None = None,
+        until: float | None = None,
+    ) -> RunsTable:
+        """The runs as typed columns (history.run_columns: ARCHIVE_COLUMNS; None: all), only
+        the readable ones with `since` <= ts < `until` on the models and servers given (empty:
+        all), in the history's order. Reads only those columns of the runs archive (and the
+        few runs not archived yet), not every row of the history."""
+        ...
+
+    def runs_version(self) -> Hashable:
+        """A cheap value that changes whenever the runs change: a cache key for readers."""
+        ...
+
+    def archive_runs(self, progress: ArchiveProgress | None = None) -> int:
+        """Brings the runs archive up to date with the history (a first start, a folder
+        written by an older ATOM, an archive missing or damaged) and compacts it; `progress`
+        is called as it goes when there is work. Returns how many runs it archived."""
         ...
 
     # -- typed records (atom_core.records): written once below, in TypedRecords ---------------
@@ -413,8 +461,45 @@ class TypedRecords:
             raise TypeError(f"add_run takes a RunRecord, not {type(run).__name__}")
         return self.add(run)
 
+    def append_many(self, table: str, records: Iterable[dict[str, Any]]) -> list[str]:
+        raise NotImplementedError
+
+    def runs_since(self, token: Hashable | None) -> RunsDelta:
+        raise NotImplementedError
+
+    def add_runs(self, runs: Sequence[RunRecord]) -> list[str]:
+        for run in runs:
+            if not isinstance(run, RunRecord):
+                raise TypeError(f"add_runs takes RunRecords, not {type(run).__name__}")
+        return self.append_many(RunRecord.TABLE, [run.to_record() for run in runs])
+
     def run_rows(self) -> list[dict[str, Any]]:
         return self.records(RunRecord.TABLE)
+
+    def runs_table(
+        self,
+        columns: Sequence[str] | None = None,
+        *,
+        models: Sequence[str] = (),
+        servers: Sequence[str] = (),
+        since: float | None = None,
+        until: float | None = None,
+    ) -> RunsTable:
+        """Every run typed then filtered (a backend without an archive)."""
+        from .run_columns import UNREADABLE_COLUMN, check_columns, run_filter, runs_arrow
+
+        wanted = check_columns(columns)
+        table = runs_arrow(self.run_rows())
+        unreadable = int(table[UNREADABLE_COLUMN].to_numpy().sum()) if len(table) else 0
+        table = table.filter(run_filter(models=models, servers=servers, since=since,
+                                        until=until))
+        return RunsTable(table.select(wanted), unreadable)
+
+    def runs_version(self) -> Hashable:
+        return self.runs_since(None).token
+
+    def archive_runs(self, progress: ArchiveProgress | None = None) -> int:
+        return 0  # nothing to archive: runs_table reads the history itself
 
     def read(self, kind: type[V]) -> ReadRecords[V]:
         out: ReadRecords[V] = ReadRecords()

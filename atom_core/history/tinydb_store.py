@@ -12,6 +12,8 @@ splitting the history into many bounded TinyDB files::
       tables/<name>/000000.json ... append-only record shards ("runs", "votes", ...): <= shard_rows
       images/<owner>/<message>-<n>.<png|jpg|webp>  images sent with a message (vision models);
                                     <owner> is a conversation or arena round id
+      archive/runs/                 the runs again, as Parquet parts (tinydb_archive.py): what
+                                    Stats reads by column and filter; derived, rebuilt if lost
 
 Ids are ``<shard>-<16 hex>`` (``000003-9f1c2a0b4d5e6f70``): the first part names the index shard
 (conversations) or the table shard (records) that holds the row, so an update reads and rewrites
@@ -31,7 +33,8 @@ behind are removed when the folder is first opened in a process (`open_store`).
 
 The class is assembled from parts, one module each: tinydb_core (StoreCore: layout, lock,
 schema, damaged files), tinydb_files (the parse cache and the atomic TinyDB storage),
-tinydb_conversations, tinydb_records and tinydb_images; this module puts them together and
+tinydb_conversations, tinydb_records (+ tinydb_archive: the runs as Parquet) and
+tinydb_images; this module puts them together and
 keeps one store per folder.
 """
 
@@ -57,6 +60,7 @@ from .protocol import (
     SchemaTooNewError,
     StoreError,
 )
+from .tinydb_archive import ArchivePart
 from .tinydb_conversations import ConversationsPart
 from .tinydb_core import (
     DEFAULT_INDEX_SHARD_ROWS,
@@ -64,7 +68,6 @@ from .tinydb_core import (
     DEFAULT_SHARD_ROWS,
 )
 from .tinydb_files import AtomicJSONStorage
-from .tinydb_records import RecordsPart
 
 __all__ = [
     "DEFAULT_INDEX_SHARD_ROWS",
@@ -89,7 +92,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class TinyDBHistoryStore(ConversationsPart, RecordsPart):
+class TinyDBHistoryStore(ConversationsPart, ArchivePart):
     """HistoryStore on many small TinyDB files (layout in the module docstring).
 
     Construct it through `open_store()` in the app: one instance per folder per process, so that
@@ -106,7 +109,7 @@ class TinyDBHistoryStore(ConversationsPart, RecordsPart):
             return
         with self._writing():
             for folder in (self._index_dir, self._conversations_dir, self._tables_dir,
-                           self._images_dir):
+                           self._images_dir, self._archive_dir):
                 shutil.rmtree(folder, ignore_errors=True)
             self._files.clear()
             self._search_text.clear()

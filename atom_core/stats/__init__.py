@@ -3,6 +3,18 @@
 ``from atom_core import stats; stats.runs_frame(...)`` reads as before the split; the figures
 are in ``atom_core.stats.charts``."""
 
+from .archive import (
+    DEFAULT_DAYS,
+    EXPORT_FORMATS,
+    OVERVIEW_COLUMNS,
+    HistoryFacts,
+    default_days,
+    export_runs,
+    history_facts,
+    machine_runs,
+    recent_frame,
+    window_frame,
+)
 from .cache import RunsCache
 from .frame import (
     DEFAULT_ROUTE,
@@ -54,10 +66,14 @@ from .timelines import (
 )
 
 __all__ = [
+    "DEFAULT_DAYS",
     "DEFAULT_ROUTE",
+    "EXPORT_FORMATS",
     "GROUPINGS",
+    "HistoryFacts",
     "LIVE_COLUMNS",
     "MODEL_COLUMN_PX",
+    "OVERVIEW_COLUMNS",
     "PROMPT_BANDS",
     "SOURCE_LABELS",
     "SUMMARY_COLUMNS",
@@ -74,9 +90,13 @@ __all__ = [
     "box_stats",
     "bucket_seconds",
     "date_bounds",
+    "default_days",
+    "export_runs",
     "filter_options",
     "headline",
+    "history_facts",
     "live_summary",
+    "machine_runs",
     "load_message_timeline",
     "message_choices",
     "model_colors",
@@ -84,6 +104,7 @@ __all__ = [
     "name_row_height",
     "overview",
     "prompt_bands",
+    "recent_frame",
     "replay_frames",
     "route_series",
     "runs_frame",
@@ -97,4 +118,5 @@ __all__ = [
     "token_histogram",
     "tps_over_time",
     "trend_lines",
+    "window_frame",
 ]

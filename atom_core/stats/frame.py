@@ -31,6 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..history.run_columns import (
+    CATEGORY_COLUMNS,
+    FRAME_COLUMNS,
+    typed_columns,
+)
+
 __all__ = [
     "DEFAULT_ROUTE",
     "GROUPINGS",
@@ -50,21 +56,7 @@ __all__ = [
 
 # -- the frame ----------------------------------------------------------------------------------
 
-FLOAT_COLUMNS = (
-    "ts", "ttft_s", "decode_tps", "e2e_s", "itl_p50_s", "itl_p95_s", "output_tokens",
-    "prompt_tokens", "concurrency",
-    # reasoning models and client-side waits (atom_core.metrics defines each)
-    "first_answer_s", "thinking_s", "pool_wait_s",
-    # what the server said about the same run (LM Studio's native /api/v1/chat stats,
-    # llama.cpp's timings)
-    "server_tps", "server_ttft_s", "server_load_s", "server_prompt_s", "server_output_tokens",
-)
-CATEGORY_COLUMNS = ("model", "source", "server", "state", "tokens_source", "route")
-TEXT_COLUMNS = ("id", "error", "finish_reason", "conversation_id", "message_id", "sweep_id",
-                "round_id",
-                # a sweep's K: "model" (each model its own), "shared" (one for all); "" before
-                "k_scope")
-_WANTED = ("ok", *FLOAT_COLUMNS, *CATEGORY_COLUMNS, *TEXT_COLUMNS)
+_WANTED = FRAME_COLUMNS
 FAILED_STATES = ("error", "interrupted")
 # A run recorded before chat routes existed (no `route`) came over chat completions.
 DEFAULT_ROUTE = "completions"
@@ -122,43 +114,19 @@ def runs_frame(rows: Sequence[Mapping[str, Any]], *, sort: bool = True) -> pd.Da
 def typed_runs(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, np.ndarray]:
     """Every row typed as runs_frame types them, in the given order, and a mask of the rows
     runs_frame leaves out as unreadable."""
-    df = pd.DataFrame([r for r in rows if isinstance(r, Mapping)], columns=list(_WANTED))
-    unreadable = np.zeros(len(df), dtype=bool)
-    ok = df["ok"]
-    if len(df) and pd.api.types.infer_dtype(ok, skipna=True) not in ("boolean", "empty"):
-        fine = ok.map(lambda v: v is None or isinstance(v, bool) or v != v).to_numpy(bool)
-        unreadable |= ~fine
-        ok = ok.where(fine, None)
-    state = df["state"]
-    if len(df):
-        ok = ok.astype("boolean").fillna(True).astype(bool)
-        state = state.where(state.notna(), np.where(ok, "complete", "error"))
-    df["ok"] = ok.astype(bool)
-    df["state"] = state
-    for col in FLOAT_COLUMNS:
-        values = df[col]
-        numeric = pd.to_numeric(values, errors="coerce")
-        if values.dtype.kind not in "fiu":  # objects: was each one a number?
-            unreadable |= (numeric.isna() & values.notna()).to_numpy(bool)
-        df[col] = numeric.astype("float64")
-    ts = df["ts"].to_numpy()
-    with np.errstate(invalid="ignore"):
-        unreadable |= ~np.isnan(ts) & ~((ts >= 0) & (ts < 1e11))  # inf, negative, year 5000+
-    for col in (*CATEGORY_COLUMNS, *TEXT_COLUMNS):
-        values = df[col]
-        if values.dtype.kind == "f":  # a field no row has: all NaN
-            values = values.astype(object)
-        elif len(df) and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-            fine = values.map(lambda v: v is None or isinstance(v, str) or v != v)
-            unreadable |= ~fine.to_numpy(bool)
-            values = values.where(fine, None)
-        df[col] = values.fillna("").astype(str)
+    df, unreadable = typed_columns(rows, FRAME_COLUMNS)
+    return finish_frame(df), unreadable
+
+
+def finish_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A frame of typed columns (history.run_columns) as the page uses it: old runs' route,
+    categoricals, `failed` and `prompt_band`."""
     df["route"] = df["route"].replace("", DEFAULT_ROUTE)
     for col in CATEGORY_COLUMNS:
         df[col] = df[col].astype("category")
     df["failed"] = df["state"].isin(FAILED_STATES).to_numpy(dtype=bool)
     df["prompt_band"] = prompt_bands(df["prompt_tokens"])
-    return df, unreadable
+    return df
 
 
 def prompt_bands(prompt_tokens: pd.Series) -> pd.Series:

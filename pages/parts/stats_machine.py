@@ -8,6 +8,7 @@ from typing import Any
 import plotly.express as px
 import streamlit as st
 
+from atom_core import stats
 from atom_core.measure import card, hardware
 from atom_core.render import safe_markdown
 from atom_core.stats.charts import wrap_label  # long names over lines in the legend
@@ -33,7 +34,7 @@ def machine_tab(store: ui.HistoryStore) -> None:
     st.markdown(f"**This machine:** {here.label}", help="Recorded once; every run names the "
                 "machine it ran on, so numbers from different machines are never mixed.")
     known = hardware.machines(store)
-    runs = store.run_rows()
+    runs = stats.machine_runs(store)  # from the runs archive: only what the table counts
     rows = card.machine_table(runs)
     if not rows:
         st.info("No run has hardware figures yet. Every reply from now on records what the "

@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from atom_core import stats
+from atom_core.history.batch import RunBatch
 from atom_core.measure import sweep
 from atom_core.render import plain_label, safe_markdown
 from atom_core.server.routes import ROUTE_LABELS, ROUTES
@@ -91,11 +92,12 @@ def run_sweep(models: list[str], prompt: str, levels: list[int], per_level: int,
     records = sweep.run_sweep(ui.client(), model=models, prompt=prompt, levels=levels,
                               requests_per_level=per_level, cancel=cancel, route=route,
                               options=SamplingOptions(max_tokens=max_tokens), shared=shared)
+    batch = RunBatch(ui.store())  # thousands of runs: written in batches, not one by one
     try:  # a click anywhere stops the script here; `finally` ends the requests in flight
         for record in records:
             run = record.as_run("sweep")
             rows.append(run.to_record())
-            ui.store().add_run(run)
+            batch.add(run)
             progress.progress(len(rows) / total, f"{len(rows)} of {total} requests · "
                                                  f"{record.job.tags['concurrency']} in flight")
             frame = stats.runs_frame(rows)
@@ -107,4 +109,5 @@ def run_sweep(models: list[str], prompt: str, levels: list[int], per_level: int,
     finally:
         cancel.set()
         records.close()
+        batch.flush()
     st.rerun()

@@ -4,8 +4,10 @@ the tests read each chart's JSON spec and compare it with the frames that built 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ def seed(data_dir: Path, n: int = 3000, *, recent: bool = False) -> list[dict[st
     """n realistic runs (20 models) plus one chat reply with a token timeline."""
     store = open_store(data_dir)
     end = time.time() - (0 if recent else 3600)
-    rows = list(realistic_runs(n, seed=11, end=end))
+    rows = list(realistic_runs(n, seed=11, end=end, days=25))  # inside the default 30 days
     store.append_many("runs", rows)
     conv = store.create_conversation(title="Timeline")
     m = compute_metrics(t_request_ns=0,
@@ -116,8 +118,8 @@ def test_overview_shows_the_summary_and_every_chart(seeded: list[dict[str, Any]]
     for row in stats.box_stats(df).itertuples():
         assert box[row.model]["median"] == [pytest.approx(row.p50)]
         assert box[row.model]["marker"]["color"] == colors[row.model]
-    download = at.get("download_button")
-    assert download and "Download summary" in download[0].proto.label
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download summary (CSV)" in labels
     assert chart_tabs(at)[0] == [[name] for name in CHARTS[1:]]  # only the open tab's
 
 
@@ -140,10 +142,14 @@ def test_the_summary_csv_is_made_on_the_click_not_on_every_rerun(
     made: list[int] = []
     real = stats.summary_csv
     monkeypatch.setattr(stats, "summary_csv", lambda s: made.append(len(s)) or real(s))
+    exported: list[str] = []
+    monkeypatch.setattr(stats, "export_runs", lambda store, flt, fmt: exported.append(fmt))
     at = open_stats()
     at.run()  # a rerun (a live-panel tick, a filter change) pays nothing for the CSV either
-    assert [b.proto.label for b in at.get("download_button")] == ["Download summary (CSV)"]
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Download runs (Parquet)", "Download runs (CSV)", "Download summary (CSV)"]
     assert made == []  # 85 ms for 20 models, on every rerun, for a file rarely downloaded
+    assert exported == []  # nor the runs export: made on the click
 
 
 def test_filters_change_the_numbers(seeded: list[dict[str, Any]]) -> None:
@@ -176,10 +182,38 @@ def test_date_filter(seeded: list[dict[str, Any]]) -> None:
     at = open_stats()
     df = stats.runs_frame(seeded)
     first, last = stats.date_bounds(df)  # type: ignore[misc]
-    at.sidebar.date_input[0].set_value((last, last)).run()
+    at.sidebar.slider(key="stats_days").set_value((last, last)).run()
     assert not at.exception
     today = stats.RunFilter(start=last, end=last).apply(df)
     assert summary_table(at)["runs"].sum() == len(today) < len(df)
+
+
+def test_stats_opens_on_the_last_30_days_and_says_so(mock: respx.MockRouter,
+                                                      isolated_env: Path) -> None:
+    """A history of 90 days: the page shows the last 30 (by default, and says so), the
+    filters still offer every model, and the time range brings the older runs back."""
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    store = open_store(isolated_env)
+    now = time.time()
+    old = [dict(r, model="old-model") for r in realistic_runs(300, seed=3, end=now - 40 * 86400,
+                                                              days=50)]
+    recent = list(realistic_runs(600, seed=4, end=now, days=25))
+    store.append_many("runs", old + recent)
+    at = open_stats()
+    df = stats.runs_frame(store.run_rows())
+    start, end = at.sidebar.slider(key="stats_days").value
+    assert (end - start).days == 29 and end == date.today()
+    shown = stats.RunFilter(start=start, end=end).apply(df)
+    assert len(shown) == len(recent)  # every recent run, none of the old ones
+    assert summary_table(at)["runs"].sum() == len(recent)
+    assert "old-model" not in set(summary_table(at)["model"])
+    assert "old-model" in at.sidebar.multiselect[0].options  # the filters know the whole history
+    assert any("the last 30 days" in c.value for c in at.caption)
+    first = stats.date_bounds(df)[0]  # type: ignore[index]
+    at.sidebar.slider(key="stats_days").set_value((first, end)).run()
+    assert not at.exception
+    assert summary_table(at)["runs"].sum() == len(df)
+    assert not any("the last 30 days" in c.value for c in at.caption)
 
 
 def test_an_empty_history_says_so(mock: respx.MockRouter) -> None:
@@ -537,3 +571,28 @@ def test_a_run_or_two_per_model_with_long_names(mock: respx.MockRouter,
     assert summary.proto.HasField("placeholder") and summary.proto.placeholder == ""
     labels = [t["text"][0] for t in chart(at, "speed_map")["data"]]
     assert sorted(label.replace("<br>", "") for label in labels) == sorted(LONG_MODEL_NAMES)
+
+
+def test_a_history_from_before_the_archive_is_archived_when_stats_opens(
+        mock: respx.MockRouter, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first start on an existing history: Stats archives it (with a progress bar: the
+    callback is given and called) and shows every run; later runs need no catching up."""
+    mock.get("/api/v1/models").respond(json=NATIVE_MODELS)
+    store = open_store(isolated_env)
+    store.append_many("runs", list(realistic_runs(1500, seed=9, end=time.time(), days=20)))
+    shutil.rmtree(isolated_env / "archive")  # as an ATOM before the archive left it
+    calls: list[float] = []
+    real = type(store).archive_runs
+
+    def archive_runs(self: Any, progress: Any = None) -> int:
+        assert progress is not None  # the page passes its progress bar
+        return real(self, lambda share, n: (calls.append(share), progress(share, n)))
+
+    monkeypatch.setattr(type(store), "archive_runs", archive_runs)
+    at = open_stats()
+    assert calls and calls[-1] == 1.0
+    assert any(p.suffix == ".parquet" for p in (isolated_env / "archive" / "runs").iterdir())
+    assert summary_table(at)["runs"].sum() == 1500
+    calls.clear()
+    at.run()  # nothing new: no catching up, no bar
+    assert calls == []

@@ -30,6 +30,7 @@ OWN_TEXT = {
     ("pages/parts/arena_class.py", "label"),  # this machine's address, the digits of the code;
     # and the tally's "Response 2: 12"
     ("pages/parts/arena_judge.py", "why"),  # a fixed word per status
+    ("pages/parts/stats_archive.py", "text"),  # the two export buttons' fixed labels
     ("pages/parts/arena_machine.py", "line"),  # the hardware strip: numbers
     ("pages/parts/arena_round.py", "label"),  # fixed download labels
     ("pages/parts/arena_round.py", "row.name"),  # the results grid's own row names
