@@ -27,7 +27,6 @@ from .protocol import (
     NewConversation,
     RunsDelta,
     StoredImage,
-    TypedRecords,
     check_image_ids,
     check_images,
     check_message_fields,
@@ -38,6 +37,7 @@ from .protocol import (
     message_preview,
     require_jsonable,
 )
+from .typed_records import TypedRecords
 
 __all__ = ["MemoryHistoryStore"]
 

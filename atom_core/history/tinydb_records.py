@@ -13,7 +13,6 @@ from typing import Any, TypeGuard
 
 from .protocol import (
     RunsDelta,
-    TypedRecords,
     copy_json,
     require_jsonable,
 )
@@ -29,6 +28,7 @@ from .tinydb_files import (
     doc_number,
     stat_key,
 )
+from .typed_records import TypedRecords
 
 log = logging.getLogger(__name__)
 
