@@ -360,6 +360,26 @@ MID_REPLY = {"models": [
      "token_gap_ms": 5, "reply_tokens": 8}]}
 
 
+def test_a_message_sent_while_a_reply_streams_stops_it_and_is_answered(
+        app: App, double: Double, page: Any) -> None:
+    """The chat box stays usable while a reply streams (pages/parts/chat_box.py): sending
+    replaces the run that streamed, like a model pick. The cut reply is kept, marked Stopped,
+    and is part of what the next request sends; the new message is answered."""
+    double.set_config(MID_REPLY)
+    open_app(page, app.url, "[data-testid=stChatInputTextArea]")
+    send(page, "a long one")
+    page.get_by_text("Reply from test/alpha: one two").wait_for(timeout=PAGE_WAIT_MS)
+    send(page, "and a short one")
+    assert "Reply from test/alpha:" in reply_to(page, "and a short one")
+    cut = page.locator("[data-testid=stChatMessage]").nth(1).inner_text()
+    assert "Stopped" in cut and "Reply from test/alpha: one two" in cut
+    first, second = double.chat_requests()
+    assert first["closed_early"] and not first["completed"]
+    sent = [m["content"] for m in second["body"]["messages"]]
+    assert sent[0] == "a long one" and sent[1].startswith("Reply from test/alpha: one two")
+    assert sent[-1] == "and a short one"
+
+
 def test_the_chat_box_works_after_a_mid_reply_pick_on_a_busy_browser(
         app: App, double: Double, page: Any) -> None:
     """A model picked mid-reply replaces the run that streamed. The browser here reads the
