@@ -3,6 +3,7 @@ saves itself as it goes, and always ends in a recorded state."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -238,6 +239,7 @@ class ChatTurn:
         self._run: FanOut | None = None
         self.message_id = ""
         self.finished = False
+        self._saved = threading.Event()  # set once finish() has written the final state
         self.route = route
         self.previous_response_id = previous_response_id  # None after a fallback to history
         self.note = ""  # a sentence for the user about how this turn was sent, if any
@@ -329,6 +331,21 @@ class ChatTurn:
         if self.finished or self._run is None:
             return None
         self.finished = True
+        try:
+            return self._save_final()
+        finally:
+            self._saved.set()
+
+    def wait_saved(self, timeout: float) -> bool:
+        """Waits until finish() has saved the final state (True), or `timeout` seconds (False).
+
+        For the page's next run: a click while a reply streams (Stop, a model pick) starts that
+        run at once on a new thread while the old one is still unwinding into finish(), so the
+        next run would otherwise read the reply as start() left it ("interrupted")."""
+        return self._saved.wait(timeout)
+
+    def _save_final(self) -> Message | None:
+        assert self._run is not None
         if not self._run.all_done:
             self._run.cancel()
         slot = self.slot

@@ -27,6 +27,7 @@ from pages.parts import (
     chat_images,
     ui,
 )
+from pages.parts.chat_box import chat_box, stop_button
 
 REDRAW_S = 0.08  # about 12 redraws a second across all columns
 VIEWS = ["Race", "Leaderboard", "Prompt sets"]
@@ -102,6 +103,7 @@ def run_race(prompt: str, system: str, setups: list[SlotSetup],
             lives.append(st.empty())
             bodies.append(st.empty())
     strip = arena_machine.MachineStrip(st.empty())  # what the machine does during the race
+    stop_button("arena_stop")
     try:
         race.start()
         st.session_state.arena_round_id = race.round_id
@@ -158,8 +160,7 @@ else:
     with pickers:
         setups, models = arena_setup.slot_setup(presenter)
         system = arena_setup.system_prompt(presenter)
-    prompt = st.chat_input("Ask every model at once…", submit_mode="stop", key="arena_prompt",
-                           disabled=not setups)
+    prompt = chat_box("Ask every model at once…", key="arena_prompt", disabled=not setups)
     pictures = chat_images.picker("arena")
     if blank_prompt(prompt, pictures):
         st.toast(BLANK_PROMPT, icon=":material/edit_note:")

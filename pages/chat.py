@@ -20,8 +20,10 @@ from atom_core.render import image_hosts, plain_label, safe_markdown
 from atom_core.types import Dialect, SamplingOptions
 from pages.parts import chat_conversations as conversations
 from pages.parts import chat_header, chat_images, chat_route, ui
+from pages.parts.chat_box import chat_box, stop_button
 
 REDRAW_S = 0.08  # about 12 redraws a second: smooth, and cheap for the browser
+SAVE_WAIT_S = 5.0  # at most, for the reply a click cut short to be saved by its own run
 REDRAW_AFTER_STOP_S = 0.5  # how soon after Stop the saved reply replaces the live one
 STATE_NOTES = {
     "stopped": ("Stopped", ":material/stop_circle:"),
@@ -71,9 +73,10 @@ def show_images(message_id: str, host: str) -> None:
 
 @st.fragment(run_every=REDRAW_AFTER_STOP_S)
 def redraw_after_stop() -> None:
-    """Stop (the chat input's button) ends the script run where it is: nothing more can be drawn
-    in it, so the reply would stay as it was mid-stream. This fragment is drawn while a reply
-    streams; its timer fires in a new run after Stop and redraws the page from what
+    """Streamlit's own Stop (the status widget's, not ATOM's Stop button, which reruns the page)
+    ends the script run where it is: nothing more can be drawn in it, so the reply would stay as
+    it was mid-stream. This fragment is drawn while a reply streams;
+    its timer fires in a new run after such a Stop and redraws the page from what
     ChatTurn.finish() saved (the reply marked Stopped, with Regenerate)."""
     if st.session_state.pop("_chat_streaming", False):
         st.rerun(scope="app")
@@ -98,6 +101,8 @@ def stream_reply(conv: Conversation, model: str, options: SamplingOptions, syste
                     history=history, options=options, system_prompt=system, ttl=ttl,
                     route=chosen.route, previous_response_id=chosen.continues_from,
                     reasoning=chosen.reasoning)
+    stop_button("chat_stop")
+    st.session_state["_chat_turn"] = turn  # the next run waits until it is saved
     with st.chat_message("assistant"):
         status = st.empty()
         reasoning_box = st.empty()
@@ -146,7 +151,7 @@ def live_line(turn: ChatTurn) -> str:
 
 # Read the input first (it is pinned to the bottom wherever it is called), so that a first message
 # creates its conversation before the header and the list are drawn.
-prompt = st.chat_input("Message the model", submit_mode="stop")
+prompt = chat_box("Message the model")
 pictures = chat_images.picker("chat")
 if blank_prompt(prompt, pictures):
     st.toast(BLANK_PROMPT, icon=":material/edit_note:")
@@ -161,6 +166,8 @@ if prompt and conv is None:
 conversations.conversation_list(conv)
 options, system, ttl = chat_header.header(conv, model)
 chat_route.route_caption(conv)
+if (previous := st.session_state.pop("_chat_turn", None)) is not None:
+    previous.wait_saved(SAVE_WAIT_S)  # a click mid-reply: its run may still be saving the reply
 messages = store.messages(conv.id) if conv else []
 if not messages and not prompt:
     st.caption("Ask anything. Replies stream from the model picked in the sidebar; every chat "

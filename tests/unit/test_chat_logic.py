@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -63,6 +64,29 @@ def test_a_turn_saves_message_metrics_and_run(isolated_env: Path) -> None:
     assert run["model"] == "m" and run["ok"] and run["message_id"] == message.id
     assert run["server"] == BASE and run["source"] == "chat"
     assert turn.finish() is None  # idempotent
+
+
+def test_the_next_run_waits_for_a_turn_cut_short_to_be_saved(isolated_env: Path) -> None:
+    """A click mid-reply (ATOM's Stop, a model pick) starts the page's next run on a new thread
+    while the old one unwinds into finish(): wait_saved() holds that run until the reply is
+    saved (as stopped), so it never draws the "interrupted" placeholder start() left."""
+    store = open_store(isolated_env)
+    conv = store.create_conversation(title="t")
+    with respx.mock(base_url=BASE) as mock, LMStudioClient(BASE) as client:
+        mock.post("/v1/chat/completions").respond(200, headers=SSE_HEADERS,
+                                                  content=sse_body("Hel", "lo"))
+        turn = ChatTurn(store=store, client=client, conversation_id=conv.id, model="m",
+                        history=[ChatMessage("user", "hi")]).start()
+        assert turn.wait_saved(0.01) is False  # nothing saved yet: the next run must wait
+        states: list[str] = []
+        waiter = threading.Thread(target=lambda: states.append(
+            store.messages(conv.id)[-1].state if turn.wait_saved(10) else "timed out"))
+        waiter.start()
+        message = turn.finish()  # cut short, or done if the mock was quicker
+        waiter.join(10)
+    assert message is not None and message.state != "interrupted"
+    assert states == [message.state]
+    assert turn.wait_saved(0) is True
 
 
 def test_a_turn_against_a_dead_server_ends_in_error_state(isolated_env: Path) -> None:
