@@ -328,6 +328,8 @@ class ChatTurn:
 
     def finish(self) -> Message | None:
         """Ends the turn (cancelling it if still running) and saves its final state. Idempotent."""
+        if self._run is None:
+            self._saved.set()  # never started: nothing to save
         if self.finished or self._run is None:
             return None
         self.finished = True

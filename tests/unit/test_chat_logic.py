@@ -87,6 +87,10 @@ def test_the_next_run_waits_for_a_turn_cut_short_to_be_saved(isolated_env: Path)
     assert message is not None and message.state != "interrupted"
     assert states == [message.state]
     assert turn.wait_saved(0) is True
+    never_started = ChatTurn(store=store, client=client, conversation_id=conv.id, model="m",
+                             history=[])
+    never_started.finish()  # a run cut short before start(): the next run must not wait
+    assert never_started.wait_saved(0) is True
 
 
 def test_a_turn_against_a_dead_server_ends_in_error_state(isolated_env: Path) -> None:
