@@ -182,8 +182,6 @@ class ReadRecords(list[V]):
     skipped: int = 0
 
 
-# What a row of a record type may raise when it is not one (see StoredRecord.from_record).
-_UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, AtomError)
 
 
 @runtime_checkable

@@ -9,10 +9,10 @@ from collections.abc import Hashable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
+from ..errors import AtomError
 from ..records import StoredRecord
 from ..runs import RunRecord
 from .protocol import (
-    _UNREADABLE,
     ArchiveProgress,
     R,
     ReadRecords,
@@ -20,6 +20,9 @@ from .protocol import (
     RunsTable,
     V,
 )
+
+# What a row of a record type may raise when it is not one (see StoredRecord.from_record).
+UNREADABLE_ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError, AtomError)
 
 
 class TypedRecords:
@@ -100,7 +103,7 @@ class TypedRecords:
         for row in self.records(kind.TABLE):
             try:
                 out.append(kind.from_record(row))
-            except _UNREADABLE:
+            except UNREADABLE_ROW_ERRORS:
                 out.skipped += 1
         return out
 
@@ -127,5 +130,5 @@ class TypedRecords:
 def _read_one(kind: type[V], row: dict[str, Any] | None) -> V | None:
     try:
         return kind.from_record(row) if row is not None else None
-    except _UNREADABLE:
+    except UNREADABLE_ROW_ERRORS:
         return None
